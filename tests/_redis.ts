@@ -4,11 +4,10 @@
  *
  * @example
  * ```ts
- * import { Redis } from "@upstash/redis";
- * import { redisTest } from "../_redis.ts";
+ * import { redisTest, restClient } from "../_redis.ts";
  *
- * redisTest("RedisStore keeps a counter", async ({ restUrl, restToken }) => {
- *   const redis = new Redis({ url: restUrl, token: restToken, enableTelemetry: false });
+ * redisTest("RedisStore keeps a counter", async (fixture) => {
+ *   const redis = restClient(fixture);
  *   await redis.incr("n");
  * });
  * ```
@@ -16,6 +15,7 @@
  * @module
  */
 
+import { Redis } from "@upstash/redis";
 import { createClient } from "redis";
 import {
   isRedisServerInstalled,
@@ -109,6 +109,11 @@ export function redisTest(name: string, fn: (fixture: RedisFixture) => Promise<v
 function randomToken(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(18));
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** An Upstash REST client of the fixture's bridge, with the client's telemetry off. */
+export function restClient(fixture: Pick<RedisFixture, "restUrl" | "restToken">): Redis {
+  return new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
 }
 
 /** Runs `fn` with a plain RESP2 connection to the fixture's Redis. */

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { type DefinitionWrite, generationKey } from "../../../src/store/definitions.ts";
 import { fromCellUpdates, StreamChangedError } from "../../../src/store/mod.ts";
 import {
@@ -9,7 +8,7 @@ import {
 } from "../../../src/store/redis/definition_store.ts";
 import { DEFAULT_STATS_TTL_MS, STREAM_KEYS } from "../../../src/store/redis/_scripts.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import { redisTest } from "../../_redis.ts";
+import { redisTest, restClient } from "../../_redis.ts";
 import { refusedWhole, send } from "./_key_checks.ts";
 
 const RECORD: DefinitionWrite = {
@@ -26,11 +25,7 @@ for (const field of ["cl", "wm"]) {
   redisTest(
     `a definition write that keeps final refuses the stats field ${field} holding what no script writes, naming it, and writes nothing`,
     async (fixture) => {
-      const redis = new Redis({
-        url: fixture.restUrl,
-        token: fixture.restToken,
-        enableTelemetry: false,
-      });
+      const redis = restClient(fixture);
       const definitions = new RedisDefinitionStore(redis);
       assert.equal((await definitions.write("s", RECORD, 0)).status, "written");
       const stats = dataKeyPrefix("es", generationKey("s", 0)) + STREAM_KEYS.stats;
@@ -58,11 +53,7 @@ for (const field of ["cl", "wm"]) {
 redisTest(
   "a definition write adding counters refuses the stats field wm holding what no script writes, naming it, and writes nothing",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const definitions = new RedisDefinitionStore(redis);
     assert.equal((await definitions.write("s", RECORD, 0)).status, "written");
     const stats = dataKeyPrefix("es", generationKey("s", 0)) + STREAM_KEYS.stats;
@@ -88,11 +79,7 @@ redisTest(
 redisTest(
   "stats() takes a stats field dv holding what no script writes as no definition version",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisStore(redis);
     const key = generationKey("s", 0);
     const stats = dataKeyPrefix("es", key) + STREAM_KEYS.stats;
@@ -113,11 +100,7 @@ redisTest(
 redisTest(
   "closeWindows() takes a stats field dv holding what no write makes as no later definition, and closes",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisStore(redis);
     const t0 = Date.parse("2026-01-01T00:00:00Z");
     const counter = {
@@ -176,11 +159,7 @@ redisTest(
 redisTest(
   "a definition write that keeps final on a stream with no stats makes its stats hash with the apply's life, and never shortens an existing one",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const keepFinal = { nowMs: 0, by: [{ latenessMs: 10_000, idleMs: null }] };
     for (const [stream, statsTtlMs] of [["s", undefined], ["t", 60_000]] as const) {
       const definitions = new RedisDefinitionStore(redis, { statsTtlMs });
@@ -212,11 +191,7 @@ for (const text of ["x", "0x10", "1.5", "01", "0", "-1", " 3"]) {
   redisTest(
     `an apply of a batch giving its definition version refuses the record field a holding '${text}', naming it, and writes nothing`,
     async (fixture) => {
-      const redis = new Redis({
-        url: fixture.restUrl,
-        token: fixture.restToken,
-        enableTelemetry: false,
-      });
+      const redis = restClient(fixture);
       const store = new RedisStore(redis);
       const record = definitionKey("es", "s");
       const batch = fromCellUpdates({

@@ -5,13 +5,12 @@
  * after every write.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../../src/config/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
 import { listWindows } from "../../../src/query/mod.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import { CALL_REPLY_TTL_MS } from "../../../src/store/redis/_lua_common.ts";
-import { redisTest, withDirect } from "../../_redis.ts";
+import { redisTest, restClient, withDirect } from "../../_redis.ts";
 
 /**
  * Every counter keeps a pane 6 s after its last write (4 s window, no lateness, 2 s retention):
@@ -65,11 +64,7 @@ function lifeBounds(kind: string): { least: number; most: number } {
 redisTest(
   "every key a write needs lives at least its TTL after the write, though writes extend keys only when due",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     // Two instances whose clocks disagree by 50 ms, well within the TTL/16 the script allows.
     const skews = [0, 50, -50];
     // One pane per counter (the `total` hopping one included) all along: the same event time,
@@ -174,11 +169,7 @@ redisTest(
 redisTest(
   "a pane whose keys vanished while it was listed (evicted) is made again with a TTL",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     // Both writes at one instant, so the second finds the pane listed and not due.
     const now = Date.now();
     const store = new RedisStore(redis, { now: () => now });
@@ -224,11 +215,7 @@ redisTest(
 redisTest(
   "a HyperLogLog made in a pane that is listed and not due (a new group, or one evicted) gets a TTL",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     // Every write at one instant: the pane is new at the first only, so no later write refreshes
     // it (which would extend its groups' keys too).
     const now = Date.now();
@@ -263,11 +250,7 @@ redisTest(
 redisTest(
   "a sketch made again in a pane that is listed and not due (its key evicted) gets a TTL",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     // Every write at one instant: the pane is new at the first only, so no later write refreshes
     // it (which would extend its groups' keys too).
     const now = Date.now();
@@ -299,11 +282,7 @@ redisTest(
 redisTest(
   "a stream's stats live at least 30 days after the last write by default, and at most an eighth more",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisStore(redis);
     const written = Date.now();
     await ingestItems(stream, [{ ok: true as const, value: { id: "x", t: written, g: "a" } }], {
@@ -326,11 +305,7 @@ redisTest(
 redisTest(
   "a stream's stats live as long as its counters' data where that is longer than the stats' TTL: a closed window stays final",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     // Windows kept a minute after they close, stats 1 s after the last write (as a retention of
     // 90 days would outlive the default 30 days of the stats).
     const long = compileConfig({
@@ -372,11 +347,7 @@ redisTest(
 redisTest(
   "a lowered retention shortens no life already given: a window written before stays listed after a write under the new one",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const withRetention = (retention: string) =>
       compileConfig({
         streams: {
@@ -407,11 +378,7 @@ redisTest(
 redisTest(
   "an alert marker an older release set without indexing it is indexed when a firing finds it in an open window, and kept with the window: the alert does not fire again",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisStore(redis);
     const count = stream.counterMetas.find((meta) => meta.name === "count")!;
     const t0 = Math.floor(Date.now() / 4_000) * 4_000 - 86_400_000;
