@@ -7,8 +7,7 @@ import { READY_WAIT_MS } from "../src/http/stream_routes.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../src/store/types.ts";
 import { RedisStore } from "../src/store/mod.ts";
-import { Redis } from "@upstash/redis";
-import { redisTest } from "./_redis.ts";
+import { redisTest, restClient } from "./_redis.ts";
 import { at, KEYS, NOW, postEvents, TEST_CONFIG, testApp } from "./_fixtures.ts";
 import { jsonLines, writtenLogs } from "./_logs.ts";
 
@@ -191,11 +190,7 @@ Deno.test("memory: POST events rejects an event holding a number out of range (1
 redisTest(
   "redis: POST events rejects an event holding a number out of range (1e400) as a group, distinct or aggregated value, time or any field",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     await outOfRangeScenario(new RedisStore(redis), WALL_NOW);
   },
 );

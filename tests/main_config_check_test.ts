@@ -5,12 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { Redis } from "@upstash/redis";
 import { compileConfig, StreamRegistry } from "../src/config/mod.ts";
 import { registerStreams } from "../src/main.ts";
 import { RedisDefinitionStore } from "../src/store/mod.ts";
 import { DownDefinitions } from "./_fixtures.ts";
-import { type RedisFixture, redisTest } from "./_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "./_redis.ts";
 import { startServerProcess } from "./_server_process.ts";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
@@ -54,11 +53,7 @@ async function runUntilExit(
 redisTest(
   "main.ts refuses a config whose counter changed against the store in one line",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     await new StreamRegistry(compileConfig(config("1m")), {
       definitions: new RedisDefinitionStore(redis),
     }).registerConfig();
@@ -157,11 +152,7 @@ redisTest(
 redisTest(
   "main.ts whose port is taken stops before it records its config streams in the store",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const definitions = new RedisDefinitionStore(redis);
     // A stream created through the API; the process's config file holds the same name.
     await new StreamRegistry(compileConfig({ streams: {} }), { definitions }).put(
@@ -214,11 +205,7 @@ redisTest(
   async (fixture) => {
     // A user's terminal shows stdout and stderr as written: the line that waited in the log
     // buffer must not come after the error, as if the server were up.
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     await new StreamRegistry(compileConfig(config("1m")), {
       definitions: new RedisDefinitionStore(redis),
     }).registerConfig();

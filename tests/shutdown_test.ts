@@ -9,10 +9,9 @@
  * bound, with exit status 1.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { RedisDeliveryStore } from "../src/store/redis/delivery_store.ts";
 import { evalAtRoot } from "./_eval.ts";
-import { redisTest, withDirect } from "./_redis.ts";
+import { redisTest, restClient, withDirect } from "./_redis.ts";
 import { type ServerProcess, startServerProcess } from "./_server_process.ts";
 import { Receiver } from "./fanout/webhooks/_receiver.ts";
 import { OpenConnections, RequestsInFlight } from "../src/http/open_connections.ts";
@@ -373,11 +372,7 @@ redisTest(
       });
 
       // The webhook claim was given back: claimable now, not in 30 s when its lease ends.
-      const redis = new Redis({
-        url: fixture.restUrl,
-        token: fixture.restToken,
-        enableTelemetry: false,
-      });
+      const redis = restClient(fixture);
       const deliveries = new RedisDeliveryStore(redis, { prefix: PREFIX });
       const claims = await deliveries.claimDue({
         nowMs: Date.now(),

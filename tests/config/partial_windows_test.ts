@@ -7,7 +7,6 @@
  * from its start, and a stream created anew, are never partial.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import {
@@ -20,7 +19,7 @@ import {
   type Store,
   StreamChangedError,
 } from "../../src/store/mod.ts";
-import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
+import { type RedisFixture, redisTest, restClient, withDirect } from "../_redis.ts";
 import { RacingDefinitions } from "./_racing_definitions.ts";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
 import { call, register, setup, sweep } from "../fanout/webhooks/_setup.ts";
@@ -54,11 +53,7 @@ function memoryBackend(): Backend {
 
 function redisBackend(fixture: RedisFixture): Backend {
   return () => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     return {
       definitions: new RedisDefinitionStore(redis),
       store: new RedisStore(redis, { definitionsHere: true }),

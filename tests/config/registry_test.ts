@@ -7,7 +7,6 @@
  */
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import { Redis } from "@upstash/redis";
 import { createApp } from "../../src/app.ts";
 import {
   compileConfig,
@@ -35,7 +34,7 @@ import {
 import { DownDefinitions } from "../_fixtures.ts";
 import { RacingDefinitions } from "./_racing_definitions.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
-import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
+import { type RedisFixture, redisTest, restClient, withDirect } from "../_redis.ts";
 
 const SIGNUPS = {
   counters: { perMinute: { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: "count" } },
@@ -43,11 +42,7 @@ const SIGNUPS = {
 
 /** One instance: its own client, store, definitions and registry, sharing the fixture's Redis. */
 async function instance(fixture: RedisFixture, options: { config?: object; pollMs?: number } = {}) {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   const streams = new StreamRegistry(compileConfig(options.config ?? { streams: {} }), {
     definitions: new RedisDefinitionStore(redis),
     pollMs: options.pollMs,
@@ -272,11 +267,7 @@ class CountingDefinitions implements DefinitionStore {
 redisTest(
   "Requests for an unknown stream cost one store lookup per name until the negative cache expires",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const definitions = new CountingDefinitions(new RedisDefinitionStore(redis));
     let now = 1_000_000;
     const streams = new StreamRegistry(compileConfig({ streams: {} }), {
@@ -308,11 +299,7 @@ redisTest(
 redisTest(
   "A poll reads the definition index only when its mark moved, and a write that set no mark within 30 s",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const writer = new StreamRegistry(compileConfig({ streams: {} }), {
       definitions: new RedisDefinitionStore(redis),
     });
@@ -358,11 +345,7 @@ redisTest(
 redisTest(
   "During a rolling deploy a change an older release wrote (no mark moved) is served within 30 s, or at the stream's next ingest; its identical PUT raises the version",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const definitions = new RedisDefinitionStore(redis);
     const writer = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
     let now = 1_000_000;
@@ -657,7 +640,7 @@ redisTest(
     const stats = (await getStream(held, "signups")).body.stats;
     assert.deepEqual([stats.accepted, stats.applied], [3, 3]);
     const record = await new RedisDefinitionStore(
-      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+      restClient(fixture),
     ).get("signups");
     assert.deepEqual([record?.source, record?.deleted], ["config", false]);
     assert.equal(record?.generation, held.streams.generationOf("signups"));
@@ -682,11 +665,7 @@ const CONFIG_V1 = {
 redisTest(
   "registerConfig() refuses a redeploy that changes a counter, naming the stream and counter",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const definitions = new RedisDefinitionStore(redis);
     const first = new StreamRegistry(compileConfig(CONFIG_V1), { definitions });
     await first.registerConfig();
@@ -1165,7 +1144,7 @@ redisTest(
     await gone.body?.cancel();
     assert.equal((await ingest(at, "orders", [{ plan: "free" }])).status, 202);
     const record = await new RedisDefinitionStore(
-      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+      restClient(fixture),
     ).get("orders");
     assert.equal(record?.source, "config");
     const stats = (await getStream(at, "orders")).body.stats;
@@ -1303,11 +1282,7 @@ function onBothStores(
     return run(new MemoryStore({ now: () => clock.now, definitions }), definitions, clock);
   });
   redisTest(`Redis store: ${title}`, (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const clock = { now: T0_REDEPLOY };
     return run(
       new RedisStore(redis, { definitionsHere: true, now: () => clock.now }),
@@ -1397,11 +1372,7 @@ Deno.test("Memory store: a config file redeployed with a raised lateness re-open
 redisTest(
   "Redis store: a config file redeployed with a raised lateness re-opens no window or session a read called final before a sweep closed it",
   (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     // The definitions beside the store, as storesFromEnv makes them.
     return redeployKeepsFinal(
       new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),

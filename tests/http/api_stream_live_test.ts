@@ -6,7 +6,6 @@
  * definition store, as instances share Redis.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { createApp } from "../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { LiveHub } from "../../src/fanout/mod.ts";
@@ -18,7 +17,7 @@ import {
   RedisStore,
 } from "../../src/store/mod.ts";
 import { denoClient, SseReader, within } from "../_live.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 
 const SIGNUPS = {
   counters: { perMinute: { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: "count" } },
@@ -283,11 +282,7 @@ redisTest(
   async (fixture) => {
     const keys = await KeyRing.parse("");
     const redisInstance = () => {
-      const redis = new Redis({
-        url: fixture.restUrl,
-        token: fixture.restToken,
-        enableTelemetry: false,
-      });
+      const redis = restClient(fixture);
       const streams = new StreamRegistry(compileConfig({ streams: {} }), {
         definitions: new RedisDefinitionStore(redis),
         pollMs: 20,

@@ -6,7 +6,6 @@
  */
 import assert from "node:assert/strict";
 import { Ajv } from "ajv";
-import { Redis } from "@upstash/redis";
 import { RE2JS } from "re2js";
 import { createApp } from "../../src/app.ts";
 import {
@@ -29,7 +28,7 @@ import {
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { patternCompileSize } from "../../src/validate/mod.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const ADMIN = "admin-key-0123456789";
@@ -1715,7 +1714,7 @@ redisTest(
   (fixture) =>
     identicalCreations(
       new RedisDefinitionStore(
-        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        restClient(fixture),
       ),
     ),
 );
@@ -2470,11 +2469,7 @@ Deno.test("Memory store: a lateness raised by PUT re-opens no window or session 
 redisTest(
   "Redis store: a lateness raised by PUT re-opens no window or session a read called final before a sweep closed it",
   (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     return raisedLatenessKeepsFinal(
       new RedisStore(redis, { now: () => T0 }),
       new RedisDefinitionStore(redis),

@@ -4,7 +4,6 @@
  * store and on Redis.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { createApp } from "../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
@@ -18,7 +17,7 @@ import {
   RedisStore,
   type Store,
 } from "../../src/store/mod.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 
 const SIGNUPS = {
   time: { field: "t" },
@@ -93,11 +92,7 @@ Deno.test("Memory store: an ingest inside the apply or queued in group commit wh
 redisTest(
   "Redis store: an ingest inside the apply or queued in group commit when its stream is deleted is a 404 and writes nothing",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     await deletedWhileQueued(
       new RedisStore(redis, { definitionsHere: true }),
       new RedisDefinitionStore(redis),

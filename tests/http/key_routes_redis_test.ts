@@ -10,7 +10,7 @@ import { KeyRing } from "../../src/http/auth.ts";
 import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { KEYS } from "../_fixtures.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../_redis.ts";
 import { commandNames, startUpstashProxy } from "../_upstash_proxy.ts";
 
 const CONFIG = {
@@ -23,11 +23,7 @@ const CONFIG = {
 };
 
 async function instance(fixture: RedisFixture, now: () => number) {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   const store = new RedisStore(redis, { now });
   const keys = await KeyRing.parse(`admin:${KEYS.admin},ingest:${KEYS.ingest}`, {
     store: new RedisKeyStore(redis),
@@ -144,11 +140,7 @@ redisTest(
       streams: { ...CONFIG.streams, other: { counters: CONFIG.streams.limited.counters } },
     };
     const at = async () => {
-      const redis = new Redis({
-        url: fixture.restUrl,
-        token: fixture.restToken,
-        enableTelemetry: false,
-      });
+      const redis = restClient(fixture);
       const keys = await KeyRing.parse(`admin:${KEYS.admin}`, { store: new RedisKeyStore(redis) });
       return createApp({ streams: compileConfig(config), store: new RedisStore(redis), keys });
     };

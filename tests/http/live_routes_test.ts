@@ -21,7 +21,7 @@ import {
   type TestServer,
   within,
 } from "../_live.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 
 const SUBSCRIBE = "/v1/streams/orders/subscribe";
 
@@ -551,11 +551,7 @@ Deno.test("An SSE subscriber behind costs no wake-ups while it reads nothing: th
 redisTest(
   "An SSE subscriber that stops reading is dropped with a final closed event giving the reason (Redis store)",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const server = await startServer({
       store: new RedisStore(redis),
       hub: { shared: true, stalledMs: 1_000 }, // as above: the read after the drop may wait on a loaded machine
@@ -717,11 +713,7 @@ Deno.test("SSE resumes after Last-Event-ID with exactly the missed results, then
 redisTest(
   "SSE resumes after Last-Event-ID with exactly the missed results, then live ones (Redis store)",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const server = await startServer({ store: new RedisStore(redis), hub: { shared: true } });
     try {
       await resumeScenario(server);
@@ -822,11 +814,7 @@ Deno.test("A WebSocket subscription resumes after ?after=<id> with exactly the m
 redisTest(
   "A WebSocket subscription resumes after ?after=<id> with exactly the missed results, then live ones (Redis store)",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const server = await startServer({ store: new RedisStore(redis), hub: { shared: true } });
     try {
       await socketResumeScenario(server);
@@ -943,11 +931,7 @@ Deno.test("A subscription begun on an empty log resumes after its 0-0, over SSE 
 redisTest(
   "A subscription begun on an empty log resumes after its 0-0, over SSE and WebSocket (Redis store)",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const server = await startServer({ store: new RedisStore(redis), hub: { shared: true } });
     try {
       await emptyLogResumeScenario(server);
@@ -1083,8 +1067,7 @@ Deno.test("SSE says when Last-Event-ID cannot be resumed from, and starts at the
 redisTest(
   "A subscriber on one instance gets the results of events ingested on another (shared Redis)",
   async (fixture) => {
-    const redis = () =>
-      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
+    const redis = () => restClient(fixture);
     const a = await startServer({
       store: new RedisStore(redis()),
       hub: { shared: true, pollMs: 30 },
@@ -1620,11 +1603,7 @@ Deno.test("README: a subscription dropped (too slow) or whose key is revoked fre
 redisTest(
   "README resuming on Redis: once the log was trimmed, an id before the one just before its oldest entry is refused (the last trimmed entry's too), that one and later ones resume, one newer than the newest is refused",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisStore(redis, { now: () => NOW, log: { retain: 2 } });
     const server = await startServer({ store, hub: { shared: true } });
     const readers: SseReader[] = [];

@@ -4,7 +4,6 @@
  * the first is in progress is 409.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { cursorOfText, MemoryDefinitionStore, MemoryStore } from "../../src/store/mod.ts";
 import { createApp } from "../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
@@ -14,7 +13,7 @@ import { RedisStore } from "../../src/store/redis/store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
 import { register, setup } from "../fanout/webhooks/_setup.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
 
@@ -612,11 +611,7 @@ redisTest(
   "POST /v1/admin/sweep marks a HyperLogLog distinct count approximate, closed and fired alike",
   async (fixture) => {
     let clock = NOW;
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const { app } = await testApp({
       config: {
         streams: {
@@ -698,11 +693,7 @@ redisTest(
   "Redis store: POST /v1/admin/sweep lists a hopping window's groups by group key",
   (fixture) => {
     let clock = NOW;
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     return sweepListsGroupsByKey(
       new RedisStore(redis, { now: () => clock }),
       (ms) => clock = ms,
@@ -784,11 +775,7 @@ redisTest(
   "Redis store: POST /v1/admin/sweep lists fired alerts by stream, alert name, window start and group key",
   (fixture) => {
     let clock = NOW;
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     return sweepListsFiredInOneOrder(
       new RedisStore(redis, { now: () => clock }),
       (ms) => clock = ms,
@@ -935,11 +922,7 @@ Deno.test("ingest without a valid key is 401 and looks no stream up: keyless req
 redisTest(
   "POST /v1/admin/sweep says webhooks.error when one stream's dispatch fails on a broken key, not only queued 0",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const clock = { now: NOW };
     const { app, close } = await setup({
       clock,
@@ -982,11 +965,7 @@ redisTest(
 redisTest(
   "POST /v1/admin/sweep lists the windows it closed when the webhook dispatch then fails on a broken key",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const clock = { now: NOW };
     const { app, close } = await setup({
       clock,

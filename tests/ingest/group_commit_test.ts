@@ -30,7 +30,7 @@ import {
 } from "../../src/store/types.ts";
 import { at, NOW, postEvents, TEST_CONFIG } from "../_fixtures.ts";
 import { denoClient } from "../_live.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 import { commandNames, startUpstashProxy } from "../_upstash_proxy.ts";
 
 /**
@@ -701,8 +701,7 @@ async function deletedWhileQueued(
 redisTest(
   "redis: ingest requests of a stream deleted on another instance while they ran or waited in its group are 404 and write nothing",
   async (fixture) => {
-    const redis = () =>
-      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
+    const redis = () => restClient(fixture);
     await deletedWhileQueued(
       new RedisStore(redis(), { definitionsHere: true }),
       () =>

@@ -5,7 +5,6 @@
 import assert from "node:assert/strict";
 import { compileConfig } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
-import { Redis } from "@upstash/redis";
 import {
   currentWindow,
   currentWindowPage,
@@ -13,7 +12,7 @@ import {
   listWindows,
 } from "../../src/query/mod.ts";
 import { MemoryStore, RedisStore, type Store } from "../../src/store/mod.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const NOW = T0 + 30_000;
@@ -186,7 +185,7 @@ redisTest(
     let n = 0;
     await checkFinalWithItsValues(() =>
       new RedisStore(
-        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        restClient(fixture),
         { now: () => NOW, prefix: `final${n++}` },
       )
     );

@@ -5,7 +5,6 @@
  * per page, on both stores.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import {
@@ -17,7 +16,7 @@ import {
 } from "../../src/query/mod.ts";
 import { compareGroupKeys, MemoryStore, RedisStore, type Store } from "../../src/store/mod.ts";
 import { groupKey } from "../../src/window/mod.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 import { at, postEvents, testApp } from "../_fixtures.ts";
 import { cursorOfText } from "../../src/store/mod.ts";
 
@@ -177,7 +176,7 @@ async function checkFiltered(store: Store) {
 
 function redisStore(fixture: { restUrl: string; restToken: string }) {
   return new RedisStore(
-    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    restClient(fixture),
     { now: () => NOW },
   );
 }

@@ -4,7 +4,6 @@
  * rest's raw values, and the group count, for every aggregate with an order.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { currentWindow, listTopWindows } from "../../src/query/mod.ts";
@@ -16,7 +15,7 @@ import {
   sketchQuantiles,
   type Store,
 } from "../../src/store/mod.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const NOW = T0 + 30_000;
@@ -141,7 +140,7 @@ async function checkDistinctUnion(store: Store) {
 
 function redisStore(fixture: { restUrl: string; restToken: string }) {
   return new RedisStore(
-    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    restClient(fixture),
     { now: () => NOW },
   );
 }
@@ -256,7 +255,7 @@ redisTest(
   (fixture) =>
     checkTopPanesARead(
       new RedisStore(
-        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        restClient(fixture),
         { now: () => T0 + 240 * 60_000 },
       ),
     ),

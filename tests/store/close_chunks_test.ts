@@ -4,7 +4,6 @@
  * call gives. Run against both stores with a tiny chunk, so tens of groups make many calls.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { sweepOnce } from "../../src/fanout/sweep.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
@@ -12,7 +11,7 @@ import { listWindows } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import type { ClosedWindow, LogRecord, Store } from "../../src/store/types.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const NOW = T0 + 600_000;
@@ -67,11 +66,7 @@ async function fill(store: Store): Promise<void> {
 }
 
 function redisStore(fixture: RedisFixture, cells?: number): RedisStore {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   return new RedisStore(redis, { now: clock, prefix: `p${cells ?? 0}`, closeCells: cells });
 }
 
@@ -328,7 +323,7 @@ redisTest(
   (fixture) =>
     hundredASweep(
       new RedisStore(
-        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        restClient(fixture),
         { now: () => T0 + 152 * 60_000, closeCells: 2 },
       ),
     ),
@@ -392,7 +387,7 @@ redisTest(
     let n = 0;
     return twoThousandCells(() =>
       new RedisStore(
-        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        restClient(fixture),
         { now: clock, prefix: `d${n++}` },
       )
     );

@@ -4,7 +4,6 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { Redis } from "@upstash/redis";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import {
@@ -24,7 +23,7 @@ import {
   type Store,
   type StoreBatch,
 } from "../../src/store/types.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../_redis.ts";
 import { recordingApplies } from "./redis/_apply_headers.ts";
 import { sessionScenarios, sessionStream } from "./_session_scenarios.ts";
 
@@ -78,11 +77,7 @@ function items(events: object[]) {
 const clock = () => T0 + 300_000;
 
 function redisStore(fixture: RedisFixture, now = clock): RedisStore {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   return new RedisStore(redis, { now });
 }
 
@@ -1445,11 +1440,7 @@ const eventArbitrary = fc.record({
 redisTest(
   "memory and Redis stores give the same counters for the same random batches",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     let run = 0;
     await fc.assert(
       fc.asyncProperty(
@@ -1487,11 +1478,7 @@ redisTest(
 redisTest(
   "memory and Redis stores give the same counters for the same random single events",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     let run = 0;
     // Some events without `v` or `u`: cells of a sum, min, max, avg or distinct with no value.
     const event = fc.tuple(eventArbitrary, fc.boolean(), fc.boolean()).map(([e, noV, noU]) => {

@@ -22,7 +22,7 @@ import {
   StoredLimitError,
   StreamChangedError,
 } from "../../src/store/mod.ts";
-import { redisTest, withDirect } from "../_redis.ts";
+import { redisTest, restClient, withDirect } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 
@@ -108,11 +108,7 @@ const scenarios: Record<string, (store: DefinitionStore) => Promise<void>> = {
 };
 
 function redisPair(fixture: { restUrl: string; restToken: string }) {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   return { definitions: new RedisDefinitionStore(redis), store: new RedisStore(redis) };
 }
 
@@ -124,11 +120,7 @@ for (const [name, scenario] of Object.entries(scenarios)) {
 redisTest(
   "RedisDefinitionStore: a write's script sent again (a connection lost once Redis ran it) is written, once",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     // Each script runs twice with the same arguments; the first reply is lost, as when the
     // connection drops after Redis ran it and the client sends the request again.
     const sentTwice = {
@@ -512,7 +504,7 @@ function redisDefinitions(
   options: { recountEveryMs?: number } = {},
 ) {
   return new RedisDefinitionStore(
-    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    restClient(fixture),
     { maxApiStreams, recountEveryMs: 0, ...options },
   );
 }
@@ -748,11 +740,7 @@ redisTest(
     const release = new Promise<void>((resolve) => released = resolve);
     let reachedIndex!: () => void;
     const indexReached = new Promise<void>((resolve) => reachedIndex = resolve);
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const slow = new Proxy(redis, {
       get(target, property, receiver) {
         const value = Reflect.get(target, property, receiver);
@@ -793,7 +781,7 @@ function redisDefinitionsWith(
   wrap: (redis: Redis) => Redis = (redis) => redis,
 ) {
   return new RedisDefinitionStore(
-    wrap(new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false })),
+    wrap(restClient(fixture)),
     { recountEveryMs: 0, ...options },
   );
 }

@@ -24,7 +24,7 @@ import { StoreUnavailableError } from "../../src/store/types.ts";
 import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
 import type { RedisScriptClient } from "../../src/store/redis/call.ts";
-import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
+import { type RedisFixture, redisTest, restClient, withDirect } from "../_redis.ts";
 import { type DroppingProxy, startDroppingProxy } from "../_upstash_proxy.ts";
 import { config, delivery, T0 } from "./_delivery_fixtures.ts";
 
@@ -1544,7 +1544,7 @@ for (const [name, scenario] of Object.entries(scenarios)) {
   redisTest(`RedisDeliveryStore: ${name}`, (fixture) =>
     scenario(
       new RedisDeliveryStore(
-        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        restClient(fixture),
         { now: () => T0 },
       ),
     ));
@@ -1667,11 +1667,7 @@ redisTest(
   "RedisDeliveryStore: a delivery kept by a recent attempt stays listed and replayable past its creation's retention",
   async (fixture) => {
     let now = T0;
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisDeliveryStore(redis, { now: () => now, retentionMs: DAY });
     assert.deepEqual(await keptPastCreationRetention(store, (ms) => now = ms, DAY), {
       listed: ["msg_s_2", "msg_s_1"],
@@ -1684,11 +1680,7 @@ redisTest(
   "RedisDeliveryStore: the index drops a delivery created a retention ago once it is gone, not before",
   async (fixture) => {
     let now = T0;
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisDeliveryStore(redis, { prefix: "t", now: () => now, retentionMs: DAY });
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     await store.createDeliveries([delivery(1), delivery(2)]);
@@ -1737,11 +1729,7 @@ redisTest(
   "RedisDeliveryStore: countDeliveries() stops counting a dead delivery it forgot",
   async (fixture) => {
     let now = T0;
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisDeliveryStore(redis, { now: () => now, retentionMs: DAY });
     assert.deepEqual(await deadCountsAroundRetention(store, (ms) => now = ms, DAY), [1, 1, 0]);
   },
@@ -1750,11 +1738,7 @@ redisTest(
 redisTest(
   "RedisDeliveryStore: keys sit under the {wh} hash tag and growing ones expire",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisDeliveryStore(redis, { prefix: "t", now: () => T0 });
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     await store.createDeliveries([delivery(1)]);
@@ -1791,11 +1775,7 @@ redisTest(
 redisTest(
   "RedisDeliveryStore: a cut-off attempt keeps the delivery and its new attempt log the retention period",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisDeliveryStore(redis, { prefix: "t", now: () => T0, retentionMs: DAY });
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     await store.createDeliveries([delivery(1)]);
@@ -1816,11 +1796,7 @@ redisTest(
 redisTest(
   "RedisDeliveryStore: a slow endpoint's rate-limit bucket lives until it refills (0.01/s: 100 s)",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisDeliveryStore(redis, { prefix: "slow", now: () => T0 });
     await store.putEndpoint(config("ep_a", { rateLimit: 0.01 }), { expectVersion: null });
     await store.createDeliveries([delivery(1), delivery(2)]);
@@ -1835,11 +1811,7 @@ redisTest(
 redisTest(
   "RedisDeliveryStore: a status page looks at listScan entries at most, then goes on from there",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisDeliveryStore(redis, { now: () => T0, listScan: 3 });
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     await store.createDeliveries([1, 2, 3, 4, 5, 6, 7, 8].map((n) => delivery(n, "ep_a", T0 + n)));
@@ -1929,11 +1901,7 @@ Deno.test("MemoryDeliveryStore: replay() requeues each retrying and dead deliver
 redisTest(
   "RedisDeliveryStore: replay() goes over the deliveries replayScan at a time, one script call each, and requeues each once, as the memory store does",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const reference = await replayOfMany(new MemoryDeliveryStore({ now: () => T0 }));
     // The whole history in one call, with the default scan.
     assert.deepEqual(
@@ -2008,7 +1976,7 @@ async function viaDroppingProxy(
   ) => Promise<void>,
 ): Promise<void> {
   const direct = new RedisDeliveryStore(
-    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    restClient(fixture),
     { now: () => T0 },
   );
   const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
@@ -2199,11 +2167,7 @@ redisTest(
 redisTest(
   "RedisDeliveryStore: a status page looks at 5,000 deliveries at most by default",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisDeliveryStore(redis, { now: () => T0 });
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     for (let from = 1; from <= 5_000; from += 500) {
@@ -2274,7 +2238,7 @@ const boundScenarios: Record<
 
 function redisDeliveryStore(fixture: RedisFixture, maxEndpoints: number): RedisDeliveryStore {
   return new RedisDeliveryStore(
-    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    restClient(fixture),
     { now: () => T0, maxEndpoints },
   );
 }
@@ -2314,11 +2278,7 @@ redisTest(
 redisTest(
   "RedisDeliveryStore: a dispatch opening or lease whose reply was lost gives back the lease it may have taken, so the next one need not wait out its life",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     let loseReply = false;
     // Runs the call in Redis, then fails as a reply lost on the way back would.
     const client = {
@@ -2416,11 +2376,7 @@ redisTest(
 redisTest(
   "RedisDeliveryStore: a dispatch opening that runs in Redis after its deadline and its give-back takes no lease, so the next one need not wait out its life",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     let hold: Promise<void> | null = null;
     let late: Promise<unknown> | null = null;
     // Holds a lease-taking call on its way to Redis until `hold` settles, as a slow network or

@@ -10,14 +10,13 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { Redis } from "@upstash/redis";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { listWindows } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import type { ClosedWindow, Store } from "../../src/store/types.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const LATENESS = ["0s", "10s", "1m", "5m"];
@@ -182,11 +181,7 @@ function firstDiff(a: unknown[], b: unknown[]): string {
 redisTest(
   "memory and Redis agree under random batches, sweeps, lateness and dedupe.ttl changes",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     let run = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 40 }), async (ops) => {

@@ -13,7 +13,7 @@ import { StoredLimitError } from "../../src/store/limits.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
-import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
+import { type RedisFixture, redisTest, restClient, withDirect } from "../_redis.ts";
 import { startDroppingProxy } from "../_upstash_proxy.ts";
 import { refusedWhole, send } from "./redis/_key_checks.ts";
 
@@ -35,11 +35,7 @@ function key(id: string, overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
 }
 
 function redisKeyStore(fixture: RedisFixture): RedisKeyStore {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   return new RedisKeyStore(redis);
 }
 
@@ -208,11 +204,7 @@ for (const [name, scenario] of Object.entries(scenarios)) {
 }
 
 redisTest("RedisKeyStore keeps keys apart from a stream called 'keys'", async (fixture) => {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   const keys = new RedisKeyStore(redis);
   await keys.createKey(key("key_a"));
   const streams = new RedisStore(redis);
@@ -222,11 +214,7 @@ redisTest("RedisKeyStore keeps keys apart from a stream called 'keys'", async (f
 redisTest(
   "RedisKeyStore keeps keys under es:{$apikeys}: without a TTL, as the README says",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     await new RedisKeyStore(redis).createKey(key("key_a"));
     const names = await redis.keys("*");
     assert.ok(names.length > 0);
@@ -331,7 +319,7 @@ for (const [name, scenario] of Object.entries(boundScenarios)) {
   redisTest(`RedisKeyStore: ${name}`, (fixture) =>
     scenario((maxKeys) =>
       new RedisKeyStore(
-        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        restClient(fixture),
         { maxKeys },
       )
     ));
@@ -342,7 +330,7 @@ redisTest(
   async (fixture) => {
     const instance = () =>
       new RedisKeyStore(
-        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        restClient(fixture),
         { maxKeys: 3 },
       );
     const [first, second] = [instance(), instance()];

@@ -6,12 +6,11 @@
  * out again would be taken for a result delivered already (or behind the cursor). On both stores.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { EARLIER_LOG_GENERATIONS } from "../../src/store/redis/_scripts.ts";
 import { compareLogIds, type LogRecord, parseLogId, type Store } from "../../src/store/types.ts";
-import { redisTest, withDirect } from "../_redis.ts";
+import { redisTest, restClient, withDirect } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 
@@ -72,7 +71,7 @@ redisTest(
   "RedisStore: a stream's later incarnation continues its log after every id an earlier one's log was given, after the server's clock stepped back",
   async (fixture) => {
     const store = new RedisStore(
-      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+      restClient(fixture),
     );
     const ahead = async (stream: string) => {
       await store.appendLog(stream, [record(1)]);
@@ -110,7 +109,7 @@ redisTest(
   "RedisStore: a batch that logs nothing into a stream without a log reads no earlier incarnation's log, and the first it logs still continues after one",
   async (fixture) => {
     const store = new RedisStore(
-      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+      restClient(fixture),
     );
     // Generation 2's log has an entry an hour ahead of the server's clock (it stepped back since).
     const ahead = `${Date.now() + 3_600_000}-0`;

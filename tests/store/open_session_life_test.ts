@@ -6,14 +6,13 @@
  * retention) and the pause real, as Redis expires keys by its own clock.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { readSessionRows } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import type { Store } from "../../src/store/types.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 
 const stream = compileConfig({
   streams: {
@@ -109,11 +108,7 @@ Deno.test("MemoryStore: an open session outlives a producer's pause longer than 
 redisTest(
   "RedisStore: an open session outlives a producer's pause longer than its ttl and closes with its values",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     await pauseAndResume(new RedisStore(redis));
   },
 );

@@ -6,7 +6,6 @@
  * expires keys by its own clock.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../src/config/mod.ts";
 import { alertMarkerTtlMs } from "../../src/fanout/alerts.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
@@ -14,7 +13,7 @@ import { listWindows } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import type { Store } from "../../src/store/types.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../_redis.ts";
 
 const stream = compileConfig({
   streams: {
@@ -116,7 +115,7 @@ function firstWindowFiring() {
 /** A Redis store through the fixture's Upstash bridge. */
 function redisStore(fixture: RedisFixture): RedisStore {
   return new RedisStore(
-    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    restClient(fixture),
   );
 }
 

@@ -5,13 +5,12 @@
  * a backfill holds a pane for every window of event time it wrote within that much clock time.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import type { Store } from "../../src/store/types.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 
 const NOW = Date.parse("2026-01-01T00:00:00Z");
 const MINUTE = 60_000;
@@ -76,11 +75,7 @@ Deno.test("A backfill of 6 days of event time within a minute holds 8,640 panes 
 });
 
 redisTest("On Redis too, a backfill of 6 days of event time holds 8,640 panes", async (fixture) => {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   const now = Date.now();
   const store = new RedisStore(redis, { now: () => now });
   assert.equal(await backfill(store, 6, now), 0);

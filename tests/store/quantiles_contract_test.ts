@@ -14,7 +14,7 @@ import { RedisStore } from "../../src/store/redis/store.ts";
 import { sketchBin, type SketchBins } from "../../src/store/sketch.ts";
 import type { Store } from "../../src/store/types.ts";
 import { aggregateValue, panesOfWindow } from "../../src/window/mod.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../_redis.ts";
 import { commandNames, startUpstashProxy } from "../_upstash_proxy.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
@@ -51,11 +51,7 @@ function items(events: object[]) {
 }
 
 function redisStore(fixture: RedisFixture, prefix = "es"): RedisStore {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   return new RedisStore(redis, { prefix, now: () => NOW });
 }
 

@@ -8,14 +8,13 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { readSessionRows } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import type { Store } from "../../src/store/types.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient } from "../_redis.ts";
 
 const GAP = 300;
 const LATENESS = 200;
@@ -138,11 +137,7 @@ async function reads(store: Store) {
 redisTest(
   "sessions: memory and Redis agree on random batches, sweeps, reads and pauses",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     let run = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 4, maxLength: 16 }), async (ops) => {

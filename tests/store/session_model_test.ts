@@ -20,7 +20,7 @@ import {
   type StoreBatch,
 } from "../../src/store/types.ts";
 import { counterCell } from "../../src/window/mod.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const GAP = 10_000;
@@ -301,7 +301,7 @@ Deno.test("MemoryStore sessions do not depend on the order of events within late
 });
 
 function redisClient(fixture: RedisFixture): Redis {
-  return new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
+  return restClient(fixture);
 }
 
 redisTest(

@@ -7,7 +7,6 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { Redis } from "@upstash/redis";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { listWindows } from "../../src/query/mod.ts";
@@ -15,7 +14,7 @@ import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import type { Store } from "../../src/store/types.ts";
 import { panesOfWindow } from "../../src/window/mod.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const NOW = T0 + 400_000;
@@ -47,11 +46,7 @@ function items(events: object[]) {
 }
 
 function redisStore(fixture: RedisFixture, prefix: string): RedisStore {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   return new RedisStore(redis, { prefix, now: () => NOW });
 }
 

@@ -6,7 +6,6 @@
  */
 import assert from "node:assert/strict";
 import { compileConfig, StreamRegistry } from "../../../src/config/mod.ts";
-import { Redis } from "@upstash/redis";
 import {
   generationKey,
   MemoryDefinitionStore,
@@ -16,7 +15,7 @@ import {
   RedisDeliveryStore,
   RedisStore,
 } from "../../../src/store/mod.ts";
-import { redisTest, withDirect } from "../../_redis.ts";
+import { redisTest, restClient, withDirect } from "../../_redis.ts";
 import { Receiver } from "./_receiver.ts";
 import { at, call, CONFIG, ingest, register, setup, sweep, T0 } from "./_setup.ts";
 
@@ -720,11 +719,7 @@ redisTest(
   async (fixture) => {
     const clock = { now: T0 + 600_000 };
     const now = () => clock.now;
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const data = new RedisStore(redis, { now, definitionsHere: true });
     const streams = new StreamRegistry(compileConfig({ streams: {} }), {
       now,

@@ -27,7 +27,7 @@ import { RedisStore } from "../../../src/store/redis/store.ts";
 import type { StoredPage, StoredPageResult } from "../../../src/store/deliveries.ts";
 import { type LogRecord, type Store, StoreRequestTooLargeError } from "../../../src/store/types.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
-import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../../_redis.ts";
 import { startUpstashProxy } from "../../_upstash_proxy.ts";
 import { CONFIG, T0 } from "./_setup.ts";
 import { commitPage, planPage } from "./_stepwise.ts";
@@ -191,11 +191,7 @@ for (const [name, scenario] of Object.entries(crashScenarios)) {
     })));
   redisTest(`Dispatcher (Redis): ${name}`, (fixture) =>
     scenario(() => {
-      const redis = new Redis({
-        url: fixture.restUrl,
-        token: fixture.restToken,
-        enableTelemetry: false,
-      });
+      const redis = restClient(fixture);
       return {
         store: new RedisStore(redis),
         deliveries: new RedisDeliveryStore(redis, { now: () => T0 }),
@@ -323,11 +319,7 @@ Deno.test("Dispatcher (memory): a stored filter past the pattern budgets (one pa
 redisTest(
   "Dispatcher (Redis): a stored filter past the pattern budgets (one pattern past 5,000 instructions, or past 16,000 with its classes' ranges) is served as it was, with one warning",
   (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     return servesStoredFiltersPastTheBudgets({
       store: new RedisStore(redis),
       deliveries: new RedisDeliveryStore(redis, { now: () => T0 }),
@@ -953,7 +945,7 @@ redisTest(
     try {
       // 185,000 characters: EVALSHA with it fits in 200,000 bytes, EVAL (~20 KB more) does not.
       await store.appendLog("orders", [closed(1, "x".repeat(185_000)), closed(2)]);
-      await new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false })
+      await restClient(fixture)
         .scriptFlush();
       const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
       const errors = await collectingLogs(async (records) => {

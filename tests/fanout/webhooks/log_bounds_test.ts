@@ -5,7 +5,6 @@
  * hard bound results are trimmed, and `markDispatched` counts them.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../../src/config/mod.ts";
 import { Dispatcher } from "../../../src/fanout/webhooks/mod.ts";
 import {
@@ -24,7 +23,7 @@ import {
   parseLogId,
   type Store,
 } from "../../../src/store/types.ts";
-import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
+import { type RedisFixture, redisTest, restClient, withDirect } from "../../_redis.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
 import { Receiver } from "./_receiver.ts";
 import {
@@ -44,11 +43,7 @@ const GROUPS = 100;
 const BOUNDS: LogBounds = { retain: 20, max: 1_000 };
 
 function redisStores(fixture: RedisFixture, clock: Clock, log: LogBounds) {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   const now = () => clock.now;
   return {
     store: new RedisStore(redis, { now, log }),
@@ -340,11 +335,7 @@ redisTest(
         return super.markDispatched(...args);
       }
     }
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new CountsMarks(redis, { now: () => clock.now, log: DEFERRING });
     await ingestDispatchDefersMark({ clock, store, deliveries }, () => marks);
   },
@@ -378,11 +369,7 @@ redisTest(
   "redis: without endpoints a stream's log keeps about its newest 100,000 entries by default",
   async (fixture) => {
     const clock: Clock = { now: Date.now() };
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     // MAXLEN ~ trims whole nodes of 100 entries.
     await keepsItsNewest(new RedisStore(redis, { now: () => clock.now }), 100);
   },
@@ -439,11 +426,7 @@ redisTest(
 redisTest(
   "redis: a mark trims at most 20,000 of the entries it frees a call (README), the rest at the next marks",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisStore(redis);
     const record = (i: number) => ({ type: "window.updated", n: i }) as never;
     // Held from the start: 150,000 entries stay, 50,000 past the 100,000 retained.

@@ -8,7 +8,6 @@ import {
   Sender,
   UrlPolicy,
 } from "../../../src/fanout/webhooks/mod.ts";
-import { Redis } from "@upstash/redis";
 import {
   type Attempt,
   type AttemptRecord,
@@ -21,7 +20,7 @@ import {
 } from "../../../src/store/mod.ts";
 import { config, delivery, T0 } from "../../store/_delivery_fixtures.ts";
 import { jsonLines, writtenLogs } from "../../_logs.ts";
-import { redisTest } from "../../_redis.ts";
+import { redisTest, restClient } from "../../_redis.ts";
 import { Receiver } from "./_receiver.ts";
 
 Deno.test("retryDelayMs() follows Svix's schedule and gives up after the eighth attempt", () => {
@@ -540,7 +539,7 @@ redisTest(
   (fixture) =>
     healthyEndpointPastStuckOnes(
       new RedisDeliveryStore(
-        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        restClient(fixture),
         { now: () => T0 },
       ),
     ),
@@ -655,7 +654,7 @@ redisTest(
   (fixture) =>
     healthyEndpointPastManySlowOnes(
       new RedisDeliveryStore(
-        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        restClient(fixture),
         { now: () => T0 },
       ),
     ),

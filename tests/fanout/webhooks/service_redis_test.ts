@@ -11,17 +11,13 @@ import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { RedisDeliveryStore } from "../../../src/store/mod.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../../_redis.ts";
 import { sweepOnce } from "../../../src/fanout/sweep.ts";
 import { Receiver } from "./_receiver.ts";
 import { at, call, type Clock, ingest, register, setup, sweep, T0 } from "./_setup.ts";
 
 function instance(fixture: RedisFixture, clock: Clock) {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   const now = () => clock.now;
   return setup({
     clock,

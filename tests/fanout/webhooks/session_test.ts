@@ -6,10 +6,9 @@
  * sharing one Redis.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { RedisDeliveryStore } from "../../../src/store/mod.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../../_redis.ts";
 import { Receiver } from "./_receiver.ts";
 import { at, call, type Clock, ingest, register, type Setup, setup, sweep, T0 } from "./_setup.ts";
 
@@ -27,11 +26,7 @@ const CONFIG = {
 };
 
 function redisInstance(fixture: RedisFixture, clock: Clock): Promise<Setup> {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   const now = () => clock.now;
   return setup({
     config: CONFIG,

@@ -6,12 +6,11 @@
  * once the key is repaired (here: deleted) the same call goes through.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import fc from "fast-check";
 import type { Attempt, AttemptRecord, Claim, ClaimRelease } from "../../../src/store/deliveries.ts";
 import { RedisDeliveryStore } from "../../../src/store/redis/delivery_store.ts";
 import { StoreRefusedError } from "../../../src/store/types.ts";
-import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../../_redis.ts";
 import { config, delivery, T0 } from "../_delivery_fixtures.ts";
 import { refusedWhole, send, snapshot, WRITES } from "./_key_checks.ts";
 
@@ -23,11 +22,7 @@ function deliveryStore(
   fixture: RedisFixture,
   options: { replayScan?: number } = {},
 ): RedisDeliveryStore {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   return new RedisDeliveryStore(redis, { now: () => T0, ...options });
 }
 

@@ -4,13 +4,12 @@
  * oldest entry as before `XINFO` was asked; the subscription still starts.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import { redisTest, withDirect } from "../../_redis.ts";
+import { redisTest, restClient, withDirect } from "../../_redis.ts";
 
 redisTest("logPosition() without XINFO: the newest entry's id, trims unknown", async (fixture) => {
   const store = new RedisStore(
-    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    restClient(fixture),
     { prefix: "lp" },
   );
   await store.appendLog("s", [{ type: "event.processed", event: { n: 1 }, timeMs: 1 }]);

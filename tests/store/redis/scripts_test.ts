@@ -7,13 +7,12 @@
  * windows stay as they were, and once the key is repaired the same call applies whole.
  */
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
 import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
 import { listWindows } from "../../../src/query/mod.ts";
 import { rateLimitsFor } from "../../../src/http/browser.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { type RedisFixture, redisTest, restClient } from "../../_redis.ts";
 import { keyLike, refusedWhole, send } from "./_key_checks.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
@@ -45,11 +44,7 @@ const S = STREAMS.get("s")!;
 const VISITS = STREAMS.get("visits")!;
 
 function redisStore(fixture: RedisFixture): RedisStore {
-  const redis = new Redis({
-    url: fixture.restUrl,
-    token: fixture.restToken,
-    enableTelemetry: false,
-  });
+  const redis = restClient(fixture);
   return new RedisStore(redis, { now: () => NOW });
 }
 

@@ -9,7 +9,7 @@ import { compileConfig } from "../../../src/config/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import { redisTest, withDirect } from "../../_redis.ts";
+import { redisTest, restClient, withDirect } from "../../_redis.ts";
 import { billedCommands, commandNames, startUpstashProxy } from "../../_upstash_proxy.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
@@ -73,11 +73,7 @@ redisTest(
 redisTest(
   "session keys live under the stream's hash-tagged prefix, each with a TTL",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisStore(redis, { now: () => NOW });
     await ingestItems(stream, items(events(0, 200)), { store, nowMs: NOW });
     await ingestItems(stream, items([{ t: T0 + 3_500_000, user: "tick", page: "/", amount: 0 }]), {
@@ -112,11 +108,7 @@ redisTest(
 redisTest(
   "a batch with a late event beside a quantiles counter is rebuilt in the script and still extends sessions",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisStore(redis, { now: () => NOW });
     const mixed = compileConfig({
       streams: {
@@ -155,11 +147,7 @@ async function commandCalls(fixture: { redisUrl: string }): Promise<Record<strin
 redisTest(
   "a sweep keeps alive only the open sessions whose life ends within ttl/2, each once, and forgets closed ones that expired",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     let clock = NOW;
     const store = new RedisStore(redis, { now: () => clock });
     const send = (...args: string[]) => withDirect(fixture.redisUrl, (direct) => direct(...args));
@@ -252,11 +240,7 @@ redisTest(
 redisTest(
   "a sweep keeps at most limit × 10 open sessions alive, those nearest their end first, and moves a previous release's closed ones out of the open sessions' index",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     let clock = NOW;
     const store = new RedisStore(redis, { now: () => clock });
     const send = (...args: string[]) => withDirect(fixture.redisUrl, (direct) => direct(...args));
@@ -310,11 +294,7 @@ redisTest(
 redisTest(
   "a close forgets at most limit × 10 expired closed sessions of a counter a call, the rest at the next ones",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     let clock = NOW;
     const store = new RedisStore(redis, { now: () => clock });
     const send = (...args: string[]) => withDirect(fixture.redisUrl, (direct) => direct(...args));
@@ -352,11 +332,7 @@ redisTest(
 redisTest(
   "deploy/README's rollback past 0577fb3: the sessions this release closed (in sc) go back to sa with their expiry, where the old release forgets them from the index by start",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     let clock = NOW;
     const store = new RedisStore(redis, { now: () => clock });
     const send = (...args: string[]) => withDirect(fixture.redisUrl, (direct) => direct(...args));
@@ -406,11 +382,7 @@ redisTest(
 redisTest(
   "a lowered retention shortens no life already given: a session closed before stays listed after a write and a close under the new one",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const withRetention = (retention: string) =>
       compileConfig({
         streams: {
@@ -451,11 +423,7 @@ redisTest(
 redisTest(
   "a run reads only the sessions of its group it may reach: 1,000 runs before 20,000 open sessions apply at once, and still merge",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     const store = new RedisStore(redis);
     const backfill = compileConfig({
       streams: {
@@ -518,11 +486,7 @@ redisTest(
 redisTest(
   "a read skips expired sessions before its limit counts them and orders those that start together by group key, as the memory store does",
   async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
+    const redis = restClient(fixture);
     // A session lives gap + lateness + retention (3 s) after its last event, by Redis's clock.
     const short = compileConfig({
       streams: {

@@ -10,14 +10,14 @@ import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
 import { sweepOnce } from "../../../src/fanout/sweep.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
 import { type RedisClient, RedisStore } from "../../../src/store/redis/store.ts";
-import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
+import { type RedisFixture, redisTest, restClient, withDirect } from "../../_redis.ts";
 
 /** A minute's start near the real clock (Redis expires keys by its own). */
 const M = Math.floor(Date.now() / 60_000) * 60_000;
 const SECOND = 1_000;
 
 function client(fixture: RedisFixture): Redis {
-  return new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
+  return restClient(fixture);
 }
 
 function items(list: object[]) {
