@@ -51,7 +51,7 @@ export interface PostResult {
   error: string | null;
   /** Start of the body, at most {@linkcode MAX_EXCERPT_BYTES}. */
   excerpt: string;
-  /** The `Retry-After` header's delay (ms), on 429 and 503. */
+  /** The `Retry-After` header's delay (ms), on 429, 502, 503 and 504. */
   retryAfterMs: number | null;
 }
 
@@ -110,6 +110,13 @@ function fetchError(error: unknown): string {
   return `${firstLine(error)}${cause}`.slice(0, 300);
 }
 
+/**
+ * Statuses that ask the sender to slow down, whose `Retry-After` is honoured (Standard Webhooks:
+ * 429, 502, 503 and 504; a 502 or 504 often comes from a proxy in front of a receiver that is
+ * deploying).
+ */
+const SLOW_DOWN: ReadonlySet<number> = new Set([429, 502, 503, 504]);
+
 /** Turns a status, its body excerpt and its Retry-After header into a {@linkcode PostResult}. */
 function resultOf(
   status: number,
@@ -120,7 +127,7 @@ function resultOf(
   let error: string | null = null;
   if (status >= 300 && status < 400) error = `Redirects are not followed (HTTP ${status})`;
   else if (status < 200 || status >= 300) error = `HTTP ${status}`;
-  const retryAfterMs = status === 429 || status === 503 ? parseRetryAfter(retryAfter, nowMs) : null;
+  const retryAfterMs = SLOW_DOWN.has(status) ? parseRetryAfter(retryAfter, nowMs) : null;
   return { status, error, excerpt, retryAfterMs };
 }
 
