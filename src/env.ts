@@ -8,7 +8,7 @@
  * | --- | --- | --- |
  * | `EDGESTREAM_CONFIG` | stream definitions (JSON file) | `examples/config.json` |
  * | `PORT` | port to listen on (0 picks a free one) | `8000` |
- * | `HOST` | address to listen on; open mode always listens on loopback | `0.0.0.0` |
+ * | `HOST` | address to listen on; open mode always listens on loopback (and refuses a value that names no host) | `0.0.0.0` |
  * | `EDGESTREAM_KEYS` | `scope:key` pairs; none means open development mode | none |
  * | `EDGESTREAM_ALLOWED_HOSTS` | host names open mode answers besides loopback ones (`dev.example.com`; `.example.com` with subdomains) | none |
  * | `EDGESTREAM_ALLOWED_ORIGINS` | origins besides the server's own that may change state and open WebSockets (`https://app.example.com`) | none |
@@ -273,6 +273,26 @@ export interface ConfigFromEnvOptions {
 }
 
 const LOOPBACK_NAMES = new Set(["127.0.0.1", "localhost", "::1"]);
+
+/** A label of a host name (`_` too, as resolvers take it). */
+const HOST_LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/i;
+
+/**
+ * Whether `text` can name a host: an IPv4 address written as four numbers from 0 to 255, an IPv6
+ * address (a zone, `%eth0`, after it), or a host name of letters, digits, `-` and `_` whose last
+ * label is not a number (`999.1.1.1` and `1.2.3` are no addresses, and no names).
+ */
+function isHost(text: string): boolean {
+  if (text.includes(":")) return URL.canParse(`http://[${text.replace(/%[^%]+$/, "")}]`);
+  if (/^[0-9.]+$/.test(text)) {
+    const parts = text.split(".");
+    return parts.length === 4 &&
+      parts.every((part) => /^\d{1,3}$/.test(part) && Number(part) <= 255);
+  }
+  const labels = text.replace(/\.$/, "").split(".");
+  return text.length <= 253 && labels.every((label) => HOST_LABEL.test(label)) &&
+    !/^\d+$/.test(labels.at(-1)!);
+}
 
 function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -820,6 +840,12 @@ async function serverConfigOf(
     throw new ConfigError(`EDGESTREAM_KEYS: ${message(error)}`, { cause: error });
   }
   checkProduction(env, keys);
+  // Open mode listens on loopback whatever HOST says; but a value that names no host is a mistake,
+  // refused here as listening on it refuses it with keys (before anything is built).
+  const host = env.get("HOST")?.trim();
+  if (keys.open && host && !isHost(host)) {
+    throw new ConfigError(`HOST: expected an IP address or a host name, got '${host}'`);
+  }
   // A file path, not a URL's path: that one escapes a space (`my%20projects/`), a file no one has.
   const configPath = env.get("EDGESTREAM_CONFIG") ?? options.defaultConfigPath ??
     fileURLToPath(new URL("../examples/config.json", import.meta.url));

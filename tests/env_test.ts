@@ -793,6 +793,53 @@ Deno.test("configFromEnv() in open mode listens on 127.0.0.1, or on the loopback
   }
 });
 
+Deno.test("configFromEnv() in open mode refuses a HOST that names no host, naming HOST, as listening on it does with keys", async () => {
+  const readme = (await Deno.readTextFile(new URL("../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "another `HOST` is not taken, but one that names no host, such as `999.1.1.1`, stops startup with one line naming `HOST`";
+  assert.ok(readme.includes(claim), claim);
+  for (
+    const host of [
+      "999.1.1.1",
+      "1.2.3",
+      "1.2.3.4.5",
+      "256.0.0.1",
+      "local host",
+      "localhost:8000",
+      "::g",
+      "http://localhost",
+      "a..b",
+      "-dev.example.com",
+    ]
+  ) {
+    await assert.rejects(
+      () => configFromEnv(env({ HOST: host })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message === `HOST: expected an IP address or a host name, got '${host}'`,
+      host,
+    );
+  }
+  // A host, though not loopback, is not taken: open mode listens on 127.0.0.1.
+  for (
+    const host of [
+      "192.168.1.10",
+      "dev.example.com",
+      "my_host",
+      "fe80::1%eth0",
+      "2001:db8::1",
+    ]
+  ) {
+    const config = await configFromEnv(env({ HOST: host }));
+    try {
+      assert.equal(config.hostname, "127.0.0.1", host);
+    } finally {
+      await config.webhooks.close();
+    }
+  }
+});
+
 Deno.test("configFromEnv() trims HOST: only whitespace is not set (every interface with keys), and a name with spaces around is that name", async () => {
   const keys = { EDGESTREAM_KEYS: "admin:0123456789abcdef0123" };
   for (

@@ -165,6 +165,11 @@ for (
       { EDGESTREAM_SWEEP_EVERY: "25d" },
       /^edgestream: EDGESTREAM_SWEEP_EVERY: expected 0s \(no sweep timer\) or from 100ms to 100s, got '25d': a sweep closes at most 100 windows of a counter, so a rarer one lets 1s windows fall further behind at every sweep$/,
     ],
+    // Open mode listens on loopback whatever HOST says, but refuses one that names no host.
+    [
+      { HOST: "999.1.1.1" },
+      /^edgestream: HOST: expected an IP address or a host name, got '999\.1\.1\.1'$/,
+    ],
     [
       { EDGESTREAM_KEYS: "admin:0123456789abcdef0123", HOST: "notahost.invalid" },
       /^edgestream: HOST: cannot listen on notahost\.invalid:\d+: /,
