@@ -529,6 +529,25 @@ function readSubscriptionLimits(env: EnvSource): Required<SlotLimits> {
   };
 }
 
+/**
+ * The warning for a per-key bound (`perKey`, the variable) above its process bound (`max`): the
+ * per-key bound is then never reached, and one key can take every place of the process. Not
+ * refused: both are bounds as they say, and the process's still holds.
+ */
+function perKeyAboveMax(
+  env: EnvSource,
+  limits: Required<SlotLimits>,
+  names: { perKey: string; max: string; places: string },
+): StartupNotice[] {
+  if (limits.perKey <= limits.perProcess) return [];
+  const given = env.get(names.perKey) === undefined ? ", its default" : "";
+  return [{
+    level: "warning",
+    text:
+      `${names.perKey} (${limits.perKey}${given}) is above ${names.max} (${limits.perProcess}): it is never reached, and one key (in open mode, one client address) can hold all of a process's ${names.places}; set it at most ${names.max}`,
+  }];
+}
+
 /** `EDGESTREAM_INGEST_SOCKETS_PER_KEY` and `EDGESTREAM_INGEST_SOCKETS_MAX`. */
 function readIngestSocketLimits(env: EnvSource): Required<SlotLimits> {
   return {
@@ -884,6 +903,18 @@ async function serverConfigOf(
   ].map((text) => ({ level: "info" as const, text }));
   for (const text of fileWarnings) notices.push({ level: "warning", text });
   notices.push(...typos);
+  notices.push(
+    ...perKeyAboveMax(env, subscriptions, {
+      perKey: "EDGESTREAM_SUBSCRIPTIONS_PER_KEY",
+      max: "EDGESTREAM_SUBSCRIPTIONS_MAX",
+      places: "live subscriptions",
+    }),
+    ...perKeyAboveMax(env, ingestSockets, {
+      perKey: "EDGESTREAM_INGEST_SOCKETS_PER_KEY",
+      max: "EDGESTREAM_INGEST_SOCKETS_MAX",
+      places: "WebSocket ingest connections",
+    }),
+  );
   // Read (and checked) whichever the store, so a typo shows before a switch of store; but it
   // bounds only the memory store's ids: set beside Redis, it says so rather than seem to bound it.
   if (store.kind === "redis" && env.get("EDGESTREAM_MEMORY_DEDUPE_MAX") !== undefined) {

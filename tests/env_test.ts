@@ -1164,6 +1164,63 @@ Deno.test("configFromEnv() reads the connection bounds, 100 a key and 10000 a pr
   }
 });
 
+Deno.test("configFromEnv() warns once, naming both settings, of a per-key connection bound above its process bound, as the README's table says", async () => {
+  const readme = (await Deno.readTextFile(new URL("../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "above `EDGESTREAM_SUBSCRIPTIONS_MAX` it is never reached, and startup logs a warning naming both";
+  assert.ok(readme.includes(claim), claim);
+  const socketsClaim =
+    "above `EDGESTREAM_INGEST_SOCKETS_MAX` it is never reached, and startup logs a warning naming both";
+  assert.ok(readme.includes(socketsClaim), socketsClaim);
+  const warningsOf = async (vars: Record<string, string>) => {
+    const config = await configFromEnv(
+      env({ EDGESTREAM_KEYS: "admin:0123456789abcdef0123", ...vars }),
+    );
+    await config.webhooks.close();
+    return config.notices.filter((notice) => /_PER_KEY/.test(notice.text));
+  };
+  assert.deepEqual(
+    await warningsOf({
+      EDGESTREAM_SUBSCRIPTIONS_PER_KEY: "500",
+      EDGESTREAM_SUBSCRIPTIONS_MAX: "100",
+    }),
+    [{
+      level: "warning",
+      text:
+        "EDGESTREAM_SUBSCRIPTIONS_PER_KEY (500) is above EDGESTREAM_SUBSCRIPTIONS_MAX (100): it is never reached, and one key (in open mode, one client address) can hold all of a process's live subscriptions; set it at most EDGESTREAM_SUBSCRIPTIONS_MAX",
+    }],
+  );
+  // The per-key default counts too: a process bound set below it.
+  assert.deepEqual(await warningsOf({ EDGESTREAM_SUBSCRIPTIONS_MAX: "50" }), [{
+    level: "warning",
+    text:
+      "EDGESTREAM_SUBSCRIPTIONS_PER_KEY (100, its default) is above EDGESTREAM_SUBSCRIPTIONS_MAX (50): it is never reached, and one key (in open mode, one client address) can hold all of a process's live subscriptions; set it at most EDGESTREAM_SUBSCRIPTIONS_MAX",
+  }]);
+  assert.deepEqual(
+    await warningsOf({
+      EDGESTREAM_INGEST_SOCKETS_PER_KEY: "31",
+      EDGESTREAM_INGEST_SOCKETS_MAX: "30",
+    }),
+    [{
+      level: "warning",
+      text:
+        "EDGESTREAM_INGEST_SOCKETS_PER_KEY (31) is above EDGESTREAM_INGEST_SOCKETS_MAX (30): it is never reached, and one key (in open mode, one client address) can hold all of a process's WebSocket ingest connections; set it at most EDGESTREAM_INGEST_SOCKETS_MAX",
+    }],
+  );
+  // Equal, below, or unset: no word.
+  assert.deepEqual(await warningsOf({}), []);
+  assert.deepEqual(
+    await warningsOf({
+      EDGESTREAM_SUBSCRIPTIONS_PER_KEY: "50",
+      EDGESTREAM_SUBSCRIPTIONS_MAX: "50",
+      EDGESTREAM_INGEST_SOCKETS_PER_KEY: "3",
+      EDGESTREAM_INGEST_SOCKETS_MAX: "30",
+    }),
+    [],
+  );
+});
+
 Deno.test("configFromEnv() gives the stores EDGESTREAM_KEYS_MAX, EDGESTREAM_WEBHOOKS_MAX and EDGESTREAM_STREAMS_MAX, and refuses bad values naming the setting", async () => {
   const config = await configFromEnv(env({
     EDGESTREAM_KEYS_MAX: "1",
