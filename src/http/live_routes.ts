@@ -61,6 +61,7 @@ import { quoteInput } from "../telemetry/logging.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
 import { ResponseCutError } from "./listener.ts";
+import { closeWithin } from "./_drop_socket.ts";
 import { acceptsEventStream, upgradeAsksForWebSocket } from "./_header_list.ts";
 import {
   errorsFor,
@@ -97,6 +98,12 @@ export interface LiveRouteOptions {
    */
   keyCheckMs?: number;
   /**
+   * How long (ms) a WebSocket refused for its key (upgraded to be closed with 1008) waits for its
+   * client to answer the close frame before its connection is dropped: it holds no place, so
+   * nothing else bounds it. @default {5000}
+   */
+  refusedCloseMs?: number;
+  /**
    * Most live subscriptions per key (in open mode per client address) and per process; past
    * them a subscription is refused (429 `too_many_subscriptions`, 503 `subscriptions_full`).
    * @default {{ perKey: 100, perProcess: 10000 }}
@@ -106,7 +113,10 @@ export interface LiveRouteOptions {
 
 /** The subscription settings of {@linkcode LiveRouteOptions}, their defaults filled in. */
 export type SubscriptionSettings = Required<
-  Pick<LiveRouteOptions, "maxBufferedBytes" | "idleTimeoutSeconds" | "heartbeatMs" | "keyCheckMs">
+  Pick<
+    LiveRouteOptions,
+    "maxBufferedBytes" | "idleTimeoutSeconds" | "heartbeatMs" | "keyCheckMs" | "refusedCloseMs"
+  >
 >;
 
 /** Fills in the defaults of a subscription's settings, as the live routes do. */
@@ -116,6 +126,7 @@ export function subscriptionSettings(options: LiveRouteOptions = {}): Subscripti
     idleTimeoutSeconds: options.idleTimeoutSeconds ?? 30,
     heartbeatMs: options.heartbeatMs ?? 15_000,
     keyCheckMs: options.keyCheckMs ?? 1_000,
+    refusedCloseMs: options.refusedCloseMs ?? 5_000,
   };
 }
 
@@ -328,7 +339,13 @@ async function subscribeOverSocket(
     const denied = setup.denied;
     return await upgradeSocket(c, {
       onOpen(_event, socket: WSContext<WebSocket>) {
-        socket.close(1008, closeReason(denied?.message ?? "Forbidden"));
+        // It holds no place: a client that never answers the close frame would keep the
+        // connection, outside every bound, as long as it likes. Dropped after a grace.
+        closeWithin(socket.raw!, {
+          code: 1008,
+          reason: closeReason(denied?.message ?? "Forbidden"),
+          graceMs: subscriptionSettings(deps.options).refusedCloseMs,
+        });
       },
     }, upgradeOptions);
   }
@@ -761,7 +778,7 @@ function documentRoutes(app: OpenAPIHono): void {
       'The first message is `{"type": "subscribed", "stream", "types", "counter"}`; then each result as `{"type", "timestamp", "data": {stream, counter, aggregate, group, start, end, value, ...}}`, the webhook payload shape. Over a WebSocket each message also has `id`, its result log id (see resuming). The `data` of a window has `approximate: true` when its value is an estimate, and `partial: true` when the window misses events: its counter was added to the stream (or added back) once events had been applied, and the window (a session: the session, or the gap before it) starts before the stream\'s watermark then.',
       "`window.updated` carries the running value of a window when it changed, at most 4 times a second per counter and group. A subscriber is sent nothing more while 1 MiB waits to be sent to it; what follows is sent from the result log as it reads, in order, none missing. One that read nothing for 10 s meanwhile, or that the log was trimmed past, is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason. So is one whose key is deleted or expires, whose stream is deleted, or whose `counter` a new definition of the stream removes or redefines.",
       'Resuming: each result carries its result log id (SSE: as the event `id`; WebSocket: as the message\'s `id` field), and `subscribed` the id the subscription starts after (`0-0` while the log never had an entry). Subscribing again with `?after=<id>` (or, over SSE, the header `Last-Event-ID`, which `EventSource` sends on reconnect and which wins over `after`) replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when results after that id were trimmed from the log or the log never reached that id, and the subscription starts at the log\'s end.',
-      "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
+      "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 (a client that has not answered that close frame 5 s later has its connection dropped) and answers SSE with 401/403.",
       "When the server shuts down, a WebSocket subscriber is closed with 1001 and an SSE subscriber gets a final `closed` event; a new subscription meanwhile gets 503 `shutting_down`.",
       "A WebSocket subscription reads nothing from its client: a message of up to 1,024 bytes (a heartbeat) is ignored, a longer one closes it with 1009.",
       "Bounded: one key (in open mode, one client address) holds at most `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` (default 100) subscriptions on a server, the server at most `EDGESTREAM_SUBSCRIPTIONS_MAX` (default 10000). One more is refused before the upgrade or the SSE 200: 429 `too_many_subscriptions` (the key's bound) or 503 `subscriptions_full` (the server's), with `Retry-After` and `details: {limit, max}`. A subscription that ends frees its place; over a WebSocket, once its connection ends (a client that reads nothing keeps it, and its place, until it closes it).",

@@ -16,6 +16,7 @@ import {
   denoClient,
   eventually,
   nodeClient,
+  rawUpgrade,
   SseReader,
   startServer,
   type TestServer,
@@ -1892,6 +1893,70 @@ async function silentSubscriber(server: TestServer, request: string): Promise<De
   const conn = await Deno.connect({ hostname, port: Number(port) });
   await conn.write(new TextEncoder().encode(request));
   return conn;
+}
+
+Deno.test("A WebSocket subscription refused for its key is closed 1008, and its connection dropped after refusedCloseMs (5 s by default, as the README says) when the client never answers the close frame", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "a client that has not answered its close frame 5 s later has its connection dropped by the server";
+  assert.ok(readme.includes(claim), claim);
+  assert.equal(subscriptionSettings().refusedCloseMs, 5_000);
+  const server = await startServer({ auth: true, liveRoutes: { refusedCloseMs: 100 } });
+  const clients: Deno.Conn[] = [];
+  try {
+    // No key, and a key without `read`: upgraded, sent the close frame, then never answering it.
+    for (const query of ["", `?token=${KEYS.ingest}`]) {
+      const conn = await silentSubscriber(server, rawUpgrade(`${SUBSCRIBE}${query}`));
+      clients.push(conn);
+      const { bytes, closed } = await readAllFor(conn, 10_000);
+      const text = new TextDecoder().decode(bytes);
+      assert.ok(closed, `still open: ${JSON.stringify(text)}`);
+      assert.match(text, /^HTTP\/1\.1 101 /);
+      // The close frame: FIN and opcode 8, code 1008, then the reason.
+      const frame = bytes.subarray(text.indexOf("\r\n\r\n") + 4);
+      assert.equal(frame[0], 0x88);
+      assert.equal(frame[2] * 256 + frame[3], 1008);
+      const reason = new TextDecoder().decode(frame.subarray(4));
+      assert.match(reason, query ? /^API key lacks the 'read' scope$/ : /^Missing API key/);
+    }
+  } finally {
+    for (const conn of clients) conn.close();
+    await server.close();
+  }
+});
+
+/** Every byte the connection delivers until it ends (EOF, or reset), or for `ms` at most. */
+async function readAllFor(
+  conn: Deno.Conn,
+  ms: number,
+): Promise<{ bytes: Uint8Array; closed: boolean }> {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(4096);
+  const deadline = performance.now() + ms;
+  let closed = false;
+  for (;;) {
+    let read: number | null;
+    try {
+      read = await within(conn.read(buffer), Math.max(1, deadline - performance.now()));
+    } catch (error) {
+      if (error instanceof Deno.errors.ConnectionReset) closed = true;
+      else if (!(error instanceof Error && error.message.startsWith("Not settled"))) throw error;
+      break;
+    }
+    if (read === null) {
+      closed = true;
+      break;
+    }
+    chunks.push(buffer.slice(0, read));
+  }
+  const bytes = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return { bytes, closed };
 }
 
 /** Posts padded batches until the hub dropped every subscriber. */

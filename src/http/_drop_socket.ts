@@ -1,0 +1,77 @@
+/**
+ * Ending a server WebSocket's connection without its client's help. Deno's `WebSocket.close()`
+ * sends the close frame and then waits, with no bound, for the client's: a client that never
+ * answers it keeps the connection (and a file descriptor) open for as long as it likes. Deno offers
+ * no public way to end it sooner; its own idle timeout drops a socket that answers no ping by
+ * closing the socket's resource, and {@linkcode dropSocket} does the same.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+
+const logger = getLogger(["edgestream", "http"]);
+
+/** The part of Deno's runtime core that closes a resource. */
+interface ResourceCloser {
+  tryClose(rid: number): void;
+}
+
+/** Deno's runtime core, where this Deno exposes it (`Deno[Deno.internal].core`). */
+function runtimeCore(): ResourceCloser | undefined {
+  const deno = Deno as unknown as Record<symbol, unknown> & { internal?: symbol };
+  if (typeof deno.internal !== "symbol") return undefined;
+  const internals = deno[deno.internal] as { core?: Partial<ResourceCloser> } | undefined;
+  const core = internals?.core;
+  return typeof core?.tryClose === "function" ? core as ResourceCloser : undefined;
+}
+
+/** The resource id of a Deno WebSocket, kept under a symbol described `[[rid]]`. */
+function resourceOf(socket: WebSocket): number | undefined {
+  const key = Object.getOwnPropertySymbols(socket).find((symbol) =>
+    symbol.description === "[[rid]]"
+  );
+  if (key === undefined) return undefined;
+  const rid = (socket as unknown as Record<symbol, unknown>)[key];
+  return typeof rid === "number" ? rid : undefined;
+}
+
+let warned = false;
+
+/**
+ * Ends the connection of a server WebSocket now, as Deno's idle timeout ends one: its resource is
+ * closed, so the TCP connection ends and the socket's `close` event fires (code 1005). For a
+ * socket whose close frame was sent and whose client does not answer it. Returns whether it
+ * could: a Deno that keeps its socket's resource out of reach leaves the connection as it is
+ * (logged once, as a warning).
+ */
+export function dropSocket(socket: WebSocket): boolean {
+  const core = runtimeCore();
+  const rid = resourceOf(socket);
+  if (core === undefined || rid === undefined) {
+    if (!warned) {
+      warned = true;
+      logger.warn(
+        "Cannot drop a WebSocket whose client does not answer its close frame: this Deno keeps the socket's connection out of reach; it stays open until the client closes it",
+      );
+    }
+    return false;
+  }
+  core.tryClose(rid);
+  return true;
+}
+
+/**
+ * Closes a server WebSocket with `code` and `reason`, and drops its connection (see
+ * {@linkcode dropSocket}) if its client has not answered the close frame within `graceMs`.
+ */
+export function closeWithin(
+  socket: WebSocket,
+  close: { code: number; reason: string; graceMs: number },
+): void {
+  socket.close(close.code, close.reason);
+  if (socket.readyState === WebSocket.CLOSED) return;
+  const timer = setTimeout(() => {
+    if (socket.readyState !== WebSocket.CLOSED) dropSocket(socket);
+  }, close.graceMs);
+  socket.addEventListener("close", () => clearTimeout(timer), { once: true });
+}
