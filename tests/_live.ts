@@ -373,3 +373,36 @@ export function rawUpgrade(
     `Upgrade: ${options.upgrade ?? "websocket"}\r\nConnection: Upgrade\r\n` +
     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 }
+
+/** Every byte the connection delivers until it ends (EOF, or reset), or for `ms` at most. */
+export async function readAllFor(
+  conn: Deno.Conn,
+  ms: number,
+): Promise<{ bytes: Uint8Array; closed: boolean }> {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(4096);
+  const deadline = performance.now() + ms;
+  let closed = false;
+  for (;;) {
+    let read: number | null;
+    try {
+      read = await within(conn.read(buffer), Math.max(1, deadline - performance.now()));
+    } catch (error) {
+      if (error instanceof Deno.errors.ConnectionReset) closed = true;
+      else if (!(error instanceof Error && error.message.startsWith("Not settled"))) throw error;
+      break;
+    }
+    if (read === null) {
+      closed = true;
+      break;
+    }
+    chunks.push(buffer.slice(0, read));
+  }
+  const bytes = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return { bytes, closed };
+}

@@ -77,6 +77,7 @@ import {
 import { rateLimitsFor, refuseUnlistedOrigin } from "./browser.ts";
 import { ApiError, apiErrorOf, type ErrorCode, streamMissing } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
+import { closeWithin } from "./_drop_socket.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 import { requestIdOf } from "./request_id.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
@@ -347,6 +348,12 @@ export interface IngestSocketOptions {
    */
   closeLingerMs?: number;
   /**
+   * How long (ms) a connection refused for its key (upgraded to be closed with 1008) waits for its
+   * client to answer the close frame before it is dropped: it holds no place, so nothing else
+   * bounds it. @default {5000}
+   */
+  refusedCloseMs?: number;
+  /**
    * Most connections per key (in open mode per client address) and per process; past them an
    * upgrade is refused (429 `too_many_ingest_sockets`, 503 `ingest_sockets_full`).
    * @default {{ perKey: 100, perProcess: 10000 }}
@@ -420,6 +427,7 @@ export function ingestSocketSettings(
     maxBufferedBytes: options.maxBufferedBytes ?? 1024 * 1024,
     maxUnreadMs: options.maxUnreadMs ?? 10_000,
     closeLingerMs: options.closeLingerMs ?? 100,
+    refusedCloseMs: options.refusedCloseMs ?? 5_000,
     idleTimeoutSeconds: options.idleTimeoutSeconds ?? 30,
   };
 }
@@ -744,7 +752,8 @@ class IngestConnection implements HeldConnection {
  * `Upgrade: websocket` (426) and an unknown stream (404) before upgrading; a
  * missing, unknown or under-scoped key (header, `token` query parameter or
  * `bearer.<key>` subprotocol; scope `ingest`) upgrades and closes with 1008
- * so that browsers can read why.
+ * so that browsers can read why, and drops the connection if its client has
+ * not answered the close frame after `refusedCloseMs`.
  *
  * @example
  * ```ts
@@ -834,7 +843,13 @@ export function ingestSocketHandler(
       return await upgradeSocket(c, {
         onOpen(_event, socket) {
           if (denied || !stream) {
-            socket.close(1008, closeReason(denied?.message ?? "Forbidden"));
+            // It holds no place: a client that never answers the close frame would keep the
+            // connection, outside every bound, as long as it likes. Dropped after a grace.
+            closeWithin(socket.raw!, {
+              code: 1008,
+              reason: closeReason(denied?.message ?? "Forbidden"),
+              graceMs: settings.refusedCloseMs,
+            });
             return;
           }
           connection = new IngestConnection(deps, stream, socket, {

@@ -14,6 +14,7 @@ import {
   nodeClient,
   rawStatus,
   rawUpgrade,
+  readAllFor,
   startServer,
   type TestServer,
   within,
@@ -244,6 +245,40 @@ Deno.test("WebSocket ingest refuses an unknown stream (404) and a plain GET (426
     assert.equal(plain.status, 426);
     assert.equal((await plain.json()).error.code, "upgrade_required");
   } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest refused for its key drops the connection after refusedCloseMs (5 s by default, as the README says) when the client never answers the close frame", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "is upgraded to be closed with 1008, as above, and takes no place: a client that has not answered that close frame 5 s later has its connection dropped by the server";
+  assert.ok(readme.includes(claim), claim);
+  assert.equal(ingestSocketSettings(DEFAULT_LIMITS).refusedCloseMs, 5_000);
+  const server = await startServer({ auth: true, liveRoutes: { socket: { refusedCloseMs: 100 } } });
+  const { hostname, port } = new URL(server.base);
+  const clients: Deno.Conn[] = [];
+  try {
+    // No key, and a key without `ingest`: upgraded, sent the close frame, then never answering it.
+    for (const query of ["", `?token=${KEYS.read}`]) {
+      const conn = await Deno.connect({ hostname, port: Number(port) });
+      clients.push(conn);
+      await conn.write(new TextEncoder().encode(rawUpgrade(`${WS_PATH}${query}`)));
+      const { bytes, closed } = await readAllFor(conn, 10_000);
+      const text = new TextDecoder().decode(bytes);
+      assert.ok(closed, `still open: ${JSON.stringify(text)}`);
+      assert.match(text, /^HTTP\/1\.1 101 /);
+      // The close frame: FIN and opcode 8, code 1008, then the reason.
+      const frame = bytes.subarray(text.indexOf("\r\n\r\n") + 4);
+      assert.equal(frame[0], 0x88);
+      assert.equal(frame[2] * 256 + frame[3], 1008);
+      const reason = new TextDecoder().decode(frame.subarray(4));
+      assert.match(reason, query ? /lacks the 'ingest' scope/ : /^Missing API key/);
+    }
+    assert.equal(server.socketStats.connections, 0);
+  } finally {
+    for (const conn of clients) conn.close();
     await server.close();
   }
 });
@@ -1332,7 +1367,7 @@ Deno.test("README: a WebSocket ingest client closed for unread answers that stil
   const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
     .replace(/\s+/g, " ");
   const claim =
-    "a client that reads nothing gets that frame only after its unread answers, and so keeps its connection, with what waits for it, until it closes it (Deno waits for the client's close frame and offers no way to end the connection sooner): until then it keeps its place too";
+    "a client that reads nothing gets that frame only after its unread answers, and so keeps its connection, with what waits for it, until it closes it (Deno waits for the client's close frame and offers no public way to end the connection sooner): until then it keeps its place too";
   assert.ok(readme.includes(claim), claim);
   const server = await startServer({
     liveRoutes: {

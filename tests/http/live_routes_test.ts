@@ -17,6 +17,7 @@ import {
   eventually,
   nodeClient,
   rawUpgrade,
+  readAllFor,
   SseReader,
   startServer,
   type TestServer,
@@ -1925,39 +1926,6 @@ Deno.test("A WebSocket subscription refused for its key is closed 1008, and its 
     await server.close();
   }
 });
-
-/** Every byte the connection delivers until it ends (EOF, or reset), or for `ms` at most. */
-async function readAllFor(
-  conn: Deno.Conn,
-  ms: number,
-): Promise<{ bytes: Uint8Array; closed: boolean }> {
-  const chunks: Uint8Array[] = [];
-  const buffer = new Uint8Array(4096);
-  const deadline = performance.now() + ms;
-  let closed = false;
-  for (;;) {
-    let read: number | null;
-    try {
-      read = await within(conn.read(buffer), Math.max(1, deadline - performance.now()));
-    } catch (error) {
-      if (error instanceof Deno.errors.ConnectionReset) closed = true;
-      else if (!(error instanceof Error && error.message.startsWith("Not settled"))) throw error;
-      break;
-    }
-    if (read === null) {
-      closed = true;
-      break;
-    }
-    chunks.push(buffer.slice(0, read));
-  }
-  const bytes = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return { bytes, closed };
-}
 
 /** Posts padded batches until the hub dropped every subscriber. */
 async function fillUntilDropped(server: TestServer): Promise<void> {
