@@ -1753,6 +1753,67 @@ browserTest(
 );
 
 browserTest(
+  "a stream and a counter named with the longest names the config takes (64 characters) keep a 375 px phone's page from scrolling sideways: the names are cut with an ellipsis, whole in their titles",
+  async (browser) => {
+    // Names of the most characters NAME takes, as a deployment may well use (an environment, a
+    // region and a version in one): each wider than a phone.
+    const stream = "checkout_events_production_eu_west_1_web_clients_version_0000002";
+    const counter = "orders_per_minute_by_country_and_payment_method_and_device_types";
+    assert.equal(stream.length, 64);
+    assert.equal(counter.length, 64);
+    const server = await startServer({
+      config: {
+        streams: {
+          [stream]: {
+            counters: {
+              [counter]: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+            },
+          },
+        },
+      },
+    });
+    try {
+      await server.send([{ country: "DE" }], stream);
+      const page = await browser.newPage({ viewport: { width: 375, height: 667 } });
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      await textMatching(page, `[data-current="${stream}/${counter}"]`, /DE\s*1/);
+      const shown = await page.evaluate(`(() => ({
+        scrollWidth: document.documentElement.scrollWidth,
+        clientWidth: document.documentElement.clientWidth,
+        names: [...document.querySelectorAll(".stream h3 bdi, .counter h3 bdi")].map((name) => ({
+          text: name.textContent,
+          title: name.title,
+          cut: name.scrollWidth > name.clientWidth,
+          right: Math.round(name.getBoundingClientRect().right),
+        })),
+        charts: [...document.querySelectorAll(".spark canvas, .chart canvas")]
+          .map((canvas) => Math.round(canvas.getBoundingClientRect().right)),
+      }))()`) as {
+        scrollWidth: number;
+        clientWidth: number;
+        names: { text: string; title: string; cut: boolean; right: number }[];
+        charts: number[];
+      };
+      const detail = JSON.stringify(shown);
+      assert.ok(shown.scrollWidth <= shown.clientWidth, `no sideways scroll: ${detail}`);
+      assert.deepEqual(shown.names.map((name) => name.text), [stream, stream, counter], detail);
+      for (const name of shown.names) {
+        assert.equal(name.title, name.text, detail);
+        assert.ok(name.cut, `cut with an ellipsis: ${detail}`);
+        assert.ok(name.right <= shown.clientWidth, detail);
+      }
+      assert.equal(shown.charts.length, 2, detail);
+      for (const right of shown.charts) assert.ok(right <= shown.clientWidth, detail);
+      assert.deepEqual(log.errors, []);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "a counter whose windows cannot be read holds no blank chart's height, its status saying why, while the others draw theirs",
   async (browser) => {
     const server = await startServer();
