@@ -95,3 +95,38 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "/docs on a 375 px phone does not scroll sideways with an operation open and tried: its responses' table and its Cancel and Reset buttons fit",
+  async (browser) => {
+    const { app } = await testApp({ auth: true });
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+    try {
+      const page = await browser.newPage({ viewport: { width: 375, height: 667 } });
+      await page.goto(`http://127.0.0.1:${server.addr.port}/docs`);
+      const ingest = page.locator(".opblock-summary", { hasText: "/v1/streams/{stream}/events" });
+      await ingest.getByText("Send events").waitFor({ timeout: 30_000 });
+      await ingest.click();
+      await page.locator(".responses-table").first().waitFor({ timeout: 15_000 });
+      // And once tried: the request's curl, URL and the live response shown.
+      await page.getByRole("button", { name: "Try it out" }).click();
+      await page.locator("input[placeholder='stream']").fill("orders");
+      await page.locator("textarea.body-param__text").fill(
+        JSON.stringify([{ id: "docs-phone-1", country: "DE", amount: 3 }]),
+      );
+      await page.getByRole("button", { name: "Execute" }).click();
+      await page.locator(".live-responses-table .response-col_status").first()
+        .waitFor({ timeout: 15_000 });
+      const widths = await page.evaluate(`({
+        scrollWidth: document.documentElement.scrollWidth,
+        clientWidth: document.documentElement.clientWidth,
+        wider: [...document.querySelectorAll("#swagger-ui *")]
+          .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth)
+          .map((e) => e.tagName + "." + e.className).slice(0, 5),
+      })`) as { scrollWidth: number; clientWidth: number; wider: string[] };
+      assert.ok(widths.scrollWidth <= widths.clientWidth, JSON.stringify(widths));
+    } finally {
+      await server.shutdown();
+    }
+  },
+);
