@@ -1814,6 +1814,78 @@ browserTest(
 );
 
 browserTest(
+  "an alert of 64-character names on a 300-character group is listed on a 375 px phone with each name cut with an ellipsis, whole in its title, the list not scrolling sideways",
+  async (browser) => {
+    const stream = "checkout_events_production_eu_west_1_web_clients_version_0000002";
+    const counter = "orders_per_minute_by_country_and_payment_method_and_device_types";
+    const alert = "orders_per_minute_by_country_and_payment_method_above_the_normal";
+    assert.equal(alert.length, 64);
+    const group = "x".repeat(300);
+    const server = await startServer({
+      config: {
+        streams: {
+          [stream]: {
+            counters: {
+              [counter]: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+            },
+            alerts: [{ name: alert, counter, when: "value >= 1.0" }],
+          },
+        },
+      },
+    });
+    try {
+      const page = await browser.newPage({ viewport: { width: 375, height: 667 } });
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      await page.locator(`[data-live="${stream}"].ok`).waitFor();
+      await server.send([{ country: group }], stream);
+      await page.locator(`[data-alert="${alert}"]`).waitFor();
+      const shown = await page.evaluate(`(() => {
+        const list = document.getElementById("alerts");
+        // The value, the text after the group: within the list, seen without scrolling it.
+        const value = document.createRange();
+        value.selectNodeContents(list.querySelector("li.alert > span").lastChild);
+        return {
+          value: value.toString(),
+          valueInside: value.getBoundingClientRect().right <= list.getBoundingClientRect().right,
+          scrollWidth: list.scrollWidth,
+          clientWidth: list.clientWidth,
+          pageScrollWidth: document.documentElement.scrollWidth,
+          pageClientWidth: document.documentElement.clientWidth,
+          names: [...list.querySelectorAll("bdi")].map((name) => ({
+            text: name.textContent,
+            title: name.title,
+            cut: name.scrollWidth > name.clientWidth,
+          })),
+        };
+      })()`) as {
+        value: string;
+        valueInside: boolean;
+        scrollWidth: number;
+        clientWidth: number;
+        pageScrollWidth: number;
+        pageClientWidth: number;
+        names: { text: string; title: string; cut: boolean }[];
+      };
+      const detail = JSON.stringify(shown);
+      assert.ok(shown.pageScrollWidth <= shown.pageClientWidth, `the page: ${detail}`);
+      assert.ok(shown.scrollWidth <= shown.clientWidth, `the list: ${detail}`);
+      assert.equal(shown.value, " = 1", detail);
+      assert.ok(shown.valueInside, `the value in sight: ${detail}`);
+      assert.deepEqual(shown.names.map((name) => name.text), [alert, stream, counter, group]);
+      for (const name of shown.names) {
+        assert.equal(name.title, name.text, detail);
+        assert.ok(name.cut, `cut with an ellipsis: ${detail}`);
+      }
+      assert.deepEqual(log.errors, []);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "a counter whose windows cannot be read holds no blank chart's height, its status saying why, while the others draw theirs",
   async (browser) => {
     const server = await startServer();
