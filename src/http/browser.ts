@@ -207,15 +207,43 @@ export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<
  * publishable key does not list, or that `originGuard` left to the route and neither the key's
  * nor the stream's `origins` admit.
  */
-export async function refuseUnlistedOrigin(
+export function refuseUnlistedOrigin(
   deps: BrowserIngestDeps,
   target: { request: Request; grant: KeyGrant; stream: string },
 ): Promise<void> {
-  const { request, grant } = target;
+  const { request, grant, stream } = target;
+  return refuseOrigin(deps, { origin: originOf(request), grant, stream });
+}
+
+/**
+ * What {@linkcode refuseOrigin} needs of a request, read while its headers can be (a WebSocket
+ * upgrade's are gone once it is upgraded): its `Origin`, and the refusal `originGuard` left to
+ * the route, if any.
+ */
+export interface RequestOrigin {
+  origin: string;
+  refusal: ApiError | undefined;
+}
+
+/** The {@linkcode RequestOrigin} of `request`; undefined without an `Origin` (not a page). */
+export function originOf(request: Request): RequestOrigin | undefined {
   const origin = request.headers.get("Origin") ?? undefined;
-  if (origin === undefined) return;
+  if (origin === undefined) return undefined;
+  return { origin, refusal: deferredOriginRefusal(request) };
+}
+
+/**
+ * {@linkcode refuseUnlistedOrigin} of a request's {@linkcode RequestOrigin}: also asked of each
+ * frame of a WebSocket ingest connection, against the key and the stream as they are then.
+ */
+export async function refuseOrigin(
+  deps: BrowserIngestDeps,
+  target: { origin: RequestOrigin | undefined; grant: KeyGrant; stream: string },
+): Promise<void> {
+  const { grant } = target;
+  if (target.origin === undefined) return;
+  const { origin, refusal } = target.origin;
   refuseForeignOrigin(grant, origin);
-  const refusal = deferredOriginRefusal(request);
   if (!refusal) return;
   // A path whose stream is no name is the route's 400 from any origin, which the page reads: a
   // 403 telling it to list its origin would change nothing. (Asked only of a refused origin.)

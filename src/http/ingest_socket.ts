@@ -74,7 +74,7 @@ import {
   presentedKey,
   slotHolder,
 } from "./auth.ts";
-import { rateLimitsFor, refuseUnlistedOrigin } from "./browser.ts";
+import { originOf, rateLimitsFor, refuseOrigin } from "./browser.ts";
 import { ApiError, apiErrorOf, type ErrorCode, streamMissing } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
 import { closeWithin } from "./_drop_socket.ts";
@@ -818,7 +818,9 @@ export function ingestSocketHandler(
     const stream = denied ? deps.streams.get(name) : await lookUpStream(deps.streams, name);
     // As for HTTP ingest: a publishable key works only from its pages, and a page's origin is
     // admitted by the key's or the stream's `origins` too.
-    if (!denied) await refuseUnlistedOrigin(deps, { request: c.req.raw, grant, stream: name });
+    // Read now: an upgraded request's headers are gone, and each frame asks again.
+    const origin = originOf(c.req.raw);
+    if (!denied) await refuseOrigin(deps, { origin, grant, stream: name });
     else {
       // No key to admit a foreign page: refused before upgrading, as on every other route.
       const refusal = deferredOriginRefusal(c.req.raw);
@@ -861,6 +863,9 @@ export function ingestSocketHandler(
               if (again.error) throw again.error;
               const current = deps.streams.get(name);
               if (!current) throw streamMissing(deps.streams, name);
+              // A page admitted by the stream's `origins` is admitted by them as they are now: a
+              // PUT that removes its origin refuses its frames, as HTTP ingest from it.
+              if (origin) await refuseOrigin(deps, { origin, grant: again.grant, stream: name });
               return { stream: current, rateLimits: rateLimitsFor(current, again.grant) };
             },
           });

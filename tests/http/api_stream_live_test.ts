@@ -16,7 +16,7 @@ import {
   RedisDefinitionStore,
   RedisStore,
 } from "../../src/store/mod.ts";
-import { denoClient, SseReader, within } from "../_live.ts";
+import { denoClient, nodeClient, SseReader, within } from "../_live.ts";
 import { redisTest, restClient } from "../_redis.ts";
 
 const SIGNUPS = {
@@ -114,6 +114,64 @@ Deno.test("An open WebSocket follows its stream's changes at run time: a new def
       const refused = await client.inbox.next();
       assert.equal(refused.type, "error");
       assert.equal(refused.error.code, "stream_not_found");
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await a.live.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("An open WebSocket from a page its stream's origins admitted refuses frames once a PUT removes the origin (origin_not_allowed), as HTTP ingest then does", async () => {
+  const shop = "https://shop.example";
+  const definitions = new MemoryDefinitionStore();
+  const shared = { definitions, store: new MemoryStore({ definitions }) };
+  const a = instance(shared);
+  const app = createApp({ ...a, keys: await KeyRing.parse("") });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, app.fetch);
+  const put = (origins: string[]) =>
+    app.request("/v1/streams/signups", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ...SIGNUPS, origins }),
+    });
+  const post = () =>
+    fetch(`http://127.0.0.1:${server.addr.port}/v1/streams/signups/events`, {
+      method: "POST",
+      headers: { Origin: shop, "Content-Type": "application/json" },
+      body: JSON.stringify({ plan: "pro" }),
+    });
+  try {
+    assert.equal((await put([shop])).status, 201);
+    const client = await nodeClient(`ws://127.0.0.1:${server.addr.port}/v1/streams/signups/ws`, {
+      headers: { Origin: shop },
+    });
+    try {
+      assert.equal(client.status, undefined, "upgraded: the stream's origins list the page");
+      client.socket.send(JSON.stringify([{ plan: "pro" }]));
+      assert.deepEqual(pick(await client.inbox.next()), ["ack", 1, 0]);
+      // The stream no longer lists the page: HTTP ingest from it is refused, and so is the
+      // socket's next frame, counting nothing; the socket stays open, as for a deleted key.
+      assert.equal((await put(["https://other.example"])).status, 200);
+      const refusedPost = await post();
+      assert.equal(refusedPost.status, 403);
+      assert.equal((await refusedPost.json()).error.code, "origin_not_allowed");
+      client.socket.send(JSON.stringify([{ plan: "pro" }]));
+      const refused = await client.inbox.next();
+      assert.deepEqual([refused.type, refused.seq, refused.retryable, refused.error.code], [
+        "error",
+        2,
+        false,
+        "origin_not_allowed",
+      ]);
+      assert.match(refused.error.message, /'https:\/\/shop\.example'/);
+      // Listed again: the same socket is taken again.
+      assert.equal((await put([shop])).status, 200);
+      client.socket.send(JSON.stringify([{ plan: "pro" }]));
+      assert.deepEqual(pick(await client.inbox.next()), ["ack", 1, 0]);
+      const stats = await (await app.request("/v1/streams/signups")).json();
+      assert.equal(stats.stats.applied, 2);
     } finally {
       await client.close();
     }
