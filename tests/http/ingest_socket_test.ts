@@ -1434,6 +1434,27 @@ Deno.test("a frame error is retryable for exactly the codes the README's WebSock
   );
 });
 
+Deno.test("/openapi.json's WebSocket ingest says retryable for exactly the retryable codes, and that a store unavailable may have counted", async () => {
+  const { RETRYABLE_CODES } = await import("../../src/http/ingest_socket.ts");
+  const { app } = await testApp();
+  const doc = await (await app.request("/openapi.json")).json();
+  const description: string = doc.paths["/v1/streams/{stream}/ws"].get.description;
+  const start = description.indexOf("`retryable: true` means");
+  assert.ok(start >= 0, description);
+  const sentence = description.slice(start, description.indexOf(": resend", start));
+  const listed = [...sentence.matchAll(/`([a-z_]+)`/g)].map((match) => match[1])
+    .filter((code) => code !== "outcome");
+  // As the README: the store unavailable is said in words (its code is `store_unavailable`).
+  assert.deepEqual(
+    [...new Set([...listed, "store_unavailable"])].sort(),
+    [...RETRYABLE_CODES, "connection_closing"].sort(),
+  );
+  // A frame the store was applying when it stopped answering may have counted (outcome unknown):
+  // the document must not promise otherwise.
+  assert.doesNotMatch(sentence, /means nothing was counted/);
+  assert.match(sentence, /details\.outcome/);
+});
+
 Deno.test("a cross-origin WebSocket ingest upgrade with no valid key is refused 403 before it upgrades", async () => {
   const server = await startServer({ auth: true });
   try {
