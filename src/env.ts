@@ -536,15 +536,15 @@ function readSubscriptionLimits(env: EnvSource): Required<SlotLimits> {
  */
 function perKeyAboveMax(
   env: EnvSource,
-  limits: Required<SlotLimits>,
-  names: { perKey: string; max: string; places: string },
+  bound: { limits: Required<SlotLimits>; perKey: string; max: string; places: string },
 ): StartupNotice[] {
+  const { limits, ...names } = bound;
   if (limits.perKey <= limits.perProcess) return [];
   const given = env.get(names.perKey) === undefined ? ", its default" : "";
   return [{
     level: "warning",
     text:
-      `${names.perKey} (${limits.perKey}${given}) is above ${names.max} (${limits.perProcess}): it is never reached, and one key (in open mode, one client address) can hold all of a process's ${names.places}; set it at most ${names.max}`,
+      `${names.perKey} (${limits.perKey}${given}) is above ${names.max} (${limits.perProcess}): it is never reached, and one key (in open mode, one client address) can hold all of a process's ${names.places}; set it below ${names.max}`,
   }];
 }
 
@@ -904,12 +904,14 @@ async function serverConfigOf(
   for (const text of fileWarnings) notices.push({ level: "warning", text });
   notices.push(...typos);
   notices.push(
-    ...perKeyAboveMax(env, subscriptions, {
+    ...perKeyAboveMax(env, {
+      limits: subscriptions,
       perKey: "EDGESTREAM_SUBSCRIPTIONS_PER_KEY",
       max: "EDGESTREAM_SUBSCRIPTIONS_MAX",
       places: "live subscriptions",
     }),
-    ...perKeyAboveMax(env, ingestSockets, {
+    ...perKeyAboveMax(env, {
+      limits: ingestSockets,
       perKey: "EDGESTREAM_INGEST_SOCKETS_PER_KEY",
       max: "EDGESTREAM_INGEST_SOCKETS_MAX",
       places: "WebSocket ingest connections",

@@ -2,8 +2,9 @@
  * Ending a server WebSocket's connection without its client's help. Deno's `WebSocket.close()`
  * sends the close frame and then waits, with no bound, for the client's: a client that never
  * answers it keeps the connection (and a file descriptor) open for as long as it likes. Deno offers
- * no public way to end it sooner; its own idle timeout drops a socket that answers no ping by
- * closing the socket's resource, and {@linkcode dropSocket} does the same.
+ * no public way to end it sooner; its own idle timeout ends a socket that answers no ping by
+ * closing the socket's resource, and {@linkcode dropSocket} closes it the same way (through
+ * `Deno[Deno.internal]`, not public API: feature-detected, and a drop that fails is logged).
  *
  * @module
  */
@@ -37,26 +38,43 @@ function resourceOf(socket: WebSocket): number | undefined {
 
 let warned = false;
 
+/** Logs `text` as a warning, once a process: every later drop would say the same. */
+function warnOnce(text: string): void {
+  if (warned) return;
+  warned = true;
+  logger.warn(text);
+}
+
+/** How long (ms) a dropped socket's `close` event may take before the drop is said to have failed. */
+const DROP_CHECK_MS = 2_000;
+
 /**
- * Ends the connection of a server WebSocket now, as Deno's idle timeout ends one: its resource is
- * closed, so the TCP connection ends and the socket's `close` event fires (code 1005). For a
- * socket whose close frame was sent and whose client does not answer it. Returns whether it
- * could: a Deno that keeps its socket's resource out of reach leaves the connection as it is
- * (logged once, as a warning).
+ * Ends the connection of a server WebSocket now: its resource is closed, as Deno's idle timeout
+ * does, so the TCP connection ends and the socket's `close` event follows. For a socket whose close
+ * frame was sent and whose client does not answer it. Returns whether it could ask: a Deno that
+ * keeps its socket's resource out of reach leaves the connection as it is; so may one whose
+ * resource no longer ends the connection, seen when no `close` event follows within 2 s. Either is
+ * logged once, as a warning.
  */
 export function dropSocket(socket: WebSocket): boolean {
   const core = runtimeCore();
   const rid = resourceOf(socket);
   if (core === undefined || rid === undefined) {
-    if (!warned) {
-      warned = true;
-      logger.warn(
-        "Cannot drop a WebSocket whose client does not answer its close frame: this Deno keeps the socket's connection out of reach; it stays open until the client closes it",
-      );
-    }
+    warnOnce(
+      "Cannot drop a WebSocket whose client does not answer its close frame: this Deno keeps the socket's connection out of reach; it stays open until the client closes it",
+    );
     return false;
   }
   core.tryClose(rid);
+  if (socket.readyState !== WebSocket.CLOSED) {
+    const check = setTimeout(() => {
+      if (socket.readyState === WebSocket.CLOSED) return;
+      warnOnce(
+        "Dropping a WebSocket whose client does not answer its close frame did not end it: this Deno no longer ends a connection whose resource is closed; it stays open until the client closes it",
+      );
+    }, DROP_CHECK_MS);
+    socket.addEventListener("close", () => clearTimeout(check), { once: true });
+  }
   return true;
 }
 

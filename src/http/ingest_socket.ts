@@ -37,7 +37,8 @@
  * Close codes: 1003 binary frame, 1009 frame over `maxFrameBytes` (one over 64 MiB, Deno's own
  * bound, or a text frame that is not UTF-8, has Deno end the connection: no close frame, as a
  * dropped connection), 1008 bad or
- * missing key (before any frame is read) or too many frames in flight, 1001
+ * missing key (before any frame is read; its connection dropped if the client has not answered
+ * the close frame after `refusedCloseMs`) or too many frames in flight, 1001
  * no answer to the idle ping or the server shutting down, 1011 a bug in the
  * server.
  *
