@@ -72,7 +72,8 @@ export interface IngestReply {
   /**
    * True when this is the stored reply of an earlier request with the same
    * `Idempotency-Key` (nothing was applied now; a replayed reply lists at
-   * most the first 100 rejected events).
+   * most the first 100 rejected events, each with at most its first 10 errors, as many as fit in
+   * 64 KiB of JSON).
    */
   replayed?: boolean;
 }
@@ -282,6 +283,38 @@ export function ingestFanoutFor(stream: string, consumers: FanoutConsumers): Ing
 
 /** Most rejected events a stored idempotent reply lists. */
 export const MAX_STORED_REJECTIONS = 100;
+
+/** Most errors of one rejected event a stored idempotent reply lists. */
+export const MAX_STORED_ERRORS = 10;
+
+/**
+ * Most characters the JSON of a stored idempotent reply's rejected events takes. A schema can
+ * find an error in every item of an array: a body of 1 MiB could otherwise have a reply of tens of
+ * MB stored for the stream's `idempotencyTtl` (in the memory store's heap, or in Redis, sent in
+ * the apply itself, past Upstash's 10 MB request size).
+ */
+export const MAX_STORED_REJECTED_CHARS = 65_536;
+
+/**
+ * The rejected events a stored reply lists: the first ones in order, each with its first
+ * {@linkcode MAX_STORED_ERRORS} errors, as many as {@linkcode MAX_STORED_REJECTIONS} and
+ * {@linkcode MAX_STORED_REJECTED_CHARS} of JSON allow.
+ */
+function storedRejections(rejected: readonly Rejection[]): Rejection[] {
+  const kept: Rejection[] = [];
+  // The JSON of the array: its brackets, and a comma between two items.
+  let chars = 1;
+  for (const rejection of rejected) {
+    if (kept.length === MAX_STORED_REJECTIONS) break;
+    const item = rejection.errors.length > MAX_STORED_ERRORS
+      ? { ...rejection, errors: rejection.errors.slice(0, MAX_STORED_ERRORS) }
+      : rejection;
+    chars += JSON.stringify(item).length + 1;
+    if (chars > MAX_STORED_REJECTED_CHARS) break;
+    kept.push(item);
+  }
+  return kept;
+}
 
 /** Why a request with an `Idempotency-Key` was not applied. */
 export type IdempotencyProblem = "conflict" | "in_flight";
@@ -529,7 +562,7 @@ async function ingestOnce(
   const request: BatchRequest = { events: events.length, filtered, rejected: rejected.length };
   const idempotency = options.idempotency;
   if (idempotency) {
-    const stored = { accepted, filtered, rejected: rejected.slice(0, MAX_STORED_REJECTIONS) };
+    const stored = { accepted, filtered, rejected: storedRejections(rejected) };
     request.idempotency = {
       keyHash: sha256Hex(idempotency.key),
       bodyHash: sha256Hex(idempotency.body),

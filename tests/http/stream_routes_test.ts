@@ -328,6 +328,55 @@ Deno.test("a replayed reply keeps its counts and lists the first 100 rejected ev
   assert.equal((await store.stats("orders", [])).rejected, 150);
 });
 
+Deno.test("a stored reply lists at most 10 errors of each rejected event, and no more events than 64 KiB of JSON holds", async () => {
+  // Each string in `tags` that is a number is an error of its own: 200 errors an event.
+  const { app } = await testApp({
+    config: {
+      streams: {
+        tagged: {
+          schema: {
+            type: "object",
+            properties: { tags: { type: "array", items: { type: "string" } } },
+          },
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    },
+  });
+  const events = [
+    { tags: ["ok"] },
+    ...Array.from({ length: 100 }, () => ({ tags: Array.from({ length: 200 }, () => 1) })),
+  ];
+  const post = () =>
+    app.request("/v1/streams/tagged/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Idempotency-Key": "many-errors" },
+      body: JSON.stringify(events),
+    });
+  const first = await post();
+  assert.equal(first.status, 202);
+  const reply = await first.json();
+  // The answer itself lists every error: only what is stored for 24 h is bounded.
+  assert.deepEqual(
+    [reply.rejected.length, reply.rejected[0].errors.length, reply.rejected[99].errors.length],
+    [100, 200, 200],
+  );
+  const retry = await post();
+  assert.equal(retry.headers.get("Idempotent-Replayed"), "true");
+  const replayed = await retry.json();
+  const stored = replayed.rejected as Array<{ index: number; errors: unknown[] }>;
+  const trimmed = reply.rejected.map((item: { errors: unknown[] }) => ({
+    ...item,
+    errors: item.errors.slice(0, 10),
+  }));
+  // The first ones in order, each with its first 10 errors, as many as fit in 64 KiB.
+  assert.ok(stored.length > 0 && stored.length < 100, `${stored.length} stored`);
+  assert.deepEqual(stored, trimmed.slice(0, stored.length));
+  assert.ok(JSON.stringify(stored).length <= 65_536);
+  assert.ok(JSON.stringify(trimmed.slice(0, stored.length + 1)).length > 65_536);
+  assert.deepEqual({ ...replayed, rejected: [] }, { ...reply, rejected: [], replayed: true });
+});
+
 Deno.test("a stream's stats show an idle stream's watermark following the clock (time.idle), though no close raised it in the store", async () => {
   let clock = NOW;
   const { app } = await testApp({
