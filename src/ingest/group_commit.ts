@@ -9,7 +9,8 @@
  *   there is no timer, so an idle server adds no latency.
  * - While one is running, later requests wait in the stream's open group,
  *   which is sent as soon as a running apply of the stream ends.
- * - A group holds at most `maxEvents` events and about `maxBytes` bytes; a
+ * - A group holds at most `maxEvents` events and about `maxBytes` bytes (its
+ *   requests' stored `Idempotency-Key` replies counted, see {@linkcode approximateRequestBytes}); a
  *   request that would pass either sends the open group at once and opens the
  *   next one (a request larger than the bound goes alone, never split). So
  *   large batches keep going out side by side, as without grouping.
@@ -57,8 +58,9 @@ export interface GroupCommitOptions {
   /** Most events one grouped apply carries (a larger request goes alone). @default {1000} */
   maxEvents?: number;
   /**
-   * Most bytes one grouped apply carries, as {@linkcode approximateEventBytes}
-   * counts them (a larger request goes alone). @default {1048576}
+   * Most bytes one grouped apply carries, as {@linkcode approximateEventBytes},
+   * {@linkcode approximateUpdateBytes} and {@linkcode approximateRequestBytes} count them (a
+   * larger request goes alone). @default {1048576}
    */
   maxBytes?: number;
 }
@@ -86,6 +88,21 @@ export interface GroupCommitStats {
  */
 export function approximateEventBytes(event: BatchEvent): number {
   return 16 + (event.id?.length ?? 0) + (event.payload?.length ?? 0);
+}
+
+/**
+ * About how many bytes a request adds to a store call besides its events: its counts, its
+ * `Idempotency-Key` claim (the hashes and the reply to store, which lists rejected events) and
+ * its rate limits. A request of no events (a filter dropped them all) still adds these.
+ */
+export function approximateRequestBytes(request: BatchRequest): number {
+  let bytes = 24;
+  const claim = request.idempotency;
+  if (claim !== undefined) {
+    bytes += 48 + claim.keyHash.length + claim.bodyHash.length + claim.reply.length;
+  }
+  for (const limit of request.rateLimits ?? []) bytes += 40 + limit.key.length;
+  return bytes;
 }
 
 /** About how many bytes a batch's counter updates add to a store call. */
@@ -207,7 +224,8 @@ export class GroupCommitter implements Pick<Store, "applyBatch"> {
       }
       const events = batch.events.length;
       const bytes = batch.events.reduce((sum, event) => sum + approximateEventBytes(event), 0) +
-        approximateUpdateBytes(batch.updates);
+        approximateUpdateBytes(batch.updates) +
+        requests.reduce((sum, request) => sum + approximateRequestBytes(request), 0);
       const open = queue.open;
       if (
         open && sameShape(open.members[0].batch, batch) &&

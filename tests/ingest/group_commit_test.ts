@@ -451,6 +451,38 @@ Deno.test("a group holds at most maxBytes of events", async () => {
   assert.deepEqual(requestSizes(control.batches), [[1], [1, 1], [1], [1]]);
 });
 
+Deno.test("a group counts each request's stored Idempotency-Key reply in maxBytes, requests of no events too", async () => {
+  const { store, control } = gatedStore();
+  const committer = new GroupCommitter(store, { maxBytes: 2_000 });
+  // A request whose events a filter dropped has none, but its reply is sent and stored all the same.
+  const keyed = (key: string, events: BatchEvent[]) =>
+    committer.applyBatch(storeBatch("s", events, {
+      requests: [{
+        events: events.length,
+        filtered: events.length === 0 ? 1 : 0,
+        idempotency: {
+          keyHash: key.padEnd(64, "0"),
+          bodyHash: "b".repeat(64),
+          ttlMs: 60_000,
+          reply: JSON.stringify({ note: "x".repeat(600) }),
+        },
+      }],
+    }));
+  control.hold();
+  const pending = [
+    keyed("a", [event()]),
+    keyed("b", [event()]),
+    keyed("c", []),
+    keyed("d", [event()]),
+    keyed("e", []),
+  ];
+  // About 800 bytes a request: two fill a group of 2,000, the third sends it and opens the next.
+  assert.deepEqual(requestSizes(control.batches), [[1], [1, 0]]);
+  control.release();
+  await Promise.all(pending);
+  assert.deepEqual(requestSizes(control.batches), [[1], [1, 0], [1, 0]]);
+});
+
 Deno.test("only batches of one stream with the same batch-level fields share an apply", async () => {
   const { store, control } = gatedStore();
   const committer = new GroupCommitter(store);
