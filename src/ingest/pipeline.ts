@@ -73,7 +73,7 @@ export interface IngestReply {
    * True when this is the stored reply of an earlier request with the same
    * `Idempotency-Key` (nothing was applied now; a replayed reply lists at
    * most the first 100 rejected events, each with at most its first 10 errors, as many as fit in
-   * 64 KiB of JSON).
+   * 65,536 characters of JSON).
    */
   replayed?: boolean;
 }

@@ -328,7 +328,7 @@ Deno.test("a replayed reply keeps its counts and lists the first 100 rejected ev
   assert.equal((await store.stats("orders", [])).rejected, 150);
 });
 
-Deno.test("a stored reply lists at most 10 errors of each rejected event, and no more events than 64 KiB of JSON holds", async () => {
+Deno.test("a stored reply lists at most 10 errors of each rejected event, and no more events than 65,536 characters of JSON hold", async () => {
   // Each string in `tags` that is a number is an error of its own: 200 errors an event.
   const { app } = await testApp({
     config: {
@@ -369,7 +369,7 @@ Deno.test("a stored reply lists at most 10 errors of each rejected event, and no
     ...item,
     errors: item.errors.slice(0, 10),
   }));
-  // The first ones in order, each with its first 10 errors, as many as fit in 64 KiB.
+  // The first ones in order, each with its first 10 errors, as many as fit in 65,536 characters.
   assert.ok(stored.length > 0 && stored.length < 100, `${stored.length} stored`);
   assert.deepEqual(stored, trimmed.slice(0, stored.length));
   assert.ok(JSON.stringify(stored).length <= 65_536);
