@@ -156,6 +156,10 @@ interface StreamState {
   demand: Map<string, number>;
   /** Stored replies by idempotency key hash, in the order they expire (at one TTL). */
   replies: Map<string, StoredReply>;
+  /** What {@linkcode replySize} counts for the replies held, bounded by `maxReplyBytes`. */
+  replyBytes: number;
+  /** Whether the warning that the bound forgot replies early was logged. */
+  warnedReplies: boolean;
   /** Rate-limit token buckets by key. */
   buckets: Map<string, { tokens: number; updatedMs: number; fullAt: number }>;
 }
@@ -210,6 +214,21 @@ export interface MemoryStoreOptions {
   definitions?: MemoryDefinitionStore;
   /** Bounds of each stream's result log. @default {MAX_LOG_ENTRIES and MAX_LOG_BACKLOG} */
   log?: LogBounds;
+  /**
+   * Most bytes (as {@linkcode replySize} counts them) of `Idempotency-Key` replies a stream
+   * holds. Past it the oldest are forgotten before their TTL (a request sent again with one of
+   * their keys applies again), so memory stays bounded however many keys clients send.
+   * @default {134217728}
+   */
+  maxReplyBytes?: number;
+}
+
+/** Default of {@linkcode MemoryStoreOptions.maxReplyBytes}: 128 MiB a stream. */
+export const DEFAULT_MAX_REPLY_BYTES = 134_217_728;
+
+/** About what a stored reply takes: its key, body hash and reply text, and the entry around them. */
+function replySize(keyHash: string, stored: StoredReply): number {
+  return 128 + keyHash.length + stored.bodyHash.length + stored.reply.length;
 }
 
 /** Default of {@linkcode MemoryStoreOptions.maxDedupeIds}. */
@@ -254,6 +273,7 @@ export class MemoryStore implements Store {
   #sweepEveryMs: number;
   #closeCells: number;
   #maxDedupeIds: number;
+  #maxReplyBytes: number;
   /** Fingerprint seed, random so ids that crowd one slot cannot be precomputed. */
   #dedupeSeed = crypto.getRandomValues(new Uint32Array(1))[0];
   #nextSweep = 0;
@@ -274,6 +294,11 @@ export class MemoryStore implements Store {
       throw new RangeError(`maxDedupeIds must be an integer of at least 2, got ${maxDedupeIds}`);
     }
     this.#maxDedupeIds = maxDedupeIds;
+    const maxReplyBytes = options.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES;
+    if (!Number.isSafeInteger(maxReplyBytes) || maxReplyBytes < 1) {
+      throw new RangeError(`maxReplyBytes must be a positive integer, got ${maxReplyBytes}`);
+    }
+    this.#maxReplyBytes = maxReplyBytes;
     this.#definitions = options.definitions;
     this.#definitions?.holdData({
       keepFinal: (key, keep, version) => {
@@ -332,6 +357,8 @@ export class MemoryStore implements Store {
         fired: new Map(),
         demand: new Map(),
         replies: new Map(),
+        replyBytes: 0,
+        warnedReplies: false,
         buckets: new Map(),
       };
       this.#streams.set(name, state);
@@ -438,9 +465,13 @@ export class MemoryStore implements Store {
     for (const [keyHash, stored] of replies) {
       // Taken out first, so the map's order stays the order replies expire in (a key whose reply
       // expired unswept would otherwise keep its old place).
+      const before = stream.replies.get(keyHash);
+      if (before) stream.replyBytes -= replySize(keyHash, before);
       stream.replies.delete(keyHash);
       stream.replies.set(keyHash, stored);
+      stream.replyBytes += replySize(keyHash, stored);
     }
+    if (stream.replyBytes > this.#maxReplyBytes) this.#forgetReplies(stream, batch.stream);
     if (stream.ids.forgotten > 0 && !stream.warnedForgotten) {
       stream.warnedForgotten = true;
       // Once per stream: the count in stats says how many since.
@@ -463,6 +494,24 @@ export class MemoryStore implements Store {
       this.#keepFinal(stream, stream.watermark - batch.latenessMs);
     }
     return { outcomes, requests: results, watermark: stream.watermark, demand, definitionVersion };
+  }
+
+  /**
+   * Forgets `stream`'s oldest stored replies until they fit in `maxReplyBytes` (see
+   * {@linkcode MemoryStoreOptions.maxReplyBytes}), warning once per stream.
+   */
+  #forgetReplies(stream: StreamState, key: string): void {
+    for (const [keyHash, stored] of stream.replies) {
+      if (stream.replyBytes <= this.#maxReplyBytes) break;
+      stream.replies.delete(keyHash);
+      stream.replyBytes -= replySize(keyHash, stored);
+    }
+    if (stream.warnedReplies) return;
+    stream.warnedReplies = true;
+    logger.warn(
+      "Stream '{stream}' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most {maxReplyBytes} bytes of them: a request sent again with a forgotten key applies again",
+      { stream: splitGenerationKey(key).stream, maxReplyBytes: this.#maxReplyBytes },
+    );
   }
 
   /**
@@ -1007,6 +1056,7 @@ export class MemoryStore implements Store {
       for (const [key, stored] of stream.replies) {
         if (stored.expiresAt > now) break;
         stream.replies.delete(key);
+        stream.replyBytes -= replySize(key, stored);
       }
       // A full bucket is the same as no bucket.
       for (const [key, bucket] of stream.buckets) {

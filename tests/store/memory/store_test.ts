@@ -5,7 +5,7 @@ import { createApp } from "../../../src/app.ts";
 import { KeyRing } from "../../../src/http/auth.ts";
 import { generationKey, MemoryDefinitionStore } from "../../../src/store/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
-import { MemoryStore } from "../../../src/store/memory/store.ts";
+import { DEFAULT_MAX_REPLY_BYTES, MemoryStore } from "../../../src/store/memory/store.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
 import {
   type BatchOfCellUpdates,
@@ -294,6 +294,46 @@ Deno.test("MemoryStore refuses a maxDedupeIds below 2", () => {
     () => new MemoryStore({ maxDedupeIds: 1 }),
     /^RangeError: maxDedupeIds must be an integer of at least 2, got 1$/,
   );
+});
+
+Deno.test("MemoryStore holds at most maxReplyBytes of Idempotency-Key replies per stream, forgetting the oldest first", async () => {
+  // Each reply counts 128 + 64 + 64 + 16 = 272 bytes: three fit in 900.
+  const store = new MemoryStore({ maxReplyBytes: 900, now: () => T0 });
+  const keyed = (key: string, stream = "s") =>
+    store.applyBatch(batch(T0, [], {
+      stream,
+      counters: [],
+      requests: [{
+        events: 0,
+        filtered: 1,
+        idempotency: {
+          keyHash: key.repeat(64),
+          bodyHash: "b".repeat(64),
+          ttlMs: 86_400_000,
+          reply: "r".repeat(16),
+        },
+      }],
+    }));
+  await recordingWarnings(async (warnings) => {
+    for (const key of ["a", "b", "c"]) await keyed(key);
+    assert.deepEqual(warnings(), []);
+    await keyed("d");
+    await keyed("e");
+    await keyed("a", "other");
+    // a and b went (the oldest), c, d and e are replayed; the other stream holds its own.
+    const statuses = [];
+    for (const key of ["e", "d", "c", "b", "a"]) {
+      statuses.push((await keyed(key)).requests[0].status);
+    }
+    assert.deepEqual(statuses, ["replayed", "replayed", "replayed", "applied", "applied"]);
+    assert.equal((await keyed("a", "other")).requests[0].status, "replayed");
+    assert.deepEqual(warnings(), [
+      "Stream 's' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most 900 bytes of them: a request sent again with a forgotten key applies again",
+    ]);
+  });
+  assert.throws(() => new MemoryStore({ maxReplyBytes: 0 }), RangeError);
+  // README: "at most 128 MiB of these replies a stream".
+  assert.equal(DEFAULT_MAX_REPLY_BYTES, 128 * 1024 * 1024);
 });
 
 Deno.test(
