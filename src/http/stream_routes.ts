@@ -17,7 +17,12 @@ import {
 } from "../config/mod.ts";
 import type { SweepConsumer } from "../fanout/mod.ts";
 import { logSweepError, sweepOnce } from "../fanout/mod.ts";
-import { idempotencyKeyProblem, type IngestContext, ingestItems } from "../ingest/mod.ts";
+import {
+  idempotencyKeyProblem,
+  type IngestContext,
+  ingestItems,
+  MAX_EVENT_ERRORS,
+} from "../ingest/mod.ts";
 import {
   compactPosition,
   currentWindow,
@@ -160,7 +165,10 @@ const RejectedSchema = z.array(z.object({
     description:
       "Only for an NDJSON body: the event's line in it, from 1, blank lines counted (which `index` skips)",
   }),
-  errors: z.array(FieldErrorSchema),
+  errors: z.array(FieldErrorSchema).max(MAX_EVENT_ERRORS + 1).openapi({
+    description:
+      `At most the first ${MAX_EVENT_ERRORS} errors; an event with more has one more entry, \`{"path": "", "message": "and N more errors not listed"}\``,
+  }),
 }));
 
 /** Reply to an ingest request. */

@@ -72,8 +72,7 @@ export interface IngestReply {
   /**
    * True when this is the stored reply of an earlier request with the same
    * `Idempotency-Key` (nothing was applied now; a replayed reply lists at
-   * most the first 100 rejected events, each with at most its first 10 errors, as many as fit in
-   * 65,536 characters of JSON).
+   * most the first 100 rejected events, as many as fit in 65,536 characters of JSON).
    */
   replayed?: boolean;
 }
@@ -284,8 +283,12 @@ export function ingestFanoutFor(stream: string, consumers: FanoutConsumers): Ing
 /** Most rejected events a stored idempotent reply lists. */
 export const MAX_STORED_REJECTIONS = 100;
 
-/** Most errors of one rejected event a stored idempotent reply lists. */
-export const MAX_STORED_ERRORS = 10;
+/**
+ * Most errors a rejected event lists, in the reply and in a stored one; past them one more entry
+ * says how many were left out. A schema can find an error in every item of an array: an 800 KB
+ * body had a reply of 32 MB.
+ */
+export const MAX_EVENT_ERRORS = 10;
 
 /**
  * Most characters the JSON of a stored idempotent reply's rejected events takes. A schema can
@@ -296,8 +299,8 @@ export const MAX_STORED_ERRORS = 10;
 export const MAX_STORED_REJECTED_CHARS = 65_536;
 
 /**
- * The rejected events a stored reply lists: the first ones in order, each with its first
- * {@linkcode MAX_STORED_ERRORS} errors, as many as {@linkcode MAX_STORED_REJECTIONS} and
+ * The rejected events a stored reply lists: the first ones in order (each already with at most
+ * {@linkcode MAX_EVENT_ERRORS} errors), as many as {@linkcode MAX_STORED_REJECTIONS} and
  * {@linkcode MAX_STORED_REJECTED_CHARS} of JSON allow.
  */
 function storedRejections(rejected: readonly Rejection[]): Rejection[] {
@@ -306,12 +309,9 @@ function storedRejections(rejected: readonly Rejection[]): Rejection[] {
   let chars = 1;
   for (const rejection of rejected) {
     if (kept.length === MAX_STORED_REJECTIONS) break;
-    const item = rejection.errors.length > MAX_STORED_ERRORS
-      ? { ...rejection, errors: rejection.errors.slice(0, MAX_STORED_ERRORS) }
-      : rejection;
-    chars += JSON.stringify(item).length + 1;
+    chars += JSON.stringify(rejection).length + 1;
     if (chars > MAX_STORED_REJECTED_CHARS) break;
-    kept.push(item);
+    kept.push(rejection);
   }
   return kept;
 }
@@ -508,8 +508,16 @@ function rateLimited(
   return new RateLimitedError(`${rule} reached: ${reason}`, retryAfterMs, { limit, remaining });
 }
 
-/** A {@linkcode Rejection}, with its `line` only when the body was NDJSON. */
-function rejection(index: number, line: number | undefined, errors: FieldError[]): Rejection {
+/**
+ * A {@linkcode Rejection}, with its `line` only when the body was NDJSON, listing its first
+ * {@linkcode MAX_EVENT_ERRORS} errors and then, past them, how many more it had.
+ */
+function rejection(index: number, line: number | undefined, all: FieldError[]): Rejection {
+  const left = all.length - MAX_EVENT_ERRORS;
+  const errors = left <= 0 ? all : [
+    ...all.slice(0, MAX_EVENT_ERRORS),
+    { path: "", message: `and ${left} more ${left === 1 ? "error" : "errors"} not listed` },
+  ];
   return line === undefined ? { index, errors } : { index, line, errors };
 }
 
