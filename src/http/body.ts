@@ -412,18 +412,28 @@ function readDeclared(
   return promise;
 }
 
-const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
-const replacingDecoder = new TextDecoder("utf-8", { ignoreBOM: false });
+// The byte order mark is kept here and dropped by withoutByteOrderMark, which a WebSocket frame
+// (text already decoded) goes through too.
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const replacingDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
-/** Decodes strict UTF-8 or throws 400 `invalid_utf8`. */
+/**
+ * A body's text without the byte order mark (U+FEFF) it may start with, as some editors and
+ * Windows tools write: the mark is not part of the JSON. One mark, as a TextDecoder drops.
+ */
+export function withoutByteOrderMark(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/** Decodes strict UTF-8, without a leading byte order mark, or throws 400 `invalid_utf8`. */
 export function decodeUtf8(bytes: Uint8Array): string {
   // The replacing decoder is several times faster than the strict one, and marks every invalid
   // sequence with U+FFFD: text without one was valid. Text with one (which valid UTF-8 may also
   // hold) is decoded again strictly.
   const text = replacingDecoder.decode(bytes);
-  if (!text.includes("\uFFFD")) return text;
+  if (!text.includes("\uFFFD")) return withoutByteOrderMark(text);
   try {
-    return decoder.decode(bytes);
+    return withoutByteOrderMark(decoder.decode(bytes));
   } catch {
     throw new BodyError("invalid_utf8", "Body is not valid UTF-8");
   }

@@ -103,6 +103,7 @@ import {
   eventsOfJson,
   parseEvents,
   utf8Length,
+  withoutByteOrderMark,
 } from "./body.ts";
 import {
   type BodyItem,
@@ -216,9 +217,10 @@ function eventsIdentity(events: unknown): string {
 /**
  * Reads one text frame: JSON (one event, an array, or the `{"seq", "events"}`
  * envelope) or, when it is not JSON and has several lines, NDJSON. Limits as
- * for HTTP bodies.
+ * for HTTP bodies, and as there a leading byte order mark is not part of it.
  */
-export function readFrame(text: string, limits: BodyLimits = {}): Frame {
+export function readFrame(frameText: string, limits: BodyLimits = {}): Frame {
+  const text = withoutByteOrderMark(frameText);
   let seq: number | undefined;
   try {
     let value: unknown;

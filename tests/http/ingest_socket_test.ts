@@ -916,6 +916,36 @@ Deno.test("readFrame() tells NDJSON, one event, a batch and the seq envelope apa
   assert.equal(!notJson.ok && notJson.error.code, "invalid_json");
 });
 
+Deno.test("WebSocket ingest reads a frame that starts with a byte order mark as HTTP ingest reads such a body: the mark is not part of it", async () => {
+  const server = await startServer();
+  const { app } = await testApp();
+  const client = await denoClient(server.wsUrl(WS_PATH));
+  try {
+    const event = JSON.stringify({ id: "bom", ts: at(5), country: "DE", amount: 1 });
+    const bodies = [
+      `\uFEFF${event}`,
+      `\uFEFF[${event}]`,
+      // A second mark is text, refused by both at the same place.
+      `\uFEFF\uFEFF${event}`,
+    ];
+    for (const body of bodies) {
+      client.socket.send(body);
+      const { type: _, seq: __, retryable: ___, ...frameAnswer } = await client.inbox.next();
+      const res = await postEvents(app, new TextEncoder().encode(body), { raw: true });
+      const httpAnswer = await res.json();
+      delete frameAnswer.error?.requestId;
+      delete httpAnswer.error?.requestId;
+      assert.deepEqual(frameAnswer, httpAnswer, JSON.stringify(body));
+    }
+    client.socket.send(`\uFEFF{"seq": 7, "events": [${event}]}`);
+    const enveloped = await client.inbox.next();
+    assert.deepEqual([enveloped.type, enveloped.seq, enveloped.duplicates], ["ack", 7, 1]);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
 Deno.test("readFrame() names a seq or idempotencyKey of 1e400 (read as Infinity) as such, not as JSON's null", () => {
   assert.deepEqual(readFrame('{"seq": 1e400, "events": [{}]}'), {
     ok: false,
