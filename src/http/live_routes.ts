@@ -242,16 +242,7 @@ function watchSubscription(check: KeyCheck, ended: (reason: string) => void): ()
     if (checking) return;
     checking = true;
     try {
-      let reason: string | undefined;
-      if (!check.streams.has(check.stream)) {
-        reason = check.streams.definedElsewhere?.(check.stream)
-          ? `Stream '${check.stream}' is now defined in another deployment's config file, and not served here`
-          : `Stream '${check.stream}' was deleted`;
-      } else if (generationOf(check.streams, check.stream) !== check.generation) {
-        reason = `Stream '${check.stream}' was deleted and created again: subscribe again`;
-      } else if (check.counter !== undefined) {
-        reason = counterGone(check.streams.get(check.stream), check.counter);
-      }
+      let reason = streamGone(check);
       if (reason === undefined && !check.keys.open) {
         const denied = await scopeError(check.keys, check.key, "read", { stream: check.stream });
         if (denied) reason = `Key no longer valid: ${denied.message}`;
@@ -267,6 +258,33 @@ function watchSubscription(check: KeyCheck, ended: (reason: string) => void): ()
     }
   }, check.everyMs);
   return () => clearInterval(timer);
+}
+
+/**
+ * Why a subscription must end for its stream, as this instance serves it now: the stream deleted
+ * (or deleted and created again), or the counter it follows removed or redefined; else undefined.
+ */
+function streamGone(check: KeyCheck): string | undefined {
+  if (!check.streams.has(check.stream)) {
+    return check.streams.definedElsewhere?.(check.stream)
+      ? `Stream '${check.stream}' is now defined in another deployment's config file, and not served here`
+      : `Stream '${check.stream}' was deleted`;
+  }
+  if (generationOf(check.streams, check.stream) !== check.generation) {
+    return `Stream '${check.stream}' was deleted and created again: subscribe again`;
+  }
+  return check.counter === undefined
+    ? undefined
+    : counterGone(check.streams.get(check.stream), check.counter);
+}
+
+/**
+ * Why the hub dropped a subscriber: its stream's end when that is why (a subscriber behind whose
+ * stream was deleted finds the result log gone before the next check would say so), else the
+ * hub's `reason`.
+ */
+function dropReason(check: KeyCheck, reason: string): string {
+  return streamGone(check) ?? reason;
 }
 
 /** Why a subscription to `counter` must end, or undefined while the stream still has it unchanged. */
@@ -397,7 +415,7 @@ async function subscribeOverSocket(
     // A socket not open yet has nothing to wait for: it closes as it opens.
     closed: () => socket ? closed.promise : Promise.resolve(),
     drop(reason) {
-      close(1008, reason);
+      close(1008, dropReason(setup.keyCheck, reason));
     },
     transport: "ws",
   };
@@ -584,7 +602,7 @@ async function subscribeOverSse(
       return drained.promise;
     },
     close: end,
-    drop: end,
+    drop: (reason) => end(dropReason(setup.keyCheck, reason)),
     transport: "sse",
   };
   // A client gone while the subscription is set up (a replay may take a while) ends it.

@@ -237,6 +237,54 @@ Deno.test("A subscription ends when its stream is deleted, or deleted and create
   }
 });
 
+Deno.test("A subscriber behind when its stream is deleted is closed for the deletion, not as too slow, though its catch-up finds the log gone before the next check", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const shared = { definitions, store: new MemoryStore({ definitions }) };
+  const a = instance(shared);
+  // The check every second (the default) comes after the catch-up's next read.
+  const app = createApp({
+    ...a,
+    keys: await KeyRing.parse(""),
+    liveRoutes: { maxBufferedBytes: 4096 },
+  });
+  try {
+    const created = await app.request("/v1/streams/signups", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(SIGNUPS),
+    });
+    assert.equal(created.status, 201);
+    const sse = new SseReader(
+      await app.request("/v1/streams/signups/subscribe?types=event.processed", {
+        headers: { Accept: "text/event-stream" },
+      }),
+    );
+    assert.equal((await sse.next()).event, "subscribed");
+    // Unread, the subscriber falls behind: what follows waits in the result log.
+    const padding = "p".repeat(1_000);
+    for (let batch = 0; a.live.stats.behind === 0; batch++) {
+      assert.ok(batch < 100, "the subscriber never fell behind");
+      const res = await app.request("/v1/streams/signups/events", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(Array.from({ length: 10 }, () => ({ plan: padding }))),
+      });
+      assert.equal(res.status, 202);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const removed = await app.request("/v1/streams/signups", { method: "DELETE" });
+    assert.equal(removed.status, 204);
+    // It reads again, at once: the hub's catch-up reads the log (gone) before a check comes.
+    const rest = await sse.rest();
+    const last = rest.at(-1)!;
+    assert.equal(last.event, "closed");
+    assert.equal((last.data as { reason: string }).reason, "Stream 'signups' was deleted");
+    assert.ok(rest.slice(0, -1).every((event) => event.event === "event.processed"));
+  } finally {
+    await a.live.close();
+  }
+});
+
 const TWO_COUNTERS = {
   counters: {
     perMinute: SIGNUPS.counters.perMinute,
