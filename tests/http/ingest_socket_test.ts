@@ -1019,6 +1019,32 @@ Deno.test("/openapi.json documents the WebSocket ingest and subscribe endpoints"
   ) => parameter.name === "filter"));
 });
 
+Deno.test("/openapi.json and the README list every close code WebSocket ingest closes with, 1011 (a server error) too", async () => {
+  const source = await Deno.readTextFile(
+    new URL("../../src/http/ingest_socket.ts", import.meta.url),
+  );
+  const closedWith = new Set(
+    [...source.matchAll(/(?:#fail|close)\(\s*(1\d{3})\b|\bcode: (1\d{3})\b/g)].map((match) =>
+      Number(match[1] ?? match[2])
+    ),
+  );
+  assert.ok(closedWith.has(1011) && closedWith.has(1003), [...closedWith].join());
+  const codesIn = (text: string) => new Set([...text.matchAll(/\b1\d{3}\b/g)].map(Number));
+  const { app } = await testApp();
+  const doc = await (await app.request("/openapi.json")).json();
+  const description: string = doc.paths["/v1/streams/{stream}/ws"].get.description;
+  const listed = description.split("\n\n").find((part) => part.startsWith("Close codes:"))!;
+  assert.deepEqual([...codesIn(listed)].sort(), [...closedWith].sort());
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const start = readme.indexOf("Keep at most 8 frames unacknowledged.");
+  const section = readme.slice(start, readme.indexOf("Connections are bounded", start));
+  for (const code of closedWith) assert.ok(codesIn(section).has(code), `README misses ${code}`);
+  assert.match(
+    section.replaceAll("\n", " "),
+    /or the server closes with 1011 \(an error in the server, a bug, which it logs\), no answers follow/,
+  );
+});
+
 Deno.test("WebSocket ingest: a frame's idempotencyKey replays its first ack and refuses other events", async () => {
   const server = await startServer({});
   const client = await denoClient(server.wsUrl(WS_PATH));
