@@ -60,6 +60,7 @@ import { recordLiveRefused } from "../telemetry/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
+import { utf8Length } from "./body.ts";
 import { ResponseCutError } from "./listener.ts";
 import { closeWithin } from "./_drop_socket.ts";
 import { acceptsEventStream, upgradeAsksForWebSocket } from "./_header_list.ts";
@@ -445,9 +446,10 @@ async function subscribeOverSocket(
       onMessage(event) {
         // A subscription reads nothing from its client: a short message (a library's text
         // heartbeat) is let be, a longer one ends it, so a client cannot keep this server reading
-        // and dropping frames of up to Deno's 64 MiB each on a connection it holds.
+        // and dropping frames of up to Deno's 64 MiB each on a connection it holds. Text is
+        // measured as its UTF-8, counted without encoding it (no copy of up to 64 MiB).
         const bytes = typeof event.data === "string"
-          ? UTF8.encode(event.data).length
+          ? utf8Length(event.data)
           : event.data instanceof ArrayBuffer
           ? event.data.byteLength
           : event.data instanceof Blob

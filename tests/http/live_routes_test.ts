@@ -595,6 +595,27 @@ Deno.test("A WebSocket subscriber's short messages (a heartbeat) are ignored; a 
   }
 });
 
+Deno.test("A WebSocket subscriber's text message is held to 1,024 bytes of UTF-8, not 1,024 characters", async () => {
+  const server = await startServer();
+  const socket = await denoClient(server.wsUrl(`${SUBSCRIBE}?types=event.processed`));
+  try {
+    assert.equal((await socket.inbox.next()).type, "subscribed");
+    // 512 UTF-16 units, 1,024 bytes: let be.
+    socket.socket.send("\u{1F600}".repeat(256));
+    await post(server, [{ id: "after-emoji", ts: at(5), country: "DE" }]);
+    assert.equal((await socket.inbox.next()).type, "event.processed");
+    // 342 characters, 1,026 bytes: past the bound.
+    socket.socket.send("\u20AC".repeat(342));
+    assert.deepEqual(await within(socket.inbox.closed, 10_000), {
+      code: 1009,
+      reason: "A subscription takes no messages; one of 1026 bytes is past the 1024 let be",
+    });
+  } finally {
+    await socket.close();
+    await server.close();
+  }
+});
+
 Deno.test("SSE and WebSocket subscribers learn why the server ended their subscription", async () => {
   const server = await startServer();
   const sse = new SseReader(await openSse(server, ""));
