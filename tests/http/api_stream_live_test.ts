@@ -285,6 +285,53 @@ Deno.test("A subscriber behind when its stream is deleted is closed for the dele
   }
 });
 
+Deno.test("A WebSocket subscriber behind when its stream is deleted is closed 1008 for the deletion, not as too slow", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const shared = { definitions, store: new MemoryStore({ definitions }) };
+  const a = instance(shared);
+  const app = createApp({
+    ...a,
+    keys: await KeyRing.parse(""),
+    liveRoutes: { maxBufferedBytes: 64 * 1024 },
+  });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, app.fetch);
+  const created = await app.request("/v1/streams/signups", {
+    method: "PUT",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(SIGNUPS),
+  });
+  assert.equal(created.status, 201);
+  const socket = await nodeClient(
+    `ws://127.0.0.1:${server.addr.port}/v1/streams/signups/subscribe?types=event.processed`,
+  );
+  try {
+    assert.equal((await socket.inbox.next()).type, "subscribed");
+    // Unread, the socket's buffers fill and the subscriber falls behind.
+    socket.socket.pause();
+    const padding = "p".repeat(4_000);
+    for (let batch = 0; a.live.stats.behind === 0; batch++) {
+      assert.ok(batch < 200, "the subscriber never fell behind");
+      const res = await app.request("/v1/streams/signups/events", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(Array.from({ length: 100 }, () => ({ plan: padding }))),
+      });
+      assert.equal(res.status, 202);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const removed = await app.request("/v1/streams/signups", { method: "DELETE" });
+    assert.equal(removed.status, 204);
+    socket.socket.resume();
+    const closed = await within(socket.inbox.closed, 10_000);
+    assert.deepEqual(closed, { code: 1008, reason: "Stream 'signups' was deleted" });
+  } finally {
+    socket.socket.terminate();
+    await socket.inbox.closed;
+    await a.live.close();
+    await server.shutdown();
+  }
+});
+
 const TWO_COUNTERS = {
   counters: {
     perMinute: SIGNUPS.counters.perMinute,
