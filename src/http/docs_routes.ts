@@ -22,10 +22,13 @@ const CSS = "text/css; charset=utf-8";
 const PNG = "image/png";
 const TEXT = "text/plain; charset=utf-8";
 
-/** The page and its own script change with edgestream: revalidate each time (cheap, by ETag). */
+/** The page, and every file at an unversioned path: revalidated each time (cheap, by ETag). */
 const REVALIDATE = "no-cache";
-/** Vendored files change only with the pinned package version. */
-const VENDOR_CACHE = "public, max-age=86400";
+/**
+ * A file at a versioned path (the version a hash of its folder's files): its bytes never change,
+ * so a browser keeps it a year without asking again. An upgrade changes the path the page names.
+ */
+const IMMUTABLE = "public, max-age=31536000, immutable";
 
 /**
  * The page's policy: everything from this origin only, plus `img-src data:`
@@ -160,37 +163,117 @@ function acceptsGzip(header: string | undefined): boolean {
   return gzip ?? any ?? false;
 }
 
+/** A folder's files as served, and the version naming them: a hash of all their bytes. */
+interface AssetSet {
+  version: string;
+  files: Map<string, ServedBytes>;
+}
+
+/** Reads the files `names` under `dir` once, gzipping text ones. */
+async function loadAssetSet(
+  dir: URL,
+  folder: string,
+  names: [string, string][],
+): Promise<AssetSet> {
+  const files = new Map<string, ServedBytes>();
+  for (const [name, contentType] of names) {
+    files.set(
+      name,
+      await loadFile(new URL(name, dir), `${folder}${name}`, contentType.startsWith("text/")),
+    );
+  }
+  const tags = [...files].map(([name, served]) => `${name} ${served.etag}`).join("\n");
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(tags)),
+  );
+  const version = Array.from(digest.subarray(0, 8), (b) => b.toString(16).padStart(2, "0")).join(
+    "",
+  );
+  return { version, files };
+}
+
+/** The page's own files besides it (`static/docs/`), served under `/docs/`. */
+const DOCS_FILES: [string, string][] = [["init.js", JAVASCRIPT], ["docs.css", CSS]];
+
+/** The vendored Swagger UI files (`static/vendor/swagger-ui-dist/`). */
+const VENDORED_FILES: [string, string][] = [
+  ["swagger-ui-bundle.js", JAVASCRIPT],
+  ["swagger-ui.css", CSS],
+  ["favicon-32x32.png", PNG],
+  // The bundle's first line points at its licence file, next to it (so under the same version).
+  ["swagger-ui-bundle.js.LICENSE.txt", TEXT],
+  ["LICENSE", TEXT],
+  ["NOTICE", TEXT],
+];
+
+/** Options for {@linkcode registerDocsRoutes}. */
+export interface DocsRouteOptions {
+  /** Folder holding `docs/` and `vendor/swagger-ui-dist/`. @default {the repository's `static/`} */
+  staticDir?: URL;
+}
+
 /**
- * Registers `GET /docs`, its script `/docs/init.js`, its stylesheet `/docs/docs.css` (contrast
- * fixes over Swagger UI's) and the vendored Swagger
- * UI files under `/static/vendor/swagger-ui-dist/`.
+ * Registers `GET /docs`, its script `init.js`, its stylesheet `docs.css` (contrast fixes over
+ * Swagger UI's) and the vendored Swagger UI files.
+ *
+ * The page names its files at versioned paths, `/docs/{version}/init.js` and
+ * `/static/vendor/swagger-ui-dist/{version}/swagger-ui-bundle.js`, where each folder's version is
+ * a hash of its files' bytes: those are cached for a year (`immutable`), and the page, revalidated
+ * on each load, names new paths once any of them changes, so a browser never pairs a new
+ * `init.js` with an old bundle. A version that is not this server's is 404 (never other bytes
+ * under its name). The unversioned paths stay, revalidated on each load.
  */
-export function registerDocsRoutes(app: OpenAPIHono): void {
-  app.get(
-    "/docs",
-    serveStatic("docs/index.html", HTML, {
+export function registerDocsRoutes(app: OpenAPIHono, options: DocsRouteOptions = {}): void {
+  const root = options.staticDir ?? STATIC_ROOT;
+  const docsDir = new URL("docs/", root);
+  const vendorDir = new URL("vendor/swagger-ui-dist/", root);
+  let loaded: Promise<{ page: ServedBytes; docs: AssetSet; vendored: AssetSet }> | undefined;
+  function load() {
+    loaded ??= (async () => {
+      const [docs, vendored, html] = await Promise.all([
+        loadAssetSet(docsDir, "docs/", DOCS_FILES),
+        loadAssetSet(vendorDir, "vendor/swagger-ui-dist/", VENDORED_FILES),
+        loadFile(new URL("index.html", docsDir), "docs/index.html", false),
+      ]);
+      const text = new TextDecoder().decode(html.bytes)
+        .replaceAll(`"${SWAGGER_UI_PATH}/`, `"${SWAGGER_UI_PATH}/${vendored.version}/`)
+        .replaceAll('"/docs/', `"/docs/${docs.version}/`);
+      const page = await servedBytes(new TextEncoder().encode(text), true);
+      return { page, docs, vendored };
+    })().catch((error) => {
+      loaded = undefined; // a file restored later is served without a restart
+      throw error;
+    });
+    return loaded;
+  }
+
+  app.get("/docs", async (c) =>
+    answerWith(c, (await load()).page, HTML, {
       headers: {
         "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY,
         // As the dashboard page: its links name no page of this server to another site.
         "Referrer-Policy": "no-referrer",
       },
-    }),
-  );
-  app.get("/docs/init.js", serveStatic("docs/init.js", JAVASCRIPT));
-  app.get("/docs/docs.css", serveStatic("docs/docs.css", CSS));
-  const vendored: [string, string][] = [
-    ["swagger-ui-bundle.js", JAVASCRIPT],
-    ["swagger-ui.css", CSS],
-    ["favicon-32x32.png", PNG],
-    // The bundle's first line points at its licence file, next to it.
-    ["swagger-ui-bundle.js.LICENSE.txt", TEXT],
-    ["LICENSE", TEXT],
-    ["NOTICE", TEXT],
+    }));
+  const folders: [
+    string,
+    (assets: Awaited<ReturnType<typeof load>>) => AssetSet,
+    [string, string][],
+  ][] = [
+    ["/docs", (assets) => assets.docs, DOCS_FILES],
+    [SWAGGER_UI_PATH, (assets) => assets.vendored, VENDORED_FILES],
   ];
-  for (const [name, contentType] of vendored) {
-    app.get(
-      `${SWAGGER_UI_PATH}/${name}`,
-      serveStatic(`vendor/swagger-ui-dist/${name}`, contentType, { cacheControl: VENDOR_CACHE }),
-    );
+  for (const [path, setOf, names] of folders) {
+    for (const [name, contentType] of names) {
+      app.get(`${path}/${name}`, async (c) => {
+        const served = setOf(await load()).files.get(name)!;
+        return answerWith(c, served, contentType);
+      });
+      app.get(`${path}/:version/${name}`, async (c) => {
+        const set = setOf(await load());
+        if (c.req.param("version") !== set.version) return c.notFound();
+        return answerWith(c, set.files.get(name)!, contentType, { cacheControl: IMMUTABLE });
+      });
+    }
   }
 }

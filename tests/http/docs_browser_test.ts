@@ -57,8 +57,17 @@ browserTest(
       assert.deepEqual(problems, []);
       const foreign = requests.filter((url) => new URL(url).origin !== origin);
       assert.deepEqual(foreign, [], "requests to another origin");
-      for (const path of ["/docs", "/docs/init.js", "/openapi.json", "/v1/streams/orders/events"]) {
+      for (const path of ["/docs", "/openapi.json", "/v1/streams/orders/events"]) {
         assert.ok(requests.includes(`${origin}${path}`), `the page requested ${path}`);
+      }
+      // Its script and Swagger UI's bundle at their versioned paths.
+      for (
+        const path of [/^\/docs\/[0-9a-f]{16}\/init\.js$/, /\/[0-9a-f]{16}\/swagger-ui-bundle\.js$/]
+      ) {
+        assert.ok(
+          requests.some((url) => path.test(new URL(url).pathname)),
+          `the page requested ${path}`,
+        );
       }
       const stream = await app.request("/v1/streams/orders", {
         headers: { Authorization: `Bearer ${KEYS.read}` },

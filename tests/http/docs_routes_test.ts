@@ -2,8 +2,10 @@ import assert from "node:assert/strict";
 import { requestLog } from "../../src/http/request_log.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
 import { Hono } from "hono";
+import { OpenAPIHono } from "@hono/zod-openapi";
 import {
   DOCS_CONTENT_SECURITY_POLICY,
+  registerDocsRoutes,
   serveStatic,
   SWAGGER_UI_PATH,
 } from "../../src/http/docs_routes.ts";
@@ -51,16 +53,25 @@ Deno.test("GET /docs serves the reference page under a strict CSP, without an AP
   assert.doesNotMatch(html, /<script>|<style|style=/, "no inline script or style");
 });
 
-Deno.test("every file /docs loads is served by edgestream, without an API key, typed", async () => {
+/** A hash-of-the-files version in a path (`/docs/{version}/init.js`). */
+const VERSION = "[0-9a-f]{16}";
+
+Deno.test("every file /docs loads is served by edgestream, without an API key, typed, at a versioned path cached for a year", async () => {
   const { app } = await testApp({ auth: true });
   const assets = assetsOf(await (await app.request("/docs")).text());
-  assert.deepEqual(assets, [
-    `${SWAGGER_UI_PATH}/swagger-ui.css`,
-    "/docs/docs.css",
-    `${SWAGGER_UI_PATH}/favicon-32x32.png`,
-    `${SWAGGER_UI_PATH}/swagger-ui-bundle.js`,
-    "/docs/init.js",
-  ]);
+  const patterns = [
+    `${SWAGGER_UI_PATH}/(${VERSION})/swagger-ui.css`,
+    `/docs/(${VERSION})/docs.css`,
+    `${SWAGGER_UI_PATH}/(${VERSION})/favicon-32x32.png`,
+    `${SWAGGER_UI_PATH}/(${VERSION})/swagger-ui-bundle.js`,
+    `/docs/(${VERSION})/init.js`,
+  ];
+  assert.equal(assets.length, patterns.length, assets.join(", "));
+  patterns.forEach((pattern, i) => assert.match(assets[i], new RegExp(`^${pattern}$`)));
+  // One version per folder: the bundle's licence comment names a file next to it.
+  const versions = assets.map((path) => path.split("/").at(-2));
+  assert.equal(new Set(versions.filter((_, i) => assets[i].startsWith(SWAGGER_UI_PATH))).size, 1);
+  assert.equal(new Set(versions.filter((_, i) => assets[i].startsWith("/docs/"))).size, 1);
   const expected: Record<string, string> = {
     css: "text/css; charset=utf-8",
     png: "image/png",
@@ -71,27 +82,88 @@ Deno.test("every file /docs loads is served by edgestream, without an API key, t
     assert.equal(res.status, 200, path);
     assert.equal(res.headers.get("Content-Type"), expected[path.split(".").pop()!], path);
     assert.equal(res.headers.get("X-Content-Type-Options"), "nosniff", path);
-    assert.equal(
-      res.headers.get("Cache-Control"),
-      path.startsWith(SWAGGER_UI_PATH) ? "public, max-age=86400" : "no-cache",
-      path,
-    );
+    assert.equal(res.headers.get("Cache-Control"), "public, max-age=31536000, immutable", path);
     const bytes = await res.bytes();
-    if (path.startsWith(SWAGGER_UI_PATH)) {
-      const name = path.slice(SWAGGER_UI_PATH.length + 1);
-      assert.deepEqual(bytes, await Deno.readFile(new URL(name, VENDOR_DIR)), path);
-    }
+    const name = path.split("/").at(-1)!;
+    const dir = path.startsWith(SWAGGER_UI_PATH) ? VENDOR_DIR : new URL("static/docs/", ROOT);
+    assert.deepEqual(bytes, await Deno.readFile(new URL(name, dir)), path);
+    // The unversioned path serves the same bytes, revalidated on each load (an older page's).
+    const unversioned = await app.request(path.replace(/\/[0-9a-f]{16}\//, "/"));
+    assert.equal(unversioned.status, 200, path);
+    assert.equal(unversioned.headers.get("Cache-Control"), "no-cache", path);
+    assert.deepEqual(await unversioned.bytes(), bytes, path);
+    // Another version is not this server's: 404, never these bytes under its name.
+    const other = await app.request(path.replace(/\/[0-9a-f]{16}\//, "/0123456789abcdef/"));
+    assert.equal(other.status, 404, path);
+    assert.equal((await other.json()).error.code, "not_found", path);
   }
   // The script the page runs renders the public OpenAPI document of this server.
-  const init = await (await app.request("/docs/init.js")).text();
+  const init = await (await app.request(assets[4])).text();
   assert.match(init, /url: "\/openapi\.json"/);
   assert.match(init, /validatorUrl: null/);
   assert.equal((await app.request("/openapi.json")).status, 200);
   for (const name of ["LICENSE", "NOTICE", "swagger-ui-bundle.js.LICENSE.txt"]) {
-    const res = await app.request(`${SWAGGER_UI_PATH}/${name}`);
-    assert.equal(res.status, 200, name);
-    assert.equal(res.headers.get("Content-Type"), "text/plain; charset=utf-8", name);
-    await res.body?.cancel();
+    for (
+      const path of [`${SWAGGER_UI_PATH}/${name}`, `${SWAGGER_UI_PATH}/${versions[0]}/${name}`]
+    ) {
+      const res = await app.request(path);
+      assert.equal(res.status, 200, path);
+      assert.equal(res.headers.get("Content-Type"), "text/plain; charset=utf-8", path);
+      await res.body?.cancel();
+    }
+  }
+});
+
+/** Copies `static/docs/` and `static/vendor/swagger-ui-dist/` into a new temporary folder. */
+async function copyDocsFiles(): Promise<URL> {
+  const dir = await Deno.makeTempDir({ prefix: "edgestream_docs_static_" });
+  const root = new URL(`file://${dir}/`);
+  for (const folder of ["docs/", "vendor/swagger-ui-dist/"]) {
+    const from = new URL(`static/${folder}`, ROOT);
+    await Deno.mkdir(new URL(folder, root), { recursive: true });
+    for await (const entry of Deno.readDir(from)) {
+      await Deno.copyFile(new URL(entry.name, from), new URL(`${folder}${entry.name}`, root));
+    }
+  }
+  return root;
+}
+
+async function docsAssets(staticDir: URL): Promise<string[]> {
+  const app = new OpenAPIHono();
+  registerDocsRoutes(app, { staticDir });
+  const res = await app.request("/docs");
+  assert.equal(res.headers.get("Cache-Control"), "no-cache");
+  return assetsOf(await res.text());
+}
+
+Deno.test("an upgraded init.js or Swagger UI changes the paths /docs names: no browser pairs a new script with an old bundle", async () => {
+  const root = await copyDocsFiles();
+  try {
+    const before = await docsAssets(root);
+    const bundleOf = (assets: string[]) =>
+      assets.find((path) => path.endsWith("/swagger-ui-bundle.js"));
+    const initOf = (assets: string[]) => assets.find((path) => path.endsWith("/init.js"));
+
+    await Deno.writeTextFile(new URL("docs/init.js", root), "// a new init.js\n", { append: true });
+    const newInit = await docsAssets(root);
+    assert.notEqual(initOf(newInit), initOf(before));
+    assert.equal(bundleOf(newInit), bundleOf(before), "the bundle's path stays: cached still");
+
+    await Deno.writeTextFile(
+      new URL("vendor/swagger-ui-dist/swagger-ui-bundle.js", root),
+      "// a new Swagger UI\n",
+      { append: true },
+    );
+    const newBundle = await docsAssets(root);
+    assert.notEqual(bundleOf(newBundle), bundleOf(newInit));
+    assert.notEqual(
+      newBundle.find((path) => path.endsWith("/swagger-ui.css")),
+      before.find((path) => path.endsWith("/swagger-ui.css")),
+      "every vendored file moves with the version: the bundle's licence file is named next to it",
+    );
+    assert.equal(initOf(newBundle), initOf(newInit));
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });
 
