@@ -233,7 +233,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   registerDefinitionRoutes(app, { streams, store, keys, now });
   if (webhooks) registerWebhookRoutes(app, { webhooks, keys, now });
   registerKeyRoutes(app, { keys, now });
-  registerDashboardRoutes(app, { open: keys.open });
+  registerDashboardRoutes(app, { open: keys.open, webhooks: webhooks !== undefined });
   registerLiveRoutes(app, {
     streams,
     store,

@@ -434,12 +434,12 @@ export type Authorization = { grant: KeyGrant; error?: undefined } | {
 /**
  * The key's grant when it may act in `scope` (always in open mode), or why
  * not: a missing or unknown key is 401, a key without the scope or the
- * stream 403.
+ * stream 403. With `scope` undefined, any key that grants something passes.
  */
 export function authorize(
   keys: KeyRing,
   key: string | undefined,
-  scope: Scope,
+  scope: Scope | undefined,
   options: AuthorizeOptions = {},
 ): Promise<Authorization> {
   // Not async: a cached verdict (nearly every request) is one resolved promise, no async frame.
@@ -455,7 +455,7 @@ export function authorize(
 function authorizeNow(
   keys: KeyRing,
   key: string | undefined,
-  scope: Scope,
+  scope: Scope | undefined,
   options: AuthorizeOptions = {},
 ): Authorization | undefined {
   if (keys.open) return { grant: OPEN_GRANT };
@@ -480,7 +480,7 @@ function authorizeNow(
 
 function authorization(
   grant: KeyGrant | null,
-  scope: Scope,
+  scope: Scope | undefined,
   options: AuthorizeOptions,
 ): Authorization {
   if (grant?.expiredAt !== undefined) {
@@ -500,7 +500,7 @@ function authorization(
       }),
     };
   }
-  if (!grant.scopes.has(scope)) {
+  if (scope !== undefined && !grant.scopes.has(scope)) {
     return { error: new ApiError(403, "forbidden", `API key lacks the '${scope}' scope`) };
   }
   // No route: the 404 or 405 every key with the scope gets, which names no stream.
@@ -577,6 +577,24 @@ export function requireScope(
     const result = await authorize(keys, bearerKey(authorization), scope, {
       stream: c.req.param("stream"),
       listsStreams: options.listsStreams,
+      authorization,
+      served: routeServes(c),
+    });
+    if (result.error) throw result.error;
+    rememberGrant(c, result.grant);
+    await next();
+  };
+}
+
+/**
+ * Middleware that requires a key, whatever its scopes and streams: for a route that tells a key
+ * about itself. In open mode every request passes. Missing, unknown or expired key → 401.
+ */
+export function requireKey(keys: KeyRing): MiddlewareHandler {
+  return async function (c, next) {
+    const authorization = c.req.header("authorization");
+    const result = await authorize(keys, bearerKey(authorization), undefined, {
+      listsStreams: true,
       authorization,
       served: routeServes(c),
     });

@@ -12,8 +12,9 @@
  * allows scripts, styles and connections from this origin only, with no
  * inline script or style attribute (uPlot styles through the CSSOM, which the
  * policy does not restrict). The page learns from one `<meta>` whether the
- * server wants a key; a key typed into it stays in the tab's
- * `sessionStorage` and travels only in the `Authorization` header, never in
+ * server wants a key, and from another whether it has webhooks (and from
+ * `GET /v1/key` whether its key may list them); a key typed into it stays in
+ * the tab's `sessionStorage` and travels only in the `Authorization` header, never in
  * a URL (live results are read from the SSE endpoint with `fetch`, not
  * `EventSource`, for that reason).
  *
@@ -67,6 +68,8 @@ const FILE_NAME = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
 export interface DashboardRouteOptions {
   /** True in open mode (no API keys): the page then asks for no key. */
   open: boolean;
+  /** Whether the app has webhooks: the page asks for their list only then. @default {false} */
+  webhooks?: boolean;
   /** Folder holding `dashboard/` and `vendor/`. @default {the repository's `static/`} */
   staticDir?: URL;
 }
@@ -194,7 +197,9 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
   app.get("/", async (c) => {
     const page = await files.get(
       "dashboard/index.html",
-      (text) => text.replace('content="{{auth}}"', `content="${auth}"`),
+      (text) =>
+        text.replace('content="{{auth}}"', `content="${auth}"`)
+          .replace('content="{{webhooks}}"', `content="${options.webhooks ? "on" : "off"}"`),
     );
     if (!page) throw missingFile("dashboard/index.html");
     return respond(c.req.raw, page, {

@@ -4,7 +4,9 @@
  * it, `DELETE /v1/keys/{id}` revokes one. Only a key's SHA-256 digest is
  * stored. The bootstrap keys stay in `EDGESTREAM_KEYS`; in open mode (none
  * set) every request may do anything, so keys cannot be managed and these
- * routes answer 403 `open_mode`.
+ * routes answer 403 `open_mode`. `GET /v1/key` tells any key (and open mode)
+ * what it may do: its scopes and the streams it is limited to, so that a page
+ * asks only for what its key may read.
  *
  * Two types: **secret** keys (`sk_…`) with any scopes, and **publishable**
  * keys (`pk_…`): ingest only, limited to named streams and origins, made to
@@ -25,7 +27,7 @@ import {
   NO_STORE,
   storedLimitConflict,
 } from "./_openapi.ts";
-import { type KeyRing, requireScope, sha256, toHex } from "./auth.ts";
+import { grantOfRequest, type KeyRing, requireKey, requireScope, sha256, toHex } from "./auth.ts";
 import { jsonBody } from "./body.ts";
 import { MAX_BURST, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from "../config/mod.ts";
 import { ApiError } from "./errors.ts";
@@ -220,6 +222,40 @@ const deleteKeyRoute = createRoute({
   },
 });
 
+const ownKeyRoute = createRoute({
+  method: "get",
+  path: "/v1/key",
+  operationId: "getOwnKey",
+  tags: ["keys"],
+  summary:
+    "What the key that sends this request may do: its scopes and the streams it is limited to. Any key; no key in open mode.",
+  responses: {
+    200: {
+      description: "The key's grant",
+      content: {
+        "application/json": {
+          schema: z.object({
+            id: z.string().nullable().openapi({
+              description:
+                "The run-time key's id; null for a key of `EDGESTREAM_KEYS` and in open mode",
+              example: "key_3f1c9a527e0b4d8e",
+            }),
+            scopes: z.array(z.enum(["admin", "ingest", "read"])).openapi({
+              description: "Its scopes, with those `admin` implies (`ingest`, `read`)",
+              example: ["read"],
+            }),
+            streams: z.array(z.string()).nullable().openapi({
+              description: "The streams it may use; null for all",
+              example: ["orders"],
+            }),
+          }).openapi("OwnKey"),
+        },
+      },
+    },
+    ...errorsFor(401, 503),
+  },
+});
+
 function keyJson(record: ApiKeyRecord, nowMs: number) {
   return {
     id: record.id,
@@ -268,6 +304,16 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
     }
     await next();
   };
+  app.use("/v1/key", requireKey(keys));
+  app.openapi(ownKeyRoute, (c) => {
+    const grant = grantOfRequest(c)!;
+    return c.json({
+      id: grant.id ?? null,
+      scopes: [...grant.scopes].sort(),
+      streams: grant.streams ? [...grant.streams].sort() : null,
+    }, 200);
+  });
+
   app.use("/v1/keys", bootstrapped, admin);
   app.use("/v1/keys/*", bootstrapped, admin);
 

@@ -45,6 +45,23 @@ export function serverWantsKey() {
   return globalThis.document.querySelector('meta[name="edgestream-auth"]')?.content !== "none";
 }
 
+/**
+ * Whether the server has webhooks: `<meta name="edgestream-webhooks" content="on|off">` (a page
+ * without it is taken to have them, and `GET /v1/webhooks` answers 404 if not).
+ */
+export function serverHasWebhooks() {
+  return globalThis.document.querySelector('meta[name="edgestream-webhooks"]')?.content !== "off";
+}
+
+/**
+ * What this tab's key may do, from `GET /v1/key` (`{scopes, streams}`): everything in open mode,
+ * which asks for no key.
+ */
+export async function keyGrant() {
+  if (!serverWantsKey()) return { scopes: ["admin", "ingest", "read"], streams: null };
+  return await api("/v1/key");
+}
+
 /** A failed API call: the status and the error envelope's code and message. */
 export class ApiError extends Error {
   constructor(status, code, message) {

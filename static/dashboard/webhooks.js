@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { api, mayMend, statusOf } from "./api.js";
+import { api, keyGrant, mayMend, serverHasWebhooks, statusOf } from "./api.js";
 import { clockTime, el, replaceChildren, timeOf } from "./dom.js";
 
 /** Deliveries whose attempts give the success rate. */
@@ -158,12 +158,50 @@ export class WebhooksView {
   }
 
   /**
+   * Why the webhook list is not for this page (no webhooks on the server, a key that may not list
+   * them), or null when it is; undefined until known. Asked before the list, so that a key that
+   * may not read it is never refused (a 403 or 404 is a console error in every browser).
+   */
+  #unavailable = undefined;
+
+  /** Learns once why the list is not for this page, if it is not; false when that could not be read. */
+  async #checkAccess() {
+    if (this.#unavailable !== undefined) return true;
+    if (!serverHasWebhooks()) {
+      this.#unavailable = "Webhooks are not enabled on this server.";
+      return true;
+    }
+    let grant;
+    try {
+      grant = await keyGrant();
+    } catch (error) {
+      this.#note.textContent = `Cannot read what this key may do: ${error.message}; retrying`;
+      return false;
+    }
+    // Listing webhooks names no stream: an admin key limited to streams may not either.
+    this.#unavailable = !grant.scopes.includes("admin")
+      ? "Webhook health needs an admin key."
+      : grant.streams !== null
+      ? `Webhook health needs an admin key for all streams (this one is limited to ${
+        grant.streams.join(", ")
+      }).`
+      : null;
+    return true;
+  }
+
+  /**
    * Reads the endpoints and their health, and redraws. Answers `false` when
-   * reading again cannot help: the key lacks the admin scope (403), or the
-   * server has no webhooks (404). Both hold until the page is loaded again,
-   * as a new key or a new server config reloads it.
+   * reading again cannot help: the key may not list webhooks (it lacks the
+   * admin scope or is limited to streams; it was 403), or the server has no
+   * webhooks (404). Both hold until the page is loaded again, as a new key or
+   * a new server config reloads it.
    */
   async refresh() {
+    if (!await this.#checkAccess()) return true;
+    if (this.#unavailable !== null) {
+      this.#note.textContent = this.#unavailable;
+      return false;
+    }
     const readAt = new Date().toISOString();
     let endpoints;
     let more = false;

@@ -52,6 +52,19 @@ Deno.test("GET / tells the page to ask for a key when the server has keys", asyn
   assert.match(await res.text(), /<meta name="edgestream-auth" content="key">/);
 });
 
+Deno.test("GET / tells the page whether the server has webhooks, so that it asks for their list only then", async () => {
+  for (const webhooks of [true, false]) {
+    const app = new OpenAPIHono();
+    registerDashboardRoutes(app, { open: true, webhooks });
+    const html = await (await app.request("/")).text();
+    const content = webhooks ? "on" : "off";
+    assert.match(html, new RegExp(`<meta name="edgestream-webhooks" content="${content}">`));
+  }
+  // An app built without webhooks (testApp's): "off".
+  const { app } = await testApp();
+  assert.match(await (await app.request("/")).text(), /name="edgestream-webhooks" content="off"/);
+});
+
 async function contentTypeOf(app: App, path: string): Promise<string | null> {
   const res = await app.request(path);
   await res.body?.cancel();

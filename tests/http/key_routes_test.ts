@@ -5,7 +5,7 @@ import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
-import { KEYS, NOW, TEST_CONFIG } from "../_fixtures.ts";
+import { KEYS, NOW, TEST_CONFIG, testApp } from "../_fixtures.ts";
 import { apiErrorOf } from "../../src/http/errors.ts";
 import { KeyConflictError, type KeyStore } from "../../src/store/keys.ts";
 import { StoreUnavailableError } from "../../src/store/types.ts";
@@ -1076,4 +1076,49 @@ Deno.test("POST /v1/keys caps each list's entries as sent, repeats included (16 
     assert.match(error.message, new RegExp(`^Invalid request body ${field}: Too big`), field);
   }
   assert.equal((await keyStore.pageKeys({ limit: 100 })).items.length, before, "nothing created");
+});
+
+Deno.test("GET /v1/key tells any key what it may do: its scopes (with those admin implies) and streams", async () => {
+  const { app } = await testApp({ auth: true });
+  const own = async (key?: string) => {
+    const res = await app.request("/v1/key", {
+      headers: key === undefined ? {} : { Authorization: `Bearer ${key}` },
+    });
+    return { status: res.status, body: await res.json() };
+  };
+  assert.deepEqual(await own(KEYS.read), {
+    status: 200,
+    body: { id: null, scopes: ["read"], streams: null },
+  });
+  assert.deepEqual(await own(KEYS.ingest), {
+    status: 200,
+    body: { id: null, scopes: ["ingest"], streams: null },
+  });
+  assert.deepEqual(await own(KEYS.admin), {
+    status: 200,
+    body: { id: null, scopes: ["admin", "ingest", "read"], streams: null },
+  });
+  const created = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, { scopes: ["admin"], streams: ["orders", "clicks"] }),
+  );
+  assert.equal(created.status, 201);
+  const { id, key } = await created.json();
+  assert.deepEqual(await own(key), {
+    status: 200,
+    body: { id, scopes: ["admin", "ingest", "read"], streams: ["clicks", "orders"] },
+  });
+  // No key, or none it knows: 401 as on every route; it tells nothing of other keys.
+  for (const key of [undefined, "sk_not-a-key-of-this-server"]) {
+    const res = await own(key);
+    assert.equal(res.status, 401, String(key));
+    assert.equal(res.body.error.code, "unauthorized");
+  }
+  const open = await testApp();
+  const res = await open.app.request("/v1/key");
+  assert.deepEqual(await res.json(), {
+    id: null,
+    scopes: ["admin", "ingest", "read"],
+    streams: null,
+  });
 });

@@ -385,6 +385,7 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
     await check("POST", "/v1/keys", "/v1/keys", { body: { type: "publishable" } });
     await check("POST", "/v1/keys", "/v1/keys", { body: { scopes: ["everything"] } });
     await check("GET", "/v1/keys", "/v1/keys");
+    await check("GET", "/v1/key", "/v1/key");
     await check("GET", "/v1/keys/{id}", `/v1/keys/${created.body.id}`);
     await check("GET", "/v1/keys/{id}", "/v1/keys/key_nope");
     await check("DELETE", "/v1/keys/{id}", `/v1/keys/${created.body.id}`);
