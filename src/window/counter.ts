@@ -60,9 +60,16 @@ export function partialWindow(
 /** Largest magnitude accepted for summed values, so sums stay exact integers where they can. */
 export const MAX_VALUE = Number.MAX_SAFE_INTEGER;
 
-/** Keys of single plain-string groups already built, so the hot path reuses one flat string. */
+/**
+ * Keys of single plain-string groups already built, so the hot path reuses one flat string. Only
+ * values of at most {@linkcode MAX_CACHED_KEY_LENGTH} characters: the cache kept each value and its
+ * key until 10,000 were held, so events with distinct 60 KB group values (or longer, built by a
+ * transform's `set`) kept 240 MB after 2,000 of them, whatever `maxGroups` said.
+ */
 const singleKeys = new Map<string, string>();
 const MAX_CACHED_KEYS = 10_000;
+/** Longest group value {@linkcode singleKeys} holds (at most some 10 MB between them). */
+const MAX_CACHED_KEY_LENGTH = 256;
 
 /**
  * Group key of a list of group values: their JSON text, every object's keys in one order
@@ -98,8 +105,9 @@ function singleGroupKey(value: unknown): string {
       return cached;
     }
     if (PLAIN_STRING.test(value)) {
-      if (singleKeys.size >= MAX_CACHED_KEYS) singleKeys.clear();
       const key = `["${value}"]`;
+      if (value.length > MAX_CACHED_KEY_LENGTH) return key;
+      if (singleKeys.size >= MAX_CACHED_KEYS) singleKeys.clear();
       singleKeys.set(value, key);
       return key;
     }
