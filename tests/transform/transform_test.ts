@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { compileTransform, ExpressionError, TransformError } from "../../src/transform/mod.ts";
+import {
+  compileTransform,
+  ExpressionError,
+  MAX_SET_BYTES,
+  TransformError,
+} from "../../src/transform/mod.ts";
 
 /** Runs `transform` on `event` and returns the TransformError it throws. */
 function transformError(transform: (event: Record<string, unknown>) => unknown, event: object) {
@@ -185,6 +190,72 @@ Deno.test("compileTransform() reports values JSON cannot hold as a TransformErro
     huge.message,
     "Expression failed: Integer 9007199254740993 is outside the safe JSON range",
   );
+});
+
+Deno.test("compileTransform() rejects an event whose set values are over MAX_SET_BYTES together: a 62 KB event no longer becomes 58 MB", () => {
+  // Within its evaluation budget, this made an event of 1,000 items and a 58 KB order 58 MB.
+  const lines = compileTransform([{
+    set: { lines: "event.items.map(i, {'item': i, 'order': event.order})" },
+  }]);
+  const order = { note: "a".repeat(58_000) };
+  const error = transformError(lines, { items: Array.from({ length: 1000 }, (_, i) => i), order });
+  assert.equal(error.path, "transform[0].set.lines");
+  assert.equal(
+    error.message,
+    `Values set in one event are over ${MAX_SET_BYTES} bytes (compact JSON in UTF-8) together`,
+  );
+  // One order, set once, is within it.
+  assert.deepEqual(lines({ items: [1], order }), {
+    items: [1],
+    order,
+    lines: [{ item: 1, order }],
+  });
+});
+
+Deno.test("compileTransform() measures set values as JSON.stringify writes them, in UTF-8, over all set steps of an event", () => {
+  const copy = compileTransform([{ set: { a: "event.a" } }]);
+  // Each value, its JSON text (quotes and escapes included) in UTF-8 bytes, at the bound and past it.
+  const samples: unknown[] = [
+    "x",
+    "\u00e9",
+    "\u4e00",
+    "\u{1f600}",
+    "\n",
+    "\u0001",
+    '"',
+    "\ud800",
+    -0,
+    1.5e-300,
+    true,
+    null,
+    { "k\u00e9": [1, "\u0002"] },
+  ];
+  for (const sample of samples) {
+    const bytes = new TextEncoder().encode(JSON.stringify(sample)).length;
+    const count = Math.floor((MAX_SET_BYTES - 1) / (bytes + 1));
+    const list = Array.from({ length: count }, () => sample);
+    const listBytes = new TextEncoder().encode(JSON.stringify(list)).length;
+    assert.ok(listBytes <= MAX_SET_BYTES && listBytes + bytes + 1 > MAX_SET_BYTES);
+    assert.deepEqual(copy({ a: list })!.a, list, JSON.stringify(sample));
+    transformError(copy, { a: [...list, sample] });
+  }
+  // The string of exactly MAX_SET_BYTES bytes, then one more.
+  assert.equal(
+    (copy({ a: "a".repeat(MAX_SET_BYTES - 2) }) as { a: string }).a.length,
+    MAX_SET_BYTES - 2,
+  );
+  transformError(copy, { a: "a".repeat(MAX_SET_BYTES - 1) });
+  // Steps and fields of one event count together; the next event starts again.
+  const half = "a".repeat(MAX_SET_BYTES / 2);
+  const twice = compileTransform([{ set: { a: "event.s" } }, { set: { b: "event.s" } }]);
+  assert.equal(transformError(twice, { s: half }).path, "transform[1].set.b");
+  assert.equal(
+    transformError(compileTransform([{ set: { a: "event.s", b: "event.s" } }]), { s: half }).path,
+    "transform[0].set.b",
+  );
+  const short = "a".repeat(MAX_SET_BYTES / 2 - 2);
+  assert.deepEqual(twice({ s: short }), { s: short, a: short, b: short });
+  assert.deepEqual(twice({ s: short }), { s: short, a: short, b: short });
 });
 
 Deno.test("compileTransform() refuses a bad expression at compile time, naming the step", () => {
