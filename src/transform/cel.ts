@@ -980,6 +980,19 @@ export function notBoolReason(what: string, result: unknown): string | null {
 }
 
 /**
+ * `bytes` in base64, read a slice at a time: spread whole as arguments, bytes of about 125,000 or
+ * more (`bytes(event.s + event.s)` of a 64 KiB event) overflowed the stack, so the event was
+ * rejected with `Maximum call stack size exceeded`, at a length that depends on the stack.
+ */
+function base64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  }
+  return btoa(binary);
+}
+
+/**
  * Converts a CEL result to plain JSON: `bigint` and `uint` to number, `Date`
  * to ISO text, `Map` to object. Throws when an integer does not fit a JSON
  * number, and for values with no JSON form (durations, types).
@@ -998,7 +1011,7 @@ export function toJson(value: unknown): unknown {
     return value;
   }
   if (value instanceof Date) return value.toISOString();
-  if (value instanceof Uint8Array) return btoa(String.fromCharCode(...value));
+  if (value instanceof Uint8Array) return base64(value);
   if (Array.isArray(value)) return value.map(toJson);
   if (value instanceof Map) {
     const out: Record<string, unknown> = {};

@@ -149,6 +149,16 @@ Deno.test("toJson() turns CEL integers into numbers within the safe range", () =
   assert.throws(() => toJson(BigInt(Number.MIN_SAFE_INTEGER) - 1n), RangeError);
 });
 
+Deno.test("toJson() writes bytes of any length in base64: 1,000,000 bytes no longer overflow the stack", () => {
+  // Spread whole as arguments to String.fromCharCode, about 125,000 bytes or more overflowed it.
+  const bytes = Uint8Array.from({ length: 1_000_000 }, (_, i) => (i * 7919) % 256);
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  assert.equal(toJson(bytes), btoa(binary));
+  assert.equal(toJson(new Uint8Array([0, 255, 1])), "AP8B");
+  assert.equal(toJson(new Uint8Array(0)), "");
+});
+
 Deno.test("toJson() refuses numbers JSON cannot hold", () => {
   assert.equal(toJson(1.5), 1.5);
   assert.throws(() => toJson(Infinity), {

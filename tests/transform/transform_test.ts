@@ -258,6 +258,17 @@ Deno.test("compileTransform() measures set values as JSON.stringify writes them,
   assert.deepEqual(twice({ s: short }), { s: short, a: short, b: short });
 });
 
+Deno.test("compileTransform() rejects large bytes set by the size of their base64, not a stack overflow", () => {
+  const set = compileTransform([{ set: { b: "bytes(event.s + event.s + event.s)" } }]);
+  const error = transformError(set, { s: "a".repeat(60_000) });
+  assert.equal(error.path, "transform[0].set.b");
+  assert.equal(
+    error.message,
+    `Values set in one event are over ${MAX_SET_BYTES} bytes (compact JSON in UTF-8) together`,
+  );
+  assert.equal(set({ s: "abc" })!.b, btoa("abcabcabc"));
+});
+
 Deno.test("compileTransform() refuses a bad expression at compile time, naming the step", () => {
   assert.throws(() => compileTransform([{ filter: "true" }, { filter: "event.a >" }]), {
     name: "ExpressionError",
