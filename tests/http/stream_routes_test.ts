@@ -377,6 +377,35 @@ Deno.test("a rejected event lists its first 10 errors and how many more; a store
   assert.deepEqual({ ...replayed, rejected: [] }, { ...reply, rejected: [], replayed: true });
 });
 
+Deno.test("README: a number dedupe id past 2^53 is the nearest number JSON gives, so two such ids are one (send them as strings)", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "An integer past 2^53 is read as the nearest number JSON gives (`9007199254740993` is `9007199254740992`), so two such ids can be one: send ids that large (64-bit database ids, snowflakes) as strings.";
+  assert.ok(readme.includes(claim), claim);
+  const { app } = await testApp({
+    config: {
+      streams: {
+        big: {
+          dedupe: { field: "id", ttl: "1h" },
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    },
+  });
+  const send = (body: string) =>
+    app.request("/v1/streams/big/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body,
+    });
+  const numbers = await (await send('[{"id": 9007199254740992}, {"id": 9007199254740993}]')).json();
+  assert.deepEqual([numbers.accepted, numbers.duplicates], [2, 1]);
+  const strings = await (await send('[{"id": "9007199254740994"}, {"id": "9007199254740995"}]'))
+    .json();
+  assert.deepEqual([strings.accepted, strings.duplicates], [2, 0]);
+});
+
 Deno.test("a rejected event with 11 errors lists 10 and 'and 1 more error not listed'; with 10, all 10", async () => {
   const { app } = await testApp({
     config: {
