@@ -544,7 +544,7 @@ function perKeyAboveMax(
   return [{
     level: "warning",
     text:
-      `${names.perKey} (${limits.perKey}${given}) is above ${names.max} (${limits.perProcess}): it is never reached, and one key (in open mode, one client address) can hold all of a process's ${names.places}; set it below ${names.max}`,
+      `${names.perKey} (${limits.perKey}${given}) is above ${names.max} (${limits.perProcess}): it is never reached, and one key (in open mode, one client address) can hold all of a process's ${names.places}; set it at most ${names.max}`,
   }];
 }
 

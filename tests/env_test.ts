@@ -1188,14 +1188,14 @@ Deno.test("configFromEnv() warns once, naming both settings, of a per-key connec
     [{
       level: "warning",
       text:
-        "EDGESTREAM_SUBSCRIPTIONS_PER_KEY (500) is above EDGESTREAM_SUBSCRIPTIONS_MAX (100): it is never reached, and one key (in open mode, one client address) can hold all of a process's live subscriptions; set it below EDGESTREAM_SUBSCRIPTIONS_MAX",
+        "EDGESTREAM_SUBSCRIPTIONS_PER_KEY (500) is above EDGESTREAM_SUBSCRIPTIONS_MAX (100): it is never reached, and one key (in open mode, one client address) can hold all of a process's live subscriptions; set it at most EDGESTREAM_SUBSCRIPTIONS_MAX",
     }],
   );
   // The per-key default counts too: a process bound set below it.
   assert.deepEqual(await warningsOf({ EDGESTREAM_SUBSCRIPTIONS_MAX: "50" }), [{
     level: "warning",
     text:
-      "EDGESTREAM_SUBSCRIPTIONS_PER_KEY (100, its default) is above EDGESTREAM_SUBSCRIPTIONS_MAX (50): it is never reached, and one key (in open mode, one client address) can hold all of a process's live subscriptions; set it below EDGESTREAM_SUBSCRIPTIONS_MAX",
+      "EDGESTREAM_SUBSCRIPTIONS_PER_KEY (100, its default) is above EDGESTREAM_SUBSCRIPTIONS_MAX (50): it is never reached, and one key (in open mode, one client address) can hold all of a process's live subscriptions; set it at most EDGESTREAM_SUBSCRIPTIONS_MAX",
   }]);
   assert.deepEqual(
     await warningsOf({
@@ -1205,7 +1205,7 @@ Deno.test("configFromEnv() warns once, naming both settings, of a per-key connec
     [{
       level: "warning",
       text:
-        "EDGESTREAM_INGEST_SOCKETS_PER_KEY (31) is above EDGESTREAM_INGEST_SOCKETS_MAX (30): it is never reached, and one key (in open mode, one client address) can hold all of a process's WebSocket ingest connections; set it below EDGESTREAM_INGEST_SOCKETS_MAX",
+        "EDGESTREAM_INGEST_SOCKETS_PER_KEY (31) is above EDGESTREAM_INGEST_SOCKETS_MAX (30): it is never reached, and one key (in open mode, one client address) can hold all of a process's WebSocket ingest connections; set it at most EDGESTREAM_INGEST_SOCKETS_MAX",
     }],
   );
   // Equal, below, or unset: no word.

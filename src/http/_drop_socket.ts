@@ -36,27 +36,30 @@ function resourceOf(socket: WebSocket): number | undefined {
   return typeof rid === "number" ? rid : undefined;
 }
 
-let warned = false;
+/** The warnings logged already: each is logged once a process, as every later drop says the same. */
+const warned = new Set<string>();
 
-/** Logs `text` as a warning, once a process: every later drop would say the same. */
 function warnOnce(text: string): void {
-  if (warned) return;
-  warned = true;
+  if (warned.has(text)) return;
+  warned.add(text);
   logger.warn(text);
 }
 
-/** How long (ms) a dropped socket's `close` event may take before the drop is said to have failed. */
-const DROP_CHECK_MS = 2_000;
+/** Options of {@linkcode dropSocket}. */
+export interface DropSocketOptions {
+  /** How long (ms) the socket's `close` event may take before the drop is said to have failed. @default {2000} */
+  checkMs?: number;
+}
 
 /**
  * Ends the connection of a server WebSocket now: its resource is closed, as Deno's idle timeout
  * does, so the TCP connection ends and the socket's `close` event follows. For a socket whose close
  * frame was sent and whose client does not answer it. Returns whether it could ask: a Deno that
  * keeps its socket's resource out of reach leaves the connection as it is; so may one whose
- * resource no longer ends the connection, seen when no `close` event follows within 2 s. Either is
- * logged once, as a warning.
+ * resource no longer ends the connection, seen when no `close` event follows within `checkMs`.
+ * Either is logged once, as a warning.
  */
-export function dropSocket(socket: WebSocket): boolean {
+export function dropSocket(socket: WebSocket, options: DropSocketOptions = {}): boolean {
   const core = runtimeCore();
   const rid = resourceOf(socket);
   if (core === undefined || rid === undefined) {
@@ -72,7 +75,7 @@ export function dropSocket(socket: WebSocket): boolean {
       warnOnce(
         "Dropping a WebSocket whose client does not answer its close frame did not end it: this Deno no longer ends a connection whose resource is closed; it stays open until the client closes it",
       );
-    }, DROP_CHECK_MS);
+    }, options.checkMs ?? 2_000);
     socket.addEventListener("close", () => clearTimeout(check), { once: true });
   }
   return true;

@@ -393,7 +393,7 @@ async function subscribeOverSocket(
     }
     // Bounded by `ready` below: the hub sends nothing more once the limit is reached.
     waiting.push(text);
-    waitingBytes += UTF8.encode(text).length;
+    waitingBytes += utf8Length(text);
   }
   const sink: LiveSink = {
     open(start) {

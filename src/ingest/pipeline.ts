@@ -72,7 +72,8 @@ export interface IngestReply {
   /**
    * True when this is the stored reply of an earlier request with the same
    * `Idempotency-Key` (nothing was applied now; a replayed reply lists at
-   * most the first 100 rejected events, as many as fit in 65,536 characters of JSON).
+   * most the first 100 rejected events, as many as fit in 65,536 characters of JSON, the first
+   * always).
    */
   replayed?: boolean;
 }
@@ -301,7 +302,7 @@ export const MAX_STORED_REJECTED_CHARS = 65_536;
 /**
  * The rejected events a stored reply lists: the first ones in order (each already with at most
  * {@linkcode MAX_EVENT_ERRORS} errors), as many as {@linkcode MAX_STORED_REJECTIONS} and
- * {@linkcode MAX_STORED_REJECTED_CHARS} of JSON allow.
+ * {@linkcode MAX_STORED_REJECTED_CHARS} of JSON allow, and the first one always.
  */
 function storedRejections(rejected: readonly Rejection[]): Rejection[] {
   const kept: Rejection[] = [];
@@ -310,7 +311,9 @@ function storedRejections(rejected: readonly Rejection[]): Rejection[] {
   for (const rejection of rejected) {
     if (kept.length === MAX_STORED_REJECTIONS) break;
     chars += JSON.stringify(rejection).length + 1;
-    if (chars > MAX_STORED_REJECTED_CHARS) break;
+    // The first is kept whatever its size (at most 11 errors of bounded paths): a replay that
+    // listed no rejection would say that none was rejected.
+    if (chars > MAX_STORED_REJECTED_CHARS && kept.length > 0) break;
     kept.push(rejection);
   }
   return kept;

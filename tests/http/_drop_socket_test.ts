@@ -81,3 +81,23 @@ Deno.test("dropSocket() of a socket whose connection is out of reach leaves it a
     );
   });
 });
+
+Deno.test("dropSocket() whose close does not end the connection says so once, after checkMs", async () => {
+  await collectingLogs(async (records) => {
+    // A socket whose resource is no open one: closing it ends nothing, and no close event comes,
+    // as on a Deno whose closed resource no longer ends the connection.
+    const socket = Object.assign(new EventTarget(), {
+      readyState: WebSocket.OPEN,
+      [Symbol("[[rid]]")]: 2 ** 31 - 1,
+    }) as unknown as WebSocket;
+    assert.equal(dropSocket(socket, { checkMs: 10 }), true);
+    assert.equal(dropSocket(socket, { checkMs: 10 }), true);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const warnings = records.filter((record) => record.level === "warning").map(messageOf);
+    assert.equal(warnings.length, 1, warnings.join("\n"));
+    assert.match(
+      warnings[0],
+      /^Dropping a WebSocket whose client does not answer its close frame did not end it/,
+    );
+  });
+});

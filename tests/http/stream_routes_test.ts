@@ -406,6 +406,40 @@ Deno.test("README: a number dedupe id past 2^53 is the nearest number JSON gives
   assert.deepEqual([strings.accepted, strings.duplicates], [2, 0]);
 });
 
+Deno.test("a stored reply keeps the first rejected event even when it alone is over 65,536 characters of JSON", async () => {
+  // Objects nested 28 deep under 250-character keys, with 12 numbers where objects are wanted at
+  // the bottom: each error's path is about 7,000 characters, the rejection over 65,536.
+  const { app } = await testApp({
+    config: {
+      streams: {
+        nested: {
+          schema: {
+            $defs: { node: { type: "object", additionalProperties: { $ref: "#/$defs/node" } } },
+            $ref: "#/$defs/node",
+          },
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    },
+  });
+  let deep: Record<string, unknown> = Object.fromEntries(
+    Array.from({ length: 12 }, (_, i) => [`leaf${i}`, i]),
+  );
+  for (let level = 0; level < 28; level++) deep = { [`${level}`.padEnd(250, "k")]: deep };
+  const post = () =>
+    app.request("/v1/streams/nested/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Idempotency-Key": "one-big-rejection" },
+      body: JSON.stringify([{}, deep]),
+    });
+  const first = await (await post()).json();
+  assert.equal(first.rejected.length, 1);
+  assert.ok(JSON.stringify(first.rejected).length > 65_536, "the rejection is over the bound");
+  const replayed = await (await post()).json();
+  assert.equal(replayed.replayed, true);
+  assert.deepEqual(replayed.rejected, first.rejected);
+});
+
 Deno.test("a rejected event with 11 errors lists 10 and 'and 1 more error not listed'; with 10, all 10", async () => {
   const { app } = await testApp({
     config: {

@@ -215,9 +215,11 @@ export interface MemoryStoreOptions {
   /** Bounds of each stream's result log. @default {MAX_LOG_ENTRIES and MAX_LOG_BACKLOG} */
   log?: LogBounds;
   /**
-   * Most bytes (as {@linkcode replySize} counts them) of `Idempotency-Key` replies a stream
-   * holds. Past it the oldest are forgotten before their TTL (a request sent again with one of
-   * their keys applies again), so memory stays bounded however many keys clients send.
+   * Most bytes (as {@linkcode replySize} counts them: characters of the hashes and the reply's
+   * JSON, not UTF-8 bytes) of `Idempotency-Key` replies each stream holds. Past it the stream's
+   * oldest are forgotten before their TTL (a request sent again with one of their keys applies
+   * again, with a warning logged once per stream), so a stream's replies stay bounded however many
+   * keys clients send; the process holds up to this much for each stream.
    * @default {134217728}
    */
   maxReplyBytes?: number;
