@@ -9,6 +9,7 @@
  */
 
 import { fileURLToPath } from "node:url";
+import { DurationError, parseDuration } from "../src/config/duration.ts";
 
 /** Arguments of the `deno run` that serves with the config file watched. */
 export function devArgs(configPath: string): string[] {
@@ -25,6 +26,28 @@ export function devArgs(configPath: string): string[] {
   ];
 }
 
+/** Time (ms) past the server's stop bound before a watcher that has not exited is killed. */
+const WATCHER_GRACE_MS = 2_000;
+
+/**
+ * How long (ms) after a stop signal `deno task dev` kills a watcher that has not exited: the
+ * server's stop bound (`EDGESTREAM_SHUTDOWN`, default 4 s, as `src/env.ts` reads it) and
+ * {@linkcode WATCHER_GRACE_MS}, so a stop with work in flight is never cut short by it. A value
+ * the server refuses (it then never started) counts as the default.
+ */
+export function watcherKillAfterMs(shutdown: string | undefined): number {
+  let boundMs = 4_000;
+  try {
+    if (shutdown) boundMs = parseDuration(shutdown);
+  } catch (error) {
+    if (!(error instanceof DurationError)) throw error;
+  }
+  return Math.min(Math.max(boundMs, 0), MAX_TIMER_MS - WATCHER_GRACE_MS) + WATCHER_GRACE_MS;
+}
+
+/** The longest delay `setTimeout` takes. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 if (import.meta.main) {
   // Empty is not set, as src/env.ts reads it: `--watch=` with no path would watch the whole
   // working directory, restarting the server (and emptying its memory store) on any file saved.
@@ -33,10 +56,14 @@ if (import.meta.main) {
   const child = new Deno.Command(Deno.execPath(), { args: devArgs(configPath) }).spawn();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => {
-      // The server stops well on the signal, but under --watch its exit only
-      // waits for the next file change: end the watcher once it has stopped.
-      child.kill(signal);
-      setTimeout(() => child.kill("SIGKILL"), 6_000);
+      // SIGINT, whichever came: the watcher hands it to the server, which stops well, and then
+      // exits itself. On SIGTERM it would stop the server and wait for the next file change.
+      child.kill("SIGINT");
+      // Only for a watcher that hangs: the server's own stop has its bound first.
+      setTimeout(
+        () => child.kill("SIGKILL"),
+        watcherKillAfterMs(Deno.env.get("EDGESTREAM_SHUTDOWN")),
+      );
     });
   }
   Deno.exit((await child.status).code);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { devArgs } from "../../tools/dev.ts";
+import { devArgs, watcherKillAfterMs } from "../../tools/dev.ts";
 import { checkoutWithSpace, startServerProcess } from "../_server_process.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
@@ -127,6 +127,7 @@ function runDev(script: string, cwd: string, vars: Record<string, string>) {
     stderr: "piped",
   }).spawn();
   let printed = "";
+  let stopped = false;
   const drained = Promise.all([child.stdout, child.stderr].map(async (stream) => {
     for await (const text of stream.pipeThrough(new TextDecoderStream())) printed += text;
   }));
@@ -138,10 +139,13 @@ function runDev(script: string, cwd: string, vars: Record<string, string>) {
       while (!printed.includes(text) && Date.now() < deadline) await delay(50);
       assert.ok(printed.includes(text), `no '${text}' in:\n${printed}`);
     },
-    async stop() {
-      child.kill("SIGTERM");
-      await child.status;
+    /** Sends it SIGTERM (once), and resolves with its exit status once its output ended. */
+    async stop(): Promise<Deno.CommandStatus> {
+      if (!stopped) child.kill("SIGTERM");
+      stopped = true;
+      const status = await child.status;
       await drained;
+      return status;
     },
   };
 }
@@ -160,6 +164,33 @@ Deno.test("deno task dev with EDGESTREAM_CONFIG set empty watches the default co
   } finally {
     await dev.stop();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("watcherKillAfterMs() gives the server its whole EDGESTREAM_SHUTDOWN before a watcher that hangs is killed", () => {
+  // Was a fixed 6 s: a server given 10 s was killed with work in flight at 6 s.
+  assert.equal(watcherKillAfterMs("10s"), 12_000);
+  assert.equal(watcherKillAfterMs("1m"), 62_000);
+  assert.equal(watcherKillAfterMs(undefined), 6_000);
+  assert.equal(watcherKillAfterMs(""), 6_000);
+  // Refused by the server, which then never started: the default.
+  assert.equal(watcherKillAfterMs("soon"), 6_000);
+  assert.ok(watcherKillAfterMs("24d") <= 2 ** 31 - 1);
+});
+
+Deno.test("SIGTERM to deno task dev (a process manager's stop, `kill`) stops the server well and exits 0 once it stopped, not by a SIGKILL of its watcher", async () => {
+  const dev = runDev(`${root}tools/dev.ts`, root, {});
+  try {
+    await dev.seen("listening on http:");
+    await dev.seen("1 stream(s) from");
+    const status = await dev.stop();
+    // `deno run --watch` ends on SIGINT once its program stopped; on SIGTERM it stopped the
+    // program and waited for a file change, until the SIGKILL meant for a watcher that hangs (137).
+    assert.match(dev.printed(), /stopped in \d+ ms/);
+    assert.doesNotMatch(dev.printed(), /Restarting on file change/);
+    assert.equal(status.code, 0, dev.printed());
+  } finally {
+    await dev.stop();
   }
 });
 
