@@ -405,39 +405,57 @@ export function variableFields(
   const ast = parsedAst(source, variables);
   if (ast === undefined) return [];
   const found: FieldReference[] = [];
-  const none = new Set<string>();
-  const pending: [unknown, ReadonlySet<string>][] = [[ast, none]];
-  const node = (item: unknown) =>
-    typeof item === "object" && item !== null && !Array.isArray(item)
-      ? item as { op?: unknown; args?: unknown }
-      : undefined;
   // The variable an `id` node names, unless a macro around it names its own alike.
   const variableOf = (item: unknown, own: ReadonlySet<string>) => {
-    const id = node(item);
+    const id = astNode(item);
     return id?.op === "id" && typeof id.args === "string" && variables.includes(id.args) &&
         !own.has(id.args)
       ? id.args
       : undefined;
   };
   const literalText = (item: unknown) => {
-    const value = node(item);
+    const value = astNode(item);
     return value?.op === "value" && typeof value.args === "string" ? value.args : undefined;
   };
-  while (pending.length > 0) {
-    const [item, own] = pending.pop()!;
-    if (Array.isArray(item)) {
-      for (let index = item.length - 1; index >= 0; index--) pending.push([item[index], own]);
-      continue;
-    }
-    const current = node(item);
-    if (current === undefined || typeof current.op !== "string") continue;
-    const { op, args } = current;
+  visitScoped(ast, ({ op, args }, own) => {
     if ((op === "." || op === "[]" || op === "in") && Array.isArray(args) && args.length === 2) {
       const [target, key] = op === "in" ? [args[1], args[0]] : args;
       const variable = variableOf(target, own);
       const field = op === "." ? (typeof key === "string" ? key : undefined) : literalText(key);
       if (variable !== undefined && field !== undefined) found.push({ variable, field });
     }
+  });
+  return found;
+}
+
+/** `item` as a node of cel-js's syntax tree, or `undefined` for a list, a name or a value. */
+function astNode(item: unknown): { op?: unknown; args?: unknown } | undefined {
+  return typeof item === "object" && item !== null && !Array.isArray(item)
+    ? item as { op?: unknown; args?: unknown }
+    : undefined;
+}
+
+/**
+ * Calls `visit` with each node of cel-js's syntax tree `ast`, in the order written, and the names
+ * that macros around it (`l.all(x, …)`, `cel.bind(x, …)`, see {@linkcode BINDING_MACROS}) give
+ * variables of their own there. Without recursion.
+ */
+function visitScoped(
+  ast: unknown,
+  visit: (node: { op: string; args?: unknown }, own: ReadonlySet<string>) => void,
+): void {
+  const none = new Set<string>();
+  const pending: [unknown, ReadonlySet<string>][] = [[ast, none]];
+  while (pending.length > 0) {
+    const [item, own] = pending.pop()!;
+    if (Array.isArray(item)) {
+      for (let index = item.length - 1; index >= 0; index--) pending.push([item[index], own]);
+      continue;
+    }
+    const current = astNode(item);
+    if (current === undefined || typeof current.op !== "string") continue;
+    const { op, args } = current;
+    visit({ op, args }, own);
     if (
       op === "rcall" && Array.isArray(args) && BINDING_MACROS.has(args[0] as string) &&
       Array.isArray(args[2])
@@ -446,10 +464,10 @@ export function variableFields(
       // The leading identifiers (all but the last argument) are the macro's own variables; the
       // value `cel.bind` binds is read outside them.
       let bound = 0;
-      while (bound < list.length - 1 && node(list[bound])?.op === "id") bound++;
+      while (bound < list.length - 1 && astNode(list[bound])?.op === "id") bound++;
       if (bound > 0) {
         const inner = new Set(own);
-        for (const id of list.slice(0, bound)) inner.add(node(id)!.args as string);
+        for (const id of list.slice(0, bound)) inner.add(astNode(id)!.args as string);
         const bind = args[0] === "bind";
         const outside = bind ? list.slice(bound, bound + 1) : [];
         const inside = bind ? list.slice(bound + 1) : list.slice(bound);
@@ -459,6 +477,27 @@ export function variableFields(
     }
     if (typeof args === "object" && args !== null) pending.push([args, own]);
   }
+}
+
+/**
+ * Names cel-js's checker takes as declared though its evaluator does not know them: `optional`
+ * (`optional.of(1)`, whose types are not enabled), which failed every event with `Unknown
+ * variable: optional` after the expression had been accepted.
+ */
+const UNEVALUATED_NAMES = new Set(["optional"]);
+
+/**
+ * The first name of {@linkcode UNEVALUATED_NAMES} that cel-js's syntax tree `ast` reads as a
+ * variable, not a macro's own there; `undefined` for none. (cel-js refuses to declare one.)
+ */
+function unevaluatedName(ast: unknown): string | undefined {
+  let found: string | undefined;
+  visitScoped(ast, ({ op, args }, own) => {
+    if (
+      found === undefined && op === "id" && typeof args === "string" &&
+      UNEVALUATED_NAMES.has(args) && !own.has(args)
+    ) found = args;
+  });
   return found;
 }
 
@@ -896,6 +935,10 @@ export function compileExpression(
     const parsed = env.parse(source);
     if (nestsDeeperThan((parsed as { ast?: unknown }).ast, MAX_EXPRESSION_DEPTH)) {
       throw new ExpressionError(tooDeep(source));
+    }
+    const unevaluated = unevaluatedName((parsed as { ast?: unknown }).ast);
+    if (unevaluated !== undefined) {
+      throw new ExpressionError(invalid(source, `Unknown variable: ${unevaluated}`));
     }
     // What its patterns cost, before compiling any.
     let patterns = 0;

@@ -41,6 +41,17 @@ Deno.test("compileExpression() refuses bad syntax, unknown variables and unknown
     ["1 +", /^Invalid expression '1 \+': /],
     ["other.flag", /^Invalid expression 'other\.flag': Unknown variable: other$/],
     ["nope(event.a)", /^Invalid expression 'nope\(event\.a\)': .*nope/],
+    // cel-js's checker takes `optional` (its types are not enabled); its evaluator does not.
+    [
+      "optional.of(1).hasValue()",
+      /^Invalid expression 'optional\.of\(1\)\.hasValue\(\)': Unknown variable: optional$/,
+    ],
+    ["optional", /^Invalid expression 'optional': Unknown variable: optional$/],
+    ["optional.none()", /^Invalid expression 'optional\.none\(\)': Unknown variable: optional$/],
+    [
+      "[1].all(x, optional.of(x).hasValue())",
+      /^Invalid expression '.*': Unknown variable: optional$/,
+    ],
   ];
   for (const [source, message] of bad) {
     assert.throws(() => compileExpression(source), (error: unknown) => {
@@ -51,6 +62,14 @@ Deno.test("compileExpression() refuses bad syntax, unknown variables and unknown
       return true;
     });
   }
+});
+
+Deno.test("compileExpression() takes `optional` as a macro's own variable or a field's name", () => {
+  const macro = compileExpression("event.items.all(optional, optional > 0)");
+  assert.equal(macro({ event: { items: [1, 2] } }), true);
+  const bound = compileExpression("cel.bind(optional, event.a, optional + 1)");
+  assert.equal(bound({ event: { a: 1 } }), 2);
+  assert.equal(compileExpression("event.optional")({ event: { optional: 2 } }), 2);
 });
 
 Deno.test("a compiled expression throws when evaluation fails", () => {
