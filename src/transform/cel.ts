@@ -838,6 +838,34 @@ function chargeNodes(root: unknown): number {
   return charged;
 }
 
+const MAX_INT64 = 2n ** 63n - 1n;
+const MIN_INT64 = -(2n ** 63n);
+
+/**
+ * Makes each `int()` of a checked tree fail past the int64 range, as CEL specifies: cel-js's
+ * `int(double)` checks only that the double is finite, so `int(1e20)` gave an int of 21 digits
+ * (`int(1e300)` one of 301). Only a double can be past it (`int(string)` checks the range itself),
+ * and one past 2^53 is whole, so the int is the double exactly.
+ */
+function checkIntConversions(root: unknown): void {
+  visitNodes(root, (node) => {
+    if (node.op !== "call" || (node.args as unknown[])[0] !== "int") return;
+    // The budget's wrapper (see `chargeNodes`), or cel-js's own, read from the node's meta as
+    // the budget's are: the node's `evaluate` method puts that one in its own place when first run.
+    const meta = node.meta;
+    const evaluate: NodeEvaluate = Object.hasOwn(node, "evaluate")
+      ? node.evaluate
+      : (evaluator, self, context) => meta.evaluate(evaluator, self, context);
+    node.evaluate = (evaluator, self, context) => {
+      const value = evaluate(evaluator, self, context);
+      if (typeof value === "bigint" && (value > MAX_INT64 || value < MIN_INT64)) {
+        throw new EvaluationError(`int() of ${Number(value)} is out of the int64 range`);
+      }
+      return value;
+    };
+  });
+}
+
 /**
  * The worst case, in budget units, of a checked tree over its literal lists and maps: a
  * macro's body counted once per element of a literal range, once for any other. A lower bound
@@ -974,6 +1002,7 @@ export function compileExpression(
     // Nothing charged: no loop, nothing that builds a value of any size (`a * 2 > 1.0`) and no
     // `matches()`, which charges its own budget.
     const charged = chargeNodes(ast) > 0;
+    checkIntConversions(ast);
     evaluate = charged || callsMatches(ast) ? withBudget(run) : run;
   } catch (error) {
     if (error instanceof ExpressionError) throw error;

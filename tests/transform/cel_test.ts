@@ -72,6 +72,40 @@ Deno.test("compileExpression() takes `optional` as a macro's own variable or a f
   assert.equal(compileExpression("event.optional")({ event: { optional: 2 } }), 2);
 });
 
+Deno.test("int() of a double past the int64 range fails the evaluation, as CEL specifies", () => {
+  const cases: Array<[string, Record<string, unknown>, string]> = [
+    ["int(event.big)", { big: 1e20 }, "int() of 100000000000000000000 is out of the int64 range"],
+    ["int(event.big)", { big: -1e300 }, "int() of -1e+300 is out of the int64 range"],
+    // 2^63 - 1 is no double: the literal is 2^63, one past the range.
+    ["int(9223372036854775807.0)", {}, "int() of 9223372036854776000 is out of the int64 range"],
+    // Inside a macro, whose nodes pay into the budget, and under a comparison.
+    [
+      "event.items.all(i, int(i) > 0)",
+      { items: [1, 1e19] },
+      "int() of 10000000000000000000 is out of the int64 range",
+    ],
+    [
+      "int(event.big) == 1",
+      { big: 1e20 },
+      "int() of 100000000000000000000 is out of the int64 range",
+    ],
+  ];
+  for (const [source, event, message] of cases) {
+    assert.throws(() => compileExpression(source)({ event }), (error: unknown) => {
+      assert.equal(evaluationMessage(error), message, source);
+      return true;
+    });
+  }
+  // Within it, and for the ints and strings cel-js checks itself, as before.
+  assert.equal(compileExpression("int(event.a)")({ event: { a: -2.7 } }), -2n);
+  assert.equal(compileExpression("int(-9223372036854775808.0)")({ event: {} }), -(2n ** 63n));
+  assert.equal(compileExpression("int(event.s)")({ event: { s: "42" } }), 42n);
+  assert.throws(() => compileExpression("uint(event.big)")({ event: { big: 1e20 } }), (error) => {
+    assert.equal(evaluationMessage(error), "uint() type error: unsigned integer overflow");
+    return true;
+  });
+});
+
 Deno.test("a compiled expression throws when evaluation fails", () => {
   const missing = compileExpression("event.missing == 1.0");
   assert.throws(() => missing({ event: {} }), (error: unknown) => {

@@ -190,6 +190,10 @@ Deno.test("compileTransform() reports values JSON cannot hold as a TransformErro
     huge.message,
     "Expression failed: Integer 9007199254740993 is outside the safe JSON range",
   );
+  // An int() past the int64 range fails as CEL specifies, not as an int of 301 digits quoted whole.
+  const past = transformError(compileTransform([{ set: { n: "int(event.big)" } }]), { big: 1e300 });
+  assert.equal(past.path, "transform[0].set.n");
+  assert.equal(past.message, "Expression failed: int() of 1e+300 is out of the int64 range");
 });
 
 Deno.test("compileTransform() rejects an event whose set values are over MAX_SET_BYTES together: a 62 KB event no longer becomes 58 MB", () => {
