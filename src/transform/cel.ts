@@ -1027,9 +1027,13 @@ export function compileExpression(
   };
 }
 
-/** Error text of a failed evaluation, first line only (CEL adds a source excerpt). */
+/**
+ * Error text of a failed evaluation, first line only (CEL adds a source excerpt), within the
+ * bounds of other client input: what it quotes of an event (`No such key: …` of a key read from
+ * it) is not echoed whole.
+ */
 export function evaluationMessage(error: unknown): string {
-  return firstLine(error);
+  return quoteInput(firstLine(error));
 }
 
 /**

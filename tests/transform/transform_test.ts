@@ -139,6 +139,14 @@ Deno.test("compileTransform() turns evaluation errors into TransformError naming
   );
   assert.equal(set.path, "transform[1].set.bad");
   assert.match(set.message, /^Expression failed: .*no such overload/);
+
+  // What it quotes of the event is bounded as other client input is.
+  const key = "k".repeat(5_000);
+  const long = transformError(compileTransform([{ set: { x: "event[event.k]" } }]), { k: key });
+  assert.equal(
+    long.message,
+    `Expression failed: No such key: ${"k".repeat(243)}… (5013 characters)`,
+  );
 });
 
 Deno.test("compileTransform() rejects an event whose expression goes past the evaluation budget, naming the step", () => {
