@@ -396,10 +396,20 @@ const BEARER = /^Bearer\s+\S+\s*$/i;
 /** What to tell a client that sent no key. */
 const HOW_TO_SEND = "send 'Authorization: Bearer <key>'";
 
-/** Options for {@linkcode authorize}. */
-export interface AuthorizeOptions {
+/** Options for {@linkcode authenticate} (and {@linkcode authorize}). */
+export interface AuthenticateOptions {
   /** How the client should send a key, for the 401 message. */
   howToSend?: string;
+  /**
+   * The request's `Authorization` header, when it read none as a key: a 401 then says the header
+   * is not `Bearer <key>` (another scheme, a key without `Bearer`, two headers joined), rather
+   * than that no key was sent. @default {none}
+   */
+  authorization?: string | null;
+}
+
+/** Options for {@linkcode authorize}. */
+export interface AuthorizeOptions extends AuthenticateOptions {
   /**
    * The stream the request acts on; a key limited to streams may act only
    * on those (and on no route that names none).
@@ -411,12 +421,6 @@ export interface AuthorizeOptions {
    */
   listsStreams?: boolean;
   /**
-   * The request's `Authorization` header, when it read none as a key: a 401 then says the header
-   * is not `Bearer <key>` (another scheme, a key without `Bearer`, two headers joined), rather
-   * than that no key was sent. @default {none}
-   */
-  authorization?: string | null;
-  /**
    * A route serves the request. `false` for one no route serves (its 404, or 405 when the path
    * takes other methods, acts on no stream): a key limited to streams is then answered as any
    * key with the scope, whatever the path names (a name, of its streams or not, or no name).
@@ -425,7 +429,7 @@ export interface AuthorizeOptions {
   served?: boolean;
 }
 
-/** What {@linkcode authorize} answers: the grant, or why not. */
+/** What {@linkcode authorize} and {@linkcode authenticate} answer: the grant, or why not. */
 export type Authorization = { grant: KeyGrant; error?: undefined } | {
   grant?: undefined;
   error: ApiError;
@@ -434,12 +438,12 @@ export type Authorization = { grant: KeyGrant; error?: undefined } | {
 /**
  * The key's grant when it may act in `scope` (always in open mode), or why
  * not: a missing or unknown key is 401, a key without the scope or the
- * stream 403. With `scope` undefined, any key that grants something passes.
+ * stream 403. A route any valid key may use asks {@linkcode authenticate}.
  */
 export function authorize(
   keys: KeyRing,
   key: string | undefined,
-  scope: Scope | undefined,
+  scope: Scope,
   options: AuthorizeOptions = {},
 ): Promise<Authorization> {
   // Not async: a cached verdict (nearly every request) is one resolved promise, no async frame.
@@ -455,52 +459,74 @@ export function authorize(
 function authorizeNow(
   keys: KeyRing,
   key: string | undefined,
-  scope: Scope | undefined,
+  scope: Scope,
   options: AuthorizeOptions = {},
 ): Authorization | undefined {
   if (keys.open) return { grant: OPEN_GRANT };
-  if (key === undefined) {
-    const header = options.authorization?.trim();
-    return {
-      error: new ApiError(
-        401,
-        "unauthorized",
-        header
-          ? `Unreadable Authorization header: it must hold one key as 'Bearer <key>'; ${
-            options.howToSend ?? HOW_TO_SEND
-          }`
-          : `Missing API key: ${options.howToSend ?? HOW_TO_SEND}`,
-        { headers: { "WWW-Authenticate": 'Bearer realm="edgestream"' } },
-      ),
-    };
-  }
+  if (key === undefined) return { error: missingKey(options) };
   const grant = keys.cachedGrantOf(key);
   return grant === undefined ? undefined : authorization(grant, scope, options);
 }
 
+/**
+ * The grant of any key that grants something, whatever its scopes and streams (always in open
+ * mode), or why not: a missing, unknown, deleted or expired key is 401. Only for a route that
+ * tells a key about itself: a route that reads or changes anything asks {@linkcode authorize}
+ * with its scope.
+ */
+export async function authenticate(
+  keys: KeyRing,
+  key: string | undefined,
+  options: AuthenticateOptions = {},
+): Promise<Authorization> {
+  if (keys.open) return { grant: OPEN_GRANT };
+  if (key === undefined) return { error: missingKey(options) };
+  const grant = await keys.grantOf(key);
+  return grantsSomething(grant) ? { grant } : { error: invalidKey(grant) };
+}
+
+/** The 401 of a request that sent no key, or a header that holds none as `Bearer <key>`. */
+function missingKey(options: AuthenticateOptions): ApiError {
+  const header = options.authorization?.trim();
+  return new ApiError(
+    401,
+    "unauthorized",
+    header
+      ? `Unreadable Authorization header: it must hold one key as 'Bearer <key>'; ${
+        options.howToSend ?? HOW_TO_SEND
+      }`
+      : `Missing API key: ${options.howToSend ?? HOW_TO_SEND}`,
+    { headers: { "WWW-Authenticate": 'Bearer realm="edgestream"' } },
+  );
+}
+
+/** Whether a looked-up key grants something: not unknown, deleted, expired or without scopes. */
+function grantsSomething(grant: KeyGrant | null): grant is KeyGrant {
+  return grant !== null && grant.expiredAt === undefined && grant.scopes.size > 0;
+}
+
+/** The 401 of a presented key that grants nothing (see {@linkcode grantsSomething}). */
+function invalidKey(grant: KeyGrant | null): ApiError {
+  if (grant?.expiredAt !== undefined) {
+    return new ApiError(
+      401,
+      "unauthorized",
+      `API key '${grant.id}' expired at ${new Date(grant.expiredAt).toISOString()}`,
+      { headers: { "WWW-Authenticate": 'Bearer realm="edgestream", error="invalid_token"' } },
+    );
+  }
+  return new ApiError(401, "unauthorized", "Invalid API key", {
+    headers: { "WWW-Authenticate": 'Bearer realm="edgestream", error="invalid_token"' },
+  });
+}
+
 function authorization(
   grant: KeyGrant | null,
-  scope: Scope | undefined,
+  scope: Scope,
   options: AuthorizeOptions,
 ): Authorization {
-  if (grant?.expiredAt !== undefined) {
-    return {
-      error: new ApiError(
-        401,
-        "unauthorized",
-        `API key '${grant.id}' expired at ${new Date(grant.expiredAt).toISOString()}`,
-        { headers: { "WWW-Authenticate": 'Bearer realm="edgestream", error="invalid_token"' } },
-      ),
-    };
-  }
-  if (!grant || grant.scopes.size === 0) {
-    return {
-      error: new ApiError(401, "unauthorized", "Invalid API key", {
-        headers: { "WWW-Authenticate": 'Bearer realm="edgestream", error="invalid_token"' },
-      }),
-    };
-  }
-  if (scope !== undefined && !grant.scopes.has(scope)) {
+  if (!grantsSomething(grant)) return { error: invalidKey(grant) };
+  if (!grant.scopes.has(scope)) {
     return { error: new ApiError(403, "forbidden", `API key lacks the '${scope}' scope`) };
   }
   // No route: the 404 or 405 every key with the scope gets, which names no stream.
@@ -593,11 +619,7 @@ export function requireScope(
 export function requireKey(keys: KeyRing): MiddlewareHandler {
   return async function (c, next) {
     const authorization = c.req.header("authorization");
-    const result = await authorize(keys, bearerKey(authorization), undefined, {
-      listsStreams: true,
-      authorization,
-      served: routeServes(c),
-    });
+    const result = await authenticate(keys, bearerKey(authorization), { authorization });
     if (result.error) throw result.error;
     rememberGrant(c, result.grant);
     await next();

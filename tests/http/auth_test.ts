@@ -1,7 +1,14 @@
 /** Keys in requests: where they are read from, and how a key in the URL is logged. */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { KeyRing, presentedKey, sha256, toHex } from "../../src/http/auth.ts";
+import {
+  authenticate,
+  authorize,
+  KeyRing,
+  presentedKey,
+  sha256,
+  toHex,
+} from "../../src/http/auth.ts";
 import type { ApiError } from "../../src/http/errors.ts";
 import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
@@ -196,6 +203,49 @@ function runtimeRecord(id: string, secret: string) {
     createdAt: 0,
   };
 }
+
+Deno.test("authenticate() passes any key that grants something, whatever its scopes and streams; authorize() needs the scope it checks", async () => {
+  let now = 1_000_000;
+  const store = new MemoryKeyStore();
+  const keys = await KeyRing.parse("read:read-key-0123456789", { store, now: () => now });
+  const limited = "sk_limitedKeyLimitedKey0123456789";
+  await store.createKey({
+    ...runtimeRecord("key_0000000000000002", limited),
+    streams: ["orders"],
+    expiresAt: now + 1_000,
+  });
+  // authorize() without a scope is a type error: no value of its scope means "any key".
+  // @ts-expect-error: `scope` is a Scope, never undefined
+  await authorize(keys, "read-key-0123456789", undefined);
+  const granted = async (key: string | undefined) => (await authenticate(keys, key)).grant;
+  assert.deepEqual([...(await granted("read-key-0123456789"))?.scopes ?? []], ["read"]);
+  // A key of other streams, and of no scope this route names, still learns what it may do.
+  assert.deepEqual([...(await granted(limited))?.streams ?? []], ["orders"]);
+  assert.equal(
+    (await authorize(keys, limited, "read", { stream: "orders" })).error?.status,
+    403,
+    "authorize() still checks the scope",
+  );
+  const refusal = async (key: string | undefined) => {
+    const { error } = await authenticate(keys, key);
+    return [error?.status, error?.message];
+  };
+  assert.deepEqual(await refusal(undefined), [
+    401,
+    "Missing API key: send 'Authorization: Bearer <key>'",
+  ]);
+  assert.deepEqual(await refusal("sk_unknownKeyUnknownKey0123456789"), [401, "Invalid API key"]);
+  now += 1_000;
+  assert.deepEqual(await refusal(limited), [
+    401,
+    `API key 'key_0000000000000002' expired at ${new Date(1_001_000).toISOString()}`,
+  ]);
+  const open = await KeyRing.parse("");
+  assert.deepEqual(
+    [...(await authenticate(open, undefined)).grant?.scopes ?? []].sort(),
+    ["admin", "ingest", "read"],
+  );
+});
 
 Deno.test("KeyRing: a deleted key stops working on another instance within the cache bound, and a new one appears within it", async () => {
   let now = 1_000_000;
