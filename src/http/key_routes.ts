@@ -228,7 +228,7 @@ const ownKeyRoute = createRoute({
   operationId: "getOwnKey",
   tags: ["keys"],
   summary:
-    "What the key that sends this request may do: its scopes and the streams it is limited to. Any key; no key in open mode.",
+    "What the key that sends this request may do: its scopes and the streams it is limited to. Any key, a publishable one too (whatever the Origin); no key in open mode.",
   responses: {
     200: {
       description: "The key's grant",

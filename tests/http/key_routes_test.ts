@@ -1122,3 +1122,74 @@ Deno.test("GET /v1/key tells any key what it may do: its scopes (with those admi
     streams: null,
   });
 });
+
+Deno.test("GET /v1/key refuses an expired key (401 saying when) and a deleted one (401), as every route does", async () => {
+  let now = NOW;
+  const { app } = await keyedApp({ now: () => now });
+  const own = async (key: string) => {
+    const res = await app.request("/v1/key", { headers: { Authorization: `Bearer ${key}` } });
+    return { status: res.status, body: await res.json() };
+  };
+  const create = async (body: unknown) => {
+    const res = await app.request("/v1/keys", post(KEYS.admin, body));
+    assert.equal(res.status, 201);
+    return await res.json();
+  };
+  const expiring = await create({
+    scopes: ["read"],
+    expiresAt: new Date(NOW + 60_000).toISOString(),
+  });
+  const deleted = await create({ scopes: ["read"] });
+  assert.equal((await own(expiring.key)).status, 200);
+  assert.equal((await own(deleted.key)).status, 200);
+
+  now = NOW + 60_000;
+  const expired = await own(expiring.key);
+  assert.equal(expired.status, 401);
+  assert.equal(expired.body.error.code, "unauthorized");
+  assert.equal(
+    expired.body.error.message,
+    `API key '${expiring.id}' expired at ${new Date(NOW + 60_000).toISOString()}`,
+  );
+  // The same message another route gives the same key.
+  const elsewhere = await app.request("/v1/streams", {
+    headers: { Authorization: `Bearer ${expiring.key}` },
+  });
+  assert.equal((await elsewhere.json()).error.message, expired.body.error.message);
+
+  const deletion = await app.request(`/v1/keys/${deleted.id}`, {
+    method: "DELETE",
+    headers: { Authorization: `Bearer ${KEYS.admin}` },
+  });
+  assert.equal(deletion.status, 204);
+  const gone = await own(deleted.key);
+  assert.equal(gone.status, 401);
+  assert.equal(gone.body.error.code, "unauthorized");
+  assert.equal(gone.body.error.message, "Invalid API key");
+});
+
+Deno.test("GET /v1/key answers a publishable key its scopes (ingest) and streams, from any Origin; only its own origins may read the answer (CORS)", async () => {
+  const { app } = await keyedApp();
+  const created = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, {
+      type: "publishable",
+      streams: ["orders", "clicks"],
+      origins: ["https://shop.example"],
+    }),
+  );
+  assert.equal(created.status, 201);
+  const { id, key } = await created.json();
+  for (const origin of [undefined, "https://shop.example", "https://other.example"]) {
+    const res = await app.request("/v1/key", {
+      headers: { Authorization: `Bearer ${key}`, ...(origin ? { Origin: origin } : {}) },
+    });
+    assert.equal(res.status, 200, String(origin));
+    assert.deepEqual(await res.json(), { id, scopes: ["ingest"], streams: ["clicks", "orders"] });
+    assert.equal(
+      res.headers.get("Access-Control-Allow-Origin"),
+      origin === "https://shop.example" ? origin : null,
+      String(origin),
+    );
+  }
+});
