@@ -9,7 +9,7 @@
  * @module
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import type { Context, Handler } from "hono";
+import type { Context } from "hono";
 import { noneMatchNames } from "./_etag.ts";
 import { headerListElements } from "./_header_list.ts";
 
@@ -48,8 +48,8 @@ export const DOCS_CONTENT_SECURITY_POLICY = [
 /** URL path of the vendored Swagger UI files (`static/vendor/swagger-ui-dist/`). */
 export const SWAGGER_UI_PATH = "/static/vendor/swagger-ui-dist";
 
-/** Options for {@linkcode serveStatic}. */
-export interface ServeStaticOptions {
+/** Options for {@linkcode answerWith}. */
+export interface AnswerOptions {
   /** `Cache-Control` of the response. @default {"no-cache"} */
   cacheControl?: string;
   /** More response headers (e.g. `Content-Security-Policy`). @default {{}} */
@@ -67,28 +67,6 @@ export interface ServedBytes {
 }
 
 /**
- * A handler that answers with one file under `static/`, read once on first
- * use; text is gzipped once too and sent so to clients that accept it. With
- * a strong `ETag` (304 on a matching `If-None-Match`) and
- * `X-Content-Type-Options: nosniff`.
- */
-export function serveStatic(
-  file: string,
-  contentType: string,
-  options: ServeStaticOptions = {},
-): Handler {
-  const url = new URL(file, STATIC_ROOT);
-  let loaded: Promise<ServedBytes> | undefined;
-  return async (c) => {
-    loaded ??= loadFile(url, file, contentType.startsWith("text/")).catch((error) => {
-      loaded = undefined; // a file restored later is served without a restart
-      throw error;
-    });
-    return answerWith(c, await loaded, contentType, options);
-  };
-}
-
-/**
  * The answer to `c` with `served`: gzipped when the client accepts it, 304 on a matching
  * `If-None-Match`, with its ETag, `Vary: Accept-Encoding`, `Cache-Control` (default
  * `no-cache`) and `X-Content-Type-Options: nosniff`.
@@ -97,7 +75,7 @@ export function answerWith(
   c: Context,
   served: ServedBytes,
   contentType: string,
-  options: ServeStaticOptions = {},
+  options: AnswerOptions = {},
 ): Response {
   const { bytes, gzipped, etag } = served;
   const gzip = gzipped !== undefined && acceptsGzip(c.req.header("Accept-Encoding"));

@@ -1,12 +1,10 @@
 import assert from "node:assert/strict";
 import { requestLog } from "../../src/http/request_log.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
-import { Hono } from "hono";
 import { OpenAPIHono } from "@hono/zod-openapi";
 import {
   DOCS_CONTENT_SECURITY_POLICY,
   registerDocsRoutes,
-  serveStatic,
   SWAGGER_UI_PATH,
 } from "../../src/http/docs_routes.ts";
 import { errorResponse } from "../../src/http/errors.ts";
@@ -227,23 +225,40 @@ Deno.test("/docs answers 421 in open mode to a Host that is not loopback, like /
   }
 });
 
-Deno.test("serveStatic() answers 500 and logs the file it cannot read", async () => {
-  const app = new Hono();
-  app.use(requestLog());
-  app.onError(errorResponse);
-  app.get("/missing", serveStatic("docs/missing.html", "text/html; charset=utf-8"));
-  const { res, lines } = await writtenLogs(async (lines) => ({
-    res: await app.request("/missing"),
-    lines,
-  }));
-  assert.equal(res.status, 500);
-  assert.equal((await res.json()).error.code, "internal_error");
-  const [line] = jsonLines(lines, "edgestream.http");
-  assert.equal(line.status, 500);
-  assert.match(
-    JSON.stringify(line.cause),
-    /Cannot read static\/docs\/missing\.html: .*No such file.* \(is static\/ part of the deployment\?\)/,
-  );
+Deno.test("a vendored file missing from static/ makes /docs a 500 that names it, logged; the next request reads the files again", async () => {
+  const root = await copyDocsFiles();
+  try {
+    const missing = new URL("vendor/swagger-ui-dist/swagger-ui.css", root);
+    const kept = await Deno.readFile(missing);
+    await Deno.remove(missing);
+    const app = new OpenAPIHono();
+    app.use(requestLog());
+    app.onError(errorResponse);
+    registerDocsRoutes(app, { staticDir: root });
+    for (const path of ["/docs", `${SWAGGER_UI_PATH}/swagger-ui-bundle.js`]) {
+      const { res, lines } = await writtenLogs(async (lines) => ({
+        res: await app.request(path),
+        lines,
+      }));
+      assert.equal(res.status, 500, path);
+      assert.equal((await res.json()).error.code, "internal_error");
+      const [line] = jsonLines(lines, "edgestream.http");
+      assert.equal(line.status, 500);
+      assert.equal(line.level, "error");
+      assert.match(
+        JSON.stringify(line.cause),
+        /Cannot read static\/vendor\/swagger-ui-dist\/swagger-ui\.css: .*No such file.* \(is static\/ part of the deployment\?\)/,
+        path,
+      );
+    }
+    // Restored: served without a restart (a failed load is not kept).
+    await Deno.writeFile(missing, kept);
+    const res = await app.request("/docs");
+    assert.equal(res.status, 200);
+    assert.ok(assetsOf(await res.text()).some((path) => path.endsWith("/swagger-ui.css")));
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
 
 /** Where Deno keeps the npm package `name@version` it installed from the lockfile. */
