@@ -22,7 +22,7 @@ const WindowDataSchema = z.object({
     description: "The group's `groupBy` fields and values; `{}` for a counter without groups",
   }),
   start: iso("The window's start (a session's first event)"),
-  end: iso("The window's end, exclusive"),
+  end: iso("The window's end, exclusive (a session's last event, inclusive)"),
   value: CounterValueSchema,
   approximate: z.literal(true).optional().openapi({
     description: "An estimate (distinct on Redis, quantiles)",

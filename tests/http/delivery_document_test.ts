@@ -217,3 +217,20 @@ Deno.test("every result an SSE subscription gets is a LivePayload of the documen
     await server.close();
   }
 });
+
+Deno.test("the document's window results say a session's end is its last event, inclusive, as README does", async () => {
+  const ctx = await setup();
+  try {
+    const doc: Json = await (await ctx.app.request("/openapi.json")).json();
+    const window = doc.components.schemas.WindowResult.properties;
+    assert.match(window.start.description, /a session's first event/);
+    // A session's end is the time of its last event (README, Session windows), not an
+    // exclusive bound: a receiver reading "exclusive" would drop the last event's instant.
+    assert.match(window.end.description, /exclusive/);
+    assert.match(window.end.description, /a session's last event, inclusive/);
+    const alert = doc.components.schemas.AlertResult.properties;
+    assert.equal(alert.end.description, window.end.description);
+  } finally {
+    await ctx.close();
+  }
+});
