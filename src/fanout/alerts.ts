@@ -210,7 +210,12 @@ export class AlertWatcher {
   #store: Store;
   #onFired: (stream: string, fired: AlertFiring[]) => void;
   #onError: (error: unknown) => void;
-  #pending = new Map<string, { stream: CompiledStream; touched: Touched }>();
+  /**
+   * By definition, not by name: a batch's counter places are its definition's, and a PUT that
+   * adds or removes a counter moves the others' places, so batches of the old and the new
+   * definition waiting together are each evaluated by their own.
+   */
+  #pending = new Map<CompiledStream, { stream: CompiledStream; touched: Touched }>();
   #draining = new Set<Promise<void>>();
   #concurrency: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -235,7 +240,7 @@ export class AlertWatcher {
   observe(batch: AppliedBatch): void {
     if (this.#closed || batch.stream.alerts.length === 0) return;
     const watched = new Set(batch.stream.alerts.map((alert) => alert.counter.index));
-    let entry = this.#pending.get(batch.stream.name);
+    let entry = this.#pending.get(batch.stream);
     batch.events.forEach((_event, i) => {
       if (batch.outcomes[i] !== "applied") return;
       for (const update of cellUpdatesOf(batch.updates, batch.stream.counters.length, i)) {
@@ -245,7 +250,7 @@ export class AlertWatcher {
         if (counter.window.kind === "session") continue;
         if (!entry) {
           entry = { stream: batch.stream, touched: new Map() };
-          this.#pending.set(batch.stream.name, entry);
+          this.#pending.set(batch.stream, entry);
         }
         let windows = entry.touched.get(update.counter);
         if (!windows) {

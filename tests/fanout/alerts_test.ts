@@ -864,3 +864,40 @@ redisTest(
     await sessionAlertScenario(new RedisStore(redis, { now: () => T0 }));
   },
 );
+
+Deno.test("AlertWatcher evaluates batches of a stream's old and new definition, pending together, each by its own counters", async () => {
+  // A PUT that adds a counter before an existing one moves that one's place: batches built on
+  // the old definition and on the new one may wait for one evaluation together (one is observed
+  // before the evaluation of the other runs, or while evaluations wait for the store).
+  const alerts = [{ name: "busy", counter: "per_minute", when: "value >= 1.0" }];
+  const perMinute = { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" };
+  const before = compileConfig({
+    streams: { orders: { time: ORDERS.time, counters: { per_minute: perMinute }, alerts } },
+  }).get("orders")!;
+  const after = compileConfig({
+    streams: {
+      orders: {
+        time: ORDERS.time,
+        counters: { biggest: ORDERS.counters.biggest, per_minute: perMinute },
+        alerts,
+      },
+    },
+  }).get("orders")!;
+  const store = new MemoryStore({ now: () => T0 });
+  const errors: unknown[] = [];
+  const fired: string[] = [];
+  const watcher = new AlertWatcher(store, {
+    now: () => T0,
+    onError: (error) => errors.push(error),
+    onFired: (_, firings) => fired.push(...firings.map((f) => `${f.alert}:${f.group}`)),
+  });
+  const options = { observers: [watcher.observe], store, nowMs: T0 };
+  await Promise.all([
+    ingestItems(before, items([{ ts: at(1), country: "FR" }]), options),
+    ingestItems(after, items([{ ts: at(2), country: "DE", amount: 5 }]), options),
+  ]);
+  await watcher.idle();
+  await watcher.close();
+  assert.deepEqual(errors.map(String), []);
+  assert.deepEqual(fired.toSorted(), ['busy:["DE"]', 'busy:["FR"]']);
+});
