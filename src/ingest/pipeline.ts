@@ -22,7 +22,7 @@ import type {
 import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
-import { eventValidator, MAX_EPOCH_MS } from "../validate/mod.ts";
+import { eventValidator, MAX_EPOCH_MS, quoteInput } from "../validate/mod.ts";
 import {
   assignWindows,
   type CompiledCounter,
@@ -302,7 +302,8 @@ export const MAX_STORED_REJECTED_CHARS = 65_536;
 /**
  * The rejected events a stored reply lists: the first ones in order (each already with at most
  * {@linkcode MAX_EVENT_ERRORS} errors), as many as {@linkcode MAX_STORED_REJECTIONS} and
- * {@linkcode MAX_STORED_REJECTED_CHARS} of JSON allow, and the first one always.
+ * {@linkcode MAX_STORED_REJECTED_CHARS} of JSON allow, and the first one always (shortened if it
+ * alone is past that).
  */
 function storedRejections(rejected: readonly Rejection[]): Rejection[] {
   const kept: Rejection[] = [];
@@ -310,13 +311,27 @@ function storedRejections(rejected: readonly Rejection[]): Rejection[] {
   let chars = 1;
   for (const rejection of rejected) {
     if (kept.length === MAX_STORED_REJECTIONS) break;
-    chars += JSON.stringify(rejection).length + 1;
-    // The first is kept whatever its size (at most 11 errors of bounded paths): a replay that
-    // listed no rejection would say that none was rejected.
-    if (chars > MAX_STORED_REJECTED_CHARS && kept.length > 0) break;
+    const size = JSON.stringify(rejection).length + 1;
+    if (chars + size > MAX_STORED_REJECTED_CHARS) {
+      // The first is kept always, its paths and messages quoted within 256 characters if it alone
+      // is past the bound (paths nested deep under long keys): a replay that listed no rejection
+      // would say that none was rejected.
+      if (kept.length === 0) kept.push(shortened(rejection));
+      break;
+    }
+    chars += size;
     kept.push(rejection);
   }
   return kept;
+}
+
+/** `rejection` with each error's path and message quoted within 256 characters. */
+function shortened(rejection: Rejection): Rejection {
+  const errors = rejection.errors.map((error) => ({
+    path: quoteInput(error.path),
+    message: quoteInput(error.message),
+  }));
+  return { ...rejection, errors };
 }
 
 /** Why a request with an `Idempotency-Key` was not applied. */

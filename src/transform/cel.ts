@@ -1030,10 +1030,12 @@ export function compileExpression(
 /**
  * Error text of a failed evaluation, first line only (CEL adds a source excerpt), within the
  * bounds of other client input: what it quotes of an event (`No such key: …` of a key read from
- * it) is not echoed whole.
+ * it) is not echoed whole. A budget's message ({@linkcode EvaluationBudgetError}) is edgestream's
+ * own, its figures the reason: whole.
  */
 export function evaluationMessage(error: unknown): string {
-  return quoteInput(firstLine(error));
+  // The budget's own messages quote nothing of the event and say their figures: whole.
+  return error instanceof EvaluationBudgetError ? firstLine(error) : quoteInput(firstLine(error));
 }
 
 /**

@@ -216,7 +216,9 @@ Deno.test("authenticate() passes any key that grants something, whatever its sco
   });
   // authorize() without a scope is a type error: no value of its scope means "any key".
   // @ts-expect-error: `scope` is a Scope, never undefined
-  await authorize(keys, "read-key-0123456789", undefined);
+  const scopeless = await authorize(keys, "read-key-0123456789", undefined);
+  // Were one passed at run time, it would be no scope the key has: refused, never "any".
+  assert.equal(scopeless.error?.status, 403);
   const granted = async (key: string | undefined) => (await authenticate(keys, key)).grant;
   assert.deepEqual([...(await granted("read-key-0123456789"))?.scopes ?? []], ["read"]);
   // A key of other streams, and of no scope this route names, still learns what it may do.

@@ -85,6 +85,16 @@ Deno.test("int() of a double past the int64 range fails the evaluation, as CEL s
       "int() of 10000000000000000000 is out of the int64 range",
     ],
     [
+      "event.items.map(i, int(i)).size() > 0",
+      { items: [1, 1e19] },
+      "int() of 10000000000000000000 is out of the int64 range",
+    ],
+    [
+      "cel.bind(x, int(event.big), x > 0)",
+      { big: 1e20 },
+      "int() of 100000000000000000000 is out of the int64 range",
+    ],
+    [
       "int(event.big) == 1",
       { big: 1e20 },
       "int() of 100000000000000000000 is out of the int64 range",
@@ -184,6 +194,16 @@ Deno.test("compileExpression() refuses at load what is mistyped without an event
     const expression = compileExpression(source);
     assert.throws(() => expression({ event: { amount: 1 } }), /no such overload/, source);
   }
+});
+
+Deno.test("evaluationMessage() keeps a budget's message whole: its figures are the reason, and it quotes no event", () => {
+  const long =
+    `Expression exceeded its matches() budget of 640000 (text characters × instructions a pattern may visit a character, per evaluation): ${
+      "x".repeat(300)
+    } costs 640048`;
+  assert.equal(evaluationMessage(new EvaluationBudgetError(long)), long);
+  // Anything else is quoted within 256 characters, as client input is.
+  assert.ok(evaluationMessage(new Error(long)).length < long.length);
 });
 
 Deno.test("evaluationMessage() keeps only the first line", () => {
