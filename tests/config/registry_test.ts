@@ -2125,3 +2125,51 @@ onBothStores(
   "a lateness-raising PUT refused by a conflicting write leaves closedThrough as it was",
   refusedPutKeepsNothing,
 );
+
+/**
+ * Two instances on one store: `held` serves the stream as it was (its poll has not run since the
+ * other deleted it, or deleted and created it again), and sweeps.
+ */
+async function sweepAfterDeleteElsewhere(
+  store: Store,
+  definitions: DefinitionStore,
+  clock: { now: number },
+  options: { createAgain: boolean },
+) {
+  const T0 = clock.now;
+  const registry = () =>
+    new StreamRegistry(compileConfig({ streams: {} }), { definitions, data: store, now: () => T0 });
+  const other = registry();
+  const held = registry();
+  const definition = {
+    time: { field: "t", lateness: "0s" },
+    counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+  await other.put("visits", definition);
+  const wrapped = held.wrap(store);
+  const stream = (await held.find("visits"))!;
+  // Minute 0 is due to close once an event of minute 5 is in.
+  const items = [T0, T0 + 5 * 60_000].map((t) => ({ ok: true as const, value: { t } }));
+  await ingestItems(stream, items, { store: wrapped, nowMs: T0 + 5 * 60_000 });
+  await other.remove("visits");
+  if (options.createAgain) await other.put("visits", definition);
+  // `held` has not heard of it: it still serves the deleted incarnation.
+  assert.equal(held.get("visits"), stream);
+  clock.now = T0 + 6 * 60_000;
+  const report = await sweepOnce(held.values(), wrapped);
+  assert.deepEqual(report.closed, [], "a deleted stream's window closed after the DELETE");
+  assert.deepEqual(report.failed, []);
+  // Nothing was logged for webhooks either.
+  const oldKey = generationKey("visits", held.generationOf("visits"));
+  assert.deepEqual(await store.readLog(oldKey, null, 10), []);
+}
+
+for (const createAgain of [false, true]) {
+  onBothStores(
+    `a sweep on an instance that has not heard of its stream's deletion${
+      createAgain ? " and re-creation" : ""
+    } elsewhere closes none of the deleted stream's windows (README: its windows never close)`,
+    (store, definitions, clock) =>
+      sweepAfterDeleteElsewhere(store, definitions, clock, { createAgain }),
+  );
+}

@@ -1951,12 +1951,14 @@ return readReply(out)
 /**
  * Claims windows that became final. ARGV[1] is JSON
  * `{late, limit, cells, logTtl, sl?, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?,
- * dv?}` (`sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the apply's; `dv`:
- * the definition version the caller serves, see `CloseOptions.definitionVersion`).
+ * dv?, gen?}` (`sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the apply's;
+ * `dv`: the definition version the caller serves, see `CloseOptions.definitionVersion`; `gen`: the
+ * generation closed, checked against the definition record KEYS[2] when given, as the apply does).
  * Returns JSON `{"w": [[counter, start, end, [[group, count, sum, minOrMax, distinct], …],
  * continued], …], "m": 1 when it stopped at `cells` with more to close}` (`continued` 1 when an
  * earlier call claimed the window), or `{"w": [], "v": version}` when the stats' `dv` is later than
- * `dv`: nothing closed nor written. A window of more cells (a group in
+ * `dv`, or `{"w": [], "gone": 1}` when the record says the generation was deleted (or the stream
+ * created again under another): nothing closed nor written. A window of more cells (a group in
  * one of its panes) than the call has left is claimed (ZREM, `cl`) by the call that starts it
  * and its groups merged and logged over several calls, each at most `cells` (see below), so no
  * one call holds Redis for long.
@@ -1982,6 +1984,16 @@ export const CLOSE_SCRIPT = COMMON + MERGE_LUA + SESSION_LUA + SESSION_CLOSE_LUA
 -- The same close sent again: the windows the first one closed, which are closed no more.
 local callKey, first = callReply(args.tk)
 if first then return first end
+-- The stream's definition record (KEYS[2], when the definitions live here; same slot), as the
+-- apply reads it: an incarnation deleted, or deleted and created again (another generation), since
+-- the caller read it closes nothing and writes nothing, so no result of a stream whose DELETE
+-- answered is logged by an instance that has not heard of it yet.
+if KEYS[2] then
+  local record = redis.call("HMGET", KEYS[2], "g", "x")
+  if record[2] == "1" or (record[1] and tonumber(record[1]) ~= (args.gen or 0)) then
+    return cjson.encode({ w = {}, gone = 1 })
+  end
+end
 local lateness, limit, logTtl, idle, now, peek =
   args.late, args.limit, args.logTtl, args.idle, args.now, args.peek
 -- The stats' life, as the apply gives it (its \`sl\`).

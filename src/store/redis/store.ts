@@ -843,11 +843,15 @@ export class RedisStore implements Store {
     asked: object,
     now: number,
   ): Promise<{ windows: ClosedWindows; quiet?: Omit<QuietStream, "asked"> }> {
+    // The definition record beside the data (same slot), as for an apply: a generation it says is
+    // deleted, or replaced by another, closes nothing.
+    const { stream: name, generation } = splitGenerationKey(stream);
+    const keys = [this.keyPrefix(stream), definitionKey(this.#prefix, name)];
     return this.#call("closeWindows", async () => {
       const reply = fromJson<
         { w?: unknown; m?: number; n?: number; a?: unknown; wm?: unknown; cl?: unknown; v?: number }
       >(
-        await this.#script(CLOSE_SCRIPT, stream, {
+        await this.#calls.script(this.#text(CLOSE_SCRIPT), keys, [{
           ...asked,
           now,
           peek: options.peek ?? false,
@@ -858,7 +862,8 @@ export class RedisStore implements Store {
           logTtl: this.#statsTtlMs,
           sl: this.#statsLife(counters),
           dv: options.definitionVersion,
-        }),
+          gen: generation || undefined,
+        }]),
       );
       const kinds = new Map(counters.map((c) => [c.name, c.aggregate]));
       const closed: ClosedWindows = asArray<[string, string, string, unknown, number?]>(reply.w)
