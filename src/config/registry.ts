@@ -1145,7 +1145,9 @@ export class StreamRegistry implements Required<StreamCatalog> {
         live && sameJson(record.definition, raw) && sameJson(record.counters, counted)
       ) {
         // The definition stored, sent again (a deploy script applying its files): no change,
-        // so the version stays and other admins' entity tags still hold.
+        // so the version stays and other admins' entity tags still hold. A PUT sent again after
+        // one answered 503 whose index step was lost brings the index up to the record.
+        await this.#reindex(name, record);
         const held = this.#entries.get(name);
         if (held?.version === record.version) return { created: false, registered: held };
         const registered: RegisteredStream = {
@@ -1209,6 +1211,10 @@ export class StreamRegistry implements Required<StreamCatalog> {
         this.#entries.delete(name);
         this.#unservable.delete(name);
         this.#foreign.delete(name);
+        // A DELETE sent again after one answered 503 (or cut short) whose record was written but
+        // not its index step: the index follows now, so the other instances' polls see the
+        // deletion rather than serve the stream until they ingest into it.
+        if (record !== null) await this.#reindex(name, record);
         throw new StreamDefinitionError("stream_not_found", `Stream '${name}' does not exist`);
       }
       // Another deployment's: its file may still hold it. One that none does any more (its record
@@ -1235,6 +1241,25 @@ export class StreamRegistry implements Required<StreamCatalog> {
         return;
       }
       if (attempt >= WRITE_ATTEMPTS) throw this.#conflict(name, result.version);
+    }
+  }
+
+  /**
+   * Brings the definition store's index up to `record` (see `DefinitionStore.reindex`); a failure
+   * is logged and changes nothing of the answer, which the record read decided.
+   */
+  async #reindex(name: string, record: StoredDefinition): Promise<void> {
+    try {
+      await this.#definitions.reindex?.(name, record);
+    } catch (error) {
+      logger.warn(
+        "Cannot bring the definition index up to stream '{stream}' version {version}: {error}",
+        {
+          stream: name,
+          version: record.version,
+          error,
+        },
+      );
     }
   }
 

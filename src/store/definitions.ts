@@ -179,6 +179,14 @@ export interface DefinitionStore {
     expectedVersion: number,
     options?: DefinitionWriteOptions,
   ): Promise<WriteResult>;
+  /**
+   * Brings the index (what {@linkcode versions} reads) up to `record`, the name's record as just
+   * read, as the index step of the write that made it would have: a write answered `503`, or cut
+   * short by its process's end, between the record and that step leaves the index behind it, so
+   * the other instances' polls do not see the change. Changes nothing when the index holds that
+   * version already. Absent where the index is the records themselves (the memory store).
+   */
+  reindex?(name: string, record: StoredDefinition): Promise<void>;
 }
 
 const GENERATION_SEPARATOR = "#";

@@ -2173,3 +2173,58 @@ for (const createAgain of [false, true]) {
       sweepAfterDeleteElsewhere(store, definitions, clock, { createAgain }),
   );
 }
+
+redisTest(
+  "a DELETE whose index step was lost (answered 503, or its process killed) is seen by every instance's poll once the DELETE is sent again and answers 404",
+  async (fixture) => {
+    const writer = await instance(fixture);
+    const reader = await instance(fixture);
+    assert.equal((await put(writer, "signups", SIGNUPS)).status, 201);
+    await reader.streams.poll();
+    assert.ok(reader.streams.get("signups"));
+    assert.equal(
+      (await writer.app.request("/v1/streams/signups", { method: "DELETE" })).status,
+      204,
+    );
+    // The record is deleted (version 2), but the index step after it did not run: the index still
+    // says version 1, as the reader serves.
+    const index = "es:{@definitions}:index";
+    await withDirect(fixture.redisUrl, (send) => send("HSET", index, "signups", "1"));
+    await reader.streams.poll();
+    assert.ok(reader.streams.get("signups"), "the lost index step hides the delete");
+    // The admin sends the DELETE again: the stream is gone already, and the index follows.
+    const again = await writer.app.request("/v1/streams/signups", { method: "DELETE" });
+    assert.equal(again.status, 404);
+    await reader.streams.poll();
+    assert.equal(reader.streams.get("signups"), undefined);
+  },
+);
+
+redisTest(
+  "a PUT whose index step was lost is seen by every instance's poll once the same PUT is sent again",
+  async (fixture) => {
+    const writer = await instance(fixture);
+    const reader = await instance(fixture);
+    assert.equal((await put(writer, "signups", SIGNUPS)).status, 201);
+    await reader.streams.poll();
+    assert.equal(reader.streams.describe("signups")?.version, 1);
+    const grown = {
+      counters: {
+        ...SIGNUPS.counters,
+        perHour: { window: { tumbling: "1h" }, aggregate: "count" },
+      },
+    };
+    assert.equal((await put(writer, "signups", grown)).status, 200);
+    const index = "es:{@definitions}:index";
+    await withDirect(fixture.redisUrl, (send) => send("HSET", index, "signups", "1"));
+    await reader.streams.poll();
+    assert.equal(reader.streams.describe("signups")?.version, 1, "the lost index step hides it");
+    // Sent again: the definition stored, so no change (200, the same version), and the index
+    // follows.
+    const again = await put(writer, "signups", grown);
+    assert.equal(again.status, 200);
+    assert.equal(again.headers.get("ETag"), '"2"');
+    await reader.streams.poll();
+    assert.equal(reader.streams.describe("signups")?.version, 2);
+  },
+);

@@ -452,6 +452,11 @@ export class RedisDefinitionStore implements DefinitionStore {
     });
   }
 
+  async reindex(name: string, record: StoredDefinition): Promise<void> {
+    const api = record.source === "api" && !record.deleted;
+    await this.#calls.call("reindexDefinition", () => this.#indexWrite(name, record.version, api));
+  }
+
   #indexWrite(name: string, version: number, api: boolean): Promise<unknown> {
     return this.#calls.script(INDEX_SCRIPT, [this.#index], [{
       name,
