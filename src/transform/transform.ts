@@ -94,16 +94,25 @@ function compileStep(step: TransformStep, index: number, options: CompileTransfo
       try {
         for (let i = 0; i < fields.length; i++) {
           try {
-            values[i] = toJson(fields[i][1](context));
+            values[i] = fields[i][1](context);
           } catch (error) {
+            values.fill(undefined);
             throw failed(error, `${at}.set.${fields[i][0]}`);
           }
         }
       } finally {
         context.event = null;
       }
+      // Each value measured as CEL gave it, then converted: a value referenced many times (one
+      // order in each of 1,000 items) is read until the bound, not copied once per reference first.
       for (let i = 0; i < fields.length; i++) {
-        written.bytes += jsonBytes(values[i], MAX_SET_BYTES - written.bytes);
+        try {
+          written.bytes += celJsonBytes(values[i], MAX_SET_BYTES - written.bytes);
+          if (written.bytes <= MAX_SET_BYTES) values[i] = toJson(values[i]);
+        } catch (error) {
+          values.fill(undefined);
+          throw failed(error, `${at}.set.${fields[i][0]}`);
+        }
         if (written.bytes > MAX_SET_BYTES) {
           values.fill(undefined);
           throw new TransformError(
@@ -158,30 +167,51 @@ function compile(source: string, path: string, options: CompileExpressionOptions
 }
 
 /**
- * Bytes of `value`'s compact JSON in UTF-8 (a JSON value as {@linkcode toJson} gives), as
- * `JSON.stringify` writes it, counted without writing it; once past `limit`, some number past it
- * (the rest is not counted).
+ * Bytes of the compact JSON in UTF-8 of what {@linkcode toJson} makes of the CEL value `value`, as
+ * `JSON.stringify` writes it, counted from the value itself before it is converted; once past
+ * `limit`, some number past it (the rest is not read: the work is bounded by `limit`, however often
+ * the value references one list or map). Throws what `toJson` throws for a value JSON cannot hold,
+ * when it reaches it. A map whose keys are one text as JSON (`1` and `'1'`) counts each.
  */
-function jsonBytes(value: unknown, limit: number): number {
-  if (value === null) return 4;
-  if (typeof value === "boolean") return value ? 4 : 5;
-  if (typeof value === "number") return String(value).length;
+function celJsonBytes(value: unknown, limit: number): number {
   if (typeof value === "string") return stringBytes(value, limit);
+  if (value instanceof Uint8Array) return 4 * Math.ceil(value.length / 3) + 2; // Its base64.
   let bytes = 2;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length && bytes <= limit; i++) {
-      bytes += (i > 0 ? 1 : 0) + jsonBytes(value[i], limit - bytes);
+      bytes += (i > 0 ? 1 : 0) + celJsonBytes(value[i], limit - bytes);
     }
     return bytes;
   }
-  let first = true;
-  for (const key in value as Record<string, unknown>) {
-    if (bytes > limit) break;
-    bytes += (first ? 0 : 1) + stringBytes(key, limit - bytes) + 1;
-    bytes += jsonBytes((value as Record<string, unknown>)[key], limit - bytes);
-    first = false;
+  if (value instanceof Map) {
+    let first = true;
+    for (const [key, item] of value) {
+      if (bytes > limit) break;
+      bytes += (first ? 0 : 1) + stringBytes(String(key), limit - bytes) + 1;
+      bytes += celJsonBytes(item, limit - bytes);
+      first = false;
+    }
+    return bytes;
   }
-  return bytes;
+  if (value !== null && typeof value === "object") {
+    const prototype = Object.getPrototypeOf(value);
+    if (prototype === Object.prototype || prototype === null) {
+      let first = true;
+      for (const key in value) {
+        if (bytes > limit) break;
+        bytes += (first ? 0 : 1) + stringBytes(key, limit - bytes) + 1;
+        bytes += celJsonBytes((value as Record<string, unknown>)[key], limit - bytes);
+        first = false;
+      }
+      return bytes;
+    }
+  }
+  // One value, converted as it will be: numbers, bigint, booleans, null, dates, uint; the rest throws.
+  const json = toJson(value);
+  if (typeof json === "string") return stringBytes(json, limit);
+  if (typeof json === "number") return String(json).length;
+  if (typeof json === "boolean") return json ? 4 : 5;
+  return 4;
 }
 
 /** Bytes of `text` as a JSON string in UTF-8, quotes and escapes included; past `limit`, some past it. */

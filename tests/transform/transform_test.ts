@@ -224,6 +224,34 @@ Deno.test("compileTransform() rejects an event whose set values are over MAX_SET
   });
 });
 
+Deno.test("compileTransform() refuses a set value over MAX_SET_BYTES before copying what it references: each reference is read until the bound, not once per reference", () => {
+  // An event of about 59 KB: 1,000 items and an order of 4,400 keys, which each item's map
+  // references (the evaluation budget does not charge for a reference). Converted whole before it
+  // was measured, the order was copied once per item: 4.4 million reads, over a second per event.
+  const lines = compileTransform([{
+    set: { lines: "event.items.map(i, {'item': i, 'order': event.order})" },
+  }]);
+  const fields = Object.fromEntries(Array.from({ length: 4400 }, (_, i) => [`k${i}`, i]));
+  let reads = 0;
+  const order = new Proxy(fields, {
+    get(target, key, receiver) {
+      reads++;
+      return Reflect.get(target, key, receiver);
+    },
+  });
+  const event = { items: Array.from({ length: 1000 }, (_, i) => i), order };
+  assert.ok(JSON.stringify(event).length < 60_000);
+  reads = 0;
+  const error = transformError(lines, event);
+  assert.equal(error.path, "transform[0].set.lines");
+  assert.equal(
+    error.message,
+    `Values set in one event are over ${MAX_SET_BYTES} bytes (compact JSON in UTF-8) together`,
+  );
+  // The order is about 58 KB of JSON: its second copy is past the bound, so at most two are read.
+  assert.ok(reads <= 2 * 4400, `${reads} reads of the order's fields`);
+});
+
 Deno.test("compileTransform() measures set values as JSON.stringify writes them, in UTF-8, over all set steps of an event", () => {
   const copy = compileTransform([{ set: { a: "event.a" } }]);
   // Each value, its JSON text (quotes and escapes included) in UTF-8 bytes, at the bound and past it.
@@ -251,6 +279,17 @@ Deno.test("compileTransform() measures set values as JSON.stringify writes them,
     assert.deepEqual(copy({ a: list })!.a, list, JSON.stringify(sample));
     transformError(copy, { a: [...list, sample] });
   }
+  // Values CEL builds (maps, bytes as base64, timestamps, uint, int), measured before conversion.
+  const built = compileTransform([{
+    set: {
+      a: "[event.pad, {'m': 1, 2u: b'abcd', 'ts': timestamp('2024-01-01T00:00:00Z'), 'n': -5, 'f': 2.5, 'b': true, 'z': null, 'e': '\u00e9'}]",
+    },
+  }]);
+  const unpadded = new TextEncoder().encode(JSON.stringify(built({ pad: "" })!.a)).length;
+  const pad = "a".repeat(MAX_SET_BYTES - unpadded);
+  const exact = built({ pad })!.a;
+  assert.equal(new TextEncoder().encode(JSON.stringify(exact)).length, MAX_SET_BYTES);
+  transformError(built, { pad: pad + "a" });
   // The string of exactly MAX_SET_BYTES bytes, then one more.
   assert.equal(
     (copy({ a: "a".repeat(MAX_SET_BYTES - 2) }) as { a: string }).a.length,
