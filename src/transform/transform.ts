@@ -214,8 +214,15 @@ function celJsonBytes(value: unknown, limit: number): number {
   return 4;
 }
 
+/** Characters a JSON string writes as more than one byte each: escaped, or past ASCII. */
+// deno-lint-ignore no-control-regex -- control characters are escaped: more than one byte each
+const NOT_ONE_BYTE = /["\\\u0000-\u001f\u0080-\uffff]/;
+
 /** Bytes of `text` as a JSON string in UTF-8, quotes and escapes included; past `limit`, some past it. */
 function stringBytes(text: string, limit: number): number {
+  // Each character is one byte or more: a text longer than the limit is past it, and one of ASCII
+  // needing no escape is its length (one native scan, not a loop in JavaScript).
+  if (text.length + 2 > limit || !NOT_ONE_BYTE.test(text)) return text.length + 2;
   let bytes = 2;
   for (let i = 0; i < text.length && bytes <= limit; i++) {
     const code = text.charCodeAt(i);

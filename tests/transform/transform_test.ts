@@ -257,6 +257,8 @@ Deno.test("compileTransform() measures set values as JSON.stringify writes them,
   // Each value, its JSON text (quotes and escapes included) in UTF-8 bytes, at the bound and past it.
   const samples: unknown[] = [
     "x",
+    "ascii only, no escapes: 0123456789 ~!@#$%^&*()_+-=[]{}|;:',.<>/?`",
+    { ascii: ["plain", "text"] },
     "\u00e9",
     "\u4e00",
     "\u{1f600}",
