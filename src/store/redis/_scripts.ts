@@ -1953,7 +1953,7 @@ return readReply(out)
  * `{late, limit, cells, logTtl, sl?, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?,
  * dv?, gen?}` (`sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the apply's;
  * `dv`: the definition version the caller serves, see `CloseOptions.definitionVersion`; `gen`: the
- * generation closed, checked against the definition record KEYS[2] when given, as the apply does).
+ * generation closed, checked against the definition record KEYS[2], as the apply does).
  * Returns JSON `{"w": [[counter, start, end, [[group, count, sum, minOrMax, distinct], …],
  * continued], …], "m": 1 when it stopped at `cells` with more to close}` (`continued` 1 when an
  * earlier call claimed the window), or `{"w": [], "v": version}` when the stats' `dv` is later than
@@ -1984,7 +1984,7 @@ export const CLOSE_SCRIPT = COMMON + MERGE_LUA + SESSION_LUA + SESSION_CLOSE_LUA
 -- The same close sent again: the windows the first one closed, which are closed no more.
 local callKey, first = callReply(args.tk)
 if first then return first end
--- The stream's definition record (KEYS[2], when the definitions live here; same slot), as the
+-- The stream's definition record (KEYS[2], always given by the store; same slot), as the
 -- apply reads it: an incarnation deleted, or deleted and created again (another generation), since
 -- the caller read it closes nothing and writes nothing, so no result of a stream whose DELETE
 -- answered is logged by an instance that has not heard of it yet.
