@@ -406,3 +406,34 @@ export async function readAllFor(
   }
   return { bytes, closed };
 }
+
+/**
+ * Sends the WebSocket upgrade `request` (a raw head, see {@linkcode rawUpgrade}) from a raw TCP
+ * client that then never answers anything, and reads for up to `ms` what the server sends: whether
+ * it ended the connection, the answer's status line, and the close frame's code and reason.
+ */
+export async function silentUpgrade(
+  server: TestServer,
+  request: string,
+  ms = 10_000,
+): Promise<{ closed: boolean; status: string; code: number; reason: string }> {
+  const { hostname, port } = new URL(server.base);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    const { bytes, closed } = await readAllFor(conn, ms);
+    const text = new TextDecoder().decode(bytes);
+    const head = text.indexOf("\r\n\r\n");
+    // The close frame: FIN and opcode 8 (0x88), its length, the code, then the reason.
+    const frame = bytes.subarray(head + 4);
+    const code = frame[0] === 0x88 ? frame[2] * 256 + frame[3] : NaN;
+    return {
+      closed,
+      status: text.slice(0, text.indexOf("\r\n")),
+      code,
+      reason: new TextDecoder().decode(frame.subarray(4)),
+    };
+  } finally {
+    conn.close();
+  }
+}
