@@ -174,6 +174,9 @@ function compile(source: string, path: string, options: CompileExpressionOptions
  * when it reaches it. A map whose keys are one text as JSON (`1` and `'1'`) counts each.
  */
 function celJsonBytes(value: unknown, limit: number): number {
+  // The common results first, as toJson keeps them: no call for a bool or a finite double.
+  if (typeof value === "boolean") return value ? 4 : 5;
+  if (typeof value === "number" && Number.isFinite(value)) return String(value).length;
   if (typeof value === "string") return stringBytes(value, limit);
   if (value instanceof Uint8Array) return 4 * Math.ceil(value.length / 3) + 2; // Its base64.
   let bytes = 2;
