@@ -1122,7 +1122,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
           `Invalid stream definition: ${definitionProblem(name, new ConfigError(refused))}`,
         );
       }
-      this.#checkPrecondition(name, record, expected);
+      await this.#checkPrecondition(name, record, expected);
       // Every counter name the record keeps after this change (removed ones too), once.
       const counted = live ? everCounted(record, counters) : counters;
       if (live) {
@@ -1206,7 +1206,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
     for (let attempt = 1;; attempt++) {
       const record = await this.#definitions.get(name);
       // Before "not found": If-Match on a stream that does not exist is a 412, as for PUT.
-      this.#checkPrecondition(name, record, options.expected);
+      await this.#checkPrecondition(name, record, options.expected);
       if (record === null || record.deleted) {
         this.#entries.delete(name);
         this.#unservable.delete(name);
@@ -1245,13 +1245,16 @@ export class StreamRegistry implements Required<StreamCatalog> {
   }
 
   /**
-   * Brings the definition store's index up to `record` (see `DefinitionStore.reindex`); a failure
-   * is logged and changes nothing of the answer, which the record read decided.
+   * Brings the definition store's index up to `record` (see `DefinitionStore.reindex`). The store
+   * out of reach throws its {@linkcode StoreUnavailableError} (a `503`): the request is sent again
+   * precisely to repair the index, so it must not answer as if it had; another failure is logged
+   * and changes nothing of the answer, which the record read decided.
    */
   async #reindex(name: string, record: StoredDefinition): Promise<void> {
     try {
       await this.#definitions.reindex?.(name, record);
     } catch (error) {
+      if (error instanceof StoreUnavailableError) throw error;
       logger.warn(
         "Cannot bring the definition index up to stream '{stream}' version {version}: {error}",
         {
@@ -1369,17 +1372,21 @@ export class StreamRegistry implements Required<StreamCatalog> {
 
   /**
    * {@linkcode checkPrecondition}; when it fails, this instance serves what the store holds
-   * first, so the ETag read again here is the one a retry needs.
+   * first, so the ETag read again here is the one a retry needs, and the index is brought up to
+   * the record read (`#reindex`): a conditional PUT or DELETE sent again after its
+   * index step was lost fails its precondition (the record moved past the tag it names), and
+   * repairs the index all the same.
    */
-  #checkPrecondition(
+  async #checkPrecondition(
     name: string,
     record: StoredDefinition | null,
     expected: DefinitionPrecondition | undefined,
-  ): void {
+  ): Promise<void> {
     try {
       checkPrecondition(name, record, expected);
     } catch (error) {
       if (!this.#config.has(name)) this.#adopt(name, record);
+      if (record !== null) await this.#reindex(name, record);
       throw error;
     }
   }

@@ -41,10 +41,17 @@ const SIGNUPS = {
 };
 
 /** One instance: its own client, store, definitions and registry, sharing the fixture's Redis. */
-async function instance(fixture: RedisFixture, options: { config?: object; pollMs?: number } = {}) {
+async function instance(
+  fixture: RedisFixture,
+  options: {
+    config?: object;
+    pollMs?: number;
+    definitions?: (redis: ReturnType<typeof restClient>) => DefinitionStore;
+  } = {},
+) {
   const redis = restClient(fixture);
   const streams = new StreamRegistry(compileConfig(options.config ?? { streams: {} }), {
-    definitions: new RedisDefinitionStore(redis),
+    definitions: options.definitions?.(redis) ?? new RedisDefinitionStore(redis),
     pollMs: options.pollMs,
   });
   // The definitions beside the store, as storesFromEnv makes them.
@@ -2226,5 +2233,118 @@ redisTest(
     assert.equal(again.headers.get("ETag"), '"2"');
     await reader.streams.poll();
     assert.equal(reader.streams.describe("signups")?.version, 2);
+  },
+);
+
+/** The index step of the last write of `signups` lost: the index says version 1. */
+function loseIndexStep(fixture: RedisFixture) {
+  const index = "es:{@definitions}:index";
+  return withDirect(fixture.redisUrl, (send) => send("HSET", index, "signups", "1"));
+}
+
+redisTest(
+  "a DELETE with If-Match whose index step was lost repairs the index when sent again, though its precondition now fails (412)",
+  async (fixture) => {
+    const writer = await instance(fixture);
+    const reader = await instance(fixture);
+    assert.equal((await put(writer, "signups", SIGNUPS)).status, 201);
+    await reader.streams.poll();
+    const remove = () =>
+      writer.app.request("/v1/streams/signups", {
+        method: "DELETE",
+        headers: { "If-Match": '"1"' },
+      });
+    assert.equal((await remove()).status, 204);
+    await loseIndexStep(fixture);
+    await reader.streams.poll();
+    assert.ok(reader.streams.get("signups"), "the lost index step hides the delete");
+    // Sent again as it was: the stream no longer exists, so If-Match fails; the index follows.
+    assert.equal((await remove()).status, 412);
+    await reader.streams.poll();
+    assert.equal(reader.streams.get("signups"), undefined);
+  },
+);
+
+redisTest(
+  "a PUT with If-Match whose index step was lost repairs the index when sent again, though its precondition now fails (412)",
+  async (fixture) => {
+    const writer = await instance(fixture);
+    const reader = await instance(fixture);
+    assert.equal((await put(writer, "signups", SIGNUPS)).status, 201);
+    await reader.streams.poll();
+    const grown = {
+      counters: {
+        ...SIGNUPS.counters,
+        perHour: { window: { tumbling: "1h" }, aggregate: "count" },
+      },
+    };
+    const change = () =>
+      writer.app.request("/v1/streams/signups", {
+        method: "PUT",
+        headers: { "Content-Type": "application/json", "If-Match": '"1"' },
+        body: JSON.stringify(grown),
+      });
+    assert.equal((await change()).status, 200);
+    await loseIndexStep(fixture);
+    await reader.streams.poll();
+    assert.equal(reader.streams.describe("signups")?.version, 1, "the lost index step hides it");
+    // Sent again as it was: the stream is at version 2 now, so If-Match fails; the index follows.
+    const again = await change();
+    assert.equal(again.status, 412);
+    await reader.streams.poll();
+    assert.equal(reader.streams.describe("signups")?.version, 2);
+  },
+);
+
+/** A Redis definition store whose index step cannot reach the store, once `down`. */
+class ReindexDown extends RedisDefinitionStore {
+  down = false;
+  override reindex(name: string, record: StoredDefinition): Promise<void> {
+    if (this.down) return Promise.reject(new StoreUnavailableError("index down"));
+    return super.reindex(name, record);
+  }
+}
+
+redisTest(
+  "a PUT or DELETE sent again to repair the index answers 503 with Retry-After while the index step cannot reach the store, not its usual answer",
+  async (fixture) => {
+    let definitions: ReindexDown | undefined;
+    const writer = await instance(fixture, {
+      definitions: (redis) => (definitions = new ReindexDown(redis)),
+    });
+    assert.equal((await put(writer, "signups", SIGNUPS)).status, 201);
+    definitions!.down = true;
+    const unavailable = async (response: Response, what: string) => {
+      assert.equal(response.status, 503, what);
+      assert.ok(response.headers.get("Retry-After"), what);
+      assert.equal((await response.json()).error.code, "store_unavailable", what);
+    };
+    // The definition stored, sent again (else 200).
+    await unavailable(await put(writer, "signups", SIGNUPS), "same PUT");
+    // With an If-Match that no longer holds (else 412).
+    await unavailable(
+      await writer.app.request("/v1/streams/signups", {
+        method: "PUT",
+        headers: { "Content-Type": "application/json", "If-Match": '"7"' },
+        body: JSON.stringify(SIGNUPS),
+      }),
+      "PUT with a failing If-Match",
+    );
+    definitions!.down = false;
+    assert.equal(
+      (await writer.app.request("/v1/streams/signups", { method: "DELETE" })).status,
+      204,
+    );
+    definitions!.down = true;
+    // A DELETE of the stream deleted already (else 404).
+    await unavailable(
+      await writer.app.request("/v1/streams/signups", { method: "DELETE" }),
+      "DELETE again",
+    );
+    definitions!.down = false;
+    assert.equal(
+      (await writer.app.request("/v1/streams/signups", { method: "DELETE" })).status,
+      404,
+    );
   },
 );
