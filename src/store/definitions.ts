@@ -183,8 +183,10 @@ export interface DefinitionStore {
    * Brings the index (what {@linkcode versions} reads) up to `record`, the name's record as just
    * read, as the index step of the write that made it would have: a write answered `503`, or cut
    * short by its process's end, between the record and that step leaves the index behind it, so
-   * the other instances' polls do not see the change. Changes nothing when the index holds that
-   * version already. Absent where the index is the records themselves (the memory store).
+   * the other instances' polls do not see the change. Never lowers the index: a record older than
+   * its entry changes nothing. At the entry's version it sets the name's place among the API
+   * streams as the record says again (what that write's step set, unless that step was lost).
+   * Absent where the index is the records themselves (the memory store).
    */
   reindex?(name: string, record: StoredDefinition): Promise<void>;
 }

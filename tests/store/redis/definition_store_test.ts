@@ -227,3 +227,23 @@ for (const text of ["x", "0x10", "1.5", "01", "0", "-1", " 3"]) {
     },
   );
 }
+
+redisTest(
+  "reindex with a record older than the index's entry leaves the entry, its change mark and the API places alone",
+  async (fixture) => {
+    const definitions = new RedisDefinitionStore(restClient(fixture));
+    const api: DefinitionWrite = { ...RECORD, source: "api" };
+    assert.equal((await definitions.write("s", api, 0)).status, "written");
+    const old = (await definitions.get("s"))!;
+    const deleted = { ...api, definition: null, deleted: true };
+    assert.equal((await definitions.write("s", deleted, 1)).status, "written");
+    const index = "es:{@definitions}:index";
+    const mark = await send(fixture, "GET", `${index}:mark`);
+    assert.equal(await send(fixture, "HGET", `${index}:api`, "s"), null);
+    // A resent request that read version 1 before the delete: its index step comes late.
+    await definitions.reindex("s", old);
+    assert.deepEqual(await definitions.versions(), new Map([["s", 2]]));
+    assert.equal(await send(fixture, "GET", `${index}:mark`), mark);
+    assert.equal(await send(fixture, "HGET", `${index}:api`, "s"), null, "place taken back");
+  },
+);
