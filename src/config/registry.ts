@@ -1550,6 +1550,13 @@ class RegistryStore implements Store {
     if (closed.laterDefinition !== undefined) {
       this.registry.noteVersion(stream, closed.laterDefinition);
     }
+    if (closed.gone) {
+      // Deleted (or deleted and created again) elsewhere since this instance read it: as for an
+      // apply refused so, a config stream is recorded anew by its next use, another is served as
+      // the store holds it now, so the next sweep does not run the whole close again for nothing.
+      if (this.registry.describe(stream)?.source === "config") this.registry.unrecord(stream);
+      else await this.registry.reload(stream).catch(() => {});
+    }
     return closed;
   }
   async keepFinal(stream: string, throughMs: number): Promise<void> {

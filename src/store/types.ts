@@ -648,6 +648,12 @@ export type ClosedWindows = ClosedWindow[] & {
    * {@linkcode CloseOptions.definitionVersion}: the call closed nothing (the caller loads it).
    */
   laterDefinition?: number;
+  /**
+   * The definition record says the incarnation closed was deleted, or deleted and created again
+   * (another generation), since the caller read it: the call closed nothing, and every call
+   * again closes nothing (the caller reads the record again, as for an apply refused so).
+   */
+  gone?: boolean;
 };
 
 /**

@@ -2154,7 +2154,20 @@ async function sweepAfterDeleteElsewhere(
     counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
   };
   await other.put("visits", definition);
-  const wrapped = held.wrap(store);
+  // The store's closes, by key (the store itself, its client real).
+  const closes: string[] = [];
+  const counting = new Proxy(store, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== "function") return value;
+      if (property !== "closeWindows") return value.bind(target);
+      return (key: string, ...rest: unknown[]) => {
+        closes.push(key);
+        return value.call(target, key, ...rest);
+      };
+    },
+  });
+  const wrapped = held.wrap(counting);
   const stream = (await held.find("visits"))!;
   // Minute 0 is due to close once an event of minute 5 is in.
   const items = [T0, T0 + 5 * 60_000].map((t) => ({ ok: true as const, value: { t } }));
@@ -2163,10 +2176,10 @@ async function sweepAfterDeleteElsewhere(
   if (options.change === "recreate") await other.put("visits", definition);
   // `held` has not heard of it: it still serves the deleted incarnation.
   assert.equal(held.get("visits"), stream);
+  const oldKey = generationKey("visits", held.generationOf("visits"));
   clock.now = T0 + 6 * 60_000;
   const report = await sweepOnce(held.values(), wrapped);
   assert.deepEqual(report.failed, []);
-  const oldKey = generationKey("visits", held.generationOf("visits"));
   const logged = await store.readLog(oldKey, null, 10);
   if (options.change === "none") {
     // Minute 0 was due: what the deleted incarnation's sweep below does not close.
@@ -2181,6 +2194,13 @@ async function sweepAfterDeleteElsewhere(
   assert.deepEqual(report.closed, [], "a deleted stream's window closed after the DELETE");
   // Nothing was logged for webhooks either.
   assert.deepEqual(logged, []);
+  // The refused close told `held` to read the record again: the next sweep closes nothing of the
+  // deleted incarnation, and runs no close of it either.
+  assert.ok(closes.includes(oldKey));
+  closes.length = 0;
+  clock.now = T0 + 7 * 60_000;
+  assert.deepEqual((await sweepOnce(held.values(), wrapped)).closed, []);
+  assert.deepEqual(closes.filter((key) => key === oldKey), [], "the refused close ran again");
 }
 
 onBothStores(

@@ -776,7 +776,10 @@ export class MemoryStore implements Store {
     // An incarnation its record says is deleted, or deleted and created again, closes nothing (as
     // on Redis): a sweep of an instance that has not heard of the deletion yet would log results
     // of a stream whose DELETE answered already.
-    if (this.#outlived(stream)) return Promise.resolve(closed);
+    if (this.#outlived(stream)) {
+      closed.gone = true;
+      return Promise.resolve(closed);
+    }
     // No watermark (no batch applied): an idle stream's clock floor is not set by a sweep; its
     // first batch raises to it (as on Redis).
     if (!state || state.watermark === null) return Promise.resolve(closed);

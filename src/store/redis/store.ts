@@ -849,7 +849,16 @@ export class RedisStore implements Store {
     const keys = [this.keyPrefix(stream), definitionKey(this.#prefix, name)];
     return this.#call("closeWindows", async () => {
       const reply = fromJson<
-        { w?: unknown; m?: number; n?: number; a?: unknown; wm?: unknown; cl?: unknown; v?: number }
+        {
+          w?: unknown;
+          m?: number;
+          n?: number;
+          a?: unknown;
+          wm?: unknown;
+          cl?: unknown;
+          v?: number;
+          gone?: number;
+        }
       >(
         await this.#calls.script(this.#text(CLOSE_SCRIPT), keys, [{
           ...asked,
@@ -879,6 +888,7 @@ export class RedisStore implements Store {
         }));
       if (reply.m === 1) closed.more = true;
       if (typeof reply.v === "number") closed.laterDefinition = reply.v;
+      if (reply.gone === 1) closed.gone = true;
       if (typeof reply.n !== "number") return { windows: closed };
       return {
         windows: closed,
