@@ -1071,29 +1071,111 @@ function base64(bytes: Uint8Array): string {
 }
 
 /**
+ * A bound on what {@linkcode toJson} writes: bytes of compact JSON in UTF-8, as `JSON.stringify`
+ * writes the result, that are left; one budget may be passed to several calls, which spend it
+ * together.
+ */
+export interface JsonBudget {
+  left: number;
+}
+
+/** {@linkcode toJson} was past its {@linkcode JsonBudget}: it stopped there, returning nothing. */
+export class JsonBudgetError extends Error {
+  constructor() {
+    super("The value is over its JSON budget");
+    this.name = "JsonBudgetError";
+  }
+}
+
+/** Takes `bytes` from `budget`, throwing once past it. */
+function spend(budget: JsonBudget | undefined, bytes: number): void {
+  if (budget === undefined) return;
+  budget.left -= bytes;
+  if (budget.left < 0) throw new JsonBudgetError();
+}
+
+/** Characters a JSON string writes as more than one byte each: escaped, or past ASCII. */
+// deno-lint-ignore no-control-regex -- control characters are escaped: more than one byte each
+const NOT_ONE_BYTE = /["\\\u0000-\u001f\u0080-\uffff]/;
+
+/**
+ * Bytes of `text` as a JSON string in UTF-8, quotes and escapes included; once past `limit`, some
+ * number past it (the rest is not read).
+ */
+function stringBytes(text: string, limit: number): number {
+  // Each character is one byte or more: a text longer than the limit is past it, and one of ASCII
+  // needing no escape is its length (one native scan, not a loop in JavaScript).
+  if (text.length + 2 > limit || !NOT_ONE_BYTE.test(text)) return text.length + 2;
+  let bytes = 2;
+  for (let i = 0; i < text.length && bytes <= limit; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x20) {
+      bytes += code === 8 || code === 9 || code === 10 || code === 12 || code === 13 ? 2 : 6;
+    } else if (code === 0x22 || code === 0x5c) bytes += 2;
+    else if (code < 0x80) bytes += 1;
+    else if (code < 0x800) bytes += 2;
+    else if (code >= 0xd800 && code <= 0xdbff && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      bytes += 4;
+      i++;
+    } else if (code >= 0xd800 && code <= 0xdfff) bytes += 6; // A lone surrogate: `\udXXX`.
+    else bytes += 3;
+  }
+  return bytes;
+}
+
+/** Spends a JSON string's bytes (see {@linkcode stringBytes}) and returns it. */
+function spentString(text: string, budget: JsonBudget | undefined): string {
+  if (budget !== undefined) spend(budget, stringBytes(text, budget.left));
+  return text;
+}
+
+/**
  * Converts a CEL result to plain JSON: `bigint` and `uint` to number, `Date`
  * to ISO text, `Map` to object. Throws when an integer does not fit a JSON
- * number, and for values with no JSON form (durations, types).
+ * number, and for values with no JSON form (durations, types). With a `budget`,
+ * spends the bytes of the JSON it writes as it writes them and throws
+ * {@linkcode JsonBudgetError} once past it: a value referencing one list or map
+ * many times is copied only up to the budget, not once per reference.
  */
-export function toJson(value: unknown): unknown {
+export function toJson(value: unknown, budget?: JsonBudget): unknown {
   // What most expressions give (a comparison, a field read), answered before the other checks.
-  if (typeof value === "boolean" || typeof value === "string" || value === null) return value;
+  if (typeof value === "boolean") {
+    spend(budget, value ? 4 : 5);
+    return value;
+  }
+  if (typeof value === "string") return spentString(value, budget);
+  if (value === null) {
+    spend(budget, 4);
+    return value;
+  }
   if (typeof value === "bigint") {
     if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) {
       throw new RangeError(`Integer ${value} is outside the safe JSON range`);
     }
-    return Number(value);
+    return toJson(Number(value), budget);
   }
   if (typeof value === "number") {
     if (!Number.isFinite(value)) throw new RangeError(`Number ${value} is not finite`);
+    if (budget !== undefined) spend(budget, String(value).length);
     return value;
   }
-  if (value instanceof Date) return value.toISOString();
-  if (value instanceof Uint8Array) return base64(value);
-  if (Array.isArray(value)) return value.map(toJson);
+  if (value instanceof Date) return spentString(value.toISOString(), budget);
+  if (value instanceof Uint8Array) {
+    spend(budget, 4 * Math.ceil(value.length / 3) + 2); // Its base64, before it is written.
+    return base64(value);
+  }
+  if (Array.isArray(value)) {
+    spend(budget, value.length === 0 ? 2 : 1 + value.length); // Brackets and commas.
+    return value.map((item) => toJson(item, budget));
+  }
   if (value instanceof Map) {
+    spend(budget, value.size === 0 ? 2 : 1 + value.size); // Braces and commas.
     const out: Record<string, unknown> = {};
-    for (const [key, item] of value) out[String(key)] = toJson(item);
+    for (const [key, item] of value) {
+      const name = spentString(String(key), budget);
+      spend(budget, 1); // The colon.
+      out[name] = toJson(item, budget);
+    }
     return out;
   }
   if (value !== null && typeof value === "object") {
@@ -1102,11 +1184,18 @@ export function toJson(value: unknown): unknown {
       // CEL's uint, duration and type values are class instances with no own
       // fields: copying their entries would store `{}`.
       const primitive = value.valueOf();
-      if (typeof primitive === "bigint") return toJson(primitive);
+      if (typeof primitive === "bigint") return toJson(primitive, budget);
       throw new TypeError(`A CEL ${value.constructor.name} value cannot be stored as JSON`);
     }
+    // Each field read as it is written: with a budget, only up to it.
+    const keys = Object.keys(value);
+    spend(budget, keys.length === 0 ? 2 : 1 + keys.length); // Braces and commas.
     const out: Record<string, unknown> = {};
-    for (const [key, item] of Object.entries(value)) out[key] = toJson(item);
+    for (const key of keys) {
+      spentString(key, budget);
+      spend(budget, 1); // The colon.
+      out[key] = toJson((value as Record<string, unknown>)[key], budget);
+    }
     return out;
   }
   return value;

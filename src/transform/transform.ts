@@ -11,6 +11,8 @@ import {
   type CompileExpressionOptions,
   evaluationMessage,
   ExpressionError,
+  type JsonBudget,
+  JsonBudgetError,
   notBoolReason,
   toJson,
 } from "./cel.ts";
@@ -41,7 +43,7 @@ export interface TransformCallOptions {
  */
 export type Transform = (event: Event, options?: TransformCallOptions) => Event | null;
 
-type Step = (event: Event, inPlace: boolean, written: SetBytes) => Event | null;
+type Step = (event: Event, inPlace: boolean, written: JsonBudget) => Event | null;
 
 /**
  * Most bytes the values one event's `set` steps write may take together, as compact JSON in UTF-8
@@ -50,11 +52,6 @@ type Step = (event: Event, inPlace: boolean, written: SetBytes) => Event | null;
  * `event.items.map(i, {'item': i, 'order': event.order})` made a 62 KB event of 1,000 items 58 MB.
  */
 export const MAX_SET_BYTES = 64 * 1024;
-
-/** What one event's `set` steps have written so far (one per transform, reset for each event). */
-interface SetBytes {
-  bytes: number;
-}
 
 function compileStep(step: TransformStep, index: number, options: CompileTransformOptions): Step {
   const at = `transform[${index}]`;
@@ -103,22 +100,20 @@ function compileStep(step: TransformStep, index: number, options: CompileTransfo
       } finally {
         context.event = null;
       }
-      // Each value measured as CEL gave it, then converted: a value referenced many times (one
-      // order in each of 1,000 items) is read until the bound, not copied once per reference first.
+      // Each value converted within what is left of the event's budget: a value referenced many
+      // times (one order in each of 1,000 items) is copied until the bound, not once per reference.
       for (let i = 0; i < fields.length; i++) {
         try {
-          written.bytes += celJsonBytes(values[i], MAX_SET_BYTES - written.bytes);
-          if (written.bytes <= MAX_SET_BYTES) values[i] = toJson(values[i]);
+          values[i] = toJson(values[i], written);
         } catch (error) {
           values.fill(undefined);
+          if (error instanceof JsonBudgetError) {
+            throw new TransformError(
+              `${at}.set.${fields[i][0]}`,
+              `Values set in one event are over ${MAX_SET_BYTES} bytes (compact JSON in UTF-8) together`,
+            );
+          }
           throw failed(error, `${at}.set.${fields[i][0]}`);
-        }
-        if (written.bytes > MAX_SET_BYTES) {
-          values.fill(undefined);
-          throw new TransformError(
-            `${at}.set.${fields[i][0]}`,
-            `Values set in one event are over ${MAX_SET_BYTES} bytes (compact JSON in UTF-8) together`,
-          );
         }
       }
       // In place: one object fewer per event on the ingest path.
@@ -166,83 +161,6 @@ function compile(source: string, path: string, options: CompileExpressionOptions
   }
 }
 
-/**
- * Bytes of the compact JSON in UTF-8 of what {@linkcode toJson} makes of the CEL value `value`, as
- * `JSON.stringify` writes it, counted from the value itself before it is converted; once past
- * `limit`, some number past it (the rest is not read: the work is bounded by `limit`, however often
- * the value references one list or map). Throws what `toJson` throws for a value JSON cannot hold,
- * when it reaches it. A map whose keys are one text as JSON (`1` and `'1'`) counts each.
- */
-function celJsonBytes(value: unknown, limit: number): number {
-  // The common results first, as toJson keeps them: no call for a bool or a finite double.
-  if (typeof value === "boolean") return value ? 4 : 5;
-  if (typeof value === "number" && Number.isFinite(value)) return String(value).length;
-  if (typeof value === "string") return stringBytes(value, limit);
-  if (value instanceof Uint8Array) return 4 * Math.ceil(value.length / 3) + 2; // Its base64.
-  let bytes = 2;
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length && bytes <= limit; i++) {
-      bytes += (i > 0 ? 1 : 0) + celJsonBytes(value[i], limit - bytes);
-    }
-    return bytes;
-  }
-  if (value instanceof Map) {
-    let first = true;
-    for (const [key, item] of value) {
-      if (bytes > limit) break;
-      bytes += (first ? 0 : 1) + stringBytes(String(key), limit - bytes) + 1;
-      bytes += celJsonBytes(item, limit - bytes);
-      first = false;
-    }
-    return bytes;
-  }
-  if (value !== null && typeof value === "object") {
-    const prototype = Object.getPrototypeOf(value);
-    if (prototype === Object.prototype || prototype === null) {
-      let first = true;
-      for (const key in value) {
-        if (bytes > limit) break;
-        bytes += (first ? 0 : 1) + stringBytes(key, limit - bytes) + 1;
-        bytes += celJsonBytes((value as Record<string, unknown>)[key], limit - bytes);
-        first = false;
-      }
-      return bytes;
-    }
-  }
-  // One value, converted as it will be: numbers, bigint, booleans, null, dates, uint; the rest throws.
-  const json = toJson(value);
-  if (typeof json === "string") return stringBytes(json, limit);
-  if (typeof json === "number") return String(json).length;
-  if (typeof json === "boolean") return json ? 4 : 5;
-  return 4;
-}
-
-/** Characters a JSON string writes as more than one byte each: escaped, or past ASCII. */
-// deno-lint-ignore no-control-regex -- control characters are escaped: more than one byte each
-const NOT_ONE_BYTE = /["\\\u0000-\u001f\u0080-\uffff]/;
-
-/** Bytes of `text` as a JSON string in UTF-8, quotes and escapes included; past `limit`, some past it. */
-function stringBytes(text: string, limit: number): number {
-  // Each character is one byte or more: a text longer than the limit is past it, and one of ASCII
-  // needing no escape is its length (one native scan, not a loop in JavaScript).
-  if (text.length + 2 > limit || !NOT_ONE_BYTE.test(text)) return text.length + 2;
-  let bytes = 2;
-  for (let i = 0; i < text.length && bytes <= limit; i++) {
-    const code = text.charCodeAt(i);
-    if (code < 0x20) {
-      bytes += code === 8 || code === 9 || code === 10 || code === 12 || code === 13 ? 2 : 6;
-    } else if (code === 0x22 || code === 0x5c) bytes += 2;
-    else if (code < 0x80) bytes += 1;
-    else if (code < 0x800) bytes += 2;
-    else if (code >= 0xd800 && code <= 0xdbff && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      bytes += 4;
-      i++;
-    } else if (code >= 0xd800 && code <= 0xdfff) bytes += 6; // A lone surrogate: `\udXXX`.
-    else bytes += 3;
-  }
-  return bytes;
-}
-
 /** The error of an expression that failed at `path` (try/catch inline: no closure per event). */
 function failed(error: unknown, path: string): TransformError {
   return new TransformError(path, `Expression failed: ${evaluationMessage(error)}`, {
@@ -276,9 +194,9 @@ export function compileTransform(
   const compiled = steps.map((step, index) => compileStep(step, index, options));
   if (compiled.length === 0) return (event) => event;
   // One count reused for every event (a transform runs synchronously): no object per event.
-  const written: SetBytes = { bytes: 0 };
+  const written: JsonBudget = { left: MAX_SET_BYTES };
   return (event, options) => {
-    written.bytes = 0;
+    written.left = MAX_SET_BYTES;
     let current: Event | null = event;
     // After a copying step the copy is this transform's own: later steps may write into it.
     let inPlace = options?.inPlace ?? false;
