@@ -200,6 +200,34 @@ const applyScenarios: Record<
     assert.equal((await store.stats(generationKey("orders", 2), [])).accepted, 1);
   },
 
+  async "closeWindows() of a generation the record says is gone closes nothing and says gone"(
+    { store, definitions },
+  ) {
+    await definitions.write("orders", record(), 0);
+    const first = generationKey("orders", 1);
+    await store.applyBatch(batch(first));
+    // Created again (generation 2): generation 1's due window is closed by no one.
+    await definitions.write("orders", record({ generation: 2 }), 1);
+    const late = { latenessMs: 0, nowMs: T0 + 600_000, idleMs: 60_000 };
+    const stale = await store.closeWindows(first, [COUNTER], late);
+    assert.deepEqual([stale.length, stale.gone], [0, true]);
+    // The live generation closes as usual, and is not gone.
+    const live = generationKey("orders", 2);
+    await store.applyBatch(batch(live));
+    const closed = await store.closeWindows(live, [COUNTER], late);
+    assert.deepEqual([closed.length, closed.gone], [1, undefined]);
+    // Deleted: its last generation closes nothing either (a batch first, so that the close runs:
+    // a stream unchanged since its last close is skipped before the record is read).
+    await store.applyBatch(batch(live));
+    await definitions.write(
+      "orders",
+      record({ generation: 2, deleted: true, definition: null }),
+      2,
+    );
+    const deleted = await store.closeWindows(live, [COUNTER], late);
+    assert.equal(deleted.gone, true);
+  },
+
   async "applyBatch() of a config stream recorded at generation 0 applies (the call leaves gen 0 out)"(
     { store, definitions },
   ) {
