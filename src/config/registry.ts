@@ -34,6 +34,7 @@ import {
   type DefinitionStore,
   finalThrough,
   generationKey,
+  isStoreDown,
   type KeepFinal,
   type LogEntry,
   type LogPosition,
@@ -407,8 +408,11 @@ export class StreamRegistry implements Required<StreamCatalog> {
   #unservable = new Map<string, UnservableStream>();
   /** Names another deployment's config file recorded (not this instance's file) → their version. */
   #foreign = new Map<string, number>();
-  /** Generation of each served definition, by its compiled counters (see generationOfBatch). */
-  #generations = new WeakMap<readonly CounterMeta[], number>();
+  /**
+   * Generation of each served definition, by its compiled counters, the list and each counter (a
+   * sweep closes some of a stream's counters at a time; see generationOfBatch).
+   */
+  #generations = new WeakMap<readonly CounterMeta[] | CounterMeta, number>();
   /** Version of each served definition, by its compiled counters (see versionOfBatch). */
   #versions = new WeakMap<readonly CounterMeta[], number>();
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -492,12 +496,16 @@ export class StreamRegistry implements Required<StreamCatalog> {
 
   /**
    * The generation a batch belongs to: that of the definition it was built
-   * from (its `counters` are that compiled stream's), so a request that was
-   * being ingested while the stream was deleted and created again lands in
-   * the old incarnation, never in the new one.
+   * from (its `counters` are that compiled stream's, or some of them), so a
+   * request that was being ingested (or a sweep that was closing) while the
+   * stream was deleted and created again lands in the old incarnation, never
+   * in the new one.
    */
-  generationOfBatch(batch: Pick<StoreBatch, "stream" | "counters">): number {
-    return this.#generations.get(batch.counters) ?? this.generationOf(batch.stream);
+  generationOfBatch(batch: { stream: string; counters: readonly CounterMeta[] }): number {
+    const first = batch.counters[0];
+    return this.#generations.get(batch.counters) ??
+      (first === undefined ? undefined : this.#generations.get(first)) ??
+      this.generationOf(batch.stream);
   }
 
   /**
@@ -580,7 +588,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
     this.#unservable.delete(entry.stream.name);
     this.#foreign.delete(entry.stream.name);
     this.#entries.set(entry.stream.name, entry);
-    this.#generations.set(entry.stream.counterMetas, entry.generation);
+    this.#noteGeneration(entry.stream.counterMetas, entry.generation);
     this.#versions.set(entry.stream.counterMetas, entry.version);
     // What a read holding the stream judges by (see closedBefore); a config stream's is set when
     // its file is recorded (see #recordOnce).
@@ -980,7 +988,12 @@ export class StreamRegistry implements Required<StreamCatalog> {
     delete entry.stream.closeTerms;
     entry.generation = record.generation;
     markPartial(entry.stream, record.partialBefore, record.counters);
-    this.#generations.set(entry.stream.counterMetas, record.generation);
+    this.#noteGeneration(entry.stream.counterMetas, record.generation);
+  }
+
+  #noteGeneration(counters: readonly CounterMeta[], generation: number): void {
+    this.#generations.set(counters, generation);
+    for (const counter of counters) this.#generations.set(counter, generation);
   }
 
   async #recordOnce(name: string): Promise<void> {
@@ -1246,15 +1259,16 @@ export class StreamRegistry implements Required<StreamCatalog> {
 
   /**
    * Brings the definition store's index up to `record` (see `DefinitionStore.reindex`). The store
-   * out of reach throws its {@linkcode StoreUnavailableError} (a `503`): the request is sent again
-   * precisely to repair the index, so it must not answer as if it had; another failure is logged
-   * and changes nothing of the answer, which the record read decided.
+   * out of reach ({@linkcode isStoreDown}) throws its {@linkcode StoreUnavailableError} (a `503`):
+   * the request is sent again precisely to repair the index, so it must not answer as if it had;
+   * another failure (the call refused as too large included) is logged and changes nothing of the
+   * answer, which the record read decided.
    */
   async #reindex(name: string, record: StoredDefinition): Promise<void> {
     try {
       await this.#definitions.reindex?.(name, record);
     } catch (error) {
-      if (error instanceof StoreUnavailableError) throw error;
+      if (isStoreDown(error)) throw error;
       logger.warn(
         "Cannot bring the definition index up to stream '{stream}' version {version}: {error}",
         {
@@ -1448,10 +1462,23 @@ class RegistryStore implements Store {
    * stream not recorded yet is recorded (and checked) first, as for an apply,
    * so an instance whose file conflicts with the store's counters neither
    * closes the store's windows by its own definition nor reads them (409).
+   * With `counters`, the key of the incarnation they are of, as for an apply
+   * (see {@linkcode StreamRegistry.generationOfBatch}).
    */
-  async #checkedKey(stream: string): Promise<string> {
+  async #checkedKey(stream: string, counters?: readonly CounterMeta[]): Promise<string> {
     if (!this.registry.isRecorded(stream)) await this.registry.recordConfigStream(stream);
-    return this.#key(stream);
+    if (counters === undefined) return this.#key(stream);
+    return generationKey(stream, this.registry.generationOfBatch({ stream, counters }));
+  }
+
+  /**
+   * After the store said a stream's record was deleted or taken elsewhere: a config stream (its
+   * file still holds it) is recorded anew by its next use; another is served as the store holds
+   * it now, so that a request made again finds it.
+   */
+  async #readAgain(stream: string): Promise<void> {
+    if (this.registry.describe(stream)?.source === "config") this.registry.unrecord(stream);
+    else await this.registry.reload(stream).catch(() => {});
   }
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
@@ -1488,12 +1515,7 @@ class RegistryStore implements Store {
             { stream: batch.stream },
           );
         }
-        // A config stream's record deleted or taken elsewhere: the file still holds it, so a
-        // request made again records it anew first. Another stream: serve what the store holds
-        // now, so that a request made again finds it.
-        if (this.registry.describe(batch.stream)?.source === "config") {
-          this.registry.unrecord(batch.stream);
-        } else await this.registry.reload(batch.stream).catch(() => {});
+        await this.#readAgain(batch.stream);
       }
       throw error;
     }
@@ -1538,7 +1560,10 @@ class RegistryStore implements Store {
     counters: CounterMeta[],
     options: CloseOptions,
   ): Promise<ClosedWindows> {
-    const key = await this.#checkedKey(stream);
+    // Of the definition the caller closes by (its `counters`), as for an apply: the close of a
+    // stream deleted and created again since the caller read it goes to the old incarnation,
+    // which the store says is gone, never to the new one by the old one's terms.
+    const key = await this.#checkedKey(stream, counters);
     // The caller built its options before the check recorded the stream (its file's lateness is
     // the record's): without the version, a later definition written since would go unchecked.
     const definitionVersion = options.definitionVersion ??
@@ -1550,13 +1575,9 @@ class RegistryStore implements Store {
     if (closed.laterDefinition !== undefined) {
       this.registry.noteVersion(stream, closed.laterDefinition);
     }
-    if (closed.gone) {
-      // Deleted (or deleted and created again) elsewhere since this instance read it: as for an
-      // apply refused so, a config stream is recorded anew by its next use, another is served as
-      // the store holds it now, so the next sweep does not run the whole close again for nothing.
-      if (this.registry.describe(stream)?.source === "config") this.registry.unrecord(stream);
-      else await this.registry.reload(stream).catch(() => {});
-    }
+    // Deleted (or deleted and created again) elsewhere since this instance read it: as for an
+    // apply refused so, so the next sweep does not run the whole close again for nothing.
+    if (closed.gone) await this.#readAgain(stream);
     return closed;
   }
   async keepFinal(stream: string, throughMs: number): Promise<void> {

@@ -28,6 +28,7 @@ import {
   RedisStore,
   type Store,
   type StoredDefinition,
+  StoreRequestTooLargeError,
   StoreUnavailableError,
   StreamChangedError,
 } from "../../src/store/mod.ts";
@@ -2136,13 +2137,15 @@ onBothStores(
 /**
  * Two instances on one store: `held` serves the stream as it was (its poll has not run since the
  * other deleted it, or deleted and created it again), and sweeps. `change: "none"` is the control:
- * nothing deleted, the same sweep closes minute 0.
+ * nothing deleted, the same sweep closes minute 0. Re-created, the stream has 10 minutes of
+ * lateness and the other instance ingests the same events into it: none of its windows is due yet.
+ * With `alerts`, the stream has an alert, so each close is first a peek (see `closeOnce`).
  */
 async function sweepAfterDeleteElsewhere(
   store: Store,
   definitions: DefinitionStore,
   clock: { now: number },
-  options: { change: "none" | "delete" | "recreate" },
+  options: { change: "none" | "delete" | "recreate"; alerts?: boolean },
 ) {
   const T0 = clock.now;
   const registry = () =>
@@ -2152,6 +2155,9 @@ async function sweepAfterDeleteElsewhere(
   const definition = {
     time: { field: "t", lateness: "0s" },
     counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+    ...(options.alerts
+      ? { alerts: [{ name: "busy", counter: "perMinute", when: "value >= 100.0" }] }
+      : {}),
   };
   await other.put("visits", definition);
   // The store's closes, by key (the store itself, its client real).
@@ -2173,7 +2179,13 @@ async function sweepAfterDeleteElsewhere(
   const items = [T0, T0 + 5 * 60_000].map((t) => ({ ok: true as const, value: { t } }));
   await ingestItems(stream, items, { store: wrapped, nowMs: T0 + 5 * 60_000 });
   if (options.change !== "none") await other.remove("visits");
-  if (options.change === "recreate") await other.put("visits", definition);
+  if (options.change === "recreate") {
+    await other.put("visits", { ...definition, time: { field: "t", lateness: "10m" } });
+    await ingestItems(other.get("visits")!, items, {
+      store: other.wrap(store),
+      nowMs: T0 + 5 * 60_000,
+    });
+  }
   // `held` has not heard of it: it still serves the deleted incarnation.
   assert.equal(held.get("visits"), stream);
   const oldKey = generationKey("visits", held.generationOf("visits"));
@@ -2194,6 +2206,15 @@ async function sweepAfterDeleteElsewhere(
   assert.deepEqual(report.closed, [], "a deleted stream's window closed after the DELETE");
   // Nothing was logged for webhooks either.
   assert.deepEqual(logged, []);
+  if (options.change === "recreate") {
+    // A sweep's later call closes some of the counters, in a list of its own: the same.
+    const some = await wrapped.closeWindows("visits", [...stream.counterMetas], { latenessMs: 0 });
+    assert.deepEqual([...some], []);
+    // Nor was the new incarnation's minute 0 closed by the deleted one's lateness.
+    const newKey = generationKey("visits", other.generationOf("visits"));
+    assert.notEqual(newKey, oldKey);
+    assert.deepEqual(await store.readLog(newKey, null, 10), [], "closed by the old definition");
+  }
   // The refused close told `held` to read the record again: the next sweep closes nothing of the
   // deleted incarnation, and runs no close of it either.
   assert.ok(closes.includes(oldKey));
@@ -2210,12 +2231,17 @@ onBothStores(
 );
 
 for (const change of ["delete", "recreate"] as const) {
-  onBothStores(
-    `a sweep on an instance that has not heard of its stream's deletion${
-      change === "recreate" ? " and re-creation" : ""
-    } elsewhere closes none of the deleted stream's windows (README: its windows never close)`,
-    (store, definitions, clock) => sweepAfterDeleteElsewhere(store, definitions, clock, { change }),
-  );
+  for (const alerts of [false, true]) {
+    onBothStores(
+      `a sweep on an instance that has not heard of its stream's deletion${
+        change === "recreate" ? " and re-creation" : ""
+      } elsewhere closes none of the deleted stream's windows (README: its windows never close)${
+        change === "recreate" ? " nor any of the new one's by the old definition" : ""
+      }${alerts ? ", with an alert (each close peeks first)" : ""}`,
+      (store, definitions, clock) =>
+        sweepAfterDeleteElsewhere(store, definitions, clock, { change, alerts }),
+    );
+  }
 }
 
 redisTest(
@@ -2333,14 +2359,30 @@ redisTest(
   },
 );
 
-/** A Redis definition store whose index step cannot reach the store, once `down`. */
+/** A Redis definition store whose index step fails with `error` (out of reach), once `down`. */
 class ReindexDown extends RedisDefinitionStore {
   down = false;
+  error: Error = new StoreUnavailableError("index down");
   override reindex(name: string, record: StoredDefinition): Promise<void> {
-    if (this.down) return Promise.reject(new StoreUnavailableError("index down"));
+    if (this.down) return Promise.reject(this.error);
     return super.reindex(name, record);
   }
 }
+
+redisTest(
+  "a PUT sent again whose index step the store refuses as too large answers as usual (the store is not down: no 503)",
+  async (fixture) => {
+    let definitions: ReindexDown | undefined;
+    const writer = await instance(fixture, {
+      definitions: (redis) => (definitions = new ReindexDown(redis)),
+    });
+    assert.equal((await put(writer, "signups", SIGNUPS)).status, 201);
+    definitions!.down = true;
+    definitions!.error = new StoreRequestTooLargeError("ERR max request size exceeded");
+    const again = await put(writer, "signups", SIGNUPS);
+    assert.equal(again.status, 200, await again.text());
+  },
+);
 
 redisTest(
   "a PUT or DELETE sent again to repair the index answers 503 with Retry-After while the index step cannot reach the store, not its usual answer",
