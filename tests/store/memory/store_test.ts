@@ -336,6 +336,40 @@ Deno.test("MemoryStore holds at most maxReplyBytes of Idempotency-Key replies pe
   assert.equal(DEFAULT_MAX_REPLY_BYTES, 128 * 1024 * 1024);
 });
 
+Deno.test("MemoryStore's maxReplyBytes counts no reply that expired, whether swept or stored again under its key", async () => {
+  // Each reply counts 272 bytes: three fit in 900. The sweep runs at most once a minute.
+  let now = T0;
+  const store = new MemoryStore({ maxReplyBytes: 900, sweepEveryMs: 60_000, now: () => now });
+  const keyed = (key: string, ttlMs = 86_400_000) =>
+    store.applyBatch(batch(now, [], {
+      counters: [],
+      requests: [{
+        events: 0,
+        filtered: 1,
+        idempotency: {
+          keyHash: key.repeat(64),
+          bodyHash: "b".repeat(64),
+          ttlMs,
+          reply: "r".repeat(16),
+        },
+      }],
+    }));
+  await recordingWarnings(async (warnings) => {
+    await keyed("x", 1_000);
+    // Expired, not swept yet: its key stored again takes the old reply's place (and bytes).
+    now = T0 + 2_000;
+    assert.equal((await keyed("x", 1_000)).requests[0].status, "applied");
+    // Expired again, and this time swept (by the next apply).
+    now = T0 + 120_000;
+    for (const key of ["a", "b", "c"]) await keyed(key);
+    const statuses = [];
+    for (const key of ["c", "b", "a"]) statuses.push((await keyed(key)).requests[0].status);
+    // A full bound's worth of new replies, all replayed: nothing expired still counts.
+    assert.deepEqual(statuses, ["replayed", "replayed", "replayed"]);
+    assert.deepEqual(warnings(), []);
+  });
+});
+
 Deno.test(
   "MemoryStore answers idempotency keys as a model does while replies expire, come back and the TTL changes (sweeping every apply)",
   async () => {
