@@ -215,7 +215,7 @@ export class AlertWatcher {
    * adds or removes a counter moves the others' places, so batches of the old and the new
    * definition waiting together are each evaluated by their own.
    */
-  #pending = new Map<CompiledStream, { stream: CompiledStream; touched: Touched }>();
+  #pending = new Map<CompiledStream, Touched>();
   #draining = new Set<Promise<void>>();
   #concurrency: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -240,7 +240,7 @@ export class AlertWatcher {
   observe(batch: AppliedBatch): void {
     if (this.#closed || batch.stream.alerts.length === 0) return;
     const watched = new Set(batch.stream.alerts.map((alert) => alert.counter.index));
-    let entry = this.#pending.get(batch.stream);
+    let touched = this.#pending.get(batch.stream);
     batch.events.forEach((_event, i) => {
       if (batch.outcomes[i] !== "applied") return;
       for (const update of cellUpdatesOf(batch.updates, batch.stream.counters.length, i)) {
@@ -248,14 +248,14 @@ export class AlertWatcher {
         const counter = batch.stream.counters[update.counter];
         // A merge can move a session's start: sessions are judged only at close.
         if (counter.window.kind === "session") continue;
-        if (!entry) {
-          entry = { stream: batch.stream, touched: new Map() };
-          this.#pending.set(batch.stream, entry);
+        if (!touched) {
+          touched = new Map();
+          this.#pending.set(batch.stream, touched);
         }
-        let windows = entry.touched.get(update.counter);
+        let windows = touched.get(update.counter);
         if (!windows) {
           windows = new Map();
-          entry.touched.set(update.counter, windows);
+          touched.set(update.counter, windows);
         }
         for (const start of windowsOfPane(update.pane, counter.window)) {
           let groups = windows.get(start);
@@ -287,9 +287,9 @@ export class AlertWatcher {
 
   async #drain(): Promise<void> {
     while (this.#pending.size > 0) {
-      const work = [...this.#pending.values()];
+      const work = [...this.#pending];
       this.#pending.clear();
-      for (const { stream, touched } of work) {
+      for (const [stream, touched] of work) {
         try {
           await this.#evaluate(stream, touched);
         } catch (error) {
