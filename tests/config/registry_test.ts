@@ -2244,6 +2244,12 @@ for (const change of ["delete", "recreate"] as const) {
   }
 }
 
+/** The index step of the last write of `signups` lost: the index says version 1. */
+function loseIndexStep(fixture: RedisFixture) {
+  const index = "es:{@definitions}:index";
+  return withDirect(fixture.redisUrl, (send) => send("HSET", index, "signups", "1"));
+}
+
 redisTest(
   "a DELETE whose index step was lost (answered 503, or its process killed) is seen by every instance's poll once the DELETE is sent again and answers 404",
   async (fixture) => {
@@ -2258,8 +2264,7 @@ redisTest(
     );
     // The record is deleted (version 2), but the index step after it did not run: the index still
     // says version 1, as the reader serves.
-    const index = "es:{@definitions}:index";
-    await withDirect(fixture.redisUrl, (send) => send("HSET", index, "signups", "1"));
+    await loseIndexStep(fixture);
     await reader.streams.poll();
     assert.ok(reader.streams.get("signups"), "the lost index step hides the delete");
     // The admin sends the DELETE again: the stream is gone already, and the index follows.
@@ -2285,8 +2290,7 @@ redisTest(
       },
     };
     assert.equal((await put(writer, "signups", grown)).status, 200);
-    const index = "es:{@definitions}:index";
-    await withDirect(fixture.redisUrl, (send) => send("HSET", index, "signups", "1"));
+    await loseIndexStep(fixture);
     await reader.streams.poll();
     assert.equal(reader.streams.describe("signups")?.version, 1, "the lost index step hides it");
     // Sent again: the definition stored, so no change (200, the same version), and the index
@@ -2298,12 +2302,6 @@ redisTest(
     assert.equal(reader.streams.describe("signups")?.version, 2);
   },
 );
-
-/** The index step of the last write of `signups` lost: the index says version 1. */
-function loseIndexStep(fixture: RedisFixture) {
-  const index = "es:{@definitions}:index";
-  return withDirect(fixture.redisUrl, (send) => send("HSET", index, "signups", "1"));
-}
 
 redisTest(
   "a DELETE with If-Match whose index step was lost repairs the index when sent again, though its precondition now fails (412)",
