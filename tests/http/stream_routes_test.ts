@@ -328,21 +328,22 @@ Deno.test("a replayed reply keeps its counts and lists the first 100 rejected ev
   assert.equal((await store.stats("orders", [])).rejected, 150);
 });
 
+/** A stream whose schema finds an error in each item of `tags` that is not a string. */
+const TAGGED = {
+  streams: {
+    tagged: {
+      schema: {
+        type: "object",
+        properties: { tags: { type: "array", items: { type: "string" } } },
+      },
+      counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+    },
+  },
+};
+
 Deno.test("a rejected event lists its first 10 errors and how many more; a stored reply no more events than 65,536 characters of JSON hold", async () => {
   // Each string in `tags` that is a number is an error of its own: 200 errors an event.
-  const { app } = await testApp({
-    config: {
-      streams: {
-        tagged: {
-          schema: {
-            type: "object",
-            properties: { tags: { type: "array", items: { type: "string" } } },
-          },
-          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
-        },
-      },
-    },
-  });
+  const { app } = await testApp({ config: TAGGED });
   const events = [
     { tags: ["ok"] },
     ...Array.from({ length: 100 }, () => ({ tags: Array.from({ length: 200 }, () => 1) })),
@@ -450,19 +451,7 @@ Deno.test("a stored reply keeps the first rejected event, shortened, even when i
 });
 
 Deno.test("a rejected event with 11 errors lists 10 and 'and 1 more error not listed'; with 10, all 10", async () => {
-  const { app } = await testApp({
-    config: {
-      streams: {
-        tagged: {
-          schema: {
-            type: "object",
-            properties: { tags: { type: "array", items: { type: "string" } } },
-          },
-          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
-        },
-      },
-    },
-  });
+  const { app } = await testApp({ config: TAGGED });
   const response = await app.request("/v1/streams/tagged/events", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
