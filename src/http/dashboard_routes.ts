@@ -22,6 +22,7 @@
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { noneMatchNames } from "./_etag.ts";
+import { toHex } from "./auth.ts";
 import { ApiError, methodNotAllowed } from "./errors.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -87,8 +88,7 @@ function extensionOf(name: string): string {
 
 async function etagOf(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  const hex = [...digest.slice(0, 12)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
-  return `"${hex}"`;
+  return `"${toHex(digest.subarray(0, 12))}"`;
 }
 
 /**

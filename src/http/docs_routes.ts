@@ -12,6 +12,7 @@ import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { noneMatchNames } from "./_etag.ts";
 import { headerListElements } from "./_header_list.ts";
+import { toHex } from "./auth.ts";
 
 /** Where the files under `static/` are read from: the repository root's `static/`. */
 const STATIC_ROOT = new URL("../../static/", import.meta.url);
@@ -117,7 +118,7 @@ export async function servedBytes(
   compress: boolean,
 ): Promise<ServedBytes> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  const hex = Array.from(digest.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
+  const hex = toHex(digest.subarray(0, 16));
   const gzipped = compress
     ? await new Response(new Blob([bytes]).stream().pipeThrough(new CompressionStream("gzip")))
       .bytes()
@@ -164,9 +165,7 @@ async function loadAssetSet(
   const digest = new Uint8Array(
     await crypto.subtle.digest("SHA-256", new TextEncoder().encode(tags)),
   );
-  const version = Array.from(digest.subarray(0, 8), (b) => b.toString(16).padStart(2, "0")).join(
-    "",
-  );
+  const version = toHex(digest.subarray(0, 8));
   return { version, files };
 }
 
