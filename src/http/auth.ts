@@ -41,10 +41,13 @@ import { withinPeriod } from "../telemetry/mod.ts";
 
 const logger = getLogger(["edgestream", "http"]);
 
-/** What a key may do. `admin` implies the others. */
-export type Scope = "ingest" | "read" | "admin";
+/** The scopes a key may have, for schemas that list them. */
+export const SCOPE_NAMES = ["ingest", "read", "admin"] as const;
 
-const SCOPES = new Set<Scope>(["ingest", "read", "admin"]);
+/** What a key may do. `admin` implies the others. */
+export type Scope = typeof SCOPE_NAMES[number];
+
+const SCOPES = new Set<Scope>(SCOPE_NAMES);
 
 /** A configured key. The key text itself is kept only as a digest. */
 interface KeyEntry {

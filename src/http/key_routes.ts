@@ -27,7 +27,15 @@ import {
   NO_STORE,
   storedLimitConflict,
 } from "./_openapi.ts";
-import { grantOfRequest, type KeyRing, requireKey, requireScope, sha256, toHex } from "./auth.ts";
+import {
+  grantOfRequest,
+  type KeyRing,
+  requireKey,
+  requireScope,
+  SCOPE_NAMES,
+  sha256,
+  toHex,
+} from "./auth.ts";
 import { jsonBody } from "./body.ts";
 import { MAX_BURST, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from "../config/mod.ts";
 import { ApiError } from "./errors.ts";
@@ -68,6 +76,9 @@ const RateLimitSchema = z.strictObject({
   description: "A token bucket per stream: `burst` events at once, refilled at `eventsPerSecond`",
 });
 
+/** A key's scope, one of {@linkcode SCOPE_NAMES}. */
+const ScopeSchema = z.enum(SCOPE_NAMES);
+
 const KeyInputSchema = z.strictObject({
   type: z.enum(["secret", "publishable"]).default("secret").openapi({
     description:
@@ -75,7 +86,7 @@ const KeyInputSchema = z.strictObject({
   }),
   // Repeats are removed, so bounds count different entries (`["admin", "read", "ingest", "read"]`
   // names three scopes), and each list has a raw cap as sent: see _list_bounds.ts.
-  scopes: z.array(z.enum(["ingest", "read", "admin"])).min(1).max(MAX_ENUM_LIST_ITEMS).optional()
+  scopes: z.array(ScopeSchema).min(1).max(MAX_ENUM_LIST_ITEMS).optional()
     .openapi({
       description:
         `What it may do (\`admin\` includes the others); publishable keys: \`ingest\` only; ${
@@ -240,7 +251,7 @@ const ownKeyRoute = createRoute({
                 "The run-time key's id; null for a key of `EDGESTREAM_KEYS` and in open mode",
               example: "key_3f1c9a527e0b4d8e",
             }),
-            scopes: z.array(z.enum(["admin", "ingest", "read"])).openapi({
+            scopes: z.array(ScopeSchema).openapi({
               description: "Its scopes, with those `admin` implies (`ingest`, `read`)",
               example: ["read"],
             }),
