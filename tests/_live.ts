@@ -437,3 +437,55 @@ export async function silentUpgrade(
     conn.close();
   }
 }
+
+/**
+ * A raw TCP WebSocket client: sends the handshake for `path`, reads the server's answer head
+ * (and whatever came with it), then sends `frame` (masked, as a client's must be) and reads
+ * nothing more: the connection is the caller's to read or close.
+ */
+export async function rawSocketSending(
+  server: TestServer,
+  path: string,
+  frame: { opcode: number; payload: Uint8Array },
+): Promise<{ conn: Deno.Conn; head: string; rest: Uint8Array }> {
+  const { hostname, port } = new URL(server.base);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  await conn.write(new TextEncoder().encode(rawUpgrade(path)));
+  let received = new Uint8Array(0);
+  let head = "";
+  const buffer = new Uint8Array(4096);
+  while (!head.includes("\r\n\r\n")) {
+    const read = await within(conn.read(buffer), 10_000);
+    if (read === null) break;
+    received = new Uint8Array([...received, ...buffer.subarray(0, read)]);
+    head = new TextDecoder("latin1").decode(received);
+  }
+  const rest = received.subarray(head.indexOf("\r\n\r\n") + 4);
+  const { payload } = frame;
+  const length = payload.length < 126
+    ? [0x80 | payload.length]
+    : [0x80 | 126, payload.length >> 8, payload.length & 0xff];
+  // A zero mask leaves the payload as it is.
+  const bytes = new Uint8Array([0x80 | frame.opcode, ...length, 0, 0, 0, 0, ...payload]);
+  await conn.write(bytes);
+  return { conn, head: head.slice(0, head.indexOf("\r\n")), rest };
+}
+
+/** The code of the close frame among the (unmasked) server frames in `bytes`, or `NaN`. */
+export function closeCodeIn(bytes: Uint8Array): number {
+  for (let at = 0; at + 2 <= bytes.length;) {
+    const opcode = bytes[at] & 0x0f;
+    let length = bytes[at + 1] & 0x7f;
+    let start = at + 2;
+    if (length === 126) {
+      length = bytes[at + 2] * 256 + bytes[at + 3];
+      start = at + 4;
+    } else if (length === 127) {
+      length = Number(new DataView(bytes.buffer, bytes.byteOffset + at + 2, 8).getBigUint64(0));
+      start = at + 10;
+    }
+    if (opcode === 8) return bytes[start] * 256 + bytes[start + 1];
+    at = start + length;
+  }
+  return NaN;
+}

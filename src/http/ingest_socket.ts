@@ -40,7 +40,8 @@
  * missing key (before any frame is read; its connection dropped if the client has not answered
  * the close frame after `refusedCloseMs`) or too many frames in flight, 1001
  * no answer to the idle ping or the server shutting down, 1011 a bug in the
- * server.
+ * server. A client that has not answered any other close frame of the server `closeGraceMs`
+ * after it was sent has its connection dropped, freeing its place.
  *
  * What happens to the frames a connection holds when it ends:
  * - A protocol error (1003, 1009, 1008 too many frames) answers every frame
@@ -357,6 +358,13 @@ export interface IngestSocketOptions {
    */
   refusedCloseMs?: number;
   /**
+   * How long (ms) a connection the server closes (a protocol error, answers left unread, a
+   * shutdown, an internal error) waits for its client to answer the close frame before its
+   * connection is dropped, freeing its place: long enough for a slow reader to read what waits
+   * before the close frame and answer it. @default {10000}
+   */
+  closeGraceMs?: number;
+  /**
    * Most connections per key (in open mode per client address) and per process; past them an
    * upgrade is refused (429 `too_many_ingest_sockets`, 503 `ingest_sockets_full`).
    * @default {{ perKey: 100, perProcess: 10000 }}
@@ -431,6 +439,7 @@ export function ingestSocketSettings(
     maxUnreadMs: options.maxUnreadMs ?? 10_000,
     closeLingerMs: options.closeLingerMs ?? 100,
     refusedCloseMs: options.refusedCloseMs ?? 5_000,
+    closeGraceMs: options.closeGraceMs ?? 10_000,
     idleTimeoutSeconds: options.idleTimeoutSeconds ?? 30,
   };
 }
@@ -472,6 +481,8 @@ class IngestConnection implements HeldConnection {
   #drained: Promise<void> = Promise.resolve();
   /** How long (ms) a closing connection lingers after its last answer (`closeLingerMs`). */
   #closeLingerMs: number;
+  /** How long (ms) the client may take to answer the close frame before it is dropped. */
+  #closeGraceMs: number;
   /** The close a protocol error asked for, sent once every frame held is answered. */
   #closing: { code: number; reason: string; lingerMs: number } | undefined;
   #lingering: ReturnType<typeof setTimeout> | undefined;
@@ -505,6 +516,7 @@ class IngestConnection implements HeldConnection {
     this.#maxBufferedBytes = settings.maxBufferedBytes;
     this.#maxUnreadMs = settings.maxUnreadMs;
     this.#closeLingerMs = settings.closeLingerMs;
+    this.#closeGraceMs = settings.closeGraceMs;
   }
 
   receive(data: unknown): void {
@@ -594,7 +606,13 @@ class IngestConnection implements HeldConnection {
     for (const frame of this.#queue) this.#release(frame);
     this.#queue = [];
     if (code !== undefined && this.#socket.readyState < 2) {
-      this.#socket.close(code, closeReason(reason ?? ""));
+      // Sent after the answers already queued. A client that does not answer it (one that reads
+      // nothing) would keep the connection, and its place, as long as it likes: dropped after a
+      // grace.
+      const raw = this.#socket.raw as WebSocket | undefined;
+      const closing = { code, reason: closeReason(reason ?? ""), graceMs: this.#closeGraceMs };
+      if (raw) closeWithin(raw, closing);
+      else this.#socket.close(closing.code, closing.reason);
     }
   }
 

@@ -105,6 +105,13 @@ export interface LiveRouteOptions {
    */
   refusedCloseMs?: number;
   /**
+   * How long (ms) a WebSocket subscription the server closes (dropped, too slow, its key revoked,
+   * its stream deleted, a shutdown) waits for its client to answer the close frame before its
+   * connection is dropped, freeing its place: long enough for a slow reader to read what waits
+   * before the close frame and answer it. @default {10000}
+   */
+  closeGraceMs?: number;
+  /**
    * Most live subscriptions per key (in open mode per client address) and per process; past
    * them a subscription is refused (429 `too_many_subscriptions`, 503 `subscriptions_full`).
    * @default {{ perKey: 100, perProcess: 10000 }}
@@ -116,7 +123,12 @@ export interface LiveRouteOptions {
 export type SubscriptionSettings = Required<
   Pick<
     LiveRouteOptions,
-    "maxBufferedBytes" | "idleTimeoutSeconds" | "heartbeatMs" | "keyCheckMs" | "refusedCloseMs"
+    | "maxBufferedBytes"
+    | "idleTimeoutSeconds"
+    | "heartbeatMs"
+    | "keyCheckMs"
+    | "refusedCloseMs"
+    | "closeGraceMs"
   >
 >;
 
@@ -128,6 +140,7 @@ export function subscriptionSettings(options: LiveRouteOptions = {}): Subscripti
     heartbeatMs: options.heartbeatMs ?? 15_000,
     keyCheckMs: options.keyCheckMs ?? 1_000,
     refusedCloseMs: options.refusedCloseMs ?? 5_000,
+    closeGraceMs: options.closeGraceMs ?? 10_000,
   };
 }
 
@@ -369,7 +382,7 @@ async function subscribeOverSocket(
     }, upgradeOptions);
   }
   const subscription = setup.subscription;
-  const { maxBufferedBytes } = subscriptionSettings(deps.options);
+  const { maxBufferedBytes, closeGraceMs } = subscriptionSettings(deps.options);
   const stop = new AbortController();
   let socket: WSContext<WebSocket> | undefined;
   /** Messages yielded before the socket opened, and their bytes. */
@@ -379,9 +392,17 @@ async function subscribeOverSocket(
   let closing: [code: number, reason: string] | undefined;
   /** Settles once the socket closed (its close event). */
   const closed = Promise.withResolvers<void>();
+  /**
+   * Closes the socket after what waits for it; a client that has not answered the close frame
+   * `closeGraceMs` later (one that reads nothing) has its connection dropped, freeing its place.
+   */
+  function closeSocket(opened: WSContext<WebSocket>, code: number, reason: string): void {
+    if (opened.readyState >= 2) return;
+    closeWithin(opened.raw!, { code, reason: closeReason(reason), graceMs: closeGraceMs });
+  }
   function close(code: number, reason: string): void {
     stop.abort();
-    if (socket) socket.close(code, closeReason(reason));
+    if (socket) closeSocket(socket, code, reason);
     else closing ??= [code, reason];
   }
   function send(text: string): void {
@@ -421,8 +442,8 @@ async function subscribeOverSocket(
     transport: "ws",
   };
   // Its place is held until its connection ends, not only its subscription: a client that reads
-  // nothing keeps a closed socket open (Deno waits for its close frame) with what was queued for
-  // it, and a place freed at the close would let it open more without bound.
+  // nothing keeps a closed socket open (Deno waits for its close frame, up to `closeGraceMs`) with
+  // what was queued for it, and a place freed at the close would let it open more without bound.
   const connectionEnded = new AbortController();
   await subscribeFirst(deps, subscription, sink, {
     afterId: setup.afterId,
@@ -438,7 +459,7 @@ async function subscribeOverSocket(
         for (const text of waiting.splice(0)) opened.send(text);
         waitingBytes = 0;
         if (closing) {
-          opened.close(closing[0], closeReason(closing[1]));
+          closeSocket(opened, closing[0], closing[1]);
           return;
         }
         unwatch = watchSubscription(setup.keyCheck, (reason) => close(1008, reason));
@@ -774,7 +795,7 @@ function documentRoutes(app: OpenAPIHono): void {
       'Upgrades to a WebSocket. Each text frame carries what `POST /v1/streams/{stream}/events` takes (one event, an array, or NDJSON lines), optionally as `{"seq": n, "idempotencyKey": "…", "events": [...]}` (an object with `events` and no other keys than those two; with `seq` or `idempotencyKey` and another key, or `idempotencyKey` without `events`, it is an error frame `invalid_body`, not one event; so is NDJSON with such an object or an envelope as a line).',
       'Each frame is answered in order, once the store applied it: `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`, or `{"type": "error", "seq", "retryable", "error": {"code", "message", "requestId"}}` (`requestId`: the upgrade request\'s `X-Request-Id`; the connection stays open; `retryable: true` means the frame may succeed if sent again: the store was unavailable (`error.details.outcome` says whether it may have counted, as for an HTTP 503), its `idempotencyKey` is in flight (`idempotency_key_in_flight`), a rate limit refused it (`rate_limited`), the connection is closing (`connection_closing`), or a look-up is busy or the stream changed meanwhile (`stream_lookup_busy`, `key_lookup_busy`, `stream_changed`); but for the store\'s, nothing was counted: resend; event ids or the frame\'s `idempotencyKey` keep it from counting twice).',
       "`seq` is the frame's own, else its number on the connection. Keep at most 8 frames unacknowledged; a client far past that is closed with 1008.",
-      "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key (a client that has not answered that close frame 5 s later has its connection dropped), too many frames in flight or answers left unread (over 1 MiB waiting for 10 s; no frame is applied meanwhile), 1001 no pong or the server shutting down (after answering every frame read, as below), 1011 an error in the server (a bug, logged; no answers follow, as when the client closes first). While the server shuts down, an upgrade gets 503 `shutting_down`.",
+      "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key (a client that has not answered that close frame 5 s later has its connection dropped), too many frames in flight or answers left unread (over 1 MiB waiting for 10 s; no frame is applied meanwhile), 1001 no pong or the server shutting down (after answering every frame read, as below), 1011 an error in the server (a bug, logged; no answers follow, as when the client closes first). A client that has not answered any other close frame of the server 10 s after it was sent has its connection dropped. While the server shuts down, an upgrade gets 503 `shutting_down`.",
       "Before closing for a binary frame, an oversized frame or too many frames in flight, the server answers every frame read before it, in order: the one being applied with its ack, the later ones with `retryable: true` and code `connection_closing` (not counted); the bad frame and any after it are dropped. When the client closes first, misses a pong or the server closes with 1011, no answers follow: frames not yet started are not applied; the one being applied may count with no ack.",
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: ingest.",
       "Refused before upgrading: 400 `invalid_upgrade` when the upgrade cannot be made (e.g. subprotocols not separated by `, `), 403 `origin_not_allowed` from an `Origin` not allowed, 426 without `Upgrade: websocket`.",
@@ -801,7 +822,7 @@ function documentRoutes(app: OpenAPIHono): void {
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 (a client that has not answered that close frame 5 s later has its connection dropped) and answers SSE with 401/403.",
       "When the server shuts down, a WebSocket subscriber is closed with 1001 and an SSE subscriber gets a final `closed` event; a new subscription meanwhile gets 503 `shutting_down`.",
       "A WebSocket subscription reads nothing from its client: a message of up to 1,024 bytes (a heartbeat) is ignored, a longer one closes it with 1009.",
-      "Bounded: one key (in open mode, one client address) holds at most `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` (default 100) subscriptions on a server, the server at most `EDGESTREAM_SUBSCRIPTIONS_MAX` (default 10000). One more is refused before the upgrade or the SSE 200: 429 `too_many_subscriptions` (the key's bound) or 503 `subscriptions_full` (the server's), with `Retry-After` and `details: {limit, max}`. A subscription that ends frees its place; over a WebSocket, once its connection ends (a client that reads nothing keeps it, and its place, until it closes it).",
+      "Bounded: one key (in open mode, one client address) holds at most `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` (default 100) subscriptions on a server, the server at most `EDGESTREAM_SUBSCRIPTIONS_MAX` (default 10000). One more is refused before the upgrade or the SSE 200: 429 `too_many_subscriptions` (the key's bound) or 503 `subscriptions_full` (the server's), with `Retry-After` and `details: {limit, max}`. A subscription that ends frees its place; over a WebSocket, once its connection ends (a client that has not answered the server's close frame 10 s after it was sent has its connection dropped).",
       "The subscription is set up in the store before anything is answered: a store that cannot be read (Redis unreachable) is a 503 `store_unavailable` with `Retry-After`, before the upgrade or the SSE 200. A subscription from before an outage stays open through it, is sent nothing while the store does not answer, then gets what the log received meanwhile.",
     ].join("\n\n"),
     request: {
