@@ -335,6 +335,14 @@ export async function eventually(
   }
 }
 
+/** {@linkcode within}'s promise did not settle in time. */
+export class NotSettledError extends Error {
+  constructor(ms: number) {
+    super(`Not settled within ${ms} ms`);
+    this.name = "NotSettledError";
+  }
+}
+
 /** Resolves like `promise`, or rejects after `ms`, so a socket that never closes fails the test. */
 export async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -342,7 +350,7 @@ export async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
     return await Promise.race([
       promise,
       new Promise<never>((_, reject) =>
-        timer = setTimeout(() => reject(new Error(`Not settled within ${ms} ms`)), ms)
+        timer = setTimeout(() => reject(new NotSettledError(ms)), ms)
       ),
     ]);
   } finally {
@@ -374,30 +382,40 @@ export function rawUpgrade(
     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 }
 
+/**
+ * Reads `conn` for `ms` at most, handing each chunk to `take` (a view of a buffer of `bufferBytes`
+ * reused for the next read): true when the connection ended (EOF, or reset), false when time ran
+ * out first.
+ */
+export async function readChunksFor(
+  conn: Deno.Conn,
+  ms: number,
+  take: (chunk: Uint8Array) => void,
+  bufferBytes = 4096,
+): Promise<boolean> {
+  const buffer = new Uint8Array(bufferBytes);
+  const deadline = performance.now() + ms;
+  for (;;) {
+    let read: number | null;
+    try {
+      read = await within(conn.read(buffer), Math.max(1, deadline - performance.now()));
+    } catch (error) {
+      if (error instanceof Deno.errors.ConnectionReset) return true;
+      if (error instanceof NotSettledError) return false;
+      throw error;
+    }
+    if (read === null) return true;
+    take(buffer.subarray(0, read));
+  }
+}
+
 /** Every byte the connection delivers until it ends (EOF, or reset), or for `ms` at most. */
 export async function readAllFor(
   conn: Deno.Conn,
   ms: number,
 ): Promise<{ bytes: Uint8Array; closed: boolean }> {
   const chunks: Uint8Array[] = [];
-  const buffer = new Uint8Array(4096);
-  const deadline = performance.now() + ms;
-  let closed = false;
-  for (;;) {
-    let read: number | null;
-    try {
-      read = await within(conn.read(buffer), Math.max(1, deadline - performance.now()));
-    } catch (error) {
-      if (error instanceof Deno.errors.ConnectionReset) closed = true;
-      else if (!(error instanceof Error && error.message.startsWith("Not settled"))) throw error;
-      break;
-    }
-    if (read === null) {
-      closed = true;
-      break;
-    }
-    chunks.push(buffer.slice(0, read));
-  }
+  const closed = await readChunksFor(conn, ms, (chunk) => chunks.push(chunk.slice()));
   const bytes = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
   let offset = 0;
   for (const chunk of chunks) {
@@ -423,15 +441,13 @@ export async function silentUpgrade(
     await conn.write(new TextEncoder().encode(request));
     const { bytes, closed } = await readAllFor(conn, ms);
     const text = new TextDecoder().decode(bytes);
-    const head = text.indexOf("\r\n\r\n");
-    // The close frame: FIN and opcode 8 (0x88), its length, the code, then the reason.
-    const frame = bytes.subarray(head + 4);
-    const code = frame[0] === 0x88 ? frame[2] * 256 + frame[3] : NaN;
+    // The close frame follows the head: FIN and opcode 8, a short length, the code, the reason.
+    const frames = bytes.subarray(text.indexOf("\r\n\r\n") + 4);
     return {
       closed,
       status: text.slice(0, text.indexOf("\r\n")),
-      code,
-      reason: new TextDecoder().decode(frame.subarray(4)),
+      code: closeCodeIn(frames),
+      reason: new TextDecoder().decode(frames.subarray(4, 2 + (frames[1] & 0x7f))),
     };
   } finally {
     conn.close();

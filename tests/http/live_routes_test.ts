@@ -20,6 +20,7 @@ import {
   rawSocketSending,
   rawUpgrade,
   readAllFor,
+  readChunksFor,
   silentUpgrade,
   SseReader,
   startServer,
@@ -2000,25 +2001,12 @@ interface ReadOutcome {
 
 /** Reads what the connection delivers until it ends (EOF, or reset), or for `ms` at most. */
 async function readFor(conn: Deno.Conn, ms: number): Promise<ReadOutcome> {
-  const buffer = new Uint8Array(1 << 20);
   const outcome: ReadOutcome = { bytes: 0, tail: "", closed: false };
-  const deadline = performance.now() + ms;
-  for (;;) {
-    let read: number | null;
-    try {
-      read = await within(conn.read(buffer), Math.max(1, deadline - performance.now()));
-    } catch (error) {
-      if (error instanceof Deno.errors.ConnectionReset) outcome.closed = true;
-      else if (!(error instanceof Error && error.message.startsWith("Not settled"))) throw error;
-      return outcome;
-    }
-    if (read === null) {
-      outcome.closed = true;
-      return outcome;
-    }
-    outcome.bytes += read;
-    outcome.tail = (outcome.tail + new TextDecoder().decode(buffer.subarray(0, read))).slice(-512);
-  }
+  outcome.closed = await readChunksFor(conn, ms, (chunk) => {
+    outcome.bytes += chunk.length;
+    outcome.tail = (outcome.tail + new TextDecoder().decode(chunk)).slice(-512);
+  }, 1 << 20);
+  return outcome;
 }
 
 Deno.test("README: the connection of an SSE subscriber dropped as too slow that still reads nothing is closed by the server after stalledMs", async () => {
