@@ -96,3 +96,44 @@ export function closeWithin(
   }, close.graceMs);
   socket.addEventListener("close", () => clearTimeout(timer), { once: true });
 }
+
+/** Refused WebSockets a process holds at once, by default: see {@linkcode RefusedSockets}. */
+export const DEFAULT_MAX_REFUSED_SOCKETS = 1_000;
+
+/**
+ * The WebSockets a process upgraded only to close them with 1008 and the reason of their refusal
+ * (browsers read no refused upgrade's status), from the upgrade until the connection ends: each
+ * holds its connection up to its grace (`refusedCloseMs`) while its client does not answer the
+ * close frame, and holds no place of any other bound. Past `max` at once, a refusal is answered
+ * before the upgrade instead, as plain HTTP: so a client sending refused upgrades as fast as it
+ * can holds at most `max` connections, not its rate times the grace.
+ */
+export class RefusedSockets {
+  /** Most refused WebSockets held at once. */
+  readonly max: number;
+  #held = 0;
+
+  /** `max`: most refused WebSockets held at once. @default {DEFAULT_MAX_REFUSED_SOCKETS} */
+  constructor(max: number = DEFAULT_MAX_REFUSED_SOCKETS) {
+    this.max = max;
+  }
+
+  /** Refused WebSockets held now. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Holds one more until `release()` (called once or more), or returns undefined at `max`. */
+  take(): { release(): void } | undefined {
+    if (this.#held >= this.max) return undefined;
+    this.#held += 1;
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#held -= 1;
+      },
+    };
+  }
+}

@@ -79,7 +79,7 @@ import {
 import { originOf, rateLimitsFor, refuseOrigin } from "./browser.ts";
 import { ApiError, apiErrorOf, type ErrorCode, streamMissing } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
-import { closeWithin } from "./_drop_socket.ts";
+import { closeWithin, RefusedSockets } from "./_drop_socket.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 import { requestIdOf } from "./request_id.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
@@ -370,6 +370,12 @@ export interface IngestSocketOptions {
    * @default {{ perKey: 100, perProcess: 10000 }}
    */
   slots?: SlotLimits;
+  /**
+   * The refused connections (upgraded to be closed with 1008) held at once, shared with live
+   * subscriptions; at its bound a refusal is answered before the upgrade (401, 403).
+   * @default {a private one of 1000}
+   */
+  refusedSockets?: RefusedSockets;
 }
 
 /** What {@linkcode ingestSocketHandler} needs from the app. */
@@ -422,7 +428,7 @@ export function closeReason(text: string): string {
 }
 
 /** The settings of {@linkcode ingestSocketHandler}: its options with their defaults filled in. */
-export type IngestSocketSettings = Required<Omit<IngestSocketOptions, "slots">>;
+export type IngestSocketSettings = Required<Omit<IngestSocketOptions, "slots" | "refusedSockets">>;
 
 /** Fills in the defaults of `options`, as {@linkcode ingestSocketHandler} does. */
 export function ingestSocketSettings(
@@ -807,6 +813,7 @@ export function ingestSocketHandler(
   const idleTimeout = settings.idleTimeoutSeconds;
   const connections = deps.connections;
   const slots = new ConnectionSlots("ingest_socket", options.slots);
+  const refusedSockets = options.refusedSockets ?? new RefusedSockets();
   // The stats read the pool's count after each change rather than keep one of their own.
   const takeSlot = ([holder, named]: [string, string]): ConnectionSlot => {
     const taken = slots.take(holder, named);
@@ -836,7 +843,7 @@ export function ingestSocketHandler(
     // HTTP ingest), not a refused key's close (or a foreign page's 403 telling to list it).
     if (refused?.status === 400) throw refused;
     const denied = refused;
-    const stream = denied ? deps.streams.get(name) : await lookUpStream(deps.streams, name);
+    const stream = denied ? undefined : await lookUpStream(deps.streams, name);
     // As for HTTP ingest: a publishable key works only from its pages, and a page's origin is
     // admitted by the key's or the stream's `origins` too.
     // Read now: an upgraded request's headers are gone, and each frame asks again.
@@ -847,15 +854,21 @@ export function ingestSocketHandler(
       const refusal = deferredOriginRefusal(c.req.raw);
       if (refusal) throw refusal;
     }
-    if (!denied && !stream) throw streamMissing(deps.streams, name);
-    // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
-    // request's log line still says why.
-    if (denied) c.error = denied;
-    // Refused before the upgrade when a bound is reached; a denied key holds none (its socket
-    // closes as it opens).
-    let slot: ConnectionSlot | undefined;
+    if (denied) {
+      // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
+      // request's log line still says why. It holds no place of the bound below.
+      c.error = denied;
+      return upgradeToRefuse(c, denied, {
+        sockets: refusedSockets,
+        graceMs: settings.refusedCloseMs,
+        upgrade: { protocol: presented.protocol, idleTimeout },
+      });
+    }
+    if (!stream) throw streamMissing(deps.streams, name);
+    // Refused before the upgrade when a bound is reached.
+    let slot: ConnectionSlot;
     try {
-      if (!denied) slot = takeSlot(slotHolder(c, deps.keys, presented.key, grant));
+      slot = takeSlot(slotHolder(c, deps.keys, presented.key, grant));
     } catch (error) {
       if (error instanceof SlotLimitError) recordIngestSocketRefused(error.limit);
       throw error;
@@ -865,16 +878,6 @@ export function ingestSocketHandler(
     try {
       return await upgradeSocket(c, {
         onOpen(_event, socket) {
-          if (denied || !stream) {
-            // It holds no place: a client that never answers the close frame would keep the
-            // connection, outside every bound, as long as it likes. Dropped after a grace.
-            closeWithin(socket.raw!, {
-              code: 1008,
-              reason: closeReason(denied?.message ?? "Forbidden"),
-              graceMs: settings.refusedCloseMs,
-            });
-            return;
-          }
           connection = new IngestConnection(deps, stream, socket, {
             ...settings,
             requestId,
@@ -902,7 +905,7 @@ export function ingestSocketHandler(
         onClose() {
           // However it ends (either side closing, a protocol error, a shutdown, a dropped
           // connection), its place is free again.
-          slot?.release();
+          slot.release();
           if (!connection) return;
           const ending = connection;
           // Held (for a stop to wait on) until the frame the store is applying is done.
@@ -913,7 +916,7 @@ export function ingestSocketHandler(
       }, { protocol: presented.protocol, idleTimeout });
     } catch (error) {
       // Not upgraded (Deno refused the handshake): no close event will free it.
-      slot?.release();
+      slot.release();
       throw error;
     }
   };
@@ -965,6 +968,40 @@ export function upgradeSocket(
   socket.onclose = (event) => events.onClose?.(event, context);
   socket.onerror = (event) => events.onError?.(event, context);
   return response;
+}
+
+/**
+ * Upgrades the request only to close its WebSocket with 1008 and `denied`'s message, which
+ * browsers can read where they cannot read a refused upgrade's status. The socket holds a place
+ * of `sockets` until its connection ends: its client answering the close frame, or dropped
+ * `graceMs` after it was sent. With every place held, `denied` is thrown instead (its 401 or 403,
+ * before any upgrade): no more connections are left waiting on clients that never answer.
+ */
+export function upgradeToRefuse(
+  c: Context,
+  denied: ApiError,
+  options: { sockets: RefusedSockets; graceMs: number; upgrade: Deno.UpgradeWebSocketOptions },
+): Response {
+  const place = options.sockets.take();
+  if (!place) throw denied;
+  try {
+    return upgradeSocket(c, {
+      onOpen(_event, socket) {
+        closeWithin(socket.raw!, {
+          code: 1008,
+          reason: closeReason(denied.message),
+          graceMs: options.graceMs,
+        });
+      },
+      onClose() {
+        place.release();
+      },
+    }, options.upgrade);
+  } catch (error) {
+    // Not upgraded (Deno refused the handshake): no close event will free it.
+    place.release();
+    throw error;
+  }
 }
 
 /** Throws 426 unless the request asks for a WebSocket upgrade, 400 if it asks with `HEAD`. */

@@ -37,6 +37,7 @@ import {
   type IngestSocketOptions,
   refuseUpgradeByHead,
   upgradeSocket,
+  upgradeToRefuse,
 } from "./ingest_socket.ts";
 import { compileExpression, ExpressionError, MAX_EXPRESSION_LENGTH } from "../transform/mod.ts";
 import {
@@ -62,7 +63,7 @@ import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
 import { utf8Length } from "./body.ts";
 import { ResponseCutError } from "./listener.ts";
-import { closeWithin } from "./_drop_socket.ts";
+import { closeWithin, RefusedSockets } from "./_drop_socket.ts";
 import { acceptsEventStream, upgradeAsksForWebSocket } from "./_header_list.ts";
 import {
   errorsFor,
@@ -117,6 +118,12 @@ export interface LiveRouteOptions {
    * @default {{ perKey: 100, perProcess: 10000 }}
    */
   subscriptions?: SlotLimits;
+  /**
+   * The WebSockets refused for their key (upgraded to be closed with 1008) held at once, of
+   * subscriptions and of WebSocket ingest together; at its bound a refusal is answered before the
+   * upgrade (401, 403). @default {one of 1000 for these routes}
+   */
+  refusedSockets?: RefusedSockets;
 }
 
 /** The subscription settings of {@linkcode LiveRouteOptions}, their defaults filled in. */
@@ -355,6 +362,8 @@ async function subscribeOverSocket(
   deps: LiveRouteDeps,
   setup: {
     denied: ApiError | null;
+    /** Where a refused socket holds its place while it closes. */
+    refusedSockets: RefusedSockets;
     subscription?: Subscription;
     protocol?: string;
     keyCheck: KeyCheck;
@@ -368,18 +377,11 @@ async function subscribeOverSocket(
     idleTimeout: subscriptionSettings(deps.options).idleTimeoutSeconds,
   };
   if (setup.denied || !setup.subscription || !setup.slot) {
-    const denied = setup.denied;
-    return await upgradeSocket(c, {
-      onOpen(_event, socket: WSContext<WebSocket>) {
-        // It holds no place: a client that never answers the close frame would keep the
-        // connection, outside every bound, as long as it likes. Dropped after a grace.
-        closeWithin(socket.raw!, {
-          code: 1008,
-          reason: closeReason(denied?.message ?? "Forbidden"),
-          graceMs: subscriptionSettings(deps.options).refusedCloseMs,
-        });
-      },
-    }, upgradeOptions);
+    return upgradeToRefuse(c, setup.denied ?? new ApiError(403, "forbidden", "Forbidden"), {
+      sockets: setup.refusedSockets,
+      graceMs: subscriptionSettings(deps.options).refusedCloseMs,
+      upgrade: upgradeOptions,
+    });
   }
   const subscription = setup.subscription;
   const { maxBufferedBytes, closeGraceMs } = subscriptionSettings(deps.options);
@@ -909,7 +911,12 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
   const taken = ["GET", "HEAD"];
   app.use("/v1/streams/:stream/ws", requireScopeForOtherMethods(deps.keys, "ingest", taken));
   app.use("/v1/streams/:stream/subscribe", requireScopeForOtherMethods(deps.keys, "read", taken));
-  app.get("/v1/streams/:stream/ws", ingestSocketHandler(deps, deps.options?.socket));
+  // One bound for the refused sockets of both routes, as for a process's file descriptors.
+  const refusedSockets = deps.options?.refusedSockets ?? new RefusedSockets();
+  app.get(
+    "/v1/streams/:stream/ws",
+    ingestSocketHandler(deps, { ...deps.options?.socket, refusedSockets }),
+  );
 
   const slots = new ConnectionSlots("subscription", deps.options?.subscriptions);
   app.get("/v1/streams/:stream/subscribe", async (c) => {
@@ -974,6 +981,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     if (overSocket) {
       return await subscribeOverSocket(c, deps, {
         denied,
+        refusedSockets,
         subscription,
         protocol: presented.protocol,
         keyCheck,

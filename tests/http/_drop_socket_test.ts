@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { closeWithin, dropSocket } from "../../src/http/_drop_socket.ts";
+import { closeWithin, dropSocket, RefusedSockets } from "../../src/http/_drop_socket.ts";
 import { rawUpgrade, readAllFor } from "../_live.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
 
@@ -100,4 +100,18 @@ Deno.test("dropSocket() whose close does not end the connection says so once, af
       /^Dropping a WebSocket whose client does not answer its close frame did not end it/,
     );
   });
+});
+
+Deno.test("RefusedSockets holds at most max places; a place released (once, however often asked) is free again", () => {
+  const sockets = new RefusedSockets(2);
+  const first = sockets.take()!;
+  const second = sockets.take()!;
+  assert.ok(first && second);
+  assert.equal(sockets.take(), undefined);
+  assert.equal(sockets.held, 2);
+  first.release();
+  first.release();
+  assert.equal(sockets.held, 1);
+  assert.ok(sockets.take());
+  assert.equal(sockets.take(), undefined);
 });

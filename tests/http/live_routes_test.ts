@@ -6,6 +6,7 @@ import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing, sha256, toHex } from "../../src/http/auth.ts";
 import { ResponseCutError } from "../../src/http/listener.ts";
 import { subscriptionSettings } from "../../src/http/live_routes.ts";
+import { RefusedSockets } from "../../src/http/_drop_socket.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { compareLogIds, parseLogId } from "../../src/store/types.ts";
@@ -1970,6 +1971,90 @@ Deno.test("A WebSocket subscription refused for its key is closed 1008, and its 
       assert.match(reason, query ? /^API key lacks the 'read' scope$/ : /^Missing API key/);
     }
   } finally {
+    await server.close();
+  }
+});
+
+/**
+ * Sends a WebSocket upgrade for `path` from a raw TCP client that answers nothing, and reads the
+ * answer's head and its body (by its `Content-Length`; none for a 101). The connection is the
+ * caller's to close.
+ */
+async function upgradeAnsweringNothing(
+  server: TestServer,
+  path: string,
+): Promise<{ conn: Deno.Conn; status: string; body: string }> {
+  const { hostname, port } = new URL(server.base);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  await conn.write(new TextEncoder().encode(rawUpgrade(path)));
+  let text = "";
+  const buffer = new Uint8Array(4096);
+  const complete = () => {
+    const end = text.indexOf("\r\n\r\n");
+    if (end < 0) return false;
+    const length = Number(/\r\ncontent-length: *(\d+)/i.exec(text.slice(0, end))?.[1] ?? 0);
+    return text.length >= end + 4 + length;
+  };
+  while (!complete()) {
+    const read = await within(conn.read(buffer), 10_000);
+    if (read === null) break;
+    text += new TextDecoder("latin1").decode(buffer.subarray(0, read));
+  }
+  const end = text.indexOf("\r\n\r\n");
+  return { conn, status: text.slice(0, text.indexOf("\r\n")), body: text.slice(end + 4) };
+}
+
+Deno.test("WebSockets refused for their key, of ingest and subscriptions, share one bound (1,000 by default, as the README says): past it a refusal is answered before the upgrade, and a place frees when a connection ends", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "A process holds at most 1,000 such refused WebSockets at once, of ingest and subscriptions together: past that, a refusal is answered before the upgrade, as plain HTTP (`401`, `403` with the error body, which a `WebSocket` client is not shown: it sees a failed connection)";
+  assert.ok(readme.includes(claim), claim);
+  assert.equal(new RefusedSockets().max, 1_000);
+  const refusedSockets = new RefusedSockets(2);
+  // A grace longer than the test: only a connection that ends frees a place.
+  const server = await startServer({
+    auth: true,
+    liveRoutes: { refusedSockets, refusedCloseMs: 60_000, socket: { refusedCloseMs: 60_000 } },
+  });
+  const held: Deno.Conn[] = [];
+  try {
+    for (const path of ["/v1/streams/orders/ws", SUBSCRIBE]) {
+      const { conn, status } = await upgradeAnsweringNothing(server, path);
+      held.push(conn);
+      assert.match(status, /^HTTP\/1\.1 101 /, path);
+    }
+    assert.equal(refusedSockets.held, 2);
+    for (
+      const [path, expected] of [
+        ["/v1/streams/orders/ws", /^HTTP\/1\.1 401 /],
+        [SUBSCRIBE, /^HTTP\/1\.1 401 /],
+        [`/v1/streams/orders/ws?token=${KEYS.read}`, /^HTTP\/1\.1 403 /],
+        [`${SUBSCRIBE}?token=${KEYS.ingest}`, /^HTTP\/1\.1 403 /],
+      ] as const
+    ) {
+      const { conn, status, body } = await upgradeAnsweringNothing(server, path);
+      conn.close();
+      assert.match(status, expected, path);
+      const { error } = JSON.parse(body);
+      assert.match(error.message, /^Missing API key|lacks the '(ingest|read)' scope/, path);
+    }
+    // A WebSocket client (Deno's) reads no status: a connection that never opened, no reason.
+    const client = await denoClient(server.wsUrl(SUBSCRIBE));
+    assert.notEqual(client.socket.readyState, WebSocket.OPEN);
+    const closed = await client.inbox.closed;
+    assert.notEqual(closed.code, 1008);
+    assert.equal(closed.reason, "");
+    assert.equal(refusedSockets.held, 2);
+    // A client that ends its connection (as one answering the close frame) frees its place.
+    held.shift()!.close();
+    await eventually(() => refusedSockets.held === 1);
+    const { conn, status } = await upgradeAnsweringNothing(server, SUBSCRIBE);
+    held.push(conn);
+    assert.match(status, /^HTTP\/1\.1 101 /);
+  } finally {
+    for (const conn of held) conn.close();
+    await eventually(() => refusedSockets.held === 0);
     await server.close();
   }
 });
