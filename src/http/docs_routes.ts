@@ -10,6 +10,7 @@
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
+import { fileURLToPath } from "node:url";
 import { noneMatchNames } from "./_etag.ts";
 import { headerListElements } from "./_header_list.ts";
 import { toHex } from "./auth.ts";
@@ -97,15 +98,21 @@ export function answerWith(
   return c.body(body, 200, headers);
 }
 
-async function loadFile(url: URL, file: string, compress: boolean): Promise<ServedBytes> {
+/** A file URL as the path a log line names, any other URL as written. */
+function pathOf(url: URL): string {
+  return url.protocol === "file:" ? fileURLToPath(url) : url.href;
+}
+
+async function loadFile(url: URL, root: URL, compress: boolean): Promise<ServedBytes> {
   let bytes: Uint8Array<ArrayBuffer>;
   try {
     bytes = await Deno.readFile(url);
   } catch (error) {
+    // The file's own path, under `staticDir` when one is given, not where the default keeps it.
     throw new Error(
-      `Cannot read static/${file}: ${
-        (error as Error).message
-      } (is static/ part of the deployment?)`,
+      `Cannot read ${pathOf(url)}: ${(error as Error).message} (is ${
+        pathOf(root)
+      } part of the deployment?)`,
       { cause: error },
     );
   }
@@ -148,17 +155,17 @@ interface AssetSet {
   files: Map<string, ServedBytes>;
 }
 
-/** Reads the files `names` under `dir` once, gzipping text ones. */
+/** Reads the files `names` under `dir` (in the static folder `root`) once, gzipping text ones. */
 async function loadAssetSet(
   dir: URL,
-  folder: string,
+  root: URL,
   names: [string, string][],
 ): Promise<AssetSet> {
   const files = new Map<string, ServedBytes>();
   for (const [name, contentType] of names) {
     files.set(
       name,
-      await loadFile(new URL(name, dir), `${folder}${name}`, contentType.startsWith("text/")),
+      await loadFile(new URL(name, dir), root, contentType.startsWith("text/")),
     );
   }
   const tags = [...files].map(([name, served]) => `${name} ${served.etag}`).join("\n");
@@ -208,9 +215,9 @@ export function registerDocsRoutes(app: OpenAPIHono, options: DocsRouteOptions =
   function load() {
     loaded ??= (async () => {
       const [docs, vendored, html] = await Promise.all([
-        loadAssetSet(docsDir, "docs/", DOCS_FILES),
-        loadAssetSet(vendorDir, "vendor/swagger-ui-dist/", VENDORED_FILES),
-        loadFile(new URL("index.html", docsDir), "docs/index.html", false),
+        loadAssetSet(docsDir, root, DOCS_FILES),
+        loadAssetSet(vendorDir, root, VENDORED_FILES),
+        loadFile(new URL("index.html", docsDir), root, false),
       ]);
       const text = new TextDecoder().decode(html.bytes)
         .replaceAll(`"${SWAGGER_UI_PATH}/`, `"${SWAGGER_UI_PATH}/${vendored.version}/`)
