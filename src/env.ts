@@ -420,8 +420,11 @@ function checkOpenTelemetry(env: EnvSource): void {
   }
 }
 
-/** `EDGESTREAM_SHUTDOWN` as a duration above 0 (ms). */
-function readShutdown(env: EnvSource): number {
+/**
+ * `EDGESTREAM_SHUTDOWN` as a duration above 0 (ms), 4 s when not set; a ConfigError naming it
+ * otherwise. `deno task dev` (tools/dev.ts) reads it here too.
+ */
+export function readShutdown(env: EnvSource): number {
   const ms = readDuration(env, "EDGESTREAM_SHUTDOWN", "4s", true);
   if (ms <= 0) {
     throw new ConfigError(

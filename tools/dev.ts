@@ -9,7 +9,19 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { DurationError, parseDuration } from "../src/config/duration.ts";
+import { ConfigError } from "../src/config/mod.ts";
+import { readShutdown } from "../src/env.ts";
+
+/**
+ * Why `deno task dev` cannot watch the config file at `configPath`, or undefined when it can:
+ * `deno run --watch=` splits its value on commas, with no escape, so a path holding one would
+ * name files no one has and the config file would not be watched. `setting`: where the path
+ * came from, for the message.
+ */
+export function unwatchablePath(configPath: string, setting: string): string | undefined {
+  if (!configPath.includes(",")) return undefined;
+  return `${setting}: deno task dev cannot watch a config file whose path holds a comma ('deno run --watch' splits its paths on commas), got '${configPath}': rename it, or serve with deno task start, which does not restart`;
+}
 
 /** Arguments of the `deno run` that serves with the config file watched. */
 export function devArgs(configPath: string): string[] {
@@ -31,28 +43,34 @@ const WATCHER_GRACE_MS = 2_000;
 
 /**
  * How long (ms) after a stop signal `deno task dev` kills a watcher that has not exited: the
- * server's stop bound (`EDGESTREAM_SHUTDOWN`, default 4 s, as `src/env.ts` reads it) and
+ * server's stop bound (`EDGESTREAM_SHUTDOWN`, as `src/env.ts` reads it, default and all) and
  * {@linkcode WATCHER_GRACE_MS}, so a stop with work in flight is never cut short by it. A value
  * the server refuses (it then never started) counts as the default.
  */
 export function watcherKillAfterMs(shutdown: string | undefined): number {
-  let boundMs = 4_000;
+  let boundMs: number;
   try {
-    if (shutdown) boundMs = parseDuration(shutdown);
+    boundMs = readShutdown({
+      get: (name) => name === "EDGESTREAM_SHUTDOWN" ? shutdown : undefined,
+    });
   } catch (error) {
-    if (!(error instanceof DurationError)) throw error;
+    if (!(error instanceof ConfigError)) throw error;
+    boundMs = readShutdown({ get: () => undefined });
   }
-  return Math.min(Math.max(boundMs, 0), MAX_TIMER_MS - WATCHER_GRACE_MS) + WATCHER_GRACE_MS;
+  // At most 24 days (the server's bound for a timer), so within `setTimeout`'s 2^31 - 1 ms.
+  return boundMs + WATCHER_GRACE_MS;
 }
-
-/** The longest delay `setTimeout` takes. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 if (import.meta.main) {
   // Empty is not set, as src/env.ts reads it: `--watch=` with no path would watch the whole
   // working directory, restarting the server (and emptying its memory store) on any file saved.
-  const configPath = Deno.env.get("EDGESTREAM_CONFIG") ||
-    fileURLToPath(new URL("../examples/config.json", import.meta.url));
+  const named = Deno.env.get("EDGESTREAM_CONFIG");
+  const configPath = named || fileURLToPath(new URL("../examples/config.json", import.meta.url));
+  const problem = unwatchablePath(configPath, named ? "EDGESTREAM_CONFIG" : "The checkout's path");
+  if (problem) {
+    console.error(problem);
+    Deno.exit(1);
+  }
   const child = new Deno.Command(Deno.execPath(), { args: devArgs(configPath) }).spawn();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { devArgs, watcherKillAfterMs } from "../../tools/dev.ts";
+import { devArgs, unwatchablePath, watcherKillAfterMs } from "../../tools/dev.ts";
+import { configFromEnv } from "../../src/env.ts";
 import { checkoutWithSpace, startServerProcess } from "../_server_process.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
@@ -176,6 +177,80 @@ Deno.test("watcherKillAfterMs() gives the server its whole EDGESTREAM_SHUTDOWN b
   // Refused by the server, which then never started: the default.
   assert.equal(watcherKillAfterMs("soon"), 6_000);
   assert.ok(watcherKillAfterMs("24d") <= 2 ** 31 - 1);
+});
+
+Deno.test("watcherKillAfterMs() takes the server's default EDGESTREAM_SHUTDOWN from src/env.ts, and refuses what it refuses", async () => {
+  const config = await configFromEnv({ get: () => undefined });
+  try {
+    assert.equal(watcherKillAfterMs(undefined), config.shutdownMs + 2_000);
+  } finally {
+    await config.webhooks.close();
+  }
+  // The server's bounds: above 0, at most 24 days (a timer).
+  assert.equal(watcherKillAfterMs("0s"), config.shutdownMs + 2_000);
+  assert.equal(watcherKillAfterMs("25d"), config.shutdownMs + 2_000);
+  assert.equal(watcherKillAfterMs("24d"), 24 * 86_400_000 + 2_000);
+});
+
+Deno.test("unwatchablePath() refuses a config path with a comma, which deno run --watch splits, naming the setting", () => {
+  assert.equal(unwatchablePath("/tmp/streams.json", "EDGESTREAM_CONFIG"), undefined);
+  assert.equal(
+    unwatchablePath("/tmp/a,b/streams.json", "EDGESTREAM_CONFIG"),
+    "EDGESTREAM_CONFIG: deno task dev cannot watch a config file whose path holds a comma ('deno run --watch' splits its paths on commas), got '/tmp/a,b/streams.json': rename it, or serve with deno task start, which does not restart",
+  );
+});
+
+Deno.test("deno task dev with EDGESTREAM_CONFIG holding a comma stops with one line naming it, before starting a server", async () => {
+  const readme = (await Deno.readTextFile(`${root}README.md`)).replace(/\s+/g, " ");
+  const claim =
+    "it stops with one line naming `EDGESTREAM_CONFIG` when that path holds a comma, which `deno run --watch` cannot watch";
+  assert.ok(readme.includes(claim), claim);
+  const dir = await Deno.makeTempDir({ prefix: "edgestream-dev-comma," });
+  const config = `${dir}/config.json`;
+  const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
+  await Deno.writeTextFile(config, JSON.stringify({ streams: { one: { counters } } }));
+  try {
+    const env: Record<string, string> = {
+      ...Deno.env.toObject(),
+      EDGESTREAM_CONFIG: config,
+      PORT: "0",
+      NO_COLOR: "1",
+    };
+    delete env.EDGESTREAM_KEYS;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--cached-only",
+        "--allow-env",
+        "--allow-read",
+        "--allow-run",
+        `${root}tools/dev.ts`,
+      ],
+      cwd: root,
+      env,
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = child.output();
+    // One that started a server instead is stopped (as a user would), and fails below.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const exited = await Promise.race([
+      output.then(() => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), 20_000)),
+    ]);
+    clearTimeout(timer);
+    if (!exited) child.kill("SIGTERM");
+    const { code, stdout, stderr: errors } = await output;
+    const stderr = new TextDecoder().decode(errors);
+    assert.ok(exited, `still running after 20 s: ${new TextDecoder().decode(stdout)}${stderr}`);
+    assert.equal(code, 1, stderr);
+    assert.equal(new TextDecoder().decode(stdout), "");
+    assert.equal(stderr, `${unwatchablePath(config, "EDGESTREAM_CONFIG")}\n`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("SIGTERM to deno task dev (a process manager's stop, `kill`) stops the server well and exits 0 once it stopped, not by a SIGKILL of its watcher", async () => {
