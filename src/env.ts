@@ -281,6 +281,12 @@ const HOST_LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/i;
  * Whether `text` can name a host: an IPv4 address written as four numbers from 0 to 255, an IPv6
  * address (a zone, `%eth0`, after it), or a host name of letters, digits, `-` and `_` whose last
  * label is not a number (`999.1.1.1` and `1.2.3` are no addresses, and no names).
+ *
+ * Not `HOST_NAME` (validate/origin.ts) nor http/origin.ts's `parseHost`: those read a name the
+ * URL parser normalized first (an origin, a `Host` header), which turns `1.2.3` into `1.2.0.3`,
+ * `0x7f.1` into `127.0.0.1` and `bücher.example` into punycode, and takes a label starting or
+ * ending with `-`, a port, and a bracketed IPv6 address. `HOST` goes to the listener unnormalized,
+ * as written, so it is read as written.
  */
 function isHost(text: string): boolean {
   if (text.includes(":")) return URL.canParse(`http://[${text.replace(/%[^%]+$/, "")}]`);
