@@ -23,6 +23,7 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { noneMatchNames } from "./_etag.ts";
 import { toHex } from "./auth.ts";
+import { pathOf } from "./docs_routes.ts";
 import { ApiError, methodNotAllowed } from "./errors.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -104,6 +105,16 @@ export class StaticFiles {
     this.#dir = dir;
   }
 
+  /** Where the file at `path` is read from, as a log line names it. */
+  placeOf(path: string): string {
+    return pathOf(new URL(path, this.#dir));
+  }
+
+  /** The folder files are read from, as a log line names it. */
+  get folder(): string {
+    return pathOf(this.#dir);
+  }
+
   /** How many files are held or being read. */
   get size(): number {
     return this.#files.size;
@@ -148,8 +159,10 @@ const FILE_METHODS = ["GET", "HEAD"];
  * A page the server serves at a fixed path is not in `static/`: the deployment left it out, a
  * 500 that says so (logged as an error, as `/docs`'s), not a 404 as for a file a client named.
  */
-function missingFile(file: string): Error {
-  return new Error(`Cannot read static/${file} (is static/ part of the deployment?)`);
+function missingFile(files: StaticFiles, file: string): Error {
+  return new Error(
+    `Cannot read ${files.placeOf(file)} (is ${files.folder} part of the deployment?)`,
+  );
 }
 
 function notFound(path: string): ApiError {
@@ -201,7 +214,7 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
         text.replace('content="{{auth}}"', `content="${auth}"`)
           .replace('content="{{webhooks}}"', `content="${options.webhooks ? "on" : "off"}"`),
     );
-    if (!page) throw missingFile("dashboard/index.html");
+    if (!page) throw missingFile(files, "dashboard/index.html");
     return respond(c.req.raw, page, {
       "Content-Security-Policy": DASHBOARD_CSP,
       "Referrer-Policy": "no-referrer",
@@ -212,7 +225,7 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
   // which browsers fetch with CORS: it is public, so any origin may load it.
   app.get("/sdk.js", async (c) => {
     const file = await files.get("sdk/sdk.js");
-    if (!file) throw missingFile("sdk/sdk.js");
+    if (!file) throw missingFile(files, "sdk/sdk.js");
     return respond(c.req.raw, file, {
       "Access-Control-Allow-Origin": "*",
       "Cross-Origin-Resource-Policy": "cross-origin",
@@ -223,7 +236,7 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
   // ICO, rather than a 404 in every visitor's log.
   app.get("/favicon.ico", async (c) => {
     const file = await files.get("dashboard/favicon.ico");
-    if (!file) throw missingFile("dashboard/favicon.ico");
+    if (!file) throw missingFile(files, "dashboard/favicon.ico");
     return respond(c.req.raw, file);
   });
 

@@ -99,7 +99,7 @@ export function answerWith(
 }
 
 /** A file URL as the path a log line names, any other URL as written. */
-function pathOf(url: URL): string {
+export function pathOf(url: URL): string {
   return url.protocol === "file:" ? fileURLToPath(url) : url.href;
 }
 
