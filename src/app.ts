@@ -206,7 +206,11 @@ export function createApp(options: AppOptions): OpenAPIHono {
       return errorResponse(methodNotAllowed(c.req.path, method, methods), c);
     }
     return errorResponse(
-      new ApiError(404, "not_found", `No route for ${method} ${quoteInput(c.req.path)}`),
+      new ApiError(
+        404,
+        "not_found",
+        `No route for ${quoteInput(method)} ${quoteInput(c.req.path)}`,
+      ),
       c,
     );
   });

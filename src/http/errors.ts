@@ -501,7 +501,7 @@ export function methodNotAllowed(path: string, method: string, methods: string[]
   return new ApiError(
     405,
     "method_not_allowed",
-    `${quoteInput(path)} takes ${methods.join(", ")}, not ${method}`,
+    `${quoteInput(path)} takes ${methods.join(", ")}, not ${quoteInput(method)}`,
     { headers: { Allow: methods.join(", ") } },
   );
 }

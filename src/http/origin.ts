@@ -232,7 +232,7 @@ export class OriginPolicy {
     return new ApiError(
       403,
       "origin_not_allowed",
-      `Cross-origin ${upgrade ? "WebSocket upgrade" : request.method} from '${
+      `Cross-origin ${upgrade ? "WebSocket upgrade" : quoteInput(request.method)} from '${
         quoteInput(origin)
       }' refused, as this server is '${
         quoteInput(own ?? hostHeader)

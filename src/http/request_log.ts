@@ -8,8 +8,8 @@
  *   "method", "path", "status", "durationMs", "requestId", "stream", "accepted", …}`
  *
  * - `path` is the path alone: a query string (which may hold `?token=`) is
- *   never logged. A path (and `stream`) longer than 256 characters is cut to its first 256 and
- *   its length (`quoteInput`), as error messages quote client input.
+ *   never logged. A path (and `stream`, and `method`) longer than 256 characters is cut to its
+ *   first 256 and its length (`quoteInput`), as error messages quote client input.
  * - `stream` is the stream a `/v1/streams/{stream}/…` path names.
  * - Handlers add their own fields with {@linkcode annotateRequest} (ingest:
  *   `accepted`, `duplicates`, `late`, `filtered`, `rejected` as a count).
@@ -151,10 +151,10 @@ export async function logRequest(
   const level = levelOfStatus(status);
   // A line below the level written (`EDGESTREAM_LOG_LEVEL=warning` and a 2xx): none of it is made.
   if (dropsRecord(logger.category, level)) return c.res;
-  // Quoted within bounds: a client may send a path of any length Deno takes, and the line holds
-  // it in `message`, `path` and `stream`.
+  // Quoted within bounds: a client may send a path, and a method (any token), of any length Deno
+  // takes (~64 KB), and the line holds them in `message`, `method`, `path` and `stream`.
   const path = quoteInput(c.req.path);
-  const method = c.req.method;
+  const method = quoteInput(c.req.method);
   const durationMs = Math.round((now() - started) * 1000) / 1000;
   const stream = streamOf(c.req.path);
   // Made whole rather than grown field by field.

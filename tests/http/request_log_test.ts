@@ -10,7 +10,7 @@ import { KeyRing } from "../../src/http/auth.ts";
 import { Hono } from "hono";
 import { jsonWithRequestId } from "../../src/http/request_id.ts";
 import { annotateRequest, levelOfStatus, logRequest } from "../../src/http/request_log.ts";
-import { causeText, REDACTED } from "../../src/telemetry/logging.ts";
+import { causeText, MAX_QUOTED_CHARACTERS, REDACTED } from "../../src/telemetry/logging.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { at, KEYS, NOW, postEvents, TEST_CONFIG, testApp } from "../_fixtures.ts";
@@ -381,4 +381,33 @@ Deno.test("a body that is not JSON is refused, in the reply and its log line, wi
   } finally {
     await ctx.close();
   }
+});
+
+Deno.test("a 60,000-character method is quoted within bounds in the log line and in the 404, 405 and 403 messages", async () => {
+  // Deno takes a method (a token of any letters) as long as a request head may be, ~64 KB.
+  const method = "X".repeat(60_000);
+  const quoted = `${"X".repeat(MAX_QUOTED_CHARACTERS)}… (60000 characters)`;
+  const { app } = await testApp();
+  await writtenLogs(async (lines) => {
+    const cases: Array<[string, Record<string, string>, number]> = [
+      ["/v1/streams", {}, 405],
+      ["/no/such/route", {}, 404],
+      ["/v1/streams/orders/events", { Origin: "https://elsewhere.example" }, 403],
+    ];
+    for (const [path, headers, status] of cases) {
+      const res = await app.request(`http://localhost${path}`, { method, headers });
+      const text = await res.text();
+      assert.equal(res.status, status, text.slice(0, 300));
+      assert.ok(text.length < 1_000, `reply of ${text.length} characters`);
+      assert.ok(text.includes(quoted), text.slice(0, 300));
+    }
+    const http = jsonLines(lines, "edgestream.http");
+    assert.equal(http.length, cases.length);
+    for (const line of http) {
+      const written = JSON.stringify(line);
+      assert.ok(written.length < 2_000, `line of ${written.length} characters`);
+      assert.equal(line.method, quoted);
+      assert.ok(String(line.message).startsWith(`${quoted} /`), String(line.message).slice(0, 300));
+    }
+  });
 });
