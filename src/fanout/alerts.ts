@@ -8,7 +8,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { CompiledAlert, CompiledStream } from "../config/mod.ts";
+import type { CompiledAlert, CompiledStream, StreamRegistry } from "../config/mod.ts";
 import type { AppliedBatch } from "./types.ts";
 import type { AlertFiring, Store } from "../store/types.ts";
 import { readWindowsInTurn } from "../query/mod.ts";
@@ -168,8 +168,21 @@ function firedKey(stream: string, firing: AlertFiring): string {
   return JSON.stringify([stream, firing.alert, firing.counter, firing.start, firing.group]);
 }
 
+/**
+ * What tells which incarnation of a stream is served now (a `StreamRegistry`): a stream deleted,
+ * or deleted and created again, since a batch was applied is another incarnation, or none.
+ */
+export type ServedIncarnations = Pick<StreamRegistry, "has" | "generationOf" | "generationOfBatch">;
+
 /** Options for {@linkcode AlertWatcher}. */
 export interface AlertWatcherOptions {
+  /**
+   * The served streams: a batch's check whose stream was deleted (or deleted and created again)
+   * since the batch was applied fires nothing, so no `alert.fired` is logged for a stream whose
+   * DELETE answered already, nor into the log of the one created again. @default {none: every
+   * check fires}
+   */
+  served?: ServedIncarnations;
   /** Clock (ms) for forgetting what fired. @default {Date.now} */
   now?: () => number;
   /** Most firings remembered as fired, to skip asking the store again. @default {10000} */
@@ -208,6 +221,7 @@ interface FiredAnswer {
  */
 export class AlertWatcher {
   #store: Store;
+  #served: ServedIncarnations | undefined;
   #onFired: (stream: string, fired: AlertFiring[]) => void;
   #onError: (error: unknown) => void;
   /**
@@ -227,6 +241,7 @@ export class AlertWatcher {
 
   constructor(store: Store, options: AlertWatcherOptions = {}) {
     this.#store = store;
+    this.#served = options.served;
     this.#now = options.now ?? Date.now;
     this.#maxRemembered = options.maxRemembered ?? 10_000;
     this.#concurrency = options.concurrency ?? 2;
@@ -325,6 +340,14 @@ export class AlertWatcher {
         known.stream !== stream;
     });
     if (unknown.length === 0) return;
+    // Last thing before the store: a DELETE may have answered while the windows were read.
+    if (this.#gone(stream)) {
+      logger.debug(
+        "Alert check of stream {stream} dropped: the stream was deleted (or created again) since its batch was applied",
+        { stream: stream.name },
+      );
+      return;
+    }
     const fired = await this.#store.fireAlerts(stream.name, unknown);
     for (const firing of unknown) {
       this.#remember(firedKey(stream.name, firing), {
@@ -335,6 +358,15 @@ export class AlertWatcher {
     }
     countFirings(stream.name, fired);
     if (fired.length > 0) this.#onFired(stream.name, fired);
+  }
+
+  /** Whether `stream`'s incarnation is no longer served (deleted, or deleted and created again). */
+  #gone(stream: CompiledStream): boolean {
+    const served = this.#served;
+    if (served === undefined) return false;
+    if (!served.has(stream.name)) return true;
+    const queued = served.generationOfBatch({ stream: stream.name, counters: stream.counterMetas });
+    return queued !== served.generationOf(stream.name);
   }
 
   #remember(key: string, known: FiredAnswer): void {

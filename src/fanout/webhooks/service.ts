@@ -9,7 +9,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { CompiledStream } from "../../config/mod.ts";
+import { type CompiledStream, StreamRegistry } from "../../config/mod.ts";
 import type { AppliedBatch } from "../types.ts";
 import { isStoreDown, type Store } from "../../store/types.ts";
 import { detached, OutageLog, withinPeriod } from "../../telemetry/mod.ts";
@@ -203,6 +203,8 @@ export class WebhookService {
     });
     this.#watcher = new AlertWatcher(options.store, {
       now: this.#now,
+      // A check of a stream deleted since its batch fires nothing (when the streams are served).
+      served: options.streams instanceof StreamRegistry ? options.streams : undefined,
       // Off the ingest request path already: no timer to wait for.
       onFired: (stream) => this.#dispatchNow(stream),
     });

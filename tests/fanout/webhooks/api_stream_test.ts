@@ -15,6 +15,7 @@ import {
   RedisDeliveryStore,
   RedisStore,
 } from "../../../src/store/mod.ts";
+import { collectingLogs, messageOf } from "../../_logs.ts";
 import { redisTest, restClient, withDirect } from "../../_redis.ts";
 import { Receiver } from "./_receiver.ts";
 import { at, call, CONFIG, ingest, register, setup, sweep, T0 } from "./_setup.ts";
@@ -597,6 +598,103 @@ Deno.test("Results a deleted API stream logged that no dispatch made into delive
     await receiver.close();
   }
 });
+
+for (const recreated of [false, true]) {
+  Deno.test(
+    `An alert check that runs after a DELETE${
+      recreated ? " and a PUT creating the stream again" : ""
+    } landed between its ingest and it fires nothing: no alert.fired logged, none delivered`,
+    async () => {
+      const clock = { now: T0 + 600_000 };
+      const now = () => clock.now;
+      const streams = new StreamRegistry(compileConfig({ streams: {} }), { now });
+      // Every firing the data store logs, under whichever key (incarnation) it was asked to.
+      const logged: string[] = [];
+      const data = new MemoryStore({ now });
+      const fireAlerts = data.fireAlerts.bind(data);
+      data.fireAlerts = async (key, firings) => {
+        const fired = await fireAlerts(key, firings);
+        logged.push(...fired.map((firing) => `${key}:${firing.alert}:${firing.group}`));
+        return fired;
+      };
+      const wrapped = streams.wrap(data);
+      // The alert check's window read, while armed, answers only once the test lets it: the read
+      // was made before the DELETE, its answer comes after.
+      let gate: { reached: () => void; released: Promise<void> } | undefined;
+      const store = new Proxy(wrapped, {
+        get(target, property) {
+          const value = Reflect.get(target, property);
+          if (property !== "readWindows") {
+            return typeof value === "function" ? value.bind(target) : value;
+          }
+          return async (...args: Parameters<typeof wrapped.readWindows>) => {
+            const held = gate;
+            gate = undefined;
+            const values = await wrapped.readWindows(...args);
+            if (held) {
+              held.reached();
+              await held.released;
+            }
+            return values;
+          };
+        },
+      });
+      const { app, webhooks } = await setup({ clock, streams, store });
+      const receiver = await Receiver.start(now);
+      const alertsOf = async () =>
+        (await store.readLog("orders", null, 100)).filter((entry) =>
+          entry.record.type === "alert.fired"
+        ).length;
+      try {
+        const created = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+        assert.equal(created.status, 201, created.text);
+        const { secret } = await register(app, { url: receiver.url(), streams: ["orders"] });
+        receiver.secrets = [secret];
+        const reached = Promise.withResolvers<void>();
+        const released = Promise.withResolvers<void>();
+        gate = { reached: reached.resolve, released: released.promise };
+        // 3 DE events: `busy` (value >= 3) holds for minute 0.
+        await ingest(
+          app,
+          [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE", amount: n })),
+        );
+        await reached.promise;
+        assert.equal((await call(app, "DELETE", "/v1/streams/orders")).status, 204);
+        if (recreated) {
+          const again = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+          assert.equal(again.status, 201, again.text);
+        }
+        // Dropped quietly: no "Alert evaluation failed" for a stream that is gone.
+        const complaints = await collectingLogs(async (records) => {
+          released.resolve();
+          await webhooks.idle();
+          return records.filter((record) => record.category[1] === "alerts").map(messageOf);
+        }, { level: "info" });
+        assert.deepEqual(complaints, []);
+        await sweep(app, webhooks);
+        await webhooks.idle();
+        assert.deepEqual(logged, [], "alert.fired logged");
+        if (recreated) assert.equal(await alertsOf(), 0, "alert.fired in the new incarnation");
+        assert.deepEqual(receiver.received.map((item) => item.payload.type), []);
+        // The control: the same check, with no DELETE in between, fires and is delivered.
+        if (recreated) {
+          await ingest(
+            app,
+            [1, 2, 3].map((n) => ({ id: `fr${n}`, ts: at(n), country: "FR", amount: n })),
+          );
+          await webhooks.idle();
+          assert.deepEqual(
+            receiver.received.map((item) => [item.payload.type, item.payload.data.group]),
+            [["alert.fired", { country: "FR" }]],
+          );
+        }
+      } finally {
+        await webhooks.close();
+        await receiver.close();
+      }
+    },
+  );
+}
 
 Deno.test("Results of a counter logged before a PUT removed it still reach the webhook as they were, with their aggregate and group", async () => {
   const clock = { now: T0 + 600_000 };
