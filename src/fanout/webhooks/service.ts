@@ -255,9 +255,13 @@ export class WebhookService {
     // Listed once a sweep: by its prepare() when that found the list stale, else here.
     const prepared = this.#prepared;
     this.#prepared = null;
+    const { endpoints, version } = prepared ?? await this.#listEndpoints();
+    // A stream deleted through another instance is not dispatched again here either: with
+    // endpoints to dispatch to, the streams served are read again first (one read of the
+    // definition index), as this instance's close of a quiet stream does not read its record.
+    if (endpoints.length > 0) await this.#pollServed();
     // A stream deleted (or created again) since: what this process kept of it goes.
     await this.#forgetGone();
-    const { endpoints, version } = prepared ?? await this.#listEndpoints();
     let queued = 0;
     let failed: { error: unknown } | undefined;
     if (endpoints.length === 0 && this.#holding) {
@@ -338,6 +342,16 @@ export class WebhookService {
       return;
     }
     this.#holdLog.success();
+  }
+
+  /**
+   * Brings the served streams up to where their definitions are kept, when they are a registry.
+   * A failure is left to the registry's own polls to say (the dispatch goes on with what it
+   * serves, as it did before).
+   */
+  async #pollServed(): Promise<void> {
+    if (!(this.#streams instanceof StreamRegistry)) return;
+    await this.#streams.poll().catch(() => {});
   }
 
   /**
