@@ -19,7 +19,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { CompiledStream } from "../config/mod.ts";
+import { type CompiledStream, counterIdentities, StreamRegistry } from "../config/mod.ts";
 import type { AppliedBatch, IngestObserver } from "./types.ts";
 import {
   cellUpdatesOf,
@@ -272,14 +272,36 @@ interface PendingUpdates {
   timer?: ReturnType<typeof setTimeout>;
   flushing?: Promise<void>;
   /**
-   * `<counter index>:<start>:<group>` → the value last published for that
-   * window, least recently published first.
+   * `<counter key>:<start>:<group>` → the value last published for that window, least recently
+   * published first (see {@linkcode counterKeysOf}: the same under every definition that keeps
+   * the counter as it was).
    */
   published: Map<string, PublishedValue>;
   /** A lower bound (ms) of the stream's watermark, from the batches seen. */
   watermarkMs: number;
   /** Its publications' failures: the store unavailable said as an outage. */
   outage: OutageLog;
+}
+
+/** Each compiled stream's counter keys, by place (see {@linkcode counterKeysOf}). */
+const counterKeys = new WeakMap<CompiledStream, string[]>();
+
+/**
+ * The key of each of a stream's counters, by place, for the values published: its name and what
+ * identifies its data (window, aggregate, group-by). A `PUT` that adds or removes a counter moves
+ * the others' places but not their keys, so batches of the old and the new definition arriving in
+ * turn do not publish again the windows whose values did not change.
+ */
+function counterKeysOf(stream: CompiledStream): string[] {
+  let keys = counterKeys.get(stream);
+  if (keys === undefined) {
+    const identities = counterIdentities(stream);
+    keys = stream.counters.map((counter) =>
+      JSON.stringify([counter.name, identities[counter.name]])
+    );
+    counterKeys.set(stream, keys);
+  }
+  return keys;
 }
 
 interface PublishedValue {
@@ -1048,6 +1070,7 @@ export class LiveHub {
     touched: Map<number, Map<string, Set<number>>>,
   ): Promise<void> {
     const stream = pending.stream;
+    const keys = counterKeysOf(stream);
     const perCounter = await Promise.all([...touched].map(async ([index, groups]) => {
       const counter = stream.counters[index];
       const startsByGroup = new Map<string, Set<number>>();
@@ -1076,7 +1099,7 @@ export class LiveHub {
         if (value.group !== OTHER_GROUP && !startsByGroup.get(value.group)?.has(value.start)) {
           continue;
         }
-        const key = `${index}:${value.start}:${value.group}`;
+        const key = `${keys[index]}:${value.start}:${value.group}`;
         const end = value.start + counter.window.sizeMs;
         const published = {
           value: JSON.stringify([
@@ -1106,8 +1129,6 @@ export class LiveHub {
     if (changes.length === 0) return;
     await this.#store.appendLog(stream.name, changes.map((change) => change.record));
     this.#updatesPublished += changes.length;
-    // Redefined meanwhile: these keys name the old definition's places.
-    if (pending.stream !== stream) return;
     // Remembered only once logged: a failed append publishes them again next time.
     for (const { key, published } of changes) {
       pending.published.delete(key); // re-inserted last: the map stays in publication order
@@ -1122,7 +1143,9 @@ export class LiveHub {
   /**
    * Moves a stream's pending updates to its new definition (a `PUT` at run time, or the stream
    * created again): counters added or removed move the others' places, by which the windows
-   * touched and published are kept, so they are kept by counter name again.
+   * touched are kept, so they are kept by counter name again. What was published is kept by
+   * counter key, the same in both definitions for a counter kept as it was, unless the stream was
+   * created again: the new incarnation's values are published afresh.
    */
   #redefine(pending: PendingUpdates, stream: CompiledStream): void {
     const places = new Map(stream.counters.map((counter, index) => [counter.name, index]));
@@ -1132,9 +1155,20 @@ export class LiveHub {
       if (place !== undefined) touched.set(place, groups);
     }
     pending.touched = touched;
-    // Published again on their next change: the keys name the old places.
-    pending.published.clear();
+    if (!this.#sameIncarnation(pending.stream, stream)) pending.published.clear();
     pending.stream = stream;
+  }
+
+  /**
+   * Whether two definitions of a stream are of one incarnation (a `PUT` between them, not a
+   * `DELETE`), as the registry serving them says; streams served without one are never created
+   * again.
+   */
+  #sameIncarnation(before: CompiledStream, after: CompiledStream): boolean {
+    const streams = this.#streams;
+    if (!(streams instanceof StreamRegistry)) return true;
+    return streams.generationOfBatch({ stream: before.name, counters: before.counterMetas }) ===
+      streams.generationOfBatch({ stream: after.name, counters: after.counterMetas });
   }
 
   /**

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { withContext } from "@logtape/logtape";
 
-import { compileConfig } from "../../src/config/mod.ts";
+import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import {
   LiveHub,
   matchesSubscription,
@@ -1357,6 +1357,83 @@ Deno.test("LiveHub publishes window.updated by the stream's definition now: a co
     const sums = received.filter((payload) => payload.data.counter === "sum_1m");
     assert.deepEqual(sums.map((payload) => payload.data.value), [10]);
     assert.equal(received.some((payload) => payload.data.counter === "count_1m"), false);
+  } finally {
+    stop();
+    await live.close();
+  }
+});
+
+Deno.test("LiveHub publishes a window again only when its value changed, also while batches of a stream's old and new definition (a PUT moving counters' places) arrive in turn", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, updateIntervalMs: 0 });
+  const { received, sink } = collector();
+  const stop = await live.subscribe(subscription(["window.updated"]), sink);
+  // The stream loses its first counter (a PUT at run time): every other counter's place moves.
+  const config = structuredClone(TEST_CONFIG) as {
+    streams: { orders: { counters: Record<string, unknown> } };
+  };
+  delete config.streams.orders.counters.count_1m;
+  const changed = compileConfig(config).get("orders")!;
+  const of = (counter: string) =>
+    received.filter((payload) => payload.data.counter === counter)
+      .map((payload) => payload.data.value);
+  let customers = 0;
+  // Each batch has a new customer, so each publishes customers_sliding's windows (3 of a 3m
+  // sliding counter) at the count of customers so far: the sign it was published.
+  const ingestInto = async (stream: typeof orders, amount: number) => {
+    customers += 1;
+    const id = `e${customers}`;
+    await ingestItems(stream, [{
+      ok: true,
+      value: { id, ts: at(1), country: "DE", amount, customer: id },
+    }], {
+      ...ingestFanoutFor("orders", { demand: [live], observers: [live.observer] }),
+      store,
+      nowMs: NOW,
+    });
+    await eventually(() => of("customers_sliding").includes(customers));
+  };
+  try {
+    await ingestInto(orders, 5);
+    // In turn, adding nothing to the sums: their windows are not published again.
+    for (const stream of [changed, orders, changed, orders]) await ingestInto(stream, 0);
+    await ingestInto(changed, 3);
+    assert.deepEqual(of("sum_1m"), [5, 8]);
+    assert.deepEqual(of("customers_sliding"), [1, 2, 3, 4, 5, 6].flatMap((n) => [n, n, n]));
+  } finally {
+    stop();
+    await live.close();
+  }
+});
+
+Deno.test("LiveHub publishes the windows of a stream deleted and created again afresh, also at the values the old incarnation last published", async () => {
+  const registry = new StreamRegistry(compileConfig({ streams: {} }), { now: () => NOW });
+  const store = registry.wrap(new MemoryStore({ now: () => NOW }));
+  const live = new LiveHub(registry, store, { pollMs: 10, updateIntervalMs: 0 });
+  const { received, sink } = collector();
+  const sums = () =>
+    received.filter((payload) => payload.data.counter === "sum_1m")
+      .map((payload) => payload.data.value);
+  const ingestOnce = () =>
+    ingestItems(registry.get("orders")!, [{
+      ok: true,
+      value: { id: "a", ts: at(1), country: "DE", amount: 5 },
+    }], {
+      ...ingestFanoutFor("orders", { demand: [live], observers: [live.observer] }),
+      store,
+      nowMs: NOW,
+    });
+  await registry.put("orders", TEST_CONFIG.streams.orders);
+  const stop = await live.subscribe(subscription(["window.updated"]), sink);
+  try {
+    await ingestOnce();
+    await eventually(() => sums().length === 1);
+    await registry.remove("orders");
+    await registry.put("orders", TEST_CONFIG.streams.orders);
+    // The same event in the new incarnation: the same value, of another stream's window.
+    await ingestOnce();
+    await eventually(() => sums().length === 2);
+    assert.deepEqual(sums(), [5, 5]);
   } finally {
     stop();
     await live.close();
