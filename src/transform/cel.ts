@@ -436,7 +436,8 @@ function astNode(item: unknown): { op?: unknown; args?: unknown } | undefined {
 }
 
 /**
- * Calls `visit` with each node of cel-js's syntax tree `ast`, in the order written, and the names
+ * Calls `visit` with each node of cel-js's syntax tree `ast` (the node itself, before those
+ * inside it), in the order written, and the names
  * that macros around it (`l.all(x, …)`, `cel.bind(x, …)`, see {@linkcode BINDING_MACROS}) give
  * variables of their own there. Without recursion.
  */
@@ -455,20 +456,23 @@ function visitScoped(
     const current = astNode(item);
     if (current === undefined || typeof current.op !== "string") continue;
     const { op, args } = current;
-    visit({ op, args }, own);
+    visit(current as { op: string; args?: unknown }, own);
     if (
       op === "rcall" && Array.isArray(args) && BINDING_MACROS.has(args[0] as string) &&
       Array.isArray(args[2])
     ) {
       const [, receiver, list] = args as [string, unknown, unknown[]];
-      // The leading identifiers (all but the last argument) are the macro's own variables; the
-      // value `cel.bind` binds is read outside them.
+      // The leading identifiers (all but the last argument) are the macro's own variables, but
+      // `cel.bind` names one: the value it binds, read outside it, may be an identifier too
+      // (`cel.bind(x, optional, x)` was taken as binding `optional`, and accepted).
+      const bind = args[0] === "bind";
       let bound = 0;
-      while (bound < list.length - 1 && astNode(list[bound])?.op === "id") bound++;
+      while (
+        bound < (bind ? 1 : list.length - 1) && astNode(list[bound])?.op === "id"
+      ) bound++;
       if (bound > 0) {
         const inner = new Set(own);
         for (const id of list.slice(0, bound)) inner.add(astNode(id)!.args as string);
-        const bind = args[0] === "bind";
         const outside = bind ? list.slice(bound, bound + 1) : [];
         const inside = bind ? list.slice(bound + 1) : list.slice(bound);
         pending.push([inside, inner], [outside, own], [receiver, own]);
@@ -487,16 +491,29 @@ function visitScoped(
 const UNEVALUATED_NAMES = new Set(["optional"]);
 
 /**
- * The first name of {@linkcode UNEVALUATED_NAMES} that cel-js's syntax tree `ast` reads as a
- * variable, not a macro's own there; `undefined` for none. (cel-js refuses to declare one.)
+ * Namespaces cel-js declares as constants, whose value (`CelNamespace {}`) is no CEL value: it
+ * means something only as a method call's receiver (`cel.bind(x, …)`). Read otherwise (a filter of
+ * `cel`, `has(cel.x)`, `[cel]`), the expression was accepted and then failed every event (`must
+ * return a bool, got object`, `No such key: x`, or `set` refusing to store a `CelNamespace`).
+ */
+const NAMESPACES = new Set(["cel"]);
+
+/**
+ * The first name of {@linkcode UNEVALUATED_NAMES}, or of {@linkcode NAMESPACES} other than as a
+ * method call's receiver, that cel-js's syntax tree `ast` reads as a variable, not a macro's own
+ * there; `undefined` for none. (cel-js refuses to declare one.)
  */
 function unevaluatedName(ast: unknown): string | undefined {
   let found: string | undefined;
-  visitScoped(ast, ({ op, args }, own) => {
-    if (
-      found === undefined && op === "id" && typeof args === "string" &&
-      UNEVALUATED_NAMES.has(args) && !own.has(args)
-    ) found = args;
+  // Receivers of method calls: each visited after its call.
+  const receivers = new Set<unknown>();
+  visitScoped(ast, (node, own) => {
+    const { op, args } = node;
+    if (op === "rcall" && Array.isArray(args)) receivers.add(args[1]);
+    if (found !== undefined || op !== "id" || typeof args !== "string" || own.has(args)) return;
+    if (UNEVALUATED_NAMES.has(args) || (NAMESPACES.has(args) && !receivers.has(node))) {
+      found = args;
+    }
   });
   return found;
 }

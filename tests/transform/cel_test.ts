@@ -52,6 +52,15 @@ Deno.test("compileExpression() refuses bad syntax, unknown variables and unknown
       "[1].all(x, optional.of(x).hasValue())",
       /^Invalid expression '.*': Unknown variable: optional$/,
     ],
+    // cel-js's `cel` namespace is a value only as `cel.bind`'s receiver: read otherwise, it was
+    // accepted and failed every event (a filter's `got object`, `has(cel.x)` always false).
+    ["cel", /^Invalid expression 'cel': Unknown variable: cel$/],
+    ["cel == cel", /^Invalid expression 'cel == cel': Unknown variable: cel$/],
+    ["has(cel.x)", /^Invalid expression 'has\(cel\.x\)': Unknown variable: cel$/],
+    ["[cel].size() > 0", /^Invalid expression '.*': Unknown variable: cel$/],
+    ["cel.bind(x, cel, x)", /^Invalid expression '.*': Unknown variable: cel$/],
+    // The value `cel.bind` binds is read outside it, though it is an identifier.
+    ["cel.bind(x, optional, x)", /^Invalid expression '.*': Unknown variable: optional$/],
   ];
   for (const [source, message] of bad) {
     assert.throws(() => compileExpression(source), (error: unknown) => {
@@ -64,11 +73,16 @@ Deno.test("compileExpression() refuses bad syntax, unknown variables and unknown
   }
 });
 
-Deno.test("compileExpression() takes `optional` as a macro's own variable or a field's name", () => {
+Deno.test("compileExpression() takes `optional` and `cel` as a macro's own variable or a field's name", () => {
   const macro = compileExpression("event.items.all(optional, optional > 0)");
   assert.equal(macro({ event: { items: [1, 2] } }), true);
   const bound = compileExpression("cel.bind(optional, event.a, optional + 1)");
   assert.equal(bound({ event: { a: 1 } }), 2);
+  // As `cel` is, as a method call's receiver or a macro's own variable.
+  assert.equal(compileExpression("cel.bind(x, event.a, x + 1)")({ event: { a: 1 } }), 2);
+  assert.equal(compileExpression("cel.bind(cel, event.a, cel + 1)")({ event: { a: 1 } }), 2);
+  assert.equal(compileExpression("event.items.all(cel, cel > 0)")({ event: { items: [1] } }), true);
+  assert.equal(compileExpression("event.cel")({ event: { cel: 3 } }), 3);
   assert.equal(compileExpression("event.optional")({ event: { optional: 2 } }), 2);
 });
 
