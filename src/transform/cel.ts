@@ -855,30 +855,40 @@ function chargeNodes(root: unknown): number {
   return charged;
 }
 
-const MAX_INT64 = 2n ** 63n - 1n;
-const MIN_INT64 = -(2n ** 63n);
+/**
+ * The bound of the doubles `int()` takes, either way: 2^63, the double nearest `2^63 - 1` (which
+ * no double is). Its negation, though an int64 exactly, is refused as well, as CEL's conformance
+ * tests (`int(-9223372036854775808.0)`: a range error) and cel-go (`doubleToInt64Checked`) refuse it.
+ */
+const INT64_DOUBLE_BOUND = 2 ** 63;
+
+/** What a function call node holds once checked: the handler of its arguments' values. */
+interface FunctionCall {
+  handle: (values: unknown[], node: unknown, evaluator: unknown) => unknown;
+}
 
 /**
- * Makes each `int()` of a checked tree fail past the int64 range, as CEL specifies: cel-js's
- * `int(double)` checks only that the double is finite, so `int(1e20)` gave an int of 21 digits
- * (`int(1e300)` one of 301). Only a double can be past it (`int(string)` checks the range itself),
- * and one past 2^53 is whole, so the int is the double exactly.
+ * Makes each `int()` of a checked tree fail for a double outside (-2^63, 2^63), as CEL specifies:
+ * cel-js's `int(double)` checks only that the double is finite, so `int(1e20)` gave an int of 21
+ * digits (`int(1e300)` one of 301), and `int(-9223372036854775808.0)` gave -2^63. Only a double can
+ * be past the range (`int(string)` checks it itself), and one past 2^53 is whole.
  */
 function checkIntConversions(root: unknown): void {
   visitNodes(root, (node) => {
     if (node.op !== "call" || (node.args as unknown[])[0] !== "int") return;
-    // The budget's wrapper (see `chargeNodes`), or cel-js's own, read from the node's meta as
-    // the budget's are: the node's `evaluate` method puts that one in its own place when first run.
-    const meta = node.meta;
-    const evaluate: NodeEvaluate = Object.hasOwn(node, "evaluate")
-      ? node.evaluate
-      : (evaluator, self, context) => meta.evaluate(evaluator, self, context);
-    node.evaluate = (evaluator, self, context) => {
-      const value = evaluate(evaluator, self, context);
-      if (typeof value === "bigint" && (value > MAX_INT64 || value < MIN_INT64)) {
-        throw new EvaluationError(`int() of ${Number(value)} is out of the int64 range`);
+    // cel-js's handler of the argument's value, set when the node was checked (an infinity or
+    // NaN is left to it: its own error).
+    const call = node as unknown as FunctionCall;
+    const handle = call.handle;
+    call.handle = (values, self, evaluator) => {
+      const value = values[0];
+      if (
+        typeof value === "number" && Number.isFinite(value) &&
+        (value >= INT64_DOUBLE_BOUND || value <= -INT64_DOUBLE_BOUND)
+      ) {
+        throw new EvaluationError(`int() of ${value} is out of the int64 range`);
       }
-      return value;
+      return handle(values, self, evaluator);
     };
   });
 }

@@ -86,12 +86,22 @@ Deno.test("compileExpression() takes `optional` and `cel` as a macro's own varia
   assert.equal(compileExpression("event.optional")({ event: { optional: 2 } }), 2);
 });
 
-Deno.test("int() of a double past the int64 range fails the evaluation, as CEL specifies", () => {
+Deno.test("int() of a double outside (-2^63, 2^63) fails the evaluation, as CEL specifies", () => {
   const cases: Array<[string, Record<string, unknown>, string]> = [
     ["int(event.big)", { big: 1e20 }, "int() of 100000000000000000000 is out of the int64 range"],
     ["int(event.big)", { big: -1e300 }, "int() of -1e+300 is out of the int64 range"],
     // 2^63 - 1 is no double: the literal is 2^63, one past the range.
     ["int(9223372036854775807.0)", {}, "int() of 9223372036854776000 is out of the int64 range"],
+    // -2^63 is a double and an int64, but CEL's conformance tests (`double_int_min_range`) and
+    // cel-go refuse it: a double's range is (-2^63, 2^63). -2^63 - 1 is the same double.
+    ["int(-9223372036854775808.0)", {}, "int() of -9223372036854776000 is out of the int64 range"],
+    ["int(-9223372036854775809.0)", {}, "int() of -9223372036854776000 is out of the int64 range"],
+    [
+      "int(event.big)",
+      { big: -(2 ** 63) },
+      "int() of -9223372036854776000 is out of the int64 range",
+    ],
+    ["int(event.big)", { big: 2 ** 63 }, "int() of 9223372036854776000 is out of the int64 range"],
     // Inside a macro, whose nodes pay into the budget, and under a comparison.
     [
       "event.items.all(i, int(i) > 0)",
@@ -122,7 +132,23 @@ Deno.test("int() of a double past the int64 range fails the evaluation, as CEL s
   }
   // Within it, and for the ints and strings cel-js checks itself, as before.
   assert.equal(compileExpression("int(event.a)")({ event: { a: -2.7 } }), -2n);
-  assert.equal(compileExpression("int(-9223372036854775808.0)")({ event: {} }), -(2n ** 63n));
+  // The doubles nearest either bound, 1,024 within it, convert exactly.
+  assert.equal(compileExpression("int(9223372036854774784.0)")({ event: {} }), 2n ** 63n - 1024n);
+  assert.equal(
+    compileExpression("int(-9223372036854774784.0)")({ event: {} }),
+    -(2n ** 63n) + 1024n,
+  );
+  assert.equal(
+    compileExpression("int(event.big)")({ event: { big: -(2 ** 63) + 1024 } }),
+    -(2n ** 63n) + 1024n,
+  );
+  // -2^63 as a string or an int is in range; an infinite double is cel-js's own error.
+  assert.equal(compileExpression("int('-9223372036854775808')")({ event: {} }), -(2n ** 63n));
+  assert.equal(compileExpression("int(-9223372036854775808)")({ event: {} }), -(2n ** 63n));
+  assert.throws(() => compileExpression("int(1.0 / 0.0)")({ event: {} }), (error) => {
+    assert.equal(evaluationMessage(error), "int() type error: integer overflow");
+    return true;
+  });
   assert.equal(compileExpression("int(event.s)")({ event: { s: "42" } }), 42n);
   assert.throws(() => compileExpression("uint(event.big)")({ event: { big: 1e20 } }), (error) => {
     assert.equal(evaluationMessage(error), "uint() type error: unsigned integer overflow");
