@@ -369,6 +369,11 @@ export function oversizedExpressionPatterns(
   return undefined;
 }
 
+/** Why a map's key `key` is refused: left out of the map, silently, otherwise. */
+function droppedKeyReason(key: string): string {
+  return `map key '${key}' is not allowed: it would be left out of the map (no event may hold that key either)`;
+}
+
 /** Why literal patterns of `total` instructions together are refused in one expression. */
 function patternsPastBudget(total: number): string {
   return `its matches() patterns would compile to ${total} instructions together, past the ${MAX_EXPRESSION_PATTERN_SIZE} an expression may have (a character class counts 1 more for each ${RANGES_PER_INSTRUCTION} ranges of characters it holds: [\\p{L}] is about 24)`;
@@ -513,6 +518,31 @@ function unevaluatedName(ast: unknown): string | undefined {
     if (found !== undefined || op !== "id" || typeof args !== "string" || own.has(args)) return;
     if (UNEVALUATED_NAMES.has(args) || (NAMESPACES.has(args) && !receivers.has(node))) {
       found = args;
+    }
+  });
+  return found;
+}
+
+/**
+ * Keys cel-js leaves out of a map it builds (`{'constructor': 1}` is `{}`), as no event may hold
+ * them either (see `validate/event.ts`).
+ */
+const DROPPED_MAP_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+
+/**
+ * The first literal key of a map literal in cel-js's syntax tree `ast` that cel-js would leave out
+ * of the map ({@linkcode DROPPED_MAP_KEYS}); `undefined` for none. Without recursion.
+ */
+function droppedMapKey(ast: unknown): string | undefined {
+  let found: string | undefined;
+  visitScoped(ast, ({ op, args }) => {
+    if (found !== undefined || op !== "map" || !Array.isArray(args)) return;
+    for (const entry of args) {
+      const key = Array.isArray(entry) ? astNode(entry[0]) : undefined;
+      if (key?.op === "value" && typeof key.args === "string" && DROPPED_MAP_KEYS.has(key.args)) {
+        found = key.args;
+        return;
+      }
     }
   });
   return found;
@@ -994,6 +1024,10 @@ export function compileExpression(
     const unevaluated = unevaluatedName((parsed as { ast?: unknown }).ast);
     if (unevaluated !== undefined) {
       throw new ExpressionError(invalid(source, `Unknown variable: ${unevaluated}`));
+    }
+    const dropped = droppedMapKey((parsed as { ast?: unknown }).ast);
+    if (dropped !== undefined) {
+      throw new ExpressionError(invalid(source, droppedKeyReason(dropped)));
     }
     // What its patterns cost, before compiling any.
     let patterns = 0;
