@@ -924,6 +924,45 @@ function checkIntConversions(root: unknown): void {
 }
 
 /**
+ * Makes each computed key of a checked tree's map literals (`{event.tag: 1}`) fail the evaluation
+ * when it is one of {@linkcode DROPPED_MAP_KEYS}: cel-js leaves it out of the map, so an event whose
+ * tag was `constructor` had its field dropped silently. (A literal one is refused when compiled.)
+ */
+function checkMapKeys(root: unknown): void {
+  visitNodes(root, (node) => {
+    if (node.op !== "map" || !Array.isArray(node.args)) return;
+    for (const entry of node.args as unknown[]) {
+      const key = Array.isArray(entry) ? entry[0] : undefined;
+      if (!isBudgetNode(key) || key.op === "value") continue;
+      const evaluate = ownEvaluate(key);
+      key.evaluate = (evaluator, self, context) => {
+        const value = evaluate(evaluator, self, context);
+        if (typeof value === "string" && DROPPED_MAP_KEYS.has(value)) {
+          throw new EvaluationError(droppedKeyReason(value));
+        }
+        return value;
+      };
+    }
+  });
+}
+
+/**
+ * How `node` evaluates, as a wrapper may call it: the budget's wrapper (see `chargeNodes`), or what
+ * cel-js's `evaluate` method would run (its expansion's, its macro's or its meta's), read as that
+ * method does: called, it would put that one in its own place, over the wrapper.
+ */
+function ownEvaluate(node: BudgetNode): NodeEvaluate {
+  if (Object.hasOwn(node, "evaluate")) return node.evaluate;
+  const { alternate, macro } = node.meta;
+  if (alternate) {
+    return (evaluator, _self, context) => alternate.evaluate(evaluator, alternate, context);
+  }
+  if (macro) return (evaluator, _self, context) => macro.evaluate(evaluator, macro, context);
+  const meta = node.meta;
+  return (evaluator, self, context) => meta.evaluate(evaluator, self, context);
+}
+
+/**
  * The worst case, in budget units, of a checked tree over its literal lists and maps: a
  * macro's body counted once per element of a literal range, once for any other. A lower bound
  * where ranges come from the variables; enough to refuse `[1..300].all(a, [1..300].all(…))`.
@@ -1064,6 +1103,7 @@ export function compileExpression(
     // `matches()`, which charges its own budget.
     const charged = chargeNodes(ast) > 0;
     checkIntConversions(ast);
+    checkMapKeys(ast);
     evaluate = charged || callsMatches(ast) ? withBudget(run) : run;
   } catch (error) {
     if (error instanceof ExpressionError) throw error;

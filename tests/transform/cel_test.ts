@@ -102,6 +102,36 @@ Deno.test("compileExpression() refuses a map literal's key that cel-js would lea
   assert.deepEqual(toJson(compileExpression("event.m")({ event: { m: { a: 1 } } })), { a: 1 });
 });
 
+Deno.test("a map literal's computed key that cel-js would leave out fails the evaluation", () => {
+  // `{event.tag: 1}` of a tag `constructor` was `{}`: the field dropped, silently.
+  const message = (key: string) =>
+    `map key '${key}' is not allowed: it would be left out of the map (no event may hold that key either)`;
+  const cases: Array<[string, Record<string, unknown>, string]> = [
+    ["{event.tag: 1}", { tag: "constructor" }, "constructor"],
+    ["{'a': 1, event.tag: 2}", { tag: "__proto__" }, "__proto__"],
+    ["event.tags.map(t, {t: 1})", { tags: ["a", "prototype"] }, "prototype"],
+    ["{(has(event.tag) ? event.tag : 'none'): 1}", { tag: "constructor" }, "constructor"],
+    ["{cel.bind(t, event.tag, t): 1}", { tag: "prototype" }, "prototype"],
+  ];
+  for (const [source, event, key] of cases) {
+    const expression = compileExpression(source);
+    // Twice: the check stays in place after a node's first run.
+    for (let run = 0; run < 2; run++) {
+      assert.throws(() => expression({ event }), (error: unknown) => {
+        assert.equal(evaluationMessage(error), message(key), source);
+        return true;
+      });
+    }
+  }
+  // Other keys, computed, are kept.
+  const map = compileExpression("{event.tag: 1, event.n: 2}");
+  assert.deepEqual(toJson(map({ event: { tag: "toString", n: 3 } })), { toString: 1, 3: 2 });
+  assert.deepEqual(toJson(map({ event: { tag: "constructors", n: 3 } })), {
+    constructors: 1,
+    3: 2,
+  });
+});
+
 Deno.test("compileExpression() takes `optional` and `cel` as a macro's own variable or a field's name", () => {
   const macro = compileExpression("event.items.all(optional, optional > 0)");
   assert.equal(macro({ event: { items: [1, 2] } }), true);

@@ -202,6 +202,15 @@ Deno.test("compileTransform() reports values JSON cannot hold as a TransformErro
   const past = transformError(compileTransform([{ set: { n: "int(event.big)" } }]), { big: 1e300 });
   assert.equal(past.path, "transform[0].set.n");
   assert.equal(past.message, "Expression failed: int() of 1e+300 is out of the int64 range");
+  // A map's key cel-js would leave out rejects the event, rather than writing {} silently.
+  const tags = compileTransform([{ set: { tags: "{event.tag: 1}" } }]);
+  const dropped = transformError(tags, { tag: "constructor" });
+  assert.equal(dropped.path, "transform[0].set.tags");
+  assert.equal(
+    dropped.message,
+    "Expression failed: map key 'constructor' is not allowed: it would be left out of the map (no event may hold that key either)",
+  );
+  assert.deepEqual(tags({ tag: "sale" }), { tag: "sale", tags: { sale: 1 } });
 });
 
 Deno.test("compileTransform() rejects an event whose set values are over MAX_SET_BYTES together: a 62 KB event no longer becomes 58 MB", () => {
