@@ -200,10 +200,16 @@ function compileSchemaOnce(
     // with `definitions` only is a draft-07 one (`#/definitions/…`).
     const draft7 = prepared.$defs === undefined && prepared.definitions !== undefined;
     // Its patterns tested by RE2, in linear time (see linear_regexp.ts).
+    const marked = uriMarks();
     schema = withLinearRegExp(() =>
-      // deno-lint-ignore no-explicit-any
-      z.fromJSONSchema(prepared as any, draft7 ? { defaultTarget: "draft-7" } : undefined)
+      z.fromJSONSchema(
+        // deno-lint-ignore no-explicit-any
+        prepared as any,
+        // deno-lint-ignore no-explicit-any
+        { registry: marked as any, ...(draft7 ? { defaultTarget: "draft-7" } : {}) },
+      )
     );
+    for (const uriSchema of marked.schemas) checkUrisUnchanged(uriSchema);
   } catch (error) {
     throw new SchemaCompileError(
       `Cannot compile event schema: ${error instanceof Error ? error.message : error}`,
@@ -218,6 +224,88 @@ function compileSchemaOnce(
   const fast = compileFastVerdict(prepared);
   if (fast !== null) fastVerdicts.set(schema, fast);
   return schema;
+}
+
+/**
+ * Marks a `format: "uri"` in the schema handed to zod (see {@linkcode forZod}): zod's converter
+ * hands the schema it made of a node with a keyword it does not know to its registry's `add`.
+ */
+const URI_MARK = "x-edgestream-uri";
+
+/**
+ * A stand-in for zod's registry that keeps the schemas made of nodes {@linkcode URI_MARK} marks
+ * (the converter calls only `add`; other nodes' annotations, `$comment` and the like, go nowhere).
+ */
+function uriMarks(): { schemas: z.ZodType[]; add(schema: z.ZodType, meta: object): unknown } {
+  const schemas: z.ZodType[] = [];
+  return {
+    schemas,
+    add(schema, meta) {
+      if ((meta as Record<string, unknown>)[URI_MARK] === true) schemas.push(schema);
+      return this;
+    },
+  };
+}
+
+/**
+ * Whitespace or a control character at either end of a string (what zod's URL check trims, and
+ * what the URL parser strips), or a control character anywhere (the URL parser deletes tabs and
+ * line breaks: `http://exa\nmple.com` is read as `example.com`). RFC 3986 allows none. Linear.
+ */
+// deno-lint-ignore no-control-regex
+const NOT_IN_URI = /^\s|\s$|[\x00-\x1f\x7f]/;
+
+/** Why a `format: "uri"` value with {@linkcode NOT_IN_URI} is refused. */
+export const URI_SPACE_MESSAGE =
+  "Invalid URL: a URI has no whitespace at its start or end and no control character (RFC 3986)";
+
+/**
+ * Gives the URL checks of a schema made of a `format: "uri"` node (its string schema, a `type`
+ * list's member, under a `default`) a check that never changes the value: zod's trims it and
+ * deletes its tabs and line breaks, so `"http://a.example "` passed and was stored trimmed (and
+ * in an `allOf`, the trimmed and untrimmed values of its parts were "Unmergable": zod threw).
+ * The value is refused instead when it holds {@linkcode NOT_IN_URI}, and otherwise checked as
+ * zod does (the URL parser takes it).
+ */
+function checkUrisUnchanged(schema: z.ZodType): void {
+  const pending: unknown[] = [schema];
+  while (pending.length > 0) {
+    // deno-lint-ignore no-explicit-any
+    const def = (pending.pop() as any)?._zod?.def;
+    if (def === undefined) continue;
+    if (def.type === "string") {
+      for (const check of def.checks ?? []) {
+        if (check._zod.def.format === "url") check._zod.check = uriCheck(check);
+      }
+    }
+    pending.push(def.innerType, def.left, def.right, ...(def.options ?? []));
+  }
+}
+
+/** A check for zod's URL check `inst` that refuses what it would trim rather than trim it. */
+// deno-lint-ignore no-explicit-any
+function uriCheck(inst: unknown): (payload: any) => void {
+  return (payload) => {
+    const value = payload.value as string;
+    if (NOT_IN_URI.test(value)) {
+      payload.issues.push({
+        code: "invalid_format",
+        format: "url",
+        input: value,
+        inst,
+        message: URI_SPACE_MESSAGE,
+        continue: true,
+      });
+    } else if (!URL.canParse(value)) {
+      payload.issues.push({
+        code: "invalid_format",
+        format: "url",
+        input: value,
+        inst,
+        continue: true,
+      });
+    }
+  };
 }
 
 /**
@@ -1014,6 +1102,7 @@ export function forZod(schema: unknown): unknown {
   for (const [key, value] of Object.entries(node)) {
     if (DROPPED.has(key)) continue;
     if (key === "format" && UNCHECKED_FORMATS.has(value as string)) continue;
+    if (key === "format" && value === "uri") copy[URI_MARK] = true;
     if (key === "format" && typeof value === "string" && Object.hasOwn(RFC3339_FORMATS, value)) {
       typed = true;
       const { pattern } = RFC3339_FORMATS[value];

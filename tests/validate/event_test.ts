@@ -8,6 +8,7 @@ import {
   MAX_EVENT_MATCHING_COST,
   SchemaCompileError,
   schemaPatterns,
+  URI_SPACE_MESSAGE,
   validateEvent,
 } from "../../src/validate/mod.ts";
 
@@ -915,6 +916,81 @@ Deno.test("a schema keeps JavaScript's \\u escapes in patterns and zod's own for
   assert.equal(validateEvent({ code: "A\n", icon: "😀" }, schema).ok, true);
   assert.equal(validateEvent({ code: "B\n" }, schema).ok, false);
   assert.equal(validateEvent({ icon: "a" }, schema).ok, false);
+});
+
+Deno.test("format uri refuses a value with whitespace around it or a control character in it, and stores a valid one exactly as sent", () => {
+  const schema = compileEventSchema({
+    $defs: { link: { type: "string", format: "uri" } },
+    properties: {
+      u: { type: "string", format: "uri" },
+      // On a field of several types, beside a default, through a $ref, in an allOf beside checks.
+      many: { type: ["string", "null"], format: "uri", default: "http://d.example" },
+      ref: { $ref: "#/$defs/link" },
+      both: { allOf: [{ type: "string", format: "uri" }, { type: "string", minLength: 3 }] },
+      twice: { allOf: [{ type: "string", format: "uri" }, { type: "string", format: "uri" }] },
+    },
+  });
+  const taken = [
+    { u: "http://a.example" },
+    { u: "http://a.example/a%20b?q=1#f" },
+    { u: "mailto:someone@a.example" },
+    { many: null },
+    { ref: "https://a.example/x" },
+    { both: "http://a.example" },
+    { twice: "http://a.example" },
+  ];
+  for (const event of taken) {
+    const result = validateEvent(event, schema);
+    assert.equal(result.ok, true, JSON.stringify(event));
+    const stored = (result as { event: Record<string, unknown> }).event;
+    for (const [key, value] of Object.entries(event)) assert.equal(stored[key], value, key);
+  }
+  const spaced = [
+    "http://a.example ",
+    " http://a.example",
+    "http://a.example\n",
+    "\thttp://a.example",
+    "http://a.example\u00a0",
+    "\ufeffhttp://a.example",
+    "http://exa\nmple.example",
+    "http://a.example/\tx",
+    "http://a.example/\u0000",
+  ];
+  for (const value of spaced) {
+    for (const field of ["u", "many", "ref", "both", "twice"]) {
+      const result = validateEvent({ [field]: value }, schema);
+      assert.equal(result.ok, false, `${field}: ${JSON.stringify(value)}`);
+      const errors = (result as { errors: { path: string; message: string }[] }).errors;
+      assert.ok(errors.length > 0);
+      for (const error of errors) {
+        assert.deepEqual(error, { path: field, message: URI_SPACE_MESSAGE }, JSON.stringify(value));
+      }
+    }
+  }
+  assert.deepEqual(validateEvent({ u: "not a uri" }, schema), {
+    ok: false,
+    errors: [{ path: "u", message: "Invalid URL" }],
+  });
+  assert.deepEqual(validateEvent({}, schema), { ok: true, event: { many: "http://d.example" } });
+});
+
+Deno.test("an allOf of a format uri beside another check validates an event with whitespace around its URI without throwing (zod's trimmed part was unmergable)", () => {
+  const schemas = [
+    { properties: { u: { allOf: [{ type: "string", format: "uri" }, { minLength: 3 }] } } },
+    {
+      allOf: [
+        { properties: { u: { type: "string", format: "uri" } } },
+        { properties: { u: { type: "string" } } },
+      ],
+    },
+  ];
+  for (const json of schemas) {
+    const validate = eventValidator(compileEventSchema(json));
+    assert.deepEqual(validate({ u: "http://a.example " }), [
+      { path: "u", message: URI_SPACE_MESSAGE },
+    ]);
+    assert.deepEqual(validate({ u: "http://a.example" }), { u: "http://a.example" });
+  }
 });
 
 Deno.test("format date-time and time take a lower-case t and z, as RFC 3339 allows, and refuse what zod refuses with its message", () => {
