@@ -22,7 +22,7 @@ import type {
 import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
-import { eventValidator, MAX_EPOCH_MS, quoteInput } from "../validate/mod.ts";
+import { eventValidator, MAX_EPOCH_MS, notListed, quoteInput } from "../validate/mod.ts";
 import {
   assignWindows,
   type CompiledCounter,
@@ -100,7 +100,8 @@ const validators = new WeakMap<
 function validatorOf(schema: CompiledStream["schema"]): (value: unknown) => Event | FieldError[] {
   let validate = validators.get(schema);
   if (validate === undefined) {
-    validate = eventValidator(schema);
+    // Its errors past MAX_EVENT_ERRORS counted, not worded (see rejection).
+    validate = eventValidator(schema, { maxErrors: MAX_EVENT_ERRORS });
     validators.set(schema, validate);
   }
   return validate;
@@ -204,7 +205,12 @@ function prepare(
     const error = writeCounterCell(counter, transformed, timeMs, context.updates, at++);
     if (error !== null) (errors ??= []).push(error);
   }
-  if (errors) return errors;
+  // As many as counters (64): listed as the validator lists its own (see rejection).
+  if (errors) {
+    return errors.length <= MAX_EVENT_ERRORS
+      ? errors
+      : [...errors.slice(0, MAX_EVENT_ERRORS), notListed(errors.length - MAX_EVENT_ERRORS)];
+  }
   const prepared: BatchEvent = { id, timeMs, value: transformed };
   if (withPayload) prepared.payload = JSON.stringify(transformed);
   return prepared;
@@ -527,15 +533,12 @@ function rateLimited(
 }
 
 /**
- * A {@linkcode Rejection}, with its `line` only when the body was NDJSON, listing its first
- * {@linkcode MAX_EVENT_ERRORS} errors and then, past them, how many more it had.
+ * A {@linkcode Rejection}, with its `line` only when the body was NDJSON. Its errors list at most
+ * {@linkcode MAX_EVENT_ERRORS} and then, past them, how many more it had: the validator's
+ * (`maxErrors`, see {@linkcode validatorOf}) and the counters' (see {@linkcode prepare}) end so,
+ * and every other refusal has one error.
  */
-function rejection(index: number, line: number | undefined, all: FieldError[]): Rejection {
-  const left = all.length - MAX_EVENT_ERRORS;
-  const errors = left <= 0 ? all : [
-    ...all.slice(0, MAX_EVENT_ERRORS),
-    { path: "", message: `and ${left} more ${left === 1 ? "error" : "errors"} not listed` },
-  ];
+function rejection(index: number, line: number | undefined, errors: FieldError[]): Rejection {
   return line === undefined ? { index, errors } : { index, line, errors };
 }
 

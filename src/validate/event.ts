@@ -1320,24 +1320,49 @@ function withType(part: unknown, type: unknown): Record<string, unknown> {
 }
 
 /**
- * zod's issue as an event error: a union member's own issues when only one
- * member took the value's type (a `type` list's union), else the issue.
+ * zod's issues of `event` as its errors, in order: a union member's own issues when only one
+ * member took the value's type (a `type` list's union), else the issue. Past `maxErrors` of them,
+ * one more entry says how many more there are (`and N more errors not listed`), and those are
+ * counted, not worded: an event with an error in each of thousands of array items has only those
+ * it lists quoted and worded.
  */
 function eventErrors(
-  issue: z.core.$ZodIssue,
+  issues: readonly z.core.$ZodIssue[],
   event: unknown,
-  at: PropertyKey[] = [],
+  maxErrors: number,
 ): FieldError[] {
-  const path = [...at, ...issue.path];
-  if (issue.code === "invalid_union") {
-    const typed = issue.errors.filter((issues) =>
-      !issues.every((inner) => inner.code === "invalid_type" && inner.path.length === 0)
-    );
-    if (typed.length === 1) return typed[0].flatMap((inner) => eventErrors(inner, event, path));
+  const errors: FieldError[] = [];
+  let count = 0;
+  // Without recursion, in order: each entry an issue and the path of its parent.
+  const pending: [z.core.$ZodIssue, PropertyKey[]][] = [];
+  for (let index = issues.length - 1; index >= 0; index--) pending.push([issues[index], []]);
+  while (pending.length > 0) {
+    const [issue, at] = pending.pop()!;
+    if (issue.code === "invalid_union") {
+      const typed = issue.errors.filter((members) =>
+        !members.every((inner) => inner.code === "invalid_type" && inner.path.length === 0)
+      );
+      if (typed.length === 1) {
+        const path = [...at, ...issue.path];
+        for (let index = typed[0].length - 1; index >= 0; index--) {
+          pending.push([typed[0][index], path]);
+        }
+        continue;
+      }
+    }
+    count += 1;
+    if (errors.length === maxErrors) continue;
+    // A key in the path quoted shortened, as the message quotes one.
+    const shown = [...at, ...issue.path].map((key) => quoteInput(String(key))).join(".");
+    errors.push({ path: shown, message: eventIssueMessage(issue, event, at) });
   }
-  // A key in the path quoted shortened, as the message quotes one.
-  const shown = path.map((key) => quoteInput(String(key))).join(".");
-  return [{ path: shown, message: eventIssueMessage(issue, event, at) }];
+  if (count > errors.length) errors.push(notListed(count - errors.length));
+  return errors;
+}
+
+/** The entry that ends a list of an event's errors cut short: how many more it has (1 or more). */
+export function notListed(count: number): FieldError {
+  return { path: "", message: `and ${count} more ${count === 1 ? "error" : "errors"} not listed` };
 }
 
 /**
@@ -1453,6 +1478,7 @@ export function validateEvent(
   const result = validated(value, schema, {
     fast: fastVerdicts.get(schema),
     maxDepth: limits?.maxDepth ?? 32,
+    maxErrors: Infinity,
     ownKeysOnly: ownKeysOnly.has(schema),
   });
   return Array.isArray(result) ? { ok: false, errors: result } : { ok: true, event: result };
@@ -1465,20 +1491,36 @@ export function validateEvent(
  */
 export function eventValidator(
   schema: z.ZodType,
-  limits?: ShapeLimits,
+  options: EventValidatorOptions = {},
 ): (value: unknown) => Event | FieldError[] {
-  const options = {
+  const settings = {
     fast: fastVerdicts.get(schema),
-    maxDepth: limits?.maxDepth ?? 32,
+    maxDepth: options.maxDepth ?? 32,
+    maxErrors: options.maxErrors ?? Infinity,
     ownKeysOnly: ownKeysOnly.has(schema),
   };
-  return (value) => validated(value, schema, options);
+  return (value) => validated(value, schema, settings);
+}
+
+/** Options for {@linkcode eventValidator}. */
+export interface EventValidatorOptions extends ShapeLimits {
+  /**
+   * Most errors a refused event lists: past them, one more entry says how many more it has
+   * (`{"path": "", "message": "and N more errors not listed"}`), which are counted, not worded.
+   * @default {Infinity}
+   */
+  maxErrors?: number;
 }
 
 function validated(
   value: unknown,
   schema: z.ZodType,
-  options: { fast: FastVerdict | undefined; maxDepth: number; ownKeysOnly: boolean },
+  options: {
+    fast: FastVerdict | undefined;
+    maxDepth: number;
+    maxErrors: number;
+    ownKeysOnly: boolean;
+  },
 ): Event | FieldError[] {
   const shapeProblem = shapeError(value, options.maxDepth);
   if (shapeProblem !== null) return [shapeProblem];
@@ -1503,9 +1545,7 @@ function validated(
     if (past) return [{ path: "", message: new PatternBudgetError(past).message }];
   }
   if (accepted || result === undefined) return value as Event;
-  if (!result.success) {
-    return result.error.issues.flatMap((issue) => eventErrors(issue, value));
-  }
+  if (!result.success) return eventErrors(result.error.issues, value, options.maxErrors);
   if (nonFinite) return [nonFiniteError(value)!];
   if (options.ownKeysOnly) restorePrototypes(result.data);
   if (typeof result.data !== "object" || result.data === null || Array.isArray(result.data)) {

@@ -993,6 +993,57 @@ Deno.test("an allOf of a format uri beside another check validates an event with
   }
 });
 
+Deno.test("eventValidator() with maxErrors lists the first errors as validateEvent() does, then how many more, and words none past them", () => {
+  const schema = compileEventSchema({
+    properties: {
+      tags: { type: "array", items: { type: "string" } },
+      // A type list's union whose one typed member has two errors of its own in each item.
+      pairs: {
+        type: "array",
+        items: {
+          type: ["object", "null"],
+          properties: { a: { type: "string" }, b: { type: "string" } },
+        },
+      },
+    },
+  });
+  const capped = eventValidator(schema, { maxErrors: 10 });
+  const cases: Array<[Record<string, unknown>, number]> = [
+    [{ tags: Array(4000).fill(1) }, 4000],
+    [{ pairs: Array(30).fill({ a: 1, b: 2 }) }, 60],
+    [{ tags: Array(11).fill(1) }, 11],
+    [{ tags: Array(10).fill(1) }, 10],
+  ];
+  for (const [event, total] of cases) {
+    const all = (validateEvent(event, schema) as { errors: unknown[] }).errors;
+    assert.equal(all.length, total);
+    assert.deepEqual(
+      capped(event),
+      total <= 10 ? all : [
+        ...all.slice(0, 10),
+        {
+          path: "",
+          message: `and ${total - 10} more ${total === 11 ? "error" : "errors"} not listed`,
+        },
+      ],
+    );
+  }
+  // Wording an error reads its field (to tell a missing one, and what it holds): each item is
+  // read as often as any other (by the shape check, zod) but for that, only the listed ones.
+  const reads = new Map<string, number>();
+  const tags = new Proxy(Array(4000).fill(1), {
+    get(target, key, receiver) {
+      if (typeof key === "string") reads.set(key, (reads.get(key) ?? 0) + 1);
+      return Reflect.get(target, key, receiver);
+    },
+  });
+  const errors = capped({ tags }) as { path: string }[];
+  assert.equal(errors.length, 11);
+  assert.equal(errors[9].path, "tags.9");
+  assert.equal(reads.get("9"), reads.get("10")! + 1);
+  assert.equal(reads.get("10"), reads.get("3999"));
+});
+
 Deno.test("format date-time and time take a lower-case t and z, as RFC 3339 allows, and refuse what zod refuses with its message", () => {
   const schema = compileEventSchema({
     type: "object",
