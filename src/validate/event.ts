@@ -376,9 +376,223 @@ export function prepareEventSchema(jsonSchema: Record<string, unknown>): Record<
   try {
     refuseRefCycles();
     refuseDeepExpansion(root);
-    return forZod(withRequiredProperties(root)) as Record<string, unknown>;
+    const prepared = forZod(withRequiredProperties(root)) as Record<string, unknown>;
+    refuseUnmergableDefaults(prepared);
+    return prepared;
   } finally {
     defsInScope = Object.create(null);
+  }
+}
+
+/**
+ * The defaults a schema fills in, by where in the value: a key's child, `*` for any key or item
+ * (`additionalProperties`, `items`). Only paths that lead to one are made.
+ */
+interface DefaultTree {
+  /** The default's JSON, filled in here. */
+  value?: string;
+  /** A `$ref` here names a definition that fills in a default, somewhere at or below. */
+  anywhere?: boolean;
+  children: Map<string, DefaultTree>;
+}
+
+/** How many `$ref`s {@linkcode defaultTree} follows into definitions for one `allOf` member. */
+const MAX_FOLLOWED_DEFAULT_REFS = 1_000;
+
+/** Keywords whose subschemas check the value their schema checks (their defaults fill it in). */
+const SAME_VALUE = new Set(["allOf", "anyOf", "oneOf", "if", "then", "else", "dependentSchemas"]);
+/** Keywords whose subschemas check any key's value or any item. */
+const ANY_CHILD = new Set([
+  ...["additionalProperties", "patternProperties", "items", "contains", "additionalItems"],
+  ...["unevaluatedProperties", "unevaluatedItems"],
+]);
+
+/**
+ * The {@linkcode DefaultTree} of an `allOf` member, its `$ref`s to definitions in `filling` (which
+ * fill in a default) marked `anywhere`; refuses a default in a tuple's item. Without recursion.
+ */
+function defaultTree(
+  member: unknown,
+  defs: { filling: Set<string>; schemas: Record<string, unknown> },
+  path: string,
+): DefaultTree {
+  const { filling } = defs;
+  const tree: DefaultTree = { children: new Map() };
+  const at = (keys: string[]) => {
+    let node = tree;
+    for (const key of keys) {
+      let child = node.children.get(key);
+      if (child === undefined) node.children.set(key, child = { children: new Map() });
+      node = child;
+    }
+    return node;
+  };
+  // Each entry with the definitions its `$ref`s were followed through, and a bound on how many
+  // are followed in all (definitions naming one another twice over could take exponential time):
+  // past it, or back into one being followed, a definition fills in `anywhere`.
+  let followed = 0;
+  const pending: [unknown, string[], string[]][] = [[member, [], []]];
+  while (pending.length > 0) {
+    const [node, keys, through] = pending.pop()!;
+    if (typeof node !== "object" || node === null || Array.isArray(node)) continue;
+    const schema = node as Record<string, unknown>;
+    if (schema.default !== undefined) at(keys).value ??= JSON.stringify(schema.default);
+    if (typeof schema.$ref === "string" && filling.has(refName(schema.$ref))) {
+      const name = refName(schema.$ref);
+      if (through.includes(name) || ++followed > MAX_FOLLOWED_DEFAULT_REFS) {
+        at(keys).anywhere = true;
+      } else pending.push([defs.schemas[name], keys, [...through, name]]);
+    }
+    for (const [key, value] of Object.entries(schema)) {
+      if (typeof value !== "object" || value === null) continue;
+      const members = Array.isArray(value) ? value : [value];
+      if (key === "prefixItems" || (key === "items" && Array.isArray(value))) {
+        if (scanDefaults(value, filling)) {
+          refuse(
+            `${path}: a default in a tuple's item (prefixItems) within an allOf member (or a $ref beside other keywords) is not supported: zod cannot merge the array it makes longer with the other members'`,
+          );
+        }
+      } else if (key === "properties") {
+        for (const [name, item] of Object.entries(value)) {
+          pending.push([item, [...keys, name], through]);
+        }
+      } else if (key === "patternProperties" || key === "dependentSchemas") {
+        const child = key === "dependentSchemas" ? keys : [...keys, "*"];
+        for (const item of Object.values(value)) pending.push([item, child, through]);
+      } else if (SAME_VALUE.has(key)) {
+        for (const item of members) pending.push([item, keys, through]);
+      } else if (ANY_CHILD.has(key)) {
+        pending.push([value, [...keys, "*"], through]);
+      }
+    }
+  }
+  return tree;
+}
+
+/** Whether a schema (or a definition in `filling` its `$ref`s name) fills in a default. */
+function scanDefaults(schema: unknown, filling: Set<string>): boolean {
+  const pending = [schema];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    if (typeof node !== "object" || node === null) continue;
+    if (Array.isArray(node)) {
+      pending.push(...node);
+      continue;
+    }
+    const record = node as Record<string, unknown>;
+    if (record.default !== undefined) return true;
+    if (typeof record.$ref === "string" && filling.has(refName(record.$ref))) return true;
+    for (const [key, value] of Object.entries(record)) {
+      if (key !== "$defs" && key !== "definitions" && !DATA_KEYWORDS.has(key)) pending.push(value);
+    }
+  }
+  return false;
+}
+
+/** Whether two members' defaults can meet in one place with different values (or `anywhere`). */
+function defaultsMeet(left: DefaultTree, right: DefaultTree): boolean {
+  const pending: [DefaultTree, DefaultTree][] = [[left, right]];
+  while (pending.length > 0) {
+    const [a, b] = pending.pop()!;
+    if (a.anywhere || b.anywhere) return true;
+    if (a.value !== undefined && b.value !== undefined && a.value !== b.value) return true;
+    for (const [key, child] of a.children) {
+      if (key === "*") {
+        for (const other of b.children.values()) pending.push([child, other]);
+        continue;
+      }
+      const same = b.children.get(key);
+      if (same !== undefined) pending.push([child, same]);
+      const any = b.children.get("*");
+      if (any !== undefined) pending.push([child, any]);
+    }
+  }
+  return false;
+}
+
+/**
+ * Refuses an `allOf` (as {@linkcode forZod} writes it: a `$ref` and the checks beside it are
+ * members of one too) whose members zod cannot merge the results of: zod intersects them, each
+ * parses the event, and it merges what they make, throwing ("Unmergable intersection") where
+ * they differ: two members filling in different defaults at one place (`{"a": {"default": 1}}`
+ * and `{"a": {"default": 2}}`), or one filling in a tuple's item (an array one member makes
+ * longer). Such an event failed at ingest; now the schema is refused, naming the path. A `$ref`
+ * to a definition that fills in a default is taken to fill in anything below it.
+ */
+function refuseUnmergableDefaults(root: Record<string, unknown>): void {
+  const defs: Record<string, unknown> = Object.assign(
+    Object.create(null),
+    root.definitions as Record<string, unknown> | undefined,
+    root.$defs as Record<string, unknown> | undefined,
+  );
+  // The definitions that fill in a default, through their $refs too: those that do so
+  // themselves, then back along the $refs naming them. Each scanned once.
+  const filling = new Set<string>();
+  const namedBy = new Map<string, string[]>();
+  for (const [name, definition] of Object.entries(defs)) {
+    if (scanDefaults(definition, new Set())) filling.add(name);
+    const refs = new Set<string>();
+    const pending = [definition];
+    while (pending.length > 0) {
+      const node = pending.pop();
+      if (typeof node !== "object" || node === null) continue;
+      const ref = (node as Record<string, unknown>).$ref;
+      if (!Array.isArray(node) && typeof ref === "string") refs.add(refName(ref));
+      for (const [key, value] of Object.entries(node)) {
+        if (!DATA_KEYWORDS.has(key)) pending.push(value);
+      }
+    }
+    for (const ref of refs) {
+      if (!namedBy.has(ref)) namedBy.set(ref, []);
+      namedBy.get(ref)!.push(name);
+    }
+  }
+  const found = [...filling];
+  while (found.length > 0) {
+    for (const name of namedBy.get(found.pop()!) ?? []) {
+      if (!filling.has(name)) {
+        filling.add(name);
+        found.push(name);
+      }
+    }
+  }
+  const pending: [unknown, string][] = [[root, ""]];
+  while (pending.length > 0) {
+    const [node, path] = pending.pop()!;
+    if (typeof node !== "object" || node === null) continue;
+    const at = (key: string) => path === "" ? key : `${path}.${key}`;
+    if (Array.isArray(node)) {
+      node.forEach((member, index) => pending.push([member, `${path}[${index}]`]));
+      continue;
+    }
+    const schema = node as Record<string, unknown>;
+    if (Array.isArray(schema.allOf)) {
+      const trees = schema.allOf.map((member) =>
+        defaultTree(member, { filling, schemas: defs }, at("allOf"))
+      );
+      const filled = trees.filter((tree) =>
+        tree.children.size > 0 || tree.value !== undefined || tree.anywhere
+      );
+      for (let i = 0; i < filled.length; i++) {
+        for (let j = i + 1; j < filled.length; j++) {
+          if (defaultsMeet(filled[i], filled[j])) {
+            refuse(
+              `${
+                at("allOf")
+              }: members of an allOf (or a $ref and the keywords beside it) that fill in different defaults at one place are not supported: zod cannot merge the values they fill in; give the default in one member only`,
+            );
+          }
+        }
+      }
+    }
+    for (const [key, value] of Object.entries(schema)) {
+      if (DATA_KEYWORDS.has(key)) continue;
+      if (SUBSCHEMA_MAPS.has(key) && typeof value === "object" && value !== null) {
+        for (const [name, member] of Object.entries(value)) {
+          pending.push([member, `${at(key)}.${name}`]);
+        }
+      } else pending.push([value, at(key)]);
+    }
   }
 }
 

@@ -1044,6 +1044,73 @@ Deno.test("eventValidator() with maxErrors lists the first errors as validateEve
   assert.equal(reads.get("10"), reads.get("3999"));
 });
 
+Deno.test("compileEventSchema() refuses an allOf whose members fill in different defaults at one place, or a tuple's item (zod threw 'Unmergable intersection' at ingest), and takes members filling in different places", () => {
+  const refused: Array<[Record<string, unknown>, string]> = [
+    [
+      { allOf: [{ properties: { a: { default: 1 } } }, { properties: { a: { default: 2 } } }] },
+      "allOf",
+    ],
+    // A $ref and the keywords beside it are members of one allOf, the definition's followed.
+    [
+      {
+        $defs: { base: { $ref: "#/$defs/inner" }, inner: { properties: { a: { default: 2 } } } },
+        $ref: "#/$defs/base",
+        properties: { a: { default: 1 } },
+      },
+      "allOf",
+    ],
+    // Any key's value (additionalProperties) meets a named one.
+    [
+      {
+        properties: {
+          o: {
+            type: "object",
+            allOf: [
+              { additionalProperties: { properties: { x: { default: 1 } } } },
+              { properties: { k: { properties: { x: { default: 2 } } } } },
+            ],
+          },
+        },
+      },
+      "properties.o.allOf",
+    ],
+    [
+      {
+        properties: {
+          t: { type: "array", allOf: [{ prefixItems: [{ default: 1 }] }, { minItems: 0 }] },
+        },
+      },
+      "properties.t.allOf",
+    ],
+  ];
+  for (const [json, path] of refused) {
+    assert.throws(
+      () => compileEventSchema(json),
+      (error: Error) =>
+        error instanceof SchemaCompileError &&
+        error.message.startsWith(`Cannot compile event schema: ${path}: `) &&
+        /default/.test(error.message),
+      JSON.stringify(json),
+    );
+  }
+  // Defaults in different places, or the same one twice, merge.
+  const taken = [
+    { allOf: [{ properties: { a: { default: 1 } } }, { properties: { b: { default: 2 } } }] },
+    { allOf: [{ properties: { a: { default: 1 } } }, { properties: { a: { default: 1 } } }] },
+    {
+      $defs: { base: { properties: { a: { default: 1 } } } },
+      $ref: "#/$defs/base",
+      properties: { b: { default: 2 } },
+    },
+  ];
+  for (const json of taken) {
+    const result = validateEvent({}, compileEventSchema(json));
+    assert.equal(result.ok, true, JSON.stringify(json));
+    const filled = (result as { event: Record<string, unknown> }).event;
+    assert.equal(filled.a, 1);
+  }
+});
+
 Deno.test("format date-time and time take a lower-case t and z, as RFC 3339 allows, and refuse what zod refuses with its message", () => {
   const schema = compileEventSchema({
     type: "object",
