@@ -285,28 +285,24 @@ function checkUrisUnchanged(schema: z.ZodType): void {
 /** A check for zod's URL check `inst` that refuses what it would trim rather than trim it. */
 // deno-lint-ignore no-explicit-any
 function uriCheck(inst: unknown): (payload: any) => void {
+  // zod's own issue for a URL (its message "Invalid URL" when none is given).
+  const issue = (value: string, message?: string) => ({
+    code: ZOD_INVALID_FORMAT,
+    format: "url",
+    input: value,
+    inst,
+    ...(message === undefined ? {} : { message }),
+    continue: true,
+  });
   return (payload) => {
     const value = payload.value as string;
-    if (NOT_IN_URI.test(value)) {
-      payload.issues.push({
-        code: "invalid_format",
-        format: "url",
-        input: value,
-        inst,
-        message: URI_SPACE_MESSAGE,
-        continue: true,
-      });
-    } else if (!URL.canParse(value)) {
-      payload.issues.push({
-        code: "invalid_format",
-        format: "url",
-        input: value,
-        inst,
-        continue: true,
-      });
-    }
+    if (NOT_IN_URI.test(value)) payload.issues.push(issue(value, URI_SPACE_MESSAGE));
+    else if (!URL.canParse(value)) payload.issues.push(issue(value));
   };
 }
+
+/** zod's issue code for a string not of its format (no API error code). */
+const ZOD_INVALID_FORMAT = "invalid_format";
 
 /**
  * Names every object inherits (`toString`, `valueOf`, `hasOwnProperty`, …): zod reads a property
