@@ -415,6 +415,25 @@ Deno.test("ingestItems() counts filtered events as accepted and filtered, not in
   assert.equal(retry.duplicates, 0);
 });
 
+Deno.test("ingestItems() lists an event's first 10 counter errors and how many more, as it does its schema errors", async () => {
+  const counters = Object.fromEntries(
+    Array.from({ length: 12 }, (_, i) => [
+      `sum${i}`,
+      { window: { tumbling: "1m" }, aggregate: { sum: "amount" } },
+    ]),
+  );
+  const stream = compileConfig({ streams: { many: { counters } } }).get("many")!;
+  const reply = await ingestItems(stream, items({ amount: "12" }), {
+    store: newStore(),
+    nowMs: NOW,
+  });
+  assert.equal(reply.rejected.length, 1);
+  const { errors } = reply.rejected[0];
+  assert.equal(errors.length, 11);
+  assert.match(errors[9].message, /^Counter 'sum9' \(sum\) needs a number/);
+  assert.deepEqual(errors[10], { path: "", message: "and 2 more errors not listed" });
+});
+
 Deno.test("ingestItems() stores nothing of a rejected event", async () => {
   const stream = compileStream();
   const store = newStore();

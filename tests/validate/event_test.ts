@@ -928,6 +928,8 @@ Deno.test("format uri refuses a value with whitespace around it or a control cha
       ref: { $ref: "#/$defs/link" },
       both: { allOf: [{ type: "string", format: "uri" }, { type: "string", minLength: 3 }] },
       twice: { allOf: [{ type: "string", format: "uri" }, { type: "string", format: "uri" }] },
+      // zod's schema of a described node is a copy.
+      described: { type: "string", format: "uri", description: "A link" },
     },
   });
   const taken = [
@@ -957,7 +959,7 @@ Deno.test("format uri refuses a value with whitespace around it or a control cha
     "http://a.example/\u0000",
   ];
   for (const value of spaced) {
-    for (const field of ["u", "many", "ref", "both", "twice"]) {
+    for (const field of ["u", "many", "ref", "both", "twice", "described"]) {
       const result = validateEvent({ [field]: value }, schema);
       assert.equal(result.ok, false, `${field}: ${JSON.stringify(value)}`);
       const errors = (result as { errors: { path: string; message: string }[] }).errors;
