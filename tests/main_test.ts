@@ -244,6 +244,28 @@ Deno.test("main.ts refuses a config file with several bad values in one line nam
   }
 });
 
+Deno.test("main.ts refuses a config file with maxGroups on a session counter, which does nothing, in one line naming its path", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        streams: {
+          visits: {
+            counters: { s: { window: { session: "30m" }, aggregate: "count", maxGroups: 10 } },
+          },
+        },
+      }),
+    );
+    assertOneLine(
+      await startWith({ EDGESTREAM_CONFIG: path }),
+      /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.visits\.counters\.s\.maxGroups: only tumbling, hopping and sliding windows have maxGroups; this window is session, whose cap is maxSessions: remove maxGroups$/,
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
 Deno.test("main.ts refuses an endless config file (/dev/zero) in one line instead of reading it forever", async () => {
   assertOneLine(
     await startWith({ EDGESTREAM_CONFIG: "/dev/zero" }),

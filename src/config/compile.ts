@@ -888,6 +888,12 @@ export interface CompileOptions {
    * Find them with {@linkcode emptyPathParts}. @default {false: refused, naming its path}
    */
   emptyPathParts?: boolean;
+  /**
+   * Take `maxGroups` on a session counter, which has no panes for it to bound, as releases before
+   * that check did (doing nothing with it): a stream stored then is served as it was. Find it with
+   * {@linkcode sessionMaxGroups}. @default {false: refused, naming its path}
+   */
+  sessionMaxGroups?: boolean;
 }
 
 /** Top-level schema keywords that may let an event hold a key `properties` does not list. */
@@ -1254,6 +1260,23 @@ export function malformedOrigin(stream: CompiledStream): string | undefined {
   return undefined;
 }
 
+/**
+ * The first session counter of `stream` whose definition gives `maxGroups` (which bounds panes, and
+ * a session counter has none: its cap is `maxSessions`), as `<path>: …`, or `undefined` for none.
+ * Releases before this check took it and did nothing with it.
+ */
+export function sessionMaxGroups(stream: CompiledStream): string | undefined {
+  const counters = (stream.definition as { counters?: unknown } | undefined)?.counters;
+  if (typeof counters !== "object" || counters === null) return undefined;
+  for (const counter of stream.counters) {
+    const raw = (counters as Record<string, unknown>)[counter.name];
+    if (counter.window.kind !== "session" || typeof raw !== "object" || raw === null) continue;
+    if (!Object.hasOwn(raw, "maxGroups")) continue;
+    return `streams.${stream.name}.counters.${counter.name}.maxGroups: only tumbling, hopping and sliding windows have maxGroups; this window is session, whose cap is maxSessions: remove maxGroups`;
+  }
+  return undefined;
+}
+
 /** Most problems an `Invalid config` message lists; the rest are counted. */
 export const MAX_LISTED_PROBLEMS = 20;
 
@@ -1318,6 +1341,8 @@ export function compileConfig(
     if (repeated) throw new ConfigError(repeatedGroupByProblem(name, repeated));
     const origin = options.malformedOrigins ? undefined : malformedOrigin(stream);
     if (origin !== undefined) throw new ConfigError(`Invalid config: ${origin}`);
+    const sessionGroups = options.sessionMaxGroups ? undefined : sessionMaxGroups(stream);
+    if (sessionGroups !== undefined) throw new ConfigError(`Invalid config: ${sessionGroups}`);
     const empty = options.emptyPathParts ? undefined : emptyPathPartsOf(parsed)[0];
     if (empty) throw new ConfigError(`Invalid config: ${emptyPathPartProblem(name, empty)}`);
     const field = options.unknownCounterFields
@@ -1515,7 +1540,8 @@ export async function loadConfigFile(
   // definition's budget or a pattern's own, or an alert naming a field its windows lack, refused
   // since, are compiled as they were): find them to warn.
   // Unlike a stored definition, a field path with an empty part is refused (as other bad paths).
-  return compileConfig(raw, { ...AS_STORED, emptyPathParts: false });
+  // Nor is maxGroups on a session counter, which did nothing: removing it changes no count.
+  return compileConfig(raw, { ...AS_STORED, emptyPathParts: false, sessionMaxGroups: false });
 }
 
 /**
@@ -1523,7 +1549,7 @@ export async function loadConfigFile(
  * field named twice, a schema keyword not of its kind, an origin no browser sends, a duration with
  * a fraction of a millisecond or a unit given twice, a window shorter than a second, patterns past
  * the budget, an alert or a counter reading a field it can never have, a field path with an empty
- * part), each found to warn.
+ * part, `maxGroups` on a session counter), each found to warn.
  */
 export const AS_STORED: CompileOptions = {
   repeatedGroupBy: true,
@@ -1535,4 +1561,5 @@ export const AS_STORED: CompileOptions = {
   unknownAlertFields: true,
   unknownCounterFields: true,
   emptyPathParts: true,
+  sessionMaxGroups: true,
 };

@@ -71,6 +71,7 @@ import {
   oversizedPatterns,
   repeatedGroupBy,
   repeatedGroupByProblem,
+  sessionMaxGroups,
   shortWindowProblem,
   shortWindows,
   unknownAlertField,
@@ -723,6 +724,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
       malformedDuration(stream),
       oversizedPatterns(stream),
       unknownAlertField(stream),
+      sessionMaxGroups(stream),
       counterField &&
       `${counterField.problem} (the field is always missing: ${counterField.consequence}); ${counterField.fix}`,
     ];

@@ -92,6 +92,7 @@ const counterSchema = z.strictObject({
   groupBy: z.array(fieldPath).max(8).default([]),
   aggregate: aggregateSchema,
   retention: duration.default(parseDuration("1h")),
+  /** Fixed windows only: most groups per pane (on a session counter refused, see compile.ts). */
   maxGroups: z.int().min(1).max(1_000_000).default(1000),
   /** Session counters only: most sessions open at once (see README, Session windows). */
   maxSessions: z.int().min(1).max(1_000_000).optional(),

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import {
+  AS_STORED,
   compileConfig,
   type CompiledStream,
   compileStreamDefinition,
@@ -16,6 +17,7 @@ import {
   MAX_LISTED_PROBLEMS,
   MAX_STREAM_GROUPS,
   MIN_WINDOW_MS,
+  sessionMaxGroups,
   shortWindowProblem,
   shortWindows,
   streamDefinitionSchema,
@@ -1337,6 +1339,49 @@ Deno.test("compileConfig() refuses maxSessions on a fixed window and a gap of ze
     counter({ window: { session: "1m" }, maxSessions: 0 }),
     /streams\.orders\.counters\.x\.maxSessions/,
   );
+});
+
+Deno.test("compileConfig() refuses maxGroups on a session window, naming its path, as maxSessions on a fixed one; sessionMaxGroups (AS_STORED) takes it as before; loadConfigFile refuses it", async () => {
+  const why =
+    "only tumbling, hopping and sliding windows have maxGroups; this window is session, whose cap is maxSessions: remove maxGroups";
+  const config = counter({ window: { session: "30m" }, maxGroups: 50 });
+  const error = assertRefused(config);
+  assert.equal(error.message, `Invalid config: streams.orders.counters.x.maxGroups: ${why}`);
+  // The default (not written) is no refusal, nor maxGroups on the fixed windows.
+  assert.equal(
+    sessionMaxGroups(only(compileConfig(counter({ window: { session: "30m" } })))),
+    undefined,
+  );
+  for (
+    const window of [{ tumbling: "1m" }, { hopping: "1h", every: "1m" }, {
+      sliding: "1h",
+      precision: "1m",
+    }]
+  ) {
+    assert.equal(
+      only(compileConfig(counter({ window, maxGroups: 50 }))).counters[0].meta.maxGroups,
+      50,
+    );
+  }
+  // Stored before this check: served as it was (the sessions' cap is maxSessions), found to warn.
+  for (const options of [{ sessionMaxGroups: true }, AS_STORED]) {
+    const stored = only(compileConfig(config, options));
+    assert.deepEqual(stored.counters[0].meta.session, { gapMs: 1_800_000, maxSessions: 100_000 });
+    assert.equal(sessionMaxGroups(stored), `streams.orders.counters.x.maxGroups: ${why}`);
+  }
+  // A config file: refused at startup, naming the path.
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/config.json`;
+    await Deno.writeTextFile(path, JSON.stringify(config));
+    await assert.rejects(loadConfigFile(path), (error: Error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.message, `Invalid config: streams.orders.counters.x.maxGroups: ${why}`);
+      return true;
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("compileConfig() refuses quantiles on a session window, naming the counter", () => {

@@ -28,7 +28,7 @@ export const SESSION_CONFIG = {
           aggregate: "count",
           maxSessions: 2,
         },
-        // maxGroups is for panes: sessions ignore it.
+        // maxGroups is for panes: a stream stored before it was refused on sessions ignores it.
         wide: { window: { session: "30s" }, groupBy: ["u"], aggregate: "count", maxGroups: 1 },
       },
     },
@@ -36,7 +36,9 @@ export const SESSION_CONFIG = {
 };
 
 /** The compiled session stream. */
-export const sessionStream: CompiledStream = compileConfig(SESSION_CONFIG).get("visits")!;
+export const sessionStream: CompiledStream = compileConfig(SESSION_CONFIG, {
+  sessionMaxGroups: true,
+}).get("visits")!;
 
 function items(events: object[]) {
   return events.map((value) => ({ ok: true as const, value }));
@@ -203,7 +205,7 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
       streams: {
         visits: { ...SESSION_CONFIG.streams.visits, time: { field: "t", lateness: "1h" } },
       },
-    }).get("visits")!;
+    }, { sessionMaxGroups: true }).get("visits")!;
     const reply = await ingestItems(
       raised,
       items([{ u: "a", t: T0 + 8_000 }, { u: "a", t: T0 + 12_000 }]),
@@ -230,7 +232,7 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
       streams: {
         visits: { ...SESSION_CONFIG.streams.visits, time: { field: "t", lateness: "1h" } },
       },
-    }).get("visits")!;
+    }, { sessionMaxGroups: true }).get("visits")!;
     const count = raised.counters.find((item) => item.name === "count")!;
     const finalUsers = async () =>
       (await listWindows(raised, count, { store, nowMs: T0 + 400_000 }, { limit: 1000 }))
