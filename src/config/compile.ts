@@ -41,6 +41,7 @@ import {
   type AlertDefinition,
   configSchema,
   type CounterDefinition,
+  DEFAULT_MAX_SESSIONS,
   streamCloseTimeSchema,
   type StreamDefinition,
 } from "./schema.ts";
@@ -338,9 +339,6 @@ function compileCounter(
     partialBefore: null,
   };
 }
-
-/** Default of a session counter's `maxSessions`. */
-export const DEFAULT_MAX_SESSIONS = 100_000;
 
 /** The session settings of a counter, or undefined for fixed windows; checks the limits. */
 function sessionOf(

@@ -35,7 +35,13 @@ function durationMs(text: string, ctx: z.RefinementCtx): number | undefined {
   return undefined;
 }
 
-/** A duration as text (`"30s"`), parsed to milliseconds (see `durationMs`). */
+/** Default of a session counter's `maxSessions`. */
+export const DEFAULT_MAX_SESSIONS = 100_000;
+
+/**
+ * A duration as text (`"30s"`), parsed to milliseconds (see `durationMs`). A default is given as
+ * text too (`.prefault("1h")`, parsed as if sent), so that the API document tells it as written.
+ */
 export const duration = z.string().transform((text, ctx) => durationMs(text, ctx) ?? z.NEVER);
 
 /**
@@ -91,11 +97,14 @@ const counterSchema = z.strictObject({
   window: windowSchema,
   groupBy: z.array(fieldPath).max(8).default([]),
   aggregate: aggregateSchema,
-  retention: duration.default(parseDuration("1h")),
+  retention: duration.prefault("1h"),
   /** Fixed windows only: most groups per pane (on a session counter refused, see compile.ts). */
   maxGroups: z.int().min(1).max(1_000_000).default(1000),
   /** Session counters only: most sessions open at once (see README, Session windows). */
-  maxSessions: z.int().min(1).max(1_000_000).optional(),
+  maxSessions: z.int().min(1).max(1_000_000).optional().meta({
+    description:
+      `Session counters only: most sessions open at once. Default: \`${DEFAULT_MAX_SESSIONS}\``,
+  }),
 });
 
 /** An alert: a CEL condition over a counter's window (`value`, `group`, `window`). */
@@ -148,16 +157,13 @@ export const originSchema = z.string().max(256).transform((text, ctx) => {
   return url.origin;
 });
 
-/** A stream's `time.lateness` when it names none. */
-const DEFAULT_LATENESS_MS = parseDuration("30s");
-
 /**
  * What a stream's `time` says of when its windows close, read the same by
  * {@linkcode streamDefinitionSchema} and {@linkcode streamCloseTimeSchema}.
  */
 const closeTimeFields = {
   field: fieldPath.optional(),
-  lateness: duration.default(DEFAULT_LATENESS_MS),
+  lateness: duration.prefault("30s"),
   idle: duration.optional(),
 };
 
@@ -169,16 +175,16 @@ export const streamDefinitionSchema = z.strictObject({
     // In this order (maxFuture before idle), as its issues are listed.
     field: closeTimeFields.field,
     lateness: closeTimeFields.lateness,
-    maxFuture: duration.default(parseDuration("5m")),
+    maxFuture: duration.prefault("5m"),
     idle: closeTimeFields.idle,
-  }).default({ lateness: DEFAULT_LATENESS_MS, maxFuture: 300_000 }),
+  }).prefault({}),
   dedupe: z.strictObject({
     field: fieldPath,
-    ttl: positiveDuration.default(parseDuration("24h")),
+    ttl: positiveDuration.prefault("24h"),
   }).optional(),
-  idempotencyTtl: positiveDuration.default(parseDuration("24h")),
+  idempotencyTtl: positiveDuration.prefault("24h"),
   transform: z.array(transformStep).max(64).default([]),
-  counters: z.record(z.string().regex(NAME, NAME_RULE), counterSchema).default({}),
+  counters: z.record(z.string().regex(NAME, NAME_RULE), counterSchema).prefault({}),
   alerts: z.array(alertSchema).max(64).default([]),
   limits: rateLimitSchema.optional(),
   origins: z.array(originSchema).max(64).optional(),
@@ -191,7 +197,7 @@ export const streamDefinitionSchema = z.strictObject({
  * option it does not know), see `closeTimeOf`.
  */
 export const streamCloseTimeSchema = z.object({
-  time: z.object(closeTimeFields).default({ lateness: DEFAULT_LATENESS_MS }),
+  time: z.object(closeTimeFields).prefault({}),
 });
 
 /** The configuration file. */

@@ -487,6 +487,59 @@ Deno.test("the README's POST /v1/keys and PUT /v1/streams bodies fit their reque
   assert.deepEqual(found, []);
 });
 
+Deno.test('the document tells each default the server fills into a stream definition left out, a duration\'s as it is written (`"1h"`), as the README says', async () => {
+  const doc = await documentOf();
+  const definition = doc.components.schemas.StreamDefinition;
+  const counter = definition.properties.counters.additionalProperties;
+  // Every field a definition may leave out, but those the server fills nothing into.
+  const NO_DEFAULT = new Set([
+    "description",
+    "time.field",
+    "time.idle",
+    "dedupe",
+    "limits",
+    "origins",
+    "counters.*.description",
+    "alerts[].description",
+  ]);
+  const untold: string[] = [];
+  const told = new Map<string, string>();
+  for (
+    const [schema, at] of [
+      [definition, ""],
+      [definition.properties.time, "time."],
+      [definition.properties.dedupe, "dedupe."],
+      [counter, "counters.*."],
+      [definition.properties.alerts.items, "alerts[]."],
+      [definition.properties.limits, "limits."],
+    ] as const
+  ) {
+    assert.ok(schema?.properties, `${at}: an object schema`);
+    for (const [key, property] of Object.entries<Document>(schema.properties)) {
+      if ((schema.required ?? []).includes(key) || NO_DEFAULT.has(at + key)) continue;
+      const text = /Default: `[^`]*`/.exec(property.description ?? "")?.[0];
+      if (text === undefined) untold.push(at + key);
+      else told.set(at + key, text);
+    }
+  }
+  assert.deepEqual(untold, []);
+  assert.deepEqual(Object.fromEntries(told), {
+    schema: 'Default: `{"type":"object"}`',
+    time: "Default: `{}`",
+    "time.lateness": 'Default: `"30s"`',
+    "time.maxFuture": 'Default: `"5m"`',
+    "dedupe.ttl": 'Default: `"24h"`',
+    idempotencyTtl: 'Default: `"24h"`',
+    transform: "Default: `[]`",
+    counters: "Default: `{}`",
+    "counters.*.groupBy": "Default: `[]`",
+    "counters.*.retention": 'Default: `"1h"`',
+    "counters.*.maxGroups": "Default: `1000`",
+    "counters.*.maxSessions": "Default: `100000`",
+    alerts: "Default: `[]`",
+  });
+});
+
 Deno.test("every component the document declares is referenced from an operation or a webhook, and its one server is where it is served", async () => {
   const doc = await documentOf();
   const reached = new Set<string>();
