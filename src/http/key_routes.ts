@@ -117,7 +117,8 @@ const KeyInputSchema = z.strictObject({
   // Every field a key's reply shows as null takes null as left out, so a reply's fields can be
   // sent back as they are.
   rateLimit: RateLimitSchema.nullish().openapi({
-    description: "Its rate limit; null or left out: none",
+    description:
+      "Its rate limit, of the events it ingests (refused on a key that cannot ingest: scopes `read` only); null or left out: none",
   }),
   description: z.string().max(1024).nullish(),
   expiresAt: z.string().max(64).nullish().openapi({
@@ -335,6 +336,15 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
     if (scopes.length === 0) throw invalid("A secret key needs 'scopes', e.g. [\"ingest\"]");
     if (publishable && (scopes.length !== 1 || scopes[0] !== "ingest")) {
       throw invalid(`A publishable key may only ingest; got scopes ${scopes.join(", ")}`);
+    }
+    // A key's bucket takes the events it ingests: on a key that cannot, it would bound nothing,
+    // though its reply would show a limit.
+    if (input.rateLimit && !scopes.includes("ingest") && !scopes.includes("admin")) {
+      throw invalid(
+        `rateLimit: a key's rate limit bounds the events it ingests, and a key of scopes ${
+          scopes.join(", ")
+        } ingests none: remove rateLimit, or add the ingest scope`,
+      );
     }
     if (publishable && !input.streams) {
       throw invalid("A publishable key needs 'streams': the streams a page may send to");

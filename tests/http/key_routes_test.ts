@@ -903,6 +903,40 @@ Deno.test("a key's rateLimit has the bounds of a stream's limits, as the README 
   );
 });
 
+Deno.test("a key's rateLimit on a key that cannot ingest (scopes read only), which would bound nothing, is 400 invalid_key naming it, nothing created; with ingest or admin it is taken", async () => {
+  const { app, keyStore } = await keyedApp();
+  const rateLimit = { eventsPerSecond: 1, burst: 2 };
+  for (const scopes of [["read"], ["read", "read"]]) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, { scopes, rateLimit }));
+    assert.equal(res.status, 400);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_key");
+    assert.equal(
+      error.message,
+      "rateLimit: a key's rate limit bounds the events it ingests, and a key of scopes read ingests none: remove rateLimit, or add the ingest scope",
+    );
+  }
+  assert.deepEqual(await keyStore.listKeys(), []);
+  // Null is a field left out, as a read key's reply shows it.
+  const none = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, { scopes: ["read"], rateLimit: null }),
+  );
+  assert.equal(none.status, 201);
+  for (const scopes of [["ingest"], ["read", "ingest"], ["admin"]]) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, { scopes, rateLimit }));
+    assert.equal(res.status, 201, JSON.stringify(scopes));
+    assert.deepEqual((await res.json()).rateLimit, rateLimit);
+  }
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const section = readme.slice(readme.indexOf("### Rate limits"), readme.indexOf("### Browsers"))
+    .replace(/\s+/g, " ");
+  assert.match(
+    section,
+    /A `rateLimit` on a key that cannot ingest \(scopes `read` only\), which would bound nothing, is `400 invalid_key` naming it, creating nothing\./,
+  );
+});
+
 Deno.test("keys and webhooks refuse a text with a lone surrogate (400 invalid_body naming where) and create nothing: on Redis such a record broke every list of them, and a key's own DELETE", async () => {
   const { app, keyStore } = await keyedApp();
   const res = await app.request("/v1/keys", {
