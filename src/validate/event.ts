@@ -248,16 +248,17 @@ function uriMarks(): { schemas: z.ZodType[]; add(schema: z.ZodType, meta: object
 }
 
 /**
- * Whitespace or a control character at either end of a string (what zod's URL check trims, and
- * what the URL parser strips), or a control character anywhere (the URL parser deletes tabs and
- * line breaks: `http://exa\nmple.com` is read as `example.com`). RFC 3986 allows none. Linear.
+ * Whitespace anywhere (zod's URL check trims it at either end, and the URL parser strips it there
+ * and percent-encodes it inside: `http://a.example/a b` was taken), or a control character (the URL
+ * parser deletes tabs and line breaks: `http://exa\nmple.com` is read as `example.com`). RFC 3986
+ * allows neither. Linear.
  */
 // deno-lint-ignore no-control-regex
-const NOT_IN_URI = /^\s|\s$|[\x00-\x1f\x7f]/;
+const NOT_IN_URI = /\s|[\x00-\x1f\x7f]/;
 
 /** Why a `format: "uri"` value with {@linkcode NOT_IN_URI} is refused. */
 export const URI_SPACE_MESSAGE =
-  "Invalid URL: a URI has no whitespace at its start or end and no control character (RFC 3986)";
+  "Invalid URL: a URI has no whitespace and no control character (RFC 3986)";
 
 /**
  * Gives the URL checks of a schema made of a `format: "uri"` node (its string schema, a `type`
