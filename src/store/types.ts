@@ -286,11 +286,11 @@ export interface StoreBatch {
   nowMs: number;
   /**
    * Whether the caller recorded the stream's definition (or read its
-   * record) before: a Redis store whose definitions live beside it (its
-   * `definitionsHere`) then refuses the batch with
-   * {@linkcode StreamChangedError} of version 0 when the record is missing
-   * (a Redis restored from before the stream was created, say).
-   * @default {false}
+   * record) before: a store that holds the definitions (a Redis store's
+   * `definitionsHere`, a memory store made with its definition store) then
+   * refuses the batch with {@linkcode StreamChangedError} of version 0 when
+   * the record is missing (a Redis restored from before the stream was
+   * created, say). @default {false}
    */
   recorded?: boolean;
   /**
@@ -628,6 +628,13 @@ export interface CloseOptions {
    */
   definitionVersion?: number;
   /**
+   * As {@linkcode StoreBatch.recorded}: the caller recorded the stream's definition (or read its
+   * record) before, so a store that holds the definitions (a Redis store's `definitionsHere`, a
+   * memory store made with its definition store) closes nothing when the record is missing and
+   * says {@linkcode ClosedWindows.gone}. @default {false}
+   */
+  recorded?: boolean;
+  /**
    * Only report the windows that are due, with their final values, without
    * claiming or logging them (work that must happen before a window closes,
    * such as alerts, can then run first and be retried). @default {false}
@@ -650,8 +657,9 @@ export type ClosedWindows = ClosedWindow[] & {
   laterDefinition?: number;
   /**
    * The definition record says the incarnation closed was deleted, or deleted and created again
-   * (another generation), since the caller read it: the call closed nothing, and every call
-   * again closes nothing (the caller reads the record again, as for an apply refused so).
+   * (another generation), since the caller read it, or is missing though the caller recorded it
+   * ({@linkcode CloseOptions.recorded}): the call closed nothing, and every call again closes
+   * nothing (the caller reads the record again, as for an apply refused so).
    */
   gone?: boolean;
 };

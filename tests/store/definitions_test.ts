@@ -109,7 +109,10 @@ const scenarios: Record<string, (store: DefinitionStore) => Promise<void>> = {
 
 function redisPair(fixture: { restUrl: string; restToken: string }) {
   const redis = restClient(fixture);
-  return { definitions: new RedisDefinitionStore(redis), store: new RedisStore(redis) };
+  return {
+    definitions: new RedisDefinitionStore(redis),
+    store: new RedisStore(redis, { definitionsHere: true }),
+  };
 }
 
 for (const [name, scenario] of Object.entries(scenarios)) {
@@ -226,6 +229,52 @@ const applyScenarios: Record<
     );
     const deleted = await store.closeWindows(live, [COUNTER], late);
     assert.equal(deleted.gone, true);
+  },
+
+  async "closeWindows() of a stream the caller recorded whose record is missing closes nothing and says gone, as its apply is refused"(
+    { store, definitions },
+  ) {
+    // No record (as in a Redis restored from before it was written): a batch not said recorded
+    // applies, one said recorded is refused.
+    await store.applyBatch(batch("orders"));
+    await assert.rejects(
+      store.applyBatch({ ...batch("orders"), recorded: true }),
+      (error: Error) => {
+        assert.ok(error instanceof StreamChangedError);
+        assert.deepEqual([error.stream, error.version], ["orders", 0]);
+        return true;
+      },
+    );
+    const late = { latenessMs: 0, nowMs: T0 + 600_000, idleMs: 60_000 };
+    const missing = await store.closeWindows("orders", [COUNTER], { ...late, recorded: true });
+    assert.deepEqual([missing.length, missing.gone], [0, true]);
+    // Nothing was closed: the window is still due, closed by a close not said recorded.
+    const closed = await store.closeWindows("orders", [COUNTER], late);
+    assert.deepEqual([closed.length, closed.gone, closed[0]?.groups[0]?.state.count], [
+      1,
+      undefined,
+      1,
+    ]);
+    // Recorded with its record there, it closes as usual.
+    await definitions.write("orders", record({ source: "config", generation: 0 }), 0);
+    const later = T0 + 600_000;
+    await store.applyBatch({
+      ...fromCellUpdates({
+        stream: "orders",
+        nowMs: later,
+        latenessMs: 0,
+        dedupeTtlMs: 0,
+        counters: [COUNTER],
+        events: [{ timeMs: later, updates: [{ counter: 0, pane: later, group: "[]" }] }],
+      }),
+      recorded: true,
+    });
+    const kept = await store.closeWindows("orders", [COUNTER], {
+      ...late,
+      nowMs: T0 + 1_200_000,
+      recorded: true,
+    });
+    assert.deepEqual([kept.length, kept.gone], [1, undefined]);
   },
 
   async "applyBatch() of a config stream recorded at generation 0 applies (the call leaves gen 0 out)"(

@@ -378,11 +378,12 @@ export class MemoryStore implements Store {
 
   #apply(given: StoreBatch): ApplyResult {
     if (this.#definitions) {
-      // As the Redis store: nothing applied to a generation its record says is gone.
-      const { stream: name, generation } = splitGenerationKey(given.stream);
+      // As the Redis store: nothing applied to a generation its record says is gone (or that the
+      // caller recorded and has none).
+      const name = splitGenerationKey(given.stream).stream;
       // Or built on a definition older than an API write that added counters: it lacks them.
       if (
-        this.#definitions.outlives(name, generation) ||
+        this.#outlived(given.stream, given.recorded) ||
         this.#definitions.addedCountersSince(name, given.definitionVersion)
       ) {
         throw new StreamChangedError(name, this.#definitions.versionOf(name));
@@ -773,10 +774,10 @@ export class MemoryStore implements Store {
   ): Promise<ClosedWindows> {
     const state = this.#streams.get(stream);
     const closed: ClosedWindows = [];
-    // An incarnation its record says is deleted, or deleted and created again, closes nothing (as
-    // on Redis): a sweep of an instance that has not heard of the deletion yet would log results
-    // of a stream whose DELETE answered already.
-    if (this.#outlived(stream)) {
+    // An incarnation its record says is deleted, or deleted and created again, or one recorded
+    // without a record, closes nothing (as on Redis): a sweep of an instance that has not heard of
+    // the deletion yet would log results of a stream whose DELETE answered already.
+    if (this.#outlived(stream, options.recorded)) {
       closed.gone = true;
       return Promise.resolve(closed);
     }
@@ -1036,11 +1037,16 @@ export class MemoryStore implements Store {
     });
   }
 
-  /** Whether the definitions say the incarnation kept under `name` is no longer read. */
-  #outlived(name: string): boolean {
+  /**
+   * Whether the definitions say the incarnation kept under `name` is no longer read, or, when the
+   * caller `recorded` the stream ({@linkcode StoreBatch.recorded}), have no record of it: as the
+   * Redis store's scripts ask it (their definitionGone).
+   */
+  #outlived(name: string, recorded = false): boolean {
     if (!this.#definitions) return false;
     const { stream, generation } = splitGenerationKey(name);
-    return this.#definitions.outlives(stream, generation);
+    return this.#definitions.outlives(stream, generation) ||
+      (recorded && this.#definitions.versionOf(stream) === 0);
   }
 
   #sweep(now: number): void {

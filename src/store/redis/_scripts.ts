@@ -197,6 +197,16 @@ local function fieldsPerGroup(kind)
   if kind == "quantiles" then return 3 end
   return 2
 end
+-- Whether the stream's definition record (KEYS[2], outside every generation, same slot; record:
+-- its fields v, g and x as HMGET reads them) says the incarnation of generation gen (nil for 0)
+-- is read no more: deleted (x), or deleted and created again under another generation (g); or,
+-- when rec says the caller recorded the stream and the definitions live here, the record is
+-- missing (a Redis restored from before it was written). The apply and the close ask it alike: a
+-- write to an incarnation gone would count, or log results, where no instance reads.
+local function definitionGone(record, gen, rec)
+  if not record[1] then return rec == true end
+  return record[3] == "1" or (record[2] ~= false and tonumber(record[2]) ~= (gen or 0))
+end
 `;
 
 /**
@@ -618,18 +628,14 @@ if KEYS[2] then
     end
     addedIn = tonumber(record[4])
   end
-  -- The stream deleted, or created again (another generation), since the caller read it: what
-  -- this call wrote would count nowhere. Or built on a definition (\`dv\`) older than an API write
-  -- that added counters (\`a\`, see the definition store's write): it lacks them, and their
-  -- partial-window bounds are behind the events it holds. Nothing was written yet (above: reads
-  -- only).
-  if record[1] and (record[3] == "1" or (record[2] and tonumber(record[2]) ~= (args.gen or 0)) or
-    (addedIn and args.dv < addedIn)) then
+  -- The stream deleted, or created again (another generation), since the caller read it, or its
+  -- record missing (definitionGone: the version is then 0): what this call wrote would count
+  -- nowhere. Or built on a definition (\`dv\`) older than an API write that added counters (\`a\`,
+  -- see the definition store's write): it lacks them, and their partial-window bounds are behind
+  -- the events it holds. Nothing was written yet (above: reads only).
+  if definitionGone(record, args.gen, args.rec) or (record[1] and addedIn and args.dv < addedIn) then
     return cjson.encode({ gone = 1, v = definitionVersion })
   end
-  -- The definitions live here, and the record is missing (a Redis restored from before it was
-  -- written): what this call wrote would count in a stream no instance reads.
-  if not record[1] and args.rec then return cjson.encode({ gone = 1, v = 0 }) end
 end
 -- ids: per event its dedupe id (a string), or false for none; a single event's comes bare as
 -- \`id\` instead (cjson grows each array from empty: ~1.5k instructions for one value).
@@ -1951,17 +1957,18 @@ return readReply(out)
 /**
  * Claims windows that became final. ARGV[1] is JSON
  * `{late, limit, cells, logTtl, sl?, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?,
- * dv?, gen?}` (`sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the apply's;
- * `dv`: the definition version the caller serves, see `CloseOptions.definitionVersion`; `gen`: the
- * generation closed, checked against the definition record KEYS[2], as the apply does).
+ * dv?, gen?, rec?}` (`sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the
+ * apply's; `dv`: the definition version the caller serves, see `CloseOptions.definitionVersion`;
+ * `gen` and `rec`: the generation closed, and whether its record must exist, checked against the
+ * definition record KEYS[2] as the apply does, see {@linkcode APPLY_SCRIPT}).
  * Returns JSON `{"w": [[counter, start, end, [[group, count, sum, minOrMax, distinct], …],
  * continued], …], "m": 1 when it stopped at `cells` with more to close}` (`continued` 1 when an
  * earlier call claimed the window), or `{"w": [], "v": version}` when the stats' `dv` is later than
  * `dv`, or `{"w": [], "gone": 1}` when the record says the generation was deleted (or the stream
- * created again under another): nothing closed nor written. A window of more cells (a group in
- * one of its panes) than the call has left is claimed (ZREM, `cl`) by the call that starts it
- * and its groups merged and logged over several calls, each at most `cells` (see below), so no
- * one call holds Redis for long.
+ * created again under another), or is missing and `rec` says it must exist: nothing closed nor
+ * written. A window of more cells (a group in one of its panes) than the call has left is claimed
+ * (ZREM, `cl`) by the call that starts it and its groups merged and logged over several calls,
+ * each at most `cells` (see below), so no one call holds Redis for long.
  * The ZREM inside the script makes each window close exactly once; the same call again (its
  * one-time token `tk` seen) returns the windows the first one closed.
  *
@@ -1985,14 +1992,12 @@ export const CLOSE_SCRIPT = COMMON + MERGE_LUA + SESSION_LUA + SESSION_CLOSE_LUA
 local callKey, first = callReply(args.tk)
 if first then return first end
 -- The stream's definition record (KEYS[2], always given by the store; same slot), as the
--- apply reads it: an incarnation deleted, or deleted and created again (another generation), since
--- the caller read it closes nothing and writes nothing, so no result of a stream whose DELETE
--- answered is logged by an instance that has not heard of it yet.
-if KEYS[2] then
-  local record = redis.call("HMGET", KEYS[2], "g", "x")
-  if record[2] == "1" or (record[1] and tonumber(record[1]) ~= (args.gen or 0)) then
-    return cjson.encode({ w = {}, gone = 1 })
-  end
+-- apply reads it (definitionGone): an incarnation deleted, or deleted and created again (another
+-- generation), since the caller read it, or a record missing that the caller recorded (\`rec\`),
+-- closes nothing and writes nothing, so no result of a stream whose DELETE answered is logged by
+-- an instance that has not heard of it yet.
+if KEYS[2] and definitionGone(redis.call("HMGET", KEYS[2], "v", "g", "x"), args.gen, args.rec) then
+  return cjson.encode({ w = {}, gone = 1 })
 end
 local lateness, limit, logTtl, idle, now, peek =
   args.late, args.limit, args.logTtl, args.idle, args.now, args.peek

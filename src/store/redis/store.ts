@@ -159,7 +159,9 @@ export interface RedisStoreOptions {
    * `RedisDefinitionStore` beside this store, as `storesFromEnv` makes them): an apply of a
    * batch whose caller recorded its stream ({@linkcode StoreBatch.recorded}) then refuses it when
    * the record is missing (a Redis restored from a snapshot taken before the stream was created,
-   * say) with {@linkcode StreamChangedError} of version 0, writing nothing. @default {false}
+   * say) with {@linkcode StreamChangedError} of version 0, writing nothing; a close whose caller
+   * recorded it ({@linkcode CloseOptions.recorded}) closes nothing and says `gone`.
+   * @default {false}
    */
   definitionsHere?: boolean;
   /** Bounds of each stream's result log. @default {MAX_LOG_ENTRIES and MAX_LOG_BACKLOG} */
@@ -872,6 +874,8 @@ export class RedisStore implements Store {
           sl: this.#statsLife(counters),
           dv: options.definitionVersion,
           gen: generation || undefined,
+          // As for an apply: the record must exist (recorded, and the definitions live here).
+          rec: (this.#definitionsHere && options.recorded) || undefined,
         }]),
       );
       const kinds = new Map(counters.map((c) => [c.name, c.aggregate]));
