@@ -306,29 +306,32 @@ export const MAX_EVENT_ERRORS = 10;
 export const MAX_STORED_REJECTED_CHARS = 65_536;
 
 /**
- * The rejected events a stored reply lists: the first ones in order (each already with at most
+ * The JSON text of a stored reply (`{accepted, filtered, rejected}`, as `JSON.stringify` writes
+ * it), whose `rejected` lists the first rejected events in order (each already with at most
  * {@linkcode MAX_EVENT_ERRORS} errors), as many as {@linkcode MAX_STORED_REJECTIONS} and
  * {@linkcode MAX_STORED_REJECTED_CHARS} of JSON allow, and the first one always (shortened if it
- * alone is past that).
+ * alone is past that). Each event kept is turned into JSON once: the text measured is the text
+ * stored.
  */
-function storedRejections(rejected: readonly Rejection[]): Rejection[] {
-  const kept: Rejection[] = [];
+function storedReply(accepted: number, filtered: number, rejected: readonly Rejection[]): string {
+  const kept: string[] = [];
   // The JSON of the array: its brackets, and a comma between two items.
   let chars = 1;
   for (const rejection of rejected) {
     if (kept.length === MAX_STORED_REJECTIONS) break;
-    const size = JSON.stringify(rejection).length + 1;
-    if (chars + size > MAX_STORED_REJECTED_CHARS) {
+    const text = JSON.stringify(rejection);
+    if (chars + text.length + 1 > MAX_STORED_REJECTED_CHARS) {
       // The first is kept always, its paths and messages quoted within 256 characters if it alone
       // is past the bound (paths nested deep under long keys): a replay that listed no rejection
       // would say that none was rejected.
-      if (kept.length === 0) kept.push(shortened(rejection));
+      if (kept.length === 0) kept.push(JSON.stringify(shortened(rejection)));
       break;
     }
-    chars += size;
-    kept.push(rejection);
+    chars += text.length + 1;
+    kept.push(text);
   }
-  return kept;
+  // The counts are whole numbers: their JSON is their decimal text.
+  return `{"accepted":${accepted},"filtered":${filtered},"rejected":[${kept.join(",")}]}`;
 }
 
 /** `rejection` with each error's path and message quoted within 256 characters. */
@@ -591,12 +594,11 @@ async function ingestOnce(
   const request: BatchRequest = { events: events.length, filtered, rejected: rejected.length };
   const idempotency = options.idempotency;
   if (idempotency) {
-    const stored = { accepted, filtered, rejected: storedRejections(rejected) };
     request.idempotency = {
       keyHash: sha256Hex(idempotency.key),
       bodyHash: sha256Hex(idempotency.body),
       ttlMs: stream.idempotencyTtlMs,
-      reply: JSON.stringify(stored),
+      reply: storedReply(accepted, filtered, rejected),
     };
   }
   if (options.rateLimits?.length) {
