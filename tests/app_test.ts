@@ -698,6 +698,24 @@ Deno.test("a stream's stats show the dedupe ids the memory store forgot early, i
   assert.ok(doc.components.schemas.StreamStats.required.includes("dedupeForgotten"));
 });
 
+Deno.test("a stream's stats show the Idempotency-Key replies the memory store forgot early, in the OpenAPI document too", async () => {
+  // About 300 bytes a reply: the second forgets the first before its idempotencyTtl.
+  const { app } = await testApp({ store: new MemoryStore({ now: () => NOW, maxReplyBytes: 400 }) });
+  const keyed = (key: string) =>
+    app.request("/v1/streams/orders/events", {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": key },
+      body: JSON.stringify([{ id: key, ts: at(1) }]),
+    });
+  const before = (await getJson(app, "/v1/streams/orders")).body.stats;
+  assert.equal(before.repliesForgotten, 0);
+  for (const key of ["a", "b"]) assert.equal((await keyed(key)).status, 202);
+  const stats = (await getJson(app, "/v1/streams/orders")).body.stats;
+  assert.equal(stats.repliesForgotten, 1);
+  const doc = (await getJson(app, "/openapi.json")).body;
+  assert.ok(doc.components.schemas.StreamStats.required.includes("repliesForgotten"));
+});
+
 Deno.test("API keys: 401 without or with a wrong key, 403 without the scope, admin implies all", async () => {
   const { app } = await testApp({ auth: true });
   const event = { id: "a", ts: at(1) };

@@ -230,6 +230,10 @@ const StatsSchema = z.object({
   dedupeForgotten: z.int().openapi({
     description: "Dedupe ids the memory store forgot before their TTL (its maxDedupeIds bound)",
   }),
+  repliesForgotten: z.int().openapi({
+    description:
+      "Idempotency-Key replies the memory store forgot before their idempotencyTtl (its 128 MiB a stream bound): a request sent again with one applies again",
+  }),
 }).openapi("StreamStats");
 
 /**
@@ -544,6 +548,7 @@ function statsJson(
     rejected: stats.rejected,
     overflow: stats.overflow,
     dedupeForgotten: stats.dedupeForgotten,
+    repliesForgotten: stats.repliesForgotten,
   };
 }
 

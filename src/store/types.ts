@@ -473,6 +473,12 @@ export interface StreamStats {
    */
   dedupeForgotten: number;
   /**
+   * Idempotency-Key replies forgotten before their `idempotencyTtl` because the store's bound on
+   * a stream's stored replies was reached (the memory store's `maxReplyBytes`; always 0 on Redis,
+   * which keeps every reply for its TTL): a request sent again with such a key applies again.
+   */
+  repliesForgotten: number;
+  /**
    * The latest end of a window a close claimed (of a session: its end plus the gap), or what
    * {@linkcode Store.keepFinal} kept final when later, when either was: an event before it is
    * late whatever the lateness is now, so a raised lateness never re-opens a window or session

@@ -152,8 +152,9 @@ const scenarios: Record<string, Scenario> = {
       [stats.accepted, stats.applied, stats.duplicates, stats.late],
       [6, 3, 2, 1],
     );
-    // Within its bound a store forgets no dedupe id early (Redis has no bound).
+    // Within its bound a store forgets no dedupe id early (Redis has no bound), nor a stored reply.
     assert.equal(stats.dedupeForgotten, 0);
+    assert.equal(stats.repliesForgotten, 0);
   },
 
   async 'a number dedupe id is its JavaScript text: 0 and "0", 12.5 and "12.5", 1e21 and "1e+21" are one id'(

@@ -158,8 +158,11 @@ interface StreamState {
   replies: Map<string, StoredReply>;
   /** What {@linkcode replySize} counts for the replies held, bounded by `maxReplyBytes`. */
   replyBytes: number;
-  /** Whether the warning that the bound forgot replies early was logged. */
-  warnedReplies: boolean;
+  /**
+   * Stored replies the bound forgot before their TTL ({@linkcode StreamStats.repliesForgotten});
+   * the first one is warned of.
+   */
+  repliesForgotten: number;
   /** Rate-limit token buckets by key. */
   buckets: Map<string, { tokens: number; updatedMs: number; fullAt: number }>;
 }
@@ -360,7 +363,7 @@ export class MemoryStore implements Store {
         demand: new Map(),
         replies: new Map(),
         replyBytes: 0,
-        warnedReplies: false,
+        repliesForgotten: 0,
         buckets: new Map(),
       };
       this.#streams.set(name, state);
@@ -501,16 +504,18 @@ export class MemoryStore implements Store {
 
   /**
    * Forgets `stream`'s oldest stored replies until they fit in `maxReplyBytes` (see
-   * {@linkcode MemoryStoreOptions.maxReplyBytes}), warning once per stream.
+   * {@linkcode MemoryStoreOptions.maxReplyBytes}), counting them in its stats' `repliesForgotten`
+   * and warning once per stream.
    */
   #forgetReplies(stream: StreamState, key: string): void {
+    const before = stream.repliesForgotten;
     for (const [keyHash, stored] of stream.replies) {
       if (stream.replyBytes <= this.#maxReplyBytes) break;
       stream.replies.delete(keyHash);
       stream.replyBytes -= replySize(keyHash, stored);
+      stream.repliesForgotten += 1;
     }
-    if (stream.warnedReplies) return;
-    stream.warnedReplies = true;
+    if (before > 0) return;
     logger.warn(
       "Stream '{stream}' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most {maxReplyBytes} bytes of them: a request sent again with a forgotten key applies again",
       { stream: splitGenerationKey(key).stream, maxReplyBytes: this.#maxReplyBytes },
@@ -1187,6 +1192,7 @@ export class MemoryStore implements Store {
       rejected: state?.rejected ?? 0,
       overflow,
       dedupeForgotten: state?.ids.forgotten ?? 0,
+      repliesForgotten: state?.repliesForgotten ?? 0,
       ...final,
     });
   }

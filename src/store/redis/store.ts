@@ -1032,6 +1032,7 @@ export class RedisStore implements Store {
         rejected: read("rejected"),
         overflow,
         dedupeForgotten: 0, // Redis keeps every id for its TTL: nothing is forgotten early
+        repliesForgotten: 0, // and every Idempotency-Key reply for its idempotencyTtl
         ...final,
       };
     });

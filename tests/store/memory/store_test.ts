@@ -327,6 +327,10 @@ Deno.test("MemoryStore holds at most maxReplyBytes of Idempotency-Key replies pe
     }
     assert.deepEqual(statuses, ["replayed", "replayed", "replayed", "applied", "applied"]);
     assert.equal((await keyed("a", "other")).requests[0].status, "replayed");
+    // The stats count each reply forgotten: a and b, then c and d for b and a stored again; the
+    // other stream forgot none.
+    assert.equal((await store.stats("s", [])).repliesForgotten, 4);
+    assert.equal((await store.stats("other", [])).repliesForgotten, 0);
     assert.deepEqual(warnings(), [
       "Stream 's' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most 900 bytes of them: a request sent again with a forgotten key applies again",
     ]);
