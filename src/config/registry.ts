@@ -1570,8 +1570,11 @@ class RegistryStore implements Store {
     // the record's): without the version, a later definition written since would go unchecked.
     const definitionVersion = options.definitionVersion ??
       this.registry.definitionVersionOf(stream);
+    // Recorded by the check (a config stream) or read (an API stream), as for an apply: a store
+    // that holds the definitions closes nothing when the record is missing.
     const closed = await this.#store.closeWindows(key, counters, {
       ...options,
+      recorded: true,
       ...(definitionVersion === undefined ? {} : { definitionVersion }),
     });
     if (closed.laterDefinition !== undefined) {

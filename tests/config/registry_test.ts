@@ -1506,6 +1506,27 @@ async function visitsInstance(store: Store, definitions: DefinitionStore) {
   };
 }
 
+redisTest(
+  "A sweep of a stream whose definition record vanished from Redis closes nothing, as its batches are refused: the API stream's due window is logged by no one, and it is 404 after",
+  async (fixture) => {
+    const T0 = T0_REDEPLOY;
+    const redis = restClient(fixture);
+    const store = new RedisStore(redis, { definitionsHere: true, now: () => T0 });
+    const a = await visitsInstance(store, new RedisDefinitionStore(redis));
+    await a.streams.put("visits", visitsDefinition("10s"));
+    assert.equal(await sendVisit(a.app, T0 + 10_000), 0);
+    // The watermark at T0 + 2 m: [T0, T0 + 1 m) is due.
+    assert.equal(await sendVisit(a.app, T0 + 120_000), 0);
+    // As a Redis restored from a snapshot taken before the record was written.
+    await withDirect(fixture.redisUrl, (send) => send("DEL", "es:{visits}:def"));
+    assert.deepEqual(await sweepVia(a.app), []);
+    // The definition read again: there is none, so the stream is gone, as a refused batch finds.
+    const res = await a.app.request("/v1/streams/visits");
+    assert.equal(res.status, 404);
+    await res.body?.cancel();
+  },
+);
+
 /**
  * A batch applied under the stored definition after a PUT that raises the lateness read the
  * stream's stats and before it wrote the new definition moves the watermark, so the stored one
