@@ -1520,7 +1520,8 @@ redisTest(
     // As a Redis restored from a snapshot taken before the record was written.
     await withDirect(fixture.redisUrl, (send) => send("DEL", "es:{visits}:def"));
     assert.deepEqual(await sweepVia(a.app), []);
-    // The definition read again: there is none, so the stream is gone, as a refused batch finds.
+    // The definition read again: there is none, so the stream is gone, as a refused batch finds
+    // (README: "A sweep finds the same in its close, which closes (and logs) nothing").
     const res = await a.app.request("/v1/streams/visits");
     assert.equal(res.status, 404);
     await res.body?.cancel();
