@@ -147,7 +147,9 @@ export class RequestsInFlight {
     return (request, ...rest) => {
       this.#running += 1;
       try {
-        return Promise.resolve(handler(request, ...rest)).finally(this.#done);
+        // `then` with both outcomes rather than `finally`, which makes one more promise and
+        // closure a request to pass the answer on.
+        return Promise.resolve(handler(request, ...rest)).then(this.#answered, this.#failed);
       } catch (error) {
         this.#done();
         return Promise.reject(error);
@@ -161,6 +163,16 @@ export class RequestsInFlight {
     this.#idle ??= Promise.withResolvers<void>();
     return this.#idle.promise;
   }
+
+  #answered = (response: Response): Response => {
+    this.#done();
+    return response;
+  };
+
+  #failed = (error: unknown): never => {
+    this.#done();
+    throw error;
+  };
 
   #done = (): void => {
     this.#running -= 1;
