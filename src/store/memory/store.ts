@@ -102,6 +102,16 @@ type SessionUpdates = Map<
   { counter: CounterMeta; updates: Array<{ pane: number; group: string; value?: number | string }> }
 >;
 
+/** What the events of one batch are applied with: one object for the whole batch. */
+interface ApplyingBatch {
+  batch: StoreBatch;
+  now: number;
+  panesByCounter: Array<CounterPanes>;
+  batchNumber: number;
+  /** The batch's session counter updates, made at the first (undefined while none). */
+  sessionUpdates: SessionUpdates | undefined;
+}
+
 interface StreamState {
   watermark: number | null;
   /**
@@ -415,8 +425,14 @@ export class MemoryStore implements Store {
     const panesByCounter: Array<CounterPanes> = [];
     // One object for the whole batch, not one per event.
     this.#batches += 1;
-    const sessionUpdates: SessionUpdates = new Map();
-    const applying = { batch, now, panesByCounter, batchNumber: this.#batches, sessionUpdates };
+    // Made at a session counter's first update (most batches have none).
+    const applying: ApplyingBatch = {
+      batch,
+      now,
+      panesByCounter,
+      batchNumber: this.#batches,
+      sessionUpdates: undefined,
+    };
     // Idempotency keys of the batch's requests, made at the first (most batches have none).
     const admitting: { now: number; keysInBatch?: Set<string> } = { now };
     const replies: [string, StoredReply][] = [];
@@ -467,7 +483,7 @@ export class MemoryStore implements Store {
       }
       results.push({ status: "applied", duplicates, late });
     }
-    this.#applySessions(stream, sessionUpdates, now);
+    if (applying.sessionUpdates) this.#applySessions(stream, applying.sessionUpdates, now);
     for (const [keyHash, stored] of replies) {
       // Taken out first, so the map's order stays the order replies expire in (a key whose reply
       // expired unswept would otherwise keep its old place).
@@ -600,13 +616,7 @@ export class MemoryStore implements Store {
     stream: StreamState,
     event: BatchEvent,
     e: number,
-    context: {
-      batch: StoreBatch;
-      now: number;
-      panesByCounter: Array<CounterPanes>;
-      batchNumber: number;
-      sessionUpdates: SessionUpdates;
-    },
+    context: ApplyingBatch,
   ): EventOutcome {
     const { batch, now, panesByCounter } = context;
     if (
@@ -656,7 +666,7 @@ export class MemoryStore implements Store {
     counterPanes: CounterPanes,
     columns: BatchUpdates,
     at: number,
-    context: { now: number; sessionUpdates: SessionUpdates },
+    context: { now: number; sessionUpdates?: SessionUpdates },
   ): void {
     // Numbers read here rather than passed in: a double (a pane start, the clock) passed to a
     // call is boxed, one object each time.
@@ -666,10 +676,11 @@ export class MemoryStore implements Store {
     const value = columns.values[at];
     if (counter.session) {
       const runKey = `${counter.name}\u0000${key}`;
-      let run = context.sessionUpdates.get(runKey);
+      const sessionUpdates = context.sessionUpdates ??= new Map();
+      let run = sessionUpdates.get(runKey);
       if (!run) {
         run = { counter, updates: [] };
-        context.sessionUpdates.set(runKey, run);
+        sessionUpdates.set(runKey, run);
       }
       run.updates.push({ pane: start, group: key, value });
       return;
