@@ -897,29 +897,48 @@ interface FunctionCall {
   handle: (values: unknown[], node: unknown, evaluator: unknown) => unknown;
 }
 
+/** The bound of the doubles `uint()` takes: 2^64, one past the largest uint64. */
+const UINT64_DOUBLE_BOUND = 2 ** 64;
+
 /**
- * Makes each `int()` of a checked tree fail for a double outside (-2^63, 2^63), as CEL specifies:
- * cel-js's `int(double)` checks only that the double is finite, so `int(1e20)` gave an int of 21
- * digits (`int(1e300)` one of 301), and `int(-9223372036854775808.0)` gave -2^63. Only a double can
- * be past the range (`int(string)` checks it itself), and one past 2^53 is whole.
+ * Makes each `int()` and `uint()` of a checked tree fail for a double outside its range, as CEL
+ * specifies. `int()`: (-2^63, 2^63); cel-js's `int(double)` checks only that the double is finite,
+ * so `int(1e20)` gave an int of 21 digits (`int(1e300)` one of 301), and
+ * `int(-9223372036854775808.0)` gave -2^63. `uint()`: [0, 2^64), as cel-go's
+ * `doubleToUint64Checked` (`-0.0` is not below 0); cel-js truncates first, so `uint(-0.5)` gave 0.
+ * Only a double can be past the range (for an int or a string cel-js checks it itself), and one
+ * past 2^53 is whole.
  */
 function checkIntConversions(root: unknown): void {
   visitNodes(root, (node) => {
-    if (node.op !== "call" || (node.args as unknown[])[0] !== "int") return;
+    if (node.op !== "call") return;
+    const name = (node.args as unknown[])[0];
+    if (name !== "int" && name !== "uint") return;
     // cel-js's handler of the argument's value, set when the node was checked (an infinity or
     // NaN is left to it: its own error).
     const call = node as unknown as FunctionCall;
     const handle = call.handle;
-    call.handle = (values, self, evaluator) => {
-      const value = values[0];
-      if (
-        typeof value === "number" && Number.isFinite(value) &&
-        (value >= INT64_DOUBLE_BOUND || value <= -INT64_DOUBLE_BOUND)
-      ) {
-        throw new EvaluationError(`int() of ${value} is out of the int64 range`);
+    call.handle = name === "int"
+      ? (values, self, evaluator) => {
+        const value = values[0];
+        if (
+          typeof value === "number" && Number.isFinite(value) &&
+          (value >= INT64_DOUBLE_BOUND || value <= -INT64_DOUBLE_BOUND)
+        ) {
+          throw new EvaluationError(`int() of ${value} is out of the int64 range`);
+        }
+        return handle(values, self, evaluator);
       }
-      return handle(values, self, evaluator);
-    };
+      : (values, self, evaluator) => {
+        const value = values[0];
+        if (
+          typeof value === "number" && Number.isFinite(value) &&
+          (value < 0 || value >= UINT64_DOUBLE_BOUND)
+        ) {
+          throw new EvaluationError(`uint() of ${value} is out of the uint64 range`);
+        }
+        return handle(values, self, evaluator);
+      };
   });
 }
 

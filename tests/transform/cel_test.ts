@@ -209,10 +209,64 @@ Deno.test("int() of a double outside (-2^63, 2^63) fails the evaluation, as CEL 
     return true;
   });
   assert.equal(compileExpression("int(event.s)")({ event: { s: "42" } }), 42n);
-  assert.throws(() => compileExpression("uint(event.big)")({ event: { big: 1e20 } }), (error) => {
-    assert.equal(evaluationMessage(error), "uint() type error: unsigned integer overflow");
-    return true;
-  });
+});
+
+Deno.test("uint() of a double outside [0, 2^64) fails the evaluation, as CEL specifies", () => {
+  // cel-js truncated first: `uint(-0.5)` was 0, where cel-go refuses any negative double.
+  const cases: Array<[string, Record<string, unknown>, string]> = [
+    ["uint(-0.5)", {}, "uint() of -0.5 is out of the uint64 range"],
+    ["uint(event.d)", { d: -0.5 }, "uint() of -0.5 is out of the uint64 range"],
+    ["uint(event.d)", { d: -Number.MIN_VALUE }, "uint() of -5e-324 is out of the uint64 range"],
+    ["uint(event.d)", { d: -1 }, "uint() of -1 is out of the uint64 range"],
+    ["uint(event.d)", { d: 1e20 }, "uint() of 100000000000000000000 is out of the uint64 range"],
+    // 2^64 - 1 is no double: the literal is 2^64, one past the range.
+    [
+      "uint(18446744073709551615.0)",
+      {},
+      "uint() of 18446744073709552000 is out of the uint64 range",
+    ],
+    // Inside a macro, whose nodes pay into the budget, and bound.
+    [
+      "event.items.all(i, uint(i) >= 0u)",
+      { items: [1, -0.25] },
+      "uint() of -0.25 is out of the uint64 range",
+    ],
+    [
+      "cel.bind(x, uint(event.d), x > 0u)",
+      { d: -0.5 },
+      "uint() of -0.5 is out of the uint64 range",
+    ],
+  ];
+  for (const [source, event, message] of cases) {
+    assert.throws(() => compileExpression(source)({ event }), (error: unknown) => {
+      assert.equal(evaluationMessage(error), message, source);
+      return true;
+    });
+  }
+  // Within it, as before: truncated; -0.0 is not below 0 (nor is it for cel-go).
+  const uint = (source: string, event: Record<string, unknown> = {}) =>
+    toJson(compileExpression(source)({ event }));
+  assert.equal(uint("uint(event.d)", { d: 2.7 }), 2);
+  assert.equal(uint("uint(-0.0)"), 0);
+  assert.equal(uint("uint(event.d)", { d: -0 }), 0);
+  assert.equal(
+    (compileExpression("uint(18446744073709549568.0)")({ event: {} }) as object).valueOf(),
+    2n ** 64n - 2048n,
+  );
+  // Ints and strings are cel-js's own to check; an infinite double its own error.
+  assert.equal(uint("uint(event.s)", { s: "42" }), 42);
+  for (
+    const [source, message] of [
+      ["uint(-1)", "uint() type error: cannot convert to uint"],
+      ["uint('-1')", "uint() type error: cannot convert to uint"],
+      ["uint(1.0 / 0.0)", "uint() type error: unsigned integer overflow"],
+    ]
+  ) {
+    assert.throws(() => compileExpression(source)({ event: {} }), (error) => {
+      assert.equal(evaluationMessage(error), message, source);
+      return true;
+    });
+  }
 });
 
 Deno.test("a compiled expression throws when evaluation fails", () => {
