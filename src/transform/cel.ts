@@ -548,6 +548,85 @@ function droppedMapKey(ast: unknown): string | undefined {
   return found;
 }
 
+/**
+ * The value of a literal map key in cel-js's syntax tree (`'a'`, `1`, `-1`, `1u`, `true`), or
+ * `NOT_LITERAL` for a computed one.
+ */
+function literalKey(item: unknown): unknown {
+  const key = astNode(item);
+  if (key?.op === "value") return key.args;
+  const operand = key?.op === "-_" ? astNode(key.args) : undefined;
+  if (operand?.op === "value") {
+    const value = operand.args;
+    if (typeof value === "number" || typeof value === "bigint") return -value;
+  }
+  return NOT_LITERAL;
+}
+const NOT_LITERAL = Symbol("not a literal");
+
+/**
+ * Why the first map literal in cel-js's syntax tree `ast` whose literal keys repeat (or that cel-js
+ * would hold as one property, see {@linkcode repeatedKeyReason}) is refused; `undefined` for none.
+ * Without recursion.
+ */
+function repeatedMapKey(ast: unknown): string | undefined {
+  let found: string | undefined;
+  visitScoped(ast, ({ op, args }) => {
+    if (found !== undefined || op !== "map" || !Array.isArray(args) || args.length < 2) return;
+    const held = new Map<string, unknown>();
+    for (const entry of args) {
+      const key = Array.isArray(entry) ? literalKey(entry[0]) : NOT_LITERAL;
+      if (key === NOT_LITERAL) continue;
+      const property = String(key);
+      if (held.has(property)) {
+        found = repeatedKeyReason(held.get(property), key);
+        return;
+      }
+      held.set(property, key);
+    }
+  });
+  return found;
+}
+
+/** A map key as CEL writes it (`'a'`, `1`, `1u`, `true`), or what it is (`a list`). */
+function keyAsWritten(key: unknown): string {
+  if (typeof key === "string") return `'${key}'`;
+  if (typeof key !== "object" || key === null) return String(key);
+  if (typeof key.valueOf() === "bigint") return `${key}u`;
+  return Array.isArray(key) ? "a list" : isPlainObject(key) ? "a map" : String(key);
+}
+
+/**
+ * What CEL compares a map key as: a string, a bool or a number (int, uint or double, equal
+ * across them); `undefined` for another value (a list, a map), which no other key equals.
+ */
+function keyKind(key: unknown): string | undefined {
+  if (typeof key === "string" || typeof key === "boolean") return typeof key;
+  if (typeof key === "number" || typeof key === "bigint") return "number";
+  if (typeof key === "object" && key !== null && typeof key.valueOf() === "bigint") return "number";
+  return undefined;
+}
+
+/**
+ * Why a map with keys `first` and `later` is refused, cel-js making one property of both
+ * (`String(key)`): CEL specifies an error for a repeated key (cel-spec's `map_value_repeat_key`,
+ * numbers equal across int, uint and double: `{0: 1, 0u: 2}` as well), where cel-js let the later
+ * win; keys CEL holds apart but cel-js would not (`1` and `'1'`, `true` and `'true'`) likewise.
+ */
+function repeatedKeyReason(first: unknown, later: unknown): string {
+  const kind = keyKind(first);
+  if (kind === undefined || kind !== keyKind(later)) {
+    return `map keys ${keyAsWritten(first)} and ${
+      keyAsWritten(later)
+    } would be one key: a map here holds its keys as text, so it cannot hold both`;
+  }
+  const written = keyAsWritten(first);
+  const again = keyAsWritten(later);
+  return written === again
+    ? `map key ${written} is repeated: a map may hold each key once`
+    : `map keys ${written} and ${again} are the same key, repeated: a map may hold each key once`;
+}
+
 /** The literal patterns of the `matches` calls in cel-js's syntax tree `ast`, in order. */
 function literalsIn(ast: unknown): string[] {
   const found: string[] = [];
@@ -945,24 +1024,60 @@ function checkIntConversions(root: unknown): void {
 /**
  * Makes each computed key of a checked tree's map literals (`{event.tag: 1}`) fail the evaluation
  * when it is one of {@linkcode DROPPED_MAP_KEYS}: cel-js leaves it out of the map, so an event whose
- * tag was `constructor` had its field dropped silently. (A literal one is refused when compiled.)
+ * tag was `constructor` had its field dropped silently. And in a map literal of two keys or more,
+ * one of them computed, a key that repeats another (`{event.a: 1, event.b: 2}` of equal fields), or
+ * that cel-js would hold as the same property (`1` and `'1'`), fails it: cel-js let the last one
+ * win, silently, where CEL specifies an error (see {@linkcode repeatedKeyReason}). (Literal keys
+ * alone are refused when compiled.) Maps of literal keys only, the common case, get no wrapper.
  */
 function checkMapKeys(root: unknown): void {
   visitNodes(root, (node) => {
     if (node.op !== "map" || !Array.isArray(node.args)) return;
-    for (const entry of node.args as unknown[]) {
-      const key = Array.isArray(entry) ? entry[0] : undefined;
-      if (!isBudgetNode(key) || key.op === "value") continue;
+    const entries = node.args as unknown[];
+    const keys = entries.map((entry) => Array.isArray(entry) ? entry[0] : undefined);
+    const computed = keys.some((key) => isBudgetNode(key) && key.op !== "value");
+    if (!computed) return;
+    const repeats = entries.length > 1;
+    // The keys of this map's latest evaluation: each literal's value, each computed one's as it is
+    // evaluated (a map node is never inside itself, so its evaluations never overlap).
+    const values = keys.map((key) =>
+      isBudgetNode(key) && key.op === "value" ? key.args : undefined
+    );
+    keys.forEach((key, index) => {
+      if (!isBudgetNode(key) || key.op === "value") return;
       const evaluate = ownEvaluate(key);
       key.evaluate = (evaluator, self, context) => {
         const value = evaluate(evaluator, self, context);
         if (typeof value === "string" && DROPPED_MAP_KEYS.has(value)) {
           throw new EvaluationError(droppedKeyReason(value));
         }
+        if (repeats) values[index] = value;
         return value;
       };
-    }
+    });
+    if (!repeats) return;
+    const evaluateMap = ownEvaluate(node);
+    node.evaluate = (evaluator, self, context) => {
+      const map = evaluateMap(evaluator, self, context);
+      // cel-js builds a plain object of the entries (no key left out: those fail above), so one
+      // property short means two keys were one; which is read only then.
+      if (Object.keys(map as object).length < entries.length) {
+        throw new EvaluationError(repeatedKeysReason(values));
+      }
+      return map;
+    };
   });
+}
+
+/** Why a map of the keys `values` is refused (see {@linkcode repeatedKeyReason}); two must be one. */
+function repeatedKeysReason(values: readonly unknown[]): string {
+  const held = new Map<string, unknown>();
+  for (const value of values) {
+    const property = String(value);
+    if (held.has(property)) return repeatedKeyReason(held.get(property), value);
+    held.set(property, value);
+  }
+  return "map keys repeat";
 }
 
 /**
@@ -1087,6 +1202,8 @@ export function compileExpression(
     if (dropped !== undefined) {
       throw new ExpressionError(invalid(source, droppedKeyReason(dropped)));
     }
+    const repeated = repeatedMapKey((parsed as { ast?: unknown }).ast);
+    if (repeated !== undefined) throw new ExpressionError(invalid(source, repeated));
     // What its patterns cost, before compiling any.
     let patterns = 0;
     for (const pattern of literalsIn((parsed as { ast?: unknown }).ast)) {

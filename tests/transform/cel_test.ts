@@ -132,6 +132,114 @@ Deno.test("a map literal's computed key that cel-js would leave out fails the ev
   });
 });
 
+Deno.test("compileExpression() refuses a map literal whose literal keys repeat, or would be one key", () => {
+  // cel-js let the last one win: `{'a': 1, 'a': 2}` was `{a: 2}`, where CEL specifies an error
+  // (cel-spec's `map_value_repeat_key`), and holds its keys as text: `{1: 'x', '1': 'y'}` was `{1: 'y'}`.
+  const refused: Array<[string, string]> = [
+    ["{'a': 1, 'a': 2}", "map key 'a' is repeated: a map may hold each key once"],
+    ["{'a': 1, 'b': 2, 'a': 3}", "map key 'a' is repeated: a map may hold each key once"],
+    ["{true: 1, false: 2, true: 3}", "map key true is repeated: a map may hold each key once"],
+    ["{1: 'x', 1: 'y'}", "map key 1 is repeated: a map may hold each key once"],
+    ["{-1: 'x', -1: 'y'}", "map key -1 is repeated: a map may hold each key once"],
+    // CEL's numbers are equal keys across int, uint and double (`map_value_repeat_key_heterogeneous`).
+    ["{0: 1, 0u: 2}", "map keys 0 and 0u are the same key, repeated: a map may hold each key once"],
+    ["{0: 1, -0.0: 2}", "map key 0 is repeated: a map may hold each key once"],
+    [
+      "{1: 'x', '1': 'y'}",
+      "map keys 1 and '1' would be one key: a map here holds its keys as text, so it cannot hold both",
+    ],
+    [
+      "{true: 'x', 'true': 'y'}",
+      "map keys true and 'true' would be one key: a map here holds its keys as text, so it cannot hold both",
+    ],
+    // Wherever the map is, and with computed keys beside.
+    ["{'a': {'c': 1, 'c': 2}}", "map key 'c' is repeated: a map may hold each key once"],
+    [
+      "event.items.map(i, {'k': i, event.x: 1, 'k': 2})",
+      "map key 'k' is repeated: a map may hold each key once",
+    ],
+  ];
+  for (const [source, reason] of refused) {
+    assert.throws(() => compileExpression(source), (error: unknown) => {
+      assert.ok(error instanceof ExpressionError, source);
+      assert.equal(error.message, `Invalid expression '${source}': ${reason}`);
+      return true;
+    });
+  }
+  // Keys that differ are kept, as are equal keys of different maps.
+  const kept = compileExpression("{'a': {'a': 1, 'b': 2}, 'b': 1, 1: 2, false: 3, 2u: 4, -1: 5}");
+  assert.deepEqual(toJson(kept({ event: {} })), {
+    a: { a: 1, b: 2 },
+    b: 1,
+    1: 2,
+    false: 3,
+    2: 4,
+    "-1": 5,
+  });
+});
+
+Deno.test("a map literal's computed key that repeats another, or would be one key with it, fails the evaluation", () => {
+  // `{event.a: 1, event.b: 2}` of equal fields was one entry, the last, silently.
+  const cases: Array<[string, Record<string, unknown>, string]> = [
+    [
+      "{event.a: 1, event.b: 2}",
+      { a: "x", b: "x" },
+      "map key 'x' is repeated: a map may hold each key once",
+    ],
+    ["{'x': 1, event.a: 2}", { a: "x" }, "map key 'x' is repeated: a map may hold each key once"],
+    ["{event.a: 1, 'x': 2}", { a: "x" }, "map key 'x' is repeated: a map may hold each key once"],
+    // A JSON number is a double, and equal to the int 1 as a key.
+    ["{event.n: 1, 1: 2}", { n: 1 }, "map key 1 is repeated: a map may hold each key once"],
+    [
+      "{event.n: 1, '1': 2}",
+      { n: 1 },
+      "map keys 1 and '1' would be one key: a map here holds its keys as text, so it cannot hold both",
+    ],
+    [
+      "{event.a: 1, event.b: 2}",
+      { a: true, b: "true" },
+      "map keys true and 'true' would be one key: a map here holds its keys as text, so it cannot hold both",
+    ],
+    // In a macro, whose nodes pay into the budget, and in a map inside another.
+    [
+      "event.items.map(i, {i: 1, 'k': 2})",
+      { items: ["a", "k"] },
+      "map key 'k' is repeated: a map may hold each key once",
+    ],
+    [
+      "{event.a: {event.a: 1, 'x': 2}, 'y': 3}",
+      { a: "x" },
+      "map key 'x' is repeated: a map may hold each key once",
+    ],
+    [
+      "cel.bind(k, event.a, {k: 1, event.b: 2})",
+      { a: "x", b: "x" },
+      "map key 'x' is repeated: a map may hold each key once",
+    ],
+  ];
+  for (const [source, event, message] of cases) {
+    const expression = compileExpression(source);
+    // Twice: the check stays in place after a node's first run.
+    for (let run = 0; run < 2; run++) {
+      assert.throws(() => expression({ event }), (error: unknown) => {
+        assert.equal(evaluationMessage(error), message, source);
+        return true;
+      });
+    }
+  }
+  // Keys that differ are kept; each evaluation, and each map a macro builds, starts with none held
+  // (after a failed one too).
+  const map = compileExpression("{event.a: 1, event.b: 2, 'z': 3}");
+  assert.throws(() => map({ event: { a: "x", b: "x" } }));
+  assert.deepEqual(toJson(map({ event: { a: "x", b: "y" } })), { x: 1, y: 2, z: 3 });
+  assert.deepEqual(toJson(map({ event: { a: "y", b: "x" } })), { y: 1, x: 2, z: 3 });
+  const built = compileExpression("event.items.map(i, {i: 1, 'k': 2})");
+  assert.deepEqual(toJson(built({ event: { items: ["a", "a"] } })), [{ a: 1, k: 2 }, {
+    a: 1,
+    k: 2,
+  }]);
+});
+
 Deno.test("compileExpression() takes `optional` and `cel` as a macro's own variable or a field's name", () => {
   const macro = compileExpression("event.items.all(optional, optional > 0)");
   assert.equal(macro({ event: { items: [1, 2] } }), true);
