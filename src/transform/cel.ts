@@ -588,11 +588,12 @@ function repeatedMapKey(ast: unknown): string | undefined {
   return found;
 }
 
-/** A map key as CEL writes it (`'a'`, `1`, `1u`, `true`), or what it is (`a list`). */
+/** A map key as CEL writes it (`'a'`, `1`, `1u`, `true`), or what it is (`a list`, `bytes`). */
 function keyAsWritten(key: unknown): string {
   if (typeof key === "string") return `'${key}'`;
   if (typeof key !== "object" || key === null) return String(key);
   if (typeof key.valueOf() === "bigint") return `${key}u`;
+  if (key instanceof Uint8Array) return "bytes";
   return Array.isArray(key) ? "a list" : isPlainObject(key) ? "a map" : String(key);
 }
 

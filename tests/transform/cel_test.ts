@@ -152,6 +152,10 @@ Deno.test("compileExpression() refuses a map literal whose literal keys repeat, 
       "{true: 'x', 'true': 'y'}",
       "map keys true and 'true' would be one key: a map here holds its keys as text, so it cannot hold both",
     ],
+    [
+      "{b'x': 1, 120: 2}",
+      "map keys bytes and 120 would be one key: a map here holds its keys as text, so it cannot hold both",
+    ],
     // Wherever the map is, and with computed keys beside.
     ["{'a': {'c': 1, 'c': 2}}", "map key 'c' is repeated: a map may hold each key once"],
     [
