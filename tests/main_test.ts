@@ -266,6 +266,35 @@ Deno.test("main.ts refuses a config file with maxGroups on a session counter, wh
   }
 });
 
+Deno.test("main.ts says a stream's compile problem (an alert defined twice, a schema not of an object) in one line starting 'Invalid config:', as a schema's", async () => {
+  const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
+  const cases: [object, RegExp][] = [
+    [
+      {
+        counters,
+        alerts: [
+          { name: "big", counter: "n", when: "value > 1.0" },
+          { name: "big", counter: "n", when: "value > 2.0" },
+        ],
+      },
+      /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.orders\.alerts\[1\]\.name: Alert 'big' is defined twice$/,
+    ],
+    [
+      { schema: { type: "string" }, counters },
+      /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.orders\.schema: Event schema must have type 'object', got "string"$/,
+    ],
+  ];
+  for (const [orders, line] of cases) {
+    const path = await Deno.makeTempFile({ suffix: ".json" });
+    try {
+      await Deno.writeTextFile(path, JSON.stringify({ streams: { orders } }));
+      assertOneLine(await startWith({ EDGESTREAM_CONFIG: path }), line);
+    } finally {
+      await Deno.remove(path);
+    }
+  }
+});
+
 Deno.test("main.ts refuses an endless config file (/dev/zero) in one line instead of reading it forever", async () => {
   assertOneLine(
     await startWith({ EDGESTREAM_CONFIG: "/dev/zero" }),
@@ -452,11 +481,11 @@ Deno.test("main.ts refuses a schema or expression nested too deep in one line na
       const [stream, pattern] of [
         [
           { schema, counters },
-          /^edgestream: EDGESTREAM_CONFIG: streams\.s\.schema: .*nests deeper than 128 levels/,
+          /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.s\.schema: .*nests deeper than 128 levels/,
         ],
         [
           { transform: [{ filter: `${"!".repeat(4_000)}true` }], counters },
-          /^edgestream: EDGESTREAM_CONFIG: streams\.s\.transform\[0\]\.filter: .*nests deeper than 250 levels/,
+          /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.s\.transform\[0\]\.filter: .*nests deeper than 250 levels/,
         ],
       ] as const
     ) {

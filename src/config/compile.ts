@@ -1332,11 +1332,21 @@ export function compileConfig(
     const budget = options.oversizedPatterns ? undefined : patternBudgetProblem(name, parsed);
     if (budget !== undefined) throw new ConfigError(`Invalid config: ${budget}`);
     // A pattern past MAX_PATTERN_SIZE on its own is compiled as it was too (re2js's limits apply).
-    const stream = options.oversizedPatterns
-      ? withOversizedPatterns(() => compileStream(name, rawStreams[name], parsed, options))
-      : compileStream(name, rawStreams[name], parsed, options);
+    let stream: CompiledStream;
+    try {
+      stream = options.oversizedPatterns
+        ? withOversizedPatterns(() => compileStream(name, rawStreams[name], parsed, options))
+        : compileStream(name, rawStreams[name], parsed, options);
+    } catch (error) {
+      // Its problems (an alert defined twice, a schema not of an object…) name their path as the
+      // schema's do, and are said as they are: `Invalid config: <path>: …`.
+      if (!(error instanceof ConfigError)) throw error;
+      throw new ConfigError(`Invalid config: ${error.message}`, { cause: error });
+    }
     const repeated = options.repeatedGroupBy ? undefined : repeatedGroupBy(stream)[0];
-    if (repeated) throw new ConfigError(repeatedGroupByProblem(name, repeated));
+    if (repeated) {
+      throw new ConfigError(`Invalid config: ${repeatedGroupByProblem(name, repeated)}`);
+    }
     const origin = options.malformedOrigins ? undefined : malformedOrigin(stream);
     if (origin !== undefined) throw new ConfigError(`Invalid config: ${origin}`);
     const sessionGroups = options.sessionMaxGroups ? undefined : sessionMaxGroups(stream);

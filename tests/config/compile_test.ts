@@ -189,7 +189,7 @@ Deno.test("compileConfig() lists every problem with its own path", () => {
 Deno.test("compileConfig() refuses a hopping window whose hop exceeds its size", () => {
   assertRefused(
     counter({ window: { hopping: "1m", every: "2m" } }),
-    /^streams\.orders\.counters\.x\.window: 'every' is 2m, longer than the window size 1m; a hop is at most the window size$/,
+    /^Invalid config: streams\.orders\.counters\.x\.window: 'every' is 2m, longer than the window size 1m; a hop is at most the window size$/,
   );
 });
 
@@ -209,7 +209,7 @@ Deno.test("compileConfig() accepts a hopping hop equal to the size and one that 
 Deno.test("compileConfig() refuses a sliding size that is not a multiple of the precision", () => {
   assertRefused(
     counter({ window: { sliding: "10m", precision: "3m" } }),
-    /^streams\.orders\.counters\.x\.window: sliding size 10m is not a multiple of its precision 3m; the size must be a whole number of precisions$/,
+    /^Invalid config: streams\.orders\.counters\.x\.window: sliding size 10m is not a multiple of its precision 3m; the size must be a whole number of precisions$/,
   );
   assertRefused(
     counter({ window: { sliding: "1m", precision: "2m" } }),
@@ -220,12 +220,12 @@ Deno.test("compileConfig() refuses a sliding size that is not a multiple of the 
 Deno.test("compileConfig() refuses windows of more than 1440 panes", () => {
   assertRefused(
     counter({ window: { sliding: "1441m", precision: "1m" } }),
-    /^streams\.orders\.counters\.x\.window: a sliding window spans 1441 panes \(size \/ precision\); at most 1440$/,
+    /^Invalid config: streams\.orders\.counters\.x\.window: a sliding window spans 1441 panes \(size \/ precision\); at most 1440$/,
   );
   // gcd(1d, 7s) = 1s: 86400 panes.
   assertRefused(
     counter({ window: { hopping: "1d", every: "7s" } }),
-    /^streams\.orders\.counters\.x\.window: a window spans 86400 panes of 1s \(size over the greatest common divisor of size and 'every'\); at most 1440: pick sizes with a larger common divisor$/,
+    /^Invalid config: streams\.orders\.counters\.x\.window: a window spans 86400 panes of 1s \(size over the greatest common divisor of size and 'every'\); at most 1440: pick sizes with a larger common divisor$/,
   );
   const stream = only(compileConfig(counter({ window: { sliding: "1d", precision: "1m" } })));
   assert.deepEqual(stream.counters[0].window, {
@@ -251,7 +251,7 @@ Deno.test("compileConfig() bounds what one stream's counters may hold together",
   // The probe's tenant: 600 counters, and 5 of 1,000,000 groups a pane each.
   assertRefused(
     orders({ counters: counters(600) }),
-    /^streams\.orders\.counters: a stream may have at most 64 counters; this one has 600$/,
+    /^Invalid config: streams\.orders\.counters: a stream may have at most 64 counters; this one has 600$/,
   );
   assertRefused(
     orders({ counters: counters(5, { maxGroups: 1_000_000 }) }),
@@ -304,7 +304,7 @@ Deno.test("compileConfig() refuses a bad aggregate, group list or limit", () => 
   // A field named twice: refused naming it (a stored stream compiles with repeatedGroupBy).
   assertRefused(
     counter({ groupBy: ["a", "b.c", "b.c"] }),
-    /^streams\.orders\.counters\.x\.groupBy\[2\]: Field 'b\.c' is already at groupBy\[1\]; group by each field once$/,
+    /^Invalid config: streams\.orders\.counters\.x\.groupBy\[2\]: Field 'b\.c' is already at groupBy\[1\]; group by each field once$/,
   );
   assert.deepEqual(
     compileStreamDefinition(
@@ -377,11 +377,11 @@ Deno.test("compileConfig() refuses stream and counter names with bad characters,
 Deno.test("compileConfig() refuses a bad CEL expression at load, naming the step", () => {
   assertRefused(
     orders({ transform: [{ filter: "event.amount >" }] }),
-    /^streams\.orders\.transform\[0\]\.filter: Invalid expression 'event\.amount >'/,
+    /^Invalid config: streams\.orders\.transform\[0\]\.filter: Invalid expression 'event\.amount >'/,
   );
   assertRefused(
     orders({ transform: [{ filter: "true" }, { set: { total: "unknownFunction(event.a)" } }] }),
-    /^streams\.orders\.transform\[1\]\.set\.total: Invalid expression 'unknownFunction\(event\.a\)'/,
+    /^Invalid config: streams\.orders\.transform\[1\]\.set\.total: Invalid expression 'unknownFunction\(event\.a\)'/,
   );
   assertRefused(
     orders({ transform: [{ filter: "other.flag" }] }),
@@ -409,13 +409,13 @@ Deno.test("compileConfig() loads expressions mixing int literals with numbers, a
   assert.equal(stream.alerts[0].when({ value: 5, group: {}, window: {} }), true);
   assertRefused(
     orders({ transform: [{ set: { label: '"n" + 1' } }] }),
-    /^streams\.orders\.transform\[0\]\.set\.label: Invalid expression '"n" \+ 1'/,
+    /^Invalid config: streams\.orders\.transform\[0\]\.set\.label: Invalid expression '"n" \+ 1'/,
   );
   // A filter known to give no bool would reject every event; a set may give anything.
   for (const filter of ["1 + 1", '"abc"']) {
     assertRefused(
       orders({ transform: [{ filter }, { set: { two: "1 + 1" } }] }),
-      /^streams\.orders\.transform\[0\]\.filter: Invalid expression .*: must return a bool, returns (int|string)$/,
+      /^Invalid config: streams\.orders\.transform\[0\]\.filter: Invalid expression .*: must return a bool, returns (int|string)$/,
     );
   }
   assert.ok(compileConfig(orders({ transform: [{ filter: "event.flag" }] })));
@@ -424,15 +424,15 @@ Deno.test("compileConfig() loads expressions mixing int literals with numbers, a
 Deno.test("compileConfig() refuses an event schema that is not an object schema or not valid", () => {
   assertRefused(
     orders({ schema: { type: "string" } }),
-    /^streams\.orders\.schema: Event schema must have type 'object', got "string"$/,
+    /^Invalid config: streams\.orders\.schema: Event schema must have type 'object', got "string"$/,
   );
   assertRefused(
     orders({ schema: { type: "object", properties: { a: { type: "nonsense" } } } }),
-    /^streams\.orders\.schema: Cannot compile event schema: /,
+    /^Invalid config: streams\.orders\.schema: Cannot compile event schema: /,
   );
   assertRefused(
     orders({ schema: { type: "object", properties: { a: { $ref: "https://example.com/a" } } } }),
-    /^streams\.orders\.schema: Cannot compile event schema: /,
+    /^Invalid config: streams\.orders\.schema: Cannot compile event schema: /,
   );
 });
 
@@ -481,7 +481,7 @@ Deno.test("compileConfig() refuses a definition nested 100,000 deep without a pa
   const started = performance.now();
   assertRefused(
     JSON.parse(text),
-    /^streams\.deep\.schema: Event schema nests deeper than 128 levels/,
+    /^Invalid config: streams\.deep\.schema: Event schema nests deeper than 128 levels/,
   );
   assert.ok(performance.now() - started < 5_000, `took ${performance.now() - started} ms`);
 });
@@ -708,7 +708,7 @@ Deno.test("compileConfig() refuses an alert with a bad expression, an unknown co
   const counters = { x: { window: { tumbling: "1m" }, aggregate: "count" } };
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "x", when: "value >" }] }),
-    /^streams\.orders\.alerts\[0\]\.when: Invalid expression 'value >'/,
+    /^Invalid config: streams\.orders\.alerts\[0\]\.when: Invalid expression 'value >'/,
   );
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "x", when: "event.amount > 1.0" }] }),
@@ -717,11 +717,11 @@ Deno.test("compileConfig() refuses an alert with a bad expression, an unknown co
   // Known to be no bool, whatever the window: it could never fire.
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "x", when: "1" }] }),
-    /^streams\.orders\.alerts\[0\]\.when: Invalid expression '1': must return a bool, returns int$/,
+    /^Invalid config: streams\.orders\.alerts\[0\]\.when: Invalid expression '1': must return a bool, returns int$/,
   );
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "nope", when: "value > 1.0" }] }),
-    /^streams\.orders\.alerts\[0\]\.counter: No counter 'nope' in this stream; it has: x$/,
+    /^Invalid config: streams\.orders\.alerts\[0\]\.counter: No counter 'nope' in this stream; it has: x$/,
   );
   assertRefused(
     orders({
@@ -731,7 +731,7 @@ Deno.test("compileConfig() refuses an alert with a bad expression, an unknown co
         { name: "a", counter: "x", when: "value > 2.0" },
       ],
     }),
-    /streams\.orders\.alerts\[1\]\.name: Alert 'a' is defined twice/,
+    /^Invalid config: streams\.orders\.alerts\[1\]\.name: Alert 'a' is defined twice$/,
   );
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "x" }] }),
@@ -760,11 +760,14 @@ Deno.test("compileConfig() refuses an alert naming a field of group no groupBy f
       [`window.strat > "2026"`, `window has no field 'strat'; it has: counter, start, end$`],
     ]
   ) {
-    assertRefused(alert(when), new RegExp(`^streams\\.orders\\.alerts\\[0\\]\\.when: ${message}`));
+    assertRefused(
+      alert(when),
+      new RegExp(`^Invalid config: streams\\.orders\\.alerts\\[0\\]\\.when: ${message}`),
+    );
   }
   assertRefused(
     alert(`group.country == "DE"`, "total"),
-    /^streams\.orders\.alerts\[0\]\.when: group has no field 'country'; it has none, as counter 'total' groups by nothing$/,
+    /^Invalid config: streams\.orders\.alerts\[0\]\.when: group has no field 'country'; it has none, as counter 'total' groups by nothing$/,
   );
   // What is there: groupBy fields by their names as written, a field of a group value that is a
   // map, every window's fields (a session's too), the value's, a macro's own variable.
@@ -802,7 +805,7 @@ Deno.test("compileConfig() refuses an alert naming a field of a value that is a 
   };
   const alert = (when: string, counter: string) =>
     orders({ counters, alerts: [{ name: "a", counter, when }] });
-  const path = "^streams\\.orders\\.alerts\\[0\\]\\.when: ";
+  const path = "^Invalid config: streams\\.orders\\.alerts\\[0\\]\\.when: ";
   const quantiles = "counter 'latency' computes quantiles, so value has: count, min, max, " +
     "approximate, p50, p90, p95, p99$";
   for (
