@@ -266,6 +266,29 @@ Deno.test("main.ts refuses a config file with maxGroups on a session counter, wh
   }
 });
 
+Deno.test("main.ts refuses a config file with time.maxFuture on a stream without time.field, which does nothing, in one line naming its path", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        streams: {
+          visits: {
+            time: { maxFuture: "1h" },
+            counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+          },
+        },
+      }),
+    );
+    assertOneLine(
+      await startWith({ EDGESTREAM_CONFIG: path }),
+      /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.visits\.time\.maxFuture: only a stream with time\.field has maxFuture; this one has none, so each event is timed when it is received, never ahead of the clock: remove maxFuture or set time\.field$/,
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
 Deno.test("main.ts says a stream's compile problem (an alert defined twice, a schema not of an object) in one line starting 'Invalid config:', as a schema's", async () => {
   const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
   const cases: [object, RegExp][] = [

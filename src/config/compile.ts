@@ -892,6 +892,13 @@ export interface CompileOptions {
    * {@linkcode sessionMaxGroups}. @default {false: refused, naming its path}
    */
   sessionMaxGroups?: boolean;
+  /**
+   * Take `time.maxFuture` on a stream without `time.field`, whose events are timed when they are
+   * received (never ahead of the clock), as releases before that check did (doing nothing with
+   * it): a stream stored then is served as it was. Find it with
+   * {@linkcode receiveTimeMaxFuture}. @default {false: refused, naming its path}
+   */
+  receiveTimeMaxFuture?: boolean;
 }
 
 /** Top-level schema keywords that may let an event hold a key `properties` does not list. */
@@ -1275,6 +1282,22 @@ export function sessionMaxGroups(stream: CompiledStream): string | undefined {
   return undefined;
 }
 
+/**
+ * `time.maxFuture` of `stream` when its definition gives it without `time.field` (its events are
+ * timed when they are received, so none is ever ahead of the clock for it to reject), as
+ * `<path>: …`, or `undefined` for none. `time.lateness` and `time.idle` still mean something there
+ * (the watermark is the latest receive time, on Redis any instance's). Releases before this check
+ * took it and did nothing with it.
+ */
+export function receiveTimeMaxFuture(stream: CompiledStream): string | undefined {
+  if (stream.timeField !== undefined) return undefined;
+  const time = (stream.definition as { time?: unknown } | undefined)?.time;
+  if (typeof time !== "object" || time === null || !Object.hasOwn(time, "maxFuture")) {
+    return undefined;
+  }
+  return `streams.${stream.name}.time.maxFuture: only a stream with time.field has maxFuture; this one has none, so each event is timed when it is received, never ahead of the clock: remove maxFuture or set time.field`;
+}
+
 /** Most problems an `Invalid config` message lists; the rest are counted. */
 export const MAX_LISTED_PROBLEMS = 20;
 
@@ -1351,6 +1374,8 @@ export function compileConfig(
     if (origin !== undefined) throw new ConfigError(`Invalid config: ${origin}`);
     const sessionGroups = options.sessionMaxGroups ? undefined : sessionMaxGroups(stream);
     if (sessionGroups !== undefined) throw new ConfigError(`Invalid config: ${sessionGroups}`);
+    const maxFuture = options.receiveTimeMaxFuture ? undefined : receiveTimeMaxFuture(stream);
+    if (maxFuture !== undefined) throw new ConfigError(`Invalid config: ${maxFuture}`);
     const empty = options.emptyPathParts ? undefined : emptyPathPartsOf(parsed)[0];
     if (empty) throw new ConfigError(`Invalid config: ${emptyPathPartProblem(name, empty)}`);
     const field = options.unknownCounterFields
@@ -1548,8 +1573,14 @@ export async function loadConfigFile(
   // definition's budget or a pattern's own, or an alert naming a field its windows lack, refused
   // since, are compiled as they were): find them to warn.
   // Unlike a stored definition, a field path with an empty part is refused (as other bad paths).
-  // Nor is maxGroups on a session counter, which did nothing: removing it changes no count.
-  return compileConfig(raw, { ...AS_STORED, emptyPathParts: false, sessionMaxGroups: false });
+  // Nor is maxGroups on a session counter, nor time.maxFuture without time.field, which did
+  // nothing: removing them changes no count.
+  return compileConfig(raw, {
+    ...AS_STORED,
+    emptyPathParts: false,
+    sessionMaxGroups: false,
+    receiveTimeMaxFuture: false,
+  });
 }
 
 /**
@@ -1557,7 +1588,8 @@ export async function loadConfigFile(
  * field named twice, a schema keyword not of its kind, an origin no browser sends, a duration with
  * a fraction of a millisecond or a unit given twice, a window shorter than a second, patterns past
  * the budget, an alert or a counter reading a field it can never have, a field path with an empty
- * part, `maxGroups` on a session counter), each found to warn.
+ * part, `maxGroups` on a session counter, `time.maxFuture` without `time.field`), each found to
+ * warn.
  */
 export const AS_STORED: CompileOptions = {
   repeatedGroupBy: true,
@@ -1570,4 +1602,5 @@ export const AS_STORED: CompileOptions = {
   unknownCounterFields: true,
   emptyPathParts: true,
   sessionMaxGroups: true,
+  receiveTimeMaxFuture: true,
 };

@@ -69,6 +69,7 @@ import {
   malformedOrigin,
   malformedSchemaKeyword,
   oversizedPatterns,
+  receiveTimeMaxFuture,
   repeatedGroupBy,
   repeatedGroupByProblem,
   sessionMaxGroups,
@@ -725,6 +726,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
       oversizedPatterns(stream),
       unknownAlertField(stream),
       sessionMaxGroups(stream),
+      receiveTimeMaxFuture(stream),
       counterField &&
       `${counterField.problem} (the field is always missing: ${counterField.consequence}); ${counterField.fix}`,
     ];

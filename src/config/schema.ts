@@ -175,6 +175,7 @@ export const streamDefinitionSchema = z.strictObject({
     // In this order (maxFuture before idle), as its issues are listed.
     field: closeTimeFields.field,
     lateness: closeTimeFields.lateness,
+    /** Event-time streams only: most an event may be ahead of the clock (without `field` refused). */
     maxFuture: duration.prefault("5m"),
     idle: closeTimeFields.idle,
   }).prefault({}),

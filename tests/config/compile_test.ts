@@ -17,6 +17,7 @@ import {
   MAX_LISTED_PROBLEMS,
   MAX_STREAM_GROUPS,
   MIN_WINDOW_MS,
+  receiveTimeMaxFuture,
   sessionMaxGroups,
   shortWindowProblem,
   shortWindows,
@@ -929,7 +930,7 @@ Deno.test("compileConfig() refuses an origin with a wildcard host or credentials
 Deno.test("compileConfig() refuses a duration with a fraction of a millisecond or a unit given twice, naming its path, wherever a definition holds one; malformedDurations takes it as before", () => {
   const places: Array<[Record<string, unknown>, string]> = [
     [{ time: { lateness: "D" } }, "time.lateness"],
-    [{ time: { maxFuture: "D" } }, "time.maxFuture"],
+    [{ time: { field: "ts", maxFuture: "D" } }, "time.maxFuture"],
     [{ time: { idle: "D" } }, "time.idle"],
     [{ dedupe: { field: "id", ttl: "D" } }, "dedupe.ttl"],
     [{ idempotencyTtl: "D" }, "idempotencyTtl"],
@@ -995,7 +996,10 @@ Deno.test("compileConfig() refuses a duration with a fraction of a millisecond o
     }
   }
   const taken = only(compileConfig(
-    orders({ time: { lateness: "1m1m", maxFuture: "0.6ms" }, idempotencyTtl: "1h0.4ms" }),
+    orders({
+      time: { field: "ts", lateness: "1m1m", maxFuture: "0.6ms" },
+      idempotencyTtl: "1h0.4ms",
+    }),
     { malformedDurations: true },
   ));
   assert.deepEqual([taken.latenessMs, taken.maxFutureMs, taken.idempotencyTtlMs], [
@@ -1380,6 +1384,44 @@ Deno.test("compileConfig() refuses maxGroups on a session window, naming its pat
     await assert.rejects(loadConfigFile(path), (error: Error) => {
       assert.ok(error instanceof ConfigError);
       assert.equal(error.message, `Invalid config: streams.orders.counters.x.maxGroups: ${why}`);
+      return true;
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("compileConfig() refuses time.maxFuture without time.field, naming its path, as it does nothing there; lateness and idle are taken; receiveTimeMaxFuture (AS_STORED) takes it as before; loadConfigFile refuses it", async () => {
+  const why =
+    "only a stream with time.field has maxFuture; this one has none, so each event is timed when it is received, never ahead of the clock: remove maxFuture or set time.field";
+  const config = counter({});
+  (config as { streams: { orders: Record<string, unknown> } }).streams.orders.time = {
+    maxFuture: "1h",
+  };
+  const error = assertRefused(config);
+  assert.equal(error.message, `Invalid config: streams.orders.time.maxFuture: ${why}`);
+  // Its default (not written), or with time.field, is no refusal; lateness and idle still mean
+  // something for receive time (the watermark is the latest receive time, any instance's).
+  const receiveTime = only(compileConfig(orders({ time: { lateness: "2m", idle: "1m" } })));
+  assert.deepEqual([receiveTime.latenessMs, receiveTime.idleMs], [120_000, 60_000]);
+  assert.equal(receiveTimeMaxFuture(receiveTime), undefined);
+  const eventTime = only(compileConfig(orders({ time: { field: "ts", maxFuture: "1h" } })));
+  assert.equal(eventTime.maxFutureMs, 3_600_000);
+  assert.equal(receiveTimeMaxFuture(eventTime), undefined);
+  // Stored before this check: served as it was, found to warn.
+  for (const options of [{ receiveTimeMaxFuture: true }, AS_STORED]) {
+    const stored = only(compileConfig(config, options));
+    assert.equal(stored.maxFutureMs, 3_600_000);
+    assert.equal(receiveTimeMaxFuture(stored), `streams.orders.time.maxFuture: ${why}`);
+  }
+  // A config file: refused at startup, naming the path.
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/config.json`;
+    await Deno.writeTextFile(path, JSON.stringify(config));
+    await assert.rejects(loadConfigFile(path), (error: Error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.message, `Invalid config: streams.orders.time.maxFuture: ${why}`);
       return true;
     });
   } finally {

@@ -1631,6 +1631,53 @@ Deno.test("PUT /v1/streams/{stream} refuses maxGroups on a session counter (400 
   assert.equal((await put(stored, "signups", visits)).status, 200);
 });
 
+Deno.test("PUT /v1/streams/{stream} refuses time.maxFuture without time.field (400 invalid_definition naming its path) and changes nothing; lateness is taken; a stream stored with it before is served, said once on load", async () => {
+  const receiveTime = { ...SIGNUPS, time: { lateness: "1m" } };
+  const withFuture = { ...SIGNUPS, time: { lateness: "1m", maxFuture: "1h" } };
+  const message =
+    "Invalid stream definition: time.maxFuture: only a stream with time.field has maxFuture; this one has none, so each event is timed when it is received, never ahead of the clock: remove maxFuture or set time.field";
+  const app = await appWith();
+  const refused = await put(app, "signups", withFuture);
+  assert.equal(refused.status, 400);
+  const error = await errorOf(refused);
+  assert.deepEqual([error.code, error.message], ["invalid_definition", message]);
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+  // Replacing a stream: refused, the stream served as it was.
+  assert.equal((await put(app, "signups", receiveTime)).status, 201);
+  const before = await app.request("/v1/streams/signups");
+  const tag = before.headers.get("ETag");
+  await before.body?.cancel();
+  const replaced = await put(app, "signups", { ...withFuture, description: "changed" });
+  assert.equal(replaced.status, 400);
+  const replacedError = await errorOf(replaced);
+  assert.deepEqual([replacedError.code, replacedError.message], ["invalid_definition", message]);
+  const after = await app.request("/v1/streams/signups");
+  assert.equal(after.headers.get("ETag"), tag);
+  assert.equal((await after.json()).definition.description, SIGNUPS.description);
+  // With time.field it is taken.
+  assert.equal(
+    (await put(app, "signups", { ...SIGNUPS, time: { field: "t", maxFuture: "1h" } })).status,
+    200,
+  );
+
+  // Stored by a release that took it (and did nothing with it): served, said once on load.
+  const [stored, logged] = await collectingLogs(async (records) => {
+    const stored = await appStoring("signups", withFuture, { receiveTimeMaxFuture: true });
+    for (let i = 0; i < 2; i++) {
+      const read = await stored.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    return [stored, records.filter((record) => record.level === "warning").map(messageOf)];
+  });
+  assert.deepEqual(logged, [
+    `Stored stream 'signups' version 1: streams.signups.time.maxFuture: only a stream with time.field has maxFuture; this one has none, so each event is timed when it is received, never ahead of the clock: remove maxFuture or set time.field; served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is`,
+  ]);
+  // Sent again it is refused; without maxFuture, it is taken.
+  assert.equal((await put(stored, "signups", { ...withFuture, description: "kept" })).status, 400);
+  assert.equal((await put(stored, "signups", receiveTime)).status, 200);
+});
+
 Deno.test("a window shorter than 1s is 400 invalid_definition naming its path; a stream stored with one before is served as it was, said once on load, and a PUT may keep that counter as it is but add none so short", async () => {
   const app = await appWith();
   const fast = (window: object) => ({
