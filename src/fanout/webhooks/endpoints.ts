@@ -297,7 +297,8 @@ export class EndpointRegistry {
             `longer than ${MAX_HEADER_VALUE_LENGTH}`,
         );
       }
-      if (/[\r\n\0]/.test(value)) {
+      // A NUL is no line break: the control characters' check below names it.
+      if (/[\r\n]/.test(value)) {
         throw new InvalidEndpointError(
           "headers",
           `Cannot ${verb} webhook as header '${name}' holds a line break`,

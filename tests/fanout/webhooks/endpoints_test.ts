@@ -92,10 +92,14 @@ Deno.test("EndpointRegistry names the input field at fault", async () => {
   assert.deepEqual(await endpoints.list(), []);
 });
 
-Deno.test("EndpointRegistry refuses a header value with a control character, which no delivery could send, on registration and on change", async () => {
+Deno.test("EndpointRegistry refuses a header value with a control character (NUL too, not called a line break), which no delivery could send, on registration and on change", async () => {
   const { endpoints } = registry();
   const { endpoint } = await endpoints.create({ url: URL_OK, headers: { "x-a": "tab\tis fine" } });
-  for (const [value, code] of [["a\x01b", "0001"], ["a\x0bb", "000B"], ["a\x7fb", "007F"]]) {
+  const controls = [["x\u0000", "0000"], ["a\x01b", "0001"], ["a\x0bb", "000B"], [
+    "a\x7fb",
+    "007F",
+  ]];
+  for (const [value, code] of controls) {
     const message =
       `header 'x-a' holds a control character (U+${code}); only tab, space and visible characters can be sent`;
     await assert.rejects(
@@ -109,6 +113,15 @@ Deno.test("EndpointRegistry refuses a header value with a control character, whi
       (error) =>
         error instanceof InvalidEndpointError && error.field === "headers" &&
         error.message === `Cannot change webhook as ${message}`,
+    );
+  }
+  // A carriage return or a line feed is one: said so.
+  for (const value of ["a\rb", "a\nb"]) {
+    await assert.rejects(
+      endpoints.create({ url: URL_OK, headers: { "x-a": value } }),
+      (error) =>
+        error instanceof InvalidEndpointError && error.field === "headers" &&
+        error.message === "Cannot register webhook as header 'x-a' holds a line break",
     );
   }
   assert.deepEqual((await endpoints.get(endpoint.id)).headers, { "x-a": "tab\tis fine" });
