@@ -666,8 +666,9 @@ export function storeFromEnv(source: EnvSource): Store {
 /**
  * The store and the stream definitions beside it: both in Redis when both
  * Upstash variables are set, else both in memory (the memory store reports
- * the definitions' versions as Redis does). With `definitionsHere` (the default), the Redis store
- * refuses an apply whose stream's definition record is missing from that Redis.
+ * the definitions' versions as Redis does). With `definitionsHere` (the default), either store
+ * refuses an apply (and a close) whose caller recorded its stream when the stream's definition
+ * record is missing from the definitions beside it.
  */
 export function storesFromEnv(
   source: EnvSource,
@@ -681,7 +682,8 @@ export function storesFromEnv(
   const maxApiStreams = readCount(env, "EDGESTREAM_STREAMS_MAX", DEFAULT_STREAMS_MAX);
   if (!redis) {
     const definitions = new MemoryDefinitionStore({ maxApiStreams });
-    return { store: new MemoryStore({ maxDedupeIds, definitions }), definitions };
+    const definitionsHere = options.definitionsHere ?? true;
+    return { store: new MemoryStore({ maxDedupeIds, definitions, definitionsHere }), definitions };
   }
   return {
     store: new RedisStore(redis, { prefix, definitionsHere: options.definitionsHere ?? true }),

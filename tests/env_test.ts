@@ -13,6 +13,7 @@ import {
   webhooksFromEnv,
 } from "../src/env.ts";
 import { createApp } from "../src/app.ts";
+import { KeyRing } from "../src/http/auth.ts";
 import type { Store } from "../src/store/types.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { MemoryDeliveryStore } from "../src/store/memory/delivery_store.ts";
@@ -353,6 +354,24 @@ async function forgottenAfter(store: Store, ids: string[]): Promise<number> {
   }
   return (await store.stats("s", [])).dedupeForgotten;
 }
+
+Deno.test("storeFromEnv()'s memory store applies a stream its caller recorded elsewhere (in the app's registry), as its Redis store does", async () => {
+  const counted = compileConfig({
+    streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+  });
+  const app = createApp({
+    streams: counted,
+    store: storeFromEnv(env({})),
+    keys: await KeyRing.parse(""),
+  });
+  const res = await app.request("/v1/streams/orders/events", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify([{ n: 1 }]),
+  });
+  assert.equal(res.status, 202, await res.clone().text());
+  assert.equal((await res.json()).accepted, 1);
+});
 
 Deno.test("storeFromEnv() bounds the memory store's dedupe ids by EDGESTREAM_MEMORY_DEDUPE_MAX", async () => {
   const ids = ["a", "b", "c", "d", "e"];

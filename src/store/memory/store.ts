@@ -225,6 +225,14 @@ export interface MemoryStoreOptions {
    * asked to (`DefinitionWriteOptions.keepFinal`). @default {none: version 0}
    */
   definitions?: MemoryDefinitionStore;
+  /**
+   * Whether the stream definitions the callers keep are `definitions` (as the Redis store's
+   * option): a batch or a close whose caller recorded its stream ({@linkcode StoreBatch.recorded},
+   * {@linkcode CloseOptions.recorded}) is then refused when `definitions` has no record of it.
+   * False when the caller keeps its definitions elsewhere (`storeFromEnv`): its records are not in
+   * `definitions`, so none would be found. @default {true when `definitions` is given}
+   */
+  definitionsHere?: boolean;
   /** Bounds of each stream's result log. @default {MAX_LOG_ENTRIES and MAX_LOG_BACKLOG} */
   log?: LogBounds;
   /**
@@ -295,6 +303,7 @@ export class MemoryStore implements Store {
   /** Batches applied, numbering them for the sums in progress (see {@linkcode addToSum}). */
   #batches = 0;
   #definitions: MemoryDefinitionStore | undefined;
+  #definitionsHere: boolean;
   #logRetain: number;
   #logMax: number;
 
@@ -315,6 +324,7 @@ export class MemoryStore implements Store {
     }
     this.#maxReplyBytes = maxReplyBytes;
     this.#definitions = options.definitions;
+    this.#definitionsHere = options.definitionsHere ?? true;
     this.#definitions?.holdData({
       keepFinal: (key, keep, version) => {
         const state = this.#stream(key);
@@ -533,7 +543,7 @@ export class MemoryStore implements Store {
     }
     if (before > 0) return;
     logger.warn(
-      "Stream '{stream}' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most {maxReplyBytes} bytes of them: a request sent again with a forgotten key applies again",
+      "Stream '{stream}' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most {maxReplyBytes} bytes of them: a request sent again with a forgotten key applies again (stats.repliesForgotten counts them)",
       { stream: splitGenerationKey(key).stream, maxReplyBytes: this.#maxReplyBytes },
     );
   }
@@ -666,7 +676,8 @@ export class MemoryStore implements Store {
     counterPanes: CounterPanes,
     columns: BatchUpdates,
     at: number,
-    context: { now: number; sessionUpdates?: SessionUpdates },
+    // The batch's own object: its session updates map is made on it at the first.
+    context: ApplyingBatch,
   ): void {
     // Numbers read here rather than passed in: a double (a pane start, the clock) passed to a
     // call is boxed, one object each time.
@@ -1055,14 +1066,15 @@ export class MemoryStore implements Store {
 
   /**
    * Whether the definitions say the incarnation kept under `name` is no longer read, or, when the
-   * caller `recorded` the stream ({@linkcode StoreBatch.recorded}), have no record of it: as the
-   * Redis store's scripts ask it (their definitionGone).
+   * caller `recorded` the stream ({@linkcode StoreBatch.recorded}) and keeps its records there
+   * (`definitionsHere`), have no record of it: as the Redis store's scripts ask it (their
+   * definitionGone).
    */
   #outlived(name: string, recorded = false): boolean {
     if (!this.#definitions) return false;
     const { stream, generation } = splitGenerationKey(name);
     return this.#definitions.outlives(stream, generation) ||
-      (recorded && this.#definitions.versionOf(stream) === 0);
+      (recorded && this.#definitionsHere && this.#definitions.versionOf(stream) === 0);
   }
 
   #sweep(now: number): void {

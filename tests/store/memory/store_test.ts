@@ -332,7 +332,7 @@ Deno.test("MemoryStore holds at most maxReplyBytes of Idempotency-Key replies pe
     assert.equal((await store.stats("s", [])).repliesForgotten, 4);
     assert.equal((await store.stats("other", [])).repliesForgotten, 0);
     assert.deepEqual(warnings(), [
-      "Stream 's' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most 900 bytes of them: a request sent again with a forgotten key applies again",
+      "Stream 's' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most 900 bytes of them: a request sent again with a forgotten key applies again (stats.repliesForgotten counts them)",
     ]);
   });
   assert.throws(() => new MemoryStore({ maxReplyBytes: 0 }), RangeError);
