@@ -1129,6 +1129,9 @@ export class LiveHub {
     if (changes.length === 0) return;
     await this.#store.appendLog(stream.name, changes.map((change) => change.record));
     this.#updatesPublished += changes.length;
+    // The stream deleted and created again while this was logged (into the old incarnation's
+    // log): what the new one publishes starts afresh, so none of this is remembered for it.
+    if (pending.stream !== stream && !this.#sameIncarnation(stream, pending.stream)) return;
     // Remembered only once logged: a failed append publishes them again next time.
     for (const { key, published } of changes) {
       pending.published.delete(key); // re-inserted last: the map stays in publication order

@@ -1440,6 +1440,60 @@ Deno.test("LiveHub publishes the windows of a stream deleted and created again a
   }
 });
 
+Deno.test("LiveHub publishes a stream created again afresh also when the old incarnation's publish was still being logged at its delete", async () => {
+  const registry = new StreamRegistry(compileConfig({ streams: {} }), { now: () => NOW });
+  // The first log append (the old incarnation's publish) waits until released.
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => release = resolve);
+  let appends = 0;
+  const memory = new MemoryStore({ now: () => NOW });
+  const gated = new Proxy(memory, {
+    get(target, property) {
+      if (property === "appendLog") {
+        return async (...args: Parameters<MemoryStore["appendLog"]>) => {
+          if (++appends === 1) await held;
+          return await target.appendLog(...args);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const store = registry.wrap(gated);
+  const live = new LiveHub(registry, store, { pollMs: 10, updateIntervalMs: 0 });
+  const ingestOnce = () =>
+    ingestItems(registry.get("orders")!, [{
+      ok: true,
+      value: { id: "a", ts: at(1), country: "DE", amount: 5 },
+    }], {
+      ...ingestFanoutFor("orders", { demand: [live], observers: [live.observer] }),
+      store,
+      nowMs: NOW,
+    });
+  const sumsLogged = async () =>
+    (await store.readLog("orders", null, 100)).filter((entry) =>
+      entry.record.type === "window.updated" && entry.record.counter === "sum_1m"
+    ).length;
+  await registry.put("orders", TEST_CONFIG.streams.orders);
+  const stop = await live.subscribe(subscription(["window.updated"]), collector().sink);
+  try {
+    await ingestOnce();
+    await eventually(() => appends === 1);
+    await registry.remove("orders");
+    await registry.put("orders", TEST_CONFIG.streams.orders);
+    // The same event in the new incarnation while the old one's publish still waits on its log.
+    await ingestOnce();
+    await sleep(30);
+    release();
+    // The new incarnation's window, at the value the old one's publish logged, is in its own log.
+    await eventually(async () => (await sumsLogged()) === 1);
+  } finally {
+    release();
+    stop();
+    await live.close();
+  }
+});
+
 Deno.test("LiveHub's tail logs its failures without the requestId of the subscription that started it: it serves every subscriber of the stream, for as long as any stays", async () => {
   const { store, live } = setup();
   let failing = false;
