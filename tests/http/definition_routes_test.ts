@@ -357,36 +357,6 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
   assert.equal((await app.request("/v1/streams/signups")).status, 404);
 });
 
-Deno.test("PUT /v1/streams/{stream} refuses a schema whose allOf members fill in different defaults at one place (zod threw at ingest), naming its path", async () => {
-  const app = await appWith();
-  const schema = {
-    type: "object",
-    properties: {
-      plan: {
-        type: "object",
-        allOf: [
-          { properties: { tier: { type: "string", default: "free" } } } as Record<string, unknown>,
-          { properties: { tier: { type: "string", default: "pro" } } },
-        ],
-      },
-    },
-  };
-  const refused = await put(app, "signups", { ...SIGNUPS, schema });
-  assert.equal(refused.status, 400);
-  const error = await errorOf(refused);
-  assert.equal(error.code, "invalid_definition");
-  assert.match(
-    error.message,
-    /schema: Cannot compile event schema: properties\.plan\.allOf: members of an allOf .* fill in different defaults at one place are not supported/,
-  );
-  assert.equal((await app.request("/v1/streams/signups")).status, 404);
-  // With one default, the stream is made and an event lacking it has it filled in.
-  schema.properties.plan.allOf[1] = { properties: { tier: { type: "string" } } };
-  assert.equal((await put(app, "signups", { ...SIGNUPS, schema })).status, 201);
-  const t = new Date(T0 - 1_000).toISOString();
-  assert.equal((await ingest(app, "signups", [{ t, plan: {} }])).status, 202);
-});
-
 Deno.test("PUT and DELETE /v1/streams/{stream} need the admin scope", async () => {
   const app = await appWith({ keyed: true });
   const anonymous = await put(app, "signups", SIGNUPS);
