@@ -251,10 +251,10 @@ function uriMarks(): { schemas: z.ZodType[]; add(schema: z.ZodType, meta: object
  * Whitespace anywhere (zod's URL check trims it at either end, and the URL parser strips it there
  * and percent-encodes it inside: `http://a.example/a b` was taken), or a control character (the URL
  * parser deletes tabs and line breaks: `http://exa\nmple.com` is read as `example.com`). RFC 3986
- * allows neither. Linear.
+ * allows neither (C1 controls, U+0080 to U+009F, included). Linear.
  */
 // deno-lint-ignore no-control-regex
-const NOT_IN_URI = /\s|[\x00-\x1f\x7f]/;
+const NOT_IN_URI = /\s|[\x00-\x1f\x7f-\x9f]/;
 
 /** Why a `format: "uri"` value with {@linkcode NOT_IN_URI} is refused. */
 export const URI_SPACE_MESSAGE =
@@ -1348,7 +1348,7 @@ function eventErrors(
       }
     }
     count += 1;
-    if (errors.length === maxErrors) continue;
+    if (errors.length >= maxErrors) continue;
     // A key in the path quoted shortened, as the message quotes one.
     const shown = [...at, ...issue.path].map((key) => quoteInput(String(key))).join(".");
     errors.push({ path: shown, message: eventIssueMessage(issue, event, at) });
@@ -1509,6 +1509,36 @@ export interface EventValidatorOptions extends ShapeLimits {
   maxErrors?: number;
 }
 
+/**
+ * The event error for zod's throw when an `allOf`'s members (a `$ref` and the keywords beside it
+ * are two) made values of the event it cannot merge: two members filling in different defaults at
+ * one place, or one filling in a tuple's item (`Unmergable intersection. Error path: ["a"]`).
+ * Undefined for any other error. The event is refused with it, naming the place within the
+ * `allOf`, rather than the request failing.
+ */
+function unmergableError(error: unknown): FieldError | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const found = /^Unmergable intersection\. Error path: (\[.*\])$/s.exec(error.message);
+  if (found === null) return undefined;
+  let path: unknown[] = [];
+  try {
+    const parsed = JSON.parse(found[1]);
+    if (Array.isArray(parsed)) path = parsed;
+  } catch {
+    // A path zod wrote otherwise: the event's top.
+  }
+  // zod's path is within the allOf, wherever that is in the event: said, not taken as the field's.
+  const within = path.map((key) => quoteInput(String(key))).join(".");
+  return {
+    path: "",
+    message: `${UNMERGABLE_MESSAGE} (at '${within}' within the allOf)`,
+  };
+}
+
+/** Why an event is refused when its schema's `allOf` members fill in values that differ. */
+export const UNMERGABLE_MESSAGE =
+  "The schema's allOf members (or a $ref and the keywords beside it) fill in different values (different defaults of one field, or a tuple's item), which cannot be merged: give the default in one member only";
+
 function validated(
   value: unknown,
   schema: z.ZodType,
@@ -1534,7 +1564,13 @@ function validated(
     accepted = !nonFinite && options.fast?.(value as Event) === true;
     if (!accepted) {
       if (options.fast) startMatchingBudget();
-      result = schema.safeParse(options.ownKeysOnly ? withoutPrototypes(value) : value);
+      try {
+        result = schema.safeParse(options.ownKeysOnly ? withoutPrototypes(value) : value);
+      } catch (error) {
+        const unmergable = unmergableError(error);
+        if (unmergable === undefined) throw error;
+        return [unmergable];
+      }
     }
   } finally {
     const past = endMatchingBudget();

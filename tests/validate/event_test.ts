@@ -8,6 +8,7 @@ import {
   MAX_EVENT_MATCHING_COST,
   SchemaCompileError,
   schemaPatterns,
+  UNMERGABLE_MESSAGE,
   URI_SPACE_MESSAGE,
   validateEvent,
 } from "../../src/validate/mod.ts";
@@ -960,6 +961,8 @@ Deno.test("format uri refuses a value with whitespace in it (around it or inside
     "http://a.example/a b",
     "http://a.example/?q=a b",
     "http://a.example/a\u2003b",
+    "http://a.example/\u0085",
+    "http://a.example/\u009f",
   ];
   for (const value of spaced) {
     for (const field of ["u", "many", "ref", "both", "twice", "described"]) {
@@ -1670,4 +1673,35 @@ Deno.test("compileEventSchema() refuses a format it does not know (zod's convert
   // Stored or deployed before this check: compiled as it was, checking nothing (served with a warning).
   const stored = compileEventSchema(schema, { malformedKeywords: true });
   assert.equal(stored.safeParse({ contact: "not an address" }).success, true);
+});
+
+Deno.test("an event whose schema's allOf members fill in different defaults at one place is refused with the reason, not thrown (zod cannot merge them)", () => {
+  const schemas = [
+    {
+      properties: {
+        o: {
+          allOf: [{ properties: { a: { default: 1 } } }, { properties: { a: { default: 2 } } }],
+        },
+      },
+    },
+    {
+      properties: {
+        t: { allOf: [{ prefixItems: [{ type: "number" }, { default: 3 }] }, { type: "array" }] },
+      },
+    },
+  ];
+  const events = [{ o: {} }, { t: [1] }];
+  for (const [index, json] of schemas.entries()) {
+    const schema = compileEventSchema(json);
+    const result = validateEvent(events[index], schema);
+    assert.equal(result.ok, false, JSON.stringify(json));
+    const errors = (result as { errors: { path: string; message: string }[] }).errors;
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].path, "");
+    assert.ok(errors[0].message.startsWith(UNMERGABLE_MESSAGE), errors[0].message);
+    assert.deepEqual(eventValidator(schema)(events[index]), errors);
+  }
+  // The same schema takes events whose members agree (the field given, or not filled in).
+  const schema = compileEventSchema(schemas[0]);
+  assert.deepEqual(validateEvent({ o: { a: 5 } }, schema), { ok: true, event: { o: { a: 5 } } });
 });
