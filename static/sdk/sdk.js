@@ -19,7 +19,9 @@
  * store down, or a proxy in front of it while it restarts: a beacon,
  * unanswered, would be refused so and lost) or the browser is offline;
  * a batch waiting to be sent again that no beacon took is kept whole with its
- * `Idempotency-Key`, and the next page sends it under that key.
+ * `Idempotency-Key`, and the next page sends it under that key, as is one in
+ * flight without `keepalive` (a body too large for it), which the browser
+ * cancels when the page goes.
  * Each event gets a random id under `dedupeField` (the stream's dedupe
  * field), and each batch an `Idempotency-Key`, so a retry counts nothing
  * twice. A batch answered 408, 429, 502, 503 or 504 (502 and 504 from a proxy in
@@ -324,6 +326,13 @@ export function createTracker(options) {
    * another: where `beacon()` finds them when the page goes.
    */
   const splitting = new Set();
+  /**
+   * Batches in flight without `keepalive` (bodies of {@linkcode KEEPALIVE_BYTES} or more, which
+   * browsers refuse it), `{stream, events, idempotencyKey, kept}`: the browser cancels them when
+   * the page goes, so `beacon()` keeps each with its key (`kept`) for the next page, and its
+   * answer, if the page stays, takes it out of `localStorage` again.
+   */
+  const unanswered = new Set();
   /** Events dropped, past `maxHeld`, of the batches held. */
   let dropped = 0;
   /**
@@ -530,6 +539,8 @@ export function createTracker(options) {
         if (inFlight) freeKeepalive(bytes);
         inFlight = false;
       };
+      const flight = { stream, events, idempotencyKey, kept: false };
+      if (!keepalive) unanswered.add(flight);
       try {
         const res = await fetch(url(stream), {
           method: "POST",
@@ -537,6 +548,10 @@ export function createTracker(options) {
           body,
           keepalive,
         });
+        // Answered while the page stayed (hidden, then shown): what beacon() kept of it is not
+        // the next page's to send; this send goes on with it.
+        unanswered.delete(flight);
+        if (flight.kept) unkeep(stream, idempotencyKey);
         // A reply to read: accepted ones may name events the server rejected (their schema,
         // say), and a refusal says why. SEND_AGAIN's are sent again whatever they say.
         serverDown = SERVER_DOWN.has(res.status);
@@ -605,6 +620,10 @@ export function createTracker(options) {
         if (wait !== undefined && res.status === 429) limitedUntil.set(stream, Date.now() + wait);
         else if (wait !== undefined) retryAfterUntil = Date.now() + wait;
       } catch {
+        unanswered.delete(flight);
+        // Kept with its key as the page went (the browser cancels it then): the copy kept is
+        // sent, by the next page or this one shown again, not this one in part by a beacon.
+        if (flight.kept) return;
         // The network failed: the same Idempotency-Key makes a resend safe. While the browser
         // says it is offline, a try spends no retry: the batch waits for it to be online again.
         offline = isOffline();
@@ -773,6 +792,23 @@ export function createTracker(options) {
   }
 
   /**
+   * Takes the batch kept under `idempotencyKey` for `stream` out of `localStorage` (one kept while
+   * in flight, answered since).
+   */
+  function unkeep(stream, idempotencyKey) {
+    const store = storage();
+    try {
+      const name = storageKey(stream, KEYED_STORAGE_PREFIX);
+      const keyed = JSON.parse(store?.getItem(name) ?? "[]")
+        .filter((batch) => batch?.idempotencyKey !== idempotencyKey);
+      if (keyed.length > 0) store.setItem(name, JSON.stringify(keyed));
+      else store?.removeItem(name);
+    } catch {
+      // Storage gone or not ours to read: the next page sends it under its key, counted once.
+    }
+  }
+
+  /**
    * Keeps events (see {@linkcode keep}) once `close()` was called, counted in its `{kept}` until it
    * resolved (one kept later, from a send answered after it, cannot be).
    */
@@ -877,6 +913,12 @@ export function createTracker(options) {
     }
     // Nothing is held any more: the resend timer stops.
     scheduleResend();
+    // Batches in flight without keepalive: the browser cancels them when the page goes, perhaps
+    // before the server had their body. Too large for a beacon, each is kept whole with its key,
+    // which the next page sends it under: one the server applied is that answer's replay.
+    for (const flight of unanswered) {
+      if (!flight.kept) flight.kept = keep(flight.stream, flight.events, flight.idempotencyKey);
+    }
     // Then the parts of batches past a limit not sent yet: none of their events was applied.
     for (const rest of splitting) {
       rest.handedOver = true;

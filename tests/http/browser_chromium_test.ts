@@ -1054,3 +1054,85 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "/sdk.js keeps a batch too large for keepalive that is in flight when the page goes with its key: the next page sends it under it, counted once though the server applied it",
+  async (browser) => {
+    const streams = compileConfig(CONFIG);
+    const store = new MemoryStore();
+    const keys = await KeyRing.parse(`admin:${KEYS.admin}`);
+    const app = createApp({ streams, store, keys });
+    const pages = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      () =>
+        new Response("<!doctype html><title>shop</title>", {
+          headers: { "Content-Type": "text/html" },
+        }),
+    );
+    const page = `http://localhost:${pages.addr.port}`;
+    /** Idempotency-Keys of the ingest POSTs (a beacon's: its `?idempotencyKey=`, or null). */
+    const sent: Array<string | null> = [];
+    /** The first ingest POST: applied only once its page went, which never reads the answer. */
+    let first = true;
+    let lost: string | null = null;
+    /** Lets the first POST be applied: called once its page went. */
+    let release = () => {};
+    const released = new Promise<void>((resolve) => release = resolve);
+    const api = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+      if (request.method !== "POST") return await app.fetch(request);
+      const url = new URL(request.url);
+      const key = request.headers.get("Idempotency-Key") ?? url.searchParams.get("idempotencyKey");
+      sent.push(key);
+      if (!first) return await app.fetch(request);
+      first = false;
+      lost = key;
+      // The body came, but the answer did not before the page went (a slow store, say): the
+      // browser cancels the request, and the server applies the batch all the same.
+      const body = await request.text();
+      await released;
+      const late = await app.fetch(
+        new Request(request.url, { method: "POST", headers: request.headers, body }),
+      );
+      return late;
+    });
+    const accepted = async () =>
+      (await store.stats("pageviews", streams.get("pageviews")!.counterMetas)).accepted;
+    try {
+      const created = await app.request("/v1/keys", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ type: "publishable", streams: ["pageviews"], origins: [page] }),
+      });
+      const { key } = await created.json();
+      // No dedupeField: only the batch's Idempotency-Key keeps it from counting twice.
+      const load = `(async () => {
+        const sdk = await import(${JSON.stringify(`http://127.0.0.1:${api.addr.port}/sdk.js`)});
+        globalThis.tracker = sdk.createTracker(${JSON.stringify({ key, flushMs: 60_000 })});
+      })()`;
+      const tab = await open(browser, page);
+      await tab.evaluate(load);
+      // 100 events of about 1 KB: a batch of about 100 KB, sent without keepalive (browsers
+      // refuse a keepalive body of 64 KiB), so the browser cancels it when the page goes.
+      await tab.evaluate(`for (let n = 0; n < 100; n++) {
+        tracker.track("pageviews", { n, pad: "x".repeat(900) });
+      }`);
+      await until("the batch in flight", () => lost !== null);
+      await tab.goto(`${page}/next`);
+      release();
+      await until("the batch applied", async () => (await accepted()) >= 100);
+      await tab.goto(`${page}/`);
+      await tab.evaluate(load);
+      await until("the batch sent again", () => sent.length >= 2);
+      await tab.evaluate(`tracker.settled()`);
+      // Before, the cancelled batch went by the page's beacons in part and was kept in part, as
+      // new events: 150 counted, or more.
+      assert.equal(await accepted(), 100);
+      assert.deepEqual(sent, [lost, lost]);
+      assert.equal(await tab.evaluate(`Object.keys(localStorage).length`), 0);
+    } finally {
+      release();
+      await api.shutdown();
+      await pages.shutdown();
+    }
+  },
+);
