@@ -1136,3 +1136,70 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "/sdk.js takes a batch kept while in flight without keepalive out of localStorage once it is answered while the page stays",
+  async (browser) => {
+    const streams = compileConfig(CONFIG);
+    const store = new MemoryStore();
+    const keys = await KeyRing.parse(`admin:${KEYS.admin}`);
+    const app = createApp({ streams, store, keys });
+    const pages = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      () =>
+        new Response("<!doctype html><title>shop</title>", {
+          headers: { "Content-Type": "text/html" },
+        }),
+    );
+    const page = `http://localhost:${pages.addr.port}`;
+    let posts = 0;
+    /** Lets the POST be answered: called once the page was hidden. */
+    let release = () => {};
+    const released = new Promise<void>((resolve) => release = resolve);
+    const api = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+      if (request.method !== "POST") return await app.fetch(request);
+      posts++;
+      const body = await request.text();
+      await released;
+      return await app.fetch(
+        new Request(request.url, { method: "POST", headers: request.headers, body }),
+      );
+    });
+    try {
+      const created = await app.request("/v1/keys", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ type: "publishable", streams: ["pageviews"], origins: [page] }),
+      });
+      const { key } = await created.json();
+      const tab = await open(browser, page);
+      await tab.evaluate(`(async () => {
+        const sdk = await import(${JSON.stringify(`http://127.0.0.1:${api.addr.port}/sdk.js`)});
+        globalThis.tracker = sdk.createTracker(${JSON.stringify({ key, flushMs: 60_000 })});
+        for (let n = 0; n < 100; n++) tracker.track("pageviews", { n, pad: "x".repeat(900) });
+      })()`);
+      await until("the batch in flight", () => posts === 1);
+      // Hidden (what the page's visibilitychange does): the batch in flight is kept with its key.
+      await tab.evaluate(`tracker.beacon()`);
+      assert.equal(
+        await tab.evaluate(
+          `Object.keys(localStorage).filter((name) => name.startsWith("edgestream-keyed:")).length`,
+        ),
+        1,
+      );
+      release();
+      await tab.evaluate(`tracker.settled()`);
+      // Answered: the next page has nothing of it to send again.
+      assert.equal(await tab.evaluate(`Object.keys(localStorage).length`), 0);
+      assert.equal(posts, 1);
+      assert.equal(
+        (await store.stats("pageviews", streams.get("pageviews")!.counterMetas)).accepted,
+        100,
+      );
+    } finally {
+      release();
+      await api.shutdown();
+      await pages.shutdown();
+    }
+  },
+);
