@@ -371,9 +371,10 @@ export interface IngestSocketOptions {
    */
   slots?: SlotLimits;
   /**
-   * The refused connections (upgraded to be closed with 1008) held at once, shared with live
-   * subscriptions; at its bound a refusal is answered before the upgrade (401, 403).
-   * @default {a private one of 1000}
+   * The refused connections (upgraded to be closed with 1008) held at once; at its bound a refusal
+   * is answered before the upgrade (401, 403). Through the live routes, the one subscriptions use
+   * too (`LiveRouteOptions.refusedSockets`, else this one).
+   * @default {one of 1000}
    */
   refusedSockets?: RefusedSockets;
 }
@@ -927,12 +928,17 @@ export function ingestSocketHandler(
  * for Deno does, but for two things: the `Upgrade` header is taken in any case (RFC 6455; Hono's
  * compares it to lower-case `websocket` and answers `WebSocket` with a 500; {@linkcode
  * requireUpgrade} checks it), and a request Deno refuses to upgrade (such as a subprotocol list it
- * cannot parse) is answered 400 instead of 500.
+ * cannot parse) is answered 400 instead of 500. And its `onClose` comes however the connection
+ * ends, also when the client left before the `101` was written: Deno then gives the socket no event
+ * at all (it stays `CONNECTING`), so one that has not opened `openWithinMs` after the upgrade is
+ * ended then (`onClose` with code 1006), freeing what its handler holds (a slot, a refused
+ * socket's place); should it open later, it is closed at once.
  */
 export function upgradeSocket(
   c: Context,
   events: WSEvents<WebSocket>,
   options: Deno.UpgradeWebSocketOptions,
+  openWithinMs: number = OPEN_WITHIN_MS,
 ): Response {
   let upgraded: { response: Response; socket: WebSocket };
   try {
@@ -963,12 +969,43 @@ export function upgradeSocket(
     },
     url: socket.url ? new URL(socket.url) : null,
   });
-  socket.onopen = (event) => events.onOpen?.(event, context);
+  let ended = false;
+  const end = (event: CloseEvent) => {
+    if (ended) return;
+    ended = true;
+    clearTimeout(unopened);
+    events.onClose?.(event, context);
+  };
+  const unopened = setTimeout(() => {
+    if (socket.readyState !== WebSocket.CONNECTING) return;
+    end(new CloseEvent("close", { code: NEVER_OPENED, wasClean: false }));
+  }, openWithinMs);
+  // No process is kept running for it alone.
+  Deno.unrefTimer(unopened);
+  socket.onopen = (event) => {
+    clearTimeout(unopened);
+    // Ended as never opened: what its handler held is free already.
+    if (ended) socket.close(1001, "");
+    else events.onOpen?.(event, context);
+  };
   socket.onmessage = (event) => events.onMessage?.(event, context);
-  socket.onclose = (event) => events.onClose?.(event, context);
+  socket.onclose = (event) => end(event);
   socket.onerror = (event) => events.onError?.(event, context);
   return response;
 }
+
+/**
+ * How long (ms) an upgraded WebSocket may take to open (its `101` written) before
+ * {@linkcode upgradeSocket} counts it as ended: writing the `101` takes no time, so only a client
+ * gone before it waits this long.
+ */
+export const OPEN_WITHIN_MS = 10_000;
+
+/**
+ * The code of the close event {@linkcode upgradeSocket} gives a socket that never opened: 1006, as
+ * a connection lost without a close frame. Only its handler sees it; no client is sent it.
+ */
+const NEVER_OPENED = 1006;
 
 /**
  * Upgrades the request only to close its WebSocket with 1008 and `denied`'s message, which

@@ -912,7 +912,8 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
   app.use("/v1/streams/:stream/ws", requireScopeForOtherMethods(deps.keys, "ingest", taken));
   app.use("/v1/streams/:stream/subscribe", requireScopeForOtherMethods(deps.keys, "read", taken));
   // One bound for the refused sockets of both routes, as for a process's file descriptors.
-  const refusedSockets = deps.options?.refusedSockets ?? new RefusedSockets();
+  const refusedSockets = deps.options?.refusedSockets ?? deps.options?.socket?.refusedSockets ??
+    new RefusedSockets();
   app.get(
     "/v1/streams/:stream/ws",
     ingestSocketHandler(deps, { ...deps.options?.socket, refusedSockets }),
