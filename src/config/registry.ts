@@ -1583,7 +1583,14 @@ class RegistryStore implements Store {
       this.registry.noteVersion(stream, closed.laterDefinition);
     }
     // Deleted (or deleted and created again) elsewhere since this instance read it: as for an
-    // apply refused so, so the next sweep does not run the whole close again for nothing.
+    // apply refused so, so the next sweep does not run the whole close again for nothing. A
+    // record missing is said as the apply says it: no one deleted it, and nothing closes.
+    if (closed.recordMissing) {
+      logger.warn(
+        "The definition record of stream '{stream}' is missing from the store (restored from an older snapshot, or evicted under a maxmemory-policy other than noeviction?); the close was refused and the definition is read again",
+        { stream },
+      );
+    }
     if (closed.gone) await this.#readAgain(stream);
     return closed;
   }

@@ -668,6 +668,11 @@ export type ClosedWindows = ClosedWindow[] & {
    * nothing (the caller reads the record again, as for an apply refused so).
    */
   gone?: boolean;
+  /**
+   * With {@linkcode gone}: the record is missing, not deleted nor of another generation (as a
+   * {@linkcode StreamChangedError} of version 0 says for an apply).
+   */
+  recordMissing?: boolean;
 };
 
 /**

@@ -1507,7 +1507,7 @@ async function visitsInstance(store: Store, definitions: DefinitionStore) {
 }
 
 redisTest(
-  "A sweep of a stream whose definition record vanished from Redis closes nothing, as its batches are refused: the API stream's due window is logged by no one, and it is 404 after",
+  "A sweep of a stream whose definition record vanished from Redis closes nothing, as its batches are refused, and says the record is missing: the API stream's due window is logged by no one, and it is 404 after",
   async (fixture) => {
     const T0 = T0_REDEPLOY;
     const redis = restClient(fixture);
@@ -1519,7 +1519,19 @@ redisTest(
     assert.equal(await sendVisit(a.app, T0 + 120_000), 0);
     // As a Redis restored from a snapshot taken before the record was written.
     await withDirect(fixture.redisUrl, (send) => send("DEL", "es:{visits}:def"));
-    assert.deepEqual(await sweepVia(a.app), []);
+    const swept = await collectingLogs(async (records) => ({
+      closed: await sweepVia(a.app),
+      warnings: records.filter((r) => r.level === "warning").map(messageOf),
+    }), { level: "warning" });
+    assert.deepEqual(swept.closed, []);
+    // Said as a refused batch says it.
+    assert.ok(
+      swept.warnings.some((line) =>
+        line.includes("definition record of stream 'visits' is missing") &&
+        line.includes("the close was refused")
+      ),
+      swept.warnings.join("\n"),
+    );
     // The definition read again: there is none, so the stream is gone, as a refused batch finds
     // (README: "A sweep finds the same in its close, which closes (and logs) nothing").
     const res = await a.app.request("/v1/streams/visits");
@@ -2212,8 +2224,13 @@ async function sweepAfterDeleteElsewhere(
   assert.equal(held.get("visits"), stream);
   const oldKey = generationKey("visits", held.generationOf("visits"));
   clock.now = T0 + 6 * 60_000;
-  const report = await sweepOnce(held.values(), wrapped);
+  const { report, warnings } = await collectingLogs(async (records) => ({
+    report: await sweepOnce(held.values(), wrapped),
+    warnings: records.filter((r) => r.level === "warning").map(messageOf),
+  }), { level: "warning" });
   assert.deepEqual(report.failed, []);
+  // Deleted (or created again), not missing: the refused close says nothing of a missing record.
+  assert.deepEqual(warnings.filter((line) => line.includes("is missing")), []);
   const logged = await store.readLog(oldKey, null, 10);
   if (options.change === "none") {
     // Minute 0 was due: what the deleted incarnation's sweep below does not close.

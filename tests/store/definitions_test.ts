@@ -213,7 +213,8 @@ const applyScenarios: Record<
     await definitions.write("orders", record({ generation: 2 }), 1);
     const late = { latenessMs: 0, nowMs: T0 + 600_000, idleMs: 60_000 };
     const stale = await store.closeWindows(first, [COUNTER], late);
-    assert.deepEqual([stale.length, stale.gone], [0, true]);
+    // Of another generation: gone, its record not missing.
+    assert.deepEqual([stale.length, stale.gone, stale.recordMissing], [0, true, undefined]);
     // The live generation closes as usual, and is not gone.
     const live = generationKey("orders", 2);
     await store.applyBatch(batch(live));
@@ -228,7 +229,7 @@ const applyScenarios: Record<
       2,
     );
     const deleted = await store.closeWindows(live, [COUNTER], late);
-    assert.equal(deleted.gone, true);
+    assert.deepEqual([deleted.gone, deleted.recordMissing], [true, undefined]);
   },
 
   async "closeWindows() of a stream the caller recorded whose record is missing closes nothing and says gone, as its apply is refused"(
@@ -247,7 +248,7 @@ const applyScenarios: Record<
     );
     const late = { latenessMs: 0, nowMs: T0 + 600_000, idleMs: 60_000 };
     const missing = await store.closeWindows("orders", [COUNTER], { ...late, recorded: true });
-    assert.deepEqual([missing.length, missing.gone], [0, true]);
+    assert.deepEqual([missing.length, missing.gone, missing.recordMissing], [0, true, true]);
     // Nothing was closed: the window is still due, closed by a close not said recorded.
     const closed = await store.closeWindows("orders", [COUNTER], late);
     assert.deepEqual([closed.length, closed.gone, closed[0]?.groups[0]?.state.count], [

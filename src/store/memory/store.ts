@@ -806,6 +806,9 @@ export class MemoryStore implements Store {
     // the deletion yet would log results of a stream whose DELETE answered already.
     if (this.#outlived(stream, options.recorded)) {
       closed.gone = true;
+      if (this.#definitions?.versionOf(splitGenerationKey(stream).stream) === 0) {
+        closed.recordMissing = true;
+      }
       return Promise.resolve(closed);
     }
     // No watermark (no batch applied): an idle stream's clock floor is not set by a sweep; its

@@ -1965,8 +1965,8 @@ return readReply(out)
  * continued], …], "m": 1 when it stopped at `cells` with more to close}` (`continued` 1 when an
  * earlier call claimed the window), or `{"w": [], "v": version}` when the stats' `dv` is later than
  * `dv`, or `{"w": [], "gone": 1}` when the record says the generation was deleted (or the stream
- * created again under another), or is missing and `rec` says it must exist: nothing closed nor
- * written. A window of more cells (a group in one of its panes) than the call has left is claimed
+ * created again under another), or `{"w": [], "gone": 2}` when it is missing and `rec` says it
+ * must exist: nothing closed nor written. A window of more cells (a group in one of its panes) than the call has left is claimed
  * (ZREM, `cl`) by the call that starts it and its groups merged and logged over several calls,
  * each at most `cells` (see below), so no one call holds Redis for long.
  * The ZREM inside the script makes each window close exactly once; the same call again (its
@@ -1996,8 +1996,12 @@ if first then return first end
 -- generation), since the caller read it, or a record missing that the caller recorded (\`rec\`),
 -- closes nothing and writes nothing, so no result of a stream whose DELETE answered is logged by
 -- an instance that has not heard of it yet.
-if KEYS[2] and definitionGone(redis.call("HMGET", KEYS[2], "v", "g", "x"), args.gen, args.rec) then
-  return cjson.encode({ w = {}, gone = 1 })
+if KEYS[2] then
+  local record = redis.call("HMGET", KEYS[2], "v", "g", "x")
+  -- \`gone\` 2: the record is missing (not deleted nor another generation's).
+  if definitionGone(record, args.gen, args.rec) then
+    return cjson.encode({ w = {}, gone = record[1] and 1 or 2 })
+  end
 end
 local lateness, limit, logTtl, idle, now, peek =
   args.late, args.limit, args.logTtl, args.idle, args.now, args.peek

@@ -892,7 +892,8 @@ export class RedisStore implements Store {
         }));
       if (reply.m === 1) closed.more = true;
       if (typeof reply.v === "number") closed.laterDefinition = reply.v;
-      if (reply.gone === 1) closed.gone = true;
+      if (reply.gone === 1 || reply.gone === 2) closed.gone = true;
+      if (reply.gone === 2) closed.recordMissing = true;
       if (typeof reply.n !== "number") return { windows: closed };
       return {
         windows: closed,
