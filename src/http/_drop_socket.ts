@@ -9,6 +9,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { WarningLimit } from "../telemetry/mod.ts";
 
 const logger = getLogger(["edgestream", "http"]);
 
@@ -100,22 +101,34 @@ export function closeWithin(
 /** Refused WebSockets a process holds at once, by default: see {@linkcode RefusedSockets}. */
 export const DEFAULT_MAX_REFUSED_SOCKETS = 1_000;
 
+/** How often a bound of refused WebSockets that stays reached is said again. */
+const REFUSED_FULL_WARN_EVERY_MS = 60_000;
+
+/** Options of {@linkcode RefusedSockets}. */
+export interface RefusedSocketsOptions {
+  /** The clock (ms) of the warning said at most once a minute. @default {performance.now} */
+  now?: () => number;
+}
+
 /**
  * The WebSockets a process upgraded only to close them with 1008 and the reason of their refusal
  * (browsers read no refused upgrade's status), from the upgrade until the connection ends: each
  * holds its connection up to its grace (`refusedCloseMs`) while its client does not answer the
  * close frame, and holds no place of any other bound. Past `max` at once, a refusal is answered
  * before the upgrade instead, as plain HTTP: so a client sending refused upgrades as fast as it
- * can holds at most `max` connections, not its rate times the grace.
+ * can holds at most `max` connections, not its rate times the grace. A refusal at `max` is logged
+ * as a warning naming the bound, the first time and then at most once a minute.
  */
 export class RefusedSockets {
   /** Most refused WebSockets held at once. */
   readonly max: number;
   #held = 0;
+  #warnings: WarningLimit<RefusedSockets>;
 
   /** `max`: most refused WebSockets held at once. @default {DEFAULT_MAX_REFUSED_SOCKETS} */
-  constructor(max: number = DEFAULT_MAX_REFUSED_SOCKETS) {
+  constructor(max: number = DEFAULT_MAX_REFUSED_SOCKETS, options: RefusedSocketsOptions = {}) {
     this.max = max;
+    this.#warnings = new WarningLimit(REFUSED_FULL_WARN_EVERY_MS, options.now);
   }
 
   /** Refused WebSockets held now. */
@@ -125,7 +138,16 @@ export class RefusedSockets {
 
   /** Holds one more until `release()` (called once or more), or returns undefined at `max`. */
   take(): { release(): void } | undefined {
-    if (this.#held >= this.max) return undefined;
+    if (this.#held >= this.max) {
+      // Else unseen: the clients it refuses see a failed connection, and no status.
+      if (this.#warnings.due(this)) {
+        logger.warn(
+          "The process holds {max} refused WebSockets, its bound: a refusal is answered before the upgrade, as plain HTTP, until a refused connection ends",
+          { max: this.max },
+        );
+      }
+      return undefined;
+    }
     this.#held += 1;
     let released = false;
     return {

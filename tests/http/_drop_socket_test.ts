@@ -115,3 +115,34 @@ Deno.test("RefusedSockets holds at most max places; a place released (once, howe
   assert.ok(sockets.take());
   assert.equal(sockets.take(), undefined);
 });
+
+Deno.test("RefusedSockets warns naming its bound when a refusal finds it reached, then at most once a minute while it stays reached (as the README says)", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "until a refused connection ends; a refusal that finds this bound reached is logged as a warning naming it, at most once a minute";
+  assert.ok(readme.includes(claim), claim);
+  let now = 0;
+  const sockets = new RefusedSockets(1, { now: () => now });
+  const warnings = await collectingLogs((records) => {
+    const place = sockets.take()!;
+    assert.ok(place);
+    // Reached but nothing refused yet: nothing to say.
+    assert.equal(sockets.held, 1);
+    now = 1_000;
+    assert.equal(sockets.take(), undefined);
+    assert.equal(sockets.take(), undefined);
+    now = 60_999;
+    assert.equal(sockets.take(), undefined);
+    now = 61_000;
+    assert.equal(sockets.take(), undefined);
+    place.release();
+    assert.ok(sockets.take());
+    return Promise.resolve(records.map(messageOf));
+  }, { level: "warning" });
+  // At 1,000 and 61,000: not again at 60,999, within the minute.
+  assert.equal(warnings.length, 2, warnings.join("\n"));
+  for (const warning of warnings) {
+    assert.match(warning, /^The process holds 1 refused WebSockets, its bound: /);
+  }
+});
