@@ -39,8 +39,9 @@
  * only while a batch is so held, that keeps no Deno or Node process alive), or
  * with the page's beacon (as above) when the page goes first; a batch is sent
  * once at a time, whatever wakes it; the
- * batches held (offline or so) are at most `maxHeld` events, the oldest dropped
- * first; one answered `413
+ * batches held (offline or so), waiting out a retry's back-off or waiting for
+ * room among the keepalive requests in flight are at most `maxHeld` events, the
+ * oldest dropped first; one answered `413
  * too_many_events` with `details.maxEvents` (more events than a rate limit's
  * burst) is sent again split into batches of that many, as later batches (and
  * a page's beacons) to that stream are, and one answered
@@ -278,8 +279,9 @@ function trackerOption(options, name, fallback, min, whole) {
  * origin this module came from by default), `dedupeField` (where each event
  * gets its id; none by default), `maxBatch` (100), `flushMs` (1000),
  * `maxRetries` (5), `retryBaseMs` (500), `maxHeld` (10,000: events held while
- * offline or after their retries failed; past it the oldest batches are dropped,
- * counted in `dropped`), `heldRetryMs` (30,000: the first wait before a batch
+ * offline or after their retries failed, or waiting out a retry's back-off or for
+ * room among the keepalive requests in flight; past it the oldest batches are
+ * dropped, counted in `dropped`), `heldRetryMs` (30,000: the first wait before a batch
  * held after its retries is sent again by itself, doubling up to 5 minutes),
  * `onRejected` (called with `{stream, events, rejected}` when the server
  * rejects events of a batch it was sent, as the reply's `rejected` lists them,
@@ -406,19 +408,27 @@ export function createTracker(options) {
     waiting.stop.abort();
   }
 
-  /** Drops the oldest batches held until at most `maxHeld` events are held. */
+  /**
+   * Drops the oldest batches waiting to be sent again until at most `maxHeld` events wait: those
+   * held, and those sleeping between retries or waiting for room among the keepalive requests in
+   * flight (a server that takes requests and never answers them would else leave every batch
+   * tracked after waiting in memory, without end).
+   */
   function dropPastMaxHeld() {
-    let held = heldEvents();
+    let waitingEvents = 0;
+    for (const waiting of retrying) waitingEvents += waiting.events.length;
     for (const waiting of retrying) {
-      if (held <= maxHeld) break;
-      if (!waiting.held) continue;
+      if (waitingEvents <= maxHeld) break;
       takeOver(waiting);
-      held -= waiting.events.length;
+      waitingEvents -= waiting.events.length;
       dropped += waiting.events.length;
+      const how = waiting.held
+        ? `held ${waiting.offline ? "while offline" : "to be sent again"}`
+        : waiting.sleeping
+        ? "waiting to be sent again"
+        : "waiting for room among the keepalive requests in flight";
       console.warn(
-        `edgestream: dropped ${waiting.events.length} events to ${waiting.stream} held ${
-          waiting.offline ? "while offline" : "to be sent again"
-        }: more than maxHeld (${maxHeld}) waited`,
+        `edgestream: dropped ${waiting.events.length} events to ${waiting.stream} ${how}: more than maxHeld (${maxHeld}) waited`,
       );
     }
     scheduleResend();
@@ -668,8 +678,10 @@ export function createTracker(options) {
         wake: undefined,
       };
       retrying.add(waiting);
+      // Past maxHeld the oldest batches waiting go, this one too when it alone is past it.
+      dropPastMaxHeld();
+      if (waiting.handedOver) return;
       if (waiting.held) {
-        dropPastMaxHeld();
         hooks?.onHeld?.();
         if (parked) {
           await new Promise((resolve) => {
@@ -697,6 +709,8 @@ export function createTracker(options) {
       const stop = new AbortController();
       const waiting = { ...batch, handedOver: false, offline: false, stop };
       retrying.add(waiting);
+      dropPastMaxHeld();
+      if (waiting.handedOver) return false;
       await new Promise((resolve) => {
         keepaliveWaiters.add(resolve);
         stop.signal.addEventListener("abort", resolve, { once: true });
@@ -1096,7 +1110,7 @@ export function createTracker(options) {
     get held() {
       return heldEvents();
     },
-    /** Events dropped because more than `maxHeld` were held. */
+    /** Events dropped because more than `maxHeld` waited to be sent again (held or not). */
     get dropped() {
       return dropped;
     },

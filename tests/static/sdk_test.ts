@@ -540,11 +540,10 @@ Deno.test("a batch whose retries an outage outlasts (408, 429, 503, the network)
     new TypeError("Failed to fetch"),
     // The next flush: a again, with its key, counted.
     new Response(null, { status: 202 }),
-    // Batches b and c, sent together: a slow link, a rate limit, the network: both held, past
-    // maxHeld (1), so the first held is dropped.
+    // Batches b and c, sent together: a slow link, a rate limit: both wait to be sent again, past
+    // maxHeld (1), so the first to wait is dropped; the other's retry, the network: held.
     Response.json({ error: { code: "body_timeout", message: "…" } }, { status: 408 }),
     new Response(null, { status: 429, headers: { "Retry-After": "0" } }),
-    new TypeError("Failed to fetch"),
     new TypeError("Failed to fetch"),
     // Batch d: refused for good.
     Response.json({ error: { code: "invalid_request", message: "bad" } }, { status: 400 }),
@@ -583,12 +582,14 @@ Deno.test("a batch whose retries an outage outlasts (408, 429, 503, the network)
     tracker.track("s", { n: 2 });
     tracker.track("s", { n: 3 });
     assert.deepEqual(await tracker.flush(), { held: 1 });
-    assert.equal(sent.length, 7);
-    // maxHeld: the batch held first went for the other.
+    assert.equal(sent.length, 6);
+    // maxHeld: the batch waiting first went for the other.
     assert.equal(tracker.dropped, 1);
-    assert.equal(
-      warnings.at(-1),
-      "edgestream: dropped 1 events to s held to be sent again: more than maxHeld (1) waited",
+    assert.ok(
+      warnings.includes(
+        "edgestream: dropped 1 events to s waiting to be sent again: more than maxHeld (1) waited",
+      ),
+      JSON.stringify(warnings),
     );
     // The page goes: the held batch leaves by beacon, with its key.
     tracker.beacon();
@@ -603,7 +604,7 @@ Deno.test("a batch whose retries an outage outlasts (408, 429, 503, the network)
     // A refusal that another try cannot change is dropped, with its warning, as before.
     tracker.track("s", { n: 5 });
     await tracker.settled();
-    assert.equal(sent.length, 8);
+    assert.equal(sent.length, 7);
     assert.equal(warnings.at(-1), "edgestream: s refused 1 events: 400 invalid_request: bad");
     assert.equal(localStorage.length, 0);
   } finally {
@@ -1952,4 +1953,62 @@ Deno.test("SseParser keeps an event whose blank line has not arrived yet", () =>
   const parser = new SseParser();
   assert.deepEqual(parser.push("event: a\ndata: 1\n"), []);
   assert.deepEqual(parser.push("\n"), [{ event: "a", data: "1", id: null }]);
+});
+
+Deno.test("maxHeld bounds the batches waiting for room among the keepalive requests in flight and those waiting between retries too: a server that never answers, or always says later, grows no page's memory", async () => {
+  // The first request is never answered until the end (a server that takes requests and hangs).
+  const hang = Promise.withResolvers<Response>();
+  const answers: Array<Response | Error | Promise<Response>> = [hang.promise];
+  const { sent, restore } = recordingFetch(answers);
+  const { warnings, stopCapture } = captureWarnings();
+  const pad = "y".repeat(300);
+  try {
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example", maxHeld: 300 });
+    // 20 batches of about 32 KB: one goes, the others wait for room among the keepalive requests.
+    for (let n = 0; n < 2000; n++) tracker.track("s", { n, pad });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(sent.length, 1);
+    // Before, all 19 waited (1,900 events): now 3 do, the oldest 16 dropped, with a warning each.
+    assert.equal(tracker.dropped, 1600);
+    assert.equal(warnings.length, 16);
+    assert.equal(
+      warnings[0],
+      "edgestream: dropped 100 events to s waiting for room among the keepalive requests in flight: more than maxHeld (300) waited",
+    );
+    assert.equal(tracker.held, 0, "none is held: they wait");
+    // The first is answered: the three left go, one after another, and nothing more is dropped.
+    hang.resolve(new Response(null, { status: 202 }));
+    await tracker.settled();
+    assert.equal(sent.length, 4);
+    assert.deepEqual(
+      sent.slice(1).map((request) => JSON.parse(String(request.init.body))[0].n),
+      [1700, 1800, 1900],
+    );
+
+    // A server that answers every try 503 with an hour's Retry-After: each batch sleeps on it.
+    const later = () => new Response(null, { status: 503, headers: { "Retry-After": "3600" } });
+    for (let i = 0; i < 10; i++) answers.push(later());
+    for (let n = 0; n < 1000; n++) tracker.track("t", { n });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(sent.length, 14);
+    // Before, all 10 batches slept in memory (1,000 events): now the 3 newest do.
+    assert.equal(tracker.dropped, 1600 + 700);
+    assert.equal(
+      warnings.at(-1),
+      "edgestream: dropped 100 events to t waiting to be sent again: more than maxHeld (300) waited",
+    );
+    // Closing keeps the 3 sleeping batches, whole with their keys.
+    assert.deepEqual(await tracker.close(), { kept: 300 });
+    const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(
+      readme.includes(
+        "at most `maxHeld` (10,000) events wait to be sent again: held, offline or so, or waiting out a retry's back-off or for room among the keepalive requests in flight (a server that takes requests and never answers them grows no page's memory); past it the oldest batches are dropped, counted in the tracker's `dropped`, with a console warning",
+      ),
+    );
+  } finally {
+    hang.resolve(new Response(null, { status: 202 }));
+    stopCapture();
+    restore();
+  }
 });
