@@ -632,8 +632,9 @@ export function createTracker(options) {
       } catch {
         unanswered.delete(flight);
         // Kept with its key as the page went (the browser cancels it then): the copy kept is
-        // sent, by the next page or this one shown again, not this one in part by a beacon.
-        if (flight.kept) return;
+        // sent, by the next page or this one shown again, not this one in part by a beacon. Unless
+        // it is kept no more (a full store dropped it since): then it is sent again as any other.
+        if (flight.kept && keptUnder(stream, idempotencyKey)) return;
         // The network failed: the same Idempotency-Key makes a resend safe. While the browser
         // says it is offline, a try spends no retry: the batch waits for it to be online again.
         offline = isOffline();
@@ -798,9 +799,25 @@ export function createTracker(options) {
       } else store.removeItem(plainName);
       if (keyed.length > 0) store.setItem(keyedName, JSON.stringify(keyed));
       else store.removeItem(keyedName);
+      // A batch given its key is kept only if it is still there: a full store drops the oldest
+      // batch kept with a key first, which may be it.
+      if (idempotencyKey && events.length <= MAX_STORED_EVENTS) {
+        return keyed.some((batch) => batch.idempotencyKey === idempotencyKey);
+      }
       return true;
     } catch {
       console.warn(`edgestream: lost ${events.length} events to ${stream}: no room to keep them`);
+      return false;
+    }
+  }
+
+  /** Whether a batch is kept under `idempotencyKey` for `stream` in `localStorage`. */
+  function keptUnder(stream, idempotencyKey) {
+    try {
+      const name = storageKey(stream, KEYED_STORAGE_PREFIX);
+      return JSON.parse(storage()?.getItem(name) ?? "[]")
+        .some((batch) => batch?.idempotencyKey === idempotencyKey);
+    } catch {
       return false;
     }
   }
@@ -927,12 +944,6 @@ export function createTracker(options) {
     }
     // Nothing is held any more: the resend timer stops.
     scheduleResend();
-    // Batches in flight without keepalive: the browser cancels them when the page goes, perhaps
-    // before the server had their body. Too large for a beacon, each is kept whole with its key,
-    // which the next page sends it under: one the server applied is that answer's replay.
-    for (const flight of unanswered) {
-      if (!flight.kept) flight.kept = keep(flight.stream, flight.events, flight.idempotencyKey);
-    }
     // Then the parts of batches past a limit not sent yet: none of their events was applied.
     for (const rest of splitting) {
       rest.handedOver = true;
@@ -974,6 +985,16 @@ export function createTracker(options) {
       if (idempotencyKey && unsent.length === parts.length) {
         if (keep(stream, events, idempotencyKey)) kept += events.length;
       } else for (const part of unsent) if (keep(stream, part)) kept += part.length;
+    }
+    // Last, the batches in flight without keepalive: the browser cancels them when the page goes,
+    // perhaps after the server had their body. Too large for a beacon, each is kept whole with its
+    // key (the newest kept, so the last a full store drops), which the next page, or this one
+    // shown again, sends it under: one the server applied is that answer's replay. One of more
+    // events than a stream keeps is not kept (its part would go as new events, counted twice if
+    // it was applied): its send's failure retries it, as before.
+    for (const flight of unanswered) {
+      if (flight.kept || flight.events.length > MAX_STORED_EVENTS) continue;
+      flight.kept = keep(flight.stream, flight.events, flight.idempotencyKey);
     }
     return kept;
   }

@@ -2012,3 +2012,56 @@ Deno.test("maxHeld bounds the batches waiting for room among the keepalive reque
     restore();
   }
 });
+
+Deno.test("a batch in flight without keepalive when the page goes is retried by this page when it was not kept with its key: past the 1,000 events a stream keeps, or gone from localStorage since", async () => {
+  const keyed = "edgestream-keyed:https://e.example|pk_test|s";
+  const plain = "edgestream:https://e.example|pk_test|s";
+  for (const scenario of ["too many to keep", "dropped since"] as const) {
+    let fail!: (error: Error) => void;
+    const answer = new Promise<Response>((_, reject) => fail = reject);
+    const { sent, restore } = recordingFetch([answer]);
+    // Beacons refused (the browser's budget spent, say): what the page leaves is kept.
+    Object.assign(navigator, { sendBeacon: () => false });
+    const { stopCapture } = captureWarnings();
+    try {
+      const count = scenario === "too many to keep" ? 1_500 : 100;
+      const pad = "x".repeat(scenario === "too many to keep" ? 40 : 700);
+      const tracker = createTracker({
+        key: "pk_test",
+        endpoint: "https://e.example",
+        maxBatch: count,
+        flushMs: 60_000,
+      });
+      for (let n = 0; n < count; n++) tracker.track("s", { n, pad });
+      tracker.flush();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(sent.length, 1, scenario);
+      assert.equal(sent[0].init.keepalive, false, scenario);
+      const key = sent[0].init.headers["Idempotency-Key"];
+      tracker.beacon();
+      if (scenario === "too many to keep") {
+        // Not kept at all (its last 1,000 as new events would count twice had it been applied).
+        assert.equal(localStorage.getItem(keyed), null);
+        assert.equal(localStorage.getItem(plain), null);
+      } else {
+        assert.equal(JSON.parse(localStorage.getItem(keyed)!)[0].idempotencyKey, key);
+        // Gone from localStorage since (a full store drops a batch kept with its key first;
+        // another tab may have taken it): sent under its key either way, so counted once.
+        localStorage.removeItem(keyed);
+        assert.equal(localStorage.getItem(keyed), null);
+      }
+      // The send fails (the browser cancelled it, or the network): this page sends it again,
+      // whole, under its key, as it would any other.
+      fail(new TypeError("Failed to fetch"));
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const again = sent.slice(1).filter((item) => item.init.headers["Idempotency-Key"] === key);
+      assert.equal(again.length, 1, `${scenario}: ${sent.length} sends`);
+      assert.equal(JSON.parse(String(again[0].init.body)).length, count, scenario);
+      await tracker.close();
+    } finally {
+      stopCapture();
+      delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+      restore();
+    }
+  }
+});
