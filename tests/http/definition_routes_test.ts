@@ -1553,99 +1553,89 @@ Deno.test("a duration with a fraction of a millisecond or a unit given twice is 
   assert.equal((await put(stored, "signups", fixed)).status, 200);
 });
 
+/**
+ * An option that does nothing (`refused`: `accepted` with it): `PUT` refuses it (400
+ * invalid_definition with `problem` at `path`) and changes nothing, creating or replacing; a
+ * stream stored with it before (compiled with `lenient`) is served, said once on load, refused
+ * when sent again with it and taken without it.
+ */
+async function checkRefusedOption(
+  { accepted, refused, path, problem, lenient }: {
+    accepted: Record<string, unknown>;
+    refused: Record<string, unknown>;
+    path: string;
+    problem: string;
+    lenient: CompileOptions;
+  },
+): Promise<Awaited<ReturnType<typeof appWith>>> {
+  const message = `Invalid stream definition: ${path}: ${problem}`;
+  const app = await appWith();
+  const refusal = await put(app, "signups", refused);
+  assert.equal(refusal.status, 400);
+  const error = await errorOf(refusal);
+  assert.deepEqual([error.code, error.message], ["invalid_definition", message]);
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+  // Replacing a stream: refused, the stream served as it was.
+  assert.equal((await put(app, "signups", accepted)).status, 201);
+  const before = await app.request("/v1/streams/signups");
+  const tag = before.headers.get("ETag");
+  await before.body?.cancel();
+  const replaced = await put(app, "signups", { ...refused, description: "changed" });
+  assert.equal(replaced.status, 400);
+  const replacedError = await errorOf(replaced);
+  assert.deepEqual([replacedError.code, replacedError.message], ["invalid_definition", message]);
+  const after = await app.request("/v1/streams/signups");
+  assert.equal(after.headers.get("ETag"), tag);
+  assert.equal((await after.json()).definition.description, SIGNUPS.description);
+
+  // Stored by a release that took it (and did nothing with it): served, said once on load.
+  const [stored, logged] = await collectingLogs(async (records) => {
+    const stored = await appStoring("signups", refused, lenient);
+    for (let i = 0; i < 2; i++) {
+      const read = await stored.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    return [stored, records.filter((record) => record.level === "warning").map(messageOf)];
+  });
+  assert.deepEqual(logged, [
+    `Stored stream 'signups' version 1: streams.signups.${path}: ${problem}; served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is`,
+  ]);
+  // Sent again it is refused; without it, it is taken.
+  assert.equal((await put(stored, "signups", { ...refused, description: "kept" })).status, 400);
+  assert.equal((await put(stored, "signups", accepted)).status, 200);
+  return app;
+}
+
 Deno.test("PUT /v1/streams/{stream} refuses maxGroups on a session counter (400 invalid_definition naming its path) and changes nothing; a stream stored with it before is served, said once on load", async () => {
   const visits = {
     ...SIGNUPS,
     counters: { visits: { window: { session: "30m" }, groupBy: ["plan"], aggregate: "count" } },
   };
-  const withGroups = {
-    ...visits,
-    counters: { visits: { ...visits.counters.visits, maxGroups: 50 } },
-  };
-  const message =
-    "Invalid stream definition: counters.visits.maxGroups: only tumbling, hopping and sliding windows have maxGroups; this window is session, whose cap is maxSessions: remove maxGroups";
-  const app = await appWith();
-  const refused = await put(app, "signups", withGroups);
-  assert.equal(refused.status, 400);
-  const error = await errorOf(refused);
-  assert.deepEqual([error.code, error.message], ["invalid_definition", message]);
-  assert.equal((await app.request("/v1/streams/signups")).status, 404);
-  // Replacing a stream: refused, the stream served as it was.
-  assert.equal((await put(app, "signups", visits)).status, 201);
-  const before = await app.request("/v1/streams/signups");
-  const tag = before.headers.get("ETag");
-  await before.body?.cancel();
-  const replaced = await put(app, "signups", { ...withGroups, description: "changed" });
-  assert.equal(replaced.status, 400);
-  const replacedError = await errorOf(replaced);
-  assert.deepEqual([replacedError.code, replacedError.message], ["invalid_definition", message]);
-  const after = await app.request("/v1/streams/signups");
-  assert.equal(after.headers.get("ETag"), tag);
-  assert.equal((await after.json()).definition.description, SIGNUPS.description);
-
-  // Stored by a release that took it (and did nothing with it): served, said once on load.
-  const [stored, logged] = await collectingLogs(async (records) => {
-    const stored = await appStoring("signups", withGroups, { sessionMaxGroups: true });
-    for (let i = 0; i < 2; i++) {
-      const read = await stored.request("/v1/streams/signups");
-      assert.equal(read.status, 200);
-      await read.body?.cancel();
-    }
-    return [stored, records.filter((record) => record.level === "warning").map(messageOf)];
+  await checkRefusedOption({
+    accepted: visits,
+    refused: { ...visits, counters: { visits: { ...visits.counters.visits, maxGroups: 50 } } },
+    path: "counters.visits.maxGroups",
+    problem:
+      "only tumbling, hopping and sliding windows have maxGroups; this window is session, whose cap is maxSessions: remove maxGroups",
+    lenient: { sessionMaxGroups: true },
   });
-  assert.deepEqual(logged, [
-    `Stored stream 'signups' version 1: streams.signups.counters.visits.maxGroups: only tumbling, hopping and sliding windows have maxGroups; this window is session, whose cap is maxSessions: remove maxGroups; served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is`,
-  ]);
-  // Sent again it is refused; without maxGroups (the same counter), it is taken.
-  assert.equal((await put(stored, "signups", { ...withGroups, description: "kept" })).status, 400);
-  assert.equal((await put(stored, "signups", visits)).status, 200);
 });
 
 Deno.test("PUT /v1/streams/{stream} refuses time.maxFuture without time.field (400 invalid_definition naming its path) and changes nothing; lateness is taken; a stream stored with it before is served, said once on load", async () => {
-  const receiveTime = { ...SIGNUPS, time: { lateness: "1m" } };
-  const withFuture = { ...SIGNUPS, time: { lateness: "1m", maxFuture: "1h" } };
-  const message =
-    "Invalid stream definition: time.maxFuture: only a stream with time.field has maxFuture; this one has none, so each event is timed when it is received, never ahead of the clock: remove maxFuture or set time.field";
-  const app = await appWith();
-  const refused = await put(app, "signups", withFuture);
-  assert.equal(refused.status, 400);
-  const error = await errorOf(refused);
-  assert.deepEqual([error.code, error.message], ["invalid_definition", message]);
-  assert.equal((await app.request("/v1/streams/signups")).status, 404);
-  // Replacing a stream: refused, the stream served as it was.
-  assert.equal((await put(app, "signups", receiveTime)).status, 201);
-  const before = await app.request("/v1/streams/signups");
-  const tag = before.headers.get("ETag");
-  await before.body?.cancel();
-  const replaced = await put(app, "signups", { ...withFuture, description: "changed" });
-  assert.equal(replaced.status, 400);
-  const replacedError = await errorOf(replaced);
-  assert.deepEqual([replacedError.code, replacedError.message], ["invalid_definition", message]);
-  const after = await app.request("/v1/streams/signups");
-  assert.equal(after.headers.get("ETag"), tag);
-  assert.equal((await after.json()).definition.description, SIGNUPS.description);
+  const app = await checkRefusedOption({
+    accepted: { ...SIGNUPS, time: { lateness: "1m" } },
+    refused: { ...SIGNUPS, time: { lateness: "1m", maxFuture: "1h" } },
+    path: "time.maxFuture",
+    problem:
+      "only a stream with time.field has maxFuture; this one has none, so each event is timed when it is received, never ahead of the clock: remove maxFuture or set time.field",
+    lenient: { receiveTimeMaxFuture: true },
+  });
   // With time.field it is taken.
   assert.equal(
     (await put(app, "signups", { ...SIGNUPS, time: { field: "t", maxFuture: "1h" } })).status,
     200,
   );
-
-  // Stored by a release that took it (and did nothing with it): served, said once on load.
-  const [stored, logged] = await collectingLogs(async (records) => {
-    const stored = await appStoring("signups", withFuture, { receiveTimeMaxFuture: true });
-    for (let i = 0; i < 2; i++) {
-      const read = await stored.request("/v1/streams/signups");
-      assert.equal(read.status, 200);
-      await read.body?.cancel();
-    }
-    return [stored, records.filter((record) => record.level === "warning").map(messageOf)];
-  });
-  assert.deepEqual(logged, [
-    `Stored stream 'signups' version 1: streams.signups.time.maxFuture: only a stream with time.field has maxFuture; this one has none, so each event is timed when it is received, never ahead of the clock: remove maxFuture or set time.field; served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is`,
-  ]);
-  // Sent again it is refused; without maxFuture, it is taken.
-  assert.equal((await put(stored, "signups", { ...withFuture, description: "kept" })).status, 400);
-  assert.equal((await put(stored, "signups", receiveTime)).status, 200);
 });
 
 Deno.test("a window shorter than 1s is 400 invalid_definition naming its path; a stream stored with one before is served as it was, said once on load, and a PUT may keep that counter as it is but add none so short", async () => {
