@@ -180,11 +180,7 @@ export function requireIngestKey(deps: BrowserIngestDeps): MiddlewareHandler {
  * What {@linkcode requireIngestKey} checks, for a route that runs its steps without the
  * middleware chain (ingest, see `stream_routes.ts`): the request's grant, or the refusal thrown.
  */
-export async function ingestGrant(
-  deps: BrowserIngestDeps,
-  c: Context,
-  origin?: string | null,
-): Promise<KeyGrant> {
+export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<KeyGrant> {
   const name = c.req.param("stream") ?? "";
   // Lower case: see the note in `_header_list.ts`.
   const authorization = c.req.header("authorization");
@@ -202,7 +198,7 @@ export async function ingestGrant(
       "Only publishable keys (pk_…) may be sent as '?key=': URLs reach logs and traces; send 'Authorization: Bearer <key>'",
     );
   }
-  await refuseUnlistedOrigin(deps, { request: c.req.raw, grant, stream: name, origin });
+  await refuseUnlistedOrigin(deps, { request: c.req.raw, grant, stream: name });
   return grant;
 }
 
@@ -213,10 +209,10 @@ export async function ingestGrant(
  */
 export function refuseUnlistedOrigin(
   deps: BrowserIngestDeps,
-  target: { request: Request; grant: KeyGrant; stream: string; origin?: string | null },
+  target: { request: Request; grant: KeyGrant; stream: string },
 ): Promise<void> {
   const { request, grant, stream } = target;
-  return refuseOrigin(deps, { origin: originOf(request, target.origin), grant, stream });
+  return refuseOrigin(deps, { origin: originOf(request), grant, stream });
 }
 
 /**
@@ -229,15 +225,9 @@ export interface RequestOrigin {
   refusal: ApiError | undefined;
 }
 
-/**
- * The {@linkcode RequestOrigin} of `request`; undefined without an `Origin` (not a page).
- * `header` is its `Origin` (null: none) when the caller read it already; left out, it is read here.
- */
-export function originOf(
-  request: Request,
-  header: string | null = request.headers.get("Origin"),
-): RequestOrigin | undefined {
-  const origin = header ?? undefined;
+/** The {@linkcode RequestOrigin} of `request`; undefined without an `Origin` (not a page). */
+export function originOf(request: Request): RequestOrigin | undefined {
+  const origin = request.headers.get("Origin") ?? undefined;
   if (origin === undefined) return undefined;
   return { origin, refusal: deferredOriginRefusal(request) };
 }

@@ -194,14 +194,9 @@ export class OriginPolicy {
       this.#domains.some((domain) => name === domain.slice(1) || name.endsWith(domain));
   }
 
-  /**
-   * Why the request is refused, or null when it may go on. `origin` is the request's `Origin`
-   * (null: none) when the caller read it already; left out, it is read here.
-   */
-  refusal(
-    request: Request,
-    origin: string | null = request.headers.get("Origin"),
-  ): ApiError | null {
+  /** Why the request is refused, or null when it may go on. */
+  refusal(request: Request): ApiError | null {
+    const origin = request.headers.get("Origin");
     // With keys, only an Origin can be refused: most requests need no URL parsed.
     if (!this.#open && origin === null) return null;
     // Deno makes the request's URL from its Host header: `Host: a, b` makes none.
@@ -282,9 +277,8 @@ export function guardOrigin(
   policy: OriginPolicy,
   request: Request,
   options: OriginGuardOptions = {},
-  origin?: string | null,
 ): void {
-  const refusal = policy.refusal(request, origin);
+  const refusal = policy.refusal(request);
   if (refusal?.code === "origin_not_allowed" && options.defer?.(request)) {
     deferred.set(request, refusal);
   } else if (refusal) {

@@ -405,9 +405,7 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
   // Without middleware around it (`ingestApp`) no header was prepared with `c.header` before the
   // reply: it is made without Hono's merge of them.
   const replyWithId = options.unprepared ? madeJsonWithRequestId : jsonWithRequestId;
-  // `origin`: the request's `Origin` (null: none) when the caller read it already (`ingestApp`);
-  // left out, it is read here.
-  return async (c: Context, origin?: string | null) => {
+  return async (c: Context) => {
     const name = c.req.param("stream") ?? "";
     const stream = deps.streams.get(name) ?? await findServedStream(deps.streams, name);
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
@@ -415,7 +413,7 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
       // Lower case: see the note in `_header_list.ts`.
       const format = ingestBodyFormat(c.req.header("content-type"), {
         grant,
-        origin: origin === undefined ? c.req.header("origin") : origin ?? undefined,
+        origin: c.req.header("origin"),
       });
       const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, bodyOptions);
       const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
@@ -506,14 +504,12 @@ export function ingestApp(deps: StreamRouteDeps, front: IngestFront): Hono {
   const guard = { defer: isIngestRequest };
   async function steps(c: Context): Promise<void> {
     const origin = c.req.header("Origin");
-    // Read once for every step (each read of a header is a call into the runtime).
-    const header = origin ?? null;
     const name = c.req.param("stream") ?? "";
     try {
-      guardOrigin(front.origins, c.req.raw, guard, header);
+      guardOrigin(front.origins, c.req.raw, guard);
       refuseRepeatedQuery(c.req.url);
-      rememberGrant(c, await ingestGrant(deps, c, header));
-      c.res = await route(c, header);
+      rememberGrant(c, await ingestGrant(deps, c));
+      c.res = await route(c);
     } catch (error) {
       answerError(c, error);
     }
@@ -1744,9 +1740,7 @@ export function registerStreamRoutes(app: OpenAPIHono, deps: StreamRouteDeps): v
     ingestRoute.getRoutingPath(),
     requireScopeForOtherMethods(deps.keys, "ingest", ["POST", "OPTIONS"]),
   );
-  const handle = ingest(deps);
-  // Not `handle` itself: Hono passes `next` second, where `handle` takes the request's Origin.
-  app.post(ingestRoute.getRoutingPath(), requireIngestKey(deps), (c) => handle(c));
+  app.post(ingestRoute.getRoutingPath(), requireIngestKey(deps), ingest(deps));
 
   // A key limited to streams may list them: it is answered only its own (listStreams).
   app.use("/v1/streams", requireScope(deps.keys, "read", { listsStreams: true }));
