@@ -373,7 +373,7 @@ export interface IngestSocketOptions {
   /**
    * The refused connections (upgraded to be closed with 1008) held at once; at its bound a refusal
    * is answered before the upgrade (401, 403). Through the live routes, the one subscriptions use
-   * too (`LiveRouteOptions.refusedSockets`, else this one).
+   * too (`LiveRouteOptions.refusedSockets`).
    * @default {one of 1000}
    */
   refusedSockets?: RefusedSockets;
@@ -984,8 +984,9 @@ export function upgradeSocket(
   Deno.unrefTimer(unopened);
   socket.onopen = (event) => {
     clearTimeout(unopened);
-    // Ended as never opened: what its handler held is free already.
-    if (ended) socket.close(1001, "");
+    // Ended as never opened: what its handler held is free already; closed, and dropped if its
+    // client does not answer, as any socket the server closes.
+    if (ended) closeWithin(socket, { code: 1001, reason: "", graceMs: openWithinMs });
     else events.onOpen?.(event, context);
   };
   socket.onmessage = (event) => events.onMessage?.(event, context);

@@ -75,8 +75,8 @@ import {
 
 /** Options for the live endpoints. */
 export interface LiveRouteOptions {
-  /** WebSocket ingest settings. */
-  socket?: IngestSocketOptions;
+  /** WebSocket ingest settings (its refused sockets are {@linkcode refusedSockets}, shared). */
+  socket?: Omit<IngestSocketOptions, "refusedSockets">;
   /**
    * Bytes a subscriber may have waiting to be sent: at it, the hub sends it nothing more until
    * it reads, then what followed from the log (see `LiveHubOptions.stalledMs` for when it is
@@ -912,8 +912,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
   app.use("/v1/streams/:stream/ws", requireScopeForOtherMethods(deps.keys, "ingest", taken));
   app.use("/v1/streams/:stream/subscribe", requireScopeForOtherMethods(deps.keys, "read", taken));
   // One bound for the refused sockets of both routes, as for a process's file descriptors.
-  const refusedSockets = deps.options?.refusedSockets ?? deps.options?.socket?.refusedSockets ??
-    new RefusedSockets();
+  const refusedSockets = deps.options?.refusedSockets ?? new RefusedSockets();
   app.get(
     "/v1/streams/:stream/ws",
     ingestSocketHandler(deps, { ...deps.options?.socket, refusedSockets }),
