@@ -819,9 +819,20 @@ export class StreamRegistry implements Required<StreamCatalog> {
 
   /**
    * Reads every name's version once (the index itself only when it changed since the last poll,
-   * and at least every {@linkcode INDEX_READ_MS}) and reloads the new and changed ones.
+   * and at least every {@linkcode INDEX_READ_MS}) and reloads the new and changed ones. One at a
+   * time, each after those called before it (the timer's, a webhook sweep's): overlapping, an
+   * older whole read ending last would put back an index without a stream created since.
    */
-  async poll(): Promise<void> {
+  poll(): Promise<void> {
+    const run = this.#pollTail.then(() => this.#pollOnce());
+    this.#pollTail = run.catch(() => {});
+    return run;
+  }
+
+  /** The last poll called, settled: where the next waits (see {@linkcode poll}). */
+  #pollTail: Promise<void> = Promise.resolve();
+
+  async #pollOnce(): Promise<void> {
     const nowMs = this.#now();
     // Not within the period when the clock is before the last read (stepped back): else the
     // whole read would be put off by the length of the step.

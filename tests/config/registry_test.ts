@@ -2464,3 +2464,36 @@ redisTest(
     );
   },
 );
+
+Deno.test("StreamRegistry.poll() runs one poll at a time, each after those called before it (a webhook sweep's and the timer's never overlap)", async () => {
+  const inner = new MemoryDefinitionStore();
+  let reading = 0;
+  let most = 0;
+  const gates: Array<() => void> = [];
+  const definitions = new CountingDefinitions({
+    get holdsData() {
+      return inner.holdsData;
+    },
+    get: (name: string) => inner.get(name),
+    versions: () => inner.versions(),
+    versionsSince: async (mark?: string) => {
+      reading += 1;
+      most = Math.max(most, reading);
+      await new Promise<void>((resolve) => gates.push(resolve));
+      reading -= 1;
+      return inner.versionsSince(mark);
+    },
+    write: (...args: Parameters<DefinitionStore["write"]>) => inner.write(...args),
+  } as unknown as DefinitionStore);
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  const polls = [streams.poll(), streams.poll(), streams.poll()];
+  for (let i = 0; i < 3; i++) {
+    while (gates.length === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+    // The others wait: one read of the index at a time.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(gates.length, 1);
+    gates.shift()!();
+  }
+  await Promise.all(polls);
+  assert.equal(most, 1);
+});
