@@ -195,6 +195,8 @@ async function closeOnce(
       ...options,
       peek: true,
     });
+    // Refused (the incarnation gone): the close would be refused too, and ask the store again.
+    if (due.gone) return due;
     for (const firing of await fireOnFinal(stream, store, due)) {
       report.fired.push({ ...firing, stream: stream.name });
     }

@@ -252,3 +252,26 @@ Deno.test("sweepOnce() closes up to WINDOWS_PER_SWEEP windows of every counter, 
   assert.deepEqual(closedOf(second, "wide"), rest);
   assert.deepEqual(closedOf(second, "narrow"), rest);
 });
+
+Deno.test("sweepOnce() of a stream with alerts whose incarnation the store says is gone stops at the alert peek: no second close call, no alert", async () => {
+  const streams = compileConfig({
+    streams: {
+      a: {
+        time: { field: "t", lateness: "0s" },
+        counters: { n: { window: { tumbling: "1s" }, aggregate: "count" } },
+        alerts: [{ name: "any", counter: "n", when: "value >= 1" }],
+      },
+    },
+  });
+  const now = Date.parse("2026-01-01T00:00:10Z");
+  const calls: boolean[] = [];
+  class Gone extends MemoryStore {
+    override closeWindows(...args: Parameters<MemoryStore["closeWindows"]>) {
+      calls.push(args[2]?.peek === true);
+      return Promise.resolve(Object.assign([], { gone: true as const }));
+    }
+  }
+  const report = await sweepOnce(streams.values(), new Gone({ now: () => now }));
+  assert.deepEqual(calls, [true]);
+  assert.deepEqual([report.closed, report.fired, report.failed], [[], [], []]);
+});
