@@ -1537,7 +1537,7 @@ function unmergableError(error: unknown): FieldError | undefined {
 
 /** Why an event is refused when its schema's `allOf` members fill in values that differ. */
 export const UNMERGABLE_MESSAGE =
-  "The schema's allOf members (or a $ref and the keywords beside it) fill in different values (different defaults of one field, or a tuple's item), which cannot be merged: give the default in one member only";
+  "The schema's allOf members (or a $ref and the keywords beside it) fill in different values (different defaults of one field, or a tuple's item), which cannot be merged: send the field, or have the schema give the default in one member only";
 
 function validated(
   value: unknown,
