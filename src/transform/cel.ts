@@ -530,25 +530,6 @@ function unevaluatedName(ast: unknown): string | undefined {
 const DROPPED_MAP_KEYS = new Set(["__proto__", "constructor", "prototype"]);
 
 /**
- * The first literal key of a map literal in cel-js's syntax tree `ast` that cel-js would leave out
- * of the map ({@linkcode DROPPED_MAP_KEYS}); `undefined` for none. Without recursion.
- */
-function droppedMapKey(ast: unknown): string | undefined {
-  let found: string | undefined;
-  visitScoped(ast, ({ op, args }) => {
-    if (found !== undefined || op !== "map" || !Array.isArray(args)) return;
-    for (const entry of args) {
-      const key = Array.isArray(entry) ? astNode(entry[0]) : undefined;
-      if (key?.op === "value" && typeof key.args === "string" && DROPPED_MAP_KEYS.has(key.args)) {
-        found = key.args;
-        return;
-      }
-    }
-  });
-  return found;
-}
-
-/**
  * The value of a literal map key in cel-js's syntax tree (`'a'`, `1`, `-1`, `1u`, `true`), or
  * `NOT_LITERAL` for a computed one.
  */
@@ -565,18 +546,23 @@ function literalKey(item: unknown): unknown {
 const NOT_LITERAL = Symbol("not a literal");
 
 /**
- * Why the first map literal in cel-js's syntax tree `ast` whose literal keys repeat (or that cel-js
- * would hold as one property, see {@linkcode repeatedKeyReason}) is refused; `undefined` for none.
- * Without recursion.
+ * Why the first map literal in cel-js's syntax tree `ast` that cel-js would not build as written
+ * is refused: a literal key it leaves out ({@linkcode DROPPED_MAP_KEYS}), or literal keys that
+ * repeat (or that it would hold as one property, see {@linkcode repeatedKeyReason}); `undefined`
+ * for none. Without recursion.
  */
-function repeatedMapKey(ast: unknown): string | undefined {
+function mapLiteralProblem(ast: unknown): string | undefined {
   let found: string | undefined;
   visitScoped(ast, ({ op, args }) => {
-    if (found !== undefined || op !== "map" || !Array.isArray(args) || args.length < 2) return;
+    if (found !== undefined || op !== "map" || !Array.isArray(args)) return;
     const held = new Map<string, unknown>();
     for (const entry of args) {
       const key = Array.isArray(entry) ? literalKey(entry[0]) : NOT_LITERAL;
       if (key === NOT_LITERAL) continue;
+      if (typeof key === "string" && DROPPED_MAP_KEYS.has(key)) {
+        found = droppedKeyReason(key);
+        return;
+      }
       const property = String(key);
       if (held.has(property)) {
         found = repeatedKeyReason(held.get(property), key);
@@ -1199,12 +1185,8 @@ export function compileExpression(
     if (unevaluated !== undefined) {
       throw new ExpressionError(invalid(source, `Unknown variable: ${unevaluated}`));
     }
-    const dropped = droppedMapKey((parsed as { ast?: unknown }).ast);
-    if (dropped !== undefined) {
-      throw new ExpressionError(invalid(source, droppedKeyReason(dropped)));
-    }
-    const repeated = repeatedMapKey((parsed as { ast?: unknown }).ast);
-    if (repeated !== undefined) throw new ExpressionError(invalid(source, repeated));
+    const mapProblem = mapLiteralProblem((parsed as { ast?: unknown }).ast);
+    if (mapProblem !== undefined) throw new ExpressionError(invalid(source, mapProblem));
     // What its patterns cost, before compiling any.
     let patterns = 0;
     for (const pattern of literalsIn((parsed as { ast?: unknown }).ast)) {
