@@ -270,46 +270,21 @@ export interface FanoutConsumers {
 
 /** What to log and whom to tell when ingesting into `stream`, given the consumers. */
 export function ingestFanoutFor(stream: string, consumers: FanoutConsumers): IngestFanout {
-  // Asked on every ingest request: loops rather than `some` with a closure each (four a request),
-  // asking the same consumers the same questions in the same order, each until one says yes.
-  const demand = consumers.demand;
-  const processed = anyWants(demand, stream, "event.processed");
-  const late = anyWants(demand, stream, "event.late");
+  const processed = consumers.demand.some((item) => item.wants(stream, "event.processed"));
+  const late = consumers.demand.some((item) => item.wants(stream, "event.late"));
   if (processed || late) return { log: { processed, late }, observers: consumers.observers };
   // Nobody here wants them, and whether a subscriber elsewhere does is not known: the store logs
   // them if its demand says so.
-  const mayProcessed = anyMayWant(demand, stream, "event.processed");
-  const mayLate = anyMayWant(demand, stream, "event.late");
+  const mayProcessed = consumers.demand.some((item) =>
+    item.mayWant?.(stream, "event.processed") ?? false
+  );
+  const mayLate = consumers.demand.some((item) => item.mayWant?.(stream, "event.late") ?? false);
   return {
     log: mayProcessed || mayLate
       ? { processed: mayProcessed, late: mayLate, ifWanted: true }
       : undefined,
     observers: consumers.observers,
   };
-}
-
-/** Whether one of `demand` wants `type` events of `stream` (as `demand.some(wants)`). */
-function anyWants(
-  demand: readonly LogDemand[],
-  stream: string,
-  type: "event.processed" | "event.late",
-): boolean {
-  for (let i = 0; i < demand.length; i++) {
-    if (demand[i].wants(stream, type)) return true;
-  }
-  return false;
-}
-
-/** Whether one of `demand` may want `type` events of `stream` elsewhere (`mayWant`). */
-function anyMayWant(
-  demand: readonly LogDemand[],
-  stream: string,
-  type: "event.processed" | "event.late",
-): boolean {
-  for (let i = 0; i < demand.length; i++) {
-    if (demand[i].mayWant?.(stream, type) ?? false) return true;
-  }
-  return false;
 }
 
 /** Most rejected events a stored idempotent reply lists. */
