@@ -1453,6 +1453,13 @@ Deno.test("README: a WebSocket ingest client closed for unread answers that stil
       }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+    // The close frame is sent once the linger ends (the connection stops counting as closing). Half the grace later the client, which never answers it, still holds
+    // its place: one more upgrade on its key is refused.
+    await eventually(() => server.socketStats.closing === 0, 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(server.socketStats.slotsHeld, 1, "the place was freed before the grace ended");
+    assert.equal(server.socketStats.connections, 1);
+    assert.match(await rawStatus(server.base, rawUpgrade(WS_PATH)), /^HTTP\/1\.1 429 /);
     // Closed by the server; the client reads nothing, so it never answers the close frame: its
     // connection is dropped after the grace, and its place is free for another.
     await eventually(
@@ -1466,9 +1473,9 @@ Deno.test("README: a WebSocket ingest client closed for unread answers that stil
   }
 });
 
-Deno.test("a raw WebSocket ingest client closed for a binary frame that never reads has its connection ended and its place freed within closeGraceMs", async () => {
+Deno.test("a raw WebSocket ingest client closed for a binary frame that never answers the close frame keeps its place until closeGraceMs after it, then has its connection ended and its place freed", async () => {
   const server = await startServer({
-    liveRoutes: { socket: { closeGraceMs: 300, slots: { perKey: 1 } } },
+    liveRoutes: { socket: { closeGraceMs: 1_000, slots: { perKey: 1 } } },
   });
   try {
     const { conn, head, rest } = await rawSocketSending(server, WS_PATH, {
@@ -1477,14 +1484,27 @@ Deno.test("a raw WebSocket ingest client closed for a binary frame that never re
     });
     try {
       assert.match(head, /^HTTP\/1\.1 101 /);
-      // Nothing read meanwhile: the close frame waits unanswered until the server drops it.
+      // The client reads what comes but answers nothing: the close frame waits unanswered.
+      let received = new Uint8Array(rest);
+      while (Number.isNaN(closeCodeIn(received))) {
+        const buffer = new Uint8Array(4096);
+        const read = await within(conn.read(buffer), 10_000);
+        assert.ok(read !== null, "the connection ended before a close frame");
+        received = new Uint8Array([...received, ...buffer.subarray(0, read)]);
+      }
+      assert.equal(closeCodeIn(received), 1003);
+      // Half the grace after the close frame, its place is still held: one more is refused.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(server.socketStats.slotsHeld, 1, "the place was freed before the grace ended");
+      assert.equal(server.socketStats.connections, 1);
+      assert.match(await rawStatus(server.base, rawUpgrade(WS_PATH)), /^HTTP\/1\.1 429 /);
+      // Then the server drops the connection, and its place is free.
       await eventually(
         () => server.socketStats.slotsHeld === 0 && server.socketStats.connections === 0,
         10_000,
       );
-      const { bytes, closed } = await readAllFor(conn, 10_000);
+      const { closed } = await readAllFor(conn, 10_000);
       assert.ok(closed, "the connection is still open");
-      assert.equal(closeCodeIn(new Uint8Array([...rest, ...bytes])), 1003);
       assert.match(await rawStatus(server.base, rawUpgrade(WS_PATH)), /^HTTP\/1\.1 101 /);
     } finally {
       conn.close();
