@@ -599,78 +599,87 @@ Deno.test("Results a deleted API stream logged that no dispatch made into delive
   }
 });
 
-redisTest(
-  "On Redis, results a stream logged that no dispatch made into deliveries before its DELETE elsewhere are not sent by an instance that has not polled since: its sweep reads the definitions first",
-  async (fixture) => {
-    const clock = { now: T0 + 600_000 };
-    const now = () => clock.now;
-    const redis = restClient(fixture);
-    const deliveries = new RedisDeliveryStore(redis, { now });
-    // Two instances on one Redis, each with its own registry and store; `dispatch` is `a`'s.
-    const instance = async (options: { dispatch?: { pageSize: number; maxPages: number } }) => {
-      const data = new RedisStore(redis, { now, definitionsHere: true });
-      const definitions = new RedisDefinitionStore(redis);
-      // Reads of the definitions' index (polls), counted.
-      const polls = { count: 0 };
-      const versionsSince = definitions.versionsSince.bind(definitions);
-      definitions.versionsSince = (mark) => {
-        polls.count += 1;
-        return versionsSince(mark);
+// The control (not deleted): the same sweep of b sends the close's other 3, so the DELETE is what
+// keeps them from the receiver, not a sweep of b that would dispatch nothing anyway.
+for (const deleted of [true, false]) {
+  redisTest(
+    deleted
+      ? "On Redis, results a stream logged that no dispatch made into deliveries before its DELETE elsewhere are not sent by an instance that has not polled since: its sweep reads the definitions first"
+      : "On Redis, results a stream logged that no dispatch made into deliveries are sent by another instance's sweep while the stream is not deleted",
+    async (fixture) => {
+      const clock = { now: T0 + 600_000 };
+      const now = () => clock.now;
+      const redis = restClient(fixture);
+      const deliveries = new RedisDeliveryStore(redis, { now });
+      // Two instances on one Redis, each with its own registry and store; `dispatch` is `a`'s.
+      const instance = async (options: { dispatch?: { pageSize: number; maxPages: number } }) => {
+        const data = new RedisStore(redis, { now, definitionsHere: true });
+        const definitions = new RedisDefinitionStore(redis);
+        // Reads of the definitions' index (polls), counted.
+        const polls = { count: 0 };
+        const versionsSince = definitions.versionsSince.bind(definitions);
+        definitions.versionsSince = (mark) => {
+          polls.count += 1;
+          return versionsSince(mark);
+        };
+        const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+          now,
+          definitions,
+          data,
+        });
+        return {
+          ...await setup({ clock, streams, store: streams.wrap(data), deliveries, ...options }),
+          streams,
+          polls,
+        };
       };
-      const streams = new StreamRegistry(compileConfig({ streams: {} }), {
-        now,
-        definitions,
-        data,
-      });
-      return {
-        ...await setup({ clock, streams, store: streams.wrap(data), deliveries, ...options }),
-        streams,
-        polls,
-      };
-    };
-    // One dispatch of a makes 2 entries into deliveries: the close's other 3 stay in the log.
-    const a = await instance({ dispatch: { pageSize: 1, maxPages: 2 } });
-    const b = await instance({});
-    const receiver = await Receiver.start(now);
-    const closed = () =>
-      receiver.received.filter((item) => item.payload.type === "window.closed").length;
-    try {
-      const created = await call(a.app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
-      assert.equal(created.status, 201, created.text);
-      await b.streams.poll();
-      assert.ok(b.streams.has("orders"));
-      const { secret } = await register(a.app, {
-        url: receiver.url(),
-        eventTypes: ["window.closed"],
-      });
-      receiver.secrets = [secret];
-      const countries = ["DE", "FR", "IT", "ES"];
-      await ingest(
-        a.app,
-        countries.map((country) => ({ id: country, ts: at(1), country, amount: 1 })),
-      );
-      await ingest(a.app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }]);
-      await sweep(a.app, a.webhooks);
-      assert.equal(closed(), 2);
-      assert.equal((await call(a.app, "DELETE", "/v1/streams/orders")).status, 204);
-      // b has not polled since the DELETE: its sweep (whose close of the quiet stream reads no
-      // record) dispatches what it serves.
-      assert.ok(b.streams.has("orders"));
-      clock.now += 1_000;
-      const polled = b.polls.count;
-      await sweep(b.app, b.webhooks);
-      await b.webhooks.idle();
-      assert.equal(closed(), 2, "the deleted stream's log was dispatched again");
-      // One read of the definitions' index a sweep.
-      assert.equal(b.polls.count - polled, 1);
-      assert.equal(b.streams.has("orders"), false);
-    } finally {
-      await a.close();
-      await b.close();
-      await receiver.close();
-    }
-  },
-);
+      // One dispatch of a makes 2 entries into deliveries: the close's other 3 stay in the log.
+      const a = await instance({ dispatch: { pageSize: 1, maxPages: 2 } });
+      const b = await instance({});
+      const receiver = await Receiver.start(now);
+      const closed = () =>
+        receiver.received.filter((item) => item.payload.type === "window.closed").length;
+      try {
+        const created = await call(a.app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+        assert.equal(created.status, 201, created.text);
+        await b.streams.poll();
+        assert.ok(b.streams.has("orders"));
+        const { secret } = await register(a.app, {
+          url: receiver.url(),
+          eventTypes: ["window.closed"],
+        });
+        receiver.secrets = [secret];
+        const countries = ["DE", "FR", "IT", "ES"];
+        await ingest(
+          a.app,
+          countries.map((country) => ({ id: country, ts: at(1), country, amount: 1 })),
+        );
+        await ingest(a.app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }]);
+        await sweep(a.app, a.webhooks);
+        assert.equal(closed(), 2);
+        if (deleted) {
+          assert.equal((await call(a.app, "DELETE", "/v1/streams/orders")).status, 204);
+        }
+        // b has not polled since the DELETE: its sweep (whose close of the quiet stream reads no
+        // record) dispatches what it serves.
+        assert.ok(b.streams.has("orders"));
+        clock.now += 1_000;
+        const polled = b.polls.count;
+        await sweep(b.app, b.webhooks);
+        await b.webhooks.idle();
+        if (deleted) assert.equal(closed(), 2, "the deleted stream's log was dispatched again");
+        else assert.equal(closed(), 5, "b's sweep did not send the stream's leftovers");
+        // One read of the definitions' index a sweep.
+        assert.equal(b.polls.count - polled, 1);
+        assert.equal(b.streams.has("orders"), !deleted);
+      } finally {
+        await a.close();
+        await b.close();
+        await receiver.close();
+      }
+    },
+  );
+}
 
 for (const recreated of [false, true]) {
   Deno.test(
