@@ -727,12 +727,13 @@ function plusHint(
 
 function parseTime(text: string | undefined, name: string): number | undefined {
   if (text === undefined) return undefined;
-  const ms = parseInstantText(text);
+  // Rounded up: `from <= start < to` compares whole-millisecond starts with the instant written.
+  const ms = parseInstantText(text, "ceil");
   if (ms === null) {
     // A URL query reads `+` as a space, so the offset of `…T10:00:00+01:00` (or the sign of
     // `+010000-01-01`), written as the README writes it, arrives as a space: say so, as the
     // text quoted back shows only the space.
-    const plus = plusHint(text, (fixed) => parseInstantText(fixed) !== null, name);
+    const plus = plusHint(text, (fixed) => parseInstantText(fixed, "ceil") !== null, name);
     // Worded as the query parameters the schema refuses (`limit`) are.
     throw new ApiError(
       400,

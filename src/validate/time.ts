@@ -19,13 +19,15 @@ const ISO_8601 =
  * or names a day or time that does not exist (`2026-02-30`, `24:00`), which
  * `Date.parse` would roll over.
  */
-function parseIso(text: string): number | null {
+function parseIso(text: string, rounding: Rounding = "floor"): number | null {
   const match = ISO_8601.exec(text);
   if (match === null) return null;
   const [year, month, day, hour, minute, second] = match.slice(1, 7).map((part) =>
     Number(part ?? 0)
   );
-  const fraction = Number((match[7] ?? "").padEnd(3, "0").slice(0, 3));
+  // The whole milliseconds, and one more when rounding up an instant past them (`.0001`).
+  const fraction = Number((match[7] ?? "").padEnd(3, "0").slice(0, 3)) +
+    (rounding === "ceil" && /[1-9]/.test((match[7] ?? "").slice(3)) ? 1 : 0);
   const offsetMinutes = match[8] === undefined
     ? 0
     : (match[8] === "-" ? -1 : 1) * (Number(match[9]) * 60 + Number(match[10]));
@@ -48,6 +50,15 @@ function parseIso(text: string): number | null {
   date.setUTCHours(hour, minute, second, fraction);
   return date.getTime() + cycles * MS_PER_CYCLE - offsetMinutes * 60_000;
 }
+
+/**
+ * What an instant between two milliseconds (ISO-8601 text with more than three digits of
+ * fraction) is read as: `floor` the millisecond it falls in (an event's time: the event happened in
+ * it), `ceil` the next one (a bound that whole milliseconds are compared with: `from <= start`
+ * and `start < to` hold for a window's whole-millisecond `start` exactly when they hold for the
+ * next millisecond).
+ */
+export type Rounding = "floor" | "ceil";
 
 /** Milliseconds in 400 Gregorian years (146,097 days). */
 const MS_PER_CYCLE = 146_097 * 86_400_000;
@@ -77,8 +88,12 @@ export function parseInstant(value: unknown): number | null {
 /**
  * Reads an instant from text such as a query parameter, where a number can
  * only be written as digits: digits (`1767262500000`, `-5`) are epoch
- * milliseconds, anything else is read as by {@linkcode parseInstant}.
+ * milliseconds, anything else is read as by {@linkcode parseInstant}, but an instant between two
+ * milliseconds is read as `rounding` says ({@linkcode Rounding}; a counter read's `from` and `to`
+ * round up).
  */
-export function parseInstantText(text: string): number | null {
-  return parseInstant(/^-?\d+$/.test(text) ? Number(text) : text);
+export function parseInstantText(text: string, rounding: Rounding = "floor"): number | null {
+  if (/^-?\d+$/.test(text)) return parseInstant(Number(text));
+  const ms = parseIso(text, rounding);
+  return ms !== null && Math.abs(ms) <= MAX_EPOCH_MS ? ms : null;
 }

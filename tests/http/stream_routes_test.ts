@@ -513,6 +513,31 @@ Deno.test("a window's start before year 0 (an expanded year) reads back as from 
   assert.deepEqual((await before.json()).windows, []);
 });
 
+Deno.test("README Reading counters: from <= start < to holds for a from or to with digits past the millisecond", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const res = await postEvents(app, [{ ts: at(0) }, { ts: at(60) }]);
+  assert.ok(res.ok, await res.text());
+  const starts = async (query: string) => {
+    const read = await app.request(`/v1/streams/orders/counters/count_1m?${query}`);
+    const text = await read.text();
+    assert.equal(read.status, 200, text);
+    return JSON.parse(text).windows.map((row: { start: string }) => row.start);
+  };
+  // The windows start at 00:00:00.000 and 00:01:00.000. A bound a tenth of a millisecond after a
+  // start was read as that start (the digits past the millisecond dropped): from= returned the
+  // window starting before it, to= left out the one starting before it.
+  assert.deepEqual(await starts("from=2026-01-01T00:00:00.0001Z"), [at(60)]);
+  assert.deepEqual(await starts("from=2026-01-01T00:00:00.000999999Z"), [at(60)]);
+  assert.deepEqual(await starts("to=2026-01-01T00:01:00.0001Z"), [at(60), at(0)]);
+  assert.deepEqual(await starts("from=2026-01-01T00:00:00.0001Z&to=2026-01-01T00:01:00.0001Z"), [
+    at(60),
+  ]);
+  // Zeros past the millisecond change nothing: the bound is that millisecond.
+  assert.deepEqual(await starts("from=2026-01-01T00:00:00.000000Z&to=2026-01-01T00:01:00.0000Z"), [
+    at(0),
+  ]);
+});
+
 Deno.test("a counter read words every bad from or to alike, whether it looks like a time or not", async () => {
   const { app } = await testApp({ config: CONFIG });
   for (

@@ -148,3 +148,26 @@ Deno.test("parseInstant() reads back every toISOString() of the years 0000-9999,
     ),
   );
 });
+
+Deno.test("parseInstantText() rounds an instant between two milliseconds as asked: down by default (event time), up for a bound", () => {
+  const at = Date.parse("2026-01-01T10:15:00.123Z");
+  assert.equal(parseInstantText("2026-01-01T10:15:00.1230001Z"), at);
+  assert.equal(parseInstantText("2026-01-01T10:15:00.1230001Z", "ceil"), at + 1);
+  assert.equal(parseInstantText("2026-01-01T10:15:00.123999Z", "ceil"), at + 1);
+  // Zeros past the millisecond are that millisecond, however rounded; so are three digits or none.
+  assert.equal(parseInstantText("2026-01-01T10:15:00.123000000Z", "ceil"), at);
+  assert.equal(parseInstantText("2026-01-01T10:15:00.123Z", "ceil"), at);
+  assert.equal(parseInstantText("2026-01-01T10:15:00Z", "ceil"), at - 123);
+  // Before 1970 and before year 0, up is still towards the later instant, not towards zero.
+  const early = Date.parse("1969-12-31T23:59:59.999Z");
+  assert.equal(parseInstantText("1969-12-31T23:59:59.9995Z", "ceil"), early + 1);
+  assert.equal(parseInstantText("1969-12-31T23:59:59.9995Z"), early);
+  const expanded = Date.parse("-000001-06-15T10:00:00.000Z");
+  assert.equal(parseInstantText("-000001-06-15T10:00:00.0000001Z", "ceil"), expanded + 1);
+  // Epoch milliseconds are whole: nothing to round.
+  assert.equal(parseInstantText("-5", "ceil"), -5);
+  // Rounded up past the end of the Date range, the instant is outside it.
+  assert.equal(parseInstantText("+275760-09-13T00:00:00.000Z", "ceil"), 8.64e15);
+  assert.equal(parseInstantText("+275760-09-13T00:00:00.0001Z"), 8.64e15);
+  assert.equal(parseInstantText("+275760-09-13T00:00:00.0001Z", "ceil"), null);
+});
