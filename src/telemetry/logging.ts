@@ -10,8 +10,9 @@
  * (Deno Deploy, containers, log shippers), readable text when it is.
  *
  * Secrets never reach a line: the finished line is searched for the secrets
- * named at configuration (API keys, the Redis token) in their plain, JSON and
- * URL-encoded forms, for webhook secrets (`whsec_…`), for whatever follows
+ * named at configuration (API keys, the Redis token) as written, JSON-escaped and
+ * URL-encoded (any number of times, as a URL parser leaves them, or with their own
+ * percent escapes decoded), for webhook secrets (`whsec_…`, URL-encoded too), for whatever follows
  * `Bearer ` and a `bearer.` subprotocol, and for the value of a `token` (or
  * `key`, `access_token`, `api_key`) query parameter; each is replaced by
  * `[REDACTED]`, as are the first characters (four or more) of a named secret or an `sk_…` key
@@ -153,7 +154,11 @@ const BEARER_GAP = String.raw`(?:\s|${CONTROL_ESCAPE})+(?:\\?["'])?`;
  */
 const SHAPED_SECRETS: RedactionPattern[] = [
   {
-    pattern: new RegExp(String.raw`${WORD_START}whsec_[A-Za-z0-9+/]+={0,2}`, "g"),
+    // Base64's `+`, `/` and `=` perhaps URL-encoded (a secret in a query or form body).
+    pattern: new RegExp(
+      String.raw`${WORD_START}whsec_(?:[A-Za-z0-9+/]|%2[BbFf])+(?:=|%3[Dd]){0,2}`,
+      "g",
+    ),
     replacement: `whsec_${REDACTED}`,
   },
   // A run-time secret key (`sk_` and 32 base64url characters) wherever it is: pasted into a path,
@@ -208,10 +213,11 @@ export function redactionPatterns(secrets: readonly string[] = []): RedactionPat
   // Longest first, so a secret that contains another is replaced whole. A short one (a dev
   // token such as "dev") is replaced only where no letter, digit, '_' or '-' touches it, or every
   // word holding those letters would be mangled.
-  const sorted = [...forms].sort((a, b) => b.length - a.length).map((form) =>
-    form.length < SHORT_SECRET
-      ? `${SHORT_SECRET_START}${escapeRegExp(form)}(?![A-Za-z0-9_-])`
-      : escapeRegExp(form)
+  const named = [...new Set(secrets)].filter((secret) => secret !== "");
+  const sorted = named.sort((a, b) => b.length - a.length).map((secret) =>
+    secret.length < SHORT_SECRET
+      ? `${SHORT_SECRET_START}${secretForms(secret)}(?![A-Za-z0-9_-])`
+      : secretForms(secret)
   );
   const exact = sorted.length === 0
     ? []
@@ -226,6 +232,55 @@ export function redactionPatterns(secrets: readonly string[] = []): RedactionPat
     ? []
     : [{ pattern: new RegExp(cut.join("|"), "g"), replacement: REDACTED }];
   return [...exact, ...cutPatterns, ...SHAPED_SECRETS, ...CUT_SHAPED_SECRETS];
+}
+
+/**
+ * A pattern matching `secret` in every form a line carries it in: as written, JSON-escaped any
+ * number of times (a message quoting it as JSON, in a JSON line: `"` as `\"` or `\\\"`, `\` as
+ * `\\`), percent-encoded any number of times (`"` as `%22`, `%` as `%25`), as URL parsing leaves
+ * it (a `\` in a path read as `/`), and with its own percent escapes decoded (`%41` as `A`, as a
+ * decoded path parameter shows it). Letters, digits and `-_.~` stand for themselves: a line's
+ * other percent escapes of them are decoded before the search (see {@linkcode redactedEncoded}).
+ */
+function secretForms(secret: string): string {
+  let pattern = "";
+  for (let at = 0; at < secret.length; at++) {
+    const escape = /^%([0-9A-Fa-f]{2})/.exec(secret.slice(at));
+    if (escape !== null) {
+      // One of the secret's own escapes: as written (perhaps encoded again), or what it decodes to.
+      const code = parseInt(escape[1], 16);
+      const decoded = code < 0x80 ? `|${characterForms(String.fromCharCode(code))}` : "";
+      pattern += `(?:%(?:25)*${hexForms(escape[1])}${decoded})`;
+      at += 2;
+    } else {
+      const char = String.fromCodePoint(secret.codePointAt(at)!);
+      pattern += characterForms(char);
+      at += char.length - 1;
+    }
+  }
+  return pattern;
+}
+
+/** Two hex digits in either case. */
+function hexForms(hex: string): string {
+  return [...hex].map((digit) =>
+    /[A-Fa-f]/.test(digit) ? `[${digit.toUpperCase()}${digit.toLowerCase()}]` : digit
+  ).join("");
+}
+
+/** A pattern matching one character of a secret as written, JSON-escaped or percent-encoded. */
+function characterForms(char: string): string {
+  if (/[A-Za-z0-9_.~-]/.test(char)) return char;
+  const code = char.codePointAt(0)!;
+  const encoded = code < 0x80
+    ? `%(?:25)*${hexForms(code.toString(16).padStart(2, "0"))}`
+    // A lone surrogate has no UTF-8: as written only.
+    : char.isWellFormed()
+    ? encodeURIComponent(char).replace(/%/g, "%(?:25)*")
+    : escapeRegExp(char);
+  if (char === '"') return String.raw`(?:\\*"|${encoded})`;
+  if (char === "\\") return String.raw`(?:\\+|/|${encoded})`;
+  return `(?:${escapeRegExp(char)}|${encoded})`;
 }
 
 /** Where `quoteInput` cut client input: its ellipsis and the length it gives after it. */

@@ -47,6 +47,37 @@ Deno.test("configureLogging() redacts the named secrets in plain, JSON and URL-e
   }, { secrets: [API_KEY, REDIS_TOKEN] });
 });
 
+Deno.test("configureLogging() redacts a named secret holding a quote, a backslash and a percent escape in every form a line carries it in", async () => {
+  // EDGESTREAM_KEYS takes any visible ASCII: a key may hold `"`, `\` and `%41`.
+  const key = 'adm"in\\key%41-0123456789';
+  const forms: Record<string, string> = {
+    "written": key,
+    "JSON-escaped": JSON.stringify(key),
+    "JSON-escaped twice": JSON.stringify(JSON.stringify(key)),
+    "in a query, as URL parsing leaves it": new URL(`http://h/p?token=${key}`).href,
+    "in another query parameter": new URL(`http://h/p?x=${key}`).href,
+    "in a path, as URL parsing leaves it": new URL(`http://h/${key}`).pathname,
+    "URL-encoded": encodeURIComponent(key),
+    "URL-encoded twice": encodeURIComponent(encodeURIComponent(key)),
+    "encodeURI": encodeURI(key),
+    "a parsed URL, JSON-escaped": JSON.stringify(new URL(`http://h/p?x=${key}`).href),
+    "its escape decoded": 'adm"in\\keyA-0123456789',
+  };
+  const webhookSecret = "whsec_MfKQ9r8GK+qrTwjUPD8/LPZIo2LaLaSw=";
+  for (const format of ["json", "text"] as const) {
+    await writtenLogs((lines) => {
+      for (const [name, form] of Object.entries(forms)) logger.info(`${name}: ${form}`);
+      logger.info(`webhook secret URL-encoded: ${encodeURIComponent(webhookSecret)}`);
+      assert.equal(lines.length, Object.keys(forms).length + 1);
+      // Every form that shows any of the secret's characters, by name.
+      const shown = lines.filter((line) =>
+        /0123456789|qrTwj|LPZIo/.test(line.text) || !line.text.includes(REDACTED)
+      ).map((line) => `${format} ${line.text.match(/([^:"]+): /)?.[1]}`);
+      assert.deepEqual(shown, []);
+    }, { format, secrets: [key] });
+  }
+});
+
 Deno.test("configureLogging() redacts webhook secrets, bearer keys and token query values by their shape", async () => {
   await writtenLogs((lines) => {
     logger.error("failed {error}", {
