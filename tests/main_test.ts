@@ -389,15 +389,35 @@ Deno.test("main.ts with OTEL_DENO=true and an OTEL_EXPORTER_OTLP_PROTOCOL Deno d
   assert.match(started.stderr, /^edgestream: PORT: /);
 });
 
-Deno.test("main.ts refuses a config file that is not JSON (YAML) in one line, its text's newlines not printed", async () => {
-  // V8's JSON.parse message quotes the start of the text, newlines and all.
+Deno.test("main.ts refuses a config file that is not JSON (YAML, /etc/shadow) in one line naming where, quoting none of its text", async () => {
+  // V8's JSON.parse message quotes the start of the text, newlines and all: for
+  // EDGESTREAM_CONFIG=/etc/shadow, a password hash.
   const path = await Deno.makeTempFile({ suffix: ".yaml" });
   try {
-    await Deno.writeTextFile(path, "streams:\n  orders:\n    counters: {}\n");
-    assertOneLine(
-      await startWith({ EDGESTREAM_CONFIG: path }),
-      /^edgestream: EDGESTREAM_CONFIG: Config file .* is not valid JSON: .*"streams:\\n/,
-    );
+    for (
+      const [text, where] of [
+        ["streams:\n  orders:\n    counters: {}\n", "Unexpected character at line 1, column 1"],
+        [
+          "root:$6$s4lt$h4sh3dpassw0rd:19000:0:99999:7:::\n",
+          "Unexpected character at line 1, column 1",
+        ],
+        [
+          '{"streams": {}}\nroot:$6$s4lt$h4sh3d',
+          "Unexpected non-whitespace character after JSON at line 2, column 1",
+        ],
+        ['{"streams": {"s": ro0t$6$s4lt}}', "Unexpected character at line 1, column 19"],
+      ]
+    ) {
+      await Deno.writeTextFile(path, text);
+      const result = await startWith({ EDGESTREAM_CONFIG: path });
+      assertOneLine(
+        result,
+        new RegExp(
+          `^edgestream: EDGESTREAM_CONFIG: Config file .* is not valid JSON: ${where}\n?$`,
+        ),
+      );
+      assert.doesNotMatch(result.stderr, /streams:|root|s4lt|h4sh|ro0t/, result.stderr);
+    }
   } finally {
     await Deno.remove(path);
   }
@@ -411,18 +431,19 @@ Deno.test("main.ts writes a carriage return or other control character in its on
     /^edgestream: EDGESTREAM_ENV: expected production or development, got 'production\\r'$/,
   );
   assert.doesNotMatch(result.stderr, /\r/);
-  // A config file with CR line ends (and an escape sequence) that is not JSON: V8 quotes its text.
-  const path = await Deno.makeTempFile({ suffix: ".json" });
+  // A config file path with a CR and an escape sequence: the line names the file.
+  const dir = await Deno.makeTempDir();
   try {
+    const path = `${dir}/s\r\x1b[2J\r.json`;
     await Deno.writeTextFile(path, "s:\r\x1b[2J\r");
     const quoted = await startWith({ EDGESTREAM_CONFIG: path });
     assertOneLine(
       quoted,
-      /^edgestream: EDGESTREAM_CONFIG: Config file .* is not valid JSON: .*"s:\\r\\x1b\[2J\\r"/,
+      /^edgestream: EDGESTREAM_CONFIG: Config file .*s\\r\\x1b\[2J\\r\.json is not valid JSON: Unexpected character at line 1, column 1/,
     );
     assert.ok(!quoted.stderr.includes("\r") && !quoted.stderr.includes("\x1b"), quoted.stderr);
   } finally {
-    await Deno.remove(path);
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

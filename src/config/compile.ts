@@ -21,6 +21,7 @@ import {
   checkPatternSize,
   compileEventSchema,
   eventIssueMessage,
+  jsonSyntaxProblem,
   malformedKeyword,
   MAX_PATTERN_SIZE,
   ORIGIN_RULE,
@@ -1560,9 +1561,13 @@ export async function loadConfigFile(
     // A byte order mark, as some editors write, is not part of the JSON.
     raw = JSON.parse(text.startsWith("\uFEFF") ? text.slice(1) : text);
   } catch (error) {
-    throw new ConfigError(`Config file ${path} is not valid JSON: ${(error as Error).message}`, {
-      cause: error,
-    });
+    // V8's message quotes the text near the problem: the start of a file that is no config
+    // (`EDGESTREAM_CONFIG=/etc/shadow`) would be printed in the startup line. Where, not what.
+    const problem = jsonSyntaxProblem(error, text.startsWith("\uFEFF") ? text.slice(1) : text);
+    const where = problem === undefined
+      ? ""
+      : `: ${problem.reason} at line ${problem.line}, column ${problem.column}`;
+    throw new ConfigError(`Config file ${path} is not valid JSON${where}`);
   }
   // JSON.parse keeps the last of a key given twice: a stream or counter pasted in again without a
   // new name would replace the first without a word.

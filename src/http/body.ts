@@ -9,7 +9,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { duplicateKeyProblem, formatPath, protoKeyPaths } from "../config/mod.ts";
 import type { BodyItem } from "../ingest/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
-import { jsonSyntaxProblem } from "./_json_error.ts";
+import { jsonSyntaxProblem } from "../validate/mod.ts";
 import { routeServes } from "./_served.ts";
 
 /** Why a body was refused as a whole; `errors.ts` maps each code to its HTTP status. */

@@ -5,6 +5,7 @@
  * @module
  */
 export * from "./event.ts";
+export { jsonErrorIndex, type JsonSyntaxProblem, jsonSyntaxProblem } from "./json_error.ts";
 export {
   chargeCompiling,
   chargeTest,

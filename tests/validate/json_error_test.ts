@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { jsonErrorIndex, jsonSyntaxProblem } from "../../src/http/_json_error.ts";
+import { jsonErrorIndex, jsonSyntaxProblem } from "../../src/validate/json_error.ts";
 
 Deno.test("jsonErrorIndex() finds where JSON.parse refuses a text, and nothing where it reads one", () => {
   const pieces = [

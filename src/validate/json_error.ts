@@ -1,7 +1,9 @@
 /**
  * Where and why a JSON text is not JSON, said without quoting the text
  * ({@linkcode jsonSyntaxProblem}), and the scanner that finds the place again when the engine's
- * message would quote it ({@linkcode jsonErrorIndex}). Read by `body.ts` for its 400 replies.
+ * message would quote it ({@linkcode jsonErrorIndex}). Read by `http/body.ts` for its 400 replies
+ * and by `config/compile.ts` for a config file that is not JSON (the startup line must not quote
+ * a file that is no config, `/etc/shadow`).
  *
  * @module
  */
