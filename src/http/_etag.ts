@@ -1,10 +1,17 @@
 /**
- * `If-None-Match` on the files and documents served with a strong `ETag` (`/`, `/docs`, the
- * static files, `/openapi.json`): one comparison for all of them.
+ * The strong `ETag` of the files and documents served from memory (`/`, `/docs`, the static
+ * files, `/openapi.json`) and `If-None-Match` on them: one tag and one comparison for all of them.
  *
  * @module
  */
 import { headerListElements } from "./_header_list.ts";
+import { toHex } from "./auth.ts";
+
+/** The strong `ETag` of `bytes`: the first 16 bytes of their SHA-256, in hex, quoted. */
+export async function strongETagOf(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return `"${toHex(digest.subarray(0, 16))}"`;
+}
 
 /**
  * Whether `header` (an `If-None-Match`) names `etag`: `*`, or one of its tags by the weak

@@ -21,9 +21,8 @@
  * @module
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import { noneMatchNames } from "./_etag.ts";
-import { toHex } from "./auth.ts";
-import { pathOf } from "./docs_routes.ts";
+import { noneMatchNames, strongETagOf } from "./_etag.ts";
+import { unreadableFile } from "./docs_routes.ts";
 import { ApiError, methodNotAllowed } from "./errors.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -87,11 +86,6 @@ function extensionOf(name: string): string {
   return dot < 0 ? "" : name.slice(dot).toLowerCase();
 }
 
-async function etagOf(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return `"${toHex(digest.subarray(0, 12))}"`;
-}
-
 /**
  * The bytes of static files, read once each. A missing file is not remembered: any client may
  * name any file, and a map of every name asked for would grow without bound.
@@ -105,14 +99,9 @@ export class StaticFiles {
     this.#dir = dir;
   }
 
-  /** Where the file at `path` is read from, as a log line names it. */
-  placeOf(path: string): string {
-    return pathOf(new URL(path, this.#dir));
-  }
-
-  /** The folder files are read from, as a log line names it. */
-  get folder(): string {
-    return pathOf(this.#dir);
+  /** The error for a file at `path` the server serves at a fixed path, not found here. */
+  missing(path: string): Error {
+    return unreadableFile(new URL(path, this.#dir), this.#dir);
   }
 
   /** How many files are held or being read. */
@@ -148,22 +137,12 @@ export class StaticFiles {
       throw error;
     }
     if (transform) body = new TextEncoder().encode(transform(new TextDecoder().decode(body)));
-    return { body, contentType, etag: await etagOf(body) };
+    return { body, contentType, etag: await strongETagOf(body) };
   }
 }
 
 /** The methods a static file takes. */
 const FILE_METHODS = ["GET", "HEAD"];
-
-/**
- * A page the server serves at a fixed path is not in `static/`: the deployment left it out, a
- * 500 that says so (logged as an error, as `/docs`'s), not a 404 as for a file a client named.
- */
-function missingFile(files: StaticFiles, file: string): Error {
-  return new Error(
-    `Cannot read ${files.placeOf(file)} (is ${files.folder} part of the deployment?)`,
-  );
-}
 
 function notFound(path: string): ApiError {
   return new ApiError(404, "not_found", `No dashboard file at ${quoteInput(path)}`);
@@ -214,7 +193,7 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
         text.replace('content="{{auth}}"', `content="${auth}"`)
           .replace('content="{{webhooks}}"', `content="${options.webhooks ? "on" : "off"}"`),
     );
-    if (!page) throw missingFile(files, "dashboard/index.html");
+    if (!page) throw files.missing("dashboard/index.html");
     return respond(c.req.raw, page, {
       "Content-Security-Policy": DASHBOARD_CSP,
       "Referrer-Policy": "no-referrer",
@@ -225,7 +204,7 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
   // which browsers fetch with CORS: it is public, so any origin may load it.
   app.get("/sdk.js", async (c) => {
     const file = await files.get("sdk/sdk.js");
-    if (!file) throw missingFile(files, "sdk/sdk.js");
+    if (!file) throw files.missing("sdk/sdk.js");
     return respond(c.req.raw, file, {
       "Access-Control-Allow-Origin": "*",
       "Cross-Origin-Resource-Policy": "cross-origin",
@@ -236,7 +215,7 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
   // ICO, rather than a 404 in every visitor's log.
   app.get("/favicon.ico", async (c) => {
     const file = await files.get("dashboard/favicon.ico");
-    if (!file) throw missingFile(files, "dashboard/favicon.ico");
+    if (!file) throw files.missing("dashboard/favicon.ico");
     return respond(c.req.raw, file);
   });
 

@@ -11,7 +11,7 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { fileURLToPath } from "node:url";
-import { noneMatchNames } from "./_etag.ts";
+import { noneMatchNames, strongETagOf } from "./_etag.ts";
 import { headerListElements } from "./_header_list.ts";
 import { toHex } from "./auth.ts";
 
@@ -103,18 +103,26 @@ export function pathOf(url: URL): string {
   return url.protocol === "file:" ? fileURLToPath(url) : url.href;
 }
 
+/**
+ * A file the server serves at a fixed path that it cannot read (`url`, under the static folder
+ * `root`): the deployment left it out, a 500 that says so (logged as an error), not a 404 as for
+ * a file a client named. `cause` is the read's own error, when there was one.
+ */
+export function unreadableFile(url: URL, root: URL, cause?: unknown): Error {
+  // The file's own path, under `staticDir` when one is given, not where the default keeps it.
+  const why = cause === undefined ? "" : `: ${(cause as Error).message}`;
+  return new Error(
+    `Cannot read ${pathOf(url)}${why} (is ${pathOf(root)} part of the deployment?)`,
+    cause === undefined ? undefined : { cause },
+  );
+}
+
 async function loadFile(url: URL, root: URL, compress: boolean): Promise<ServedBytes> {
   let bytes: Uint8Array<ArrayBuffer>;
   try {
     bytes = await Deno.readFile(url);
   } catch (error) {
-    // The file's own path, under `staticDir` when one is given, not where the default keeps it.
-    throw new Error(
-      `Cannot read ${pathOf(url)}: ${(error as Error).message} (is ${
-        pathOf(root)
-      } part of the deployment?)`,
-      { cause: error },
-    );
+    throw unreadableFile(url, root, error);
   }
   return await servedBytes(bytes, compress);
 }
@@ -124,13 +132,11 @@ export async function servedBytes(
   bytes: Uint8Array<ArrayBuffer>,
   compress: boolean,
 ): Promise<ServedBytes> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  const hex = toHex(digest.subarray(0, 16));
   const gzipped = compress
     ? await new Response(new Blob([bytes]).stream().pipeThrough(new CompressionStream("gzip")))
       .bytes()
     : undefined;
-  return { bytes, gzipped, etag: `"${hex}"` };
+  return { bytes, gzipped, etag: await strongETagOf(bytes) };
 }
 
 /**
