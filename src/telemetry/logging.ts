@@ -183,7 +183,10 @@ const SHAPED_SECRETS: RedactionPattern[] = [
     replacement: `$1${REDACTED}`,
   },
   {
-    pattern: /([?&](?:token|access_token|api_key|apikey|key)=)[^&#\s"'\\<][^&#\s"'\\]*/gi,
+    // A backslash a query keeps (`?token=ab\cd`, `\\` in a JSON line) is part of the value; one
+    // before a quote is where a quoted URL ends (`\"` in a JSON line).
+    pattern:
+      /([?&](?:token|access_token|api_key|apikey|key)=)[^&#\s"'\\<](?:[^&#\s"'\\]|\\+(?!["'\\]))*/gi,
     replacement: `$1${REDACTED}`,
   },
 ];

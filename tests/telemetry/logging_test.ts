@@ -78,6 +78,23 @@ Deno.test("configureLogging() redacts a named secret holding a quote, a backslas
   }
 });
 
+Deno.test("configureLogging() redacts a token query value holding a backslash, which a JSON line writes as two, up to the quote a quoted URL ends at", async () => {
+  // A URL keeps a `\` in its query (`"` becomes %22); the value is no named secret (a wrong key).
+  const url = new URL("https://app.example.com/v1/live?token=wr0ng\\k3y\\\\0123&x=1").href;
+  for (const format of ["json", "text"] as const) {
+    await writtenLogs((lines) => {
+      logger.info(`got ${url}`);
+      logger.info(`got ${JSON.stringify(url)}`);
+      logger.info("got {url}", { url });
+      assert.equal(lines.length, 3);
+      for (const line of lines) {
+        assert.doesNotMatch(line.text, /wr0ng|k3y|0123/, `${format}: ${line.text}`);
+        assert.match(line.text, /token=\[REDACTED\]&x=1/, `${format}: ${line.text}`);
+      }
+    }, { format });
+  }
+});
+
 Deno.test("configureLogging() redacts webhook secrets, bearer keys and token query values by their shape", async () => {
   await writtenLogs((lines) => {
     logger.error("failed {error}", {
