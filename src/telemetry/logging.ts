@@ -283,7 +283,10 @@ function characterForms(char: string): string {
     : escapeRegExp(char);
   if (char === '"') return String.raw`(?:\\*"|${encoded})`;
   if (char === "\\") return String.raw`(?:\\+|/|${encoded})`;
-  return `(?:${escapeRegExp(char)}|${encoded})`;
+  // A control character (or a lone surrogate) as JSON escapes it (`\t`, `\u0001`), at any depth.
+  const json = JSON.stringify(char).slice(1, -1);
+  const escaped = json.startsWith("\\") ? String.raw`|\\+${escapeRegExp(json.slice(1))}` : "";
+  return `(?:${escapeRegExp(char)}|${encoded}${escaped})`;
 }
 
 /** Where `quoteInput` cut client input: its ellipsis and the length it gives after it. */

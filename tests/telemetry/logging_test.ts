@@ -64,17 +64,20 @@ Deno.test("configureLogging() redacts a named secret holding a quote, a backslas
     "its escape decoded": 'adm"in\\keyA-0123456789',
   };
   const webhookSecret = "whsec_MfKQ9r8GK+qrTwjUPD8/LPZIo2LaLaSw=";
+  const tabbed = "tab\t0123456789-token";
   for (const format of ["json", "text"] as const) {
     await writtenLogs((lines) => {
       for (const [name, form] of Object.entries(forms)) logger.info(`${name}: ${form}`);
       logger.info(`webhook secret URL-encoded: ${encodeURIComponent(webhookSecret)}`);
-      assert.equal(lines.length, Object.keys(forms).length + 1);
+      // A secret with a control character (a token pasted with a tab), as JSON escapes it twice.
+      logger.info(`tab JSON-escaped twice: ${JSON.stringify(JSON.stringify(tabbed))}`);
+      assert.equal(lines.length, Object.keys(forms).length + 2);
       // Every form that shows any of the secret's characters, by name.
       const shown = lines.filter((line) =>
         /0123456789|qrTwj|LPZIo/.test(line.text) || !line.text.includes(REDACTED)
       ).map((line) => `${format} ${line.text.match(/([^:"]+): /)?.[1]}`);
       assert.deepEqual(shown, []);
-    }, { format, secrets: [key] });
+    }, { format, secrets: [key, tabbed] });
   }
 });
 
