@@ -128,9 +128,8 @@ export function luaString(text: string): string {
 /**
  * Lua over the stats hash at the Lua expression `statsKey` (after {@linkcode LUA_COMMON}, whose
  * refuseKey it calls): `expectStatsTime(field, text)` reads a field holding a time (the
- * watermark `wm`, `cl`), and `raiseClosedThrough(closed, through)` raises `cl`. Shared by the
- * window store's scripts and the definition write that keeps final, so both read and raise them
- * alike.
+ * watermark `wm`, `cl`). Shared by the window store's scripts and the definition write, so both
+ * read them alike; {@linkcode luaRaiseClosedThrough} raises `cl`.
  */
 export function luaStatsTime(statsKey: string): string {
   return `
@@ -145,6 +144,17 @@ local function expectStatsTime(field, text)
   end
   return x
 end
+`;
+}
+
+/**
+ * Lua `raiseClosedThrough(closed, through)` over the stats hash at the Lua expression `statsKey`
+ * (after {@linkcode LUA_COMMON} and {@linkcode luaStatsTime}): raises `cl`. Apart, for the scripts
+ * that raise it (the keep-final script, the definition write): each helper is a closure made on
+ * every call of a script that holds it, and the apply script never calls this one.
+ */
+export function luaRaiseClosedThrough(statsKey: string): string {
+  return `
 -- Raises the stats' \`cl\` to through unless closed (as expectStatsTime read it) is as late
 -- already: what was called final stays so, never less. Returns 1 when it raised it, else 0.
 local function raiseClosedThrough(closed, through)

@@ -57,6 +57,7 @@ import {
   LUA_BYTES_BEFORE,
   LUA_COMMON,
   LUA_READ_KEY,
+  luaRaiseClosedThrough,
   luaStatsTime,
   luaString,
 } from "./_lua_common.ts";
@@ -2516,7 +2517,7 @@ return #types
  * earlier (or absent) and the stream has a watermark: see \`Store.keepFinal\`. The stats keep
  * their life. Returns 1 when it raised it, else 0.
  */
-export const KEEP_FINAL_SCRIPT = COMMON + `
+export const KEEP_FINAL_SCRIPT = COMMON + luaRaiseClosedThrough("STATS_KEY") + `
 local stored = redis.call("HMGET", STATS_KEY, "wm", "cl")
 local wm = expectStatsTime("wm", stored[1])
 local closedThrough = expectStatsTime("cl", stored[2])

@@ -43,7 +43,7 @@ import {
 } from "../definitions.ts";
 import { checkedMax, DEFAULT_STREAMS_MAX, StoredLimitError } from "../limits.ts";
 import { fromJson, REDIS_CALL_TIMEOUT_MS, RedisCalls } from "./call.ts";
-import { LUA_COMMON, luaStatsTime } from "./_lua_common.ts";
+import { LUA_COMMON, luaRaiseClosedThrough, luaStatsTime } from "./_lua_common.ts";
 import { DEFAULT_STATS_TTL_MS, STREAM_KEYS } from "./_scripts.ts";
 
 /** The part of the `@upstash/redis` client the definition store uses. */
@@ -112,7 +112,7 @@ return cjson.encode(record)
  * replies `[1, version, 0, p]`, `p` the bounds field written. A stats hash KEYS[2] the write makes
  * expires in `lifeOf(ttl)` ms (LUA_COMMON), `ttl` the stats TTL, as the apply gives one.
  */
-const WRITE_SCRIPT = LUA_COMMON + luaStatsTime("KEYS[2]") + `
+const WRITE_SCRIPT = LUA_COMMON + luaStatsTime("KEYS[2]") + luaRaiseClosedThrough("KEYS[2]") + `
 local current = tonumber(redis.call("HGET", P, "v")) or 0
 if current ~= args.expected then
   if current == args.expected + 1 then

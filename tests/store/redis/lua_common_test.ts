@@ -64,3 +64,11 @@ redisTest("num() in the Lua prelude writes every number as %.17g does", async (f
   );
   assert.deepEqual(wrong, []);
 });
+
+Deno.test("the apply script makes no raiseClosedThrough closure (it never calls it); the keep-final script has it", async () => {
+  // Each `local function` is a closure made on every call of a script that holds it.
+  const { APPLY_SCRIPT, KEEP_FINAL_SCRIPT } = await import("../../../src/store/redis/_scripts.ts");
+  assert.equal(APPLY_SCRIPT.includes("raiseClosedThrough"), false);
+  assert.match(KEEP_FINAL_SCRIPT, /local function raiseClosedThrough\(/);
+  assert.match(KEEP_FINAL_SCRIPT, /return raiseClosedThrough\(/);
+});
