@@ -53,6 +53,12 @@ const RESERVED_HEADERS = new Set([
   "webhook-signature",
 ]);
 
+/**
+ * Header names no delivery can send: node:http (a host name's deliveries) refuses a `Trailer`
+ * on a body of known length, so every delivery to such a URL would fail.
+ */
+const UNSENDABLE_HEADERS = new Set(["trailer"]);
+
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Longest header name an endpoint may send. */
 const MAX_HEADER_NAME_LENGTH = 128;
@@ -286,6 +292,13 @@ export class EndpointRegistry {
         throw new InvalidEndpointError(
           "headers",
           `Cannot ${verb} webhook as header '${name}' is set by edgestream`,
+        );
+      }
+      if (UNSENDABLE_HEADERS.has(name.toLowerCase())) {
+        throw new InvalidEndpointError(
+          "headers",
+          `Cannot ${verb} webhook as header '${name}' cannot be sent: ` +
+            "a delivery's body has a Content-Length, so it has no trailers",
         );
       }
     }
