@@ -1056,6 +1056,14 @@ Deno.test("other bad input: unknown stream, bad filter, reserved or twice-named 
     });
     assert.equal(cased.status, 400);
     assert.match(cased.body.error.message, /^Cannot change webhook as headers 'X-Tenant' and /);
+    const trailer = await call(app, "PATCH", `/v1/webhooks/${batched.body.id}`, {
+      headers: { trailer: "x-sum" },
+    });
+    assert.equal(trailer.status, 400);
+    assert.match(
+      trailer.body.error.message,
+      /^Cannot change webhook as header 'trailer' cannot be sent: /,
+    );
     for (
       const [method, path] of [
         ["GET", "/v1/webhooks/ep_nope"],
