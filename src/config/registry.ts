@@ -197,6 +197,16 @@ export interface StreamCatalog extends ReadonlyMap<string, CompiledStream> {
   describe?(name: string): Pick<RegisteredStream, "source" | "version"> | undefined;
   /** The generation of a stream's data (0 for an unknown name). */
   generationOf?(name: string): number;
+  /**
+   * The generation a batch built from a served definition (its `counters`) belongs to; without
+   * it, every batch is of its stream's one incarnation.
+   */
+  generationOfBatch?(batch: { stream: string; counters: readonly CounterMeta[] }): number;
+  /**
+   * Whether a batch was built from an incarnation of its stream no longer served (deleted, or
+   * deleted and created again, since); without it, none is.
+   */
+  outlived?(batch: Pick<StoreBatch, "stream" | "counters">): boolean;
   /** A stream not held (yet), looked up where the definitions are kept. */
   find?(name: string): Promise<CompiledStream | undefined>;
   /** Reads where the definitions are kept now, and serves the streams stored since. */

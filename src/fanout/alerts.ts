@@ -8,7 +8,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { CompiledAlert, CompiledStream, StreamRegistry } from "../config/mod.ts";
+import type { CompiledAlert, CompiledStream, StreamCatalog } from "../config/mod.ts";
 import type { AppliedBatch } from "./types.ts";
 import type { AlertFiring, Store } from "../store/types.ts";
 import { readWindowsInTurn } from "../query/mod.ts";
@@ -169,10 +169,11 @@ function firedKey(stream: string, firing: AlertFiring): string {
 }
 
 /**
- * What tells which incarnation of a stream is served now (a `StreamRegistry`): a stream deleted,
- * or deleted and created again, since a batch was applied is another incarnation, or none.
+ * What tells which incarnation of a stream is served now (a `StreamRegistry`, by its
+ * `outlived`): a stream deleted, or deleted and created again, since a batch was applied is
+ * another incarnation, or none. Streams without `outlived` (a plain map) are never deleted.
  */
-export type ServedIncarnations = Pick<StreamRegistry, "has" | "generationOf" | "generationOfBatch">;
+export type ServedIncarnations = Pick<StreamCatalog, "has" | "outlived">;
 
 /** Options for {@linkcode AlertWatcher}. */
 export interface AlertWatcherOptions {
@@ -363,10 +364,9 @@ export class AlertWatcher {
   /** Whether `stream`'s incarnation is no longer served (deleted, or deleted and created again). */
   #gone(stream: CompiledStream): boolean {
     const served = this.#served;
-    if (served === undefined) return false;
-    if (!served.has(stream.name)) return true;
-    const queued = served.generationOfBatch({ stream: stream.name, counters: stream.counterMetas });
-    return queued !== served.generationOf(stream.name);
+    if (served?.outlived === undefined) return false;
+    return !served.has(stream.name) ||
+      served.outlived({ stream: stream.name, counters: stream.counterMetas });
   }
 
   #remember(key: string, known: FiredAnswer): void {

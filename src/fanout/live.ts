@@ -19,7 +19,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type CompiledStream, counterIdentities, StreamRegistry } from "../config/mod.ts";
+import { type CompiledStream, counterIdentities, type StreamCatalog } from "../config/mod.ts";
 import type { AppliedBatch, IngestObserver } from "./types.ts";
 import {
   cellUpdatesOf,
@@ -335,7 +335,7 @@ interface PublishedValue {
  * ```
  */
 export class LiveHub {
-  #streams: ReadonlyMap<string, CompiledStream>;
+  #streams: StreamCatalog;
   #store: Store;
   #pollMs: number;
   #readLimit: number;
@@ -366,7 +366,7 @@ export class LiveHub {
   #catchingUp = new Map<Subscriber, Promise<void>>();
 
   constructor(
-    streams: ReadonlyMap<string, CompiledStream>,
+    streams: StreamCatalog,
     store: Store,
     options: LiveHubOptions = {},
   ) {
@@ -1168,10 +1168,10 @@ export class LiveHub {
    * again.
    */
   #sameIncarnation(before: CompiledStream, after: CompiledStream): boolean {
-    const streams = this.#streams;
-    if (!(streams instanceof StreamRegistry)) return true;
-    return streams.generationOfBatch({ stream: before.name, counters: before.counterMetas }) ===
-      streams.generationOfBatch({ stream: after.name, counters: after.counterMetas });
+    const generationOfBatch = this.#streams.generationOfBatch?.bind(this.#streams);
+    if (generationOfBatch === undefined) return true;
+    return generationOfBatch({ stream: before.name, counters: before.counterMetas }) ===
+      generationOfBatch({ stream: after.name, counters: after.counterMetas });
   }
 
   /**

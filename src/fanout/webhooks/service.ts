@@ -9,7 +9,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type CompiledStream, StreamRegistry } from "../../config/mod.ts";
+import type { StreamCatalog } from "../../config/mod.ts";
 import type { AppliedBatch } from "../types.ts";
 import { isStoreDown, type Store } from "../../store/types.ts";
 import { detached, OutageLog, withinPeriod } from "../../telemetry/mod.ts";
@@ -66,8 +66,11 @@ export interface WebhookServiceOptions extends RetryDelayOptions {
   store: Store;
   /** Endpoints, deliveries and queues. */
   deliveries: DeliveryStore;
-  /** Compiled streams by name. */
-  streams: ReadonlyMap<string, CompiledStream>;
+  /**
+   * Compiled streams by name; a `StreamRegistry` (or any catalog with `outlived` and `poll`) also
+   * says which were deleted since, and is polled before a dispatch.
+   */
+  streams: StreamCatalog;
   /** Clock (ms). @default {Date.now} */
   now?: () => number;
   /** How much of a stream's log one dispatch takes. @default {20 pages of 500 entries} */
@@ -119,7 +122,7 @@ export interface WebhookServiceOptions extends RetryDelayOptions {
  */
 export class WebhookService {
   #deliveries: DeliveryStore;
-  #streams: ReadonlyMap<string, CompiledStream>;
+  #streams: StreamCatalog;
   #now: () => number;
   #registry: EndpointRegistry;
   #dispatcher: Dispatcher;
@@ -204,7 +207,7 @@ export class WebhookService {
     this.#watcher = new AlertWatcher(options.store, {
       now: this.#now,
       // A check of a stream deleted since its batch fires nothing (when the streams are served).
-      served: options.streams instanceof StreamRegistry ? options.streams : undefined,
+      served: options.streams,
       // Off the ingest request path already: no timer to wait for.
       onFired: (stream) => this.#dispatchNow(stream),
     });
@@ -350,8 +353,7 @@ export class WebhookService {
    * serves, as it did before).
    */
   async #pollServed(): Promise<void> {
-    if (!(this.#streams instanceof StreamRegistry)) return;
-    await this.#streams.poll().catch(() => {});
+    await this.#streams.poll?.().catch(() => {});
   }
 
   /**
