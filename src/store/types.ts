@@ -762,7 +762,9 @@ export interface Store {
   /**
    * Claims alert firings and logs the new ones as `alert.fired`, atomically:
    * each (alert, window, group) fires once across all instances. Returns the
-   * firings that were new.
+   * firings that were new. A store that holds the definitions fires nothing, in the same atomic
+   * step, for an incarnation (`stream` a generation key, see `generationKey`) its record says is
+   * deleted, or deleted and created again, as {@linkcode closeWindows} closes nothing of it.
    */
   fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]>;
   /**

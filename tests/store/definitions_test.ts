@@ -232,6 +232,44 @@ const applyScenarios: Record<
     assert.deepEqual([deleted.gone, deleted.recordMissing], [true, undefined]);
   },
 
+  async "fireAlerts() of a generation the record says is gone fires nothing and logs nothing, as its close closes nothing"(
+    { store, definitions },
+  ) {
+    const firing = (group: string) => ({
+      alert: "busy",
+      counter: "n",
+      start: T0,
+      end: T0 + 60_000,
+      group,
+      value: 3,
+      ttlMs: 120_000,
+    });
+    const fired = async (key: string, group: string) =>
+      (await store.fireAlerts(key, [firing(group)])).map((f) => f.group);
+    const alerts = async (key: string) =>
+      (await store.readLog(key, null, 100)).map((entry) => entry.record.type);
+    await definitions.write("orders", record(), 0);
+    const first = generationKey("orders", 1);
+    // The control: the generation the record names fires.
+    assert.deepEqual(await fired(first, '["DE"]'), ['["DE"]']);
+    // Created again (generation 2): generation 1 fires nothing more, and logs nothing.
+    await definitions.write("orders", record({ generation: 2 }), 1);
+    assert.deepEqual(await fired(first, '["FR"]'), []);
+    assert.deepEqual(await alerts(first), ["alert.fired"]);
+    const live = generationKey("orders", 2);
+    assert.deepEqual(await fired(live, '["FR"]'), ['["FR"]']);
+    // Deleted: its last generation fires nothing either.
+    await definitions.write(
+      "orders",
+      record({ generation: 2, deleted: true, definition: null }),
+      2,
+    );
+    assert.deepEqual(await fired(live, '["US"]'), []);
+    assert.deepEqual(await alerts(live), ["alert.fired"]);
+    // A stream with no record (a config stream before it is recorded) fires as before.
+    assert.deepEqual(await fired("cfg", '["DE"]'), ['["DE"]']);
+  },
+
   async "closeWindows() of a stream the caller recorded whose record is missing closes nothing and says gone, as its apply is refused"(
     { store, definitions },
   ) {

@@ -1005,6 +1005,9 @@ export class MemoryStore implements Store {
   }
 
   fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
+    // An incarnation its record says is deleted, or created again, fires nothing (as it closes
+    // nothing): its firing would be logged where no instance reads.
+    if (this.#outlived(stream)) return Promise.resolve([]);
     const state = this.#stream(stream);
     const now = this.#now();
     const fired: AlertFiring[] = [];

@@ -909,10 +909,15 @@ export class RedisStore implements Store {
 
   fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
     if (firings.length === 0) return Promise.resolve([]);
+    // The definition record beside the data (same slot), as for a close: a generation it says is
+    // deleted, or replaced by another, fires nothing.
+    const { stream: name, generation } = splitGenerationKey(stream);
+    const keys = [this.keyPrefix(stream), definitionKey(this.#prefix, name)];
     return this.#call("fireAlerts", async () => {
       const fired = asArray<number>(
         fromJson(
-          await this.#script(FIRE_SCRIPT, stream, {
+          await this.#calls.script(this.#text(FIRE_SCRIPT), keys, [{
+            gen: generation || undefined,
             logTtl: this.#statsTtlMs,
             tk: crypto.randomUUID(),
             firings: firings.map((f) => [
@@ -928,7 +933,7 @@ export class RedisStore implements Store {
               f.ttlMs,
               f.approximate === true,
             ]),
-          }),
+          }]),
         ),
       );
       return fired.map((index) => firings[index - 1]);
