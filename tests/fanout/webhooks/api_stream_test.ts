@@ -778,6 +778,102 @@ for (const recreated of [false, true]) {
   );
 }
 
+// The control (not deleted): the same held check on b fires, and is delivered, so the DELETE is
+// what keeps it from the log, not a check of b that would fire nothing anyway.
+for (const deleted of [true, false]) {
+  redisTest(
+    deleted
+      ? "On Redis, an alert check on an instance that has not polled since a DELETE elsewhere fires nothing: the store reads the definition record as it fires, so no alert.fired is logged or delivered"
+      : "On Redis, an alert check held past another instance's request fires and is delivered while the stream is not deleted",
+    async (fixture) => {
+      const clock = { now: T0 + 600_000 };
+      const now = () => clock.now;
+      const redis = restClient(fixture);
+      const deliveries = new RedisDeliveryStore(redis, { now });
+      // Every firing the data store claims as new, under whichever key (incarnation) it was asked.
+      const logged: string[] = [];
+      // b's alert check's window read, while armed, answers only once the test lets it.
+      let gate: { reached: () => void; released: Promise<void> } | undefined;
+      const instance = async (held: boolean) => {
+        const data = new RedisStore(redis, { now, definitionsHere: true });
+        const fireAlerts = data.fireAlerts.bind(data);
+        data.fireAlerts = async (key, firings) => {
+          const fired = await fireAlerts(key, firings);
+          logged.push(...fired.map((firing) => `${key}:${firing.alert}:${firing.group}`));
+          return fired;
+        };
+        const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+          now,
+          definitions: new RedisDefinitionStore(redis),
+          data,
+        });
+        const wrapped = streams.wrap(data);
+        const store = !held ? wrapped : new Proxy(wrapped, {
+          get(target, property) {
+            const value = Reflect.get(target, property);
+            if (property !== "readWindows") {
+              return typeof value === "function" ? value.bind(target) : value;
+            }
+            return async (...args: Parameters<typeof wrapped.readWindows>) => {
+              const armed = gate;
+              gate = undefined;
+              const values = await wrapped.readWindows(...args);
+              if (armed) {
+                armed.reached();
+                await armed.released;
+              }
+              return values;
+            };
+          },
+        });
+        return { ...await setup({ clock, streams, store, deliveries }), streams };
+      };
+      const a = await instance(false);
+      const b = await instance(true);
+      const receiver = await Receiver.start(now);
+      try {
+        const created = await call(a.app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+        assert.equal(created.status, 201, created.text);
+        await b.streams.poll();
+        assert.ok(b.streams.has("orders"));
+        const { secret } = await register(a.app, { url: receiver.url(), streams: ["orders"] });
+        receiver.secrets = [secret];
+        const reached = Promise.withResolvers<void>();
+        const released = Promise.withResolvers<void>();
+        gate = { reached: reached.resolve, released: released.promise };
+        // 3 DE events on b: `busy` (value >= 3) holds for minute 0; b's check reads the window.
+        await ingest(
+          b.app,
+          [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE", amount: n })),
+        );
+        await reached.promise;
+        if (deleted) {
+          assert.equal((await call(a.app, "DELETE", "/v1/streams/orders")).status, 204);
+        }
+        // b has not polled since: it still serves the stream, so its own check lets the firing go.
+        assert.ok(b.streams.has("orders"));
+        released.resolve();
+        await b.webhooks.idle();
+        await a.webhooks.idle();
+        if (deleted) {
+          assert.deepEqual(logged, [], "alert.fired logged for a deleted stream");
+          assert.deepEqual(receiver.received.map((item) => item.payload.type), []);
+        } else {
+          assert.deepEqual(logged, [`${generationKey("orders", 1)}:busy:["DE"]`]);
+          assert.deepEqual(
+            receiver.received.map((item) => [item.payload.type, item.payload.data.group]),
+            [["alert.fired", { country: "DE" }]],
+          );
+        }
+      } finally {
+        await a.close();
+        await b.close();
+        await receiver.close();
+      }
+    },
+  );
+}
+
 Deno.test("Results of a counter logged before a PUT removed it still reach the webhook as they were, with their aggregate and group", async () => {
   const clock = { now: T0 + 600_000 };
   const now = () => clock.now;
