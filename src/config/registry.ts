@@ -831,16 +831,26 @@ export class StreamRegistry implements Required<StreamCatalog> {
    * Reads every name's version once (the index itself only when it changed since the last poll,
    * and at least every {@linkcode INDEX_READ_MS}) and reloads the new and changed ones. One at a
    * time, each after those called before it (the timer's, a webhook sweep's): overlapping, an
-   * older whole read ending last would put back an index without a stream created since.
+   * older whole read ending last would put back an index without a stream created since. Polls
+   * called while one waits to start share it: it starts after each was called, so it reads what
+   * each would, in one read.
    */
   poll(): Promise<void> {
-    const run = this.#pollTail.then(() => this.#pollOnce());
+    if (this.#pollWaiting !== undefined) return this.#pollWaiting;
+    const run: Promise<void> = this.#pollTail.then(() => {
+      // Started: a poll called from now on may have been asked for by a change it misses.
+      this.#pollWaiting = undefined;
+      return this.#pollOnce();
+    });
+    this.#pollWaiting = run;
     this.#pollTail = run.catch(() => {});
     return run;
   }
 
   /** The last poll called, settled: where the next waits (see {@linkcode poll}). */
   #pollTail: Promise<void> = Promise.resolve();
+  /** The poll called that has not started yet, which a poll called now joins. */
+  #pollWaiting: Promise<void> | undefined;
 
   async #pollOnce(): Promise<void> {
     const nowMs = this.#now();

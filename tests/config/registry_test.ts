@@ -2465,8 +2465,9 @@ redisTest(
   },
 );
 
-Deno.test("StreamRegistry.poll() runs one poll at a time, each after those called before it (a webhook sweep's and the timer's never overlap)", async () => {
+Deno.test("StreamRegistry.poll() runs one poll at a time, and polls called while one waits to start share it: a webhook sweep's and the timer's never overlap, and each reads after it was called", async () => {
   const inner = new MemoryDefinitionStore();
+  let reads = 0;
   let reading = 0;
   let most = 0;
   const gates: Array<() => void> = [];
@@ -2476,24 +2477,49 @@ Deno.test("StreamRegistry.poll() runs one poll at a time, each after those calle
     },
     get: (name: string) => inner.get(name),
     versions: () => inner.versions(),
+    // Reads, then answers once the test lets it: a write meanwhile is not in the answer.
     versionsSince: async (mark?: string) => {
+      reads += 1;
       reading += 1;
       most = Math.max(most, reading);
+      const read = await inner.versionsSince(mark);
       await new Promise<void>((resolve) => gates.push(resolve));
       reading -= 1;
-      return inner.versionsSince(mark);
+      return read;
     },
     write: (...args: Parameters<DefinitionStore["write"]>) => inner.write(...args),
   } as unknown as DefinitionStore);
   const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
-  const polls = [streams.poll(), streams.poll(), streams.poll()];
-  for (let i = 0; i < 3; i++) {
-    while (gates.length === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+  const elsewhere = new StreamRegistry(compileConfig({ streams: {} }), { definitions: inner });
+  const reached = async () => {
+    for (let waited = 0; gates.length === 0; waited++) {
+      assert.ok(waited < 2_000, "no read of the index started");
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
     // The others wait: one read of the index at a time.
     await new Promise((resolve) => setTimeout(resolve, 10));
     assert.equal(gates.length, 1);
-    gates.shift()!();
-  }
-  await Promise.all(polls);
-  assert.equal(most, 1);
+  };
+  // The timer's poll runs; a sweep's and another called meanwhile wait for it, together.
+  const running = streams.poll();
+  await reached();
+  const waiting = [streams.poll(), streams.poll()];
+  let settled = 0;
+  for (const poll of waiting) poll.then(() => settled += 1);
+  gates.shift()!();
+  await running;
+  // Their read runs; a stream created now is not in it, so a poll called now reads again.
+  await reached();
+  await elsewhere.put("orders", {
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+  });
+  const after = streams.poll();
+  gates.shift()!();
+  // The next read, the last poll's, runs once both waiting polls are answered by the one before.
+  await reached();
+  assert.equal(settled, 2, "the polls called while one waited to start did not share a read");
+  gates.shift()!();
+  await after;
+  assert.ok(streams.has("orders"));
+  assert.deepEqual([reads, most], [3, 1]);
 });
