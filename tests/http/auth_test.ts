@@ -523,3 +523,192 @@ Deno.test("KeyRing: a verdict is cached for the bound from when the store was as
   const late = ring.grantOf(RUNTIME_SECRET);
   assert.equal(await late, null);
 });
+
+/** Who may call each operation of the API document, as README's table of routes says. */
+const OPERATION_SCOPES: Record<string, "none" | "any" | "ingest" | "read" | "admin"> = {
+  "GET /healthz": "none",
+  "GET /readyz": "none",
+  "GET /openapi.json": "none",
+  "GET /v1/key": "any",
+  "POST /v1/streams/{stream}/events": "ingest",
+  "GET /v1/streams/{stream}/ws": "ingest",
+  "GET /v1/streams": "read",
+  "GET /v1/streams/{stream}": "read",
+  "GET /v1/streams/{stream}/counters/{counter}": "read",
+  "GET /v1/streams/{stream}/counters/{counter}/current": "read",
+  "GET /v1/streams/{stream}/subscribe": "read",
+  "PUT /v1/streams/{stream}": "admin",
+  "DELETE /v1/streams/{stream}": "admin",
+  "POST /v1/admin/sweep": "admin",
+  "POST /v1/keys": "admin",
+  "GET /v1/keys": "admin",
+  "GET /v1/keys/{id}": "admin",
+  "DELETE /v1/keys/{id}": "admin",
+  "POST /v1/webhooks": "admin",
+  "GET /v1/webhooks": "admin",
+  "GET /v1/webhooks/{id}": "admin",
+  "PATCH /v1/webhooks/{id}": "admin",
+  "DELETE /v1/webhooks/{id}": "admin",
+  "POST /v1/webhooks/{id}/rotate-secret": "admin",
+  "POST /v1/webhooks/{id}/test": "admin",
+  "GET /v1/webhooks/{id}/deliveries": "admin",
+  "POST /v1/webhooks/{id}/replay": "admin",
+  "POST /v1/deliveries/{deliveryId}/retry": "admin",
+};
+
+Deno.test("every operation of the API document refuses a missing, unknown, deleted or expired key (401), a key without its scope or limited to other streams (403), and a refusal changes nothing", async () => {
+  const { setup, ADMIN_KEY } = await import("../fanout/webhooks/_setup.ts");
+  const { app, clock, close } = await setup({ auth: true });
+  try {
+    const admin = { Authorization: `Bearer ${ADMIN_KEY}` };
+    const create = async (body: unknown) => {
+      const res = await app.request("/v1/keys", {
+        method: "POST",
+        headers: { ...admin, "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      assert.equal(res.status, 201, JSON.stringify(body));
+      return await res.json();
+    };
+    const deleted = await create({ scopes: ["admin"] });
+    assert.equal(
+      (await app.request(`/v1/keys/${deleted.id}`, { method: "DELETE", headers: admin })).status,
+      204,
+    );
+    const expired = await create({
+      scopes: ["admin"],
+      expiresAt: new Date(clock.now + 1_000).toISOString(),
+    });
+    const byScope = {
+      ingest: (await create({ scopes: ["ingest"] })).key,
+      read: (await create({ scopes: ["read"] })).key,
+    };
+    // Admin implies every scope: only its streams limit it.
+    const limited = await create({ scopes: ["admin"], streams: ["signups"] });
+    const victim = await create({ scopes: ["read"], description: "not to be deleted" });
+    const endpoint = await (await app.request("/v1/webhooks", {
+      method: "POST",
+      headers: { ...admin, "Content-Type": "application/json" },
+      body: JSON.stringify({ url: "http://127.0.0.1:9/hook" }),
+    })).json();
+    const made = await app.request("/v1/streams/api_made", {
+      method: "PUT",
+      headers: { ...admin, "Content-Type": "application/json" },
+      body: JSON.stringify({ counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } }),
+    });
+    assert.equal(made.status, 201);
+    clock.now += 2_000;
+
+    const snapshot = async () => {
+      const parts = [];
+      for (
+        const path of [
+          "/v1/keys",
+          "/v1/webhooks",
+          "/v1/streams",
+          `/v1/webhooks/${endpoint.id}/deliveries`,
+          "/v1/streams/orders/counters/per_minute",
+        ]
+      ) {
+        const res = await app.request(path, { headers: admin });
+        assert.equal(res.status, 200, path);
+        parts.push(await res.text());
+      }
+      return parts;
+    };
+    // Reading a config stream's windows records it in the store (its version goes 0 → 1): once
+    // before the snapshot taken.
+    await snapshot();
+    const before = await snapshot();
+
+    const event = [{ id: "m-1", ts: new Date(clock.now).toISOString(), country: "DE" }];
+    const bodies: Record<string, unknown> = {
+      "POST /v1/streams/{stream}/events": event,
+      "PUT /v1/streams/{stream}": {
+        counters: { m: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+      "POST /v1/keys": { scopes: ["admin"] },
+      "POST /v1/webhooks": { url: "http://127.0.0.1:9/other" },
+      "PATCH /v1/webhooks/{id}": { description: "changed" },
+      "POST /v1/webhooks/{id}/replay": {},
+    };
+    const document = await (await app.request("/openapi.json")).json();
+    const operations: string[] = [];
+    for (const [template, item] of Object.entries(document.paths as Record<string, object>)) {
+      for (const method of Object.keys(item)) {
+        if (["get", "put", "post", "patch", "delete"].includes(method)) {
+          operations.push(`${method.toUpperCase()} ${template}`);
+        }
+      }
+    }
+    // A new operation gets its row here, and so an answer to who may call it.
+    assert.deepEqual(operations.toSorted(), Object.keys(OPERATION_SCOPES).toSorted());
+
+    const refusals: string[] = [];
+    for (const operation of operations) {
+      const scope = OPERATION_SCOPES[operation];
+      // The WebSocket ingest route is asked without an upgrade here: ingest_socket_test.ts
+      // checks its keys over real sockets.
+      if (scope === "none" || operation === "GET /v1/streams/{stream}/ws") continue;
+      const [method, template] = operation.split(" ");
+      const namesStream = template.includes("{stream}");
+      const path = (stream: string) =>
+        template.replace("{stream}", stream).replace("{counter}", "per_minute")
+          .replace("{id}", template.startsWith("/v1/keys") ? victim.id : endpoint.id)
+          .replace("{deliveryId}", "dl_0123456789abcdef");
+      const body = bodies[operation];
+      const ask = async (key: string | undefined, stream: string) => {
+        const headers: Record<string, string> = { Accept: "text/event-stream" };
+        if (key !== undefined) headers.Authorization = `Bearer ${key}`;
+        if (body !== undefined) headers["Content-Type"] = "application/json";
+        const res = await app.request(path(stream), {
+          method,
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        // A subscription let through would never end its body: the answer's status says enough.
+        if (res.headers.get("Content-Type")?.startsWith("text/event-stream")) {
+          await res.body?.cancel();
+          return { status: res.status, code: undefined };
+        }
+        const text = await res.text();
+        return { status: res.status, code: text ? JSON.parse(text).error?.code : undefined };
+      };
+      const expect = async (
+        who: string,
+        key: string | undefined,
+        stream: string,
+        status: number,
+      ) => {
+        const answer = await ask(key, stream);
+        const code = status === 401 ? "unauthorized" : "forbidden";
+        if (answer.status !== status || answer.code !== code) {
+          refusals.push(`${operation} as ${who}: ${answer.status} ${answer.code}`);
+        }
+      };
+      // PUT and DELETE act on a stream made through the API, which they could replace or delete.
+      const stream = method === "PUT" || method === "DELETE" ? "api_made" : "orders";
+      await expect("no key", undefined, stream, 401);
+      await expect("an unknown key", "sk_unknown0123456789abcdef", stream, 401);
+      await expect("a deleted key", deleted.key, stream, 401);
+      await expect("an expired key", expired.key, stream, 401);
+      for (const [held, key] of Object.entries(byScope)) {
+        const lacks = scope === "admin" || (scope !== "any" && held !== scope);
+        if (lacks) await expect(`a ${held} key`, key, stream, 403);
+      }
+      // GET /v1/streams answers a limited key its own streams; GET /v1/key any key.
+      if (scope !== "any" && operation !== "GET /v1/streams") {
+        await expect(
+          "an admin key limited to other streams",
+          limited.key,
+          namesStream ? stream : "signups",
+          403,
+        );
+      }
+    }
+    assert.deepEqual(refusals, []);
+    assert.deepEqual(await snapshot(), before);
+  } finally {
+    await close();
+  }
+});
