@@ -22,7 +22,7 @@
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { noneMatchNames, strongETagOf } from "./_etag.ts";
-import { unreadableFile } from "./docs_routes.ts";
+import { unreadableFile } from "./_static_file.ts";
 import { ApiError, methodNotAllowed } from "./errors.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 

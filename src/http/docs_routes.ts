@@ -10,9 +10,9 @@
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import { fileURLToPath } from "node:url";
 import { noneMatchNames, strongETagOf } from "./_etag.ts";
 import { headerListElements } from "./_header_list.ts";
+import { unreadableFile } from "./_static_file.ts";
 import { toHex } from "./auth.ts";
 
 /** Where the files under `static/` are read from: the repository root's `static/`. */
@@ -96,25 +96,6 @@ export function answerWith(
   headers["Content-Length"] = String(body.length);
   if (gzip) headers["Content-Encoding"] = "gzip";
   return c.body(body, 200, headers);
-}
-
-/** A file URL as the path a log line names, any other URL as written. */
-export function pathOf(url: URL): string {
-  return url.protocol === "file:" ? fileURLToPath(url) : url.href;
-}
-
-/**
- * A file the server serves at a fixed path that it cannot read (`url`, under the static folder
- * `root`): the deployment left it out, a 500 that says so (logged as an error), not a 404 as for
- * a file a client named. `cause` is the read's own error, when there was one.
- */
-export function unreadableFile(url: URL, root: URL, cause?: unknown): Error {
-  // The file's own path, under `staticDir` when one is given, not where the default keeps it.
-  const why = cause === undefined ? "" : `: ${(cause as Error).message}`;
-  return new Error(
-    `Cannot read ${pathOf(url)}${why} (is ${pathOf(root)} part of the deployment?)`,
-    cause === undefined ? undefined : { cause },
-  );
 }
 
 async function loadFile(url: URL, root: URL, compress: boolean): Promise<ServedBytes> {
