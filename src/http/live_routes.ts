@@ -799,14 +799,14 @@ function documentRoutes(app: OpenAPIHono): void {
       "`seq` is the frame's own, else its number on the connection. Keep at most 8 frames unacknowledged; a client far past that is closed with 1008.",
       "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key (a client that has not answered that close frame 5 s later has its connection dropped), too many frames in flight or answers left unread (over 1 MiB waiting for 10 s; no frame is applied meanwhile), 1001 no pong or the server shutting down (after answering every frame read, as below), 1011 an error in the server (a bug, logged; no answers follow, as when the client closes first). A client that has not answered any other close frame of the server 10 s after it was sent has its connection dropped. While the server shuts down, an upgrade gets 503 `shutting_down`.",
       "Before closing for a binary frame, an oversized frame or too many frames in flight, the server answers every frame read before it, in order: the one being applied with its ack, the later ones with `retryable: true` and code `connection_closing` (not counted); the bad frame and any after it are dropped. When the client closes first, misses a pong or the server closes with 1011, no answers follow: frames not yet started are not applied; the one being applied may count with no ack.",
-      "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: ingest.",
+      "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: ingest. A refused key (missing, unknown, without `ingest`, or limited to other streams) is upgraded and closed with 1008 and the reason; while the server holds 1000 such refused WebSockets (of ingest and subscriptions together), it is answered before the upgrade instead, as plain HTTP: 401 `unauthorized` or 403 `forbidden`.",
       "Refused before upgrading: 400 `invalid_upgrade` when the upgrade cannot be made (e.g. subprotocols not separated by `, `), 403 `origin_not_allowed` from an `Origin` not allowed, 426 without `Upgrade: websocket`.",
       "Bounded: one key (a publishable key too, whoever uses it; in open mode, one client address) holds at most `EDGESTREAM_INGEST_SOCKETS_PER_KEY` (default 100) connections on a server, the server at most `EDGESTREAM_INGEST_SOCKETS_MAX` (default 10000). One more is refused before the upgrade: 429 `too_many_ingest_sockets` (the key's bound) or 503 `ingest_sockets_full` (the server's), with `Retry-After` and `details: {limit, max}`. A connection that ends, however it ends, frees its place.",
     ].join("\n\n"),
     request: { params: StreamParam, query: z.object({ token: TokenQuery }) },
     responses: {
       101: { description: "Switching to the WebSocket protocol" },
-      ...errorsFor(400, 403, 404, 409, 426, 503),
+      ...errorsFor(400, 401, 403, 404, 409, 426, 503),
       ...ingestSocketLimitResponse,
     },
   });

@@ -11,8 +11,11 @@
 import assert from "node:assert/strict";
 import { Ajv } from "ajv";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
+import { RefusedSockets } from "../../src/http/_drop_socket.ts";
 import { MemoryDefinitionStore } from "../../src/store/mod.ts";
 import { ADMIN_KEY, at, READ_KEY, setup } from "../fanout/webhooks/_setup.ts";
+import { KEYS } from "../_fixtures.ts";
+import { rawUpgrade, silentUpgrade, startServer, within } from "../_live.ts";
 
 const CONFIG = {
   streams: {
@@ -474,6 +477,90 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
     assert.deepEqual(documented.filter((operation) => !exercised.has(operation)), []);
   } finally {
     await ctx.close();
+  }
+});
+
+/**
+ * Sends the raw WebSocket upgrade of `path` to `base` and reads the answer's status line and its
+ * body (by its `Content-Length`).
+ */
+async function upgradeAnswer(base: string, path: string): Promise<{ status: number; body: Json }> {
+  const { hostname, port } = new URL(base);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  try {
+    await conn.write(new TextEncoder().encode(rawUpgrade(path)));
+    let text = "";
+    const buffer = new Uint8Array(4096);
+    for (;;) {
+      const end = text.indexOf("\r\n\r\n");
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(text.slice(0, end))?.[1] ?? 0);
+      if (end >= 0 && text.length >= end + 4 + length) break;
+      const read = await within(conn.read(buffer), 10_000);
+      if (read === null) break;
+      text += new TextDecoder().decode(buffer.subarray(0, read));
+    }
+    const end = text.indexOf("\r\n\r\n");
+    return { status: Number(text.split(" ")[1]), body: JSON.parse(text.slice(end + 4) || "null") };
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("a WebSocket refused for its key over a real socket gets what the document lists: 101 then close 1008, or past the refused sockets' bound a 401 or 403 with the error body", async () => {
+  const operations = [
+    ["/v1/streams/{stream}/ws", "/v1/streams/orders/ws", KEYS.read],
+    ["/v1/streams/{stream}/subscribe", "/v1/streams/orders/subscribe", KEYS.ingest],
+  ] as const;
+  // Room for refused sockets (the default): upgraded, then closed 1008 with the reason.
+  const roomy = await startServer({
+    auth: true,
+    liveRoutes: { refusedCloseMs: 100, socket: { refusedCloseMs: 100 } },
+  });
+  try {
+    const doc: Json = await (await fetch(`${roomy.base}/openapi.json`)).json();
+    for (const [template, path, wrongKey] of operations) {
+      for (const query of ["", `?token=${wrongKey}`]) {
+        const { status, code } = await silentUpgrade(roomy, rawUpgrade(`${path}${query}`));
+        assert.match(status, /^HTTP\/1\.1 101 /, `${path}${query}`);
+        assert.equal(code, 1008, `${path}${query}`);
+        assert.ok(doc.paths[template].get.responses["101"], template);
+      }
+    }
+  } finally {
+    await roomy.close();
+  }
+  // No room: the refusal is answered before the upgrade, as plain HTTP with the error body.
+  const full = await startServer({
+    auth: true,
+    liveRoutes: { refusedSockets: new RefusedSockets(0) },
+  });
+  try {
+    const doc: Json = await (await fetch(`${full.base}/openapi.json`)).json();
+    const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+    ajv.addSchema(closed(doc), "openapi");
+    for (const [template, path, wrongKey] of operations) {
+      for (
+        const [query, expected] of [["", 401], [`?token=${wrongKey}`, 403]] as const
+      ) {
+        const { status, body } = await upgradeAnswer(full.base, `${path}${query}`);
+        const what = `GET ${path}${query}`;
+        assert.equal(status, expected, `${what}: ${JSON.stringify(body)}`);
+        assert.ok(
+          doc.paths[template].get.responses[String(status)],
+          `${what}: ${status} is not documented for GET ${template}`,
+        );
+        const schema = ajv.getSchema(
+          `openapi#/${
+            ["paths", template, "get", "responses", String(status), "content", "application/json"]
+              .concat("schema").map(token).join("/")
+          }`,
+        )!;
+        assert.equal(schema(body), true, `${what}: ${JSON.stringify(schema.errors)}`);
+        assert.equal(body.error.code, expected === 401 ? "unauthorized" : "forbidden", what);
+      }
+    }
+  } finally {
+    await full.close();
   }
 });
 
