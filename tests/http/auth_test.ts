@@ -712,3 +712,51 @@ Deno.test("every operation of the API document refuses a missing, unknown, delet
     await close();
   }
 });
+
+Deno.test("an OPTIONS is answered to a key limited to streams as its 405 is, whatever the path names (as the README says): 204 with the path's Allow, and a key without the scope 403", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "a path no route serves the `404`, or `405` when the path takes other methods, every key with the scope gets, whatever stream it names, as it gets the `204` with `Allow` of an `OPTIONS`";
+  assert.ok(readme.includes(claim), claim);
+  const now = () => 1_767_225_600_000;
+  const keys = await KeyRing.parse(`admin:${KEYS.admin}`, { store: new MemoryKeyStore(), now });
+  const app = createApp({
+    streams: compileConfig({
+      streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+    }),
+    store: new MemoryStore({ now }),
+    keys,
+    now,
+  });
+  const create = async (body: unknown): Promise<string> => {
+    const res = await app.request("/v1/keys", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    assert.equal(res.status, 201);
+    return (await res.json()).key;
+  };
+  const limitedAdmin = await create({ scopes: ["admin"], streams: ["orders"] });
+  const limitedRead = await create({ scopes: ["read"], streams: ["orders"] });
+  const ask = (method: string, path: string, key: string) =>
+    app.request(path, { method, headers: { Authorization: `Bearer ${key}` } });
+  for (
+    const [path, key, other] of [
+      ["/v1/keys", limitedAdmin, "PATCH"],
+      ["/v1/streams/signups", limitedRead, "POST"],
+      ["/v1/streams/orders", limitedRead, "POST"],
+    ] as const
+  ) {
+    const methodNotAllowed = await ask(other, path, key);
+    assert.equal(methodNotAllowed.status, 405, `${other} ${path}`);
+    const options = await ask("OPTIONS", path, key);
+    assert.equal(options.status, 204, `OPTIONS ${path}`);
+    assert.equal(options.headers.get("Allow"), methodNotAllowed.headers.get("Allow"), path);
+  }
+  // The scope is still needed: a read key is not told what /v1/keys takes.
+  const unscoped = await ask("OPTIONS", "/v1/keys", limitedRead);
+  assert.equal(unscoped.status, 403);
+  assert.equal(unscoped.headers.get("Allow"), null);
+});
