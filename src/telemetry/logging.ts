@@ -9,10 +9,12 @@
  * when one is given: one JSON object a line when stdout is not a terminal
  * (Deno Deploy, containers, log shippers), readable text when it is.
  *
- * Secrets never reach a line: the finished line is searched for the secrets
- * named at configuration (API keys, the Redis token) as written, JSON-escaped and
- * URL-encoded (any number of times, as a URL parser leaves them, or with their own
- * percent escapes decoded), for webhook secrets (`whsec_…`, URL-encoded too), for whatever follows
+ * Secrets never reach a line: the finished line is searched for the secrets named at
+ * configuration (API keys, the Redis token) as written, with their own ASCII percent escapes
+ * decoded and with `\` as `/` (a URL path), each JSON-escaped up to three times and any character
+ * of it percent-encoded once or twice (as a URL parser, `encodeURI` or `encodeURIComponent` leaves
+ * it; see `secretForms`), in time linear in the line; for webhook secrets (`whsec_…`, URL-encoded
+ * too), for whatever follows
  * `Bearer ` and a `bearer.` subprotocol, and for the value of a `token` (or
  * `key`, `access_token`, `api_key`) query parameter; each is replaced by
  * `[REDACTED]`, as are the first characters (four or more) of a named secret or an `sk_…` key
@@ -238,30 +240,44 @@ export function redactionPatterns(secrets: readonly string[] = []): RedactionPat
 }
 
 /**
- * A pattern matching `secret` in every form a line carries it in: as written, JSON-escaped any
- * number of times (a message quoting it as JSON, in a JSON line: `"` as `\"` or `\\\"`, `\` as
- * `\\`), percent-encoded any number of times (`"` as `%22`, `%` as `%25`), as URL parsing leaves
- * it (a `\` in a path read as `/`), and with its own percent escapes decoded (`%41` as `A`, as a
- * decoded path parameter shows it). Letters, digits and `-_.~` stand for themselves: a line's
- * other percent escapes of them are decoded before the search (see {@linkcode redactedEncoded}).
+ * The most times a line carries a named secret JSON-escaped: a message quoting JSON, as JSON, in
+ * a JSON line.
+ */
+const MAX_JSON_DEPTH = 3;
+
+/**
+ * A pattern matching `secret` in every form a line carries it in, as alternatives of fixed length
+ * (no quantifier, so the search stays linear in the line however many `\` and `"` the secret
+ * holds). The forms: the secret as written, with its own ASCII percent escapes decoded (`%41` as
+ * `A`, as a decoded path parameter shows it), and with `\` as `/` (as URL parsing leaves a path);
+ * each of those JSON-escaped 0 to {@linkcode MAX_JSON_DEPTH} times (`"` as `\"`, `\\\"` or
+ * `\\\\\\\"`); and in each, any character but letters, digits and `-_.~` as that or
+ * percent-encoded once or twice (`"` as `%22` or `%2522`, `%` as `%25` or `%2525`), as a URL
+ * parser, `encodeURI` or `encodeURIComponent` leaves it. Letters, digits and `-_.~` stand for
+ * themselves: a line's other percent escapes of them are decoded before the search (see
+ * {@linkcode redactedEncoded}).
  */
 function secretForms(secret: string): string {
-  let pattern = "";
-  for (let at = 0; at < secret.length; at++) {
-    const escape = /^%([0-9A-Fa-f]{2})/.exec(secret.slice(at));
-    if (escape !== null) {
-      // One of the secret's own escapes: as written (perhaps encoded again), or what it decodes to.
-      const code = parseInt(escape[1], 16);
-      const decoded = code < 0x80 ? `|${characterForms(String.fromCharCode(code))}` : "";
-      pattern += `(?:%(?:25)*${hexForms(escape[1])}${decoded})`;
-      at += 2;
-    } else {
-      const char = String.fromCodePoint(secret.codePointAt(at)!);
-      pattern += characterForms(char);
-      at += char.length - 1;
+  const bases = new Set([
+    secret,
+    secret.replace(/%([0-7][0-9A-Fa-f])/g, (_, hex) => String.fromCharCode(parseInt(hex, 16))),
+    secret.replaceAll("\\", "/"),
+  ]);
+  // Each character JSON-escaped `depth` times, or percent-encoded (which JSON leaves as it is).
+  const forms = new Map<string, string>();
+  for (const base of bases) {
+    for (let depth = 0; depth <= MAX_JSON_DEPTH; depth++) {
+      const chars = [...base].map((char) => characterForms(char, depth));
+      forms.set(
+        chars.map(([written]) => written).join(""),
+        chars.map(([, pattern]) => pattern).join(""),
+      );
     }
   }
-  return pattern;
+  // Longest first: where one form begins another (`a\"b` and `a`…), the whole is replaced.
+  return `(?:${
+    [...forms].sort(([a], [b]) => b.length - a.length).map(([, pattern]) => pattern).join("|")
+  })`;
 }
 
 /** Two hex digits in either case. */
@@ -271,22 +287,23 @@ function hexForms(hex: string): string {
   ).join("");
 }
 
-/** A pattern matching one character of a secret as written, JSON-escaped or percent-encoded. */
-function characterForms(char: string): string {
-  if (/[A-Za-z0-9_.~-]/.test(char)) return char;
-  const code = char.codePointAt(0)!;
-  const encoded = code < 0x80
-    ? `%(?:25)*${hexForms(code.toString(16).padStart(2, "0"))}`
-    // A lone surrogate has no UTF-8: as written only.
-    : char.isWellFormed()
-    ? encodeURIComponent(char).replace(/%/g, "%(?:25)*")
-    : escapeRegExp(char);
-  if (char === '"') return String.raw`(?:\\*"|${encoded})`;
-  if (char === "\\") return String.raw`(?:\\+|/|${encoded})`;
-  // A control character (or a lone surrogate) as JSON escapes it (`\t`, `\u0001`), at any depth.
-  const json = JSON.stringify(char).slice(1, -1);
-  const escaped = json.startsWith("\\") ? String.raw`|\\+${escapeRegExp(json.slice(1))}` : "";
-  return `(?:${escapeRegExp(char)}|${encoded}${escaped})`;
+/**
+ * One character JSON-escaped `depth` times, and a pattern matching that or the character
+ * percent-encoded once or twice.
+ */
+function characterForms(char: string, depth: number): [string, string] {
+  let written = char;
+  for (let times = 0; times < depth; times++) written = JSON.stringify(written).slice(1, -1);
+  if (/[A-Za-z0-9_.~-]/.test(char)) return [written, char];
+  // A lone surrogate has no UTF-8: as written only.
+  if (!char.isWellFormed()) return [written, escapeRegExp(written)];
+  const hexes = encodeURIComponent(char).match(/%[0-9A-F]{2}/g) ??
+    [...new TextEncoder().encode(char)].map((byte) =>
+      `%${byte.toString(16).toUpperCase().padStart(2, "0")}`
+    );
+  const once = hexes.map((hex) => `%${hexForms(hex.slice(1))}`).join("");
+  const twice = hexes.map((hex) => `%25${hexForms(hex.slice(1))}`).join("");
+  return [written, `(?:${escapeRegExp(written)}|${once}|${twice})`];
 }
 
 /** Where `quoteInput` cut client input: its ellipsis and the length it gives after it. */

@@ -81,6 +81,44 @@ Deno.test("configureLogging() redacts a named secret holding a quote, a backslas
   }
 });
 
+Deno.test("redactionPatterns() searches a line of thousands of backslashes in linear time for named secrets holding runs of backslashes and a quote", async () => {
+  // Each `\\` of a secret once matched any run of backslashes and `"` any run before a quote:
+  // adjacent runs split a long run every way, and one line held the event loop for seconds to
+  // hours. The child process must finish well within the limit; the forms still match.
+  const code = `
+    import { redactionPatterns } from "./src/telemetry/logging.ts";
+    const secrets = [4, 5, 6, 7, 8].map((count) => "abcdefgh" + "\\\\".repeat(count) + "ijklmnop");
+    secrets.push('quote\\\\\\\\\\\\\\"\\\\"0123456789');
+    const patterns = redactionPatterns(secrets);
+    const redact = (line) =>
+      patterns.reduce((text, { pattern, replacement }) => text.replace(pattern, replacement), line);
+    const json = (text) => JSON.stringify(text).slice(1, -1);
+    const lines = ["abcdefgh", "quote", ""].flatMap((prefix) => [
+      prefix + "\\\\".repeat(4000) + "x",
+      prefix + "\\\\".repeat(4000) + '"x',
+    ]);
+    const forms = secrets.flatMap((secret) => [secret, json(json(json(secret)))]);
+    console.log(JSON.stringify({
+      long: lines.map((line) => redact(line) === line),
+      forms: forms.map((form) => redact("got " + form + " end")),
+    }));
+  `;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--cached-only", code],
+    cwd: fileURLToPath(new URL("../../", import.meta.url)),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  assert.equal(output.signal, null, "the search did not finish within 30 s");
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.equal(output.code, 0, stderr);
+  const result = JSON.parse(new TextDecoder().decode(output.stdout));
+  assert.deepEqual(result.long, Array(6).fill(true));
+  assert.deepEqual(result.forms, Array(12).fill(`got ${REDACTED} end`));
+});
+
 Deno.test("configureLogging() redacts a token query value holding a backslash, which a JSON line writes as two, up to the quote a quoted URL ends at", async () => {
   // A URL keeps a `\` in its query (`"` becomes %22); the value is no named secret (a wrong key).
   const url = new URL("https://app.example.com/v1/live?token=wr0ng\\k3y\\\\0123&x=1").href;
