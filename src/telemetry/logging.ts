@@ -11,10 +11,10 @@
  *
  * Secrets never reach a line: the finished line is searched for the secrets named at
  * configuration (API keys, the Redis token) as written, with their own ASCII percent escapes
- * decoded and with `\` as `/` (a URL path), each JSON-escaped up to three times and any character
- * of it percent-encoded once or twice (as a URL parser, `encodeURI` or `encodeURIComponent` leaves
- * it; see `secretForms`), in time linear in the line; for webhook secrets (`whsec_…`, URL-encoded
- * too), for whatever follows
+ * decoded, with `\` as `/` (a URL path) and with control characters as a text line writes them
+ * (`\x0b`), each JSON-escaped up to three times and any character of it percent-encoded once or
+ * twice (as a URL parser, `encodeURI` or `encodeURIComponent` leaves it; see `secretForms`), in
+ * time linear in the line; for webhook secrets (`whsec_…`, URL-encoded too), for whatever follows
  * `Bearer ` and a `bearer.` subprotocol, and for the value of a `token` (or
  * `key`, `access_token`, `api_key`) query parameter; each is replaced by
  * `[REDACTED]`, as are the first characters (four or more) of a named secret or an `sk_…` key
@@ -249,8 +249,8 @@ const MAX_JSON_DEPTH = 3;
  * A pattern matching `secret` in every form a line carries it in, as alternatives of fixed length
  * (no quantifier, so the search stays linear in the line however many `\` and `"` the secret
  * holds). The forms: the secret as written, with its own ASCII percent escapes decoded (`%41` as
- * `A`, as a decoded path parameter shows it), and with `\` as `/` (as URL parsing leaves a path);
- * each of those JSON-escaped 0 to {@linkcode MAX_JSON_DEPTH} times (`"` as `\"`, `\\\"` or
+ * `A`, as a decoded path parameter shows it), with `\` as `/` (as URL parsing leaves a path), and
+ * with its control characters as a text line escapes them (`\x0b`, `\n`); each of those JSON-escaped 0 to {@linkcode MAX_JSON_DEPTH} times (`"` as `\"`, `\\\"` or
  * `\\\\\\\"`); and in each, any character but letters, digits and `-_.~` as that or
  * percent-encoded once or twice (`"` as `%22` or `%2522`, `%` as `%25` or `%2525`), as a URL
  * parser, `encodeURI` or `encodeURIComponent` leaves it. Letters, digits and `-_.~` stand for
@@ -262,6 +262,8 @@ function secretForms(secret: string): string {
     secret,
     secret.replace(/%([0-7][0-9A-Fa-f])/g, (_, hex) => String.fromCharCode(parseInt(hex, 16))),
     secret.replaceAll("\\", "/"),
+    // A text line's message writes its control characters as `\x0b` (see `escapeControls`).
+    escapeControls(secret),
   ]);
   // Each character JSON-escaped `depth` times, or percent-encoded (which JSON leaves as it is).
   const forms = new Map<string, string>();

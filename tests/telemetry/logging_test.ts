@@ -81,6 +81,23 @@ Deno.test("configureLogging() redacts a named secret holding a quote, a backslas
   }
 });
 
+Deno.test("configureLogging() redacts a named secret holding a control character as a text line escapes it (\\x0b) and as a JSON line does", async () => {
+  const token = "tok\v0123456789-redis\x1b";
+  for (const format of ["json", "text"] as const) {
+    await writtenLogs((lines) => {
+      logger.info(`in the message ${token} end`);
+      logger.info("as a value {value} end", { value: token });
+      logger.info("as a property", { value: token });
+      logger.info(`JSON-escaped ${JSON.stringify(token)} end`);
+      assert.equal(lines.length, 4);
+      for (const line of lines) {
+        assert.doesNotMatch(line.text, /0123456789/, `${format}: ${line.text}`);
+        assert.ok(line.text.includes(REDACTED), `${format}: ${line.text}`);
+      }
+    }, { format, secrets: [token] });
+  }
+});
+
 Deno.test("redactionPatterns() searches a line of thousands of backslashes in linear time for named secrets holding runs of backslashes and a quote", async () => {
   // Each `\\` of a secret once matched any run of backslashes and `"` any run before a quote:
   // adjacent runs split a long run every way, and one line held the event loop for seconds to
