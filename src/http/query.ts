@@ -9,6 +9,7 @@
  */
 import type { MiddlewareHandler } from "hono";
 import { matchedRoutes } from "hono/route";
+import { quoteInput } from "../telemetry/logging.ts";
 import { ApiError } from "./errors.ts";
 
 /** The first query parameter of `url` given more than once, other than a `group.<field>` filter. */
@@ -35,6 +36,51 @@ export function groupFilterField(name: string): string | undefined {
   if (!name.startsWith("group[") || !name.endsWith("]")) return undefined;
   const inner = name.slice(6, -1);
   return inner.startsWith("group.") ? inner.slice(6) : inner;
+}
+
+/**
+ * The cache-buster jQuery appends to a GET with `cache: false` (`_=<epoch ms>`): taken by every
+ * read route that refuses parameters it does not take, and ignored. No route takes a parameter
+ * `_`, so it cannot be a misspelling of one.
+ */
+export const CACHE_BUSTER = "_";
+
+/**
+ * Throws 400 `invalid_query` for the first query parameter of `url` (by decoded name, in URL
+ * order) that is not in `taken`, not a `group.<field>` filter and not {@linkcode CACHE_BUSTER}:
+ * ignored, a misspelled filter (`Group.country`, `grp.country`) would answer every group as if
+ * it were the ones asked for. A name starting `group[` that is no filter, and `group` itself, are
+ * left to the route's group filter check, which says how to write one. The message names the
+ * parameter and those taken, and the taken one it differs from only by case, if any.
+ */
+export function refuseUntakenQuery(url: string, taken: readonly string[]): void {
+  const start = url.indexOf("?");
+  if (start < 0) return;
+  for (const name of new URLSearchParams(url.slice(start + 1)).keys()) {
+    if (taken.includes(name) || name === CACHE_BUSTER) continue;
+    if (groupFilterField(name) !== undefined || name.startsWith("group[") || name === "group") {
+      continue;
+    }
+    throw new ApiError(
+      400,
+      "invalid_query",
+      `Query parameter '${quoteInput(name, 64)}' is not taken here${untakenHint(name, taken)}: ${
+        [...taken, "group.<field>"].join(", ")
+      } are`,
+    );
+  }
+}
+
+/** What the 400 of {@linkcode refuseUntakenQuery} adds: the name meant, or where a key goes. */
+function untakenHint(name: string, taken: readonly string[]): string {
+  const lower = name.toLowerCase();
+  const meant = taken.find((one) => one.toLowerCase() === lower) ??
+    (lower.startsWith("group.") || lower.startsWith("group[")
+      ? `group${name.slice(5)}`
+      : undefined);
+  if (meant !== undefined) return ` (names are case-sensitive: '${quoteInput(meant, 64)}'?)`;
+  if (name === "token") return " (send the key as 'Authorization: Bearer <key>')";
+  return "";
 }
 
 /** Throws 400 `invalid_query` when `url` repeats a query parameter. */

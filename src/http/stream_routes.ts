@@ -84,7 +84,7 @@ import {
 } from "./browser.ts";
 import { ApiError, errorResponse, streamMissing, toApiError, unservableProblem } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
-import { groupFilterField, refuseRepeatedQuery } from "./query.ts";
+import { groupFilterField, refuseRepeatedQuery, refuseUntakenQuery } from "./query.ts";
 import { jsonWithRequestId, madeJsonWithRequestId, requestIdOf } from "./request_id.ts";
 import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
 import { causeText, listNames, quoteInput } from "../telemetry/logging.ts";
@@ -1051,7 +1051,7 @@ const groupFilterParameter = {
 
 /** What the windows operations say about filtering groups. */
 const GROUP_FILTER_TEXT =
-  'Filter groups with `group.<field>=<value>` (e.g. `group.country=DE`; `null` matches a missing value; a value in double quotes, `group.g="1"`, only that string; several fields must all match).';
+  'Filter groups with `group.<field>=<value>` (e.g. `group.country=DE`; `null` matches a missing value; a value in double quotes, `group.g="1"`, only that string; several fields must all match). A query parameter other than those listed here, `group.<field>` and the cache-buster `_` (ignored) is a 400 `invalid_query` naming it (names are case-sensitive: `Group.country` filters nothing).';
 
 /** `GET /v1/streams/{stream}/counters/{counter}`. */
 const listWindowsRoute = createRoute({
@@ -1109,12 +1109,16 @@ const listWindowsRoute = createRoute({
   },
 });
 
+/** The query parameters the windows listing takes besides its group filters (its document's). */
+const LIST_WINDOWS_QUERY = Object.keys(listWindowsRoute.request.query.shape);
+
 function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWindowsRoute> {
   return async (c) => {
     const params = c.req.valid("param");
     const query = c.req.valid("query");
     const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
+    refuseUntakenQuery(c.req.url, LIST_WINDOWS_QUERY);
     const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
     const context = { store: deps.store, nowMs: deps.now() };
@@ -1354,6 +1358,9 @@ const currentWindowRoute = createRoute({
   },
 });
 
+/** The query parameters `…/current` takes besides its group filters (its document's). */
+const CURRENT_WINDOW_QUERY = Object.keys(currentWindowRoute.request.query.shape);
+
 function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWindowRoute> {
   return async (c) => {
     const params = c.req.valid("param");
@@ -1361,6 +1368,7 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
     const counter = findCounter(stream, params.counter);
     const query = c.req.valid("query");
     refuseWindowBounds(c);
+    refuseUntakenQuery(c.req.url, CURRENT_WINDOW_QUERY);
     const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
     if (query.limit !== undefined || query.cursor !== undefined) {

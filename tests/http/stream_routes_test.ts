@@ -1013,6 +1013,90 @@ Deno.test("a parameter named group itself (the OpenAPI object sent unexploded, o
   }
 });
 
+Deno.test("a query parameter the counter reads do not take (a misspelled filter) is a 400 naming it and those taken, not every group of the window", async () => {
+  const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
+  const events = ["DE", "FR"].map((country) => ({ ts: at(1), country }));
+  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  const taken = {
+    "": "from, to, limit, cursor, q, top, by, group.<field>",
+    "/current": "q, top, by, limit, cursor, group.<field>",
+  };
+  for (const [path, names] of Object.entries(taken)) {
+    for (
+      const [query, name, hint] of [
+        ["Group.country=DE", "Group.country", " (names are case-sensitive: 'group.country'?)"],
+        ["GROUP.country=DE", "GROUP.country", " (names are case-sensitive: 'group.country'?)"],
+        [
+          `${encodeURIComponent("Group[country]")}=DE`,
+          "Group[country]",
+          " (names are case-sensitive: 'group[country]'?)",
+        ],
+        ["grp.country=DE", "grp.country", ""],
+        ["country=DE", "country", ""],
+        ["group.country=DE&Top=1", "Top", " (names are case-sensitive: 'top'?)"],
+        ["LIMIT=1", "LIMIT", " (names are case-sensitive: 'limit'?)"],
+        // Read by decoded name, as the repeat check reads names.
+        ["%67rp.country=DE", "grp.country", ""],
+        ["token=k", "token", " (send the key as 'Authorization: Bearer <key>')"],
+      ]
+    ) {
+      const res = await app.request(`/v1/streams/shop/counters/n${path}?${query}`);
+      assert.equal(res.status, 400, `${path}?${query}`);
+      const { error } = await res.json();
+      assert.equal(error.code, "invalid_query");
+      assert.equal(
+        error.message,
+        `Query parameter '${name}' is not taken here${hint}: ${names} are`,
+        `${path}?${query}`,
+      );
+    }
+  }
+});
+
+Deno.test("README Reading counters: the misspelled-filter message, the cache-buster _ and the repeated-parameter message it quotes are the API's", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const section = readme.slice(
+    readme.indexOf("### Reading counters"),
+    readme.indexOf("#### Top groups"),
+  );
+  const quoted = (start: string) => {
+    const found = new RegExp("`(" + start + "[^`]*)`").exec(section);
+    assert.ok(found, start);
+    return found[1];
+  };
+  const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
+  assert.equal(
+    (await postEvents(app, [{ ts: at(1), country: "DE" }], { stream: "shop" })).status,
+    202,
+  );
+  const misspelled = await app.request("/v1/streams/shop/counters/n?Group.country=DE");
+  assert.equal(misspelled.status, 400);
+  assert.equal((await misspelled.json()).error.message, quoted("Query parameter 'Group.country'"));
+  const buster = quoted("_=");
+  assert.equal((await app.request(`/v1/streams/shop/counters/n?${buster}`)).status, 200);
+  const twice = quoted("limit=1&limit=2");
+  const repeated = await app.request(`/v1/streams/shop/counters/n?${twice}`);
+  assert.equal(repeated.status, 400);
+  assert.equal((await repeated.json()).error.message, quoted("Query parameter 'limit'"));
+});
+
+Deno.test("the counter reads take jQuery's cache-buster _ and ignore it; from and to on current keep their own 400", async () => {
+  const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
+  const events = ["DE", "FR"].map((country) => ({ ts: at(1), country }));
+  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  for (const path of ["", "/current"]) {
+    const res = await app.request(
+      `/v1/streams/shop/counters/n${path}?group.country=DE&_=1765097000000`,
+    );
+    assert.equal(res.status, 200, path);
+    const rows = (await res.json()).windows;
+    assert.deepEqual(rows.map((row: { group: { country: string } }) => row.group.country), ["DE"]);
+  }
+  const bounds = await app.request("/v1/streams/shop/counters/n/current?from=0");
+  assert.equal(bounds.status, 400);
+  assert.match((await bounds.json()).error.message, /^Query parameter 'from' bounds the windows/);
+});
+
 Deno.test("group[group.x] filters the field x; a field whose path starts with group. is group.group.x", async () => {
   const config = {
     streams: {
