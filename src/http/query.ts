@@ -75,7 +75,7 @@ export function refuseUntakenQuery(url: string, taken: readonly string[]): void 
 function untakenHint(name: string, taken: readonly string[]): string {
   const lower = name.toLowerCase();
   const meant = taken.find((one) => one.toLowerCase() === lower) ??
-    (lower.startsWith("group.") || lower.startsWith("group[")
+    (lower.startsWith("group.") || (lower.startsWith("group[") && name.endsWith("]"))
       ? `group${name.slice(5)}`
       : undefined);
   if (meant !== undefined) return ` (names are case-sensitive: '${quoteInput(meant, 64)}'?)`;

@@ -1032,6 +1032,8 @@ Deno.test("a query parameter the counter reads do not take (a misspelled filter)
           " (names are case-sensitive: 'group[country]'?)",
         ],
         ["grp.country=DE", "grp.country", ""],
+        // No hint to another name that is no filter (the bracket left open).
+        [`${encodeURIComponent("Group[country")}=DE`, "Group[country", ""],
         ["country=DE", "country", ""],
         ["group.country=DE&Top=1", "Top", " (names are case-sensitive: 'top'?)"],
         ["LIMIT=1", "LIMIT", " (names are case-sensitive: 'limit'?)"],
