@@ -8,7 +8,7 @@
  * | --- | --- | --- |
  * | `EDGESTREAM_CONFIG` | stream definitions (JSON file) | `examples/config.json` |
  * | `PORT` | port to listen on (0 picks a free one) | `8000` |
- * | `HOST` | address to listen on; open mode always listens on loopback (and refuses a value that names no host) | `0.0.0.0` |
+ * | `HOST` | address to listen on (a value that names no host is refused); open mode always listens on loopback | `0.0.0.0` |
  * | `EDGESTREAM_KEYS` | `scope:key` pairs; none means open development mode | none |
  * | `EDGESTREAM_ALLOWED_HOSTS` | host names open mode answers besides loopback ones (`dev.example.com`; `.example.com` with subdomains) | none |
  * | `EDGESTREAM_ALLOWED_ORIGINS` | origins besides the server's own that may change state and open WebSockets (`https://app.example.com`) | none |
@@ -279,7 +279,7 @@ const HOST_LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/i;
 
 /**
  * Whether `text` can name a host: an IPv4 address written as four numbers from 0 to 255, an IPv6
- * address (a zone, `%eth0`, after it), or a host name of letters, digits, `-` and `_` whose last
+ * address (a zone, `%eth0`, after it; in brackets or not), or a host name of letters, digits, `-` and `_` whose last
  * label is not a number (`999.1.1.1` and `1.2.3` are no addresses, and no names).
  *
  * Not `HOST_NAME` (validate/origin.ts) nor http/origin.ts's `parseHost`: those read a name the
@@ -289,6 +289,9 @@ const HOST_LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/i;
  * as written, so it is read as written.
  */
 function isHost(text: string): boolean {
+  // Bracketed, as a URL writes an IPv6 address (`[::1]`): the listener takes it so too.
+  const bracketed = /^\[([^\]]*)\]$/.exec(text)?.[1];
+  if (bracketed !== undefined) return bracketed.includes(":") && isHost(bracketed);
   if (text.includes(":")) return URL.canParse(`http://[${text.replace(/%[^%]+$/, "")}]`);
   if (/^[0-9.]+$/.test(text)) {
     const parts = text.split(".");
@@ -870,10 +873,13 @@ async function serverConfigOf(
     throw new ConfigError(`EDGESTREAM_KEYS: ${message(error)}`, { cause: error });
   }
   checkProduction(env, keys);
-  // Open mode listens on loopback whatever HOST says; but a value that names no host is a mistake,
-  // refused here as listening on it refuses it with keys (before anything is built).
+  // A value that names no host (`0.0.0.0:8080`, `http://myhost`) is refused here, before anything
+  // is built: with keys the listener would refuse it too, but only once the store was asked for
+  // the webhook endpoints (a line of its own when it cannot be reached), in words that do not say
+  // what HOST takes. Open mode listens on loopback whatever HOST says, but refuses such a value
+  // all the same.
   const host = env.get("HOST")?.trim();
-  if (keys.open && host && !isHost(host)) {
+  if (host && !isHost(host)) {
     throw new ConfigError(`HOST: expected an IP address or a host name, got '${host}'`);
   }
   // A file path, not a URL's path: that one escapes a space (`my%20projects/`), a file no one has.

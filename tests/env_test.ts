@@ -812,6 +812,40 @@ Deno.test("configFromEnv() in open mode listens on 127.0.0.1, or on the loopback
   }
 });
 
+Deno.test("configFromEnv() with keys refuses a HOST that names no host, naming HOST, and takes one in brackets", async () => {
+  const readme = (await Deno.readTextFile(new URL("../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "a `HOST` that names no host (`0.0.0.0:8080`, `http://myhost`) stops startup with one line naming it, before the store is asked";
+  assert.ok(readme.includes(claim), claim);
+  const keys = { EDGESTREAM_KEYS: "admin:0123456789abcdef0123" };
+  for (const host of ["0.0.0.0:8080", "http://myhost", "local host", "999.1.1.1", "[1.2.3.4]"]) {
+    await assert.rejects(
+      () => configFromEnv(env({ ...keys, HOST: host })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message === `HOST: expected an IP address or a host name, got '${host}'`,
+      host,
+    );
+  }
+  // As the listener takes them: a host name, an address, an IPv6 one in brackets or not.
+  for (const host of ["0.0.0.0", "::", "[::1]", "fe80::1%eth0", "dev.example.com", "my_host"]) {
+    const config = await configFromEnv(env({ ...keys, HOST: host }));
+    try {
+      assert.equal(config.hostname, host);
+    } finally {
+      await config.webhooks.close();
+    }
+  }
+  // Open mode listens on loopback: a bracketed address names a host, so it is not refused there.
+  const open = await configFromEnv(env({ HOST: "[::1]" }));
+  try {
+    assert.equal(open.hostname, "127.0.0.1");
+  } finally {
+    await open.webhooks.close();
+  }
+});
+
 Deno.test("configFromEnv() in open mode refuses a HOST that names no host, naming HOST, as listening on it does with keys", async () => {
   const readme = (await Deno.readTextFile(new URL("../README.md", import.meta.url)))
     .replace(/\s+/g, " ");

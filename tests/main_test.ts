@@ -174,6 +174,18 @@ for (
       { EDGESTREAM_KEYS: "admin:0123456789abcdef0123", HOST: "notahost.invalid" },
       /^edgestream: HOST: cannot listen on notahost\.invalid:\d+: /,
     ],
+    // With keys too, a HOST that names no host is refused before the store is asked for the
+    // webhook endpoints: it was refused only by the listener, after a line saying the store
+    // (here one fetch refuses to reach) could not be, and without saying what HOST takes.
+    [
+      {
+        EDGESTREAM_KEYS: "admin:0123456789abcdef0123",
+        HOST: "0.0.0.0:8080",
+        UPSTASH_REDIS_REST_URL: "http://127.0.0.1:1",
+        UPSTASH_REDIS_REST_TOKEN: "t",
+      },
+      /^edgestream: HOST: expected an IP address or a host name, got '0\.0\.0\.0:8080'$/,
+    ],
   ] as const
 ) {
   Deno.test(`main.ts refuses ${JSON.stringify(vars)} in one line naming the setting`, async () => {
