@@ -193,6 +193,24 @@ for (
   });
 }
 
+Deno.test("main.ts names the working directory when a relative EDGESTREAM_CONFIG cannot be read there, as the README says", async () => {
+  const readme = (await Deno.readTextFile(`${root}README.md`)).replace(/\s+/g, " ");
+  const claim =
+    "A relative `EDGESTREAM_CONFIG` is read from the working directory, which the line names when the file cannot be read there";
+  assert.ok(readme.includes(claim), claim);
+  // A service manager chooses the working directory (systemd: `/`): without it in the line,
+  // "No such file" is a puzzle where the file is in the checkout.
+  const result = await startWith({ EDGESTREAM_CONFIG: "examples/missing.json" });
+  const directory = root.replace(/\/$/, "");
+  assertOneLine(result, /^edgestream: EDGESTREAM_CONFIG: Cannot read config file /);
+  assert.ok(
+    result.stderr.startsWith(
+      `edgestream: EDGESTREAM_CONFIG: Cannot read config file examples/missing.json (relative to the working directory ${directory}): No such file or directory`,
+    ),
+    result.stderr,
+  );
+});
+
 Deno.test("main.ts redacts the secrets a log line would in its one line of a startup mistake: a token query parameter, a key of EDGESTREAM_KEYS", async () => {
   const origin = await startWith({
     EDGESTREAM_ALLOWED_ORIGINS: "https://app.example.com/?access_token=tok-0123456789abcdef",

@@ -5,6 +5,7 @@
  * @module
  */
 import { closeSync, constants as fsConstants, openSync } from "node:fs";
+import { isAbsolute } from "node:path";
 import type { z } from "zod";
 import type { CounterMeta } from "../store/types.ts";
 import {
@@ -1488,6 +1489,21 @@ async function openToRead(path: string): Promise<Deno.FsFile> {
   );
 }
 
+/**
+ * For a relative path, the directory it was read from: a service manager starts a process where it
+ * likes (systemd in `/` unless `WorkingDirectory=` says otherwise), so `examples/config.json` that
+ * worked in a shell is then missing, and the line must say from where it was looked for.
+ */
+function fromWorkingDirectory(path: string): string {
+  if (isAbsolute(path)) return "";
+  try {
+    return ` (relative to the working directory ${Deno.cwd()})`;
+  } catch {
+    // Not allowed to read it (--allow-read naming other paths): said without it.
+    return " (relative to the working directory)";
+  }
+}
+
 /** The first `limit` bytes of the file at `path`, plus one more if it has more (never read). */
 async function readAtMost(path: string, limit: number): Promise<Uint8Array> {
   const file = await openToRead(path);
@@ -1538,9 +1554,10 @@ export async function loadConfigFile(
     bytes = await readAtMost(path, MAX_CONFIG_FILE_BYTES);
   } catch (error) {
     if (error instanceof ConfigError) throw error;
-    throw new ConfigError(`Cannot read config file ${path}: ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw new ConfigError(
+      `Cannot read config file ${path}${fromWorkingDirectory(path)}: ${(error as Error).message}`,
+      { cause: error },
+    );
   }
   if (bytes.byteLength > MAX_CONFIG_FILE_BYTES) {
     throw new ConfigError(
