@@ -180,17 +180,52 @@ function unknownSettings(source: EnvSource): StartupNotice[] {
   }
   const names = Object.keys(variables);
   const known = new Set(SETTING_NAMES);
-  return names.filter((name) => name.toUpperCase().startsWith("EDGESTREAM_") && !known.has(name))
+  const typos = names.filter((name) =>
+    name.toUpperCase().startsWith("EDGESTREAM_") && !known.has(name)
+  ).sort().map((name) => {
+    const nearest = SETTING_NAMES.map((setting) => ({
+      setting,
+      edits: editDistance(name.toUpperCase(), setting),
+    })).sort((a, b) => a.edits - b.edits)[0];
+    const hint = nearest.edits <= 3 ? ` (did you mean ${nearest.setting}?)` : "";
+    return {
+      level: "warning" as const,
+      text: `${name} is not a setting edgestream reads${hint}: ignored`,
+    };
+  });
+  return [...typos, ...redisTypos(variables)];
+}
+
+/** The two variables that choose the Redis store. */
+const REDIS_SETTINGS = ["UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN"] as const;
+
+/**
+ * A warning for each `UPSTASH_REDIS_` variable set that is neither Redis setting, unless both are
+ * set (an empty value counts as not set): a name written otherwise (`UPSTASH_REDIS_URL`,
+ * `UPSTASH_REDIS_TOKEN`) left the memory store in force, each process counting alone, with
+ * nothing said but the store's info line. Beside both settings (Upstash's read-only token) none.
+ */
+function redisTypos(variables: Record<string, string>): StartupNotice[] {
+  const set = REDIS_SETTINGS.filter((setting) => (variables[setting] ?? "") !== "");
+  if (set.length === REDIS_SETTINGS.length) return [];
+  // With one of them set, startup stops ("set both"), its line naming this one too.
+  const memory = set.length === 0
+    ? ", and without UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN the store is memory"
+    : "";
+  return Object.keys(variables)
+    .filter((name) =>
+      name.toUpperCase().startsWith("UPSTASH_REDIS_") &&
+      !(REDIS_SETTINGS as readonly string[]).includes(name)
+    )
     .sort()
     .map((name) => {
-      const nearest = SETTING_NAMES.map((setting) => ({
-        setting,
-        edits: editDistance(name.toUpperCase(), setting),
-      })).sort((a, b) => a.edits - b.edits)[0];
-      const hint = nearest.edits <= 3 ? ` (did you mean ${nearest.setting}?)` : "";
+      const [nearest] = [...REDIS_SETTINGS].sort((a, b) =>
+        editDistance(name.toUpperCase(), a) - editDistance(name.toUpperCase(), b)
+      );
       return {
         level: "warning" as const,
-        text: `${name} is not a setting edgestream reads${hint}: ignored`,
+        text:
+          `${name} is not a setting edgestream reads (did you mean ${nearest}?): ignored${memory}`,
       };
     });
 }

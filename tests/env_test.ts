@@ -2015,6 +2015,61 @@ Deno.test("configFromEnv() warns of an EDGESTREAM_ variable that is no setting (
   }
 });
 
+Deno.test("configFromEnv() warns of an UPSTASH_REDIS_ variable that is no setting unless both Redis settings are set, as the README quotes it", async () => {
+  const typo = (name: string, memory: boolean) =>
+    `${name} is not a setting edgestream reads (did you mean ${
+      name.endsWith("URL") ? "UPSTASH_REDIS_REST_URL" : "UPSTASH_REDIS_REST_TOKEN"
+    }?): ignored${
+      memory
+        ? ", and without UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN the store is memory"
+        : ""
+    }`;
+  const readme = (await Deno.readTextFile(new URL("../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  assert.ok(readme.includes(`\`${typo("UPSTASH_REDIS_URL", true)}\``), "README quotes the warning");
+  const read = (values: Record<string, string>) =>
+    configFromEnv({ get: (name) => values[name], toObject: () => values });
+  // Written otherwise: the memory store, said so (it was only the store's info line).
+  const written = { UPSTASH_REDIS_URL: "https://eu1-x.upstash.io", UPSTASH_REDIS_TOKEN: "tok" };
+  const memory = await read(written);
+  try {
+    assert.equal(memory.store.kind, "memory");
+    assert.deepEqual(
+      memory.notices.filter((notice) => notice.text.startsWith("UPSTASH_REDIS_")),
+      [
+        { level: "warning", text: typo("UPSTASH_REDIS_TOKEN", true) },
+        { level: "warning", text: typo("UPSTASH_REDIS_URL", true) },
+      ],
+    );
+  } finally {
+    await memory.webhooks.close();
+  }
+  // One of the settings set: startup stops ("set both"), naming the one written otherwise.
+  const half = await read({
+    UPSTASH_REDIS_REST_URL: "https://eu1-x.upstash.io",
+    UPSTASH_REDIS_TOKEN: "tok",
+  }).then(() => assert.fail("started"), (error) => error);
+  assert.ok(half instanceof ConfigError, String(half));
+  assert.equal(
+    half.message,
+    `UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN: set both to use Redis, or neither (${
+      typo("UPSTASH_REDIS_TOKEN", false)
+    })`,
+  );
+  // Beside both settings, another Upstash variable (its read-only token) is no warning.
+  const redis = await read({
+    UPSTASH_REDIS_REST_URL: "http://127.0.0.1:1",
+    UPSTASH_REDIS_REST_TOKEN: "tok",
+    UPSTASH_REDIS_REST_READONLY_TOKEN: "ro",
+  });
+  try {
+    assert.equal(redis.store.kind, "redis");
+    assert.deepEqual(redis.notices.filter((notice) => notice.text.includes("not a setting")), []);
+  } finally {
+    await redis.webhooks.close();
+  }
+});
+
 Deno.test("a setting that stops startup names the EDGESTREAM_ typos too (README quotes the line)", async () => {
   const values: Record<string, string> = {
     EDGESTREAM_ENV: "production",
