@@ -679,7 +679,9 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
     const { since } = c.req.valid("json");
     const sinceMs = typeof since === "number"
       ? (Math.abs(since) <= 8.64e15 ? since : null)
-      : parseInstantText(since);
+      // Compared with whole-millisecond creation times: a time past a millisecond is after it
+      // (`…00.0001Z` does not replay a delivery created at `…00.000Z`), as for a counter bound.
+      : parseInstantText(since, "ceil");
     if (sinceMs === null) {
       throw new ApiError(
         400,

@@ -427,6 +427,15 @@ Deno.test("after the last attempt a delivery is dead; replay and retry send it a
     await sweep(app, webhooks);
     assert.equal(receiver.received.length, 8, "a dead delivery is not retried by itself");
 
+    // A time past the millisecond the delivery was created in is after it (read rounded up, as a
+    // counter query bound is): the dead delivery is not replayed.
+    assert.match(dead[0].createdAt, /\.\d{3}Z$/);
+    const pastTheMilli = await call(app, "POST", `/v1/webhooks/${id}/replay`, {
+      since: dead[0].createdAt.replace(/Z$/, "0001Z"),
+    });
+    assert.equal(pastTheMilli.status, 202, pastTheMilli.text);
+    assert.deepEqual(pastTheMilli.body, { requeued: 0 });
+
     healthy = true;
     const replay = await call(app, "POST", `/v1/webhooks/${id}/replay`, { since: createdAt });
     assert.equal(replay.status, 202, replay.text);
