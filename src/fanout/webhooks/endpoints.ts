@@ -55,9 +55,10 @@ const RESERVED_HEADERS = new Set([
 
 /**
  * Header names no delivery can send: node:http (a host name's deliveries) refuses a `Trailer`
- * on a body of known length, so every delivery to such a URL would fail.
+ * on a body of known length, so every delivery to such a URL would fail. Registration refuses
+ * them; the sender leaves out one an earlier release stored.
  */
-const UNSENDABLE_HEADERS = new Set(["trailer"]);
+export const UNSENDABLE_HEADERS: ReadonlySet<string> = new Set(["trailer"]);
 
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Longest header name an endpoint may send. */

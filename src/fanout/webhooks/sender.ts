@@ -48,6 +48,7 @@ import {
 } from "../../store/deliveries.ts";
 import { describeDuration } from "../../config/mod.ts";
 import { detached, OutageLog, recordWebhookDelivery } from "../../telemetry/mod.ts";
+import { UNSENDABLE_HEADERS } from "./endpoints.ts";
 import { DEFAULT_TIMEOUT_MS, type PostResult, postWebhook } from "./http_post.ts";
 import { signatureHeaders } from "./signing.ts";
 import { UnsafeUrlError, type UrlPolicy } from "./ssrf.ts";
@@ -221,6 +222,8 @@ export class Sender {
    * records it, which says nothing of the endpoint.
    */
   #waiting = new Set<{ endpointId: string; started: number }>();
+  /** Endpoints already warned about a header they cannot send (said once, not per delivery). */
+  #warnedUnsendable = new Set<string>();
   /** Slots held for claims made elsewhere (see {@linkcode reserve}). */
   #reserved = 0;
   /** Of those, the ones slow endpoints may take. */
@@ -273,6 +276,29 @@ export class Sender {
    * `interrupted` in the same step; one cut off before sending (during the
    * URL check) is not.
    */
+  /**
+   * `endpoint`'s headers without those no delivery can send (a `Trailer`, which registration
+   * refuses but an earlier release stored): sent, every delivery to a host name would fail.
+   * Warns once per endpoint naming it.
+   */
+  #sendableHeaders(endpoint: Claim["endpoint"]): Record<string, string> {
+    const entries = Object.entries(endpoint.headers);
+    const leftOut = entries.filter(([name]) => UNSENDABLE_HEADERS.has(name.toLowerCase()));
+    if (leftOut.length === 0) return endpoint.headers;
+    if (!this.#warnedUnsendable.has(endpoint.id)) {
+      this.#warnedUnsendable.add(endpoint.id);
+      for (const [name] of leftOut) {
+        logger.warn(
+          "Webhook endpoint {endpoint} has header '{header}', stored by an earlier release: it cannot be sent (a delivery's body has a Content-Length, so it has no trailers) and is left out; PATCH /v1/webhooks/{endpoint} with headers without it to stop this warning",
+          { endpoint: endpoint.id, header: name },
+        );
+      }
+    }
+    return Object.fromEntries(
+      entries.filter(([name]) => !UNSENDABLE_HEADERS.has(name.toLowerCase())),
+    );
+  }
+
   async attempt(claim: Claim): Promise<Attempt | null> {
     const { delivery, endpoint } = claim;
     const startMs = this.#now();
@@ -299,7 +325,7 @@ export class Sender {
           .filter((item) => item.expiresMs === null || item.expiresMs > startMs)
           .map((item) => item.secret);
         const headers = {
-          ...endpoint.headers,
+          ...this.#sendableHeaders(endpoint),
           "content-type": "application/json",
           "user-agent": USER_AGENT,
           ...await signatureHeaders(secrets, delivery.messageId, startMs, delivery.payload),

@@ -885,3 +885,39 @@ Deno.test("Sender names at most the 1,000 most recently slow endpoints in a clai
     await sender.close({ signal: AbortSignal.abort() });
   }
 });
+
+Deno.test("Sender leaves out a Trailer header stored by an earlier release, which no delivery to a host name could send, and warns once naming the endpoint", async () => {
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const receiver = await Receiver.start(() => T0);
+  // Through the host name: node:http refused the Trailer on a body of known length, so every
+  // delivery failed with "Trailers are invalid with this transfer encoding".
+  const url = receiver.url().replace("127.0.0.1", "localhost");
+  try {
+    // Written straight into the store, as a release before registration refused it left it.
+    const endpoint = config("ep_a", { url, headers: { Trailer: "x-sum", "X-Team": "ops" } });
+    receiver.secrets = [endpoint.secrets[0].secret];
+    await deliveries.putEndpoint(endpoint, { expectVersion: null });
+    await deliveries.createDeliveries([delivery(1), delivery(2)]);
+    const sender = new Sender(deliveries, {
+      policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
+      now: () => T0,
+    });
+    await writtenLogs(async (lines) => {
+      assert.deepEqual(await sender.deliverDue(), { attempted: 2, succeeded: 2, failed: 0 });
+      const said = jsonLines(lines, "edgestream.webhooks");
+      assert.deepEqual(said.map((line) => [line.level, line.message]), [[
+        "warning",
+        "Webhook endpoint ep_a has header 'Trailer', stored by an earlier release: it cannot be sent (a delivery's body has a Content-Length, so it has no trailers) and is left out; PATCH /v1/webhooks/ep_a with headers without it to stop this warning",
+      ]]);
+    });
+    await sender.close();
+    assert.equal(receiver.received.length, 2);
+    for (const received of receiver.received) {
+      assert.equal(received.headers.get("trailer"), null);
+      assert.equal(received.headers.get("x-team"), "ops");
+      assert.equal(received.verifiedWith.length, 1);
+    }
+  } finally {
+    await receiver.close();
+  }
+});
