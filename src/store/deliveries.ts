@@ -333,6 +333,12 @@ export interface DeliveryCallOptions {
    * own. @default {false}
    */
   alone?: boolean;
+  /**
+   * {@linkcode DeliveryStore.createDeliveries} creates none for an endpoint not stored (deleted
+   * since the caller read it), in the same atomic step: a delivery for it would be read and sent
+   * by no one. @default {false}
+   */
+  onlyToStoredEndpoints?: boolean;
 }
 
 /** What {@linkcode DeliveryStore.storePage} did. */

@@ -189,6 +189,25 @@ const scenarios: Record<string, Scenario> = {
     assert.equal(one?.delivery.payload, delivery(1).payload);
   },
 
+  async "createDeliveries(onlyToStoredEndpoints) creates none for an endpoint not stored (deleted since it was read)"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
+    assert.equal(await store.deleteEndpoint("ep_b"), true);
+    assert.equal(
+      await store.createDeliveries(
+        [delivery(1), delivery(2, "ep_b"), delivery(3, "ep_never")],
+        { onlyToStoredEndpoints: true },
+      ),
+      1,
+    );
+    assert.equal(await store.getDelivery(delivery(2, "ep_b").id), null);
+    assert.deepEqual(await store.countDeliveries(), { pending: 1, dead: 0 });
+    const claims = await store.claimDue(claimOptions(T0));
+    assert.deepEqual(claims.map((claim) => claim.delivery.id), [delivery(1).id]);
+  },
+
   async "claimDue() leases a delivery: nobody else gets it until the lease ends"(store) {
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     await store.createDeliveries([delivery(1)]);

@@ -611,7 +611,8 @@ export class WebhookService {
         data: { endpoint: id, message: "Test delivery from edgestream" },
       }),
       createdMs: now,
-    }]);
+      // A DELETE since the endpoint was read leaves no delivery for it (read back as gone below).
+    }], { onlyToStoredEndpoints: true });
     this.#sender.kick();
     const delivery = await this.#deliveries.getDelivery(deliveryId);
     // The endpoint was deleted since it was read: its deliveries are gone with it.

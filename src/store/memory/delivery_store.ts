@@ -256,13 +256,14 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   createDeliveries(
     deliveries: readonly NewDelivery[],
-    _options: DeliveryCallOptions = {},
+    options: DeliveryCallOptions = {},
   ): Promise<number> {
     const now = this.#now();
     this.#forgetExpired(now);
     let created = 0;
     for (const item of deliveries) {
       if (this.#deliveries.has(item.id)) continue;
+      if (options.onlyToStoredEndpoints && !this.#configs.has(item.endpointId)) continue;
       this.#deliveries.set(item.id, {
         delivery: {
           ...item,

@@ -199,13 +199,17 @@ local function markDead(ep, id, key, now, retention)
   redis.call("ZADD", dead, num(now + ttl), id)
   redis.call("PEXPIRE", dead, retention)
 end
--- The items of createDeliveries that do not exist yet, and the endpoints they go to (ep → true),
--- whose keys it writes checked.
-local function newDeliveries(items)
-  local fresh, touched, seen, any = {}, {}, {}, false
+-- The items of createDeliveries that do not exist yet (with onlyStored, and go to a stored
+-- endpoint: one deleted since the caller read it gets none), and the endpoints they go to
+-- (ep → true), whose keys it writes checked.
+local function newDeliveries(items, onlyStored)
+  local fresh, touched, seen, any, stored = {}, {}, {}, false, {}
   for _, item in ipairs(items) do
     local id, ep = item[1], item[3]
-    if not seen[id] and redis.call("EXISTS", deliveryKey(id)) == 0 then
+    if stored[ep] == nil then
+      stored[ep] = not onlyStored or redis.call("EXISTS", endpointKey(ep)) == 1
+    end
+    if stored[ep] and not seen[id] and redis.call("EXISTS", deliveryKey(id)) == 0 then
       seen[id] = true
       fresh[#fresh + 1] = item
       if not touched[ep] then
@@ -692,12 +696,13 @@ return 1
 `;
 
 /**
- * Creates deliveries that do not exist. ARGV[1]:
- * `{now, retention, items: [[id, messageId, endpointId, stream, type, payload, created], …]}`.
+ * Creates deliveries that do not exist (with `onlyStored`, none for an endpoint not stored).
+ * ARGV[1]: `{now, retention, onlyStored,
+ * items: [[id, messageId, endpointId, stream, type, payload, created], …]}`.
  * Returns how many were created.
  */
 export const CREATE_SCRIPT = COMMON + `
-local fresh, touched = newDeliveries(args.items)
+local fresh, touched = newDeliveries(args.items, args.onlyStored)
 return createDeliveries(fresh, touched, args.now, args.retention)
 `;
 

@@ -428,6 +428,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     const reply = await this.#run("createDeliveries", CREATE_SCRIPT, {
       now: this.#now(),
       retention: this.#retentionMs,
+      onlyStored: options.onlyToStoredEndpoints ?? false,
       items: deliveryItems(deliveries),
     }, options);
     return Number(reply);

@@ -1154,11 +1154,12 @@ Deno.test("the test endpoint sends a signed webhook.test delivery", async () => 
  * A memory delivery store that runs `race` once, right after the next call of its method has
  * stored or read what it was asked: a request that another one (a DELETE) overtakes.
  */
-class RacingDeliveryStore extends MemoryDeliveryStore {
-  race: { after: "createDeliveries" | "retry" | "getDelivery"; run: () => Promise<void> } | null =
-    null;
+type RacedMethod = "getEndpoint" | "createDeliveries" | "retry" | "getDelivery";
 
-  async #raced<T>(method: "createDeliveries" | "retry" | "getDelivery", result: T): Promise<T> {
+class RacingDeliveryStore extends MemoryDeliveryStore {
+  race: { after: RacedMethod; run: () => Promise<void> } | null = null;
+
+  async #raced<T>(method: RacedMethod, result: T): Promise<T> {
     const race = this.race;
     if (race?.after === method) {
       this.race = null;
@@ -1179,6 +1180,10 @@ class RacingDeliveryStore extends MemoryDeliveryStore {
 
   override async getDelivery(...args: Parameters<MemoryDeliveryStore["getDelivery"]>) {
     return await this.#raced("getDelivery", await super.getDelivery(...args));
+  }
+
+  override async getEndpoint(...args: Parameters<MemoryDeliveryStore["getEndpoint"]>) {
+    return await this.#raced("getEndpoint", await super.getEndpoint(...args));
   }
 }
 
@@ -1210,6 +1215,23 @@ Deno.test("the test endpoint answers 404 webhook_not_found when the endpoint is 
     assert.equal(res.body.error.message, `No webhook endpoint has id '${id}'`);
     await webhooks.idle();
     assert.equal(receiver.received.length, 0);
+  });
+});
+
+Deno.test("the test endpoint answers 404 webhook_not_found and holds no delivery when the endpoint is deleted between its read and the delivery's creation", async () => {
+  await withRacingApp(async ({ app, webhooks, receiver, racing }) => {
+    const { id } = await register(app, { url: receiver.url() });
+    racing.race = { after: "getEndpoint", run: () => deleteEndpoint(app, id) };
+    const res = await call(app, "POST", `/v1/webhooks/${id}/test`);
+    assert.equal(racing.race, null, "the endpoint was deleted after it was read");
+    assert.equal(res.status, 404, res.text);
+    assert.equal(res.body.error.code, "webhook_not_found");
+    assert.equal(res.body.error.message, `No webhook endpoint has id '${id}'`);
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 0);
+    // No delivery was created for the deleted endpoint: none is pending (for ever, as none of a
+    // deleted endpoint is claimed) nor listed.
+    assert.deepEqual(await racing.countDeliveries(), { pending: 0, dead: 0 });
   });
 });
 
