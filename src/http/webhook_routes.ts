@@ -165,7 +165,9 @@ export const EndpointSchema = z.object({
     description: "While a rotated-out secret still signs: when it stops",
   }),
   createdAt: z.string(),
-  updatedAt: z.string(),
+  updatedAt: z.string().openapi({
+    description: "Last change: by the API, or a disable by a 410 or by failing for too long",
+  }),
 }).openapi("Webhook");
 
 const CreatedSchema = EndpointSchema.extend({

@@ -908,6 +908,46 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.getEndpoint("ep_b"))?.disabledReason, "Endpoint answered 410 Gone");
   },
 
+  async "recordAttempt() that disables an endpoint sets its updatedMs; a later putEndpoint sets its own"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1), delivery(2)]);
+    const [first] = await store.claimDue({ ...claimOptions(T0), limit: 1 });
+    // A failure that does not disable it changes only failingSinceMs.
+    await store.recordAttempt({
+      deliveryId: first.delivery.id,
+      endpointId: "ep_a",
+      token: first.token,
+      attempt: attempt("retrying", T0 + DAY),
+      nowMs: T0 + 1_000,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    assert.equal((await store.getEndpoint("ep_a"))?.updatedMs, T0);
+    const [second] = await store.claimDue({ ...claimOptions(T0 + 2_000), limit: 1 });
+    assert.deepEqual(
+      await store.recordAttempt({ ...goneRecord(second), nowMs: T0 + 2_000 }),
+      { recorded: true, disabled: true },
+    );
+    const disabled = await store.getEndpoint("ep_a");
+    assert.deepEqual(
+      [disabled?.disabled, disabled?.updatedMs, disabled?.version],
+      [true, T0 + 2_000, 1],
+    );
+    assert.equal((await store.listEndpoints())[0].updatedMs, T0 + 2_000);
+    // Enabled again through the API: the change's own time.
+    assert.equal(
+      await store.putEndpoint(config("ep_a", { updatedMs: T0 + 3_000, version: 2 }), {
+        expectVersion: 1,
+        state: { disabled: false, disabledReason: null },
+      }),
+      true,
+    );
+    const enabled = await store.getEndpoint("ep_a");
+    assert.deepEqual([enabled?.disabled, enabled?.updatedMs], [false, T0 + 3_000]);
+  },
+
   async "retry() requeues with a fresh schedule, unless the delivery is in flight"(store) {
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     await store.createDeliveries([delivery(1)]);

@@ -493,6 +493,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
         if (reason !== null && !state.disabled) {
           state.disabled = true;
           state.disabledReason = reason;
+          // A change the endpoint's readers see, as a PATCH disabling it is: updatedMs says when.
+          const config = this.#configs.get(record.endpointId);
+          if (config) this.#configs.set(record.endpointId, { ...config, updatedMs: nowMs });
           // A change of the endpoint list: a dispatch by a list read before makes its page again.
           this.#endpointsVersion += 1;
           disabled = true;

@@ -6,7 +6,8 @@
  * Key layout under the prefix:
  * - `ep:<id>` — endpoint config as JSON (no TTL: endpoints are few and deleted by hand).
  * - `eps:<id>` — endpoint state hash: `dis` ("1"/"0"), `why`, `fail` (failing since, ms),
- *   `rate` (deliveries/s, absent for no limit).
+ *   `rate` (deliveries/s, absent for no limit), `upd` (when an attempt disabled it, ms: its
+ *   `updatedMs` until the config is written again).
  * - `endpoints` — zset of endpoint ids by creation time.
  * - `epv` — the endpoint list's version: the one-time token of the last call that created,
  *   changed (disabled included) or deleted an endpoint (absent: none did).
@@ -515,6 +516,7 @@ end
 expectType(ENDPOINTS_KEY, "zset")
 local hasDisabled = readKey("hash", "HEXISTS", st, "dis") == 1
 redis.call("SET", key, json)
+redis.call("HDEL", st, "upd")
 redis.call("ZADD", ENDPOINTS_KEY, num(created), id)
 if rate == false then redis.call("HDEL", st, "rate") else redis.call("HSET", st, "rate", num(rate)) end
 if disabled ~= nil then redis.call("HSET", st, "dis", disabled and "1" or "0") end
@@ -844,7 +846,9 @@ if state then
     local reason = disableReason
     if reason == false and now - since >= disableAfter then reason = failingReason end
     if reason ~= false and state[2] ~= "1" then
-      redis.call("HSET", st, "dis", "1", "why", reason)
+      -- A change the endpoint's readers see, as a PATCH disabling it is: read as its updatedMs
+      -- (the config's JSON is left as its owner wrote it; putEndpoint drops the field).
+      redis.call("HSET", st, "dis", "1", "why", reason, "upd", num(now))
       -- A change of the endpoint list: a dispatch by a list read before makes its page again.
       redis.call("SET", ENDPOINTS_VERSION_KEY, args.tk)
       disabled = 1

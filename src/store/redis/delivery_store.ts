@@ -147,8 +147,11 @@ function nextCursor(list: CursorList, next: [string | number, string] | false): 
 function toEndpoint(json: unknown, state: unknown): Endpoint {
   const config = fromJson<EndpointConfig>(json);
   const fields = (Array.isArray(state) ? {} : state ?? {}) as Hash;
+  // Disabled by an attempt since the config was written: that is its last change.
+  const disabledMs = optionalNumber(fields.upd);
   return {
     ...config,
+    updatedMs: disabledMs === null ? config.updatedMs : Math.max(config.updatedMs, disabledMs),
     disabled: fields.dis === "1",
     disabledReason: fields.why ?? null,
     failingSinceMs: optionalNumber(fields.fail),

@@ -474,16 +474,20 @@ Deno.test("after the last attempt a delivery is dead; replay and retry send it a
 });
 
 Deno.test("410 Gone disables the endpoint; re-enabled it gets deliveries again, not those of results written while it was disabled", async () => {
-  await withApp({}, async ({ app, webhooks, receiver }) => {
+  await withApp({}, async ({ app, webhooks, receiver, clock }) => {
     const { id, secret } = await register(app, { url: receiver.url() });
     receiver.secrets = [secret];
     receiver.respond = () => new Response("gone", { status: 410 });
+    advance(clock, SECOND);
     await closeFirstMinute(app);
     await webhooks.idle();
     assert.equal(receiver.received.length, 1);
     const endpoint = await call(app, "GET", `/v1/webhooks/${id}`);
     assert.equal(endpoint.body.disabled, true);
     assert.equal(endpoint.body.disabledReason, "Endpoint answered 410 Gone");
+    // Disabled is a change, as by PATCH: updatedAt is when the 410 came.
+    assert.equal(endpoint.body.updatedAt, new Date(clock.now).toISOString());
+    assert.notEqual(endpoint.body.updatedAt, endpoint.body.createdAt);
     assert.equal((await deliveriesOf(app, id))[0].status, "dead");
     await ingest(app, [{ id: "later", ts: at(130), country: "DE" }]);
     await sweep(app, webhooks);
