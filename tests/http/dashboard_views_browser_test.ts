@@ -473,3 +473,39 @@ browserTest(
     assert.deepEqual(errors, []);
   },
 );
+
+browserTest(
+  "a group whose value is empty or only spaces reads as its quoted text in the chart's legend and the current window: not uPlot's default 'Value', not blank, and apart from each other",
+  async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    const start = "2026-01-01T00:00:00.000Z";
+    const end = "2026-01-01T00:01:00.000Z";
+    const rows = [["", 3], [" ", 2], ["DE", 1]].map(([country, value]) => ({
+      start,
+      end,
+      group: { country },
+      value,
+    }));
+    const windows = { windows: rows, others: [] };
+    const current = { start, end: "2099-01-01T00:01:00.000Z", windows: rows, others: null };
+    const shown = await page.evaluate(`(async () => {
+      const { CountersView } = await import("/static/dashboard/counters.js");
+      const container = document.getElementById("view");
+      globalThis.answerAll = (url) => [200, url.includes("/current") ? ${
+      JSON.stringify(current)
+    } : ${JSON.stringify(windows)}];
+      const view = new CountersView(container, [${JSON.stringify(ORDERS)}], { top: 5 });
+      await view.load("orders");
+      await globalThis.frames2();
+      return {
+        legend: [...container.querySelectorAll(".u-legend .u-series .u-label")].slice(1)
+          .map((label) => label.textContent),
+        current: [...container.querySelectorAll(".current-values li .group")]
+          .map((group) => group.textContent),
+      };
+    })()`) as { legend: string[]; current: string[] };
+    assert.deepEqual(shown.legend, ['""', '" "', "DE"]);
+    assert.deepEqual(shown.current, ['""', '" "', "DE"]);
+    assert.deepEqual(errors, []);
+  },
+);

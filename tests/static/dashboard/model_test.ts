@@ -74,6 +74,12 @@ Deno.test("groupLabel() writes an object or array value as JSON and tells a stri
   // groups read alike (the text "1" with its quotes is not the string 1).
   assert.equal(groupLabel({ country: "DE", city: "São Paulo" }), "DE · São Paulo");
   assert.equal(groupLabel({ note: '"1"' }), JSON.stringify('"1"'));
+  // Text that is empty or has white space at either end is quoted too: bare it read blank, or as
+  // the text without it.
+  assert.deepEqual(
+    ["", " ", "\t", "DE ", " DE", "D E"].map((country) => groupLabel({ country })),
+    ['""', '" "', '"\\t"', '"DE "', '" DE"', "D E"],
+  );
 });
 
 Deno.test("groupLabel(), formatRate(), durationMs() and the counter description read as shown", () => {
