@@ -35,9 +35,10 @@ export function ratesBetween(previous, current) {
  * text (null, a number, a boolean, an object or array) is its JSON (`String()` of an object read
  * `[object Object]`, whatever it held), and text that is JSON itself (`"1"`, `"null"`, `"[1]"`) is
  * quoted: the string `1` is another group than the number 1, as a read's `group.` filter tells
- * (`group.g="1"`), and the two would read alike. So is text that is empty or has white space at
- * either end (`""`, `" "`, `"DE "`): shown bare it read blank (uPlot's legend wrote its default
- * `Value` for an empty label), or as `DE`.
+ * (`group.g="1"`), and the two would read alike. So is text that is empty, has white space at
+ * either end (`""`, `" "`, `"DE "`) or holds a control character (`"a\nb"`, escaped): shown bare
+ * it read blank (uPlot's legend wrote its default `Value` for an empty label), as `DE`, or as
+ * `a b`.
  */
 export function groupLabel(group) {
   const values = Object.values(group ?? {});
@@ -48,7 +49,10 @@ export function groupLabel(group) {
 /** One group value as {@linkcode groupLabel} writes it. */
 function valueLabel(value) {
   if (typeof value !== "string") return JSON.stringify(value) ?? String(value);
-  if (value === "" || value.trim() !== value) return JSON.stringify(value);
+  // deno-lint-ignore no-control-regex
+  if (value === "" || value.trim() !== value || /[\x00-\x1f\x7f]/.test(value)) {
+    return JSON.stringify(value);
+  }
   try {
     JSON.parse(value);
   } catch {

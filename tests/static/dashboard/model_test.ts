@@ -74,11 +74,14 @@ Deno.test("groupLabel() writes an object or array value as JSON and tells a stri
   // groups read alike (the text "1" with its quotes is not the string 1).
   assert.equal(groupLabel({ country: "DE", city: "São Paulo" }), "DE · São Paulo");
   assert.equal(groupLabel({ note: '"1"' }), JSON.stringify('"1"'));
-  // Text that is empty or has white space at either end is quoted too: bare it read blank, or as
-  // the text without it.
+  // Text that is empty, has white space at either end or holds a control character is quoted too
+  // (JSON escapes the control character): bare it read blank, as the text without the spaces, or
+  // as "a b" (a line break shown on one line).
   assert.deepEqual(
-    ["", " ", "\t", "DE ", " DE", "D E"].map((country) => groupLabel({ country })),
-    ['""', '" "', '"\\t"', '"DE "', '" DE"', "D E"],
+    ["", " ", "\t", "DE ", " DE", "D E", "a\nb", "a\u0000b"].map((country) =>
+      groupLabel({ country })
+    ),
+    ['""', '" "', '"\\t"', '"DE "', '" DE"', "D E", '"a\\nb"', '"a\\u0000b"'],
   );
 });
 
