@@ -106,7 +106,8 @@ export function sparkline(element, labels, { height = 56 } = {}) {
 
 /**
  * Lets the keyboard show and hide a line as a click on its legend entry does (uPlot listens to
- * clicks only): each entry's label is a toggle button, pressed while its line is shown.
+ * clicks only): each entry's label is a toggle button, pressed while its line is shown. Each label
+ * holds its whole text in its title too: the stylesheet cuts a long one to a line.
  */
 function legendKeys(chart) {
   const rows = chart.root.querySelectorAll(".u-legend .u-series");
@@ -114,6 +115,7 @@ function legendKeys(chart) {
     const label = row.querySelector(".u-label");
     // Row 0 is the window start, no line.
     if (i === 0 || !label) return;
+    label.title = label.textContent;
     label.tabIndex = 0;
     label.setAttribute("role", "button");
     label.setAttribute("aria-pressed", String(chart.series[i].show));

@@ -509,3 +509,61 @@ browserTest(
     assert.deepEqual(errors, []);
   },
 );
+
+browserTest(
+  "a chart's legend keeps a group of thousands of characters to one line, cut with an ellipsis and whole in its title, at 1280 px and on a 375 px phone",
+  async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    const start = "2026-01-01T00:00:00.000Z";
+    const end = "2026-01-01T00:01:00.000Z";
+    // Any client sending events chooses its groups: one unbroken, one of words, one short.
+    const groups = ["W".repeat(3000), "word ".repeat(400).trim(), "DE"];
+    const rows = groups.map((country, i) => ({ start, end, group: { country }, value: 3 - i }));
+    const windows = { windows: rows, others: [] };
+    const current = { start, end: "2099-01-01T00:01:00.000Z", windows: rows, others: null };
+    const measure = async (width: number) => {
+      await page.setViewportSize({ width, height: 900 });
+      return await page.evaluate(`(async () => {
+        const { CountersView } = await import("/static/dashboard/counters.js");
+        const container = document.getElementById("view");
+        globalThis.legendView?.stop();
+        globalThis.answerAll = (url) => [200, url.includes("/current") ? ${
+        JSON.stringify(current)
+      } : ${JSON.stringify(windows)}];
+        globalThis.legendView = new CountersView(container, [${
+        JSON.stringify(ORDERS)
+      }], { top: 5 });
+        await globalThis.legendView.load("orders");
+        await globalThis.frames2();
+        const labels = [...container.querySelectorAll(".u-legend .u-series .u-label")].slice(1);
+        return {
+          legendHeight: container.querySelector(".u-legend").getBoundingClientRect().height,
+          labels: labels.map((label) => ({
+            title: label.title,
+            text: label.textContent,
+            height: label.getBoundingClientRect().height,
+            cut: label.scrollWidth > label.clientWidth,
+          })),
+          sideways: document.documentElement.scrollWidth > innerWidth,
+        };
+      })()`) as {
+        legendHeight: number;
+        labels: { title: string; text: string; height: number; cut: boolean }[];
+        sideways: boolean;
+      };
+    };
+    for (const width of [1280, 375]) {
+      const shown = await measure(width);
+      assert.equal(shown.sideways, false, `${width} px: the page scrolls sideways`);
+      assert.deepEqual(shown.labels.map((label) => label.title), groups, `${width} px: titles`);
+      assert.deepEqual(shown.labels.map((label) => label.text), groups, `${width} px: texts`);
+      assert.deepEqual(shown.labels.map((label) => label.cut), [true, true, false], `${width} px`);
+      // One line each (a 14 px font): three entries take a few lines, not thousands of pixels.
+      for (const label of shown.labels) {
+        assert.ok(label.height < 30, `${width} px: ${label.height}`);
+      }
+      assert.ok(shown.legendHeight < 120, `${width} px: legend ${shown.legendHeight} px tall`);
+    }
+    assert.deepEqual(errors, []);
+  },
+);
