@@ -74,7 +74,14 @@ export class StreamsView {
           "header",
           {},
           el("h3", {}, userText(stream.name)),
-          stream.description ? el("span", { class: "muted" }, stream.description) : null,
+          // Up to 1024 characters: cut to two lines by the stylesheet, whole in the title.
+          stream.description
+            ? el(
+              "span",
+              { class: "muted description", title: stream.description },
+              stream.description,
+            )
+            : null,
           live,
         ),
         el("div", { class: "stream-body" }, rateList, spark),

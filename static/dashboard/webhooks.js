@@ -364,7 +364,10 @@ export class WebhooksView {
       el(
         "td",
         {},
-        endpoint.description ? el("b", { class: "description" }, endpoint.description) : null,
+        // Up to 1024 characters: cut to two lines by the stylesheet, whole in the title.
+        endpoint.description
+          ? el("b", { class: "description", title: endpoint.description }, endpoint.description)
+          : null,
         el("span", { class: "url" }, endpoint.url),
         endpoint.disabled
           ? el("span", { class: "badge bad" }, `disabled: ${endpoint.disabledReason ?? "by hand"}`)

@@ -567,3 +567,57 @@ browserTest(
     assert.deepEqual(errors, []);
   },
 );
+
+browserTest(
+  "a stream's and a webhook endpoint's description of 1024 characters, the most either takes, show in at most two lines, whole in their titles, at 1280 px and on a 375 px phone",
+  async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    const unbroken = "d".repeat(1024);
+    const words = "word ".repeat(205).slice(0, 1024);
+    const streams = [
+      { ...ORDERS, name: "a", description: unbroken, stats: {} },
+      { ...ORDERS, name: "b", description: words, stats: {} },
+    ];
+    const endpoints = [
+      { id: "ep_a", url: "https://hooks.example/a", description: unbroken },
+      { id: "ep_b", url: "https://hooks.example/b", description: words },
+    ];
+    await page.evaluate(`(async () => {
+      const { StreamsView } = await import("/static/dashboard/streams.js");
+      const { WebhooksView } = await import("/static/dashboard/webhooks.js");
+      const streams = document.createElement("div");
+      const hooks = document.createElement("div");
+      document.getElementById("view").append(streams, hooks);
+      new StreamsView(streams, ${JSON.stringify(streams)});
+      const view = new WebhooksView(hooks, document.getElementById("note"));
+      globalThis.answerAll = (url) => new URL(url, location.href).pathname === "/v1/webhooks"
+        ? [200, { webhooks: ${JSON.stringify(endpoints)}, nextCursor: null }]
+        : [200, { deliveries: [], nextCursor: null }];
+      await view.refresh();
+    })()`);
+    for (const width of [1280, 375]) {
+      await page.setViewportSize({ width, height: 900 });
+      const shown = await page.evaluate(`(async () => {
+        await globalThis.frames2();
+        const lineHeight = (element) => parseFloat(getComputedStyle(element).lineHeight) ||
+          1.5 * parseFloat(getComputedStyle(element).fontSize);
+        return [...document.querySelectorAll("[data-stream] header .description, [data-webhook] .description")]
+          .map((element) => ({
+            title: element.title,
+            text: element.textContent,
+            lines: element.getBoundingClientRect().height / lineHeight(element),
+          }));
+      })()`) as { title: string; text: string; lines: number }[];
+      assert.equal(shown.length, 4, `${width} px: descriptions shown`);
+      for (const [i, description] of [unbroken, words, unbroken, words].entries()) {
+        assert.equal(shown[i].title, description, `${width} px: title ${i}`);
+        assert.equal(shown[i].text, description, `${width} px: text ${i}`);
+        assert.ok(
+          shown[i].lines <= 2.1,
+          `${width} px: description ${i} takes ${shown[i].lines} lines`,
+        );
+      }
+    }
+    assert.deepEqual(errors, []);
+  },
+);
