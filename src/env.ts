@@ -183,10 +183,7 @@ function unknownSettings(source: EnvSource): StartupNotice[] {
   const typos = names.filter((name) =>
     name.toUpperCase().startsWith("EDGESTREAM_") && !known.has(name)
   ).sort().map((name) => {
-    const nearest = SETTING_NAMES.map((setting) => ({
-      setting,
-      edits: editDistance(name.toUpperCase(), setting),
-    })).sort((a, b) => a.edits - b.edits)[0];
+    const nearest = nearestSetting(name, SETTING_NAMES);
     const hint = nearest.edits <= 3 ? ` (did you mean ${nearest.setting}?)` : "";
     return {
       level: "warning" as const,
@@ -218,16 +215,22 @@ function redisTypos(variables: Record<string, string>): StartupNotice[] {
       !(REDIS_SETTINGS as readonly string[]).includes(name)
     )
     .sort()
-    .map((name) => {
-      const [nearest] = [...REDIS_SETTINGS].sort((a, b) =>
-        editDistance(name.toUpperCase(), a) - editDistance(name.toUpperCase(), b)
-      );
-      return {
-        level: "warning" as const,
-        text:
-          `${name} is not a setting edgestream reads (did you mean ${nearest}?): ignored${memory}`,
-      };
-    });
+    .map((name) => ({
+      level: "warning" as const,
+      // Always a hint: a name starting UPSTASH_REDIS_ can only mean one of the two.
+      text: `${name} is not a setting edgestream reads (did you mean ${
+        nearestSetting(name, REDIS_SETTINGS).setting
+      }?): ignored${memory}`,
+    }));
+}
+
+/** The setting of `settings` fewest edits from `name` (read in upper case), and how many. */
+function nearestSetting(
+  name: string,
+  settings: readonly string[],
+): { setting: string; edits: number } {
+  return settings.map((setting) => ({ setting, edits: editDistance(name.toUpperCase(), setting) }))
+    .sort((a, b) => a.edits - b.edits)[0];
 }
 
 /**
