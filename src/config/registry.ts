@@ -33,6 +33,7 @@ import {
   type DefinitionSource,
   type DefinitionStore,
   finalThrough,
+  type FireOptions,
   generationKey,
   isStoreDown,
   type KeepFinal,
@@ -1628,8 +1629,15 @@ class RegistryStore implements Store {
   async keepFinal(stream: string, throughMs: number): Promise<void> {
     return await this.#store.keepFinal(await this.#checkedKey(stream), throughMs);
   }
-  async fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
-    return await this.#store.fireAlerts(await this.#checkedKey(stream), firings);
+  async fireAlerts(
+    stream: string,
+    firings: AlertFiring[],
+    options: FireOptions = {},
+  ): Promise<AlertFiring[]> {
+    // Of the definition the firings were evaluated by, as a close: a stream deleted and created
+    // again since goes to the old incarnation, which the store says is gone, never to the new one
+    // (its log, and its fired markers that would hold back the new one's own firings).
+    return await this.#store.fireAlerts(await this.#checkedKey(stream, options.counters), firings);
   }
   appendLog(stream: string, records: LogRecord[]): Promise<void> {
     return this.#store.appendLog(this.#key(stream), records);

@@ -349,7 +349,9 @@ export class AlertWatcher {
       );
       return;
     }
-    const fired = await this.#store.fireAlerts(stream.name, unknown);
+    const fired = await this.#store.fireAlerts(stream.name, unknown, {
+      counters: stream.counterMetas,
+    });
     for (const firing of unknown) {
       this.#remember(firedKey(stream.name, firing), {
         sinceMs: nowMs,

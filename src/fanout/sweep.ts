@@ -308,7 +308,7 @@ async function fireOnFinal(
     return evaluateAlerts(stream, counter, rows);
   });
   if (firings.length === 0) return [];
-  const fired = await store.fireAlerts(stream.name, firings);
+  const fired = await store.fireAlerts(stream.name, firings, { counters: stream.counterMetas });
   countFirings(stream.name, fired);
   return fired;
 }

@@ -705,6 +705,12 @@ export interface SessionRange extends TimeRange {
   stats?: boolean;
 }
 
+/** Options of {@linkcode Store.fireAlerts}. */
+export interface FireOptions {
+  /** The counters of the definition the firings were evaluated by (see `fireAlerts`). */
+  counters?: readonly CounterMeta[];
+}
+
 /** Storage for stream state. Implementations must apply a batch atomically. */
 export interface Store {
   /** Short name for logs and `/readyz` (`memory`, `redis`). */
@@ -765,8 +771,15 @@ export interface Store {
    * firings that were new. A store that holds the definitions fires nothing, in the same atomic
    * step, for an incarnation (`stream` a generation key, see `generationKey`) its record says is
    * deleted, or deleted and created again, as {@linkcode closeWindows} closes nothing of it.
+   * `options.counters`: the counters of the definition the firings were evaluated by, which a
+   * store over stream names (the registry's) fires by, as it closes by them; a store given a
+   * generation key has its incarnation already.
    */
-  fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]>;
+  fireAlerts(
+    stream: string,
+    firings: AlertFiring[],
+    options?: FireOptions,
+  ): Promise<AlertFiring[]>;
   /**
    * Appends records to a stream's result log (for results not tied to an
    * atomic step, such as `window.updated`). One round trip.

@@ -2523,3 +2523,47 @@ Deno.test("StreamRegistry.poll() runs one poll at a time, and polls called while
   assert.ok(streams.has("orders"));
   assert.deepEqual([reads, most], [3, 1]);
 });
+
+onBothStores(
+  "an alert evaluated by a deleted and re-created stream's old definition fires into neither incarnation, as its close closes nothing",
+  async (store, definitions, clock) => {
+    const registry = new StreamRegistry(compileConfig({ streams: {} }), {
+      definitions,
+      data: store,
+      now: () => clock.now,
+    });
+    const definition = {
+      counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+      alerts: [{ name: "busy", counter: "perMinute", when: "value >= 1.0" }],
+    };
+    await registry.put("visits", definition);
+    const old = registry.get("visits")!;
+    const oldKey = generationKey("visits", registry.generationOf("visits"));
+    // A sweep's peek closed old's window; meanwhile this instance heard of a re-create.
+    await registry.remove("visits");
+    await registry.put("visits", definition);
+    const newKey = generationKey("visits", registry.generationOf("visits"));
+    assert.notEqual(newKey, oldKey);
+    const wrapped = registry.wrap(store);
+    const firing = (group: string) => ({
+      alert: "busy",
+      counter: "perMinute",
+      start: clock.now,
+      end: clock.now + 60_000,
+      group,
+      value: 1,
+      ttlMs: 120_000,
+    });
+    const fired = await wrapped.fireAlerts("visits", [firing('["DE"]')], {
+      counters: old.counterMetas,
+    });
+    assert.deepEqual(fired, []);
+    assert.deepEqual(await store.readLog(newKey, null, 10), [], "fired into the new incarnation");
+    assert.deepEqual(await store.readLog(oldKey, null, 10), []);
+    // The new incarnation's own firing of that window and group is not held back.
+    const own = await wrapped.fireAlerts("visits", [firing('["DE"]')], {
+      counters: registry.get("visits")!.counterMetas,
+    });
+    assert.deepEqual(own.map((f) => f.group), ['["DE"]']);
+  },
+);
