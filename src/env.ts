@@ -721,13 +721,13 @@ export function storesFromEnv(
   const prefix = readPrefix(env);
   const redis = redisFromEnv(env);
   const maxApiStreams = readCount(env, "EDGESTREAM_STREAMS_MAX", DEFAULT_STREAMS_MAX);
+  const definitionsHere = options.definitionsHere ?? true;
   if (!redis) {
     const definitions = new MemoryDefinitionStore({ maxApiStreams });
-    const definitionsHere = options.definitionsHere ?? true;
     return { store: new MemoryStore({ maxDedupeIds, definitions, definitionsHere }), definitions };
   }
   return {
-    store: new RedisStore(redis, { prefix, definitionsHere: options.definitionsHere ?? true }),
+    store: new RedisStore(redis, { prefix, definitionsHere }),
     definitions: new RedisDefinitionStore(redis, { prefix, maxApiStreams }),
   };
 }

@@ -1573,14 +1573,15 @@ export async function loadConfigFile(
       `Config file ${path} is not UTF-8 at line ${bad.line} (byte ${bad.offset}): read with U+FFFD in place of each byte that is not; save it as UTF-8 (a definition sent through the API with such bytes is refused)`,
     );
   }
+  // A byte order mark, as some editors write, is not part of the JSON.
+  const json = text.startsWith("\uFEFF") ? text.slice(1) : text;
   let raw: unknown;
   try {
-    // A byte order mark, as some editors write, is not part of the JSON.
-    raw = JSON.parse(text.startsWith("\uFEFF") ? text.slice(1) : text);
+    raw = JSON.parse(json);
   } catch (error) {
     // V8's message quotes the text near the problem: the start of a file that is no config
     // (`EDGESTREAM_CONFIG=/etc/shadow`) would be printed in the startup line. Where, not what.
-    const problem = jsonSyntaxProblem(error, text.startsWith("\uFEFF") ? text.slice(1) : text);
+    const problem = jsonSyntaxProblem(error, json);
     const where = problem === undefined
       ? ""
       : `: ${problem.reason} at line ${problem.line}, column ${problem.column}`;

@@ -269,14 +269,6 @@ export class Sender {
   }
 
   /**
-   * Makes one attempt of a claimed delivery and records it. Resolves to null
-   * when {@linkcode close} cut it off before an answer: the claim is then
-   * given back, for the next claim to send at once. A cut-off POST that had
-   * started (the receiver may have got it) is logged with outcome
-   * `interrupted` in the same step; one cut off before sending (during the
-   * URL check) is not.
-   */
-  /**
    * `endpoint`'s headers without those no delivery can send (a `Trailer`, which registration
    * refuses but an earlier release stored): sent, every delivery to a host name would fail.
    * Warns once per endpoint naming it.
@@ -299,6 +291,14 @@ export class Sender {
     );
   }
 
+  /**
+   * Makes one attempt of a claimed delivery and records it. Resolves to null
+   * when {@linkcode close} cut it off before an answer: the claim is then
+   * given back, for the next claim to send at once. A cut-off POST that had
+   * started (the receiver may have got it) is logged with outcome
+   * `interrupted` in the same step; one cut off before sending (during the
+   * URL check) is not.
+   */
   async attempt(claim: Claim): Promise<Attempt | null> {
     const { delivery, endpoint } = claim;
     const startMs = this.#now();
