@@ -743,17 +743,18 @@ Deno.test("an OPTIONS is answered to a key limited to streams as its 405 is, wha
   const ask = (method: string, path: string, key: string) =>
     app.request(path, { method, headers: { Authorization: `Bearer ${key}` } });
   for (
-    const [path, key, other] of [
-      ["/v1/keys", limitedAdmin, "PATCH"],
-      ["/v1/streams/signups", limitedRead, "POST"],
-      ["/v1/streams/orders", limitedRead, "POST"],
+    const [path, key, other, allow] of [
+      ["/v1/keys", limitedAdmin, "PATCH", "GET, HEAD, POST"],
+      ["/v1/streams/signups", limitedRead, "POST", "DELETE, GET, HEAD, PUT"],
+      ["/v1/streams/orders", limitedRead, "POST", "DELETE, GET, HEAD, PUT"],
     ] as const
   ) {
     const methodNotAllowed = await ask(other, path, key);
     assert.equal(methodNotAllowed.status, 405, `${other} ${path}`);
     const options = await ask("OPTIONS", path, key);
     assert.equal(options.status, 204, `OPTIONS ${path}`);
-    assert.equal(options.headers.get("Allow"), methodNotAllowed.headers.get("Allow"), path);
+    assert.equal(methodNotAllowed.headers.get("Allow"), allow, path);
+    assert.equal(options.headers.get("Allow"), allow, path);
   }
   // The scope is still needed: a read key is not told what /v1/keys takes.
   const unscoped = await ask("OPTIONS", "/v1/keys", limitedRead);

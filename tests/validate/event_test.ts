@@ -1689,8 +1689,13 @@ Deno.test("an event whose schema's allOf members fill in different defaults at o
         t: { allOf: [{ prefixItems: [{ type: "number" }, { default: 3 }] }, { type: "array" }] },
       },
     },
+    // A `$ref` and the keywords beside it (README: "or a `$ref` and the keywords beside it").
+    {
+      $defs: { base: { properties: { a: { default: 1 } } } },
+      properties: { r: { $ref: "#/$defs/base", properties: { a: { default: 2 } } } },
+    },
   ];
-  const events = [{ o: {} }, { t: [1] }];
+  const events = [{ o: {} }, { t: [1] }, { r: {} }];
   for (const [index, json] of schemas.entries()) {
     const schema = compileEventSchema(json);
     const result = validateEvent(events[index], schema);
