@@ -55,16 +55,19 @@ function at(seconds: number) {
 function countingFires(
   store: Store,
   { readWindows }: { readWindows?: Store["readWindows"] } = {},
-): { store: Store; asked: string[] } {
+): { store: Store; asked: string[]; counters: unknown[] } {
   const asked: string[] = [];
+  // The counters each call said its firings were evaluated by (see Store.fireAlerts).
+  const counters: unknown[] = [];
   const counting = {
     readWindows: readWindows ?? ((...args) => store.readWindows(...args)),
     fireAlerts(...args) {
       asked.push(...args[1].map((firing) => `${firing.alert}:${firing.group}`));
+      counters.push(args[2]?.counters);
       return store.fireAlerts(...args);
     },
   } satisfies Pick<Store, "readWindows" | "fireAlerts">;
-  return { store: counting as unknown as Store, asked };
+  return { store: counting as unknown as Store, asked, counters };
 }
 
 Deno.test("evaluateAlerts() fires the alerts on the counter whose condition is true", () => {
@@ -315,7 +318,7 @@ Deno.test("AlertWatcher reads the windows an event touched a few at a time, neve
 
 Deno.test("AlertWatcher asks the store to fire an alert once, not again on every batch that keeps it true", async () => {
   const store = new MemoryStore({ now: () => T0 });
-  const { store: counting, asked } = countingFires(store);
+  const { store: counting, asked, counters } = countingFires(store);
   const watcher = new AlertWatcher(counting, { now: () => T0 });
   const ingest = async (events: object[]) => {
     await ingestItems(orders, items(events), {
@@ -335,6 +338,10 @@ Deno.test("AlertWatcher asks the store to fire an alert once, not again on every
   assert.deepEqual(asked.sort(), ['busy:["DE"]', 'first_minute:["FR"]']);
   const fired = (await store.readLog("orders", null, 100)).map((entry) => entry.record.type);
   assert.equal(fired.length, 4);
+  // Each asked by the counters of the definition it evaluated, as the sweep asks: a registry's
+  // store fires to that incarnation, never to one created again since.
+  assert.ok(counters.length > 0);
+  for (const given of counters) assert.deepEqual(given, orders.counterMetas);
   await watcher.close();
 });
 

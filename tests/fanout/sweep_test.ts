@@ -275,3 +275,30 @@ Deno.test("sweepOnce() of a stream with alerts whose incarnation the store says 
   assert.deepEqual(calls, [true]);
   assert.deepEqual([report.closed, report.fired, report.failed], [[], [], []]);
 });
+
+Deno.test("sweepOnce() fires an alert by the counters of the definition it evaluated, as it closes by them (a registry's store keys the firing to that incarnation)", async () => {
+  const streams = compileConfig({
+    streams: {
+      a: {
+        time: { field: "t", lateness: "0s" },
+        counters: { n: { window: { tumbling: "1s" }, aggregate: "count" } },
+        alerts: [{ name: "any", counter: "n", when: "value >= 1" }],
+      },
+    },
+  });
+  const stream = streams.get("a")!;
+  const now = Date.parse("2026-01-01T00:00:10Z");
+  const given: unknown[] = [];
+  class Recording extends MemoryStore {
+    override fireAlerts(...args: Parameters<MemoryStore["fireAlerts"]>) {
+      given.push(args[2]?.counters);
+      return super.fireAlerts(...args);
+    }
+  }
+  const store = new Recording({ now: () => now });
+  const items = [now - 5_000, now].map((t) => ({ ok: true as const, value: { t } }));
+  await ingestItems(stream, items, { store, nowMs: now });
+  const report = await sweepOnce(streams.values(), store);
+  assert.equal(report.fired.length, 1);
+  assert.deepEqual(given, [stream.counterMetas]);
+});

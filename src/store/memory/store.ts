@@ -29,6 +29,7 @@ import {
   compareLogIds,
   type CounterMeta,
   type EventOutcome,
+  type FireOptions,
   type LogBounds,
   logBounds,
   type LogEntry,
@@ -1004,7 +1005,12 @@ export class MemoryStore implements Store {
     return Promise.resolve(lost);
   }
 
-  fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
+  fireAlerts(
+    stream: string,
+    firings: AlertFiring[],
+    // The incarnation is `stream`'s own (a generation key): the counters add nothing here.
+    _options?: FireOptions,
+  ): Promise<AlertFiring[]> {
     // An incarnation its record says is deleted, or created again, fires nothing (as it closes
     // nothing): its firing would be logged where no instance reads.
     if (this.#outlived(stream)) return Promise.resolve([]);

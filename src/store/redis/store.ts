@@ -41,6 +41,7 @@ import {
   compareGroupKeys,
   type CounterMeta,
   type EventOutcome,
+  type FireOptions,
   type LogBounds,
   logBounds,
   type LogEntry,
@@ -907,7 +908,12 @@ export class RedisStore implements Store {
     });
   }
 
-  fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
+  fireAlerts(
+    stream: string,
+    firings: AlertFiring[],
+    // The incarnation is `stream`'s own (a generation key): the counters add nothing here.
+    _options?: FireOptions,
+  ): Promise<AlertFiring[]> {
     if (firings.length === 0) return Promise.resolve([]);
     // The definition record beside the data (same slot), as for a close: a generation it says is
     // deleted, or replaced by another, fires nothing.
