@@ -361,13 +361,10 @@ async function subscribeOverSocket(
   c: Context,
   deps: LiveRouteDeps,
   setup: {
-    denied: ApiError | null;
-    /** Where a refused socket holds its place while it closes. */
-    refusedSockets: RefusedSockets;
-    subscription?: Subscription;
+    subscription: Subscription;
     protocol?: string;
     keyCheck: KeyCheck;
-    slot?: ConnectionSlot;
+    slot: ConnectionSlot;
     /** The result log id to resume after (`?after=`). */
     afterId?: string;
   },
@@ -376,13 +373,6 @@ async function subscribeOverSocket(
     protocol: setup.protocol,
     idleTimeout: subscriptionSettings(deps.options).idleTimeoutSeconds,
   };
-  if (setup.denied || !setup.subscription || !setup.slot) {
-    return upgradeToRefuse(c, setup.denied ?? new ApiError(403, "forbidden", "Forbidden"), {
-      sockets: setup.refusedSockets,
-      graceMs: subscriptionSettings(deps.options).refusedCloseMs,
-      upgrade: upgradeOptions,
-    });
-  }
   const subscription = setup.subscription;
   const { maxBufferedBytes, closeGraceMs } = subscriptionSettings(deps.options);
   const stop = new AbortController();
@@ -942,19 +932,25 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     if (denied && !overSocket) throw denied;
     // Its origins admit pages to read the stream (cors.ts).
     if (authorization.grant) rememberGrant(c, authorization.grant);
-    // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
-    // request's log line still says why.
-    if (denied) c.error = denied;
-    let subscription: Subscription | undefined;
-    let stream: CompiledStream | undefined;
-    if (!denied) {
-      stream = await findServedStream(deps.streams, c.req.param("stream"));
-      subscription = parseSubscription(stream, {
-        types: c.req.query("types"),
-        counter: c.req.query("counter"),
-        filter: c.req.query("filter"),
+    if (denied) {
+      // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
+      // request's log line still says why.
+      c.error = denied;
+      return upgradeToRefuse(c, denied, {
+        sockets: refusedSockets,
+        graceMs: subscriptionSettings(deps.options).refusedCloseMs,
+        upgrade: {
+          protocol: presented.protocol,
+          idleTimeout: subscriptionSettings(deps.options).idleTimeoutSeconds,
+        },
       });
     }
+    const stream = await findServedStream(deps.streams, c.req.param("stream"));
+    const subscription = parseSubscription(stream, {
+      types: c.req.query("types"),
+      counter: c.req.query("counter"),
+      filter: c.req.query("filter"),
+    });
     const keyCheck: KeyCheck = {
       keys: deps.keys,
       key: presented.key,
@@ -963,16 +959,14 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       streams: deps.streams,
       generation: generationOf(deps.streams, c.req.param("stream")),
     };
-    if (stream !== undefined && subscription?.counter !== undefined) {
+    if (subscription.counter !== undefined) {
       const name = subscription.counter;
       keyCheck.counter = { name, identity: counterIdentities(stream)[name] };
     }
     // Refused before the upgrade or the SSE 200 when a bound is reached.
-    let slot: ConnectionSlot | undefined;
+    let slot: ConnectionSlot;
     try {
-      if (!denied) {
-        slot = slots.take(...slotHolder(c, deps.keys, presented.key, authorization.grant));
-      }
+      slot = slots.take(...slotHolder(c, deps.keys, presented.key, authorization.grant));
     } catch (error) {
       if (error instanceof SlotLimitError) recordLiveRefused(error.limit);
       throw error;
@@ -980,8 +974,6 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     const afterId = c.req.query("after")?.trim() || undefined;
     if (overSocket) {
       return await subscribeOverSocket(c, deps, {
-        denied,
-        refusedSockets,
         subscription,
         protocol: presented.protocol,
         keyCheck,
@@ -990,9 +982,9 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       });
     }
     return await subscribeOverSse(c, deps, {
-      subscription: subscription!,
+      subscription,
       keyCheck,
-      slot: slot!,
+      slot,
       afterId,
     });
   });
