@@ -844,18 +844,10 @@ export function ingestSocketHandler(
     // HTTP ingest), not a refused key's close (or a foreign page's 403 telling to list it).
     if (refused?.status === 400) throw refused;
     const denied = refused;
-    const stream = denied ? undefined : await lookUpStream(deps.streams, name);
-    // As for HTTP ingest: a publishable key works only from its pages, and a page's origin is
-    // admitted by the key's or the stream's `origins` too.
-    // Read now: an upgraded request's headers are gone, and each frame asks again.
-    const origin = originOf(c.req.raw);
-    if (!denied) await refuseOrigin(deps, { origin, grant, stream: name });
-    else {
+    if (denied) {
       // No key to admit a foreign page: refused before upgrading, as on every other route.
       const refusal = deferredOriginRefusal(c.req.raw);
       if (refusal) throw refusal;
-    }
-    if (denied) {
       // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
       // request's log line still says why. It holds no place of the bound below.
       c.error = denied;
@@ -865,6 +857,12 @@ export function ingestSocketHandler(
         upgrade: { protocol: presented.protocol, idleTimeout },
       });
     }
+    const stream = await lookUpStream(deps.streams, name);
+    // As for HTTP ingest: a publishable key works only from its pages, and a page's origin is
+    // admitted by the key's or the stream's `origins` too.
+    // Read now: an upgraded request's headers are gone, and each frame asks again.
+    const origin = originOf(c.req.raw);
+    await refuseOrigin(deps, { origin, grant, stream: name });
     if (!stream) throw streamMissing(deps.streams, name);
     // Refused before the upgrade when a bound is reached.
     let slot: ConnectionSlot;
@@ -923,6 +921,15 @@ export function ingestSocketHandler(
   };
 }
 
+/** Options for {@linkcode upgradeSocket}: Deno's upgrade options, and how long it may take to open. */
+export interface UpgradeSocketOptions extends Deno.UpgradeWebSocketOptions {
+  /**
+   * How long (ms) after the upgrade a socket that has not opened is counted as ended.
+   * @default {OPEN_WITHIN_MS}
+   */
+  openWithinMs?: number;
+}
+
 /**
  * Upgrades the request to a WebSocket whose events go to `events`, as Hono's `upgradeWebSocket`
  * for Deno does, but for two things: the `Upgrade` header is taken in any case (RFC 6455; Hono's
@@ -930,19 +937,19 @@ export function ingestSocketHandler(
  * requireUpgrade} checks it), and a request Deno refuses to upgrade (such as a subprotocol list it
  * cannot parse) is answered 400 instead of 500. And its `onClose` comes however the connection
  * ends, also when the client left before the `101` was written: Deno then gives the socket no event
- * at all (it stays `CONNECTING`), so one that has not opened `openWithinMs` after the upgrade is
- * ended then (`onClose` with code 1006), freeing what its handler holds (a slot, a refused
- * socket's place); should it open later, it is closed at once.
+ * at all (it stays `CONNECTING`), so one that has not opened `options.openWithinMs` after the
+ * upgrade is ended then (`onClose` with code 1006), freeing what its handler holds (a slot, a
+ * refused socket's place); should it open later, it is closed at once.
  */
 export function upgradeSocket(
   c: Context,
   events: WSEvents<WebSocket>,
-  options: Deno.UpgradeWebSocketOptions,
-  openWithinMs: number = OPEN_WITHIN_MS,
+  options: UpgradeSocketOptions = {},
 ): Response {
+  const { openWithinMs = OPEN_WITHIN_MS, ...upgradeOptions } = options;
   let upgraded: { response: Response; socket: WebSocket };
   try {
-    upgraded = Deno.upgradeWebSocket(c.req.raw, options);
+    upgraded = Deno.upgradeWebSocket(c.req.raw, upgradeOptions);
   } catch (error) {
     if (!(error instanceof TypeError)) throw error;
     // Deno reads the offered subprotocols split by ", " only (npm `ws` joins them with ",").

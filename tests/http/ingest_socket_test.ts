@@ -1895,8 +1895,7 @@ Deno.test({
           closes.push((event as CloseEvent).code);
         },
       },
-      {},
-      300,
+      { openWithinMs: 300 },
     );
     upgraded();
     return response;
