@@ -1,8 +1,10 @@
 /** Shared test fixtures: a small stream config and an app over a memory store. */
+import assert from "node:assert/strict";
 import { createApp } from "../src/app.ts";
 import { compileConfig } from "../src/config/mod.ts";
 import { KeyRing } from "../src/http/auth.ts";
 import { MemoryDefinitionStore, StoreUnavailableError } from "../src/store/mod.ts";
+import { MemoryKeyStore } from "../src/store/memory/key_store.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Store } from "../src/store/types.ts";
 
@@ -79,9 +81,73 @@ export async function testApp(options: TestAppOptions = {}) {
   return { app, store };
 }
 
+/** Something that answers requests as an app does. */
+export interface Requestable {
+  request: (path: string, init?: RequestInit) => Response | Promise<Response>;
+}
+
+/** A key `POST /v1/keys` created: its id and its secret. */
+export interface CreatedKey {
+  id: string;
+  key: string;
+  [field: string]: unknown;
+}
+
+/**
+ * Creates a key through `POST /v1/keys` with the admin key `adminKey` (default
+ * {@linkcode KEYS}.admin), asserting the `201`.
+ */
+export async function createKey(
+  app: Requestable,
+  body: unknown,
+  adminKey: string = KEYS.admin,
+): Promise<CreatedKey> {
+  const res = await app.request("/v1/keys", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${adminKey}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  assert.equal(res.status, 201, JSON.stringify(body));
+  return await res.json();
+}
+
+/** Options for {@linkcode keyedApp}. */
+export interface KeyedAppOptions {
+  /** The stream config (default {@linkcode TEST_CONFIG}). */
+  streams?: unknown;
+  /** The clock (default a fixed {@linkcode NOW}). */
+  now?: () => number;
+}
+
+/**
+ * Builds an app with keys on over memory stores: the admin and ingest keys of
+ * {@linkcode KEYS}, and a key store for keys created at run time, with
+ * `createKey(body)` creating one through the admin key.
+ */
+export async function keyedApp(options: KeyedAppOptions = {}) {
+  const now = options.now ?? (() => NOW);
+  const keyStore = new MemoryKeyStore();
+  const keys = await KeyRing.parse(`admin:${KEYS.admin},ingest:${KEYS.ingest}`, {
+    store: keyStore,
+    now,
+  });
+  const app = createApp({
+    streams: compileConfig(options.streams ?? TEST_CONFIG),
+    store: new MemoryStore({ now }),
+    keys,
+    now,
+  });
+  return {
+    app,
+    keyStore,
+    keys,
+    createKey: (body: unknown): Promise<CreatedKey> => createKey(app, body),
+  };
+}
+
 /** Sends JSON (or raw text) to the ingest endpoint. */
 export function postEvents(
-  app: { request: (path: string, init?: RequestInit) => Response | Promise<Response> },
+  app: Requestable,
   body: unknown,
   options: { stream?: string; key?: string; contentType?: string; raw?: boolean } = {},
 ): Promise<Response> {

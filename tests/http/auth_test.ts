@@ -14,7 +14,7 @@ import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { MemoryStore, StoreUnavailableError } from "../../src/store/mod.ts";
-import { KEYS } from "../_fixtures.ts";
+import { createKey, keyedApp, KEYS } from "../_fixtures.ts";
 import { nodeClient, startServer } from "../_live.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
 
@@ -561,15 +561,7 @@ Deno.test("every operation of the API document refuses a missing, unknown, delet
   const { app, clock, close } = await setup({ auth: true });
   try {
     const admin = { Authorization: `Bearer ${ADMIN_KEY}` };
-    const create = async (body: unknown) => {
-      const res = await app.request("/v1/keys", {
-        method: "POST",
-        headers: { ...admin, "Content-Type": "application/json" },
-        body: JSON.stringify(body),
-      });
-      assert.equal(res.status, 201, JSON.stringify(body));
-      return await res.json();
-    };
+    const create = (body: unknown) => createKey(app, body, ADMIN_KEY);
     const deleted = await create({ scopes: ["admin"] });
     assert.equal(
       (await app.request(`/v1/keys/${deleted.id}`, { method: "DELETE", headers: admin })).status,
@@ -719,27 +711,14 @@ Deno.test("an OPTIONS is answered to a key limited to streams as its 405 is, wha
   const claim =
     "a path no route serves the `404`, or `405` when the path takes other methods, every key with the scope gets, whatever stream it names, as it gets the `204` with `Allow` of an `OPTIONS`";
   assert.ok(readme.includes(claim), claim);
-  const now = () => 1_767_225_600_000;
-  const keys = await KeyRing.parse(`admin:${KEYS.admin}`, { store: new MemoryKeyStore(), now });
-  const app = createApp({
-    streams: compileConfig({
+  const { app, createKey } = await keyedApp({
+    streams: {
       streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
-    }),
-    store: new MemoryStore({ now }),
-    keys,
-    now,
+    },
+    now: () => 1_767_225_600_000,
   });
-  const create = async (body: unknown): Promise<string> => {
-    const res = await app.request("/v1/keys", {
-      method: "POST",
-      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    assert.equal(res.status, 201);
-    return (await res.json()).key;
-  };
-  const limitedAdmin = await create({ scopes: ["admin"], streams: ["orders"] });
-  const limitedRead = await create({ scopes: ["read"], streams: ["orders"] });
+  const limitedAdmin = (await createKey({ scopes: ["admin"], streams: ["orders"] })).key;
+  const limitedRead = (await createKey({ scopes: ["read"], streams: ["orders"] })).key;
   const ask = (method: string, path: string, key: string) =>
     app.request(path, { method, headers: { Authorization: `Bearer ${key}` } });
   for (

@@ -7,34 +7,18 @@ import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
-import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { MAX_QUOTED_CHARACTERS, quoteInput } from "../../src/telemetry/logging.ts";
-import { KEYS, NOW, TEST_CONFIG } from "../_fixtures.ts";
+import { keyedApp, KEYS, NOW, TEST_CONFIG } from "../_fixtures.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
 
-async function keyedApp() {
-  const now = () => NOW;
-  const keys = await KeyRing.parse(`admin:${KEYS.admin}`, { store: new MemoryKeyStore(), now });
-  const app = createApp({
-    streams: compileConfig(TEST_CONFIG),
-    store: new MemoryStore({ now }),
-    keys,
-    now,
-  });
-  const created = async (body: unknown): Promise<string> => {
-    const res = await app.request("/v1/keys", {
-      method: "POST",
-      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    assert.equal(res.status, 201);
-    return (await res.json()).key;
-  };
+/** An app with keys on, and two keys it created limited to `orders`. */
+async function limitedKeys() {
+  const { app, createKey } = await keyedApp();
   return {
     app,
-    limitedRead: await created({ scopes: ["read", "ingest"], streams: ["orders"] }),
-    limitedAdmin: await created({ scopes: ["admin"], streams: ["orders"] }),
+    limitedRead: (await createKey({ scopes: ["read", "ingest"], streams: ["orders"] })).key,
+    limitedAdmin: (await createKey({ scopes: ["admin"], streams: ["orders"] })).key,
   };
 }
 
@@ -60,7 +44,7 @@ Deno.test("quoteInput() keeps short text whole and cuts long text to its first c
 });
 
 Deno.test("a 60,000-character path is quoted within bounds in the log line and in the error message, with every kind of key", async () => {
-  const { app, limitedRead } = await keyedApp();
+  const { app, limitedRead } = await limitedKeys();
   const name = "a".repeat(60_000);
   const path = `/v1/streams/${name}/counters/x`;
   await writtenLogs(async (lines) => {
@@ -85,7 +69,7 @@ Deno.test("a 60,000-character path is quoted within bounds in the log line and i
 });
 
 Deno.test("a path that names no stream is the same 400 for a key limited to streams as for an admin key, before the 403 of its streams", async () => {
-  const { app, limitedRead, limitedAdmin } = await keyedApp();
+  const { app, limitedRead, limitedAdmin } = await limitedKeys();
   const cases: Array<[string, string, string]> = [
     ["GET", "/v1/streams/a%0d%0ab/counters/x", KEYS.admin],
     ["GET", "/v1/streams/a%0d%0ab/counters/x", limitedRead],
@@ -128,7 +112,7 @@ Deno.test("a path that names no stream is the same 400 for a key limited to stre
 });
 
 Deno.test("a path no route serves is the same 404, or 405 naming its methods, for every key, whatever stream it names", async () => {
-  const { app, limitedRead, limitedAdmin } = await keyedApp();
+  const { app, limitedRead, limitedAdmin } = await limitedKeys();
   const unlimited = await app.request("/v1/keys", {
     method: "POST",
     headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
@@ -166,7 +150,7 @@ Deno.test("a path no route serves is the same 404, or 405 naming its methods, fo
 });
 
 Deno.test("a bad counter name and a bad name in a key's streams are worded as a bad stream name", async () => {
-  const { app } = await keyedApp();
+  const { app } = await limitedKeys();
   const counter = await app.request("/v1/streams/orders/counters/a%20b", {
     headers: { Authorization: `Bearer ${KEYS.admin}` },
   });
@@ -188,7 +172,7 @@ Deno.test("a bad counter name and a bad name in a key's streams are worded as a 
 });
 
 Deno.test("long headers and query values (Host, Origin, Content-Encoding, ?counter=, ?types=) are quoted within bounds in the error and its log line", async () => {
-  const { app } = await keyedApp();
+  const { app } = await limitedKeys();
   const openApp = createApp({
     streams: compileConfig(TEST_CONFIG),
     store: new MemoryStore({ now: () => NOW }),
@@ -236,7 +220,7 @@ Deno.test("long headers and query values (Host, Origin, Content-Encoding, ?count
 });
 
 Deno.test("a CEL expression that does not compile is quoted within bounds in its 400: a stream's PUT, a subscription's ?filter=", async () => {
-  const { app } = await keyedApp();
+  const { app } = await limitedKeys();
   const admin = { Authorization: `Bearer ${KEYS.admin}` };
   // 4,000 characters, within the expression limit, that do not compile (its end is cut off).
   const expression = `event.amount > ${"1 + ".repeat(996)}`;

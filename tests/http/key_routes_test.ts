@@ -5,24 +5,11 @@ import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
-import { KEYS, NOW, TEST_CONFIG, testApp } from "../_fixtures.ts";
+import { keyedApp, KEYS, NOW, TEST_CONFIG, testApp } from "../_fixtures.ts";
 import { apiErrorOf } from "../../src/http/errors.ts";
 import { KeyConflictError, type KeyStore } from "../../src/store/keys.ts";
 import { StoreUnavailableError } from "../../src/store/types.ts";
 import { ADMIN_KEY, setup } from "../fanout/webhooks/_setup.ts";
-
-async function keyedApp(options: { now?: () => number } = {}) {
-  const now = options.now ?? (() => NOW);
-  const store = new MemoryKeyStore();
-  const keys = await KeyRing.parse(`admin:${KEYS.admin},ingest:${KEYS.ingest}`, { store, now });
-  const app = createApp({
-    streams: compileConfig(TEST_CONFIG),
-    store: new MemoryStore({ now }),
-    keys,
-    now,
-  });
-  return { app, keyStore: store, keys };
-}
 
 function post(key: string, body: unknown, headers: Record<string, string> = {}) {
   return {
