@@ -383,6 +383,52 @@ export function rawUpgrade(
 }
 
 /**
+ * Sends the raw WebSocket upgrade of `path` (see {@linkcode rawUpgrade}) to `base` from a raw TCP
+ * client that answers nothing, and reads the answer's status line and its body (by its
+ * `Content-Length`, in bytes; none for a 101), decoded as UTF-8. The connection is the caller's to
+ * close.
+ */
+export async function rawUpgradeAnswer(
+  base: string,
+  path: string,
+): Promise<{ conn: Deno.Conn; status: string; body: string }> {
+  const { hostname, port } = new URL(base);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  try {
+    await conn.write(new TextEncoder().encode(rawUpgrade(path)));
+    let bytes = new Uint8Array(0);
+    const buffer = new Uint8Array(4096);
+    // Latin-1 keeps one character per byte, so lengths in the head's text are lengths in bytes.
+    const latin1 = new TextDecoder("latin1");
+    const complete = () => {
+      const end = latin1.decode(bytes).indexOf("\r\n\r\n");
+      if (end < 0) return false;
+      const head = latin1.decode(bytes.subarray(0, end));
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+      return bytes.length >= end + 4 + length;
+    };
+    while (!complete()) {
+      const read = await within(conn.read(buffer), 10_000);
+      if (read === null) break;
+      const grown = new Uint8Array(bytes.length + read);
+      grown.set(bytes);
+      grown.set(buffer.subarray(0, read), bytes.length);
+      bytes = grown;
+    }
+    const text = latin1.decode(bytes);
+    const end = text.indexOf("\r\n\r\n");
+    return {
+      conn,
+      status: text.slice(0, text.indexOf("\r\n")),
+      body: end < 0 ? "" : new TextDecoder().decode(bytes.subarray(end + 4)),
+    };
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
+}
+
+/**
  * Reads `conn` for `ms` at most, handing each chunk to `take` (a view of a buffer of `bufferBytes`
  * reused for the next read): true when the connection ended (EOF, or reset), false when time ran
  * out first.

@@ -20,6 +20,7 @@ import {
   nodeClient,
   rawSocketSending,
   rawUpgrade,
+  rawUpgradeAnswer,
   readAllFor,
   readChunksFor,
   silentUpgrade,
@@ -1975,35 +1976,6 @@ Deno.test("A WebSocket subscription refused for its key is closed 1008, and its 
   }
 });
 
-/**
- * Sends a WebSocket upgrade for `path` from a raw TCP client that answers nothing, and reads the
- * answer's head and its body (by its `Content-Length`; none for a 101). The connection is the
- * caller's to close.
- */
-async function upgradeAnsweringNothing(
-  server: TestServer,
-  path: string,
-): Promise<{ conn: Deno.Conn; status: string; body: string }> {
-  const { hostname, port } = new URL(server.base);
-  const conn = await Deno.connect({ hostname, port: Number(port) });
-  await conn.write(new TextEncoder().encode(rawUpgrade(path)));
-  let text = "";
-  const buffer = new Uint8Array(4096);
-  const complete = () => {
-    const end = text.indexOf("\r\n\r\n");
-    if (end < 0) return false;
-    const length = Number(/\r\ncontent-length: *(\d+)/i.exec(text.slice(0, end))?.[1] ?? 0);
-    return text.length >= end + 4 + length;
-  };
-  while (!complete()) {
-    const read = await within(conn.read(buffer), 10_000);
-    if (read === null) break;
-    text += new TextDecoder("latin1").decode(buffer.subarray(0, read));
-  }
-  const end = text.indexOf("\r\n\r\n");
-  return { conn, status: text.slice(0, text.indexOf("\r\n")), body: text.slice(end + 4) };
-}
-
 Deno.test("WebSockets refused for their key, of ingest and subscriptions, share one bound (1,000 by default, as the README says): past it a refusal is answered before the upgrade, and a place frees when a connection ends", async () => {
   const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
     .replace(/\s+/g, " ");
@@ -2020,7 +1992,7 @@ Deno.test("WebSockets refused for their key, of ingest and subscriptions, share 
   const held: Deno.Conn[] = [];
   try {
     for (const path of ["/v1/streams/orders/ws", SUBSCRIBE]) {
-      const { conn, status } = await upgradeAnsweringNothing(server, path);
+      const { conn, status } = await rawUpgradeAnswer(server.base, path);
       held.push(conn);
       assert.match(status, /^HTTP\/1\.1 101 /, path);
     }
@@ -2033,7 +2005,7 @@ Deno.test("WebSockets refused for their key, of ingest and subscriptions, share 
         [`${SUBSCRIBE}?token=${KEYS.ingest}`, /^HTTP\/1\.1 403 /],
       ] as const
     ) {
-      const { conn, status, body } = await upgradeAnsweringNothing(server, path);
+      const { conn, status, body } = await rawUpgradeAnswer(server.base, path);
       conn.close();
       assert.match(status, expected, path);
       const { error } = JSON.parse(body);
@@ -2049,7 +2021,7 @@ Deno.test("WebSockets refused for their key, of ingest and subscriptions, share 
     // A client that ends its connection (as one answering the close frame) frees its place.
     held.shift()!.close();
     await eventually(() => refusedSockets.held === 1);
-    const { conn, status } = await upgradeAnsweringNothing(server, SUBSCRIBE);
+    const { conn, status } = await rawUpgradeAnswer(server.base, SUBSCRIBE);
     held.push(conn);
     assert.match(status, /^HTTP\/1\.1 101 /);
   } finally {

@@ -15,7 +15,7 @@ import { RefusedSockets } from "../../src/http/_drop_socket.ts";
 import { MemoryDefinitionStore } from "../../src/store/mod.ts";
 import { ADMIN_KEY, at, READ_KEY, setup } from "../fanout/webhooks/_setup.ts";
 import { KEYS } from "../_fixtures.ts";
-import { rawUpgrade, silentUpgrade, startServer, within } from "../_live.ts";
+import { rawUpgrade, rawUpgradeAnswer, silentUpgrade, startServer } from "../_live.ts";
 
 const CONFIG = {
   streams: {
@@ -480,32 +480,6 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
   }
 });
 
-/**
- * Sends the raw WebSocket upgrade of `path` to `base` and reads the answer's status line and its
- * body (by its `Content-Length`).
- */
-async function upgradeAnswer(base: string, path: string): Promise<{ status: number; body: Json }> {
-  const { hostname, port } = new URL(base);
-  const conn = await Deno.connect({ hostname, port: Number(port) });
-  try {
-    await conn.write(new TextEncoder().encode(rawUpgrade(path)));
-    let text = "";
-    const buffer = new Uint8Array(4096);
-    for (;;) {
-      const end = text.indexOf("\r\n\r\n");
-      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(text.slice(0, end))?.[1] ?? 0);
-      if (end >= 0 && text.length >= end + 4 + length) break;
-      const read = await within(conn.read(buffer), 10_000);
-      if (read === null) break;
-      text += new TextDecoder().decode(buffer.subarray(0, read));
-    }
-    const end = text.indexOf("\r\n\r\n");
-    return { status: Number(text.split(" ")[1]), body: JSON.parse(text.slice(end + 4) || "null") };
-  } finally {
-    conn.close();
-  }
-}
-
 Deno.test("a WebSocket refused for its key over a real socket gets what the document lists: 101 then close 1008, or past the refused sockets' bound a 401 or 403 with the error body", async () => {
   const operations = [
     ["/v1/streams/{stream}/ws", "/v1/streams/orders/ws", KEYS.read],
@@ -542,7 +516,10 @@ Deno.test("a WebSocket refused for its key over a real socket gets what the docu
       for (
         const [query, expected] of [["", 401], [`?token=${wrongKey}`, 403]] as const
       ) {
-        const { status, body } = await upgradeAnswer(full.base, `${path}${query}`);
+        const answer = await rawUpgradeAnswer(full.base, `${path}${query}`);
+        answer.conn.close();
+        const status = Number(answer.status.split(" ")[1]);
+        const body: Json = JSON.parse(answer.body || "null");
         const what = `GET ${path}${query}`;
         assert.equal(status, expected, `${what}: ${JSON.stringify(body)}`);
         assert.ok(
