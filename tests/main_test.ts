@@ -54,6 +54,27 @@ function assertOneLine(result: { code: number; stderr: string }, pattern: RegExp
   assert.doesNotMatch(result.stderr, /\n\s+at /);
 }
 
+/**
+ * Starts main.ts with `config` (text as it is, anything else as JSON) in a temporary file as its
+ * EDGESTREAM_CONFIG, asserts it refuses it in one line matching `pattern`, removes the file and
+ * returns what main.ts wrote, for more assertions.
+ */
+async function assertConfigRefused(
+  config: unknown,
+  pattern: RegExp,
+  options: { suffix?: string } = {},
+): Promise<{ code: number; stderr: string }> {
+  const path = await Deno.makeTempFile({ suffix: options.suffix ?? ".json" });
+  try {
+    await Deno.writeTextFile(path, typeof config === "string" ? config : JSON.stringify(config));
+    const result = await startWith({ EDGESTREAM_CONFIG: path });
+    assertOneLine(result, pattern);
+    return result;
+  } finally {
+    await Deno.remove(path);
+  }
+}
+
 for (
   const [vars, pattern] of [
     [{ EDGESTREAM_KEYS: "admin:short" }, /^edgestream: EDGESTREAM_KEYS: .*at least 16 characters/],
@@ -237,86 +258,50 @@ Deno.test("main.ts redacts the secrets a log line would in its one line of a sta
 });
 
 Deno.test("main.ts refuses a config file that gives a stream twice in one line naming it: JSON keeps the last, and the first would go without a word", async () => {
-  const path = await Deno.makeTempFile({ suffix: ".json" });
-  try {
-    const counters = '{"n": {"window": {"tumbling": "1m"}, "aggregate": "count"}}';
-    await Deno.writeTextFile(
-      path,
-      `{"streams": {"orders": {"counters": ${counters}}, "orders": {"counters": ${counters}}}}`,
-    );
-    assertOneLine(
-      await startWith({ EDGESTREAM_CONFIG: path }),
-      /^edgestream: EDGESTREAM_CONFIG: Config file .*: streams\.orders: key 'orders' is given twice in one object \(JSON would keep only the last\); remove or rename one$/,
-    );
-  } finally {
-    await Deno.remove(path);
-  }
+  const counters = '{"n": {"window": {"tumbling": "1m"}, "aggregate": "count"}}';
+  await assertConfigRefused(
+    `{"streams": {"orders": {"counters": ${counters}}, "orders": {"counters": ${counters}}}}`,
+    /^edgestream: EDGESTREAM_CONFIG: Config file .*: streams\.orders: key 'orders' is given twice in one object \(JSON would keep only the last\); remove or rename one$/,
+  );
 });
 
 Deno.test("main.ts refuses a config file with several bad values in one line naming them all", async () => {
-  const path = await Deno.makeTempFile({ suffix: ".json" });
-  try {
-    await Deno.writeTextFile(
-      path,
-      JSON.stringify({
-        streams: {
-          orders: { counters: { n: { window: { tumbling: "1x" }, aggregate: "count" } } },
-          "bad name": { counters: {} },
-        },
-      }),
-    );
-    assertOneLine(
-      await startWith({ EDGESTREAM_CONFIG: path }),
-      /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.orders\.counters\.n\.window\.tumbling: .*; /,
-    );
-  } finally {
-    await Deno.remove(path);
-  }
+  await assertConfigRefused(
+    {
+      streams: {
+        orders: { counters: { n: { window: { tumbling: "1x" }, aggregate: "count" } } },
+        "bad name": { counters: {} },
+      },
+    },
+    /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.orders\.counters\.n\.window\.tumbling: .*; /,
+  );
 });
 
 Deno.test("main.ts refuses a config file with maxGroups on a session counter, which does nothing, in one line naming its path", async () => {
-  const path = await Deno.makeTempFile({ suffix: ".json" });
-  try {
-    await Deno.writeTextFile(
-      path,
-      JSON.stringify({
-        streams: {
-          visits: {
-            counters: { s: { window: { session: "30m" }, aggregate: "count", maxGroups: 10 } },
-          },
+  await assertConfigRefused(
+    {
+      streams: {
+        visits: {
+          counters: { s: { window: { session: "30m" }, aggregate: "count", maxGroups: 10 } },
         },
-      }),
-    );
-    assertOneLine(
-      await startWith({ EDGESTREAM_CONFIG: path }),
-      /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.visits\.counters\.s\.maxGroups: only tumbling, hopping and sliding windows have maxGroups; this window is session, whose cap is maxSessions: remove maxGroups$/,
-    );
-  } finally {
-    await Deno.remove(path);
-  }
+      },
+    },
+    /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.visits\.counters\.s\.maxGroups: only tumbling, hopping and sliding windows have maxGroups; this window is session, whose cap is maxSessions: remove maxGroups$/,
+  );
 });
 
 Deno.test("main.ts refuses a config file with time.maxFuture on a stream without time.field, which does nothing, in one line naming its path", async () => {
-  const path = await Deno.makeTempFile({ suffix: ".json" });
-  try {
-    await Deno.writeTextFile(
-      path,
-      JSON.stringify({
-        streams: {
-          visits: {
-            time: { maxFuture: "1h" },
-            counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
-          },
+  await assertConfigRefused(
+    {
+      streams: {
+        visits: {
+          time: { maxFuture: "1h" },
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
         },
-      }),
-    );
-    assertOneLine(
-      await startWith({ EDGESTREAM_CONFIG: path }),
-      /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.visits\.time\.maxFuture: only a stream with time\.field has maxFuture; this one has none, so each event is timed when it is received, never ahead of the clock: remove maxFuture or set time\.field$/,
-    );
-  } finally {
-    await Deno.remove(path);
-  }
+      },
+    },
+    /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.visits\.time\.maxFuture: only a stream with time\.field has maxFuture; this one has none, so each event is timed when it is received, never ahead of the clock: remove maxFuture or set time\.field$/,
+  );
 });
 
 Deno.test("main.ts says a stream's compile problem (an alert defined twice, a schema not of an object) in one line starting 'Invalid config:', as a schema's", async () => {
@@ -338,13 +323,7 @@ Deno.test("main.ts says a stream's compile problem (an alert defined twice, a sc
     ],
   ];
   for (const [orders, line] of cases) {
-    const path = await Deno.makeTempFile({ suffix: ".json" });
-    try {
-      await Deno.writeTextFile(path, JSON.stringify({ streams: { orders } }));
-      assertOneLine(await startWith({ EDGESTREAM_CONFIG: path }), line);
-    } finally {
-      await Deno.remove(path);
-    }
+    await assertConfigRefused({ streams: { orders } }, line);
   }
 });
 
@@ -422,34 +401,26 @@ Deno.test("main.ts with OTEL_DENO=true and an OTEL_EXPORTER_OTLP_PROTOCOL Deno d
 Deno.test("main.ts refuses a config file that is not JSON (YAML, /etc/shadow) in one line naming where, quoting none of its text", async () => {
   // V8's JSON.parse message quotes the start of the text, newlines and all: for
   // EDGESTREAM_CONFIG=/etc/shadow, a password hash.
-  const path = await Deno.makeTempFile({ suffix: ".yaml" });
-  try {
-    for (
-      const [text, where] of [
-        ["streams:\n  orders:\n    counters: {}\n", "Unexpected character at line 1, column 1"],
-        [
-          "root:$6$s4lt$h4sh3dpassw0rd:19000:0:99999:7:::\n",
-          "Unexpected character at line 1, column 1",
-        ],
-        [
-          '{"streams": {}}\nroot:$6$s4lt$h4sh3d',
-          "Unexpected non-whitespace character after JSON at line 2, column 1",
-        ],
-        ['{"streams": {"s": ro0t$6$s4lt}}', "Unexpected character at line 1, column 19"],
-      ]
-    ) {
-      await Deno.writeTextFile(path, text);
-      const result = await startWith({ EDGESTREAM_CONFIG: path });
-      assertOneLine(
-        result,
-        new RegExp(
-          `^edgestream: EDGESTREAM_CONFIG: Config file .* is not valid JSON: ${where}\n?$`,
-        ),
-      );
-      assert.doesNotMatch(result.stderr, /streams:|root|s4lt|h4sh|ro0t/, result.stderr);
-    }
-  } finally {
-    await Deno.remove(path);
+  for (
+    const [text, where] of [
+      ["streams:\n  orders:\n    counters: {}\n", "Unexpected character at line 1, column 1"],
+      [
+        "root:$6$s4lt$h4sh3dpassw0rd:19000:0:99999:7:::\n",
+        "Unexpected character at line 1, column 1",
+      ],
+      [
+        '{"streams": {}}\nroot:$6$s4lt$h4sh3d',
+        "Unexpected non-whitespace character after JSON at line 2, column 1",
+      ],
+      ['{"streams": {"s": ro0t$6$s4lt}}', "Unexpected character at line 1, column 19"],
+    ]
+  ) {
+    const result = await assertConfigRefused(
+      text,
+      new RegExp(`^edgestream: EDGESTREAM_CONFIG: Config file .* is not valid JSON: ${where}\n?$`),
+      { suffix: ".yaml" },
+    );
+    assert.doesNotMatch(result.stderr, /streams:|root|s4lt|h4sh|ro0t/, result.stderr);
   }
 });
 
@@ -546,28 +517,22 @@ Deno.test("serve() answers EDGESTREAM_ALLOWED_HOSTS in open mode and refuses oth
 });
 
 Deno.test("main.ts refuses a schema or expression nested too deep in one line naming its path", async () => {
-  const path = await Deno.makeTempFile({ suffix: ".json" });
   let schema: Record<string, unknown> = { type: "object" };
   for (let level = 0; level < 2_500; level++) schema = { properties: { a: schema } };
   const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
-  try {
-    for (
-      const [stream, pattern] of [
-        [
-          { schema, counters },
-          /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.s\.schema: .*nests deeper than 128 levels/,
-        ],
-        [
-          { transform: [{ filter: `${"!".repeat(4_000)}true` }], counters },
-          /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.s\.transform\[0\]\.filter: .*nests deeper than 250 levels/,
-        ],
-      ] as const
-    ) {
-      await Deno.writeTextFile(path, JSON.stringify({ streams: { s: stream } }));
-      assertOneLine(await startWith({ EDGESTREAM_CONFIG: path }), pattern);
-    }
-  } finally {
-    await Deno.remove(path);
+  for (
+    const [stream, pattern] of [
+      [
+        { schema, counters },
+        /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.s\.schema: .*nests deeper than 128 levels/,
+      ],
+      [
+        { transform: [{ filter: `${"!".repeat(4_000)}true` }], counters },
+        /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.s\.transform\[0\]\.filter: .*nests deeper than 250 levels/,
+      ],
+    ] as const
+  ) {
+    await assertConfigRefused({ streams: { s: stream } }, pattern);
   }
 });
 
