@@ -22,7 +22,7 @@ import type {
 import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
-import { eventValidator, MAX_EPOCH_MS, notListed, quoteInput } from "../validate/mod.ts";
+import { eventValidator, listedErrors, MAX_EPOCH_MS, quoteInput } from "../validate/mod.ts";
 import {
   assignWindows,
   type CompiledCounter,
@@ -206,11 +206,7 @@ function prepare(
     if (error !== null) (errors ??= []).push(error);
   }
   // As many as counters (64): listed as the validator lists its own (see rejection).
-  if (errors) {
-    return errors.length <= MAX_EVENT_ERRORS
-      ? errors
-      : [...errors.slice(0, MAX_EVENT_ERRORS), notListed(errors.length - MAX_EVENT_ERRORS)];
-  }
+  if (errors) return listedErrors(errors, MAX_EVENT_ERRORS);
   const prepared: BatchEvent = { id, timeMs, value: transformed };
   if (withPayload) prepared.payload = JSON.stringify(transformed);
   return prepared;
@@ -537,9 +533,10 @@ function rateLimited(
 
 /**
  * A {@linkcode Rejection}, with its `line` only when the body was NDJSON. Its errors list at most
- * {@linkcode MAX_EVENT_ERRORS} and then, past them, how many more it had: the validator's
- * (`maxErrors`, see {@linkcode validatorOf}) and the counters' (see {@linkcode prepare}) end so,
- * and every other refusal has one error.
+ * {@linkcode MAX_EVENT_ERRORS} and then, past them, how many more it had: the validator ends its
+ * list so (`maxErrors`, see {@linkcode validatorOf}), the counters' go through `listedErrors` (see
+ * {@linkcode prepare}) as any other source of more than one error must, and every other refusal
+ * has one error.
  */
 function rejection(index: number, line: number | undefined, errors: FieldError[]): Rejection {
   return line === undefined ? { index, errors } : { index, line, errors };

@@ -1363,6 +1363,15 @@ export function notListed(count: number): FieldError {
 }
 
 /**
+ * `errors` as an answer lists an event's errors: all of them when there are at most `max`
+ * (`errors` itself), else the first `max` and then {@linkcode notListed} with how many more. A
+ * validator with `maxErrors` ends its lists so too, counting the rest without wording them.
+ */
+export function listedErrors(errors: FieldError[], max: number): FieldError[] {
+  return errors.length <= max ? errors : [...errors.slice(0, max), notListed(errors.length - max)];
+}
+
+/**
  * zod's words for keys an object may not hold, each quoted shortened and at most
  * {@linkcode MAX_LISTED_NAMES} of them: zod writes every key whole, and one key of a 1 MiB body
  * may be almost that long.

@@ -4,6 +4,7 @@ import {
   compileEventSchema,
   describe,
   eventValidator,
+  listedErrors,
   malformedKeyword,
   MAX_EVENT_MATCHING_COST,
   SchemaCompileError,
@@ -1709,4 +1710,30 @@ Deno.test("an event whose schema's allOf members fill in different defaults at o
   // The same schema takes events whose members agree (the field given, or not filled in).
   const schema = compileEventSchema(schemas[0]);
   assert.deepEqual(validateEvent({ o: { a: 5 } }, schema), { ok: true, event: { o: { a: 5 } } });
+});
+
+Deno.test("listedErrors() lists at most `max` errors and then how many more, as a validator with maxErrors does", () => {
+  const errors = Array.from({ length: 12 }, (_, i) => ({ path: `f${i}`, message: `bad ${i}` }));
+  const ten = errors.slice(0, 10);
+  assert.equal(listedErrors(ten, 10), ten, "as many as max: the same list");
+  assert.deepEqual(listedErrors(errors.slice(0, 11), 10), [
+    ...ten,
+    { path: "", message: "and 1 more error not listed" },
+  ]);
+  assert.deepEqual(listedErrors(errors, 10), [
+    ...ten,
+    { path: "", message: "and 2 more errors not listed" },
+  ]);
+  // The validator's own list ends alike.
+  const validate = eventValidator(
+    compileEventSchema({
+      type: "object",
+      properties: Object.fromEntries(errors.map(({ path }) => [path, { type: "string" }])),
+    }),
+    { maxErrors: 10 },
+  );
+  const listed = validate(Object.fromEntries(errors.map(({ path }) => [path, 1])));
+  assert.ok(Array.isArray(listed));
+  assert.equal(listed.length, 11);
+  assert.deepEqual(listed[10], listedErrors(errors, 10)[10]);
 });
