@@ -555,23 +555,37 @@ function mapLiteralProblem(ast: unknown): string | undefined {
   let found: string | undefined;
   visitScoped(ast, ({ op, args }) => {
     if (found !== undefined || op !== "map" || !Array.isArray(args)) return;
-    const held = new Map<string, unknown>();
+    // The literal keys before the first dropped one: a repeat among them is the first problem.
+    const keys: unknown[] = [];
+    let dropped: string | undefined;
     for (const entry of args) {
       const key = Array.isArray(entry) ? literalKey(entry[0]) : NOT_LITERAL;
       if (key === NOT_LITERAL) continue;
       if (typeof key === "string" && DROPPED_MAP_KEYS.has(key)) {
-        found = droppedKeyReason(key);
-        return;
+        dropped = key;
+        break;
       }
-      const property = String(key);
-      if (held.has(property)) {
-        found = repeatedKeyReason(held.get(property), key);
-        return;
-      }
-      held.set(property, key);
+      keys.push(key);
     }
+    const repeat = firstRepeat(keys);
+    if (repeat !== undefined) found = repeatedKeyReason(repeat[0], repeat[1]);
+    else if (dropped !== undefined) found = droppedKeyReason(dropped);
   });
   return found;
+}
+
+/**
+ * The first key of `keys` that cel-js would hold as the same property as an earlier one (see
+ * {@linkcode repeatedKeyReason}), after that earlier one; `undefined` for none.
+ */
+function firstRepeat(keys: readonly unknown[]): [first: unknown, later: unknown] | undefined {
+  const held = new Map<string, unknown>();
+  for (const key of keys) {
+    const property = String(key);
+    if (held.has(property)) return [held.get(property), key];
+    held.set(property, key);
+  }
+  return undefined;
 }
 
 /** A map key as CEL writes it (`'a'`, `1`, `1u`, `true`), or what it is (`a list`, `bytes`). */
@@ -983,29 +997,32 @@ function checkIntConversions(root: unknown): void {
     // cel-js's handler of the argument's value, set when the node was checked (an infinity or
     // NaN is left to it: its own error).
     const call = node as unknown as FunctionCall;
-    const handle = call.handle;
     call.handle = name === "int"
-      ? (values, self, evaluator) => {
-        const value = values[0];
-        if (
-          typeof value === "number" && Number.isFinite(value) &&
-          (value >= INT64_DOUBLE_BOUND || value <= -INT64_DOUBLE_BOUND)
-        ) {
-          throw new EvaluationError(`int() of ${value} is out of the int64 range`);
-        }
-        return handle(values, self, evaluator);
-      }
-      : (values, self, evaluator) => {
-        const value = values[0];
-        if (
-          typeof value === "number" && Number.isFinite(value) &&
-          (value < 0 || value >= UINT64_DOUBLE_BOUND)
-        ) {
-          throw new EvaluationError(`uint() of ${value} is out of the uint64 range`);
-        }
-        return handle(values, self, evaluator);
-      };
+      ? rangeChecked(
+        call.handle,
+        name,
+        (value) => value <= -INT64_DOUBLE_BOUND || value >= INT64_DOUBLE_BOUND,
+      )
+      : rangeChecked(call.handle, name, (value) => value < 0 || value >= UINT64_DOUBLE_BOUND);
   });
+}
+
+/**
+ * `handle` (cel-js's of `name()`, `int` or `uint`) failing first for a finite double that
+ * `outside` says is out of `name`'s 64-bit range.
+ */
+function rangeChecked(
+  handle: FunctionCall["handle"],
+  name: "int" | "uint",
+  outside: (value: number) => boolean,
+): FunctionCall["handle"] {
+  return (values, self, evaluator) => {
+    const value = values[0];
+    if (typeof value === "number" && Number.isFinite(value) && outside(value)) {
+      throw new EvaluationError(`${name}() of ${value} is out of the ${name}64 range`);
+    }
+    return handle(values, self, evaluator);
+  };
 }
 
 /**
@@ -1058,13 +1075,8 @@ function checkMapKeys(root: unknown): void {
 
 /** Why a map of the keys `values` is refused (see {@linkcode repeatedKeyReason}); two must be one. */
 function repeatedKeysReason(values: readonly unknown[]): string {
-  const held = new Map<string, unknown>();
-  for (const value of values) {
-    const property = String(value);
-    if (held.has(property)) return repeatedKeyReason(held.get(property), value);
-    held.set(property, value);
-  }
-  return "map keys repeat";
+  const repeat = firstRepeat(values);
+  return repeat === undefined ? "map keys repeat" : repeatedKeyReason(repeat[0], repeat[1]);
 }
 
 /**

@@ -182,6 +182,27 @@ Deno.test("compileExpression() refuses a map literal whose literal keys repeat, 
   });
 });
 
+Deno.test("compileExpression() names the first problem of a map literal whose literal keys repeat and one would be left out", () => {
+  const dropped =
+    "map key 'constructor' is not allowed: it would be left out of the map (no event may hold that key either)";
+  const repeated = "map key 'a' is repeated: a map may hold each key once";
+  const cases: Array<[string, string]> = [
+    // The repeat is written before the left-out key: it is named.
+    ["{'a': 1, 'a': 2, 'constructor': 3}", repeated],
+    // The left-out key is written before the repeat is complete (its second 'a'): it is named.
+    ["{'constructor': 1, 'a': 2, 'a': 3}", dropped],
+    ["{'a': 1, 'constructor': 2, 'a': 3}", dropped],
+    ["{'constructor': 1, 'constructor': 2}", dropped],
+  ];
+  for (const [source, reason] of cases) {
+    assert.throws(() => compileExpression(source), (error: unknown) => {
+      assert.ok(error instanceof ExpressionError, source);
+      assert.equal(error.message, `Invalid expression '${source}': ${reason}`);
+      return true;
+    });
+  }
+});
+
 Deno.test("a map literal's computed key that repeats another, or would be one key with it, fails the evaluation", () => {
   // `{event.a: 1, event.b: 2}` of equal fields was one entry, the last, silently.
   const cases: Array<[string, Record<string, unknown>, string]> = [
