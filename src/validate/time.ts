@@ -82,6 +82,11 @@ export function parseInstant(value: unknown): number | null {
   let ms: number | null = null;
   if (typeof value === "number" && Number.isFinite(value)) ms = Math.floor(value);
   else if (typeof value === "string") ms = parseIso(value);
+  return inDateRange(ms);
+}
+
+/** `ms` when a `Date` can hold it (at most {@linkcode MAX_EPOCH_MS} from the epoch), else null. */
+function inDateRange(ms: number | null): number | null {
   return ms !== null && Math.abs(ms) <= MAX_EPOCH_MS ? ms : null;
 }
 
@@ -94,6 +99,5 @@ export function parseInstant(value: unknown): number | null {
  */
 export function parseInstantText(text: string, rounding: Rounding = "floor"): number | null {
   if (/^-?\d+$/.test(text)) return parseInstant(Number(text));
-  const ms = parseIso(text, rounding);
-  return ms !== null && Math.abs(ms) <= MAX_EPOCH_MS ? ms : null;
+  return inDateRange(parseIso(text, rounding));
 }
