@@ -19,7 +19,7 @@ import { parseArgs } from "node:util";
 import { createClient } from "redis";
 import { compileConfig } from "../src/config/mod.ts";
 import { ingestItems } from "../src/ingest/mod.ts";
-import { APPLY_SCRIPT } from "../src/store/redis/_scripts.ts";
+import { APPLY_FIELDS, APPLY_SCRIPT } from "../src/store/redis/_scripts.ts";
 import { type RedisClient, RedisStore } from "../src/store/redis/store.ts";
 import { startRedisServer } from "../tools/redis_server.ts";
 import {
@@ -114,7 +114,10 @@ const variants: [string, string, string[]?][] = [
   [
     "prelude + encode reply",
     prelude +
-    '\nreturn cjson.encode({ o = "0", wm = num(args.now), d = {}, r = { { 0, 0, 0 } }, v = 0 })',
+    // ARGV[1] is an array of APPLY_FIELDS: `now` at its place.
+    `\nreturn cjson.encode({ o = "0", wm = num(args[${
+      APPLY_FIELDS.indexOf("now") + 1
+    }]), d = {}, r = { { 0, 0, 0 } }, v = 0 })`,
   ],
   ["20 × HGET", repeat(20, 'redis.call("HGET", KEYS[1] .. "stats", "wm")') + "\nreturn 1"],
   ["20 × PEXPIRE", repeat(20, 'redis.call("PEXPIRE", KEYS[1] .. "stats", 3600000)') + "\nreturn 1"],

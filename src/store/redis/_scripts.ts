@@ -64,6 +64,51 @@ import {
 import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
 
 /**
+ * The apply script's ARGV[1] fields, in the order they are sent: a JSON array, each field at its
+ * place in this list, \`false\` for one absent (JSON \`null\` would decode as \`cjson.null\`, a
+ * true value in Lua), the absent ones after the last present left out. An object's names cost its
+ * decoding a string and a hash slot each (~6k redis-server instructions a single-event call of
+ * ~511k). What a plain single event sends comes first, then what the registry's store adds (\`dv\`,
+ * \`rec\`), then what a batch of several events adds, then the rarer ones. The array goes only
+ * from an instance to the script text of its own release (\`EVALSHA\` of that text's SHA), so
+ * instances of two releases on one Redis each decode their own form.
+ */
+export const APPLY_FIELDS = [
+  "tk",
+  "now",
+  "late",
+  "dttl",
+  "counters",
+  "tmax",
+  "id",
+  "one",
+  "dv",
+  "rec",
+  "ids",
+  "cells",
+  "tmin",
+  "uq",
+  "reqs",
+  "idle",
+  "sl",
+  "statsTtl",
+  "gen",
+  "logp",
+  "logl",
+  "logw",
+  "payloads",
+  "sess",
+] as const;
+
+/** The apply script's ARGV[1] field name. */
+export type ApplyField = typeof APPLY_FIELDS[number];
+
+/** Lua for the apply script's ARGV[1] field \`name\` (see {@linkcode APPLY_FIELDS}): \`args[<place>]\`. */
+function arg(name: ApplyField): string {
+  return `args[${APPLY_FIELDS.indexOf(name) + 1}]`;
+}
+
+/**
  * How long (ms) a stream's stats live after its last write unless the store is told otherwise
  * (`RedisStoreOptions.statsTtlMs`): the apply script's \`statsTtl\` when its ARGV leaves it out.
  */
@@ -510,7 +555,9 @@ end
 /**
  * Applies one ingest batch. Three arguments (one for a single event), so the common case decodes
  * one:
- * - ARGV[1], JSON: `{tk, now, late, dv?, idle?, dttl, reqs?: [request, …], gen?, rec?,
+ * - ARGV[1], JSON: the fields below as an array in the order of {@linkcode APPLY_FIELDS} (named
+ *   here as an object for reading; absent ones `false`, or left out after the last present),
+ *   `{tk, now, late, dv?, idle?, dttl, reqs?: [request, …], gen?, rec?,
  *   statsTtl?, sl?, logp?, logl?, logw?, counters: [name, kind, ttl, …, cl] (three values a
  *   counter, flat, then cl: the JSON text of [maxGroups, hop, size, …], three a counter, decoded
  *   only when a group or pane is new), ids: [id|false, …] (for a single event `id: id|false`
@@ -521,12 +568,12 @@ end
  *   `sess`: the stream's session counters, absent for none; `tmin`, `tmax`: the earliest and
  *   latest event time, `tmin` absent when it is `tmax`; flags absent for false, `gen` for 0,
  *   `statsTtl` for {@linkcode DEFAULT_STATS_TTL_MS}, `reqs` for one request of every event with
- *   nothing but `n` (a field fewer is a value less to decode: a plain single event's object has 8
- *   fields, `tk`, `now`, `late`, `dttl`, `counters`, `id`, `tmax` and `one`, from a RedisStore
+ *   nothing but `n` (a field fewer is a value less to decode: a plain single event sends 8
+ *   values, `tk`, `now`, `late`, `dttl`, `counters`, `tmax`, `id` and `one`, from a RedisStore
  *   used alone, and 10 through the registry's store with the definitions in this Redis, `dv` and
- *   `rec` too, `idle` and `sl` one more each where given; measured with bench:apply-compare
- *   --instructions, `dv` added to the 8 costs 1.7k redis-server instructions a call of ~511k, and
- *   a 10th field, `true`, 0.3k more); and per request `{n, f?, x?, ik?, ib?, ir?, it?, rls?}`:
+ *   `rec` too, `idle` and `sl` further on where given; measured with bench:apply-compare
+ *   --instructions when these were an object's fields, `dv` added to the 8 cost 1.7k
+ *   redis-server instructions a call of ~511k, and a 10th field, `true`, 0.3k more); and per request `{n, f?, x?, ik?, ib?, ir?, it?, rls?}`:
  *   its event, filtered and rejected counts (absent for 0), its idempotency claim (key hash, body
  *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`; `sl`, the
  *   stats' life (ms) where a counter's TTL is longer than `statsTtl` (absent else: `statsTtl`);
@@ -582,19 +629,24 @@ end
  */
 export const APPLY_SCRIPT = PRELUDE + LOG_NAMES + `
 -- The same call sent again (its token seen): the first one's reply, nothing applied again.
-local callKey, first = callReply(args.tk)
+local callKey, first = callReply(${arg("tk")})
 if first then return first end
+-- ARGV[1] is an array (see APPLY_FIELDS in _scripts.ts); the session helpers, shared with the
+-- close script, read \`args.sess\`: set only for a stream with session counters.
+if ${arg("sess")} then args.sess = ${arg("sess")} end
 -- The session helpers are closures made on every call: only for a stream with session counters.
 local withSessions, guardSessions = nil, nil
 if type(args.sess) == "table" then
 ` + SESSION_LUA + `
 withSessions, guardSessions = applySessions, checkSessionKeys
 end
-local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
-local statsTtl, logProcessed, logLate = args.statsTtl or ${DEFAULT_STATS_TTL_MS}, args.logp, args.logl
+local now, lateness, idle, dedupeTtl = ${arg("now")}, ${arg("late")}, ${arg("idle")}, ${arg("dttl")}
+local statsTtl, logProcessed, logLate = ${arg("statsTtl")} or ${DEFAULT_STATS_TTL_MS}, ${
+  arg("logp")
+}, ${arg("logl")}
 -- The stats' life: statsTtl, or (\`sl\`) a counter's TTL where that is longer, so the watermark and
 -- \`cl\` outlive the windows they say are final.
-local statsLife = args.sl or statsTtl
+local statsLife = ${arg("sl")} or statsTtl
 -- Live subscribers' demand (any instance): read once, for the reply and, with logw (the caller
 -- cannot tell whether a subscriber wants its events), for what to log.
 -- The types wanted now: a table only when some are (nil for none).
@@ -606,7 +658,7 @@ for i = 1, #wanted, 2 do
     demand[#demand + 1] = wanted[i]
   end
 end
-if args.logw then
+if ${arg("logw")} then
   local asked = {}
   for _, recordType in ipairs(demand or {}) do asked[recordType] = true end
   logProcessed = logProcessed and asked["event.processed"] == true
@@ -623,7 +675,7 @@ if KEYS[2] then
   -- \`wm\` and \`cl\` are, rather than fail the comparison below or be taken as none (a batch
   -- lacking the counters it names applied). Nothing was written yet.
   local addedIn = nil
-  if args.dv and record[4] then
+  if ${arg("dv")} and record[4] then
     if not isVersionText(record[4]) then
       refuseKey(KEYS[2] .. " field a", "'" .. string.sub(record[4], 1, 200) .. "'", "a definition version")
     end
@@ -634,14 +686,16 @@ if KEYS[2] then
   -- nowhere. Or built on a definition (\`dv\`) older than an API write that added counters (\`a\`,
   -- see the definition store's write): it lacks them, and their partial-window bounds are behind
   -- the events it holds. Nothing was written yet (above: reads only).
-  if definitionGone(record, args.gen, args.rec) or (record[1] and addedIn and args.dv < addedIn) then
+  if definitionGone(record, ${arg("gen")}, ${arg("rec")}) or (record[1] and addedIn and ${
+  arg("dv")
+} < addedIn) then
     return cjson.encode({ gone = 1, v = definitionVersion })
   end
 end
 -- ids: per event its dedupe id (a string), or false for none; a single event's comes bare as
 -- \`id\` instead (cjson grows each array from empty: ~1.5k instructions for one value).
-local ids, payloads = args.ids, args.payloads
-if ids == nil then ids = { args.id } end
+local ids, payloads = ${arg("ids")}, ${arg("payloads")}
+if not ids then ids = { ${arg("id")} or false } end
 local eventCount = #ids
 -- Arrays a call fills one value after another are made with room for 8 (a constructor of nils):
 -- one grown from empty is rehashed at its 1st, 2nd, 3rd and 5th values (~1k instructions each).
@@ -649,7 +703,7 @@ local eventCount = #ids
 local counters = { nil, nil, nil, nil, nil, nil, nil, nil }
 -- Three values per counter, in one array (a table fewer per counter to decode); its maxGroups, hop
 -- and size come with limitsOf, from the text after them (cl).
-local flat = args.counters
+local flat = ${arg("counters")}
 for i = 1, (#flat - 1) / 3 do
   local at = (i - 1) * 3
   counters[i] = { name = flat[at + 1], kind = flat[at + 2], ttl = flat[at + 3], maxGroups = nil, hop = nil,
@@ -659,9 +713,9 @@ end
 -- per counter in order, false when the event adds to none of its cells, else its pane, its group
 -- and, but for a count, the event's value (false for none); made here into the cells \`cells\`
 -- holds (a count of 1), each with a constructor of its size (cjson grows each array from empty).
-local sentCells = args.cells
-if sentCells == nil then
-  local one, made, at = args.one, { nil, nil, nil, nil, nil, nil, nil, nil }, 1
+local sentCells = ${arg("cells")}
+if not sentCells then
+  local one, made, at = ${arg("one")}, { nil, nil, nil, nil, nil, nil, nil, nil }, 1
   for i = 1, #counters do
     local pane = one[at]
     if pane == false then
@@ -689,7 +743,7 @@ if sentCells == nil then
   sentCells = made
 end
 -- A counter with its maxGroups, hop and size, which only a group new in a pane or a new pane asks:
--- cl, the last value of args.counters, the JSON text of [maxGroups, hop, size, …] (three a
+-- cl, the last value of the counters sent, the JSON text of [maxGroups, hop, size, …] (three a
 -- counter), decoded only then (each JSON value is work for every call that decodes it).
 local limitsRead = false
 local function limitsOf(counter)
@@ -721,7 +775,7 @@ statsAsked[8 + counterCount] = "dk"
 statsAsked[9 + counterCount] = "db"
 -- The counts only requests (\`reqs\`) add to, asked (and checked) only then: each field an HMGET
 -- asks is ~1.8k instructions (a single event's call asks 13 without them).
-if args.reqs then
+if ${arg("reqs")} then
   statsAsked[10 + counterCount] = "filtered"
   statsAsked[11 + counterCount] = "rejected"
 end
@@ -769,7 +823,7 @@ end
 -- fail on what a request sent: keys and bodies arrive as hashes.
 -- Absent (nil): one request of every event, none filtered or rejected, without a key or limits,
 -- whose result is told by the counts below (no tables for it).
-local requests = args.reqs
+local requests = ${arg("reqs")}
 -- Per request its result, events skipped (index → true) and rate-limit buckets charged: tables
 -- only for \`reqs\`.
 local results, skip, chargedBuckets = nil, nil, nil
@@ -874,7 +928,7 @@ end
 -- Records to log, appended once every key is checked: a table, and the log's helpers, made only
 -- for a call that logs.
 local logged = nil
-if payloads ~= nil and (logProcessed or logLate) then
+if payloads and (logProcessed or logLate) then
 ` + LOG_LUA + `
   expectLog()
   logged = {}
@@ -1133,7 +1187,7 @@ local idsMarked = false
 -- Ids held already, asked with one HMGET per bucket and 500 ids rather than two calls an event.
 -- freshIds: the new ids as HSET's field, value pairs. Both tables only when some id is held or
 -- new to write with the batch's HSET (a single event's id is written on its own, below).
-local heldIds, freshIds, distinctIds = nil, nil, args.uq or eventCount < 2
+local heldIds, freshIds, distinctIds = nil, nil, ${arg("uq")} or eventCount < 2
 -- One id (a single-event request): asked in the older bucket, then written to the newer one at
 -- once, whose HSET answers whether the id was there (0 fields added) and whether the bucket was
 -- new (2: the mark too). The id of an event that turns out late is kept as well, as below. Not
@@ -1231,16 +1285,17 @@ for i = 1, eventCount do
   end
 end
 local insertedIds = freshCount > 0
-local latest, earliest = args.tmax, args.tmin or args.tmax
+-- (false, absent for no events, made nil: the comparisons below take nil for none.)
+local latest, earliest = ${arg("tmax")} or nil, ${arg("tmin")} or ${arg("tmax")} or nil
 if wm ~= nil and (latest == nil or wm > latest) then latest = wm end
 if eventCount == 0 then
   -- Nothing to apply.
-elseif payloads == nil and duplicates + skipped == 0 and earliest >= latest - lateness and
+elseif not payloads and duplicates + skipped == 0 and earliest >= latest - lateness and
     (closedThrough == nil or earliest >= closedThrough) then
   applied, wm = eventCount, latest
 else
   -- A call of one event comes without ARGV[2] and ARGV[3]: its time is tmax.
-  local times = eventCount == 1 and { args.tmax } or cjson.decode(ARGV[3])
+  local times = eventCount == 1 and { ${arg("tmax")} } or cjson.decode(ARGV[3])
   -- Every outcome is kept from here (the replies and the rebuilt cells below read them).
   outcomes = outcomes or {}
   for i = 1, eventCount do
@@ -1761,7 +1816,7 @@ end
 -- Applied by an instance still on an older definition than the record's (\`dv\`): what that one
 -- calls final now, the watermark less its lateness, stays final (its reads call it so until it
 -- reloads), as the record's write kept final what the definition it replaced called so.
-if args.dv and wm ~= nil and definitionVersion > args.dv and
+if ${arg("dv")} and wm ~= nil and definitionVersion > ${arg("dv")} and
   (closedThrough == nil or wm - lateness > closedThrough) then
   changed[#changed + 1] = "cl"
   changed[#changed + 1] = num(wm - lateness)

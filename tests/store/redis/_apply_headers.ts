@@ -6,6 +6,7 @@
  */
 import type { Redis } from "@upstash/redis";
 import type { RedisClient } from "../../../src/store/redis/store.ts";
+import { APPLY_FIELDS } from "../../../src/store/redis/_scripts.ts";
 
 /**
  * The apply script's first argument (its header) of each apply `redis` is sent, parsed: once per
@@ -20,12 +21,16 @@ export function recordingApplies(
       const value = Reflect.get(target, property, receiver);
       if (property !== "evalsha" && property !== "eval") return value;
       return (script: string, keys: string[], args: string[]) => {
-        const header = JSON.parse(args[0]);
-        // Only the apply script's header carries the batch's latest event time.
-        if (
-          typeof header === "object" && header !== null && "tmax" in header &&
-          !headers.some((seen) => seen.tk === header.tk)
-        ) headers.push(header);
+        // Only the apply script's header is an array (of its fields in APPLY_FIELDS' order):
+        // named here as the script's documentation names them, absent ones (false) left out.
+        const sent = JSON.parse(args[0]);
+        if (Array.isArray(sent) && !headers.some((seen) => seen.tk === sent[0])) {
+          const header: Record<string, unknown> = {};
+          sent.forEach((value, i) => {
+            if (value !== false) header[APPLY_FIELDS[i]] = value;
+          });
+          headers.push(header);
+        }
         return value.call(target, script, keys, args);
       };
     },

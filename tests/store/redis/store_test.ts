@@ -13,10 +13,10 @@ import { ingestItems } from "../../../src/ingest/mod.ts";
 import { listWindows } from "../../../src/query/mod.ts";
 import { storeFromEnv } from "../../../src/env.ts";
 import { REDIS_CALL_TIMEOUT_MS } from "../../../src/store/mod.ts";
-import { DEDUPE_EARLIER_TTLS } from "../../../src/store/redis/_scripts.ts";
+import { APPLY_FIELDS, DEDUPE_EARLIER_TTLS } from "../../../src/store/redis/_scripts.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
-import { type RedisClient, RedisStore } from "../../../src/store/redis/store.ts";
+import { applyFields, type RedisClient, RedisStore } from "../../../src/store/redis/store.ts";
 import { type Store, type StoreBatch, StoreUnavailableError } from "../../../src/store/types.ts";
 import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
 import { recordingApplies } from "./_apply_headers.ts";
@@ -1556,6 +1556,27 @@ const FOUR: CompiledStream = compileConfig({
     },
   },
 }).get("four")!;
+
+Deno.test("applyFields() puts the apply script's fields at their places: false for an absent one (never null), none after the last present", () => {
+  const sent = applyFields({
+    tk: "t",
+    now: 5,
+    late: 0,
+    dttl: 0,
+    counters: [],
+    id: false,
+    one: [1],
+  });
+  assert.deepEqual(sent, ["t", 5, 0, 0, [], false, false, [1]]);
+  assert.equal(sent.length, APPLY_FIELDS.indexOf("one") + 1);
+  // A field after an absent one: the absent one is false, which the script takes as absent.
+  const later = applyFields({ tk: "t", sess: [[0, 10, 5]] });
+  assert.equal(later.length, APPLY_FIELDS.length);
+  assert.equal(later.indexOf(null), -1);
+  assert.deepEqual(later[APPLY_FIELDS.indexOf("sess")], [[0, 10, 5]]);
+  // 0 is a value, not an absence (Lua takes 0 as true).
+  assert.equal(applyFields({ dv: 0 })[APPLY_FIELDS.indexOf("dv")], 0);
+});
 
 redisTest(
   "applyBatch() sends a plain single event's cells in short (`one`, no `cells`), and a batch of two its cells",
