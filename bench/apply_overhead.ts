@@ -100,7 +100,10 @@ for (let i = 0; i < 50; i++) await applyOnce(BATCH); // panes, ids and stats exi
 const { keys, args: sent } = captured!;
 // Without its token: that call's reply is stored under it, and the variants that run the
 // script's start would find it and return there.
-const args = [JSON.stringify({ ...JSON.parse(sent[0]), tk: undefined }), ...sent.slice(1)];
+// (ARGV[1] is an array of APPLY_FIELDS: false at the token's place is none.)
+const header = JSON.parse(sent[0]) as unknown[];
+header[APPLY_FIELDS.indexOf("tk")] = false;
+const args = [JSON.stringify(header), ...sent.slice(1)];
 const prelude = APPLY_SCRIPT.slice(0, APPLY_SCRIPT.indexOf("\nlocal now, lateness, idle"));
 const repeat = (n: number, line: string) => Array.from({ length: n }, () => line).join("\n");
 const variants: [string, string, string[]?][] = [
