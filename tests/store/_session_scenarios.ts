@@ -71,8 +71,41 @@ const capped = () => sessionStream.counters.find((item) => item.name === "capped
 const metas = (...names: string[]) =>
   sessionStream.counterMetas.filter((meta) => names.includes(meta.name));
 
+/** A stream whose session counter comes before its window counter (lateness 0). */
+const mixedStream: CompiledStream = compileConfig({
+  streams: {
+    mixed: {
+      time: { field: "t", lateness: "0s" },
+      counters: {
+        visits: { window: { session: "30s" }, groupBy: ["u"], aggregate: "count" },
+        minutes: { window: { tumbling: "1m" }, aggregate: "count" },
+      },
+    },
+  },
+}).get("mixed")!;
+
 /** Session cases, each run on both stores. */
 export const sessionScenarios: Record<string, (store: Store) => Promise<void>> = {
+  async "closeWindows() lists a stream's window closes before its session closes, on both stores, whatever order its counters come in"(
+    store,
+  ) {
+    // The session counter first in the definition: the memory store closed counter by counter
+    // (the session, then the window), Redis every window counter first, then the sessions, so the
+    // sweep's `closed` and the result log (webhooks, live) came in another order on each store.
+    await ingestItems(
+      mixedStream,
+      items([{ u: "a", t: T0 }, { u: "b", t: T0 + 300_000 }]),
+      { store, nowMs: T0 + 3_600_000 },
+    );
+    const closed = await store.closeWindows("mixed", mixedStream.counterMetas, { latenessMs: 0 });
+    assert.deepEqual(closed.map((window) => [window.counter, window.start, window.end]), [
+      ["minutes", T0, T0 + 60_000],
+      ["visits", T0, T0],
+    ]);
+    const log = (await store.readLog("mixed", null, 100)).map((entry) => entry.record)
+      .flatMap((record) => record.type === "window.closed" ? [[record.counter, record.start]] : []);
+    assert.deepEqual(log, [["minutes", T0], ["visits", T0]]);
+  },
   async "sessions: events less than the gap apart form one session, a longer gap a new one"(store) {
     await ingest(store, [
       { u: "a", t: 0, v: 4, p: "x" },

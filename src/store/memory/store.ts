@@ -837,7 +837,13 @@ export class MemoryStore implements Store {
     const peek = options.peek ?? false;
     let budget = this.#closeCells;
     const log = (record: LogRecord) => this.#append(state, now, record, false);
-    for (const counter of counters) {
+    // Window counters first, then session counters, each in the order given, as the Redis close
+    // script takes them: the closes (and their log records) come in one order on both stores.
+    const ordered = [
+      ...counters.filter((counter) => !counter.session),
+      ...counters.filter((counter) => counter.session),
+    ];
+    for (const counter of ordered) {
       const sessions = counter.session ? state.sessions.get(counter.name) : undefined;
       if (sessions) {
         const most = limit * SESSIONS_PER_WINDOW;
