@@ -33,6 +33,7 @@ import {
   type DefinitionSource,
   type DefinitionStore,
   finalThrough,
+  type FiredAlerts,
   type FireOptions,
   generationKey,
   isStoreDown,
@@ -1633,11 +1634,18 @@ class RegistryStore implements Store {
     stream: string,
     firings: AlertFiring[],
     options: FireOptions = {},
-  ): Promise<AlertFiring[]> {
+  ): Promise<FiredAlerts> {
     // Of the definition the firings were evaluated by, as a close: a stream deleted and created
     // again since goes to the old incarnation, which the store says is gone, never to the new one
     // (its log, and its fired markers that would hold back the new one's own firings).
-    return await this.#store.fireAlerts(await this.#checkedKey(stream, options.counters), firings);
+    const fired = await this.#store.fireAlerts(
+      await this.#checkedKey(stream, options.counters),
+      firings,
+    );
+    // Refused so: the record read again now, as after a refused close, so that this instance
+    // stops serving the incarnation gone before its next poll.
+    if (fired.gone) await this.#readAgain(stream);
+    return fired;
   }
   appendLog(stream: string, records: LogRecord[]): Promise<void> {
     return this.#store.appendLog(this.#key(stream), records);

@@ -705,6 +705,19 @@ export interface SessionRange extends TimeRange {
   stats?: boolean;
 }
 
+/**
+ * What one {@linkcode Store.fireAlerts} call fired: the firings that were new, in the order given.
+ */
+export type FiredAlerts = AlertFiring[] & {
+  /**
+   * The definition record says the incarnation fired on was deleted, or deleted and created again
+   * (another generation), since the caller read it: the call fired (and logged) nothing, and every
+   * call again fires nothing (the caller reads the record again, as for a close that says
+   * {@linkcode ClosedWindows.gone}).
+   */
+  gone?: boolean;
+};
+
 /** Options of {@linkcode Store.fireAlerts}. */
 export interface FireOptions {
   /** The counters of the definition the firings were evaluated by (see `fireAlerts`). */
@@ -770,7 +783,8 @@ export interface Store {
    * each (alert, window, group) fires once across all instances. Returns the
    * firings that were new. A store that holds the definitions fires nothing, in the same atomic
    * step, for an incarnation (`stream` a generation key, see `generationKey`) its record says is
-   * deleted, or deleted and created again, as {@linkcode closeWindows} closes nothing of it.
+   * deleted, or deleted and created again, and says {@linkcode FiredAlerts.gone}, as
+   * {@linkcode closeWindows} closes nothing of it and says {@linkcode ClosedWindows.gone}.
    * `options.counters`: the counters of the definition the firings were evaluated by, which a
    * store over stream names (the registry's) fires by, as it closes by them; a store given a
    * generation key has its incarnation already.
@@ -779,7 +793,7 @@ export interface Store {
     stream: string,
     firings: AlertFiring[],
     options?: FireOptions,
-  ): Promise<AlertFiring[]>;
+  ): Promise<FiredAlerts>;
   /**
    * Appends records to a stream's result log (for results not tied to an
    * atomic step, such as `window.updated`). One round trip.

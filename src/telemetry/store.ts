@@ -18,6 +18,8 @@ import {
   type ClosedWindows,
   type CloseOptions,
   type CounterMeta,
+  type FiredAlerts,
+  type FireOptions,
   type LogEntry,
   type LogPosition,
   type LogRecord,
@@ -147,8 +149,12 @@ export class InstrumentedStore implements Store {
     return this.#measure("keepFinal", () => this.#store.keepFinal(stream, throughMs));
   }
 
-  fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
-    return this.#measure("fireAlerts", () => this.#store.fireAlerts(stream, firings));
+  fireAlerts(
+    stream: string,
+    firings: AlertFiring[],
+    options?: FireOptions,
+  ): Promise<FiredAlerts> {
+    return this.#measure("fireAlerts", () => this.#store.fireAlerts(stream, firings, options));
   }
 
   appendLog(stream: string, records: LogRecord[]): Promise<void> {

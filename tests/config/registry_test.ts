@@ -2283,6 +2283,54 @@ for (const change of ["delete", "recreate"] as const) {
   }
 }
 
+for (const change of ["delete", "recreate"] as const) {
+  onBothStores(
+    `an alert firing refused for an incarnation ${
+      change === "delete" ? "deleted" : "deleted and created again"
+    } elsewhere says gone and makes the instance read the record again, as a refused close does`,
+    async (store, definitions, clock) => {
+      const registry = () =>
+        new StreamRegistry(compileConfig({ streams: {} }), {
+          definitions,
+          data: store,
+          now: () => clock.now,
+        });
+      const other = registry();
+      const held = registry();
+      const definition = {
+        counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+        alerts: [{ name: "busy", counter: "perMinute", when: "value >= 1.0" }],
+      };
+      await other.put("visits", definition);
+      const stream = (await held.find("visits"))!;
+      const wrapped = held.wrap(store);
+      const firing = (group: string) => ({
+        alert: "busy",
+        counter: "perMinute",
+        start: clock.now,
+        end: clock.now + 60_000,
+        group,
+        value: 1,
+        ttlMs: 120_000,
+      });
+      const fire = (group: string) =>
+        wrapped.fireAlerts("visits", [firing(group)], { counters: stream.counterMetas });
+      // The control: the incarnation `held` serves fires, and is not gone.
+      const fired = await fire('["DE"]');
+      assert.deepEqual([fired.map((f) => f.group), fired.gone], [['["DE"]'], undefined]);
+      await other.remove("visits");
+      if (change === "recreate") await other.put("visits", definition);
+      // `held` has not heard of it: it still serves the deleted incarnation.
+      assert.equal(held.get("visits"), stream);
+      const refused = await fire('["FR"]');
+      assert.deepEqual([refused.length, refused.gone], [0, true]);
+      // Read again at once, not at the next poll.
+      assert.notEqual(held.get("visits"), stream, "still serves the incarnation gone");
+      assert.equal(held.get("visits")?.name, change === "recreate" ? "visits" : undefined);
+    },
+  );
+}
+
 /** The index step of the last write of `signups` lost: the index says version 1. */
 function loseIndexStep(fixture: RedisFixture) {
   const index = "es:{@definitions}:index";
@@ -2557,7 +2605,7 @@ onBothStores(
     const fired = await wrapped.fireAlerts("visits", [firing('["DE"]')], {
       counters: old.counterMetas,
     });
-    assert.deepEqual(fired, []);
+    assert.deepEqual([fired.length, fired.gone], [0, true]);
     assert.deepEqual(await store.readLog(newKey, null, 10), [], "fired into the new incarnation");
     assert.deepEqual(await store.readLog(oldKey, null, 10), []);
     // The new incarnation's own firing of that window and group is not held back.

@@ -232,7 +232,7 @@ const applyScenarios: Record<
     assert.deepEqual([deleted.gone, deleted.recordMissing], [true, undefined]);
   },
 
-  async "fireAlerts() of a generation the record says is gone fires nothing and logs nothing, as its close closes nothing"(
+  async "fireAlerts() of a generation the record says is gone fires nothing, logs nothing and says gone, as its close closes nothing"(
     { store, definitions },
   ) {
     const firing = (group: string) => ({
@@ -244,8 +244,11 @@ const applyScenarios: Record<
       value: 3,
       ttlMs: 120_000,
     });
-    const fired = async (key: string, group: string) =>
-      (await store.fireAlerts(key, [firing(group)])).map((f) => f.group);
+    // The groups fired, and `gone` when the call says the incarnation is gone.
+    const fired = async (key: string, group: string) => {
+      const reply = await store.fireAlerts(key, [firing(group)]);
+      return reply.gone ? ["gone", ...reply.map((f) => f.group)] : reply.map((f) => f.group);
+    };
     const alerts = async (key: string) =>
       (await store.readLog(key, null, 100)).map((entry) => entry.record.type);
     await definitions.write("orders", record(), 0);
@@ -254,7 +257,7 @@ const applyScenarios: Record<
     assert.deepEqual(await fired(first, '["DE"]'), ['["DE"]']);
     // Created again (generation 2): generation 1 fires nothing more, and logs nothing.
     await definitions.write("orders", record({ generation: 2 }), 1);
-    assert.deepEqual(await fired(first, '["FR"]'), []);
+    assert.deepEqual(await fired(first, '["FR"]'), ["gone"]);
     assert.deepEqual(await alerts(first), ["alert.fired"]);
     const live = generationKey("orders", 2);
     assert.deepEqual(await fired(live, '["FR"]'), ['["FR"]']);
@@ -264,7 +267,7 @@ const applyScenarios: Record<
       record({ generation: 2, deleted: true, definition: null }),
       2,
     );
-    assert.deepEqual(await fired(live, '["US"]'), []);
+    assert.deepEqual(await fired(live, '["US"]'), ["gone"]);
     assert.deepEqual(await alerts(live), ["alert.fired"]);
     // A stream with no record (a config stream before it is recorded) fires as before.
     assert.deepEqual(await fired("cfg", '["DE"]'), ['["DE"]']);

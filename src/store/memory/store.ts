@@ -29,6 +29,7 @@ import {
   compareLogIds,
   type CounterMeta,
   type EventOutcome,
+  type FiredAlerts,
   type FireOptions,
   type LogBounds,
   logBounds,
@@ -1016,13 +1017,16 @@ export class MemoryStore implements Store {
     firings: AlertFiring[],
     // The incarnation is `stream`'s own (a generation key): the counters add nothing here.
     _options?: FireOptions,
-  ): Promise<AlertFiring[]> {
-    // An incarnation its record says is deleted, or created again, fires nothing (as it closes
-    // nothing): its firing would be logged where no instance reads.
-    if (this.#outlived(stream)) return Promise.resolve([]);
+  ): Promise<FiredAlerts> {
+    const fired: FiredAlerts = [];
+    // An incarnation its record says is deleted, or created again, fires nothing and says gone (as
+    // it closes nothing): its firing would be logged where no instance reads.
+    if (this.#outlived(stream)) {
+      fired.gone = true;
+      return Promise.resolve(fired);
+    }
     const state = this.#stream(stream);
     const now = this.#now();
-    const fired: AlertFiring[] = [];
     for (const firing of firings) {
       const key = JSON.stringify([firing.alert, firing.counter, firing.start, firing.group]);
       const marker = state.fired.get(key);

@@ -2446,17 +2446,18 @@ return keepReply(callKey, reply)
  * Claims alert firings. ARGV[1] is JSON
  * `{gen, logTtl, firings: [[alert, counter, start, end, group, value|false, ttl, approximate], …],
  * tk}`. Returns JSON: the indexes (1-based) of the firings that were new (the same call again, its
- * one-time token `tk` seen: the first one's); none when the definition record (KEYS[2]) says the
- * incarnation of generation `gen` is gone, as {@linkcode CLOSE_SCRIPT} asks it.
+ * one-time token `tk` seen: the first one's); `{gone: 1}` when the definition record (KEYS[2]) says
+ * the incarnation of generation `gen` is gone, as {@linkcode CLOSE_SCRIPT} asks it and says it.
  */
 export const FIRE_SCRIPT = COMMON + `
 local callKey, first = callReply(args.tk)
 if first then return first end
 -- An incarnation deleted, or deleted and created again, since the caller read it fires nothing
 -- and writes nothing (definitionGone, as the close asks it): no alert.fired of a stream whose
--- DELETE answered is logged by an instance that has not heard of it yet.
+-- DELETE answered is logged by an instance that has not heard of it yet. Said, so that the caller
+-- reads the record again.
 if KEYS[2] and definitionGone(redis.call("HMGET", KEYS[2], "v", "g", "x"), args.gen) then
-  return "[]"
+  return '{"gone":1}'
 end
 local logTtl, firings = args.logTtl, args.firings
 -- The log checked first (see refuseKey): a marker set for a firing the log then refused would

@@ -43,6 +43,7 @@ import {
   compareGroupKeys,
   type CounterMeta,
   type EventOutcome,
+  type FiredAlerts,
   type FireOptions,
   type LogBounds,
   logBounds,
@@ -928,36 +929,39 @@ export class RedisStore implements Store {
     firings: AlertFiring[],
     // The incarnation is `stream`'s own (a generation key): the counters add nothing here.
     _options?: FireOptions,
-  ): Promise<AlertFiring[]> {
+  ): Promise<FiredAlerts> {
     if (firings.length === 0) return Promise.resolve([]);
     // The definition record beside the data (same slot), as for a close: a generation it says is
-    // deleted, or replaced by another, fires nothing.
+    // deleted, or replaced by another, fires nothing and says gone.
     const { stream: name, generation } = splitGenerationKey(stream);
     const keys = [this.keyPrefix(stream), definitionKey(this.#prefix, name)];
     return this.#call("fireAlerts", async () => {
-      const fired = asArray<number>(
-        fromJson(
-          await this.#calls.script(this.#text(FIRE_SCRIPT), keys, [{
-            gen: generation || undefined,
-            logTtl: this.#statsTtlMs,
-            tk: crypto.randomUUID(),
-            firings: firings.map((f) => [
-              f.alert,
-              f.counter,
-              f.start,
-              f.end,
-              f.group,
-              // A quantiles counter's value goes as its JSON text, logged as it is.
-              typeof f.value === "object" && f.value !== null
-                ? JSON.stringify(f.value)
-                : f.value ?? false,
-              f.ttlMs,
-              f.approximate === true,
-            ]),
-          }]),
-        ),
+      const reply = fromJson<number[] | { gone?: number }>(
+        await this.#calls.script(this.#text(FIRE_SCRIPT), keys, [{
+          gen: generation || undefined,
+          logTtl: this.#statsTtlMs,
+          tk: crypto.randomUUID(),
+          firings: firings.map((f) => [
+            f.alert,
+            f.counter,
+            f.start,
+            f.end,
+            f.group,
+            // A quantiles counter's value goes as its JSON text, logged as it is.
+            typeof f.value === "object" && f.value !== null
+              ? JSON.stringify(f.value)
+              : f.value ?? false,
+            f.ttlMs,
+            f.approximate === true,
+          ]),
+        }]),
       );
-      return fired.map((index) => firings[index - 1]);
+      if (!Array.isArray(reply)) {
+        const none: FiredAlerts = [];
+        if (reply?.gone === 1) none.gone = true;
+        return none;
+      }
+      return asArray<number>(reply).map((index) => firings[index - 1]);
     });
   }
 
