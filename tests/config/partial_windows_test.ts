@@ -46,7 +46,7 @@ function memoryBackend(): Backend {
   const definitions = new MemoryDefinitionStore();
   let store: MemoryStore | undefined;
   return (clock) => {
-    store ??= new MemoryStore({ now: () => clock.now, definitions });
+    store ??= new MemoryStore({ now: () => clock.now, definitions, definitionsHere: true });
     return { definitions, store };
   };
 }

@@ -1287,7 +1287,11 @@ function onBothStores(
   Deno.test(`Memory store: ${title}`, () => {
     const definitions = new MemoryDefinitionStore();
     const clock = { now: T0_REDEPLOY };
-    return run(new MemoryStore({ now: () => clock.now, definitions }), definitions, clock);
+    return run(
+      new MemoryStore({ now: () => clock.now, definitions, definitionsHere: true }),
+      definitions,
+      clock,
+    );
   });
   redisTest(`Redis store: ${title}`, (fixture) => {
     const redis = restClient(fixture);

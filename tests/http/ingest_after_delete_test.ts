@@ -86,7 +86,7 @@ async function deletedWhileQueued(store: Store, definitions: DefinitionStore) {
 
 Deno.test("Memory store: an ingest inside the apply or queued in group commit when its stream is deleted is a 404 and writes nothing", async () => {
   const definitions = new MemoryDefinitionStore();
-  await deletedWhileQueued(new MemoryStore({ definitions }), definitions);
+  await deletedWhileQueued(new MemoryStore({ definitions, definitionsHere: true }), definitions);
 });
 
 redisTest(

@@ -518,10 +518,34 @@ const applyScenarios: Record<
 for (const [name, scenario] of Object.entries(applyScenarios)) {
   Deno.test(`MemoryStore: ${name}`, () => {
     const definitions = new MemoryDefinitionStore();
-    return scenario({ store: new MemoryStore({ now: () => T0, definitions }), definitions });
+    const store = new MemoryStore({ now: () => T0, definitions, definitionsHere: true });
+    return scenario({ store, definitions });
   });
   redisTest(`RedisStore: ${name}`, (fixture) => scenario(redisPair(fixture)));
 }
+
+/**
+ * Without `definitionsHere` (both stores' default, as for a caller that keeps its definitions
+ * elsewhere): a batch and a close its caller recorded apply and close, though the definitions
+ * beside the store hold no record of the stream, instead of being refused as gone.
+ */
+async function recordedElsewhere({ store }: { store: Store }) {
+  const applied = await store.applyBatch({ ...batch("orders"), recorded: true });
+  assert.equal(applied.definitionVersion, 0);
+  const late = { latenessMs: 0, nowMs: T0 + 600_000, idleMs: 60_000, recorded: true };
+  const closed = await store.closeWindows("orders", [COUNTER], late);
+  assert.deepEqual([closed.length, closed.gone, closed.recordMissing], [1, undefined, undefined]);
+}
+
+Deno.test("MemoryStore: by default (no definitionsHere) a batch and a close its caller recorded apply though its definitions hold no record, as on Redis", () => {
+  const definitions = new MemoryDefinitionStore();
+  return recordedElsewhere({ store: new MemoryStore({ now: () => T0, definitions }) });
+});
+
+redisTest(
+  "RedisStore: by default (no definitionsHere) a batch and a close its caller recorded apply though its definitions hold no record, as in memory",
+  (fixture) => recordedElsewhere({ store: new RedisStore(restClient(fixture), { now: () => T0 }) }),
+);
 
 Deno.test("generationKey() keeps generation 0 as the stream name and splits back", () => {
   assert.equal(generationKey("orders", 0), "orders");

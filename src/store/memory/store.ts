@@ -229,10 +229,11 @@ export interface MemoryStoreOptions {
   definitions?: MemoryDefinitionStore;
   /**
    * Whether the stream definitions the callers keep are `definitions` (as the Redis store's
-   * option): a batch or a close whose caller recorded its stream ({@linkcode StoreBatch.recorded},
-   * {@linkcode CloseOptions.recorded}) is then refused when `definitions` has no record of it.
-   * False when the caller keeps its definitions elsewhere (`storeFromEnv`): its records are not in
-   * `definitions`, so none would be found. @default {true when `definitions` is given}
+   * option, with the same default): a batch or a close whose caller recorded its stream
+   * ({@linkcode StoreBatch.recorded}, {@linkcode CloseOptions.recorded}) is then refused when
+   * `definitions` has no record of it. Off unless asked (as `storesFromEnv` asks it), as a caller
+   * that keeps its definitions elsewhere (`storeFromEnv`) has no records in `definitions`, and every
+   * batch it recorded would be refused. @default {false}
    */
   definitionsHere?: boolean;
   /** Bounds of each stream's result log. @default {MAX_LOG_ENTRIES and MAX_LOG_BACKLOG} */
@@ -326,7 +327,7 @@ export class MemoryStore implements Store {
     }
     this.#maxReplyBytes = maxReplyBytes;
     this.#definitions = options.definitions;
-    this.#definitionsHere = options.definitionsHere ?? true;
+    this.#definitionsHere = options.definitionsHere ?? false;
     this.#definitions?.holdData({
       keepFinal: (key, keep, version) => {
         const state = this.#stream(key);

@@ -164,8 +164,9 @@ export interface RedisStoreOptions {
    * batch whose caller recorded its stream ({@linkcode StoreBatch.recorded}) then refuses it when
    * the record is missing (a Redis restored from a snapshot taken before the stream was created,
    * say) with {@linkcode StreamChangedError} of version 0, writing nothing; a close whose caller
-   * recorded it ({@linkcode CloseOptions.recorded}) closes nothing and says `gone`.
-   * @default {false}
+   * recorded it ({@linkcode CloseOptions.recorded}) closes nothing and says `gone`. Off unless
+   * asked, as the memory store's option: a store beside definitions kept elsewhere would refuse
+   * every batch its caller recorded. @default {false}
    */
   definitionsHere?: boolean;
   /** Bounds of each stream's result log. @default {MAX_LOG_ENTRIES and MAX_LOG_BACKLOG} */
