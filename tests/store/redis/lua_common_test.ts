@@ -1,11 +1,16 @@
 /**
  * The Lua prelude's `num`, which writes every number a script stores or replies: it must give
  * exactly `%.17g`'s text (what Redis, the store and older instances parse), also where it takes
- * its faster integer path.
+ * its faster integer path. And `raiseClosedThrough`, which the keep-final script and the
+ * definition write share: what it writes, and what it refuses.
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { LUA_COMMON } from "../../../src/store/redis/_lua_common.ts";
+import {
+  LUA_COMMON,
+  luaRaiseClosedThrough,
+  luaStatsTime,
+} from "../../../src/store/redis/_lua_common.ts";
 import { redisTest, withDirect } from "../../_redis.ts";
 
 /**
@@ -65,10 +70,49 @@ redisTest("num() in the Lua prelude writes every number as %.17g does", async (f
   assert.deepEqual(wrong, []);
 });
 
-Deno.test("the apply script makes no raiseClosedThrough closure (it never calls it); the keep-final script has it", async () => {
-  // Each `local function` is a closure made on every call of a script that holds it.
-  const { APPLY_SCRIPT, KEEP_FINAL_SCRIPT } = await import("../../../src/store/redis/_scripts.ts");
-  assert.equal(APPLY_SCRIPT.includes("raiseClosedThrough"), false);
-  assert.match(KEEP_FINAL_SCRIPT, /local function raiseClosedThrough\(/);
-  assert.match(KEEP_FINAL_SCRIPT, /return raiseClosedThrough\(/);
-});
+/**
+ * Calls `raiseClosedThrough` on the stats hash KEYS[1] with ARGV[1] as `through` and `cl` as
+ * `expectStatsTime` reads it, as its scripts do; replies what it returned and `cl` after.
+ */
+const RAISE = LUA_COMMON + luaStatsTime("KEYS[1]") + luaRaiseClosedThrough("KEYS[1]") + `
+local closed = expectStatsTime("cl", redis.call("HGET", KEYS[1], "cl"))
+local raised = raiseClosedThrough(closed, tonumber(ARGV[1]))
+return { raised, redis.call("HGET", KEYS[1], "cl") or false }
+`;
+
+redisTest(
+  "raiseClosedThrough() in the Lua helpers raises the stats' cl to a later bound, never lowers it, and says whether it raised it",
+  async (fixture) => {
+    const raise = (through: number) =>
+      withDirect(fixture.redisUrl, (send) => send("EVAL", RAISE, "1", "stats", String(through)));
+    const T0 = 1796089490283;
+    // Absent: set, written as num() writes it.
+    assert.deepEqual(await raise(T0), [1, String(T0)]);
+    // Earlier or the same: kept as it is.
+    assert.deepEqual(await raise(T0 - 60_000), [0, String(T0)]);
+    assert.deepEqual(await raise(T0), [0, String(T0)]);
+    // Later: raised.
+    assert.deepEqual(await raise(T0 + 60_000), [1, String(T0 + 60_000)]);
+    // Only `cl` is written: the other fields of the stats hash are left as they are.
+    await withDirect(fixture.redisUrl, (send) => send("HSET", "stats", "wm", "5"));
+    assert.deepEqual(await raise(T0 + 120_000), [1, String(T0 + 120_000)]);
+    assert.deepEqual(
+      await withDirect(fixture.redisUrl, (send) => send("HGETALL", "stats")),
+      ["cl", String(T0 + 120_000), "wm", "5"],
+    );
+  },
+);
+
+redisTest(
+  "raiseClosedThrough() refuses a cl holding text no script writes (as expectStatsTime reads it) and writes nothing",
+  async (fixture) => {
+    await withDirect(fixture.redisUrl, (send) => send("HSET", "stats", "cl", "soon"));
+    await assert.rejects(
+      withDirect(fixture.redisUrl, (send) => send("EVAL", RAISE, "1", "stats", "1000")),
+    );
+    assert.equal(
+      await withDirect(fixture.redisUrl, (send) => send("HGET", "stats", "cl")),
+      "soon",
+    );
+  },
+);
