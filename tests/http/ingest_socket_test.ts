@@ -1420,6 +1420,32 @@ Deno.test("a WebSocket ingest client that does not read its answers gets no more
   }
 });
 
+/** Waits until `server` holds no place and no connection; the time (`performance.now`) it saw so. */
+async function placeFreed(server: TestServer): Promise<number> {
+  await eventually(
+    () => server.socketStats.slotsHeld === 0 && server.socketStats.connections === 0,
+    10_000,
+  );
+  return performance.now();
+}
+
+/**
+ * That a place seen freed at `freedMs` was held for the grace after `beforeCloseMs`, a time
+ * before the server sent its close frame (both `performance.now`). No sleep decides it: a slow
+ * machine only makes the place seen freed later, so a server that keeps the grace never fails
+ * this, and one that frees the place early fails it unless its test is stalled for the rest of the
+ * grace.
+ */
+function assertFreedAfterGrace(freedMs: number, beforeCloseMs: number, graceMs: number): void {
+  // 1 ms for a timer's ms rounding.
+  assert.ok(
+    freedMs - beforeCloseMs >= graceMs - 1,
+    `the place was freed ${
+      Math.round(freedMs - beforeCloseMs)
+    } ms after the close frame, before the grace of ${graceMs} ms`,
+  );
+}
+
 Deno.test("README: a WebSocket ingest client closed for unread answers that still reads nothing has its connection dropped, and its place freed, closeGraceMs (10 s by default) after the close frame", async () => {
   const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
     .replace(/\s+/g, " ");
@@ -1453,19 +1479,22 @@ Deno.test("README: a WebSocket ingest client closed for unread answers that stil
       }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    // The close frame is sent once the linger ends (the connection stops counting as closing). Half the grace later the client, which never answers it, still holds
-    // its place: one more upgrade on its key is refused.
-    await eventually(() => server.socketStats.closing === 0, 10_000);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    assert.equal(server.socketStats.slotsHeld, 1, "the place was freed before the grace ended");
+    // The close frame is sent once the linger ends (the connection stops counting as closing),
+    // and the grace starts then: after the last time it was seen closing.
+    let lingering = performance.now();
+    await eventually(() => {
+      if (server.socketStats.closing === 0) return true;
+      lingering = performance.now();
+      return false;
+    }, 10_000);
+    // The client, which never answers the close frame, still holds its place: one more upgrade
+    // on its key is refused.
+    assert.equal(server.socketStats.slotsHeld, 1, "the place was freed with the close frame");
     assert.equal(server.socketStats.connections, 1);
     assert.match(await rawStatus(server.base, rawUpgrade(WS_PATH)), /^HTTP\/1\.1 429 /);
     // Closed by the server; the client reads nothing, so it never answers the close frame: its
     // connection is dropped after the grace, and its place is free for another.
-    await eventually(
-      () => server.socketStats.slotsHeld === 0 && server.socketStats.connections === 0,
-      10_000,
-    );
+    assertFreedAfterGrace(await placeFreed(server), lingering, 1_000);
     assert.match(await rawStatus(server.base, rawUpgrade(WS_PATH)), /^HTTP\/1\.1 101 /);
   } finally {
     client.socket.terminate();
@@ -1478,6 +1507,8 @@ Deno.test("a raw WebSocket ingest client closed for a binary frame that never an
     liveRoutes: { socket: { closeGraceMs: 1_000, slots: { perKey: 1 } } },
   });
   try {
+    // Before the frame the server closes for: its grace starts after this.
+    const sent = performance.now();
     const { conn, head, rest } = await rawSocketSending(server, WS_PATH, {
       opcode: 2,
       payload: new Uint8Array([1, 2, 3]),
@@ -1493,16 +1524,12 @@ Deno.test("a raw WebSocket ingest client closed for a binary frame that never an
         received = new Uint8Array([...received, ...buffer.subarray(0, read)]);
       }
       assert.equal(closeCodeIn(received), 1003);
-      // Half the grace after the close frame, its place is still held: one more is refused.
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      assert.equal(server.socketStats.slotsHeld, 1, "the place was freed before the grace ended");
+      // Once the close frame is sent, its place is still held: one more is refused.
+      assert.equal(server.socketStats.slotsHeld, 1, "the place was freed with the close frame");
       assert.equal(server.socketStats.connections, 1);
       assert.match(await rawStatus(server.base, rawUpgrade(WS_PATH)), /^HTTP\/1\.1 429 /);
-      // Then the server drops the connection, and its place is free.
-      await eventually(
-        () => server.socketStats.slotsHeld === 0 && server.socketStats.connections === 0,
-        10_000,
-      );
+      // Then the server drops the connection, and its place is free, not before the grace.
+      assertFreedAfterGrace(await placeFreed(server), sent, 1_000);
       const { closed } = await readAllFor(conn, 10_000);
       assert.ok(closed, "the connection is still open");
       assert.match(await rawStatus(server.base, rawUpgrade(WS_PATH)), /^HTTP\/1\.1 101 /);
