@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { createApp } from "../src/app.ts";
 import { compileConfig } from "../src/config/mod.ts";
 import { KeyRing } from "../src/http/auth.ts";
+import type { OriginSettings } from "../src/http/origin.ts";
 import { MemoryDefinitionStore, StoreUnavailableError } from "../src/store/mod.ts";
 import { MemoryKeyStore } from "../src/store/memory/key_store.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
@@ -117,12 +118,14 @@ export interface KeyedAppOptions {
   streams?: unknown;
   /** The clock (default a fixed {@linkcode NOW}). */
   now?: () => number;
+  /** The app's origin settings (`createApp`'s `origins`). @default {none} */
+  origins?: OriginSettings;
 }
 
 /**
  * Builds an app with keys on over memory stores: the admin and ingest keys of
  * {@linkcode KEYS}, and a key store for keys created at run time, with
- * `createKey(body)` creating one through the admin key.
+ * `createKey(body)` creating one through the admin key; `store` is its window store.
  */
 export async function keyedApp(options: KeyedAppOptions = {}) {
   const now = options.now ?? (() => NOW);
@@ -131,14 +134,17 @@ export async function keyedApp(options: KeyedAppOptions = {}) {
     store: keyStore,
     now,
   });
+  const store = new MemoryStore({ now });
   const app = createApp({
     streams: compileConfig(options.streams ?? TEST_CONFIG),
-    store: new MemoryStore({ now }),
+    store,
     keys,
     now,
+    ...(options.origins ? { origins: options.origins } : {}),
   });
   return {
     app,
+    store,
     keyStore,
     keys,
     createKey: (body: unknown): Promise<CreatedKey> => createKey(app, body),

@@ -4,7 +4,7 @@ import { createApp } from "../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryDefinitionStore, MemoryStore } from "../../src/store/mod.ts";
-import { KEYS, NOW } from "../_fixtures.ts";
+import { keyedApp, KEYS, NOW } from "../_fixtures.ts";
 
 const SHOP = "https://shop.example";
 const OTHER = "https://evil.example";
@@ -26,36 +26,30 @@ const CONFIG = {
   },
 };
 
-/** An app on CONFIG; `open`: with no keys (open mode, which answers `localhost`). */
-async function setup(
-  options: { now?: () => number; allowedOrigins?: string[]; open?: boolean } = {},
-) {
-  const now = options.now ?? (() => NOW);
-  const store = new MemoryStore({ now });
-  const keys = await KeyRing.parse(
-    options.open ? "" : `admin:${KEYS.admin},ingest:${KEYS.ingest}`,
-    { now },
-  );
-  const app = createApp({
-    streams: compileConfig(CONFIG),
-    store,
-    keys,
-    now,
+/**
+ * An app on CONFIG with keys on (`keyedApp`: the admin and ingest keys, `createKey` making more),
+ * and `stats` of its streams.
+ */
+async function setup(options: { now?: () => number; allowedOrigins?: string[] } = {}) {
+  const { app, store, createKey } = await keyedApp({
+    streams: CONFIG,
+    now: options.now,
     origins: { allowedOrigins: options.allowedOrigins },
   });
-  async function createKey(input: unknown): Promise<{ id: string; key: string }> {
-    const res = await app.request("/v1/keys", {
-      method: "POST",
-      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
-      body: JSON.stringify(input),
-    });
-    assert.equal(res.status, 201, await res.clone().text());
-    return await res.json();
-  }
-  async function stats(stream: string) {
-    return await store.stats(stream, compileConfig(CONFIG).get(stream)!.counterMetas);
-  }
-  return { app, createKey, stats };
+  return { app, createKey, stats: statsOf(store) };
+}
+
+/** An app on CONFIG with no keys (open mode, which answers `localhost`), and `stats` of its streams. */
+async function openSetup() {
+  const store = new MemoryStore({ now: () => NOW });
+  const keys = await KeyRing.parse("", { now: () => NOW });
+  const app = createApp({ streams: compileConfig(CONFIG), store, keys, now: () => NOW });
+  return { app, stats: statsOf(store) };
+}
+
+/** The stats of a stream of CONFIG in `store`. */
+function statsOf(store: MemoryStore) {
+  return (stream: string) => store.stats(stream, compileConfig(CONFIG).get(stream)!.counterMetas);
 }
 
 const PUBLISHABLE = {
@@ -360,7 +354,7 @@ Deno.test("beacons: a text/plain body holding JSON is read for publishable keys 
 });
 
 Deno.test("beacons in open mode: a text/plain body holding JSON is read, as no key can be publishable there", async () => {
-  const { app, stats } = await setup({ open: true });
+  const { app, stats } = await openSetup();
   // The SDK's beacon from a page of the server's own origin and from one the stream lists; before,
   // both were 415 (text/plain only for publishable keys, which open mode cannot make), so what a
   // page left by beacon was lost.
@@ -393,7 +387,7 @@ Deno.test("beacons in open mode: a text/plain body holding JSON is read, as no k
 });
 
 Deno.test("beacons in open mode: a text/plain body without an Origin is 415 (a browser may leave it off a cross-site text/plain form), and a charset other than UTF-8 is 415; nothing is applied", async () => {
-  const { app, stats } = await setup({ open: true });
+  const { app, stats } = await openSetup();
   const beacon = (options: { type: string; origin?: string }) =>
     app.request(...send("pageviews", [{ id: "a" }], { host: "localhost", ...options }));
   // A request without an Origin passes the Origin rules: text/plain is not read as JSON for it.
