@@ -2287,6 +2287,25 @@ for (const change of ["delete", "recreate"] as const) {
   }
 }
 
+/** A stream of one counter whose alert `busy` fires on every window with an event. */
+const BUSY_VISITS = {
+  counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+  alerts: [{ name: "busy", counter: "perMinute", when: "value >= 1.0" }],
+};
+
+/** A firing of {@linkcode BUSY_VISITS}'s alert, of the window starting at `startMs`. */
+function busyFiring(startMs: number, group: string) {
+  return {
+    alert: "busy",
+    counter: "perMinute",
+    start: startMs,
+    end: startMs + 60_000,
+    group,
+    value: 1,
+    ttlMs: 120_000,
+  };
+}
+
 for (const change of ["delete", "recreate"] as const) {
   onBothStores(
     `an alert firing refused for an incarnation ${
@@ -2301,29 +2320,18 @@ for (const change of ["delete", "recreate"] as const) {
         });
       const other = registry();
       const held = registry();
-      const definition = {
-        counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
-        alerts: [{ name: "busy", counter: "perMinute", when: "value >= 1.0" }],
-      };
-      await other.put("visits", definition);
+      await other.put("visits", BUSY_VISITS);
       const stream = (await held.find("visits"))!;
       const wrapped = held.wrap(store);
-      const firing = (group: string) => ({
-        alert: "busy",
-        counter: "perMinute",
-        start: clock.now,
-        end: clock.now + 60_000,
-        group,
-        value: 1,
-        ttlMs: 120_000,
-      });
       const fire = (group: string) =>
-        wrapped.fireAlerts("visits", [firing(group)], { counters: stream.counterMetas });
+        wrapped.fireAlerts("visits", [busyFiring(clock.now, group)], {
+          counters: stream.counterMetas,
+        });
       // The control: the incarnation `held` serves fires, and is not gone.
       const fired = await fire('["DE"]');
       assert.deepEqual([fired.map((f) => f.group), fired.gone], [['["DE"]'], undefined]);
       await other.remove("visits");
-      if (change === "recreate") await other.put("visits", definition);
+      if (change === "recreate") await other.put("visits", BUSY_VISITS);
       // `held` has not heard of it: it still serves the deleted incarnation.
       assert.equal(held.get("visits"), stream);
       const refused = await fire('["FR"]');
@@ -2584,28 +2592,16 @@ onBothStores(
       data: store,
       now: () => clock.now,
     });
-    const definition = {
-      counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
-      alerts: [{ name: "busy", counter: "perMinute", when: "value >= 1.0" }],
-    };
-    await registry.put("visits", definition);
+    await registry.put("visits", BUSY_VISITS);
     const old = registry.get("visits")!;
     const oldKey = generationKey("visits", registry.generationOf("visits"));
     // A sweep's peek closed old's window; meanwhile this instance heard of a re-create.
     await registry.remove("visits");
-    await registry.put("visits", definition);
+    await registry.put("visits", BUSY_VISITS);
     const newKey = generationKey("visits", registry.generationOf("visits"));
     assert.notEqual(newKey, oldKey);
     const wrapped = registry.wrap(store);
-    const firing = (group: string) => ({
-      alert: "busy",
-      counter: "perMinute",
-      start: clock.now,
-      end: clock.now + 60_000,
-      group,
-      value: 1,
-      ttlMs: 120_000,
-    });
+    const firing = (group: string) => busyFiring(clock.now, group);
     const fired = await wrapped.fireAlerts("visits", [firing('["DE"]')], {
       counters: old.counterMetas,
     });

@@ -253,8 +253,9 @@ Deno.test("sweepOnce() closes up to WINDOWS_PER_SWEEP windows of every counter, 
   assert.deepEqual(closedOf(second, "narrow"), rest);
 });
 
-Deno.test("sweepOnce() of a stream with alerts whose incarnation the store says is gone stops at the alert peek: no second close call, no alert", async () => {
-  const streams = compileConfig({
+/** Stream `a` of 1 s windows, its alert `any` true of every window with an event; closes at once. */
+function alertingStreams() {
+  return compileConfig({
     streams: {
       a: {
         time: { field: "t", lateness: "0s" },
@@ -263,6 +264,10 @@ Deno.test("sweepOnce() of a stream with alerts whose incarnation the store says 
       },
     },
   });
+}
+
+Deno.test("sweepOnce() of a stream with alerts whose incarnation the store says is gone stops at the alert peek: no second close call, no alert", async () => {
+  const streams = alertingStreams();
   const now = Date.parse("2026-01-01T00:00:10Z");
   const calls: boolean[] = [];
   class Gone extends MemoryStore {
@@ -277,15 +282,7 @@ Deno.test("sweepOnce() of a stream with alerts whose incarnation the store says 
 });
 
 Deno.test("sweepOnce() fires an alert by the counters of the definition it evaluated, as it closes by them (a registry's store keys the firing to that incarnation)", async () => {
-  const streams = compileConfig({
-    streams: {
-      a: {
-        time: { field: "t", lateness: "0s" },
-        counters: { n: { window: { tumbling: "1s" }, aggregate: "count" } },
-        alerts: [{ name: "any", counter: "n", when: "value >= 1" }],
-      },
-    },
-  });
+  const streams = alertingStreams();
   const stream = streams.get("a")!;
   const now = Date.parse("2026-01-01T00:00:10Z");
   const given: unknown[] = [];

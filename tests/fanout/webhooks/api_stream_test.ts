@@ -14,6 +14,7 @@ import {
   RedisDefinitionStore,
   RedisDeliveryStore,
   RedisStore,
+  type Store,
 } from "../../../src/store/mod.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
 import { redisTest, restClient, withDirect } from "../../_redis.ts";
@@ -681,6 +682,55 @@ for (const deleted of [true, false]) {
   );
 }
 
+/**
+ * `data` recording into `logged` every firing it claims as new, as `key:alert:group` (`key`: the
+ * incarnation it was asked under).
+ */
+function recordingFirings<T extends Store>(data: T, logged: string[]): T {
+  const fireAlerts = data.fireAlerts.bind(data);
+  data.fireAlerts = async (key, firings, options) => {
+    const fired = await fireAlerts(key, firings, options);
+    logged.push(...fired.map((firing) => `${key}:${firing.alert}:${firing.group}`));
+    return fired;
+  };
+  return data;
+}
+
+/**
+ * `store` whose next window read after `hold()` answers only once the test lets it:
+ * `hold().reached` resolves once that read has its values, and `release()` lets it answer.
+ */
+function heldReads<T extends Store>(store: T) {
+  let gate: { reached: () => void; released: Promise<void> } | undefined;
+  const held = new Proxy(store, {
+    get(target, property) {
+      const value = Reflect.get(target, property);
+      if (property !== "readWindows") {
+        return typeof value === "function" ? value.bind(target) : value;
+      }
+      return async (...args: Parameters<Store["readWindows"]>) => {
+        const armed = gate;
+        gate = undefined;
+        const values = await store.readWindows(...args);
+        if (armed) {
+          armed.reached();
+          await armed.released;
+        }
+        return values;
+      };
+    },
+  });
+  return {
+    store: held,
+    hold() {
+      const reached = Promise.withResolvers<void>();
+      const released = Promise.withResolvers<void>();
+      gate = { reached: reached.resolve, released: released.promise };
+      return { reached: reached.promise, release: () => released.resolve() };
+    },
+  };
+}
+
 for (const recreated of [false, true]) {
   Deno.test(
     `An alert check that runs after a DELETE${
@@ -692,35 +742,11 @@ for (const recreated of [false, true]) {
       const streams = new StreamRegistry(compileConfig({ streams: {} }), { now });
       // Every firing the data store logs, under whichever key (incarnation) it was asked to.
       const logged: string[] = [];
-      const data = new MemoryStore({ now });
-      const fireAlerts = data.fireAlerts.bind(data);
-      data.fireAlerts = async (key, firings) => {
-        const fired = await fireAlerts(key, firings);
-        logged.push(...fired.map((firing) => `${key}:${firing.alert}:${firing.group}`));
-        return fired;
-      };
-      const wrapped = streams.wrap(data);
-      // The alert check's window read, while armed, answers only once the test lets it: the read
+      const data = recordingFirings(new MemoryStore({ now }), logged);
+      // The alert check's window read, once held, answers only once the test lets it: the read
       // was made before the DELETE, its answer comes after.
-      let gate: { reached: () => void; released: Promise<void> } | undefined;
-      const store = new Proxy(wrapped, {
-        get(target, property) {
-          const value = Reflect.get(target, property);
-          if (property !== "readWindows") {
-            return typeof value === "function" ? value.bind(target) : value;
-          }
-          return async (...args: Parameters<typeof wrapped.readWindows>) => {
-            const held = gate;
-            gate = undefined;
-            const values = await wrapped.readWindows(...args);
-            if (held) {
-              held.reached();
-              await held.released;
-            }
-            return values;
-          };
-        },
-      });
+      const reads = heldReads(streams.wrap(data));
+      const store = reads.store;
       const { app, webhooks } = await setup({ clock, streams, store });
       const receiver = await Receiver.start(now);
       const alertsOf = async () =>
@@ -732,15 +758,13 @@ for (const recreated of [false, true]) {
         assert.equal(created.status, 201, created.text);
         const { secret } = await register(app, { url: receiver.url(), streams: ["orders"] });
         receiver.secrets = [secret];
-        const reached = Promise.withResolvers<void>();
-        const released = Promise.withResolvers<void>();
-        gate = { reached: reached.resolve, released: released.promise };
+        const held = reads.hold();
         // 3 DE events: `busy` (value >= 3) holds for minute 0.
         await ingest(
           app,
           [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE", amount: n })),
         );
-        await reached.promise;
+        await held.reached;
         assert.equal((await call(app, "DELETE", "/v1/streams/orders")).status, 204);
         if (recreated) {
           const again = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
@@ -748,7 +772,7 @@ for (const recreated of [false, true]) {
         }
         // Dropped quietly: no "Alert evaluation failed" for a stream that is gone.
         const complaints = await collectingLogs(async (records) => {
-          released.resolve();
+          held.release();
           await webhooks.idle();
           return records.filter((record) => record.category[1] === "alerts").map(messageOf);
         }, { level: "info" });
@@ -792,44 +816,26 @@ for (const deleted of [true, false]) {
       const deliveries = new RedisDeliveryStore(redis, { now });
       // Every firing the data store claims as new, under whichever key (incarnation) it was asked.
       const logged: string[] = [];
-      // b's alert check's window read, while armed, answers only once the test lets it.
-      let gate: { reached: () => void; released: Promise<void> } | undefined;
-      const instance = async (held: boolean) => {
-        const data = new RedisStore(redis, { now, definitionsHere: true });
-        const fireAlerts = data.fireAlerts.bind(data);
-        data.fireAlerts = async (key, firings) => {
-          const fired = await fireAlerts(key, firings);
-          logged.push(...fired.map((firing) => `${key}:${firing.alert}:${firing.group}`));
-          return fired;
-        };
+      const instance = async () => {
+        const data = recordingFirings(
+          new RedisStore(redis, { now, definitionsHere: true }),
+          logged,
+        );
         const streams = new StreamRegistry(compileConfig({ streams: {} }), {
           now,
           definitions: new RedisDefinitionStore(redis),
           data,
         });
-        const wrapped = streams.wrap(data);
-        const store = !held ? wrapped : new Proxy(wrapped, {
-          get(target, property) {
-            const value = Reflect.get(target, property);
-            if (property !== "readWindows") {
-              return typeof value === "function" ? value.bind(target) : value;
-            }
-            return async (...args: Parameters<typeof wrapped.readWindows>) => {
-              const armed = gate;
-              gate = undefined;
-              const values = await wrapped.readWindows(...args);
-              if (armed) {
-                armed.reached();
-                await armed.released;
-              }
-              return values;
-            };
-          },
-        });
-        return { ...await setup({ clock, streams, store, deliveries }), streams };
+        // The alert check's window read, once held, answers only once the test lets it.
+        const reads = heldReads(streams.wrap(data));
+        return {
+          ...await setup({ clock, streams, store: reads.store, deliveries }),
+          streams,
+          hold: reads.hold,
+        };
       };
-      const a = await instance(false);
-      const b = await instance(true);
+      const a = await instance();
+      const b = await instance();
       const receiver = await Receiver.start(now);
       try {
         const created = await call(a.app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
@@ -838,21 +844,19 @@ for (const deleted of [true, false]) {
         assert.ok(b.streams.has("orders"));
         const { secret } = await register(a.app, { url: receiver.url(), streams: ["orders"] });
         receiver.secrets = [secret];
-        const reached = Promise.withResolvers<void>();
-        const released = Promise.withResolvers<void>();
-        gate = { reached: reached.resolve, released: released.promise };
+        const held = b.hold();
         // 3 DE events on b: `busy` (value >= 3) holds for minute 0; b's check reads the window.
         await ingest(
           b.app,
           [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE", amount: n })),
         );
-        await reached.promise;
+        await held.reached;
         if (deleted) {
           assert.equal((await call(a.app, "DELETE", "/v1/streams/orders")).status, 204);
         }
         // b has not polled since: it still serves the stream, so its own check lets the firing go.
         assert.ok(b.streams.has("orders"));
-        released.resolve();
+        held.release();
         await b.webhooks.idle();
         await a.webhooks.idle();
         if (deleted) {
