@@ -959,10 +959,16 @@ const SHOP_BY_COUNTRY = {
   },
 };
 
-Deno.test("a group field given twice, as group.<field> and group[<field>], uses the value given last in the URL", async () => {
+/** An app on SHOP_BY_COUNTRY at minute 30, given one event of minute 1 from each country. */
+async function shopWith(countries: string[]) {
   const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
-  const events = ["DE", "FR", "US"].map((country) => ({ ts: at(1), country }));
+  const events = countries.map((country) => ({ ts: at(1), country }));
   assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  return app;
+}
+
+Deno.test("a group field given twice, as group.<field> and group[<field>], uses the value given last in the URL", async () => {
+  const app = await shopWith(["DE", "FR", "US"]);
   const deep = encodeURIComponent("group[country]");
   for (
     const [query, last] of [
@@ -984,9 +990,7 @@ Deno.test("a group field given twice, as group.<field> and group[<field>], uses 
 });
 
 Deno.test("a group[ filter whose bracket is left open is a 400 naming it, not every group of the window", async () => {
-  const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
-  const events = ["DE", "FR"].map((country) => ({ ts: at(1), country }));
-  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  const app = await shopWith(["DE", "FR"]);
   for (const path of ["", "/current"]) {
     const res = await app.request(
       `/v1/streams/shop/counters/n${path}?${encodeURIComponent("group[country")}=DE`,
@@ -999,9 +1003,7 @@ Deno.test("a group[ filter whose bracket is left open is a 400 naming it, not ev
 });
 
 Deno.test("a parameter named group itself (the OpenAPI object sent unexploded, or bare) is a 400, not every group of the window", async () => {
-  const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
-  const events = ["DE", "FR"].map((country) => ({ ts: at(1), country }));
-  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  const app = await shopWith(["DE", "FR"]);
   for (const path of ["", "/current"]) {
     for (const query of ["group=group.country,DE", "group=DE", "group"]) {
       const res = await app.request(`/v1/streams/shop/counters/n${path}?${query}`);
@@ -1014,9 +1016,7 @@ Deno.test("a parameter named group itself (the OpenAPI object sent unexploded, o
 });
 
 Deno.test("a query parameter the counter reads do not take (a misspelled filter) is a 400 naming it and those taken, not every group of the window", async () => {
-  const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
-  const events = ["DE", "FR"].map((country) => ({ ts: at(1), country }));
-  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  const app = await shopWith(["DE", "FR"]);
   const taken = {
     "": "from, to, limit, cursor, q, top, by, group.<field>",
     "/current": "q, top, by, limit, cursor, group.<field>",
@@ -1066,11 +1066,7 @@ Deno.test("README Reading counters: the misspelled-filter message, the cache-bus
     assert.ok(found, start);
     return found[1];
   };
-  const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
-  assert.equal(
-    (await postEvents(app, [{ ts: at(1), country: "DE" }], { stream: "shop" })).status,
-    202,
-  );
+  const app = await shopWith(["DE"]);
   const misspelled = await app.request("/v1/streams/shop/counters/n?Group.country=DE");
   assert.equal(misspelled.status, 400);
   assert.equal((await misspelled.json()).error.message, quoted("Query parameter 'Group.country'"));
@@ -1083,9 +1079,7 @@ Deno.test("README Reading counters: the misspelled-filter message, the cache-bus
 });
 
 Deno.test("the counter reads take jQuery's cache-buster _ and ignore it; from and to on current keep their own 400", async () => {
-  const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
-  const events = ["DE", "FR"].map((country) => ({ ts: at(1), country }));
-  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  const app = await shopWith(["DE", "FR"]);
   for (const path of ["", "/current"]) {
     const res = await app.request(
       `/v1/streams/shop/counters/n${path}?group.country=DE&_=1765097000000`,

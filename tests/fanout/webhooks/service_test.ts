@@ -1208,31 +1208,35 @@ async function deleteEndpoint(app: OpenAPIHono, id: string) {
   assert.equal(res.status, 204, res.text);
 }
 
-Deno.test("the test endpoint answers 404 webhook_not_found when the endpoint is deleted before its delivery is read back", async () => {
+/**
+ * POSTs the test endpoint of an endpoint deleted right after the delivery store's `after` call
+ * (`deleted`: when that is): 404 webhook_not_found, and nothing sent; `then` checks more.
+ */
+async function testOfEndpointDeletedAfter(
+  after: RacedMethod,
+  deleted: string,
+  then: (racing: RacingDeliveryStore) => Promise<void> = () => Promise.resolve(),
+) {
   await withRacingApp(async ({ app, webhooks, receiver, racing }) => {
     const { id } = await register(app, { url: receiver.url() });
-    racing.race = { after: "createDeliveries", run: () => deleteEndpoint(app, id) };
+    racing.race = { after, run: () => deleteEndpoint(app, id) };
     const res = await call(app, "POST", `/v1/webhooks/${id}/test`);
-    assert.equal(racing.race, null, "the endpoint was deleted after the delivery was written");
+    assert.equal(racing.race, null, `the endpoint was deleted ${deleted}`);
     assert.equal(res.status, 404, res.text);
     assert.equal(res.body.error.code, "webhook_not_found");
     assert.equal(res.body.error.message, `No webhook endpoint has id '${id}'`);
     await webhooks.idle();
     assert.equal(receiver.received.length, 0);
+    await then(racing);
   });
+}
+
+Deno.test("the test endpoint answers 404 webhook_not_found when the endpoint is deleted before its delivery is read back", async () => {
+  await testOfEndpointDeletedAfter("createDeliveries", "after the delivery was written");
 });
 
 Deno.test("the test endpoint answers 404 webhook_not_found and holds no delivery when the endpoint is deleted between its read and the delivery's creation", async () => {
-  await withRacingApp(async ({ app, webhooks, receiver, racing }) => {
-    const { id } = await register(app, { url: receiver.url() });
-    racing.race = { after: "getEndpoint", run: () => deleteEndpoint(app, id) };
-    const res = await call(app, "POST", `/v1/webhooks/${id}/test`);
-    assert.equal(racing.race, null, "the endpoint was deleted after it was read");
-    assert.equal(res.status, 404, res.text);
-    assert.equal(res.body.error.code, "webhook_not_found");
-    assert.equal(res.body.error.message, `No webhook endpoint has id '${id}'`);
-    await webhooks.idle();
-    assert.equal(receiver.received.length, 0);
+  await testOfEndpointDeletedAfter("getEndpoint", "after it was read", async (racing) => {
     // No delivery was created for the deleted endpoint: none is pending (for ever, as none of a
     // deleted endpoint is claimed) nor listed.
     assert.deepEqual(await racing.countDeliveries(), { pending: 0, dead: 0 });
