@@ -856,6 +856,23 @@ function checkProduction(env: EnvSource, keys: KeyRing): void {
 }
 
 /**
+ * The warning for `EDGESTREAM_ALLOW_MEMORY=true` where it changes nothing: with the Redis store
+ * (there is no memory store to allow), or outside production (the memory store needs no leave
+ * there); undefined where it lets the memory store serve production, or is not `true`.
+ */
+function allowMemoryWithoutEffect(env: EnvSource, store: string): string | undefined {
+  if (!readFlag(env, "EDGESTREAM_ALLOW_MEMORY")) return undefined;
+  const effect = "it lets the memory store serve production";
+  if (store === "redis") {
+    return `EDGESTREAM_ALLOW_MEMORY has no effect with the Redis store: ${effect}`;
+  }
+  if (productionReason(env) === null) {
+    return `EDGESTREAM_ALLOW_MEMORY has no effect outside production (EDGESTREAM_ENV=production or Deno Deploy's production timeline): ${effect}, and outside it the memory store needs no leave`;
+  }
+  return undefined;
+}
+
+/**
  * Reads every variable (table in the module doc), loads the config file and
  * builds the store and the webhook service. Throws only
  * {@linkcode ConfigError}, its message starting with the variable at fault.
@@ -981,6 +998,8 @@ async function serverConfigOf(
         "EDGESTREAM_MEMORY_DEDUPE_MAX has no effect with the Redis store: it bounds the memory store's dedupe ids; Redis keeps a stream's ids for its dedupe ttl",
     });
   }
+  const allowMemoryIdle = allowMemoryWithoutEffect(env, store.kind);
+  if (allowMemoryIdle !== undefined) notices.push({ level: "warning", text: allowMemoryIdle });
   for (const [name, stream] of configStreams) {
     const malformed = malformedSchemaKeyword(stream);
     if (malformed !== undefined) {

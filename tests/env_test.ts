@@ -1654,6 +1654,48 @@ Deno.test("configFromEnv() warns, naming it, that EDGESTREAM_MEMORY_DEDUPE_MAX h
   }
 });
 
+Deno.test("configFromEnv() warns, naming it, that EDGESTREAM_ALLOW_MEMORY=true has no effect with the Redis store or outside production", async () => {
+  const redis = {
+    UPSTASH_REDIS_REST_URL: "https://eu1-quiet-owl-12345.upstash.io",
+    UPSTASH_REDIS_REST_TOKEN: "t",
+  };
+  const keys = { EDGESTREAM_KEYS: "admin:0123456789abcdef0123" };
+  const production = { ...keys, EDGESTREAM_ENV: "production" };
+  const allow = { EDGESTREAM_ALLOW_MEMORY: "true" };
+  const withRedis =
+    "EDGESTREAM_ALLOW_MEMORY has no effect with the Redis store: it lets the memory store serve production";
+  const outside =
+    "EDGESTREAM_ALLOW_MEMORY has no effect outside production (EDGESTREAM_ENV=production or Deno Deploy's production timeline): it lets the memory store serve production, and outside it the memory store needs no leave";
+  const cases: Array<[Record<string, string>, string | undefined]> = [
+    [{ ...redis, ...allow }, withRedis],
+    [{ ...redis, ...production, ...allow }, withRedis],
+    [allow, outside],
+    [{ ...keys, ...allow }, outside],
+    [{ ...keys, ...allow, EDGESTREAM_ENV: "development" }, outside],
+    // Where it does what it says: no warning.
+    [{ ...production, ...allow }, undefined],
+    [{ ...keys, ...allow, DENO_TIMELINE: "production" }, undefined],
+    [{ ...redis, EDGESTREAM_ALLOW_MEMORY: "false" }, undefined],
+    [{ EDGESTREAM_ALLOW_MEMORY: "" }, undefined],
+  ];
+  for (const [vars, expected] of cases) {
+    const config = await configFromEnv(env(vars));
+    try {
+      const found = config.notices.filter((notice) =>
+        notice.text.startsWith("EDGESTREAM_ALLOW_MEMORY")
+      );
+      assert.deepEqual(
+        found,
+        expected === undefined ? [] : [{ level: "warning", text: expected }],
+        JSON.stringify(vars),
+      );
+    } finally {
+      config.streams.stop();
+      await config.webhooks.close();
+    }
+  }
+});
+
 redisTest(
   "configFromEnv() still warns of a redis-server behind a REST bridge without appendonly yes",
   async (fixture) => {
@@ -2140,6 +2182,66 @@ Deno.test("SETTING_NAMES holds every EDGESTREAM_ variable src/env.ts reads, so n
     VARIABLES.filter((name) => name.startsWith("EDGESTREAM_")).sort(),
     SETTING_NAMES.filter((name) => name !== "EDGESTREAM_CHROMIUM").sort(),
   );
+});
+
+Deno.test("the README's settings table states every numeric bound configFromEnv() refuses past", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const start = readme.indexOf("## Configuration");
+  const table = readme.slice(start, readme.indexOf("\n\n", readme.indexOf("| variable", start)));
+  const rows = [...table.matchAll(/^\| ((?:`[A-Z_]+`(?:, )?)+) +\| (.*?) +\|/gm)]
+    .flatMap((match) => [...match[1].matchAll(/`([A-Z_]+)`/g)].map((name) => [name[1], match[2]]));
+  assert.ok(rows.length > 20, "the table was read");
+  /** The refusal of `value` for `name` alone, or undefined when it is taken. */
+  async function refusal(name: string, value: string): Promise<string | undefined> {
+    try {
+      const config = await configFromEnv(env({ [name]: value }));
+      config.streams.stop();
+      await config.webhooks.close();
+      return undefined;
+    } catch (error) {
+      assert.ok(error instanceof ConfigError, String(error));
+      return error.message;
+    }
+  }
+  const bounded: string[] = [];
+  for (const [name, meaning] of rows) {
+    // A whole-number setting refuses a number past its bound, the message naming the bound.
+    for (const probe of ["-1", "0", "65536"]) {
+      const message = await refusal(name, probe);
+      const bound = message?.match(
+        /expected a (?:whole|port) number (of at least \d+|from \d+ to \d+)/,
+      )
+        ?.[1];
+      if (bound === undefined) continue;
+      bounded.push(name);
+      assert.ok(
+        meaning.includes(`a whole number ${bound}`),
+        `README's row of ${name} says "a whole number ${bound}": ${meaning}`,
+      );
+      // The bound itself is taken.
+      const least = bound.match(/^of at least (\d+)$/)?.[1];
+      if (least !== undefined) {
+        assert.equal(await refusal(name, least), undefined, `${name}=${least}`);
+        assert.match((await refusal(name, String(Number(least) - 1)))!, new RegExp(`^${name}: `));
+      } else {
+        const [low, high] = bound.match(/\d+/g)!;
+        assert.equal(await refusal(name, low), undefined, `${name}=${low}`);
+        assert.equal(await refusal(name, high), undefined, `${name}=${high}`);
+      }
+      break;
+    }
+  }
+  assert.deepEqual([...new Set(bounded)].sort(), [
+    "EDGESTREAM_INGEST_SOCKETS_MAX",
+    "EDGESTREAM_INGEST_SOCKETS_PER_KEY",
+    "EDGESTREAM_KEYS_MAX",
+    "EDGESTREAM_MEMORY_DEDUPE_MAX",
+    "EDGESTREAM_STREAMS_MAX",
+    "EDGESTREAM_SUBSCRIPTIONS_MAX",
+    "EDGESTREAM_SUBSCRIPTIONS_PER_KEY",
+    "EDGESTREAM_WEBHOOKS_MAX",
+    "PORT",
+  ]);
 });
 
 Deno.test("every EDGESTREAM_ setting of the README's table is one configFromEnv() knows, and no other", async () => {
