@@ -141,6 +141,23 @@ export interface ServerApp {
  * (a store that cannot be reached yet is logged, not thrown).
  */
 export async function buildApp(config: ServerConfig): Promise<ServerApp> {
+  const built = createServerApp(config);
+  await loadEndpoints(built.webhooks);
+  return built;
+}
+
+/**
+ * Loads the webhook endpoints, which decide which events ingest logs: before the first request
+ * is answered. A store that cannot be reached yet is logged, not thrown.
+ */
+export async function loadEndpoints(webhooks: WebhookService): Promise<void> {
+  await webhooks.refreshEndpoints().catch((error) =>
+    logStartupStoreError("Cannot load webhook endpoints yet", error)
+  );
+}
+
+/** The app of {@linkcode buildApp}, its webhook endpoints not loaded yet. */
+export function createServerApp(config: ServerConfig): ServerApp {
   const { streams, store, keys, origins, webhooks } = config;
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
@@ -159,10 +176,6 @@ export async function buildApp(config: ServerConfig): Promise<ServerApp> {
       socket: { slots: config.ingestSockets },
     },
   });
-  // Endpoints decide which events ingest logs; know them before the first request.
-  await webhooks.refreshEndpoints().catch((error) =>
-    logStartupStoreError("Cannot load webhook endpoints yet", error)
-  );
   return { app, live, connections, webhooks };
 }
 
@@ -188,6 +201,8 @@ export interface ServeAppOptions {
   shutdownMs: number;
   /** Prints the entry point's one line for an error of `Deno.serve` (or rethrows it). */
   onListenError(error: unknown): never;
+  /** Requests are answered once it resolves (the webhook endpoints loaded). @default {none} */
+  ready?: Promise<void>;
 }
 
 /** A server listening, from {@linkcode serveApp}. */
@@ -212,9 +227,19 @@ export interface ServingApp {
 export function serveApp(built: ServerApp, options: ServeAppOptions): ServingApp {
   // Counted, so a stop knows when every request read was answered (shutdown.ts).
   const requests = new RequestsInFlight();
+  let handler: Deno.ServeHandler<Deno.NetAddr> = built.app.fetch;
+  if (options.ready !== undefined) {
+    const ready = options.ready;
+    let isReady = false;
+    ready.then(() => isReady = true);
+    handler = async (request, info) => {
+      if (!isReady) await ready;
+      return await built.app.fetch(request, info);
+    };
+  }
   let server: ListeningServer;
   try {
-    server = serveListening(requests.track(built.app.fetch), {
+    server = serveListening(requests.track(handler), {
       port: options.port,
       hostname: options.hostname,
       // Its own line: Deno.serve's default prints plain text where every line is one JSON object.
@@ -273,12 +298,17 @@ export function serve(config: ServerConfig, options: ServeOptions = {}): Promise
 
 async function startServing(config: ServerConfig, options: ServeOptions): Promise<RunningServer> {
   const { streams, store, webhooks } = config;
-  const built = await buildApp(config);
+  const built = createServerApp(config);
+  // Listening first, then the endpoints loaded (requests wait for them): a port in use is the one
+  // line a start prints, not after a line about a store it could not reach (which it runs
+  // without; the port it cannot run without).
+  const endpoints = Promise.withResolvers<void>();
   const serving = serveApp(built, {
     hostname: config.hostname,
     port: config.port,
     shutdownMs: config.shutdownMs,
     onListenError: (error) => failToListen(error, config.hostname, config.port),
+    ready: endpoints.promise,
   });
   let sweeping: { stop(): Promise<void> } | undefined;
   let backlog: WebhookBacklogGauges | undefined;
@@ -303,6 +333,8 @@ async function startServing(config: ServerConfig, options: ServeOptions): Promis
     },
   };
   options.onListening?.(running);
+  await loadEndpoints(built.webhooks);
+  endpoints.resolve();
   // Listening first: a process that cannot (its port taken) stops before it records anything in
   // the store. An event for a config stream not recorded yet waits for its record.
   await registerStreams(config);

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { configFromEnv } from "../src/env.ts";
-import { buildApp, serve } from "../src/main.ts";
+import { buildApp, createServerApp, serve, serveApp } from "../src/main.ts";
 import {
   checkoutWithSpace,
   silentListener,
@@ -20,7 +20,9 @@ import { eventually, otelEnv, startOtlpReceiver } from "./telemetry/_otlp.ts";
 const root = fileURLToPath(new URL("../", import.meta.url));
 
 /** Runs `src/main.ts` with these variables over the machine's environment until it exits. */
-async function startWith(vars: Record<string, string>): Promise<{ code: number; stderr: string }> {
+async function startWith(
+  vars: Record<string, string>,
+): Promise<{ code: number; stderr: string; stdout: string }> {
   const env: Record<string, string> = { ...Deno.env.toObject(), NO_COLOR: "1", ...vars };
   for (
     const name of [
@@ -43,7 +45,11 @@ async function startWith(vars: Record<string, string>): Promise<{ code: number; 
     stderr: "piped",
     signal: AbortSignal.timeout(30_000),
   }).output();
-  return { code: output.code, stderr: new TextDecoder().decode(output.stderr) };
+  return {
+    code: output.code,
+    stderr: new TextDecoder().decode(output.stderr),
+    stdout: new TextDecoder().decode(output.stdout),
+  };
 }
 
 function assertOneLine(result: { code: number; stderr: string }, pattern: RegExp): void {
@@ -484,6 +490,32 @@ Deno.test("main.ts refuses a port in use in one line that names it", async () =>
   }
 });
 
+Deno.test("main.ts with its port in use and a store it cannot reach says only the port, in one line", async () => {
+  const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  // A port nothing listens on: every store call fails at once.
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const storePort = (closed.addr as Deno.NetAddr).port;
+  closed.close();
+  try {
+    const port = (holder.addr as Deno.NetAddr).port;
+    const result = await startWith({
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      EDGESTREAM_KEYS: "admin:0123456789abcdef0123",
+      UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${storePort}`,
+      UPSTASH_REDIS_REST_TOKEN: "t",
+    });
+    // The store is only logged (the server runs without it); the port stops it: fixed first.
+    assertOneLine(
+      result,
+      new RegExp(`^edgestream: PORT: 127\\.0\\.0\\.1:${port} is already in use$`),
+    );
+    assert.doesNotMatch(result.stdout, /Cannot|unavailable/, result.stdout);
+  } finally {
+    holder.close();
+  }
+});
+
 function env(values: Record<string, string>) {
   return { get: (name: string) => values[name] };
 }
@@ -786,3 +818,38 @@ redisTest(
     }
   },
 );
+
+Deno.test("serveApp() with ready answers a request only once ready resolves (main.ts: the webhook endpoints loaded)", async () => {
+  const config = await configFromEnv({ get: () => undefined });
+  const built = createServerApp(config);
+  const ready = Promise.withResolvers<void>();
+  let released = false;
+  const serving = serveApp(built, {
+    hostname: "127.0.0.1",
+    port: 0,
+    shutdownMs: 2_000,
+    onListenError: (error) => {
+      throw error;
+    },
+    ready: ready.promise,
+  });
+  try {
+    const answered = fetch(`http://127.0.0.1:${serving.addr.port}/healthz`).then((res) => {
+      assert.ok(released, "answered before ready resolved");
+      return res;
+    });
+    // Answered only after this: the request waits for it.
+    setTimeout(() => {
+      released = true;
+      ready.resolve();
+    }, 100);
+    const res = await answered;
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+  } finally {
+    await serving.stop(async () => {});
+    await built.live.close();
+    config.streams.stop();
+    await config.webhooks.close();
+  }
+});
