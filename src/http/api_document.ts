@@ -251,7 +251,7 @@ const DOCUMENT = {
     title: "edgestream",
     version: "0.1.0",
     description:
-      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id` and `X-Content-Type-Options: nosniff`. A method a path does not take (no operation here) is answered `405 method_not_allowed` with the methods it takes in `Allow` (`OPTIONS` gets them with `204`), and on a `/v1/…` path with `Vary: Origin` (on the ingest path `/v1/streams/{stream}/events` only to a request with an `Origin`); in open mode a request to another host gets `421` on any path (every operation lists it).",
+      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id` and `X-Content-Type-Options: nosniff`. A method a path does not take (no operation here) is answered `405 method_not_allowed` with the methods it takes in `Allow` (`OPTIONS` gets them with `204`), and on a `/v1/…` path with `Vary: Origin` (on the ingest path `/v1/streams/{stream}/events` only to a request with an `Origin`); in open mode a request to another host gets `421` on any path (every operation lists it). A `GET` of a `/v1/…` operation refuses a query parameter the operation does not list with `400 invalid_query`, naming it and those listed (the cache-buster `_` is taken by each and ignored; the counter reads take `group.<field>` filters too).",
   },
   // The API is served where this document is: a client resolves paths against its URL's origin.
   servers: [{ url: "/" }],

@@ -61,6 +61,7 @@ import { recordLiveRefused } from "../telemetry/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
+import { refuseUntakenQuery } from "./query.ts";
 import { utf8Length } from "./body.ts";
 import { ResponseCutError } from "./listener.ts";
 import { closeWithin, RefusedSockets } from "./_drop_socket.ts";
@@ -713,6 +714,30 @@ const TokenQuery = z.string().optional().openapi({
     "Deprecated: the API key in the URL, which traces and proxy logs record. Send `Authorization: Bearer <key>`, or from a browser the WebSocket subprotocol `bearer.<key>` (or read SSE with `fetch`). Still accepted; edgestream's own logs never print it",
 });
 
+/** The query parameters of `GET /v1/streams/{stream}/subscribe`: those it takes, no others. */
+const SubscribeQuery = z.object({
+  types: z.string().optional().openapi({
+    description: `Comma-separated, of: ${PAYLOAD_TYPES.join(", ")}. Default: ${
+      DEFAULT_SUBSCRIPTION_TYPES.join(",")
+    }`,
+    example: "window.updated,window.closed",
+  }),
+  counter: z.string().optional().openapi({
+    description:
+      "Only this counter's results (`window.*`, `alert.fired`); events (`event.processed`, `event.late`) pass whatever it names",
+  }),
+  filter: z.string().max(MAX_EXPRESSION_LENGTH).optional().openapi({
+    description: "CEL expression over the message as `payload`",
+    example: "payload.data.value > 100",
+  }),
+  after: z.string().optional().openapi({
+    description:
+      "Resume after this result log id (a message's `id`); over SSE, `Last-Event-ID` wins",
+    example: "1767225600000-0",
+  }),
+  token: TokenQuery,
+});
+
 /** The first message of a subscription ({@linkcode subscribedMessage}), as the document shows it. */
 export const LiveSubscribedSchema = z.object({
   type: z.literal("subscribed"),
@@ -793,6 +818,7 @@ function documentRoutes(app: OpenAPIHono): void {
       "Refused before upgrading: 400 `invalid_upgrade` when the upgrade cannot be made (e.g. subprotocols not separated by `, `), 403 `origin_not_allowed` from an `Origin` not allowed, 426 without `Upgrade: websocket`.",
       "Bounded: one key (a publishable key too, whoever uses it; in open mode, one client address) holds at most `EDGESTREAM_INGEST_SOCKETS_PER_KEY` (default 100) connections on a server, the server at most `EDGESTREAM_INGEST_SOCKETS_MAX` (default 10000). One more is refused before the upgrade: 429 `too_many_ingest_sockets` (the key's bound) or 503 `ingest_sockets_full` (the server's), with `Retry-After` and `details: {limit, max}`. A connection that ends, however it ends, frees its place.",
     ].join("\n\n"),
+    // What `INGEST_SOCKET_QUERY` takes.
     request: { params: StreamParam, query: z.object({ token: TokenQuery }) },
     responses: {
       101: { description: "Switching to the WebSocket protocol" },
@@ -825,28 +851,7 @@ function documentRoutes(app: OpenAPIHono): void {
           example: "1767225600000-0",
         }),
       }),
-      query: z.object({
-        types: z.string().optional().openapi({
-          description: `Comma-separated, of: ${PAYLOAD_TYPES.join(", ")}. Default: ${
-            DEFAULT_SUBSCRIPTION_TYPES.join(",")
-          }`,
-          example: "window.updated,window.closed",
-        }),
-        counter: z.string().optional().openapi({
-          description:
-            "Only this counter's results (`window.*`, `alert.fired`); events (`event.processed`, `event.late`) pass whatever it names",
-        }),
-        filter: z.string().max(MAX_EXPRESSION_LENGTH).optional().openapi({
-          description: "CEL expression over the message as `payload`",
-          example: "payload.data.value > 100",
-        }),
-        after: z.string().optional().openapi({
-          description:
-            "Resume after this result log id (a message's `id`); over SSE, `Last-Event-ID` wins",
-          example: "1767225600000-0",
-        }),
-        token: TokenQuery,
-      }),
+      query: SubscribeQuery,
     },
     responses: {
       101: Object.assign({
@@ -946,6 +951,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       });
     }
     const stream = await findServedStream(deps.streams, c.req.param("stream"));
+    refuseUntakenQuery(c.req.url, Object.keys(SubscribeQuery.shape));
     const subscription = parseSubscription(stream, {
       types: c.req.query("types"),
       counter: c.req.query("counter"),

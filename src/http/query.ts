@@ -7,6 +7,7 @@
  *
  * @module
  */
+import type { RouteConfig } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
 import { matchedRoutes } from "hono/route";
 import { quoteInput } from "../telemetry/logging.ts";
@@ -46,36 +47,74 @@ export function groupFilterField(name: string): string | undefined {
 export const CACHE_BUSTER = "_";
 
 /**
- * Throws 400 `invalid_query` for the first query parameter of `url` (by decoded name, in URL
- * order) that is not in `taken`, not a `group.<field>` filter and not {@linkcode CACHE_BUSTER}:
- * ignored, a misspelled filter (`Group.country`, `grp.country`) would answer every group as if
- * it were the ones asked for. A name starting `group[` that is no filter, and `group` itself, are
- * left to the route's group filter check, which says how to write one. The message names the
- * parameter and those taken, and the taken one it differs from only by case, if any.
+ * The query parameters a route's definition lists (its `request.query` object's keys): what
+ * {@linkcode refuseUntakenQuery} takes for it, so the 400 and the API document say the same.
  */
-export function refuseUntakenQuery(url: string, taken: readonly string[]): void {
+export function documentedQuery(route: RouteConfig): string[] {
+  const query: object | undefined = route.request?.query;
+  return query !== undefined && "shape" in query ? Object.keys(query.shape as object) : [];
+}
+
+/** Options for {@linkcode refuseUntakenQuery}. */
+export interface UntakenQueryOptions {
+  /** Whether the route takes `group.<field>` filters (the counter reads). @default {false} */
+  groupFilters?: boolean;
+}
+
+/**
+ * Throws 400 `invalid_query` for the first query parameter of `url` (by decoded name, in URL
+ * order) that is not in `taken` (the route's documented query parameters) and not
+ * {@linkcode CACHE_BUSTER}: ignored, a misspelled one (`limt`, `Group.country`, `grp.country`)
+ * would answer as if it were not asked, a filter as if it had worked. With `groupFilters`, a
+ * `group.<field>` filter is taken too, and a name starting `group[` that is no filter, and `group`
+ * itself, are left to the route's group filter check, which says how to write one. The message
+ * names the parameter and those taken, and the taken one it differs from only by case, if any.
+ *
+ * @example
+ * ```ts
+ * import { refuseUntakenQuery } from "./query.ts";
+ *
+ * refuseUntakenQuery("/v1/streams?limit=10&_=1765097000000", ["limit", "cursor"]); // taken
+ * try {
+ *   refuseUntakenQuery("/v1/streams?limt=10", ["limit", "cursor"]);
+ * } catch (error) {
+ *   console.log((error as Error).message); // Query parameter 'limt' is not taken here: limit, cursor are
+ * }
+ * ```
+ */
+export function refuseUntakenQuery(
+  url: string,
+  taken: readonly string[],
+  options: UntakenQueryOptions = {},
+): void {
   const start = url.indexOf("?");
   if (start < 0) return;
+  const groupFilters = options.groupFilters ?? false;
   for (const name of new URLSearchParams(url.slice(start + 1)).keys()) {
     if (taken.includes(name) || name === CACHE_BUSTER) continue;
-    if (groupFilterField(name) !== undefined || name.startsWith("group[") || name === "group") {
+    if (
+      groupFilters &&
+      (groupFilterField(name) !== undefined || name.startsWith("group[") || name === "group")
+    ) {
       continue;
     }
+    const listed = groupFilters ? [...taken, "group.<field>"] : taken;
     throw new ApiError(
       400,
       "invalid_query",
-      `Query parameter '${quoteInput(name, 64)}' is not taken here${untakenHint(name, taken)}: ${
-        [...taken, "group.<field>"].join(", ")
-      } are`,
+      `Query parameter '${quoteInput(name, 64)}' is not taken here${
+        untakenHint(name, taken, groupFilters)
+      }: ${listed.length === 0 ? "none is" : `${listed.join(", ")} are`}`,
     );
   }
 }
 
 /** What the 400 of {@linkcode refuseUntakenQuery} adds: the name meant, or where a key goes. */
-function untakenHint(name: string, taken: readonly string[]): string {
+function untakenHint(name: string, taken: readonly string[], groupFilters: boolean): string {
   const lower = name.toLowerCase();
   const meant = taken.find((one) => one.toLowerCase() === lower) ??
-    (lower.startsWith("group.") || (lower.startsWith("group[") && name.endsWith("]"))
+    (groupFilters &&
+        (lower.startsWith("group.") || (lower.startsWith("group[") && name.endsWith("]")))
       ? `group${name.slice(5)}`
       : undefined);
   if (meant !== undefined) return ` (names are case-sensitive: '${quoteInput(meant, 64)}'?)`;

@@ -84,7 +84,12 @@ import {
 } from "./browser.ts";
 import { ApiError, errorResponse, streamMissing, toApiError, unservableProblem } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
-import { groupFilterField, refuseRepeatedQuery, refuseUntakenQuery } from "./query.ts";
+import {
+  documentedQuery,
+  groupFilterField,
+  refuseRepeatedQuery,
+  refuseUntakenQuery,
+} from "./query.ts";
 import { jsonWithRequestId, madeJsonWithRequestId, requestIdOf } from "./request_id.ts";
 import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
 import { causeText, listNames, quoteInput } from "../telemetry/logging.ts";
@@ -618,7 +623,9 @@ const listStreamsRoute = createRoute({
 });
 
 function listStreams(deps: StreamRouteDeps): RouteHandler<typeof listStreamsRoute> {
+  const taken = documentedQuery(listStreamsRoute);
   return async (c) => {
+    refuseUntakenQuery(c.req.url, taken);
     const { limit = 100, cursor } = c.req.valid("query");
     const after = cursor === undefined ? undefined : readStreamCursor(cursor);
     const only = grantOfRequest(c)?.streams;
@@ -698,7 +705,9 @@ const getStreamRoute = createRoute({
 });
 
 function getStream(deps: StreamRouteDeps): RouteHandler<typeof getStreamRoute> {
+  const taken = documentedQuery(getStreamRoute);
   return async (c) => {
+    refuseUntakenQuery(c.req.url, taken);
     const stream = await findServedStream(deps.streams, c.req.valid("param").stream);
     const body = await streamJson(stream, deps);
     // What PUT and DELETE take in If-Match (the version this instance serves).
@@ -1118,7 +1127,7 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
     const query = c.req.valid("query");
     const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
-    refuseUntakenQuery(c.req.url, LIST_WINDOWS_QUERY);
+    refuseUntakenQuery(c.req.url, LIST_WINDOWS_QUERY, { groupFilters: true });
     const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
     const context = { store: deps.store, nowMs: deps.now() };
@@ -1368,7 +1377,7 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
     const counter = findCounter(stream, params.counter);
     const query = c.req.valid("query");
     refuseWindowBounds(c);
-    refuseUntakenQuery(c.req.url, CURRENT_WINDOW_QUERY);
+    refuseUntakenQuery(c.req.url, CURRENT_WINDOW_QUERY, { groupFilters: true });
     const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
     if (query.limit !== undefined || query.cursor !== undefined) {

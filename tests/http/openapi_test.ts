@@ -147,6 +147,83 @@ Deno.test("the windows operations document the group.<field> filter as free-form
   }
 });
 
+Deno.test("every GET of /v1/… refuses a query parameter its operation does not list: 400 invalid_query naming it and those listed", async () => {
+  const doc = await documentOf();
+  const ctx = await setup({ auth: true });
+  const values: Record<string, string> = { stream: "orders", counter: "per_minute" };
+  const upgrade = {
+    Upgrade: "websocket",
+    Connection: "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+  };
+  try {
+    const reads = operations(doc).filter(([name]) => name.startsWith("GET /v1/"));
+    assert.ok(reads.length >= 12, reads.map(([name]) => name).join(", "));
+    for (const [name, operation] of reads) {
+      // An id of the form taken, of nothing: the query is refused before it is looked up.
+      const id = name.includes("/v1/keys/") ? "key_0123456789abcdef" : "wh_nope";
+      const path = name.slice(4).replace(/\{(\w+)\}/g, (_, param: string) => values[param] ?? id);
+      const listed = (operation.parameters ?? [])
+        .filter((parameter) => parameter.in === "query")
+        .map((parameter) => parameter.name === "group" ? "group.<field>" : parameter.name);
+      // Group filters last, as the message lists them.
+      listed.sort((a, b) => Number(a === "group.<field>") - Number(b === "group.<field>"));
+      const headers: Record<string, string> = { Authorization: `Bearer ${ADMIN_KEY}` };
+      if (path.endsWith("/ws")) Object.assign(headers, upgrade);
+      if (path.endsWith("/subscribe")) headers.Accept = "text/event-stream";
+      const res = await ctx.app.request(`${path}?unlisted=1`, { headers });
+      const body = await res.json();
+      assert.equal(res.status, 400, `${name}: ${JSON.stringify(body)}`);
+      assert.equal(body.error.code, "invalid_query", name);
+      assert.equal(
+        body.error.message,
+        `Query parameter 'unlisted' is not taken here: ${
+          listed.length === 0 ? "none is" : `${listed.join(", ")} are`
+        }`,
+        name,
+      );
+      if (!listed.includes("group.<field>")) {
+        // A group filter is a counter read's: elsewhere it is one more name not taken.
+        const grouped = await ctx.app.request(`${path}?group.country=DE`, { headers });
+        assert.match(await grouped.text(), /Query parameter 'group\.country' is not taken here/);
+        assert.equal(grouped.status, 400, name);
+      }
+      if (path.endsWith("/ws") || path.endsWith("/subscribe")) continue;
+      // The cache-buster is taken (and ignored) by each.
+      const busted = await ctx.app.request(`${path}?_=1765097000000`, { headers });
+      const answer = await busted.text();
+      assert.ok(!answer.includes("invalid_query"), `${name} with _: ${answer}`);
+    }
+  } finally {
+    await ctx.close();
+  }
+});
+
+Deno.test("the README's examples of a query parameter a GET does not take are what the API answers", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const ctx = await setup({ auth: true });
+  try {
+    for (
+      const [path, message] of [
+        ["/v1/streams?limt=10", "Query parameter 'limt' is not taken here: limit, cursor are"],
+        ["/v1/key?x=1", "Query parameter 'x' is not taken here: none is"],
+      ]
+    ) {
+      const res = await call(ctx.app, "GET", path, undefined, ADMIN_KEY);
+      assert.equal(res.status, 400, res.text);
+      assert.equal(res.body.error.code, "invalid_query");
+      assert.equal(res.body.error.message, message);
+      const quoted = message.replace(/^Query parameter 'x'/, "…");
+      assert.ok(readme.includes(`\`${quoted}\``), `README quotes ${quoted}`);
+      assert.ok(readme.includes(`\`GET ${path}\``), `README names GET ${path}`);
+    }
+  } finally {
+    await ctx.close();
+  }
+});
+
 Deno.test("the Error schema documents details, which 503 store errors carry", async () => {
   const doc = await documentOf();
   const error = doc.components.schemas.Error.properties.error;
