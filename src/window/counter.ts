@@ -104,16 +104,23 @@ function singleGroupKey(value: unknown): string {
       lastKey = cached;
       return cached;
     }
-    if (PLAIN_STRING.test(value)) {
-      const key = `["${value}"]`;
-      if (value.length > MAX_CACHED_KEY_LENGTH) return key;
-      if (singleKeys.size >= MAX_CACHED_KEYS) singleKeys.clear();
-      singleKeys.set(value, key);
-      return key;
-    }
+  } else if (value === true) return "[true]";
+  else if (value === false) return "[false]";
+  return uncachedGroupKey(value);
+}
+
+/**
+ * {@linkcode singleGroupKey} of a value it holds no key for (a function of its own: what the hot
+ * cases do not need kept out of a function V8 inlines).
+ */
+function uncachedGroupKey(value: unknown): string {
+  if (typeof value === "string" && PLAIN_STRING.test(value)) {
+    const key = `["${value}"]`;
+    if (value.length > MAX_CACHED_KEY_LENGTH) return key;
+    if (singleKeys.size >= MAX_CACHED_KEYS) singleKeys.clear();
+    singleKeys.set(value, key);
+    return key;
   }
-  if (value === true) return "[true]";
-  if (value === false) return "[false]";
   if (value === null) return "[null]";
   return `[${canonicalJson(value)}]`;
 }
@@ -175,14 +182,30 @@ function cellValue(
   const value = readField(event, spec.field);
   if (value === undefined || value === null) return null;
   if (spec.kind === "distinct") {
-    if (typeof value !== "string" && holdsNonFinite(value)) {
-      return {
-        path: spec.field,
-        message:
-          `Counter '${counter.name}' (distinct) needs a value JSON can write, got a number out of range (JSON reads 1e400 as Infinity)`,
-      };
-    }
+    if (typeof value !== "string" && holdsNonFinite(value)) return valueError(counter, value);
     return distinctKey(value);
+  }
+  // Negated so that NaN and ±Infinity (JSON.parse reads 1e400 as Infinity) fail too.
+  if (typeof value !== "number" || !(Math.abs(value) <= MAX_VALUE)) {
+    return valueError(counter, value);
+  }
+  // -0 is 0 to a sketch, and Redis writes it as 0: min and max must agree.
+  if (spec.kind === "quantiles" && value === 0) return 0;
+  return value;
+}
+
+/**
+ * The error of a value {@linkcode cellValue} refused (a function of its own: the messages' text
+ * kept out of the hot function lets V8 inline it and what it calls).
+ */
+function valueError(counter: CompiledCounter, value: unknown): FieldError {
+  const spec = counter.aggregate as Exclude<AggregateSpec, { kind: "count" }>;
+  if (spec.kind === "distinct") {
+    return {
+      path: spec.field,
+      message:
+        `Counter '${counter.name}' (distinct) needs a value JSON can write, got a number out of range (JSON reads 1e400 as Infinity)`,
+    };
   }
   if (typeof value !== "number") {
     return {
@@ -190,17 +213,11 @@ function cellValue(
       message: `Counter '${counter.name}' (${spec.kind}) needs a number, got ${describe(value)}`,
     };
   }
-  // Negated so that NaN and ±Infinity (JSON.parse reads 1e400 as Infinity) fail too.
-  if (!(Math.abs(value) <= MAX_VALUE)) {
-    return {
-      path: spec.field,
-      message:
-        `Counter '${counter.name}' (${spec.kind}) accepts values up to ±${MAX_VALUE}, got ${value}`,
-    };
-  }
-  // -0 is 0 to a sketch, and Redis writes it as 0: min and max must agree.
-  if (spec.kind === "quantiles" && value === 0) return 0;
-  return value;
+  return {
+    path: spec.field,
+    message:
+      `Counter '${counter.name}' (${spec.kind}) accepts values up to ±${MAX_VALUE}, got ${value}`,
+  };
 }
 
 /**

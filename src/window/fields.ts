@@ -10,7 +10,13 @@ export function readField(event: Event, path: string): unknown {
   // here is an inherited Object.prototype member, i.e. the field is absent.
   const value = event[path];
   if (value !== undefined) return typeof value === "function" ? undefined : value;
-  if (!path.includes(".")) return undefined;
+  // The dotted path in a function of its own: this one stays small enough for V8 to inline at
+  // every hot call (7 an event), within the inlining budget of its callers.
+  return path.includes(".") ? readPath(event, path) : undefined;
+}
+
+/** {@linkcode readField} of a dotted path the event does not hold as a key. */
+function readPath(event: Event, path: string): unknown {
   let node: unknown = event;
   for (const key of path.split(".")) {
     if (typeof node !== "object" || node === null || !Object.hasOwn(node, key)) return undefined;
