@@ -36,22 +36,56 @@ export function ratesBetween(previous, current) {
  * `[object Object]`, whatever it held), and text that is JSON itself (`"1"`, `"null"`, `"[1]"`) is
  * quoted: the string `1` is another group than the number 1, as a read's `group.` filter tells
  * (`group.g="1"`), and the two would read alike. So is text that is empty, has white space at
- * either end (`""`, `" "`, `"DE "`) or holds a control character (`"a\nb"`, escaped): shown bare
- * it read blank (uPlot's legend wrote its default `Value` for an empty label), as `DE`, or as
- * `a b`.
+ * either end (`""`, `" "`, `"DE "`) or holds a character that shows nothing or reorders the text
+ * (see {@linkcode UNSEEN}), which is written as its escape (`"a\nb"`, `"DE\u200b"`,
+ * `"\u202egnp.exe"`): shown bare it read blank (uPlot's legend wrote its default `Value` for an
+ * empty label), as `DE`, as `a b`, or (after a right-to-left override) backwards, as `exe.png`.
+ * With more than one value each is isolated (U+2068 … U+2069), so right-to-left text in one does
+ * not move the others.
  */
 export function groupLabel(group) {
   const values = Object.values(group ?? {});
   if (values.length === 0) return "(all)";
-  return values.map(valueLabel).join(" · ");
+  if (values.length === 1) return valueLabel(values[0]);
+  return values.map((value) => `\u2068${valueLabel(value)}\u2069`).join(" · ");
+}
+
+/**
+ * Characters that show nothing, read as another or reorder the text after them: controls, format
+ * characters (zero-width spaces and joiners, the byte order mark, the soft hyphen, bidirectional
+ * marks, embeddings, overrides and isolates), line and paragraph separators, spaces other than
+ * U+0020 (a no-break space reads as one) and the other default-ignorable code points (variation
+ * selectors, Hangul fillers).
+ */
+const UNSEEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]|(?! )\p{Zs}/gu;
+
+/**
+ * The bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069): each
+ * reorders the text after it, to the end of its paragraph or of its isolate.
+ */
+const BIDI_CONTROLS = /[\u202a-\u202e\u2066-\u2069]/gu;
+
+/** A character as its escape: `\u200b`, `\u{e0001}` beyond U+FFFF. */
+function escapeOf(character) {
+  const code = character.codePointAt(0).toString(16);
+  return code.length <= 4 ? `\\u${code.padStart(4, "0")}` : `\\u{${code}}`;
+}
+
+/**
+ * Users' free text (a description) with its bidirectional embeddings, overrides and isolates
+ * written as their escapes (`\u202e`): shown, one reversed the text after it, which could read as
+ * something else.
+ */
+export function shownText(text) {
+  return String(text).replace(BIDI_CONTROLS, escapeOf);
 }
 
 /** One group value as {@linkcode groupLabel} writes it. */
 function valueLabel(value) {
   if (typeof value !== "string") return JSON.stringify(value) ?? String(value);
-  // deno-lint-ignore no-control-regex
-  if (value === "" || value.trim() !== value || /[\x00-\x1f\x7f]/.test(value)) {
-    return JSON.stringify(value);
+  if (value === "" || value.trim() !== value || value.search(UNSEEN) !== -1) {
+    // JSON escapes the controls below U+0020, the rest here.
+    return JSON.stringify(value).replace(UNSEEN, escapeOf);
   }
   try {
     JSON.parse(value);

@@ -8,7 +8,7 @@
  */
 import { sparkline } from "./charts.js";
 import { clockTime, el, replaceChildren, userText } from "./dom.js";
-import { formatRate, formatValue, RATE_FIELDS, ratesBetween } from "./model.js";
+import { formatRate, formatValue, RATE_FIELDS, ratesBetween, shownText } from "./model.js";
 
 /** Samples a sparkline keeps (at one poll every 2 s: 3 minutes). */
 const SAMPLES = 90;
@@ -74,12 +74,13 @@ export class StreamsView {
           "header",
           {},
           el("h3", {}, userText(stream.name)),
-          // Up to 1024 characters: cut to two lines by the stylesheet, whole in the title.
+          // Up to 1024 characters: cut to two lines by the stylesheet, whole in the title; its
+          // bidirectional overrides and embeddings shown as escapes, not reordering it.
           stream.description
             ? el(
               "span",
-              { class: "muted description", title: stream.description },
-              stream.description,
+              { class: "muted description", dir: "auto", title: shownText(stream.description) },
+              shownText(stream.description),
             )
             : null,
           live,

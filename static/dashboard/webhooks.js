@@ -13,6 +13,7 @@
  */
 import { api, keyGrant, mayMend, serverHasWebhooks, statusOf } from "./api.js";
 import { clockTime, el, replaceChildren, timeOf } from "./dom.js";
+import { shownText } from "./model.js";
 
 /** Deliveries whose attempts give the success rate. */
 const RECENT = 100;
@@ -316,7 +317,7 @@ export class WebhooksView {
   #row(endpoint, health, stale = null) {
     // Every row has the same controls: their names say whose they are, for a screen reader's list
     // of buttons and fields, where the row is not read with them.
-    const name = endpoint.description || endpoint.url;
+    const name = shownText(endpoint.description || endpoint.url);
     const period = el(
       "select",
       { "aria-label": `Replay deliveries of ${name} created within` },
@@ -365,8 +366,13 @@ export class WebhooksView {
         "td",
         {},
         // Up to 1024 characters: cut to two lines by the stylesheet, whole in the title.
+        // Its bidirectional overrides and embeddings shown as escapes, not reordering it.
         endpoint.description
-          ? el("b", { class: "description", title: endpoint.description }, endpoint.description)
+          ? el(
+            "b",
+            { class: "description", dir: "auto", title: shownText(endpoint.description) },
+            shownText(endpoint.description),
+          )
           : null,
         el("span", { class: "url" }, endpoint.url),
         endpoint.disabled

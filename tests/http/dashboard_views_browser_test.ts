@@ -621,3 +621,149 @@ browserTest(
     assert.deepEqual(errors, []);
   },
 );
+
+/**
+ * In the page: `globalThis.boxOf(root, text)`, the box of the first place `text` is in the text
+ * under `root`, as drawn.
+ */
+const BOX_OF = `globalThis.boxOf = (root, text) => {
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const at = node.textContent.indexOf(text);
+    if (at < 0) continue;
+    const range = document.createRange();
+    range.setStart(node, at);
+    range.setEnd(node, at + text.length);
+    const { left, right } = range.getBoundingClientRect();
+    return { left, right };
+  }
+  throw new Error("no " + text + " in " + root.textContent);
+};`;
+
+browserTest(
+  "a group value with a right-to-left override or an invisible character reads as its escapes in the chart's legend, the current window and an alert: DE and DE + zero-width space apart, no text reversed, each of several values isolated",
+  async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    const start = "2026-01-01T00:00:00.000Z";
+    const end = "2026-01-01T00:01:00.000Z";
+    const RLO = "\u202e";
+    const groups = [
+      { country: "DE" },
+      { country: "DE\u200b" },
+      { country: `${RLO}gnp.exe` },
+      { country: "DE\u00a0FR" },
+      { country: `${RLO}ab`, device: "cd" },
+      { country: "שלום", device: 7 },
+    ];
+    const rows = groups.map((group, i) => ({ start, end, group, value: 10 - i }));
+    const windows = { windows: rows, others: [] };
+    const current = { start, end: "2099-01-01T00:01:00.000Z", windows: rows, others: null };
+    const shown = await page.evaluate(`(async () => {
+      ${BOX_OF}
+      const { CountersView } = await import("/static/dashboard/counters.js");
+      const { AlertsView } = await import("/static/dashboard/alerts.js");
+      const container = document.getElementById("view");
+      globalThis.answerAll = (url) => [200, url.includes("/current") ? ${
+      JSON.stringify(current)
+    } : ${JSON.stringify(windows)}];
+      const view = new CountersView(container, [${JSON.stringify(ORDERS)}], { top: 10 });
+      await view.load("orders");
+      await globalThis.frames2();
+      const list = document.createElement("ol");
+      document.body.append(list);
+      new AlertsView(list, document.getElementById("note")).handle({
+        type: "alert.fired",
+        timestamp: "${end}",
+        data: {
+          alert: "busy", stream: "orders", counter: "orders_per_minute",
+          group: ${JSON.stringify(groups[2])}, value: 6, start: "${start}", end: "${end}",
+        },
+      });
+      const legend = [...container.querySelectorAll(".u-legend .u-series .u-label")].slice(1);
+      const items = [...container.querySelectorAll(".current-values li .group")];
+      /** Whether, as drawn, \`before\` is left of "·" and "·" left of \`after\` in \`root\`. */
+      const inOrder = (root, before, after) =>
+        boxOf(root, before).right <= boxOf(root, "·").left &&
+        boxOf(root, "·").right <= boxOf(root, after).left;
+      return {
+        legend: legend.map((label) => label.textContent),
+        titles: legend.map((label) => label.title),
+        current: items.map((item) => item.textContent),
+        alert: list.querySelector("li span").textContent,
+        drawnInOrder: [
+          inOrder(legend[4], "ab", "cd"),
+          inOrder(items[4], "ab", "cd"),
+          inOrder(legend[5], "שלום", "7"),
+          // A <bdi> whose first letter is Hebrew reads right to left: its first value rightmost.
+          inOrder(items[5], "7", "שלום"),
+        ],
+      };
+    })()`) as {
+      legend: string[];
+      titles: string[];
+      current: string[];
+      alert: string;
+      drawnInOrder: boolean[];
+    };
+    const [FSI, PDI] = ["\u2068", "\u2069"];
+    // Each invisible or reordering character written as its escape, in a quoted value: a
+    // backslash, "u" and its code.
+    const labels = [
+      "DE",
+      '"DE\\u200b"',
+      '"\\u202egnp.exe"',
+      '"DE\\u00a0FR"',
+      `${FSI}"\\u202eab"${PDI} · ${FSI}cd${PDI}`,
+      `${FSI}שלום${PDI} · ${FSI}7${PDI}`,
+    ];
+    const detail = JSON.stringify(shown);
+    assert.deepEqual(shown.legend, labels, detail);
+    assert.deepEqual(shown.titles, labels, detail);
+    assert.deepEqual(shown.current, labels, detail);
+    assert.equal(shown.alert, 'orders · orders_per_minute · "\\u202egnp.exe" = 6', detail);
+    // Before, the override reversed the rest of the label ("dc · ba"), and in the legend (left
+    // to right) the number after the Hebrew value took the Hebrew's direction: "7 · שלום".
+    assert.deepEqual(shown.drawnInOrder, [true, true, true, true], detail);
+    assert.deepEqual(errors, []);
+  },
+);
+
+browserTest(
+  "a stream's or webhook endpoint's description with a right-to-left override shows it as its escape, in its text and title, and reads in order",
+  async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    const description = "ab \u202ecd ef";
+    const shown = await page.evaluate(`(async () => {
+      ${BOX_OF}
+      const { StreamsView } = await import("/static/dashboard/streams.js");
+      const { WebhooksView } = await import("/static/dashboard/webhooks.js");
+      const view = document.getElementById("view");
+      view.innerHTML = '<div id="streams"></div><div id="hooks"></div>';
+      new StreamsView(document.getElementById("streams"), [{
+        name: "orders",
+        description: ${JSON.stringify(description)},
+        counters: [],
+        stats: {},
+      }]);
+      globalThis.answerAll = (url) => new URL(url, location.href).pathname === "/v1/webhooks"
+        ? [200, { webhooks: [{
+          id: "ep_a", url: "https://hooks.example/a", description: ${JSON.stringify(description)},
+        }] }]
+        : [200, { deliveries: [], nextCursor: null }];
+      await new WebhooksView(document.getElementById("hooks"), document.getElementById("note"))
+        .refresh();
+      return [".stream .description", "[data-webhook] .description"].map((selector) => {
+        const shown = document.querySelector(selector);
+        const inOrder = boxOf(shown, "ab").right <= boxOf(shown, "cd").left &&
+          boxOf(shown, "cd").right <= boxOf(shown, "ef").left;
+        return { text: shown.textContent, title: shown.title, inOrder };
+      });
+    })()`);
+    const escaped = "ab \\u202ecd ef";
+    assert.deepEqual(shown, [
+      { text: escaped, title: escaped, inOrder: true },
+      { text: escaped, title: escaped, inOrder: true },
+    ]);
+    assert.deepEqual(errors, []);
+  },
+);

@@ -12,6 +12,7 @@ import {
   groupKey,
   groupLabel,
   ratesBetween,
+  shownText,
   windowStepMs,
 } from "../../../static/dashboard/model.js";
 
@@ -72,7 +73,10 @@ Deno.test("groupLabel() writes an object or array value as JSON and tells a stri
   );
   // Other text as it is; text that is JSON itself (a quoted string too) in quotes, so no two
   // groups read alike (the text "1" with its quotes is not the string 1).
-  assert.equal(groupLabel({ country: "DE", city: "São Paulo" }), "DE · São Paulo");
+  assert.equal(
+    groupLabel({ country: "DE", city: "São Paulo" }),
+    "\u2068DE\u2069 · \u2068São Paulo\u2069",
+  );
   assert.equal(groupLabel({ note: '"1"' }), JSON.stringify('"1"'));
   // Text that is empty, has white space at either end or holds a control character is quoted too
   // (JSON escapes the control character): bare it read blank, as the text without the spaces, or
@@ -85,9 +89,59 @@ Deno.test("groupLabel() writes an object or array value as JSON and tells a stri
   );
 });
 
+Deno.test("groupLabel() quotes a value holding a character that shows nothing or reorders the text, written as its escape; shownText() escapes a description's bidirectional controls only", () => {
+  // Each read alike bare, or reversed what followed: a zero-width space, joiner, no-break space,
+  // soft hyphen, byte order mark, right-to-left mark and override, isolate, DEL, a C1 control, a
+  // variation selector, a Hangul filler, a line separator, a tag character.
+  assert.deepEqual(
+    [
+      "DE\u200b",
+      "D\u200dE",
+      "DE\u00a0FR",
+      "D\u00adE",
+      "\ufeffDE",
+      "\u200fDE",
+      "\u202egnp.exe",
+      "a\u2066b",
+      "a\u007fb",
+      "a\u0085b",
+      "DE\ufe0f",
+      "\u3164",
+      "a\u2028b",
+      "DE\u{e0001}",
+    ].map((country) => groupLabel({ country })),
+    [
+      '"DE\\u200b"',
+      '"D\\u200dE"',
+      '"DE\\u00a0FR"',
+      '"D\\u00adE"',
+      '"\\ufeffDE"',
+      '"\\u200fDE"',
+      '"\\u202egnp.exe"',
+      '"a\\u2066b"',
+      '"a\\u007fb"',
+      '"a\\u0085b"',
+      '"DE\\ufe0f"',
+      '"\\u3164"',
+      '"a\\u2028b"',
+      '"DE\\u{e0001}"',
+    ],
+  );
+  // Visible text stays as it is: letters of any script, marks, punctuation, emoji.
+  assert.deepEqual(
+    ["DE", "São Paulo", "שלום", "東京", "e\u0301", "🙂"].map((country) => groupLabel({ country })),
+    ["DE", "São Paulo", "שלום", "東京", "e\u0301", "🙂"],
+  );
+  assert.equal(
+    shownText("ab \u202ecd\u202c \u2067ef\u2069 \u200fgh\u200b"),
+    "ab \\u202ecd\\u202c \\u2067ef\\u2069 \u200fgh\u200b",
+  );
+});
+
 Deno.test("groupLabel(), formatRate(), durationMs() and the counter description read as shown", () => {
   assert.equal(groupLabel({}), "(all)");
-  assert.equal(groupLabel({ country: "DE", device: null }), "DE · null");
+  // Several values each isolated (U+2068 … U+2069): right-to-left text in one moves no other.
+  assert.equal(groupLabel({ country: "DE", device: null }), "\u2068DE\u2069 · \u2068null\u2069");
   assert.deepEqual([0, 0.44, 2, 12.6, 1250].map(formatRate), ["0", "0.4", "2", "13", "1,250"]);
   assert.equal(durationMs("1h30m"), 5_400_000);
   assert.equal(durationMs("nonsense"), null);
