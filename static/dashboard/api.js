@@ -144,10 +144,29 @@ export async function readStream(name) {
   }
 }
 
-/** `GET /readyz`: `{status, store}`; it answers 503 with `error` and `requestId` added when not ready. */
+/**
+ * `GET /readyz`: `{status, store}`; it answers 503 with `error` and `requestId` added when not
+ * ready. An answer that is not that JSON (a proxy's HTML error page) throws an
+ * {@linkcode ApiError} naming its status, not the JSON parser's message.
+ */
 export async function readiness() {
   const res = await fetch("/readyz", { cache: "no-store" });
-  return await res.json();
+  const text = await res.text();
+  let body = null;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = null;
+  }
+  if (typeof body?.status !== "string") {
+    const status = `${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
+    throw new ApiError(
+      res.status,
+      "not_readiness",
+      `/readyz answered ${status}, not the server's readiness JSON`,
+    );
+  }
+  return body;
 }
 
 /**

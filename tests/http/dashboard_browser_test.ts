@@ -2681,6 +2681,46 @@ browserTest(
 );
 
 browserTest(
+  "a /readyz answer that is not JSON (a proxy's HTML error page) shows its status in the store badge, not the JSON parser's message",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      const page = await newPage(browser);
+      await page.route(`${server.base}/readyz`, (route) =>
+        route.fulfill({
+          status: 502,
+          contentType: "text/html",
+          body: "<!doctype html><html><body><h1>502 Bad Gateway</h1></body></html>",
+        }));
+      await page.goto(`${server.base}/`);
+      // Before: "store: unknown (Unexpected token '<', "<!doctype "... is not valid JSON)".
+      const badge = await textMatching(page, "#store-status", /unknown/);
+      assert.equal(
+        badge,
+        "store: unknown (/readyz answered 502 Bad Gateway, not the server's readiness JSON)",
+      );
+      assert.ok(await page.locator("#store-status.bad").count() === 1);
+      // JSON that is no readiness answer (a proxy's own) reads the same, not "undefined".
+      await page.unroute(`${server.base}/readyz`);
+      await page.route(
+        `${server.base}/readyz`,
+        (route) => route.fulfill({ status: 200, contentType: "application/json", body: "[]" }),
+      );
+      assert.equal(
+        await page.evaluate(`(async () => {
+          const { readiness } = await import("/static/dashboard/api.js");
+          return await readiness().then(() => "read", (error) => error.message);
+        })()`),
+        "/readyz answered 200 OK, not the server's readiness JSON",
+      );
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "a key pasted with a character no header carries is refused in the form, kept nowhere, and the next key shows the dashboard",
   async (browser) => {
     const server = await startServer({ auth: true });
