@@ -64,7 +64,7 @@ import { ApiError } from "./errors.ts";
 import { refuseUntakenQuery } from "./query.ts";
 import { utf8Length } from "./body.ts";
 import { ResponseCutError } from "./listener.ts";
-import { closeWithin, RefusedSockets } from "./_drop_socket.ts";
+import { closeWithin, DEFAULT_MAX_REFUSED_SOCKETS, RefusedSockets } from "./_drop_socket.ts";
 import { acceptsEventStream, upgradeAsksForWebSocket } from "./_header_list.ts";
 import {
   errorsFor,
@@ -704,6 +704,13 @@ function cuttable(source: ReadableStream<Uint8Array>): CuttableBody {
   };
 }
 
+/**
+ * What both WebSocket routes document of a refusal for a key past the refused sockets' bound
+ * ({@linkcode RefusedSockets}), in the same words: it is answered before the upgrade.
+ */
+const REFUSED_PAST_BOUND =
+  `while the server holds ${DEFAULT_MAX_REFUSED_SOCKETS} such refused WebSockets (of ingest and subscriptions together), it is answered before the upgrade instead, as plain HTTP: 401 \`unauthorized\` or 403 \`forbidden\` with the error body (a browser's \`WebSocket\` is not shown it: it sees a failed connection).`;
+
 const StreamParam = z.object({
   stream: nameText.openapi({ param: { name: "stream", in: "path" }, example: "orders" }),
 });
@@ -814,7 +821,8 @@ function documentRoutes(app: OpenAPIHono): void {
       "`seq` is the frame's own, else its number on the connection. Keep at most 8 frames unacknowledged; a client far past that is closed with 1008.",
       "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key (a client that has not answered that close frame 5 s later has its connection dropped), too many frames in flight or answers left unread (over 1 MiB waiting for 10 s; no frame is applied meanwhile), 1001 no pong or the server shutting down (after answering every frame read, as below), 1011 an error in the server (a bug, logged; no answers follow, as when the client closes first). A client that has not answered any other close frame of the server 10 s after it was sent has its connection dropped. While the server shuts down, an upgrade gets 503 `shutting_down`.",
       "Before closing for a binary frame, an oversized frame or too many frames in flight, the server answers every frame read before it, in order: the one being applied with its ack, the later ones with `retryable: true` and code `connection_closing` (not counted); the bad frame and any after it are dropped. When the client closes first, misses a pong or the server closes with 1011, no answers follow: frames not yet started are not applied; the one being applied may count with no ack.",
-      "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: ingest. A refused key (missing, unknown, without `ingest`, or limited to other streams) is upgraded and closed with 1008 and the reason; while the server holds 1000 such refused WebSockets (of ingest and subscriptions together), it is answered before the upgrade instead, as plain HTTP: 401 `unauthorized` or 403 `forbidden`.",
+      "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: ingest. A refused key (missing, unknown, without `ingest`, or limited to other streams) is upgraded and closed with 1008 and the reason; " +
+      REFUSED_PAST_BOUND,
       "Refused before upgrading: 400 `invalid_upgrade` when the upgrade cannot be made (e.g. subprotocols not separated by `, `), 403 `origin_not_allowed` from an `Origin` not allowed, 426 without `Upgrade: websocket`.",
       "Bounded: one key (a publishable key too, whoever uses it; in open mode, one client address) holds at most `EDGESTREAM_INGEST_SOCKETS_PER_KEY` (default 100) connections on a server, the server at most `EDGESTREAM_INGEST_SOCKETS_MAX` (default 10000). One more is refused before the upgrade: 429 `too_many_ingest_sockets` (the key's bound) or 503 `ingest_sockets_full` (the server's), with `Retry-After` and `details: {limit, max}`. A connection that ends, however it ends, frees its place.",
     ].join("\n\n"),
@@ -837,7 +845,8 @@ function documentRoutes(app: OpenAPIHono): void {
       'The first message is `{"type": "subscribed", "stream", "types", "counter"}`; then each result as `{"type", "timestamp", "data": {stream, counter, aggregate, group, start, end, value, ...}}`, the webhook payload shape. Over a WebSocket each message also has `id`, its result log id (see resuming). The `data` of a window has `approximate: true` when its value is an estimate, and `partial: true` when the window misses events: its counter was added to the stream (or added back) once events had been applied, and the window (a session: the session, or the gap before it) starts before the stream\'s watermark then.',
       "`window.updated` carries the running value of a window when it changed, at most 4 times a second per counter and group. A subscriber is sent nothing more while 1 MiB waits to be sent to it; what follows is sent from the result log as it reads, in order, none missing. One that read nothing for 10 s meanwhile, or that the log was trimmed past, is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason. So is one whose key is deleted or expires, whose stream is deleted, or whose `counter` a new definition of the stream removes or redefines.",
       'Resuming: each result carries its result log id (SSE: as the event `id`; WebSocket: as the message\'s `id` field), and `subscribed` the id the subscription starts after (`0-0` while the log never had an entry). Subscribing again with `?after=<id>` (or, over SSE, the header `Last-Event-ID`, which `EventSource` sends on reconnect and which wins over `after`) replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when results after that id were trimmed from the log or the log never reached that id, and the subscription starts at the log\'s end.',
-      "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 (a client that has not answered that close frame 5 s later has its connection dropped) and answers SSE with 401/403.",
+      "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key (missing, unknown, without `read`, or limited to other streams) answers SSE with 401 `unauthorized` or 403 `forbidden`, and is upgraded and closed with 1008 and the reason over a WebSocket (a client that has not answered that close frame 5 s later has its connection dropped); " +
+      REFUSED_PAST_BOUND,
       "When the server shuts down, a WebSocket subscriber is closed with 1001 and an SSE subscriber gets a final `closed` event; a new subscription meanwhile gets 503 `shutting_down`.",
       "A WebSocket subscription reads nothing from its client: a message of up to 1,024 bytes (a heartbeat) is ignored, a longer one closes it with 1009.",
       "Bounded: one key (in open mode, one client address) holds at most `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` (default 100) subscriptions on a server, the server at most `EDGESTREAM_SUBSCRIPTIONS_MAX` (default 10000). One more is refused before the upgrade or the SSE 200: 429 `too_many_subscriptions` (the key's bound) or 503 `subscriptions_full` (the server's), with `Retry-After` and `details: {limit, max}`. A subscription that ends frees its place; over a WebSocket, once its connection ends (a client that has not answered the server's close frame 10 s after it was sent has its connection dropped).",

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { Ajv } from "ajv";
 import { ADMIN_KEY, call, setup } from "../fanout/webhooks/_setup.ts";
 import { ERROR_CODES } from "../../src/http/errors.ts";
+import { DEFAULT_MAX_REFUSED_SOCKETS } from "../../src/http/_drop_socket.ts";
 import { testApp } from "../_fixtures.ts";
 
 const METHODS = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
@@ -118,6 +119,30 @@ Deno.test("with keys configured, /healthz, /readyz and /openapi.json answer a re
   } finally {
     await server.shutdown();
     await ctx.close();
+  }
+});
+
+Deno.test("both WebSocket routes say, in the same words, that past the bound of refused WebSockets a refused key is answered before the upgrade as plain 401 or 403", async () => {
+  const doc = await documentOf();
+  const pastBound =
+    `while the server holds ${DEFAULT_MAX_REFUSED_SOCKETS} such refused WebSockets (of ingest and subscriptions together), it is answered before the upgrade instead, as plain HTTP: 401 \`unauthorized\` or 403 \`forbidden\` with the error body`;
+  const routes = [["/v1/streams/{stream}/ws", "ingest"], [
+    "/v1/streams/{stream}/subscribe",
+    "read",
+  ]];
+  for (const [path, scope] of routes) {
+    const keyParagraph = (doc.paths[path].get.description as string).split("\n\n")
+      .find((paragraph) => paragraph.startsWith("Key: "));
+    // Before, the subscription's said only "closes a WebSocket with 1008 ... and answers SSE
+    // with 401/403": not that past the bound its WebSocket gets a plain 401 or 403 too.
+    assert.ok(keyParagraph?.includes(pastBound), `${path}: ${keyParagraph}`);
+    assert.ok(
+      keyParagraph!.includes(
+        `A refused key (missing, unknown, without \`${scope}\`, or limited to other streams)`,
+      ),
+      `${path}: ${keyParagraph}`,
+    );
+    for (const status of ["401", "403"]) assert.ok(doc.paths[path].get.responses[status], path);
   }
 });
 
