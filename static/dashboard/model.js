@@ -254,12 +254,20 @@ export function counterKey(stream, counter) {
   return `${stream}/${counter}`;
 }
 
-/** How a counter's definition reads: `count by country · tumbling 1m`. */
+/**
+ * How a counter's definition reads: `count by country · tumbling 1m`. A field path is any text: one
+ * holding a character that shows nothing or reorders the text (see {@linkcode UNSEEN}) has it
+ * written as its escape (`by country\u200b`, `by \u202eyrtnuoc`), so two fields read apart and
+ * none reverses the rest.
+ */
 export function describeCounter(definition) {
   if (!definition) return "";
+  const field = (path) => String(path).replace(UNSEEN, escapeOf);
   const aggregate = typeof definition.aggregate === "string"
     ? definition.aggregate
-    : Object.entries(definition.aggregate ?? {}).map(([kind, field]) => `${kind}(${field})`)[0];
+    : Object.entries(definition.aggregate ?? {}).map(([kind, path]) =>
+      `${kind}(${field(path)})`
+    )[0];
   const window = definition.window ?? {};
   const shape = window.tumbling
     ? `tumbling ${window.tumbling}`
@@ -270,7 +278,7 @@ export function describeCounter(definition) {
     : window.session
     ? `sessions, gap ${window.session}`
     : "";
-  const by = definition.groupBy?.length ? ` by ${definition.groupBy.join(", ")}` : "";
+  const by = definition.groupBy?.length ? ` by ${definition.groupBy.map(field).join(", ")}` : "";
   return `${aggregate}${by} · ${shape}`;
 }
 

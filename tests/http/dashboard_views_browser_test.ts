@@ -729,7 +729,7 @@ browserTest(
 );
 
 browserTest(
-  "a stream's or webhook endpoint's description with a right-to-left override shows it as its escape, in its text and title, and reads in order",
+  "a stream's or webhook endpoint's description, or a counter's field, with a right-to-left override shows it as its escape, in its text and title, and reads in order",
   async (browser) => {
     const { page, errors } = await viewsPage(browser);
     const description = "ab \u202ecd ef";
@@ -752,17 +752,41 @@ browserTest(
         : [200, { deliveries: [], nextCursor: null }];
       await new WebhooksView(document.getElementById("hooks"), document.getElementById("note"))
         .refresh();
-      return [".stream .description", "[data-webhook] .description"].map((selector) => {
+      const { CountersView } = await import("/static/dashboard/counters.js");
+      const counters = document.createElement("div");
+      view.append(counters);
+      globalThis.answerAll = () => [200, { windows: [], others: [] }];
+      // A field path is any text: its definition's line lists it.
+      new CountersView(counters, [{
+        name: "orders",
+        counters: ["per_minute"],
+        definition: { counters: { per_minute: {
+          window: { tumbling: "1m" },
+          groupBy: [${JSON.stringify(description)}, "gh"],
+          aggregate: "count",
+        } } },
+      }]);
+      const parts = [".stream .description", "[data-webhook] .description"].map((selector) => {
         const shown = document.querySelector(selector);
         const inOrder = boxOf(shown, "ab").right <= boxOf(shown, "cd").left &&
           boxOf(shown, "cd").right <= boxOf(shown, "ef").left;
         return { text: shown.textContent, title: shown.title, inOrder };
       });
+      const line = counters.querySelector(".counter header .muted");
+      parts.push({
+        text: line.textContent,
+        inOrder: boxOf(line, "ab").right <= boxOf(line, "cd").left &&
+          boxOf(line, "cd").right <= boxOf(line, "ef").left &&
+          boxOf(line, "ef").right <= boxOf(line, "gh").left &&
+          boxOf(line, "gh").right <= boxOf(line, "tumbling").left,
+      });
+      return parts;
     })()`);
     const escaped = "ab \\u202ecd ef";
     assert.deepEqual(shown, [
       { text: escaped, title: escaped, inOrder: true },
       { text: escaped, title: escaped, inOrder: true },
+      { text: `count by ${escaped}, gh · tumbling 1m`, inOrder: true },
     ]);
     assert.deepEqual(errors, []);
   },

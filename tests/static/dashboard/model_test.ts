@@ -152,6 +152,11 @@ Deno.test("groupLabel(), formatRate(), durationMs() and the counter description 
   };
   assert.equal(describeCounter(hopping), "sum(amount) by country · hopping 1h every 5m");
   assert.equal(windowStepMs(hopping), 300_000);
+  // A field path with an invisible or reordering character has it as its escape.
+  assert.equal(
+    describeCounter({ ...hopping, groupBy: ["country\u200b", "\u202eab"] }),
+    "sum(amount) by country\\u200b, \\u202eab · hopping 1h every 5m",
+  );
   assert.equal(windowStepMs({ window: { sliding: "10m", precision: "1m" } }), 60_000);
   assert.equal(
     describeCounter({ window: { session: "30m" }, groupBy: ["user"], aggregate: "count" }),
