@@ -14,7 +14,8 @@
  *   a frame that cannot be read or whose key was reused with other events
  *   (`retryable: false`), or one not counted because the store is
  *   unavailable (`details.outcome` says whether it may have applied), its key
- *   is in flight, the rate limit is reached, or the connection is closing for
+ *   is in flight, the rate limit is reached (`details.retryAfterMs`: the whole ms until it
+ *   fits), or the connection is closing for
  *   a protocol error (`retryable: true`: resend the frame; event ids or its
  *   `idempotencyKey` keep a resend from counting twice). `requestId` is the
  *   upgrade request's `X-Request-Id`, as in HTTP error bodies.
@@ -114,6 +115,7 @@ import {
   ingestItems,
   type IngestRateLimit,
   type IngestReply,
+  RateLimitedError,
 } from "../ingest/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -765,6 +767,16 @@ class IngestConnection implements HeldConnection {
       if (api && !(api.status === 500)) {
         // Unavailable, in flight or rate limited: the same frame may succeed later.
         const retryable = RETRYABLE_CODES.has(api.code);
+        if (api.code === "rate_limited" && error instanceof RateLimitedError) {
+          // HTTP's wait is its Retry-After header; a frame has none, so its details carry it, in
+          // whole ms rounded up as that header's seconds are.
+          const retryAfterMs = Math.max(1, Math.ceil(error.retryAfterMs));
+          return this.#errorReply(seq, retryable, {
+            code: api.code,
+            message: api.message,
+            details: { retryAfterMs },
+          });
+        }
         return this.#errorReply(seq, retryable, api);
       }
       this.#logFailure(error);

@@ -11,6 +11,8 @@ import { DEFAULT_LIMITS } from "../../src/http/body.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
+import { redisTest, restClient } from "../_redis.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
 import {
   closeCodeIn,
@@ -1192,6 +1194,70 @@ Deno.test("WebSocket ingest answers a frame over the stream's rate limit with a 
     await server.close();
   }
 });
+
+/** The fields of an error frame these tests read. */
+interface RefusedFrame {
+  type: string;
+  seq: number;
+  retryable: boolean;
+  error: { code: string; message: string; details?: { retryAfterMs: number } };
+}
+
+/**
+ * Sends two frames of 2 events to a stream of burst 3 at 1 event/s: the second finds 1 token (and
+ * what refilled since) and is refused. Returns its error frame and the ms of the message's "retry in".
+ */
+async function refusedFrame(store: Store): Promise<{ frame: RefusedFrame; messageMs: number }> {
+  const config = {
+    streams: {
+      limited: {
+        limits: { eventsPerSecond: 1, burst: 3 },
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  };
+  const server = await startServer({ config, store });
+  const client = await denoClient(server.wsUrl("/v1/streams/limited/ws"));
+  try {
+    client.socket.send(JSON.stringify([{}, {}]));
+    client.socket.send(JSON.stringify({ seq: 9, events: [{}, {}] }));
+    assert.equal((await client.inbox.next()).type, "ack");
+    const frame = await client.inbox.next() as RefusedFrame;
+    assert.deepEqual([frame.type, frame.seq, frame.retryable, frame.error.code], [
+      "error",
+      9,
+      true,
+      "rate_limited",
+    ]);
+    const messageMs = Number(/retry in (\d+) ms/.exec(frame.error.message)?.[1]);
+    return { frame, messageMs };
+  } finally {
+    await client.close();
+    await server.close();
+  }
+}
+
+Deno.test("WebSocket ingest gives a rate_limited frame the wait in whole ms as error.details.retryAfterMs (memory store)", async () => {
+  // The store's clock stands still: 1 token held, 1 more at 1 event/s is exactly 1000 ms.
+  const { frame, messageMs } = await refusedFrame(new MemoryStore({ now: () => NOW }));
+  assert.deepEqual(frame.error.details, { retryAfterMs: 1000 });
+  assert.equal(messageMs, 1000);
+});
+
+redisTest(
+  "WebSocket ingest gives a rate_limited frame the wait in whole ms as error.details.retryAfterMs (Redis store)",
+  async (fixture) => {
+    // Redis refills by its own clock: 1 token held, less than 1000 ms to the next, as it says.
+    const { frame, messageMs } = await refusedFrame(new RedisStore(restClient(fixture)));
+    const retryAfterMs = frame.error.details?.retryAfterMs ?? NaN;
+    assert.ok(Number.isInteger(retryAfterMs), `whole ms: ${retryAfterMs}`);
+    assert.ok(
+      retryAfterMs > 0 && retryAfterMs <= 1000,
+      `within the bucket's 1000 ms: ${retryAfterMs}`,
+    );
+    assert.equal(retryAfterMs, messageMs);
+  },
+);
 
 /** Creates a run-time key on `server` with the admin key. */
 async function createKey(server: TestServer, body: object): Promise<{ id: string; key: string }> {
