@@ -396,6 +396,40 @@ export function bearerKey(header: string | undefined): string | undefined {
 
 const BEARER = /^Bearer\s+\S+\s*$/i;
 
+/** A place a request may carry its key in, as a refusal names it, with the key found there. */
+export type KeyPlace = readonly [place: string, key: string | undefined];
+
+/** The place of the `Authorization: Bearer <key>` header, as a refusal names it. */
+export const HEADER_PLACE = "the 'Authorization: Bearer' header";
+
+/**
+ * The one key a request sent, in one place or more (the first place that has one), or undefined;
+ * throws `400 invalid_request` naming both places when two hold different keys. Serving one of
+ * them silently would act for a key the client may not mean (RFC 6750 §2: a client sends its
+ * token one way); the same key in two places is the same request. The keys are never echoed.
+ *
+ * @example
+ * ```ts
+ * import { HEADER_PLACE, oneKey } from "./auth.ts";
+ * oneKey([[HEADER_PLACE, "a"], ["'?key='", "a"]]); // "a"
+ * oneKey([[HEADER_PLACE, "a"], ["'?key='", "b"]]); // throws 400 invalid_request
+ * ```
+ */
+export function oneKey(places: readonly KeyPlace[]): string | undefined {
+  const [first, ...others] = places.filter(([, key]) => key !== undefined);
+  const other = others.find(([, key]) => key !== first[1]);
+  if (other) {
+    throw new ApiError(
+      400,
+      "invalid_request",
+      `Two different API keys: one in ${first[0]}, another in ${
+        other[0]
+      }; send one key, in one place`,
+    );
+  }
+  return first?.[1];
+}
+
 /** What to tell a client that sent no key. */
 const HOW_TO_SEND = "send 'Authorization: Bearer <key>'";
 
@@ -659,7 +693,7 @@ export interface PresentedKey {
    * whose answer names none of the offered protocols).
    */
   protocol?: string;
-  /** True when the key came as `?token=` (deprecated: URLs reach logs and traces). */
+  /** True when a key came as `?token=` (deprecated: URLs reach logs and traces). */
   inQuery?: boolean;
 }
 
@@ -669,19 +703,26 @@ export const HOW_TO_SEND_FROM_BROWSER =
 
 /**
  * Reads the key of a request that browsers make without custom headers: the
- * `Authorization` header, else the `token` query parameter, else a
- * `bearer.<key>` WebSocket subprotocol.
+ * `Authorization` header, the `token` query parameter or a `bearer.<key>` WebSocket
+ * subprotocol; throws `400 invalid_request` when two of them hold different keys
+ * (see {@linkcode oneKey}).
  */
 export function presentedKey(request: Request): PresentedKey {
   const offered = (request.headers.get("Sec-WebSocket-Protocol") ?? "").split(",")
     .map((item) => item.trim()).filter((item) => item !== "");
   const bearer = offered.find((item) => item.startsWith(BEARER_PROTOCOL_PREFIX));
   const protocol = offered.find((item) => !item.startsWith(BEARER_PROTOCOL_PREFIX)) ?? bearer;
-  const header = bearerKey(request.headers.get("authorization") ?? undefined);
-  if (header) return { key: header, protocol };
   const query = queryToken(request.url);
-  if (query) return { key: query, protocol, inQuery: true };
-  return { key: bearer?.slice(BEARER_PROTOCOL_PREFIX.length) || undefined, protocol };
+  const key = oneKey([
+    [HEADER_PLACE, bearerKey(request.headers.get("authorization") ?? undefined)],
+    ["'?token='", query],
+    [
+      `subprotocol '${BEARER_PROTOCOL_PREFIX}<key>'`,
+      bearer?.slice(BEARER_PROTOCOL_PREFIX.length) || undefined,
+    ],
+  ]);
+  // In the URL, whichever place it was taken from: marked and warned of all the same.
+  return query ? { key, protocol, inQuery: true } : { key, protocol };
 }
 
 /**

@@ -51,7 +51,15 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { type CompiledStream, lookUpStream } from "../config/mod.ts";
 import type { IngestRateLimit } from "../ingest/mod.ts";
-import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from "./auth.ts";
+import {
+  authorize,
+  bearerKey,
+  HEADER_PLACE,
+  type KeyGrant,
+  type KeyRing,
+  oneKey,
+  rememberGrant,
+} from "./auth.ts";
 import { grantOfRequest, isOpenGrant } from "./auth.ts";
 import { type BodyFormat, bodyFormat } from "./body.ts";
 import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
@@ -184,9 +192,10 @@ export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<
   const name = c.req.param("stream") ?? "";
   // Lower case: see the note in `_header_list.ts`.
   const authorization = c.req.header("authorization");
-  const header = bearerKey(authorization);
-  const inQuery = header === undefined ? c.req.query("key") : undefined;
-  const key = header ?? (inQuery || undefined);
+  const inQuery = c.req.query("key") || undefined;
+  // Two different keys are a 400; the same one in both is in the URL all the same, so a secret
+  // key there is refused below whether or not the header holds it too.
+  const key = oneKey([[HEADER_PLACE, bearerKey(authorization)], ["'?key='", inQuery]]);
   const options = { stream: name, howToSend: INGEST_HOW_TO_SEND, authorization };
   const result = await authorize(deps.keys, key, "ingest", options);
   if (result.error) throw result.error;

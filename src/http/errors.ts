@@ -58,7 +58,8 @@ export function invalidNameParameter(parameter: string, given: string): ApiError
 export const ERROR_CODES = {
   invalid_request: {
     status: [400],
-    when: "a path parameter, header or body field is not what the operation takes",
+    when:
+      "a path parameter, header or body field is not what the operation takes, or two different API keys in one request",
   },
   invalid_query: {
     status: [400],

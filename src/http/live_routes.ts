@@ -718,7 +718,7 @@ const StreamParam = z.object({
 const TokenQuery = z.string().optional().openapi({
   param: { deprecated: true },
   description:
-    "Deprecated: the API key in the URL, which traces and proxy logs record. Send `Authorization: Bearer <key>`, or from a browser the WebSocket subprotocol `bearer.<key>` (or read SSE with `fetch`). Still accepted; edgestream's own logs never print it",
+    "Deprecated: the API key in the URL, which traces and proxy logs record. Send `Authorization: Bearer <key>`, or from a browser the WebSocket subprotocol `bearer.<key>` (or read SSE with `fetch`). Still accepted; edgestream's own logs never print it. A header or subprotocol holding another key: 400 `invalid_request`",
 });
 
 /** The query parameters of `GET /v1/streams/{stream}/subscribe`: those it takes, no others. */
@@ -823,7 +823,7 @@ function documentRoutes(app: OpenAPIHono): void {
       "Before closing for a binary frame, an oversized frame or too many frames in flight, the server answers every frame read before it, in order: the one being applied with its ack, the later ones with `retryable: true` and code `connection_closing` (not counted); the bad frame and any after it are dropped. When the client closes first, misses a pong or the server closes with 1011, no answers follow: frames not yet started are not applied; the one being applied may count with no ack.",
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: ingest. A refused key (missing, unknown, without `ingest`, or limited to other streams) is upgraded and closed with 1008 and the reason; " +
       REFUSED_PAST_BOUND,
-      "Refused before upgrading: 400 `invalid_upgrade` when the upgrade cannot be made (e.g. subprotocols not separated by `, `), 403 `origin_not_allowed` from an `Origin` not allowed, 426 without `Upgrade: websocket`.",
+      "Refused before upgrading: 400 `invalid_upgrade` when the upgrade cannot be made (e.g. subprotocols not separated by `, `), 400 `invalid_request` when the header, `?token=` and subprotocol hold two different keys, 403 `origin_not_allowed` from an `Origin` not allowed, 426 without `Upgrade: websocket`.",
       "Bounded: one key (a publishable key too, whoever uses it; in open mode, one client address) holds at most `EDGESTREAM_INGEST_SOCKETS_PER_KEY` (default 100) connections on a server, the server at most `EDGESTREAM_INGEST_SOCKETS_MAX` (default 10000). One more is refused before the upgrade: 429 `too_many_ingest_sockets` (the key's bound) or 503 `ingest_sockets_full` (the server's), with `Retry-After` and `details: {limit, max}`. A connection that ends, however it ends, frees its place.",
     ].join("\n\n"),
     // What `INGEST_SOCKET_QUERY` takes.

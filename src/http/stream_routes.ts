@@ -361,7 +361,7 @@ const ingestRoute = createRoute({
     query: z.object({
       key: z.string().optional().openapi({
         description:
-          "A publishable key (`pk_…`) for clients that cannot set headers (`navigator.sendBeacon`); secret keys are refused here",
+          "A publishable key (`pk_…`) for clients that cannot set headers (`navigator.sendBeacon`); secret keys are refused here, and an `Authorization` header holding another key is 400 `invalid_request`",
       }),
       idempotencyKey: z.string().min(1).max(255).optional().openapi({
         description:

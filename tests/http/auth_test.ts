@@ -14,18 +14,16 @@ import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { MemoryStore, StoreUnavailableError } from "../../src/store/mod.ts";
-import { createKey, keyedApp, KEYS } from "../_fixtures.ts";
+import { createKey, keyedApp, KEYS, TEST_CONFIG } from "../_fixtures.ts";
 import { nodeClient, startServer } from "../_live.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
 
-Deno.test("presentedKey() prefers the header, then ?token= (marked inQuery), then the subprotocol", () => {
+Deno.test("presentedKey() takes the key from the header, ?token= (marked inQuery) or the subprotocol, and refuses two that differ", () => {
   const url = "http://localhost/v1/streams/orders/subscribe";
-  const both = new Request(`${url}?token=from-query`, {
-    headers: { Authorization: "Bearer from-header", "Sec-WebSocket-Protocol": "bearer.from-proto" },
-  });
-  assert.deepEqual(presentedKey(both), { key: "from-header", protocol: "bearer.from-proto" });
+  const header = new Request(url, { headers: { Authorization: "Bearer from-header" } });
+  assert.deepEqual(presentedKey(header), { key: "from-header", protocol: undefined });
   const query = new Request(`${url}?token=from-query`, {
-    headers: { "Sec-WebSocket-Protocol": "app, bearer.from-proto" },
+    headers: { "Sec-WebSocket-Protocol": "app" },
   });
   assert.deepEqual(presentedKey(query), { key: "from-query", protocol: "app", inQuery: true });
   const protocol = new Request(url, { headers: { "Sec-WebSocket-Protocol": "bearer.from-proto" } });
@@ -34,6 +32,37 @@ Deno.test("presentedKey() prefers the header, then ?token= (marked inQuery), the
     key: undefined,
     protocol: undefined,
   });
+  // The same key in every place is one key, still marked as in the URL.
+  const same = new Request(`${url}?token=k`, {
+    headers: { Authorization: "Bearer k", "Sec-WebSocket-Protocol": "app, bearer.k" },
+  });
+  assert.deepEqual(presentedKey(same), { key: "k", protocol: "app", inQuery: true });
+  // Two that differ: no place wins silently; the refusal names both places, never a key.
+  for (
+    const [init, places] of [
+      [
+        { query: "b", header: "a" },
+        /one in the 'Authorization: Bearer' header, another in '\?token='/,
+      ],
+      [
+        { header: "a", proto: "b" },
+        /one in the 'Authorization: Bearer' header, another in subprotocol 'bearer\.<key>'/,
+      ],
+      [{ query: "a", proto: "b" }, /one in '\?token=', another in subprotocol 'bearer\.<key>'/],
+    ] as const
+  ) {
+    const headers: Record<string, string> = {};
+    if ("header" in init) headers.Authorization = `Bearer ${init.header}`;
+    if ("proto" in init) headers["Sec-WebSocket-Protocol"] = `bearer.${init.proto}`;
+    const request = new Request("query" in init ? `${url}?token=${init.query}` : url, { headers });
+    assert.throws(() => presentedKey(request), (error: ApiError) => {
+      assert.equal(error.status, 400);
+      assert.equal(error.code, "invalid_request");
+      assert.match(error.message, places);
+      assert.match(error.message, /; send one key, in one place$/);
+      return true;
+    });
+  }
 });
 
 Deno.test("A key sent as ?token= still works, is never logged, marks the line keyInQuery and warns once that it is deprecated", async () => {
@@ -739,4 +768,81 @@ Deno.test("an OPTIONS is answered to a key limited to streams as its 405 is, wha
   const unscoped = await ask("OPTIONS", "/v1/keys", limitedRead);
   assert.equal(unscoped.status, 403);
   assert.equal(unscoped.headers.get("Allow"), null);
+});
+
+// After the test of the once-per-process ?token= warning, which these requests would use up.
+Deno.test("every route that takes a key in the query refuses a request whose header holds another (400 invalid_request naming both places) and counts nothing; the same key in both is served", async () => {
+  const server = await startServer({ auth: true, keyRing: { store: new MemoryKeyStore() } });
+  try {
+    const created = await fetch(`${server.base}/v1/keys`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+      body: JSON.stringify({
+        type: "publishable",
+        streams: ["orders"],
+        origins: ["https://shop.example"],
+      }),
+    });
+    assert.equal(created.status, 201);
+    const pk: string = (await created.json()).key;
+    const refusal = (place: string) =>
+      new RegExp(
+        `^Two different API keys: one in the 'Authorization: Bearer' header, another in '\\?${place}='; send one key, in one place$`,
+      );
+    const ingest = (query: string, header: string) =>
+      fetch(`${server.base}/v1/streams/orders/events?key=${query}`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${header}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ id: crypto.randomUUID() }),
+      });
+    // A publishable key in ?key=, a secret one in the header, and the other way round.
+    for (const [query, header] of [[pk, KEYS.ingest], [KEYS.ingest, pk]]) {
+      const res = await ingest(query, header);
+      assert.equal(res.status, 400);
+      const { error } = await res.json();
+      assert.equal(error.code, "invalid_request");
+      assert.match(error.message, refusal("key"));
+    }
+    assert.equal((await ingest(pk, pk)).status, 202);
+    // A secret key is in the URL all the same when the header holds it too: refused there.
+    const secret = await ingest(KEYS.ingest, KEYS.ingest);
+    assert.equal(secret.status, 401);
+    assert.match(
+      (await secret.json()).error.message,
+      /^Only publishable keys \(pk_…\) may be sent as '\?key='/,
+    );
+    const stats = await server.store.stats(
+      "orders",
+      compileConfig(TEST_CONFIG).get("orders")!.counterMetas,
+    );
+    assert.equal(stats.accepted, 1);
+
+    // Live subscriptions (SSE and WebSocket) and WebSocket ingest take ?token=.
+    const sse = (token: string) =>
+      fetch(`${server.base}/v1/streams/orders/subscribe?token=${token}`, {
+        headers: { Accept: "text/event-stream", Authorization: `Bearer ${KEYS.read}` },
+      });
+    const differ = await sse(KEYS.admin);
+    assert.equal(differ.status, 400);
+    const { error } = await differ.json();
+    assert.equal(error.code, "invalid_request");
+    assert.match(error.message, refusal("token"));
+    const same = await sse(KEYS.read);
+    assert.equal(same.status, 200);
+    await same.body?.cancel();
+    for (const [path, key] of [["subscribe", KEYS.read], ["ws", KEYS.ingest]]) {
+      const refused = await nodeClient(
+        server.wsUrl(`/v1/streams/orders/${path}?token=${KEYS.admin}`),
+        { headers: { Authorization: `Bearer ${key}` } },
+      );
+      assert.equal(refused.status, 400, path);
+      const served = await nodeClient(server.wsUrl(`/v1/streams/orders/${path}?token=${key}`), {
+        headers: { Authorization: `Bearer ${key}` },
+      });
+      assert.equal(served.status, undefined, `${path} upgraded`);
+      await served.close();
+    }
+  } finally {
+    await server.close();
+  }
 });
