@@ -135,6 +135,25 @@ Deno.test("PUT /v1/streams/{stream} creates a stream (201) that ingests and read
   assert.equal(got.stats.applied, 2);
 });
 
+Deno.test("the README's PUT of signups: 201, and its reply has the fields the README's comment shows, in order", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const example = readme.match(
+    /curl -s -X PUT localhost:8000\/v1\/streams\/signups \\\n.*\n\s+-d '([^']+)'\n((?:# .*\n)+)/,
+  );
+  assert.ok(example, "the README shows a PUT of signups with its reply");
+  const [, body, comment] = example;
+  const shown = comment.replace(/^#\s+/gm, "").replaceAll("\n", "");
+  const app = await appWith();
+  const created = await put(app, "signups", body);
+  assert.equal(created.status, 201);
+  const reply = await created.json();
+  // The comment elides values with …; its keys are the reply's, in the reply's order.
+  const shownKeys = [...shown.matchAll(/"(\w+)":/g)].map((key) => key[1]);
+  assert.deepEqual(Object.keys(reply), shownKeys);
+  assert.match(shown, new RegExp(`"version":${reply.version},"servable":${reply.servable},`));
+  assert.deepEqual(reply.counters, ["per_minute"]);
+});
+
 Deno.test("a lateness lowered by PUT applies at once: an event behind the watermark by more than the new one is late", async () => {
   const app = await appWith();
   const define = async (lateness: string) => {
