@@ -578,6 +578,31 @@ Deno.test("an endpoint's rateLimit is at least 0.001 deliveries/s, and batch nee
   });
 });
 
+Deno.test("the README's webhook registration: 201, and its reply's fields as its comment shows them, those before its … first and those after it last", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const example = readme.match(
+    /curl -s -X POST localhost:8000\/v1\/webhooks -H 'Content-Type: application\/json' -d '(\{\n[^]*?\n\})'\n# (\{.*\})/,
+  );
+  assert.ok(example, "the README shows a webhook registration with its reply");
+  // The shell's '"'"' is a ' in the body; the example's host resolves nowhere here.
+  const body = JSON.parse(example[1].replaceAll(`'"'"'`, "'"));
+  // `{"id":"ep_…",…,"secret":"whsec_…"}`: the fields left out are where the lone … stands.
+  const [head, tail = ""] = example[2].split(/,…(?=[,}])/);
+  const keysOf = (text: string) => [...text.matchAll(/"(\w+)":/g)].map((key) => key[1]);
+  await withSetup(async (ctx) => {
+    const res = await call(ctx.app, "POST", "/v1/webhooks", {
+      ...body,
+      url: "http://127.0.0.1:9/h",
+    });
+    assert.equal(res.status, 201, res.text);
+    const keys = Object.keys(res.body);
+    assert.deepEqual(keys.slice(0, keysOf(head).length), keysOf(head));
+    assert.deepEqual(keys.slice(keys.length - keysOf(tail).length), keysOf(tail));
+    assert.match(res.body.secret, /^whsec_/);
+    assert.equal(res.body.filter, body.filter);
+  });
+});
+
 Deno.test("README's webhook fields state the rateLimit (100,000) and streams (256) maximums the schema holds: at each 201, one past each a 400 naming the bound", async () => {
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   const webhooks = readme.slice(readme.indexOf("### Webhooks"));
