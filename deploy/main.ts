@@ -69,6 +69,7 @@ async function setUp() {
     webhooks,
     backlog,
     shutdownMs: config.shutdownMs,
+    drainMs: config.drainMs,
     hostname: config.hostname,
     logNotices() {
       logNotices(config.notices);
@@ -165,6 +166,7 @@ exitOnStopSignal(
 const {
   built,
   shutdownMs,
+  drainMs,
   hostname,
   streams: registry,
   backlog,
@@ -183,6 +185,7 @@ const serving = serveApp(built, {
   hostname,
   port: port === undefined ? undefined : Number(port),
   shutdownMs,
+  drainMs,
   onListenError(error) {
     const listened = port === undefined ? DENO_SERVE_PORT : Number(port);
     if (error instanceof Deno.errors.AddrInUse) fail(`PORT: ${listened} is already in use`);

@@ -224,7 +224,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     limits,
     ingestOptions,
     sweepConsumers: webhooks ? [webhooks] : [],
-    stopping: () => connections.closing,
+    stopping: () => connections.stopping,
   };
   registerStreamRoutes(app, streamDeps);
   // The hot path: ingest requests skip the middleware chain for one handler that runs its steps.

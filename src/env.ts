@@ -25,6 +25,7 @@
  * | `EDGESTREAM_ALLOW_MEMORY` | `true`: allow the memory store in production (a one-instance demo) | `false` |
  * | `EDGESTREAM_LOG_LEVEL` | lowest log level written: `trace`, `debug`, `info`, `warning`, `error`, `fatal` | `info` |
  * | `EDGESTREAM_SHUTDOWN` | most time a stopping process (SIGTERM, SIGINT) takes before it exits | `4s` |
+ * | `EDGESTREAM_DRAIN` | first part of a stop during which the listener stays open, `/readyz` answers 503 and other requests are served; below `EDGESTREAM_SHUTDOWN` | `0s` |
  * | `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` | most live subscriptions one API key (open mode: one client address) holds on a process | `100` |
  * | `EDGESTREAM_SUBSCRIPTIONS_MAX` | most live subscriptions a process holds | `10000` |
  * | `EDGESTREAM_INGEST_SOCKETS_PER_KEY` | most WebSocket ingest connections one API key (publishable ones too; open mode: one client address) holds on a process | `100` |
@@ -135,6 +136,7 @@ export const SETTING_NAMES: readonly string[] = [
   "EDGESTREAM_ALLOW_MEMORY",
   "EDGESTREAM_LOG_LEVEL",
   "EDGESTREAM_SHUTDOWN",
+  "EDGESTREAM_DRAIN",
   "EDGESTREAM_SUBSCRIPTIONS_PER_KEY",
   "EDGESTREAM_SUBSCRIPTIONS_MAX",
   "EDGESTREAM_INGEST_SOCKETS_PER_KEY",
@@ -277,6 +279,11 @@ export interface ServerConfig {
   sweepEveryMs: number;
   /** Most time (ms) a stopping server takes before it exits; above 0. */
   shutdownMs: number;
+  /**
+   * The first part (ms) of `shutdownMs` during which a stopping server still listens and serves,
+   * `/readyz` answering 503 `shutting_down`; 0 (no drain) or more, below `shutdownMs`.
+   */
+  drainMs: number;
   /** Lines worth printing at startup: the store, the streams, open mode. */
   notices: StartupNotice[];
   /**
@@ -476,6 +483,23 @@ export function readShutdown(env: EnvSource): number {
   if (ms <= 0) {
     throw new ConfigError(
       `EDGESTREAM_SHUTDOWN: expected a duration above 0, got '${env.get("EDGESTREAM_SHUTDOWN")}'`,
+    );
+  }
+  return ms;
+}
+
+/**
+ * `EDGESTREAM_DRAIN` (ms), 0 when not set: the first part of the stop bound (`shutdownMs`) during
+ * which the listener stays open. It counts inside that bound, so it must leave time for the stop
+ * steps: a ConfigError naming it when it is not below `shutdownMs`.
+ */
+export function readDrain(env: EnvSource, shutdownMs: number): number {
+  const ms = readDuration(env, "EDGESTREAM_DRAIN", "0s", true);
+  if (ms >= shutdownMs) {
+    throw new ConfigError(
+      `EDGESTREAM_DRAIN: expected a duration below EDGESTREAM_SHUTDOWN (${shutdownMs} ms), as the drain counts inside it, got '${
+        env.get("EDGESTREAM_DRAIN")
+      }'`,
     );
   }
   return ms;
@@ -913,6 +937,7 @@ async function serverConfigOf(
   const logLevel = readLogLevel(env);
   const sweepEveryMs = readSweepEvery(env);
   const shutdownMs = readShutdown(env);
+  const drainMs = readDrain(env, shutdownMs);
   checkOpenTelemetry(env);
   const subscriptions = readSubscriptionLimits(env);
   const ingestSockets = readIngestSocketLimits(env);
@@ -1098,6 +1123,7 @@ async function serverConfigOf(
     port,
     sweepEveryMs,
     shutdownMs,
+    drainMs,
     notices,
     async storeWarnings() {
       if (!setupRedis) return [];

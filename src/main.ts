@@ -199,6 +199,11 @@ export interface ServeAppOptions {
   port: number | undefined;
   /** How long a stop may take, in ms (`EDGESTREAM_SHUTDOWN`). */
   shutdownMs: number;
+  /**
+   * How long (ms) of `shutdownMs` a stop keeps serving first, `/readyz` answering 503
+   * (`EDGESTREAM_DRAIN`). @default {0}
+   */
+  drainMs?: number;
   /** Prints the entry point's one line for an error of `Deno.serve` (or rethrows it). */
   onListenError(error: unknown): never;
   /** Requests are answered once it resolves (the webhook endpoints loaded; it never rejects). */
@@ -255,6 +260,7 @@ export function serveApp(built: ServerApp, options: ServeAppOptions): ServingApp
     stop: (stopPeriodic, giveBackLease) =>
       stopServer({ server, connections, live, webhooks, requests, stopPeriodic, giveBackLease }, {
         boundMs: options.shutdownMs,
+        drainMs: options.drainMs,
       }),
   };
 }
@@ -306,6 +312,7 @@ async function startServing(config: ServerConfig, options: ServeOptions): Promis
     hostname: config.hostname,
     port: config.port,
     shutdownMs: config.shutdownMs,
+    drainMs: config.drainMs,
     onListenError: (error) => failToListen(error, config.hostname, config.port),
     ready: endpoints.promise,
   });

@@ -3,6 +3,12 @@
  * an isolate it stops and kills it 5 s later), within a bound
  * (`EDGESTREAM_SHUTDOWN`, default 4 s):
  *
+ * 0. With a drain (`EDGESTREAM_DRAIN`, default none), first the server goes
+ *    on listening and serving for that long while `/readyz` answers 503
+ *    `shutting_down`, so a load balancer that probes it (or one that lags
+ *    the signal, as Kubernetes endpoints do) takes it out before new
+ *    connections are refused. The drain counts inside the bound: the steps
+ *    below get what is left of it.
  * 1. The sweep timer stops; a sweep in progress may finish. Then the webhook
  *    backlog lease is given back (a step that holds no work).
  * 2. WebSocket ingest connections answer every frame they read (the one being
@@ -89,8 +95,13 @@ async function answeredAll(requests: Pick<RequestsInFlight, "idle" | "running">)
 
 /** Options for {@linkcode stopServer}. */
 export interface StopOptions {
-  /** Most time (ms) the stop takes; what still runs then is left. */
+  /** Most time (ms) the stop takes, the drain included; what still runs then is left. */
   boundMs: number;
+  /**
+   * How long (ms) the server keeps listening and serving first, `/readyz` answering 503, before
+   * the steps run within what is left of `boundMs`; below `boundMs`. @default {0}
+   */
+  drainMs?: number;
   /** Why, as WebSocket close reasons and SSE `closed` events say. @default {"Server is shutting down"} */
   reason?: string;
 }
@@ -130,7 +141,16 @@ export async function stopServer(
   options: StopOptions,
 ): Promise<StopReport> {
   const started = performance.now();
-  const { boundMs } = options;
+  const drainMs = Math.max(0, Math.min(options.drainMs ?? 0, options.boundMs));
+  if (drainMs > 0) {
+    parts.connections.drain();
+    logger.info(
+      "draining for {drainMs} ms (EDGESTREAM_DRAIN): still serving, /readyz answers 503 shutting_down",
+      { drainMs },
+    );
+    await delay(drainMs);
+  }
+  const boundMs = options.boundMs - drainMs;
   const reason = options.reason ?? "Server is shutting down";
   /** Each step still running → whether it holds work now (see the module doc). */
   const running = new Map<string, () => boolean>();

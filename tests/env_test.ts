@@ -528,6 +528,7 @@ Deno.test("configFromEnv() refuses a duration setting with a fraction of a milli
     const name of [
       "EDGESTREAM_SWEEP_EVERY",
       "EDGESTREAM_SHUTDOWN",
+      "EDGESTREAM_DRAIN",
       "EDGESTREAM_WEBHOOK_DISABLE_AFTER",
       "EDGESTREAM_WEBHOOK_SLOW_AFTER",
       "EDGESTREAM_WEBHOOK_SLOW_FOR",
@@ -562,6 +563,47 @@ Deno.test("configFromEnv() refuses a duration setting with a fraction of a milli
       `${name}=1s1s`,
     );
   }
+});
+
+Deno.test("configFromEnv() reads EDGESTREAM_DRAIN (default none) and refuses one not below EDGESTREAM_SHUTDOWN, naming it", async () => {
+  for (
+    const [vars, expected] of [
+      [{}, 0],
+      [{ EDGESTREAM_DRAIN: "0s" }, 0],
+      [{ EDGESTREAM_DRAIN: "3s" }, 3_000],
+      [{ EDGESTREAM_DRAIN: "9s", EDGESTREAM_SHUTDOWN: "10s" }, 9_000],
+    ] as const
+  ) {
+    const config = await configFromEnv(env(vars));
+    try {
+      assert.equal(config.drainMs, expected, JSON.stringify(vars));
+    } finally {
+      await config.webhooks.close();
+    }
+  }
+  for (
+    const [vars, message] of [
+      [
+        { EDGESTREAM_DRAIN: "4s" },
+        "EDGESTREAM_DRAIN: expected a duration below EDGESTREAM_SHUTDOWN (4000 ms), as the drain counts inside it, got '4s'",
+      ],
+      [
+        { EDGESTREAM_DRAIN: "5s", EDGESTREAM_SHUTDOWN: "2s" },
+        "EDGESTREAM_DRAIN: expected a duration below EDGESTREAM_SHUTDOWN (2000 ms), as the drain counts inside it, got '5s'",
+      ],
+    ] as const
+  ) {
+    await assert.rejects(
+      () => configFromEnv(env(vars)),
+      (error) => error instanceof ConfigError && error.message === message,
+      JSON.stringify(vars),
+    );
+  }
+  await assert.rejects(
+    () => configFromEnv(env({ EDGESTREAM_DRAIN: "soon" })),
+    (error) =>
+      error instanceof ConfigError && error.message.startsWith("EDGESTREAM_DRAIN: Cannot read"),
+  );
 });
 
 Deno.test("configFromEnv() reads EDGESTREAM_SHUTDOWN (default 4 s) and refuses a bad or zero one, naming it", async () => {
@@ -1849,6 +1891,7 @@ const VARIABLES = [
   "EDGESTREAM_ALLOWED_HOSTS",
   "EDGESTREAM_ALLOWED_ORIGINS",
   "EDGESTREAM_CONFIG",
+  "EDGESTREAM_DRAIN",
   "EDGESTREAM_ENV",
   "EDGESTREAM_INGEST_SOCKETS_MAX",
   "EDGESTREAM_INGEST_SOCKETS_PER_KEY",

@@ -853,3 +853,67 @@ Deno.test("serveApp() with ready answers a request only once ready resolves (mai
     await config.webhooks.close();
   }
 });
+
+for (const entry of ["src/main.ts", "deploy/main.ts"]) {
+  Deno.test(`${entry} with EDGESTREAM_DRAIN keeps listening after SIGTERM: /readyz answers 503 shutting_down on a new connection, ingest is still served, then it stops`, async () => {
+    const server = await startServerProcess(`drain ${entry}`, {
+      EDGESTREAM_SWEEP_EVERY: "0s",
+      EDGESTREAM_SHUTDOWN: "4s",
+      EDGESTREAM_DRAIN: "2s",
+    }, { entry });
+    // Each request on a connection of its own, as a load balancer's probe opens one.
+    const onNewConnection = async (path: string, init: RequestInit = {}) => {
+      using client = Deno.createHttpClient({});
+      const response = await fetch(`${server.url}${path}`, { ...init, client });
+      return { status: response.status, headers: response.headers, body: await response.text() };
+    };
+    try {
+      assert.equal((await onNewConnection("/readyz")).status, 200);
+      server.signal("SIGTERM");
+      // The drain line: the stop has begun.
+      await eventually(() => assert.match(server.output(), /draining for 2000 ms/));
+      const ready = await onNewConnection("/readyz");
+      assert.equal(ready.status, 503, ready.body);
+      assert.equal(JSON.parse(ready.body).status, "shutting_down");
+      assert.equal(ready.headers.get("Retry-After"), "1");
+      const sent = await onNewConnection("/v1/streams/orders/events", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ id: "drain-1", country: "NL", amount: 5 }),
+      });
+      assert.ok(sent.status >= 200 && sent.status < 300, `${sent.status} ${sent.body}`);
+      const read = await onNewConnection("/v1/streams/orders/counters/orders_per_minute/current");
+      assert.equal(read.status, 200, read.body);
+      const counted = JSON.parse(read.body).windows.reduce(
+        (sum: number, row: { value: number }) => sum + row.value,
+        0,
+      );
+      assert.equal(counted, 1);
+      const status = await server.status;
+      assert.equal(status.code, 0, server.output());
+      assert.match(server.output(), /stopped in \d+ ms/);
+    } finally {
+      await server.stop();
+    }
+  });
+}
+
+Deno.test("src/main.ts exits at once with status 1 on a second SIGTERM during its EDGESTREAM_DRAIN", async () => {
+  const server = await startServerProcess("drain-twice", {
+    EDGESTREAM_SWEEP_EVERY: "0s",
+    EDGESTREAM_SHUTDOWN: "20s",
+    EDGESTREAM_DRAIN: "15s",
+  });
+  try {
+    server.signal("SIGTERM");
+    await eventually(() => assert.match(server.output(), /draining for 15000 ms/));
+    // Past the 250 ms within which signals are the same stop.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    server.signal("SIGTERM");
+    const status = await server.status;
+    assert.equal(status.code, 1, server.output());
+    assert.match(server.output(), /SIGTERM again: exiting now/);
+  } finally {
+    await server.stop();
+  }
+});

@@ -41,9 +41,24 @@ export class OpenConnections {
   #held = new Set<HeldConnection>();
   #reason: string | null = null;
 
+  #draining = false;
+
   /** Whether {@linkcode close} was called. */
   get closing(): boolean {
     return this.#reason !== null;
+  }
+
+  /**
+   * Whether the server is stopping: draining (`EDGESTREAM_DRAIN`: still serving, `/readyz`
+   * answering 503 so a load balancer takes this instance out) or closing.
+   */
+  get stopping(): boolean {
+    return this.#draining || this.#reason !== null;
+  }
+
+  /** Marks the drain's start: {@linkcode stopping} is true, connections are still taken. */
+  drain(): void {
+    this.#draining = true;
   }
 
   /** Connections held now. */
