@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { RequestsInFlight } from "../../src/http/open_connections.ts";
+import { OpenConnections, RequestsInFlight } from "../../src/http/open_connections.ts";
 
 Deno.test("RequestsInFlight counts a handler's requests until each answered, thrown or not", async () => {
   const requests = new RequestsInFlight();
@@ -42,4 +42,17 @@ Deno.test("RequestsInFlight.idleForMs() is Infinity before any request, 0 while 
   await (await handled).body?.cancel();
   now = 2_300;
   assert.equal(requests.idleForMs(), 300);
+});
+
+Deno.test("OpenConnections.drain() makes it stopping while it still takes connections; close() refuses them", async () => {
+  const connections = new OpenConnections();
+  assert.equal(connections.stopping, false);
+  connections.drain();
+  assert.equal(connections.stopping, true);
+  assert.equal(connections.closing, false);
+  // Still taken during the drain: only /readyz says the instance is going.
+  connections.refuseWhileClosing();
+  await connections.close("Server is shutting down");
+  assert.equal(connections.stopping, true);
+  assert.throws(() => connections.refuseWhileClosing(), /shutting down/);
 });
