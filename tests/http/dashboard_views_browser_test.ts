@@ -21,6 +21,16 @@ const CONTENT_TYPES: Record<string, string> = {
  * request in `globalThis.held` (`{url, answer(status, body)}`), unless `globalThis.answerAll` is a
  * function (of the URL, giving `[status, body]`) that answers it at once; `globalThis.asked(n)`
  * resolves once `n` requests were held. Console errors and uncaught errors go to `errors`.
+ *
+ * The page's helpers for the tests' own scripts:
+ * - `frames2()` resolves once whatever a view put off to the next frame has been done;
+ * - `drawCounter(windows, current, options?)` stops the counters view it drew before, draws
+ *   {@linkcode ORDERS}'s counter in `#view` with `options`, its windows read answered `windows`
+ *   and its current window `current`, and resolves to `#view` once drawn;
+ * - `answerWebhooks([status, body])` answers the webhooks list so, and each delivery list empty;
+ * - `boxOf(root, text)` is the box (`{left, right}`) of the first place `text` is in the text
+ *   under `root`, as drawn; `inOrder(root, ...texts)` whether each text is drawn wholly left of
+ *   the next.
  */
 async function viewsPage(browser: Browser): Promise<{ page: Page; errors: string[] }> {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
@@ -75,6 +85,36 @@ async function viewsPage(browser: Browser): Promise<{ page: Page; errors: string
     // Two frames: whatever a view put off to the next frame has been done.
     globalThis.frames2 = () => new Promise((resolve) =>
       requestAnimationFrame(() => requestAnimationFrame(resolve)));
+    globalThis.drawCounter = async (windows, current, options) => {
+      const { CountersView } = await import("/static/dashboard/counters.js");
+      const container = document.getElementById("view");
+      globalThis.countersView?.stop();
+      globalThis.answerAll = (url) => [200, url.includes("/current") ? current : windows];
+      globalThis.countersView = new CountersView(container, [${JSON.stringify(ORDERS)}], options);
+      await globalThis.countersView.load("orders");
+      await globalThis.frames2();
+      return container;
+    };
+    globalThis.answerWebhooks = (list) => {
+      globalThis.answerAll = (url) => new URL(url, location.href).pathname === "/v1/webhooks"
+        ? list
+        : [200, { deliveries: [], nextCursor: null }];
+    };
+    globalThis.boxOf = (root, text) => {
+      const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const at = node.textContent.indexOf(text);
+        if (at < 0) continue;
+        const range = document.createRange();
+        range.setStart(node, at);
+        range.setEnd(node, at + text.length);
+        const { left, right } = range.getBoundingClientRect();
+        return { left, right };
+      }
+      throw new Error("no " + text + " in " + root.textContent);
+    };
+    globalThis.inOrder = (root, ...texts) =>
+      texts.every((text, i) => i === 0 || boxOf(root, texts[i - 1]).right <= boxOf(root, text).left);
   })()`);
   return { page, errors };
 }
@@ -178,9 +218,7 @@ browserTest(
     /** Reads the webhooks with the list answered `list`; what the panel then shows. */
     const refresh = async (list: unknown[]) =>
       await page.evaluate(`(async () => {
-        globalThis.answerAll = (url) => new URL(url, location.href).pathname === "/v1/webhooks"
-          ? ${JSON.stringify(list)}
-          : [200, { deliveries: [], nextCursor: null }];
+        globalThis.answerWebhooks(${JSON.stringify(list)});
         const again = await globalThis.webhooks.refresh();
         return {
           again,
@@ -247,17 +285,9 @@ browserTest(
         others: { groups: top + 1, value: 1 },
       };
       return await page.evaluate(`(async () => {
-        const { CountersView } = await import("/static/dashboard/counters.js");
-        const container = document.getElementById("view");
-        globalThis.countersView?.stop();
-        globalThis.answerAll = (url) => [200, url.includes("/current") ? ${
+        const container = await globalThis.drawCounter(${JSON.stringify(windows)}, ${
         JSON.stringify(current)
-      } : ${JSON.stringify(windows)}];
-        globalThis.countersView = new CountersView(container, [${
-        JSON.stringify(ORDERS)
-      }], { top: ${top} });
-        await globalThis.countersView.load("orders");
-        await globalThis.frames2();
+      }, { top: ${top} });
         const colour = (element) => getComputedStyle(element).borderTopColor;
         const legend = [...container.querySelectorAll(".u-legend .u-series")].slice(1).map((row) => ({
           label: row.querySelector(".u-label").textContent,
@@ -317,9 +347,7 @@ browserTest(
           document.getElementById("view"),
           document.getElementById("note"),
         );
-        globalThis.answerAll = (url) => new URL(url, location.href).pathname === "/v1/webhooks"
-          ? [200, ${JSON.stringify(list)}]
-          : [200, { deliveries: [], nextCursor: null }];
+        globalThis.answerWebhooks([200, ${JSON.stringify(list)}]);
         await globalThis.webhooks.refresh();
         return {
           rows: [...document.querySelectorAll("#view [data-webhook]")]
@@ -347,12 +375,11 @@ browserTest(
       { id: "ep_a", url: "https://hooks.example/a", description: "billing" },
       { id: "ep_b", url: "https://hooks.example/b", description: null },
     ];
+    const list = [200, { webhooks: endpoints, nextCursor: null }];
     await page.evaluate(`(async () => {
       const { WebhooksView } = await import("/static/dashboard/webhooks.js");
       const view = new WebhooksView(document.getElementById("view"), document.getElementById("note"));
-      globalThis.answerAll = (url) => new URL(url, location.href).pathname === "/v1/webhooks"
-        ? [200, { webhooks: ${JSON.stringify(endpoints)}, nextCursor: null }]
-        : [200, { deliveries: [], nextCursor: null }];
+      globalThis.answerWebhooks(${JSON.stringify(list)});
       await view.refresh();
     })()`);
     const buttons = page.getByRole("button");
@@ -391,17 +418,10 @@ browserTest(
       ],
       others: [],
     };
-    await page.evaluate(`(async () => {
-      const { CountersView } = await import("/static/dashboard/counters.js");
-      globalThis.answerAll = (url) => [200, url.includes("/current")
-        ? { start: ${
-      JSON.stringify(start)
-    }, end: "2099-01-01T00:00:00.000Z", windows: [], others: null }
-        : ${JSON.stringify(windows)}];
-      const view = new CountersView(document.getElementById("view"), [${JSON.stringify(ORDERS)}]);
-      await view.load("orders");
-      await globalThis.frames2();
-    })()`);
+    const current = { start, end: "2099-01-01T00:00:00.000Z", windows: [], others: null };
+    await page.evaluate(
+      `globalThis.drawCounter(${JSON.stringify(windows)}, ${JSON.stringify(current)})`,
+    );
     const entry = (name: string) => page.getByRole("button", { name, exact: true });
     /** The entries' pressed states and which lines uPlot shows (its legend rows not `u-off`). */
     const state = () =>
@@ -445,19 +465,7 @@ browserTest(
         },
       });
       /** The box of the first place \`text\` is in the alert's line. */
-      const box = (text) => {
-        const line = document.querySelector("#alerts li span");
-        const walker = document.createTreeWalker(line, NodeFilter.SHOW_TEXT);
-        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-          const at = node.textContent.indexOf(text);
-          if (at < 0) continue;
-          const range = document.createRange();
-          range.setStart(node, at);
-          range.setEnd(node, at + text.length);
-          return range.getBoundingClientRect();
-        }
-        throw new Error("no " + text);
-      };
+      const box = (text) => globalThis.boxOf(document.querySelector("#alerts li span"), text);
       return {
         text: document.querySelector("#alerts li span").textContent,
         groupRight: box("שלום").right,
@@ -489,14 +497,9 @@ browserTest(
     const windows = { windows: rows, others: [] };
     const current = { start, end: "2099-01-01T00:01:00.000Z", windows: rows, others: null };
     const shown = await page.evaluate(`(async () => {
-      const { CountersView } = await import("/static/dashboard/counters.js");
-      const container = document.getElementById("view");
-      globalThis.answerAll = (url) => [200, url.includes("/current") ? ${
+      const container = await globalThis.drawCounter(${JSON.stringify(windows)}, ${
       JSON.stringify(current)
-    } : ${JSON.stringify(windows)}];
-      const view = new CountersView(container, [${JSON.stringify(ORDERS)}], { top: 5 });
-      await view.load("orders");
-      await globalThis.frames2();
+    }, { top: 5 });
       return {
         legend: [...container.querySelectorAll(".u-legend .u-series .u-label")].slice(1)
           .map((label) => label.textContent),
@@ -524,17 +527,9 @@ browserTest(
     const measure = async (width: number) => {
       await page.setViewportSize({ width, height: 900 });
       return await page.evaluate(`(async () => {
-        const { CountersView } = await import("/static/dashboard/counters.js");
-        const container = document.getElementById("view");
-        globalThis.legendView?.stop();
-        globalThis.answerAll = (url) => [200, url.includes("/current") ? ${
+        const container = await globalThis.drawCounter(${JSON.stringify(windows)}, ${
         JSON.stringify(current)
-      } : ${JSON.stringify(windows)}];
-        globalThis.legendView = new CountersView(container, [${
-        JSON.stringify(ORDERS)
-      }], { top: 5 });
-        await globalThis.legendView.load("orders");
-        await globalThis.frames2();
+      }, { top: 5 });
         const labels = [...container.querySelectorAll(".u-legend .u-series .u-label")].slice(1);
         return {
           legendHeight: container.querySelector(".u-legend").getBoundingClientRect().height,
@@ -582,6 +577,7 @@ browserTest(
       { id: "ep_a", url: "https://hooks.example/a", description: unbroken },
       { id: "ep_b", url: "https://hooks.example/b", description: words },
     ];
+    const list = [200, { webhooks: endpoints, nextCursor: null }];
     await page.evaluate(`(async () => {
       const { StreamsView } = await import("/static/dashboard/streams.js");
       const { WebhooksView } = await import("/static/dashboard/webhooks.js");
@@ -590,9 +586,7 @@ browserTest(
       document.getElementById("view").append(streams, hooks);
       new StreamsView(streams, ${JSON.stringify(streams)});
       const view = new WebhooksView(hooks, document.getElementById("note"));
-      globalThis.answerAll = (url) => new URL(url, location.href).pathname === "/v1/webhooks"
-        ? [200, { webhooks: ${JSON.stringify(endpoints)}, nextCursor: null }]
-        : [200, { deliveries: [], nextCursor: null }];
+      globalThis.answerWebhooks(${JSON.stringify(list)});
       await view.refresh();
     })()`);
     for (const width of [1280, 375]) {
@@ -622,24 +616,6 @@ browserTest(
   },
 );
 
-/**
- * In the page: `globalThis.boxOf(root, text)`, the box of the first place `text` is in the text
- * under `root`, as drawn.
- */
-const BOX_OF = `globalThis.boxOf = (root, text) => {
-  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
-  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-    const at = node.textContent.indexOf(text);
-    if (at < 0) continue;
-    const range = document.createRange();
-    range.setStart(node, at);
-    range.setEnd(node, at + text.length);
-    const { left, right } = range.getBoundingClientRect();
-    return { left, right };
-  }
-  throw new Error("no " + text + " in " + root.textContent);
-};`;
-
 browserTest(
   "a group value with a right-to-left override or an invisible character reads as its escapes in the chart's legend, the current window and an alert: DE and DE + zero-width space apart, no text reversed, each of several values isolated",
   async (browser) => {
@@ -659,16 +635,10 @@ browserTest(
     const windows = { windows: rows, others: [] };
     const current = { start, end: "2099-01-01T00:01:00.000Z", windows: rows, others: null };
     const shown = await page.evaluate(`(async () => {
-      ${BOX_OF}
-      const { CountersView } = await import("/static/dashboard/counters.js");
       const { AlertsView } = await import("/static/dashboard/alerts.js");
-      const container = document.getElementById("view");
-      globalThis.answerAll = (url) => [200, url.includes("/current") ? ${
+      const container = await globalThis.drawCounter(${JSON.stringify(windows)}, ${
       JSON.stringify(current)
-    } : ${JSON.stringify(windows)}];
-      const view = new CountersView(container, [${JSON.stringify(ORDERS)}], { top: 10 });
-      await view.load("orders");
-      await globalThis.frames2();
+    }, { top: 10 });
       const list = document.createElement("ol");
       document.body.append(list);
       new AlertsView(list, document.getElementById("note")).handle({
@@ -681,21 +651,17 @@ browserTest(
       });
       const legend = [...container.querySelectorAll(".u-legend .u-series .u-label")].slice(1);
       const items = [...container.querySelectorAll(".current-values li .group")];
-      /** Whether, as drawn, \`before\` is left of "·" and "·" left of \`after\` in \`root\`. */
-      const inOrder = (root, before, after) =>
-        boxOf(root, before).right <= boxOf(root, "·").left &&
-        boxOf(root, "·").right <= boxOf(root, after).left;
       return {
         legend: legend.map((label) => label.textContent),
         titles: legend.map((label) => label.title),
         current: items.map((item) => item.textContent),
         alert: list.querySelector("li span").textContent,
         drawnInOrder: [
-          inOrder(legend[4], "ab", "cd"),
-          inOrder(items[4], "ab", "cd"),
-          inOrder(legend[5], "שלום", "7"),
+          inOrder(legend[4], "ab", "·", "cd"),
+          inOrder(items[4], "ab", "·", "cd"),
+          inOrder(legend[5], "שלום", "·", "7"),
           // A <bdi> whose first letter is Hebrew reads right to left: its first value rightmost.
-          inOrder(items[5], "7", "שלום"),
+          inOrder(items[5], "7", "·", "שלום"),
         ],
       };
     })()`) as {
@@ -734,7 +700,6 @@ browserTest(
     const { page, errors } = await viewsPage(browser);
     const description = "ab \u202ecd ef";
     const shown = await page.evaluate(`(async () => {
-      ${BOX_OF}
       const { StreamsView } = await import("/static/dashboard/streams.js");
       const { WebhooksView } = await import("/static/dashboard/webhooks.js");
       const view = document.getElementById("view");
@@ -745,11 +710,9 @@ browserTest(
         counters: [],
         stats: {},
       }]);
-      globalThis.answerAll = (url) => new URL(url, location.href).pathname === "/v1/webhooks"
-        ? [200, { webhooks: [{
-          id: "ep_a", url: "https://hooks.example/a", description: ${JSON.stringify(description)},
-        }] }]
-        : [200, { deliveries: [], nextCursor: null }];
+      globalThis.answerWebhooks([200, { webhooks: [{
+        id: "ep_a", url: "https://hooks.example/a", description: ${JSON.stringify(description)},
+      }] }]);
       await new WebhooksView(document.getElementById("hooks"), document.getElementById("note"))
         .refresh();
       const { CountersView } = await import("/static/dashboard/counters.js");
@@ -768,17 +731,13 @@ browserTest(
       }]);
       const parts = [".stream .description", "[data-webhook] .description"].map((selector) => {
         const shown = document.querySelector(selector);
-        const inOrder = boxOf(shown, "ab").right <= boxOf(shown, "cd").left &&
-          boxOf(shown, "cd").right <= boxOf(shown, "ef").left;
+        const inOrder = globalThis.inOrder(shown, "ab", "cd", "ef");
         return { text: shown.textContent, title: shown.title, inOrder };
       });
       const line = counters.querySelector(".counter header .muted");
       parts.push({
         text: line.textContent,
-        inOrder: boxOf(line, "ab").right <= boxOf(line, "cd").left &&
-          boxOf(line, "cd").right <= boxOf(line, "ef").left &&
-          boxOf(line, "ef").right <= boxOf(line, "gh").left &&
-          boxOf(line, "gh").right <= boxOf(line, "tumbling").left,
+        inOrder: inOrder(line, "ab", "cd", "ef", "gh", "tumbling"),
       });
       return parts;
     })()`);
