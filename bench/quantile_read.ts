@@ -11,34 +11,12 @@
  *
  * `deno run -A bench/quantile_read.ts [rounds]`
  */
-import { DDSketch } from "@datadog/sketches-js";
 import { sketchBin, type SketchBins, sketchQuantiles } from "../src/store/sketch.ts";
+import { denseQuantiles } from "../tests/store/_dense_quantiles.ts";
 
 const ROUNDS = Number(Deno.args[0] ?? 5);
 const ACCURACY = 0.001;
 const QS = [0.5, 0.9, 0.95, 0.99];
-
-/** The read before: a DDSketch's dense stores (ranks as sketchQuantiles takes them for QS). */
-function denseQuantiles(bins: SketchBins, qs: readonly number[]): number[] {
-  const sketch = new DDSketch({ relativeAccuracy: ACCURACY });
-  let count = 0;
-  for (const bin in bins) {
-    count += bins[bin];
-    if (bin === "z") sketch.zeroCount += bins[bin];
-    else if (bin[0] === "p") sketch.store.add(Number(bin.slice(1)), bins[bin]);
-    else sketch.negativeStore.add(Number(bin.slice(1)), bins[bin]);
-  }
-  const negatives = sketch.negativeStore.count;
-  return qs.map((q) => {
-    // QS have at most two decimals: q × 100 is whole, so this is the exact rank.
-    const rank = Math.floor(Math.round(q * 100) * (count - 1) / 100);
-    if (rank < negatives) {
-      return -sketch.mapping.value(sketch.negativeStore.keyAtRank(negatives - rank - 1, false));
-    }
-    if (rank < sketch.zeroCount + negatives) return 0;
-    return sketch.mapping.value(sketch.store.keyAtRank(rank - sketch.zeroCount - negatives));
-  });
-}
 
 function binsOf(values: number[]): SketchBins {
   const bins: SketchBins = {};
@@ -63,13 +41,13 @@ const sets: Record<string, SketchBins[]> = {
 for (const [name, groups] of Object.entries(sets)) {
   for (const bins of groups.slice(0, 200)) {
     const sparse = JSON.stringify(sketchQuantiles(bins, ACCURACY, QS));
-    if (sparse !== JSON.stringify(denseQuantiles(bins, QS))) {
+    if (sparse !== JSON.stringify(denseQuantiles(bins, ACCURACY, QS))) {
       throw new Error(`${name}: answers differ`);
     }
   }
   for (let round = 1; round <= ROUNDS; round++) {
     let started = performance.now();
-    for (const bins of groups) denseQuantiles(bins, QS);
+    for (const bins of groups) denseQuantiles(bins, ACCURACY, QS);
     const dense = performance.now() - started;
     started = performance.now();
     for (const bins of groups) sketchQuantiles(bins, ACCURACY, QS);

@@ -6,7 +6,6 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { DDSketch } from "@datadog/sketches-js";
 import {
   addBins,
   sketchBin,
@@ -14,6 +13,7 @@ import {
   sketchQuantiles,
   sketchSlotsRead,
 } from "../../src/store/sketch.ts";
+import { denseQuantiles } from "./_dense_quantiles.ts";
 
 const QS = [0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1];
 
@@ -265,38 +265,6 @@ Deno.test("the README's quantiles cost figures are those of the two bench result
   const text = cost.replace(/\s+/g, " ");
   for (const figure of expected) assert.ok(text.includes(figure), `README Cost says '${figure}'`);
 });
-
-/**
- * sketchQuantiles() as it read sketches before it read only their occupied buckets: a DDSketch of
- * the library, its stores filled with the counts and walked by `keyAtRank`. Kept as the model the
- * sparse read must match bucket for bucket.
- */
-function denseQuantiles(bins: SketchBins, accuracy: number, qs: readonly number[]): number[] {
-  const sketch = new DDSketch({ relativeAccuracy: accuracy });
-  let count = 0;
-  for (const bin in bins) {
-    count += bins[bin];
-    if (bin === "z") sketch.zeroCount += bins[bin];
-    else if (bin[0] === "p") sketch.store.add(Number(bin.slice(1)), bins[bin]);
-    else sketch.negativeStore.add(Number(bin.slice(1)), bins[bin]);
-  }
-  const negatives = sketch.negativeStore.count;
-  return qs.map((q) => {
-    // The exact rank of the decimal q names, as sketchQuantiles() takes it.
-    const [mantissa, exponent = "0"] = String(q).split("e");
-    const [whole, fraction = ""] = mantissa.split(".");
-    const scale = fraction.length - Number(exponent);
-    const product = BigInt(`${whole}${fraction}`) * BigInt(count - 1);
-    const rank = Number(
-      scale <= 0 ? product * 10n ** BigInt(-scale) : product / 10n ** BigInt(scale),
-    );
-    if (rank < negatives) {
-      return -sketch.mapping.value(sketch.negativeStore.keyAtRank(negatives - rank - 1, false));
-    }
-    if (rank < sketch.zeroCount + negatives) return 0;
-    return sketch.mapping.value(sketch.store.keyAtRank(rank - sketch.zeroCount - negatives));
-  });
-}
 
 Deno.test("sketchQuantiles() reads the bucket and value a DDSketch of the same counts reads, at every rank", () => {
   const value = fc.oneof(
