@@ -119,6 +119,18 @@ async function viewsPage(browser: Browser): Promise<{ page: Page; errors: string
   return { page, errors };
 }
 
+/**
+ * A browser test of what `check` checks on a {@linkcode viewsPage}; then the page must have logged
+ * no console error and thrown no uncaught error.
+ */
+function viewsTest(name: string, check: (page: Page) => Promise<void>): void {
+  browserTest(name, async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    await check(page);
+    assert.deepEqual(errors, []);
+  });
+}
+
 const ORDERS = {
   name: "orders",
   counters: ["orders_per_minute"],
@@ -146,10 +158,9 @@ const CURRENT = {
   others: null,
 };
 
-browserTest(
+viewsTest(
   "a counter's windows or current window read answered after stop() draws nothing: no chart made into the destroyed one, no current window shown",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     // Stopped while its windows are read, then stopped while its current window is read.
     for (const stopAt of ["windows", "current"]) {
       const seen = await page.evaluate(`(async () => {
@@ -194,7 +205,6 @@ browserTest(
         asked: stopAt === "windows" ? 1 : 2,
       }, stopAt);
     }
-    assert.deepEqual(errors, []);
   },
 );
 
@@ -203,10 +213,9 @@ function refusal(status: number, code: string, message: string) {
   return [status, { error: { code, message } }];
 }
 
-browserTest(
+viewsTest(
   "the webhooks table read before stays, with a note of its time, when the list is refused 401 or 403 (as the stream cards stay); webhooks gone from the server (404) empty it",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     await page.evaluate(`(async () => {
       const { WebhooksView } = await import("/static/dashboard/webhooks.js");
       globalThis.webhooks = new WebhooksView(
@@ -256,14 +265,12 @@ browserTest(
       rows: [],
       note: "Webhook health needs an admin key for all streams (API key lacks the 'admin' scope).",
     });
-    assert.deepEqual(errors, []);
   },
 );
 
-browserTest(
+viewsTest(
   "a count's line of the rest summed is drawn apart from every group's, also from a group named others and with 10 groups drawn: its own colour, dashed, its own label, and so is its swatch in the current window",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     const start = "2026-01-01T00:00:00.000Z";
     /** What a view of `groups` (name → value) drawn with `top` shows once read. */
     const drawn = async (groups: Record<string, number>, top: number) => {
@@ -327,14 +334,12 @@ browserTest(
     assert.equal(ten.legend.length, 11);
     assert.equal(new Set(ten.legend.map((line) => line.colour)).size, 11);
     assert.equal(ten.current.at(-1)!.colour, ten.legend.at(-1)!.colour);
-    assert.deepEqual(errors, []);
   },
 );
 
-browserTest(
+viewsTest(
   "the webhooks table of the first page of endpoints says more are registered when the list has a next page, and says nothing once it has none",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     const endpoints = [
       { id: "ep_a", url: "https://hooks.example/a", description: null },
       { id: "ep_b", url: "https://hooks.example/b", description: null },
@@ -363,14 +368,12 @@ browserTest(
       rows: ["ep_a", "ep_b"],
       note: "",
     });
-    assert.deepEqual(errors, []);
   },
 );
 
-browserTest(
+viewsTest(
   "each webhook row's replay button and period are named by its endpoint (its description, else its URL), beginning with the button's text",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     const endpoints = [
       { id: "ep_a", url: "https://hooks.example/a", description: "billing" },
       { id: "ep_b", url: "https://hooks.example/b", description: null },
@@ -401,14 +404,12 @@ browserTest(
         row,
       );
     }
-    assert.deepEqual(errors, []);
   },
 );
 
-browserTest(
+viewsTest(
   "a chart's legend entries are toggle buttons the keyboard reaches with Tab: Enter or Space hides and shows the line as a click does",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     const start = "2026-01-01T00:00:00.000Z";
     const end = "2026-01-01T00:01:00.000Z";
     const windows = {
@@ -443,14 +444,12 @@ browserTest(
     // A click still toggles, and the pressed state follows it.
     await entry("FR").click();
     assert.deepEqual(await state(), [["true", true], ["true", true]]);
-    assert.deepEqual(errors, []);
   },
 );
 
-browserTest(
+viewsTest(
   "an alert whose group is right-to-left text reads in order: the value stays right of the group, and each name is isolated",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     const seen = await page.evaluate(`(async () => {
       const { AlertsView } = await import("/static/dashboard/alerts.js");
       document.getElementById("view").innerHTML = '<ol id="alerts"></ol><span id="count"></span>';
@@ -478,14 +477,12 @@ browserTest(
     assert.ok((seen.groupRight as number) <= (seen.equalsLeft as number), JSON.stringify(seen));
     assert.ok((seen.equalsLeft as number) < (seen.valueLeft as number), JSON.stringify(seen));
     assert.deepEqual(seen.isolated, ["busy", "orders", "per_minute", "שלום"]);
-    assert.deepEqual(errors, []);
   },
 );
 
-browserTest(
+viewsTest(
   "a group whose value is empty or only spaces reads as its quoted text in the chart's legend and the current window: not uPlot's default 'Value', not blank, and apart from each other",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     const start = "2026-01-01T00:00:00.000Z";
     const end = "2026-01-01T00:01:00.000Z";
     const rows = [["", 3], [" ", 2], ["DE", 1]].map(([country, value]) => ({
@@ -509,14 +506,12 @@ browserTest(
     })()`) as { legend: string[]; current: string[] };
     assert.deepEqual(shown.legend, ['""', '" "', "DE"]);
     assert.deepEqual(shown.current, ['""', '" "', "DE"]);
-    assert.deepEqual(errors, []);
   },
 );
 
-browserTest(
+viewsTest(
   "a chart's legend keeps a group of thousands of characters to one line, cut with an ellipsis and whole in its title, at 1280 px and on a 375 px phone",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     const start = "2026-01-01T00:00:00.000Z";
     const end = "2026-01-01T00:01:00.000Z";
     // Any client sending events chooses its groups: one unbroken, one of words, one short.
@@ -559,14 +554,12 @@ browserTest(
       }
       assert.ok(shown.legendHeight < 120, `${width} px: legend ${shown.legendHeight} px tall`);
     }
-    assert.deepEqual(errors, []);
   },
 );
 
-browserTest(
+viewsTest(
   "a stream's and a webhook endpoint's description of 1024 characters, the most either takes, show in at most two lines, whole in their titles, at 1280 px and on a 375 px phone",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     const unbroken = "d".repeat(1024);
     const words = "word ".repeat(205).slice(0, 1024);
     const streams = [
@@ -612,14 +605,12 @@ browserTest(
         );
       }
     }
-    assert.deepEqual(errors, []);
   },
 );
 
-browserTest(
+viewsTest(
   "a group value with a right-to-left override or an invisible character reads as its escapes in the chart's legend, the current window and an alert: DE and DE + zero-width space apart, no text reversed, each of several values isolated",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     const start = "2026-01-01T00:00:00.000Z";
     const end = "2026-01-01T00:01:00.000Z";
     const RLO = "\u202e";
@@ -690,14 +681,12 @@ browserTest(
     // Before, the override reversed the rest of the label ("dc · ba"), and in the legend (left
     // to right) the number after the Hebrew value took the Hebrew's direction: "7 · שלום".
     assert.deepEqual(shown.drawnInOrder, [true, true, true, true], detail);
-    assert.deepEqual(errors, []);
   },
 );
 
-browserTest(
+viewsTest(
   "a stream's or webhook endpoint's description, or a counter's field, with a right-to-left override shows it as its escape, in its text and title, and reads in order",
-  async (browser) => {
-    const { page, errors } = await viewsPage(browser);
+  async (page) => {
     const description = "ab \u202ecd ef";
     const shown = await page.evaluate(`(async () => {
       const { StreamsView } = await import("/static/dashboard/streams.js");
@@ -747,6 +736,5 @@ browserTest(
       { text: escaped, title: escaped, inOrder: true },
       { text: `count by ${escaped}, gh · tumbling 1m`, inOrder: true },
     ]);
-    assert.deepEqual(errors, []);
   },
 );
