@@ -102,7 +102,7 @@ import {
 } from "./store/mod.ts";
 import { InstrumentedStore } from "./telemetry/mod.ts";
 import { LOG_LEVELS, type LogLevel, REDACTED } from "./telemetry/logging.ts";
-import { withoutCredentials } from "./validate/mod.ts";
+import { nearestName, withoutCredentials } from "./validate/mod.ts";
 
 /** Where variables come from: `Deno.env`, or a plain map in tests. */
 export interface EnvSource {
@@ -146,19 +146,6 @@ export const SETTING_NAMES: readonly string[] = [
   "EDGESTREAM_STREAMS_MAX",
   "EDGESTREAM_CHROMIUM",
 ];
-
-/** Edits (insert, delete, replace a character) from `a` to `b`. */
-function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, index) => index);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) {
-      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    row = next;
-  }
-  return row[b.length];
-}
 
 /**
  * A warning for each `EDGESTREAM_` variable set that is no setting: a typo
@@ -231,8 +218,8 @@ function nearestSetting(
   name: string,
   settings: readonly string[],
 ): { setting: string; edits: number } {
-  return settings.map((setting) => ({ setting, edits: editDistance(name.toUpperCase(), setting) }))
-    .sort((a, b) => a.edits - b.edits)[0];
+  const nearest = nearestName(name.toUpperCase(), settings)!;
+  return { setting: nearest.name, edits: nearest.edits };
 }
 
 /**

@@ -11,6 +11,7 @@ import type { RouteConfig } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
 import { matchedRoutes } from "hono/route";
 import { quoteInput } from "../telemetry/logging.ts";
+import { editDistance } from "../validate/mod.ts";
 import { ApiError } from "./errors.ts";
 
 /** The first query parameter of `url` given more than once, other than a `group.<field>` filter. */
@@ -68,7 +69,8 @@ export interface UntakenQueryOptions {
  * would answer as if it were not asked, a filter as if it had worked. With `groupFilters`, a
  * `group.<field>` filter is taken too, and a name starting `group[` that is no filter, and `group`
  * itself, are left to the route's group filter check, which says how to write one. The message
- * names the parameter and those taken, and the taken one it differs from only by case, if any.
+ * names the parameter and those taken, and the taken one it differs from only by case, if any,
+ * else the one it is a few edits from (see {@linkcode nearTaken}).
  *
  * @example
  * ```ts
@@ -78,7 +80,8 @@ export interface UntakenQueryOptions {
  * try {
  *   refuseUntakenQuery("/v1/streams?limt=10", ["limit", "cursor"]);
  * } catch (error) {
- *   console.log((error as Error).message); // Query parameter 'limt' is not taken here: limit, cursor are
+ *   // Query parameter 'limt' is not taken here (did you mean 'limit'?); this route takes: limit, cursor
+ *   console.log((error as Error).message);
  * }
  * ```
  */
@@ -104,7 +107,7 @@ export function refuseUntakenQuery(
       "invalid_query",
       `Query parameter '${quoteInput(name, 64)}' is not taken here${
         untakenHint(name, taken, groupFilters)
-      }: ${listed.length === 0 ? "none is" : `${listed.join(", ")} are`}`,
+      }; this route takes${listed.length === 0 ? " none" : `: ${listed.join(", ")}`}`,
     );
   }
 }
@@ -119,7 +122,30 @@ function untakenHint(name: string, taken: readonly string[], groupFilters: boole
       : undefined);
   if (meant !== undefined) return ` (names are case-sensitive: '${quoteInput(meant, 64)}'?)`;
   if (name === "token") return " (send the key as 'Authorization: Bearer <key>')";
-  return "";
+  const near = nearTaken(name, taken, groupFilters);
+  return near === undefined ? "" : ` (did you mean '${quoteInput(near, 64)}'?)`;
+}
+
+/**
+ * The taken name a misspelled `name` is near (compared in lower case), if one alone is: fewest
+ * edits, and fewer than half its length (`limt`, `curser`; not `x` for `q`), or `group.<field>`
+ * for a name whose part before its first dot is a couple of edits from `group` (`grp.country`).
+ */
+function nearTaken(
+  name: string,
+  taken: readonly string[],
+  groupFilters: boolean,
+): string | undefined {
+  const lower = name.toLowerCase();
+  const dot = lower.indexOf(".");
+  if (groupFilters && dot > 0 && editDistance(lower.slice(0, dot), "group") <= 2) {
+    return `group${name.slice(dot)}`;
+  }
+  const near = taken.map((one) => ({ one, edits: editDistance(lower, one.toLowerCase()) }))
+    .filter(({ one, edits }) => edits * 2 < one.length);
+  const fewest = Math.min(...near.map(({ edits }) => edits));
+  const nearest = near.filter(({ edits }) => edits === fewest);
+  return nearest.length === 1 ? nearest[0].one : undefined;
 }
 
 /** Throws 400 `invalid_query` when `url` repeats a query parameter. */

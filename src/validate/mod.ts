@@ -27,5 +27,6 @@ export {
   withOversizedPatterns,
 } from "./linear_regexp.ts";
 export { HOST_NAME, ORIGIN_RULE, webOrigin, withoutCredentials } from "./origin.ts";
+export { editDistance, nearestName } from "./nearest.ts";
 export * from "./quote.ts";
 export * from "./time.ts";

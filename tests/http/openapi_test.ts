@@ -203,8 +203,8 @@ Deno.test("every GET of /v1/… refuses a query parameter its operation does not
       assert.equal(body.error.code, "invalid_query", name);
       assert.equal(
         body.error.message,
-        `Query parameter 'unlisted' is not taken here: ${
-          listed.length === 0 ? "none is" : `${listed.join(", ")} are`
+        `Query parameter 'unlisted' is not taken here; this route takes${
+          listed.length === 0 ? " none" : `: ${listed.join(", ")}`
         }`,
         name,
       );
@@ -232,8 +232,11 @@ Deno.test("the README's examples of a query parameter a GET does not take are wh
   try {
     for (
       const [path, message] of [
-        ["/v1/streams?limt=10", "Query parameter 'limt' is not taken here: limit, cursor are"],
-        ["/v1/key?x=1", "Query parameter 'x' is not taken here: none is"],
+        [
+          "/v1/streams?limt=10",
+          "Query parameter 'limt' is not taken here (did you mean 'limit'?); this route takes: limit, cursor",
+        ],
+        ["/v1/key?x=1", "Query parameter 'x' is not taken here; this route takes none"],
       ]
     ) {
       const res = await call(ctx.app, "GET", path, undefined, ADMIN_KEY);

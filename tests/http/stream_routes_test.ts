@@ -1031,14 +1031,23 @@ Deno.test("a query parameter the counter reads do not take (a misspelled filter)
           "Group[country]",
           " (names are case-sensitive: 'group[country]'?)",
         ],
-        ["grp.country=DE", "grp.country", ""],
+        // A name a few edits from a taken one says which.
+        ["grp.country=DE", "grp.country", " (did you mean 'group.country'?)"],
+        ["grop.Country=DE", "grop.Country", " (did you mean 'group.Country'?)"],
+        ["limt=1", "limt", " (did you mean 'limit'?)"],
+        ["curser=x", "curser", " (did you mean 'cursor'?)"],
+        ["tp=1", "tp", " (did you mean 'top'?)"],
+        // None for a name as many edits as half the name meant (`x`: `q`, `t`: `to`), or more.
+        ["x=1", "x", ""],
+        ["t=1", "t", ""],
+        ["limitless=1", "limitless", ""],
         // No hint to another name that is no filter (the bracket left open).
         [`${encodeURIComponent("Group[country")}=DE`, "Group[country", ""],
         ["country=DE", "country", ""],
         ["group.country=DE&Top=1", "Top", " (names are case-sensitive: 'top'?)"],
         ["LIMIT=1", "LIMIT", " (names are case-sensitive: 'limit'?)"],
         // Read by decoded name, as the repeat check reads names.
-        ["%67rp.country=DE", "grp.country", ""],
+        ["%67rp.country=DE", "grp.country", " (did you mean 'group.country'?)"],
         ["token=k", "token", " (send the key as 'Authorization: Bearer <key>')"],
       ]
     ) {
@@ -1048,14 +1057,14 @@ Deno.test("a query parameter the counter reads do not take (a misspelled filter)
       assert.equal(error.code, "invalid_query");
       assert.equal(
         error.message,
-        `Query parameter '${name}' is not taken here${hint}: ${names} are`,
+        `Query parameter '${name}' is not taken here${hint}; this route takes: ${names}`,
         `${path}?${query}`,
       );
     }
   }
 });
 
-Deno.test("README Reading counters: the misspelled-filter message, the cache-buster _ and the repeated-parameter message it quotes are the API's", async () => {
+Deno.test("README Reading counters: the misspelled-filter messages, the cache-buster _ and the repeated-parameter message it quotes are the API's", async () => {
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   const section = readme.slice(
     readme.indexOf("### Reading counters"),
@@ -1070,6 +1079,9 @@ Deno.test("README Reading counters: the misspelled-filter message, the cache-bus
   const misspelled = await app.request("/v1/streams/shop/counters/n?Group.country=DE");
   assert.equal(misspelled.status, 400);
   assert.equal((await misspelled.json()).error.message, quoted("Query parameter 'Group.country'"));
+  const near = await app.request(`/v1/streams/shop/counters/n?${quoted("grp\\.")}`);
+  assert.equal(near.status, 400);
+  assert.ok((await near.json()).error.message.includes(quoted("\\(did you mean")));
   const buster = quoted("_=");
   assert.equal((await app.request(`/v1/streams/shop/counters/n?${buster}`)).status, 200);
   const twice = quoted("limit=1&limit=2");
