@@ -353,7 +353,14 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
       headers["RateLimit-Policy"] = `"${limit.name}";q=${limit.limit};w=${window}`;
       headers["RateLimit"] = `"${limit.name}";r=${error.remaining};t=${retryAfter}`;
     }
-    return new ApiError(429, "rate_limited", error.message, { headers, cause: error });
+    // The wait in whole ms too, rounded up as Retry-After's seconds are: what a WebSocket
+    // frame, which has no headers, carries alone, and finer than Retry-After for a client.
+    const retryAfterMs = Math.max(1, Math.ceil(error.retryAfterMs));
+    return new ApiError(429, "rate_limited", error.message, {
+      headers,
+      details: { retryAfterMs },
+      cause: error,
+    });
   }
   if (error instanceof SlotLimitError) {
     // The key's own bound: 429, as a rate limit; the process's: 503, another instance may take it.

@@ -115,7 +115,6 @@ import {
   ingestItems,
   type IngestRateLimit,
   type IngestReply,
-  RateLimitedError,
 } from "../ingest/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -767,16 +766,7 @@ class IngestConnection implements HeldConnection {
       if (api && !(api.status === 500)) {
         // Unavailable, in flight or rate limited: the same frame may succeed later.
         const retryable = RETRYABLE_CODES.has(api.code);
-        if (api.code === "rate_limited" && error instanceof RateLimitedError) {
-          // HTTP's wait is its Retry-After header; a frame has none, so its details carry it, in
-          // whole ms rounded up as that header's seconds are.
-          const retryAfterMs = Math.max(1, Math.ceil(error.retryAfterMs));
-          return this.#errorReply(seq, retryable, {
-            code: api.code,
-            message: api.message,
-            details: { retryAfterMs },
-          });
-        }
+        // A rate limit's wait is in its details (`retryAfterMs`), as in the HTTP 429's body.
         return this.#errorReply(seq, retryable, api);
       }
       this.#logFailure(error);

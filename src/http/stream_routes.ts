@@ -355,7 +355,7 @@ const ingestRoute = createRoute({
   tags: ["ingest"],
   summary: "Send events",
   description:
-    "One event object, an array of up to 1000 events, or NDJSON (one event per line). The reply is sent after the store applied the batch. With an `Idempotency-Key`, the same key and body within the stream's `idempotencyTtl` (24 h by default) get the first reply again (header `Idempotent-Replayed: true`) and apply nothing. Over the stream's `limits` or the key's `rateLimit`: 429 `rate_limited`, nothing applied, with `Retry-After`, `RateLimit-Policy` and `RateLimit`. A publishable key (`pk_…`) may come as `?key=` and its body as `text/plain` holding JSON (beacons); pages on the key's `origins` (or the stream's) get CORS headers; a preflight (`OPTIONS`, keyless) grants any origin and answers alike whether the stream exists. Scope: ingest.",
+    "One event object, an array of up to 1000 events, or NDJSON (one event per line). The reply is sent after the store applied the batch. With an `Idempotency-Key`, the same key and body within the stream's `idempotencyTtl` (24 h by default) get the first reply again (header `Idempotent-Replayed: true`) and apply nothing. Over the stream's `limits` or the key's `rateLimit`: 429 `rate_limited`, nothing applied, with `Retry-After`, `RateLimit-Policy` and `RateLimit` (and `error.details.retryAfterMs`: the wait in whole ms, rounded up). A publishable key (`pk_…`) may come as `?key=` and its body as `text/plain` holding JSON (beacons); pages on the key's `origins` (or the stream's) get CORS headers; a preflight (`OPTIONS`, keyless) grants any origin and answers alike whether the stream exists. Scope: ingest.",
   request: {
     params: StreamParams,
     query: z.object({

@@ -568,7 +568,7 @@ Deno.test("an Idempotency-Key is one per stream, whichever API key sends it", as
   assert.equal((await post(other.key, [{}, {}])).status, 422);
 });
 
-Deno.test("the README's 429: a stream of 500 events/s and burst 1000 holding 3 refuses a request of 10 with its headers and message", async () => {
+Deno.test("the README's 429: a stream of 500 events/s and burst 1000 holding 3 refuses a request of 10 with its headers, message and details.retryAfterMs", async () => {
   const store = new MemoryStore({ now: () => NOW });
   const keys = await KeyRing.parse(`ingest:${KEYS.ingest}`, { now: () => NOW });
   const streams = compileConfig({
@@ -596,6 +596,8 @@ Deno.test("the README's 429: a stream of 500 events/s and burst 1000 holding 3 r
     error.message,
     "Rate limit of stream 'orders' (500 events/s, burst 1000) reached: it holds 3 events now, fewer than this request's 10; the request was refused whole (nothing applied): retry in 14 ms",
   );
+  // The wait in whole ms, machine-readable, as a WebSocket frame's.
+  assert.deepEqual(error.details, { retryAfterMs: 14 });
 });
 
 Deno.test("when a stream's and a key's bucket both lack tokens, Retry-After is the longer wait and the headers name that bucket", async () => {

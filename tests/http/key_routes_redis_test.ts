@@ -68,7 +68,7 @@ redisTest(
 );
 
 redisTest(
-  "a stream's rate limit holds across two instances in the same apply, and refused events are not counted",
+  "a stream's rate limit holds across two instances in the same apply, refused events are not counted, and the 429 gives its wait as details.retryAfterMs",
   async (fixture) => {
     const now = Date.now();
     const a = await instance(fixture, () => now);
@@ -79,6 +79,14 @@ redisTest(
     assert.equal(refused.headers.get("RateLimit-Policy"), '"stream";q=5;w=5');
     assert.equal(refused.headers.get("RateLimit"), '"stream";r=2;t=1');
     assert.equal(refused.headers.get("Retry-After"), "1");
+    // Redis refills by its own clock: less than the 1000 ms to the next token, in whole ms, as the
+    // message's "retry in" says.
+    const { error } = await refused.json();
+    assert.equal(error.code, "rate_limited");
+    const retryAfterMs = error.details?.retryAfterMs;
+    assert.ok(Number.isInteger(retryAfterMs), `whole ms: ${retryAfterMs}`);
+    assert.ok(retryAfterMs > 0 && retryAfterMs <= 1000, `within 1000 ms: ${retryAfterMs}`);
+    assert.equal(retryAfterMs, Number(/retry in (\d+) ms/.exec(error.message)?.[1]));
     assert.equal((await b.app.request(...send(KEYS.ingest, [{}, {}]))).status, 202);
     assert.equal((await a.app.request(...send(KEYS.ingest, [{}]))).status, 429);
     const stats = await a.store.stats(
