@@ -1007,6 +1007,40 @@ function checkIntConversions(root: unknown): void {
   });
 }
 
+/** The least int64, -2^63: the one int whose negation, or quotient or remainder by -1, has no int64. */
+const MIN_INT64 = -(2n ** 63n);
+
+/**
+ * Makes each unary `-`, `/` and `%` of a checked tree fail on the int64 they cannot answer, as CEL
+ * specifies (cel-go's `negateInt64Checked`, `divideInt64Checked`, `moduloInt64Checked`): cel-js
+ * checks `+ - *` of ints for overflow but not these, so `-(-9223372036854775807 - 1)` and
+ * `-9223372036854775808 / -1` gave 2^63, an int outside int64, and `% -1` of it gave 0.
+ */
+function checkIntNegation(root: unknown): void {
+  visitNodes(root, (node) => {
+    const checked = node as unknown as { handle?: (...values: unknown[]) => unknown };
+    const handle = checked.handle;
+    if (typeof handle !== "function") return;
+    if (node.op === "-_") {
+      checked.handle = (value, ...rest) => {
+        if (value === MIN_INT64) throw intOverflow("-", value);
+        return handle(value, ...rest);
+      };
+    } else if (node.op === "/" || node.op === "%") {
+      const op = node.op;
+      checked.handle = (left, right, ...rest) => {
+        if (left === MIN_INT64 && right === -1n) throw intOverflow(op, left, right);
+        return handle(left, right, ...rest);
+      };
+    }
+  });
+}
+
+function intOverflow(op: string, left: bigint, right?: bigint): EvaluationError {
+  const what = right === undefined ? `-(${left})` : `${left} ${op} ${right}`;
+  return new EvaluationError(`integer overflow: ${what}`);
+}
+
 /**
  * `handle` (cel-js's of `name()`, `int` or `uint`) failing first for a finite double that
  * `outside` says is out of `name`'s 64-bit range.
@@ -1234,6 +1268,7 @@ export function compileExpression(
     // `matches()`, which charges its own budget.
     const charged = chargeNodes(ast) > 0;
     checkIntConversions(ast);
+    checkIntNegation(ast);
     checkMapKeys(ast);
     evaluate = charged || callsMatches(ast) ? withBudget(run) : run;
   } catch (error) {

@@ -278,6 +278,49 @@ Deno.test("compileExpression() takes `optional` and `cel` as a macro's own varia
   assert.equal(compileExpression("event.optional")({ event: { optional: 2 } }), 2);
 });
 
+Deno.test("-x, x / -1 and x % -1 of the least int64 fail with an integer overflow, as cel-go", () => {
+  // cel-js checked `+ - *` of ints but not these: each gave an int outside int64 (2^63) or 0.
+  const cases: Array<[string, Record<string, unknown>, string]> = [
+    // cel-js's own check of `+ - *`, as the README says.
+    ["int(event.s) * 2", { s: "9223372036854775807" }, "integer overflow: 18446744073709551614"],
+    ["-(-9223372036854775807 - 1)", {}, "integer overflow: -(-9223372036854775808)"],
+    ["-9223372036854775808 / -1", {}, "integer overflow: -9223372036854775808 / -1"],
+    ["-9223372036854775808 % -1", {}, "integer overflow: -9223372036854775808 % -1"],
+    // Dynamic operands (checked per evaluation) and inside a macro, whose nodes pay the budget.
+    [
+      "-(dyn(int(event.s)))",
+      { s: "-9223372036854775808" },
+      "integer overflow: -(-9223372036854775808)",
+    ],
+    [
+      "int(event.s) / dyn(-1) > 0",
+      { s: "-9223372036854775808" },
+      "integer overflow: -9223372036854775808 / -1",
+    ],
+    [
+      "event.items.map(i, (-9223372036854775807 - int(i)) % -1).size() > 0",
+      { items: [0, 1] },
+      "integer overflow: -9223372036854775808 % -1",
+    ],
+  ];
+  for (const [source, event, message] of cases) {
+    assert.throws(() => compileExpression(source)({ event }), (error: unknown) => {
+      assert.equal(evaluationMessage(error), message, source);
+      return true;
+    });
+  }
+  // Everything else as before: the literal -2^63, its quotient and remainder by others, doubles.
+  assert.equal(compileExpression("-9223372036854775808")({ event: {} }), -(2n ** 63n));
+  assert.equal(compileExpression("-(-9223372036854775807)")({ event: {} }), 2n ** 63n - 1n);
+  assert.equal(compileExpression("-9223372036854775808 / 1")({ event: {} }), -(2n ** 63n));
+  assert.equal(compileExpression("-9223372036854775808 / 2")({ event: {} }), -(2n ** 62n));
+  assert.equal(compileExpression("-9223372036854775808 % 2")({ event: {} }), 0n);
+  assert.equal(compileExpression("-7 / -1")({ event: {} }), 7n);
+  assert.equal(compileExpression("-7 % -2")({ event: {} }), -1n);
+  assert.equal(compileExpression("-event.a")({ event: { a: 3 } }), -3);
+  assert.equal(compileExpression("event.a / -1")({ event: { a: -(2 ** 63) } }), 2 ** 63);
+});
+
 Deno.test("int() of a double outside (-2^63, 2^63) fails the evaluation, as CEL specifies", () => {
   const cases: Array<[string, Record<string, unknown>, string]> = [
     ["int(event.big)", { big: 1e20 }, "int() of 100000000000000000000 is out of the int64 range"],
