@@ -1007,6 +1007,110 @@ function checkIntConversions(root: unknown): void {
   });
 }
 
+/** A lone or paired surrogate: where a string's code points and its UTF-16 units differ. */
+const SURROGATE = /[\uD800-\uDFFF]/;
+
+/** How many code points the first `units` UTF-16 units of `text` hold (a lone surrogate is one). */
+function codePointsIn(text: string, units: number): number {
+  let points = 0;
+  for (let unit = 0; unit < units; points++) {
+    const code = text.charCodeAt(unit);
+    const next = text.charCodeAt(unit + 1);
+    unit += code >= 0xd800 && code <= 0xdbff && next >= 0xdc00 && next <= 0xdfff ? 2 : 1;
+  }
+  return points;
+}
+
+/** The UTF-16 index of `text`'s code point `points` (its length past the last). */
+function unitOf(text: string, points: number): number {
+  let unit = 0;
+  for (let point = 0; point < points && unit < text.length; point++) {
+    const code = text.charCodeAt(unit);
+    const next = text.charCodeAt(unit + 1);
+    unit += code >= 0xd800 && code <= 0xdbff && next >= 0xdc00 && next <= 0xdfff ? 2 : 1;
+  }
+  return unit;
+}
+
+function outOfRange(message: string): EvaluationError {
+  return new EvaluationError(message);
+}
+
+/**
+ * The string methods CEL counts in code points (as `size()` does, cel-js too), each taking and
+ * giving code point indices, or null to leave a call to cel-js (any other receiver or argument
+ * types: its own error). cel-js's `substring`, `indexOf` and `lastIndexOf` counted UTF-16 units,
+ * so past an emoji they were off by one a character (`'😀a'.indexOf('a')` gave 2, where `size()`
+ * gave 1) and `'😀x'.substring(0, 1)` cut the emoji in half, a lone surrogate a `set` then stored.
+ * Its `upperAscii` and `lowerAscii` changed every letter (`'é'.upperAscii()` gave `É`, `'ß'` gave
+ * `SS`), where CEL changes ASCII letters only.
+ */
+const CODE_POINT_METHODS: Record<string, (text: string, args: unknown[]) => unknown> = {
+  upperAscii: (text, args) =>
+    args.length === 0 ? text.replace(/[a-z]+/g, (run) => run.toUpperCase()) : null,
+  lowerAscii: (text, args) =>
+    args.length === 0 ? text.replace(/[A-Z]+/g, (run) => run.toLowerCase()) : null,
+  indexOf: (text, [search, from]) => {
+    if (typeof search !== "string" || (from !== undefined && typeof from !== "bigint")) return null;
+    if (!SURROGATE.test(text)) return null;
+    if (from === undefined) {
+      const found = text.indexOf(search);
+      return BigInt(found < 0 ? -1 : codePointsIn(text, found));
+    }
+    if (search === "") return from;
+    if (from < 0n || from >= BigInt(codePointsIn(text, text.length))) {
+      throw outOfRange("string.indexOf(search, fromIndex): fromIndex out of range");
+    }
+    const found = text.indexOf(search, unitOf(text, Number(from)));
+    return BigInt(found < 0 ? -1 : codePointsIn(text, found));
+  },
+  lastIndexOf: (text, [search, from]) => {
+    if (typeof search !== "string" || (from !== undefined && typeof from !== "bigint")) return null;
+    if (!SURROGATE.test(text)) return null;
+    if (from === undefined) {
+      const found = text.lastIndexOf(search);
+      return BigInt(found < 0 ? -1 : codePointsIn(text, found));
+    }
+    if (search === "") return from;
+    if (from < 0n || from >= BigInt(codePointsIn(text, text.length))) {
+      throw outOfRange("string.lastIndexOf(search, fromIndex): fromIndex out of range");
+    }
+    const found = text.lastIndexOf(search, unitOf(text, Number(from)));
+    return BigInt(found < 0 ? -1 : codePointsIn(text, found));
+  },
+  substring: (text, [start, end]) => {
+    if (typeof start !== "bigint" || (end !== undefined && typeof end !== "bigint")) return null;
+    if (!SURROGATE.test(text)) return null;
+    const size = BigInt(codePointsIn(text, text.length));
+    if (start < 0n || start > size) {
+      throw outOfRange("string.substring(start, end): start index out of range");
+    }
+    if (end === undefined) return text.slice(unitOf(text, Number(start)));
+    if (end < start || end > size) {
+      throw outOfRange("string.substring(start, end): end index out of range");
+    }
+    return text.slice(unitOf(text, Number(start)), unitOf(text, Number(end)));
+  },
+};
+
+/** Makes each call of a checked tree to one of {@linkcode CODE_POINT_METHODS} on a string its own. */
+function checkStringMethods(root: unknown): void {
+  visitNodes(root, (node) => {
+    if (node.op !== "rcall") return;
+    const method = CODE_POINT_METHODS[(node.args as unknown[])[0] as string];
+    if (!method || !Object.hasOwn(CODE_POINT_METHODS, (node.args as unknown[])[0] as string)) {
+      return;
+    }
+    const call = node as unknown as MethodCall;
+    const handle = call.handle;
+    call.handle = (values, evaluator, self) => {
+      const [receiver, ...args] = values;
+      const value = typeof receiver === "string" ? method(receiver, args) : null;
+      return value === null ? handle(values, evaluator, self) : value;
+    };
+  });
+}
+
 /** The least int64, -2^63: the one int whose negation, or quotient or remainder by -1, has no int64. */
 const MIN_INT64 = -(2n ** 63n);
 
@@ -1269,6 +1373,7 @@ export function compileExpression(
     const charged = chargeNodes(ast) > 0;
     checkIntConversions(ast);
     checkIntNegation(ast);
+    checkStringMethods(ast);
     checkMapKeys(ast);
     evaluate = charged || callsMatches(ast) ? withBudget(run) : run;
   } catch (error) {

@@ -278,6 +278,46 @@ Deno.test("compileExpression() takes `optional` and `cel` as a macro's own varia
   assert.equal(compileExpression("event.optional")({ event: { optional: 2 } }), 2);
 });
 
+Deno.test("substring, indexOf and lastIndexOf count code points, as size() does, and upperAscii/lowerAscii change ASCII only", () => {
+  const run = (source: string, event: Record<string, unknown> = {}) =>
+    compileExpression(source)({ event });
+  // cel-js counted UTF-16 units: 2, 2 and a lone surrogate.
+  assert.equal(run("'😀a'.indexOf('a')"), 1n);
+  assert.equal(run("'😀a'.lastIndexOf('a')"), 1n);
+  assert.equal(run("event.s.substring(0, 1)", { s: "😀x" }), "😀");
+  assert.equal(run("event.s.substring(1)", { s: "😀x" }), "x");
+  assert.equal(run("event.s.substring(1, 3)", { s: "a😀b" }), "😀b");
+  assert.equal(run("event.s.indexOf('a', 1)", { s: "😀a😀a" }), 1n);
+  assert.equal(run("event.s.indexOf('a', 2)", { s: "😀a😀a" }), 3n);
+  assert.equal(run("event.s.lastIndexOf('a', 2)", { s: "😀a😀a" }), 1n);
+  assert.equal(run("event.s.lastIndexOf('')", { s: "😀a" }), 2n);
+  assert.equal(run("event.s.indexOf('z')", { s: "😀a" }), -1n);
+  assert.deepEqual(run("event.l.map(x, x.substring(0, 1))", { l: ["😀x", "ab"] }), ["😀", "a"]);
+  // Indices past the code points are out of range, with cel-js's own messages.
+  const failures: Array<[string, string]> = [
+    ["'😀'.substring(2)", "string.substring(start, end): start index out of range"],
+    ["'😀a'.substring(0, 3)", "string.substring(start, end): end index out of range"],
+    ["'😀a'.indexOf('a', 2)", "string.indexOf(search, fromIndex): fromIndex out of range"],
+    ["'😀a'.lastIndexOf('a', 2)", "string.lastIndexOf(search, fromIndex): fromIndex out of range"],
+  ];
+  for (const [source, message] of failures) {
+    assert.throws(() => run(source), (error: unknown) => {
+      assert.equal(evaluationMessage(error), message, source);
+      return true;
+    });
+  }
+  // Strings of the Basic Multilingual Plane as before.
+  assert.equal(run("'abc'.substring(1, 2)"), "b");
+  assert.equal(run("'abcb'.lastIndexOf('b', 2)"), 1n);
+  assert.equal(run("'é-a'.indexOf('a')"), 2n);
+  // CEL changes ASCII letters only: cel-js gave `É`, `SS` and `à`.
+  assert.equal(run("'éa'.upperAscii()"), "éA");
+  assert.equal(run("event.s.upperAscii()", { s: "ßx" }), "ßX");
+  assert.equal(run("'ÀB'.lowerAscii()"), "Àb");
+  // Another receiver's method is cel-js's: no overload.
+  assert.throws(() => run("event.s.substring(0)", { s: 1 }), /no matching overload/);
+});
+
 Deno.test("-x, x / -1 and x % -1 of the least int64 fail with an integer overflow, as cel-go", () => {
   // cel-js checked `+ - *` of ints but not these: each gave an int outside int64 (2^63) or 0.
   const cases: Array<[string, Record<string, unknown>, string]> = [
