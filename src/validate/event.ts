@@ -1413,6 +1413,15 @@ export function eventIssueMessage(
     if (format !== undefined) return format.message;
   }
   if (issue.code === "unrecognized_keys") return unrecognizedKeys(issue.keys);
+  // zod says only "Invalid key in record": which rule of `propertyNames` the key breaks.
+  if (issue.code === "invalid_key") {
+    const why = issue.issues.map((inner) => inner.message).join("; ");
+    return `Key breaks the schema's propertyNames: ${why}`;
+  }
+  // A subschema `false` (or `{"not": {}}`): zod says "expected never".
+  if (issue.code === "invalid_type" && issue.expected === "never") {
+    return `Not allowed: the schema takes no value here, received ${jsonType(field.value)}`;
+  }
   if (issue.code === "invalid_type" && issue.expected === "int") {
     return issue.message.replace("expected int,", "expected integer,");
   }

@@ -801,7 +801,11 @@ Deno.test("propertyNames holds beside other checks of the object, also from a me
     assert.equal(validateEvent({ a: 1, b: 2 }, compiled).ok, true, JSON.stringify(schema));
     assert.deepEqual(validateEvent({ a: 1, x1: 2 }, compiled), {
       ok: false,
-      errors: [{ path: "x1", message: "Invalid key in record" }],
+      errors: [{
+        path: "x1",
+        message:
+          "Key breaks the schema's propertyNames: Invalid string: must match pattern /^[ab]/",
+      }],
     }, JSON.stringify(schema));
   }
 });
@@ -1736,4 +1740,39 @@ Deno.test("listedErrors() lists at most `max` errors and then how many more, as 
   assert.ok(Array.isArray(listed));
   assert.equal(listed.length, 11);
   assert.deepEqual(listed[10], listedErrors(errors, 10)[10]);
+});
+
+Deno.test("validateEvent() says which propertyNames rule a key breaks, and that a false subschema takes no value", () => {
+  const cases: Array<[Record<string, unknown>, unknown, string, string]> = [
+    // zod said only "Invalid key in record".
+    [
+      { properties: { o: { type: "object", propertyNames: { maxLength: 1 } } } },
+      { o: { ab: 1 } },
+      "o.ab",
+      "Key breaks the schema's propertyNames: Too big: expected string to have <=1 characters",
+    ],
+    [
+      { properties: { o: { type: "object", propertyNames: { pattern: "^a" } } } },
+      { o: { b: 1 } },
+      "o.b",
+      "Key breaks the schema's propertyNames: Invalid string: must match pattern /^a/",
+    ],
+    // zod said "Invalid input: expected never, received number".
+    [
+      { properties: { x: false } },
+      { x: 1 },
+      "x",
+      "Not allowed: the schema takes no value here, received number",
+    ],
+    [
+      { properties: { x: { not: {} } } },
+      { x: [1] },
+      "x",
+      "Not allowed: the schema takes no value here, received array",
+    ],
+  ];
+  for (const [schema, event, path, message] of cases) {
+    const result = validateEvent(event, compileEventSchema(schema));
+    assert.deepEqual(result, { ok: false, errors: [{ path, message }] }, JSON.stringify(schema));
+  }
 });
