@@ -1115,12 +1115,13 @@ function checkStringMethods(root: unknown): void {
 const MIN_INT64 = -(2n ** 63n);
 
 /**
- * Makes each unary `-`, `/` and `%` of a checked tree fail on the int64 they cannot answer, as CEL
+ * Makes each list index of a checked tree that is not a whole number fail saying so, and each
+ * unary `-`, `/` and `%` fail on the int64 they cannot answer, as CEL
  * specifies (cel-go's `negateInt64Checked`, `divideInt64Checked`, `moduloInt64Checked`): cel-js
  * checks `+ - *` of ints for overflow but not these, so `-(-9223372036854775807 - 1)` and
  * `-9223372036854775808 / -1` gave 2^63, an int outside int64, and `% -1` of it gave 0.
  */
-function checkIntNegation(root: unknown): void {
+function checkIntegerEdges(root: unknown): void {
   visitNodes(root, (node) => {
     const checked = node as unknown as { handle?: (...values: unknown[]) => unknown };
     const handle = checked.handle;
@@ -1129,6 +1130,15 @@ function checkIntNegation(root: unknown): void {
       checked.handle = (value, ...rest) => {
         if (value === MIN_INT64) throw intOverflow("-", value);
         return handle(value, ...rest);
+      };
+    } else if (node.op === "[]") {
+      // cel-js looked a fraction up as an index and said it was past the end
+      // (`index 1.5 >= size 2`), a NaN too.
+      checked.handle = (left, right, ...rest) => {
+        if (Array.isArray(left) && typeof right === "number" && !Number.isInteger(right)) {
+          throw new EvaluationError(`Invalid list index ${right}: not a whole number`);
+        }
+        return handle(left, right, ...rest);
       };
     } else if (node.op === "/" || node.op === "%") {
       const op = node.op;
@@ -1372,7 +1382,7 @@ export function compileExpression(
     // `matches()`, which charges its own budget.
     const charged = chargeNodes(ast) > 0;
     checkIntConversions(ast);
-    checkIntNegation(ast);
+    checkIntegerEdges(ast);
     checkStringMethods(ast);
     checkMapKeys(ast);
     evaluate = charged || callsMatches(ast) ? withBudget(run) : run;

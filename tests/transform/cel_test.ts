@@ -318,6 +318,25 @@ Deno.test("substring, indexOf and lastIndexOf count code points, as size() does,
   assert.throws(() => run("event.s.substring(0)", { s: 1 }), /no matching overload/);
 });
 
+Deno.test("a list index that is not a whole number fails saying so, not that it is past the end", () => {
+  const read = compileExpression("event.l[event.i]");
+  // cel-js said `No such key: index out of bounds, index 1.5 >= size 2`.
+  for (const index of [1.5, 0.5, NaN]) {
+    assert.throws(() => read({ event: { l: [1, 2], i: index } }), (error: unknown) => {
+      assert.equal(evaluationMessage(error), `Invalid list index ${index}: not a whole number`);
+      return true;
+    });
+  }
+  // A whole double is an index, as CEL's heterogeneous numbers have it; past the end as before.
+  assert.equal(read({ event: { l: [1, 2], i: 1 } }), 2);
+  assert.throws(
+    () => read({ event: { l: [1, 2], i: 2 } }),
+    /index out of bounds, index 2 >= size 2/,
+  );
+  // A map's key is the map's: as before.
+  assert.throws(() => read({ event: { l: { a: 1 }, i: 1.5 } }), /No such key/);
+});
+
 Deno.test("-x, x / -1 and x % -1 of the least int64 fail with an integer overflow, as cel-go", () => {
   // cel-js checked `+ - *` of ints but not these: each gave an int outside int64 (2^63) or 0.
   const cases: Array<[string, Record<string, unknown>, string]> = [
