@@ -1111,13 +1111,21 @@ function checkStringMethods(root: unknown): void {
   });
 }
 
+/** CEL's timestamps, in milliseconds since 1970: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z. */
+const TIMESTAMP_RANGE_MS = [-62_135_596_800_000, 253_402_300_799_999] as const;
+
+function withinTimestampRange(date: Date): boolean {
+  const time = date.getTime();
+  return time >= TIMESTAMP_RANGE_MS[0] && time <= TIMESTAMP_RANGE_MS[1];
+}
+
 /** The least int64, -2^63: the one int whose negation, or quotient or remainder by -1, has no int64. */
 const MIN_INT64 = -(2n ** 63n);
 
 /**
- * Makes each list index of a checked tree that is not a whole number fail saying so, and each
- * unary `-`, `/` and `%` fail on the int64 they cannot answer, as CEL
- * specifies (cel-go's `negateInt64Checked`, `divideInt64Checked`, `moduloInt64Checked`): cel-js
+ * Makes each timestamp a `+` or `-` of a checked tree gives outside CEL's range (years 1 to 9999)
+ * fail (cel-go's `timestamp overflow`), each list index that is not a whole number fail saying
+ * so, and each unary `-`, `/` and `%` fail on the int64 they cannot answer, as CEL specifies (cel-go's `negateInt64Checked`, `divideInt64Checked`, `moduloInt64Checked`): cel-js
  * checks `+ - *` of ints for overflow but not these, so `-(-9223372036854775807 - 1)` and
  * `-9223372036854775808 / -1` gave 2^63, an int outside int64, and `% -1` of it gave 0.
  */
@@ -1130,6 +1138,19 @@ function checkIntegerEdges(root: unknown): void {
       checked.handle = (value, ...rest) => {
         if (value === MIN_INT64) throw intOverflow("-", value);
         return handle(value, ...rest);
+      };
+    } else if (node.op === "+" || node.op === "-") {
+      // cel-js's timestamps are Dates, which go on past CEL's range (`+010000-01-01T…`).
+      checked.handle = (...values) => {
+        const value = handle(...values);
+        if (value instanceof Date && !withinTimestampRange(value)) {
+          throw new EvaluationError(
+            `timestamp overflow: ${
+              Number.isNaN(value.getTime()) ? "a time" : value.toISOString()
+            } is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z`,
+          );
+        }
+        return value;
       };
     } else if (node.op === "[]") {
       // cel-js looked a fraction up as an index and said it was past the end

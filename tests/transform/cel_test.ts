@@ -318,6 +318,43 @@ Deno.test("substring, indexOf and lastIndexOf count code points, as size() does,
   assert.throws(() => run("event.s.substring(0)", { s: 1 }), /no matching overload/);
 });
 
+Deno.test("a timestamp + or - gives outside CEL's range (years 1 to 9999) fails with a timestamp overflow", () => {
+  const cases: Array<[string, string]> = [
+    // cel-js gave a Date of year 10000, stored as `+010000-01-01T00:00:00.000Z`.
+    [
+      "timestamp('9999-12-31T23:59:59Z') + duration('1s')",
+      "timestamp overflow: +010000-01-01T00:00:00.000Z is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
+    ],
+    [
+      "duration('1h') + timestamp(event.t)",
+      "timestamp overflow: +010000-01-01T00:30:00.000Z is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
+    ],
+    [
+      "timestamp('0001-01-01T00:00:00Z') - duration('1s') < timestamp(event.t)",
+      "timestamp overflow: 0000-12-31T23:59:59.000Z is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
+    ],
+    // Past what a Date holds at all.
+    [
+      "timestamp(event.t) + duration('9999999999999h')",
+      "timestamp overflow: a time is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
+    ],
+  ];
+  const event = { t: "9999-12-31T23:30:00Z" };
+  for (const [source, message] of cases) {
+    assert.throws(() => compileExpression(source)({ event }), (error: unknown) => {
+      assert.equal(evaluationMessage(error), message, source);
+      return true;
+    });
+  }
+  // Within it, to its last millisecond, as before.
+  const last = compileExpression("timestamp(event.t) + duration('29m59.999s')")({ event });
+  assert.equal((last as Date).toISOString(), "9999-12-31T23:59:59.999Z");
+  assert.equal(
+    compileExpression("timestamp(event.t) - duration('1h') < timestamp(event.t)")({ event }),
+    true,
+  );
+});
+
 Deno.test("a list index that is not a whole number fails saying so, not that it is past the end", () => {
   const read = compileExpression("event.l[event.i]");
   // cel-js said `No such key: index out of bounds, index 1.5 >= size 2`.
