@@ -30,6 +30,8 @@ const leaf = fc.oneof(
   field.map((name) => `has(event.${name})`),
   fc.constantFrom("x", "y").map((name) => `has(event.o.${name})`),
   fc.constantFrom("-3", "[1]", "size(event.a)", "event.a + 1.0"),
+  // Ints past what a double holds exactly, which CEL compares with doubles by value.
+  fc.constantFrom("9007199254740993", "9007199254740992", "-9007199254740993", "1u"),
 );
 const expression = fc.letrec((tie) => ({
   node: fc.oneof(
@@ -47,6 +49,7 @@ const value = fc.oneof(
   fc.double({ noNaN: true, noDefaultInfinity: true }),
   fc.integer({ min: -3, max: 3 }),
   fc.constantFrom(0, -0, 1, 2.5, 100),
+  fc.constantFrom(2 ** 53, 2 ** 53 + 2, -(2 ** 53), 2 ** 63),
   fc.constantFrom("a", "b", ""),
   fc.boolean(),
   fc.constant(null),
