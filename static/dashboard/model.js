@@ -55,9 +55,52 @@ export function groupLabel(group) {
  * characters (zero-width spaces and joiners, the byte order mark, the soft hyphen, bidirectional
  * marks, embeddings, overrides and isolates), line and paragraph separators, spaces other than
  * U+0020 (a no-break space reads as one) and the other default-ignorable code points (variation
- * selectors, Hangul fillers).
+ * selectors, Hangul fillers). {@linkcode escapeUnseen} keeps those that are part of ordinary text.
  */
-const UNSEEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]|(?! )\p{Zs}/gu;
+const UNSEEN = String.raw`[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]|(?! )\p{Zs}`;
+
+/**
+ * A letter of a script whose letters a zero-width (non-)joiner can join or part, as in Persian
+ * `می‌خواهم` or Devanagari `क्‍ष`: not Latin, Greek, Cyrillic or CJK, where one changes nothing
+ * seen (`D\u200dE` reads as `DE`).
+ */
+const JOINING_LETTER = String
+  .raw`[\p{L}--[\p{Script=Latin}\p{Script=Greek}\p{Script=Cyrillic}\p{Script=Han}\p{Script=Hangul}\p{Script=Hiragana}\p{Script=Katakana}]]`;
+
+/**
+ * The invisible characters that are part of ordinary text, each matched whole so it stays as it
+ * is: an emoji flag's tag sequence (U+1F3F4, tags U+E0020–U+E007E, the cancel tag U+E007F, as in
+ * England's flag); a zero-width non-joiner or joiner between two letters (and their marks) of
+ * {@linkcode JOINING_LETTER}; a zero-width joiner between two emoji (`👨‍👩‍👧`, `❤️‍🔥`, after a
+ * skin tone too); a text or emoji variation selector after an emoji (`❤️`, `☺︎`) or in a keycap
+ * (`1️⃣`); an ideographic space between two other characters (`東京\u3000駅`).
+ */
+const SHOWN = [
+  String.raw`\u{1f3f4}[\u{e0020}-\u{e007e}]+\u{e007f}`,
+  String.raw`(?<=${JOINING_LETTER}\p{M}*)[\u200c\u200d](?=\p{M}*${JOINING_LETTER})`,
+  String
+    .raw`(?<=[\p{Extended_Pictographic}\p{Emoji_Modifier}\ufe0f\u{e007f}])\u200d(?=\p{Extended_Pictographic})`,
+  String.raw`(?<=[\p{Emoji}--[\x00-\x7f]])[\ufe0e\ufe0f]`,
+  String.raw`(?<=[0-9#*])\ufe0f(?=\u20e3)`,
+  String.raw`(?<!^)\u3000(?!$)`,
+].join("|");
+
+/** An ordinary-text sequence of {@linkcode SHOWN} (group 1), or else one {@linkcode UNSEEN}. */
+const UNSEEN_OR_SHOWN = new RegExp(`(${SHOWN})|${UNSEEN}`, "gv");
+
+/**
+ * Text with each character that shows nothing or reorders the text (see {@linkcode UNSEEN}) as its
+ * escape (`DE\u200b`, `\u202egnp.exe`), but for those in ordinary text ({@linkcode SHOWN}):
+ * joiners in Persian or an emoji, an emoji's variation selector, a flag's tags, an ideographic
+ * space between words. A joiner or selector alone, first or last, or between other characters,
+ * is escaped.
+ */
+function escapeUnseen(text) {
+  return text.replace(
+    UNSEEN_OR_SHOWN,
+    (match, shown) => shown ?? [...match].map(escapeOf).join(""),
+  );
+}
 
 /**
  * The bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069): each
@@ -80,13 +123,15 @@ export function shownText(text) {
   return String(text).replace(BIDI_CONTROLS, escapeOf);
 }
 
+/** Text as JSON, with its invisible characters as escapes (JSON escapes those below U+0020). */
+function quoted(text) {
+  return `"${escapeUnseen(JSON.stringify(text).slice(1, -1))}"`;
+}
+
 /** One group value as {@linkcode groupLabel} writes it. */
 function valueLabel(value) {
   if (typeof value !== "string") return JSON.stringify(value) ?? String(value);
-  if (value === "" || value.trim() !== value || value.search(UNSEEN) !== -1) {
-    // JSON escapes the controls below U+0020, the rest here.
-    return JSON.stringify(value).replace(UNSEEN, escapeOf);
-  }
+  if (value === "" || value.trim() !== value || escapeUnseen(value) !== value) return quoted(value);
   try {
     JSON.parse(value);
   } catch {
@@ -256,13 +301,18 @@ export function counterKey(stream, counter) {
 
 /**
  * How a counter's definition reads: `count by country · tumbling 1m`. A field path is any text: one
- * holding a character that shows nothing or reorders the text (see {@linkcode UNSEEN}) has it
- * written as its escape (`by country\u200b`, `by \u202eyrtnuoc`), so two fields read apart and
- * none reverses the rest.
+ * holding a character that shows nothing or reorders the text (see {@linkcode escapeUnseen}) is
+ * quoted as JSON with it as its escape (`by "country\u200b"`, `by "\u202eyrtnuoc"`), so two
+ * fields read apart (a field named `country\u200b`, with a backslash, reads bare) and none
+ * reverses the rest; so is one that is empty, has white space at either end or starts with `"`.
  */
 export function describeCounter(definition) {
   if (!definition) return "";
-  const field = (path) => String(path).replace(UNSEEN, escapeOf);
+  const field = (path) => {
+    path = String(path);
+    const plain = path !== "" && path.trim() === path && !path.startsWith('"');
+    return plain && escapeUnseen(path) === path ? path : quoted(path);
+  };
   const aggregate = typeof definition.aggregate === "string"
     ? definition.aggregate
     : Object.entries(definition.aggregate ?? {}).map(([kind, path]) =>

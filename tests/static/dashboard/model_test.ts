@@ -132,6 +132,55 @@ Deno.test("groupLabel() quotes a value holding a character that shows nothing or
     ["DE", "São Paulo", "שלום", "東京", "e\u0301", "🙂"].map((country) => groupLabel({ country })),
     ["DE", "São Paulo", "שלום", "東京", "e\u0301", "🙂"],
   );
+  // Joiners, selectors, tags and spaces of ordinary text stay: an emoji's variation selector, a
+  // family, a profession with a skin tone, a keycap, a rainbow flag, England's flag (tags after
+  // U+1F3F4 up to the cancel tag), Persian with its zero-width non-joiner, Devanagari with a
+  // joiner after the virama, an ideographic space between words.
+  const ordinary = [
+    "\u2764\ufe0f",
+    "\u{1f468}\u200d\u{1f469}\u200d\u{1f467}",
+    "\u{1f469}\u{1f3fd}\u200d\u{1f4bb}",
+    "1\ufe0f\u20e3",
+    "\u{1f3f3}\ufe0f\u200d\u{1f308}",
+    "\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}",
+    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+    "\u0915\u094d\u200d\u0937",
+    "\u6771\u4eac\u3000\u99c5",
+  ];
+  assert.deepEqual(ordinary.map((country) => groupLabel({ country })), ordinary);
+  // Their look-alikes are still told apart: a joiner or selector alone, first, last, doubled or
+  // between Latin letters, tags with no flag or no cancel tag, a non-joiner before a Latin letter,
+  // an ideographic space at either end.
+  assert.deepEqual(
+    [
+      "\u200dDE",
+      "DE\u200d",
+      "D\u200cE",
+      "\ufe0f",
+      "\u2764\ufe0f\ufe0f",
+      "\u{1f468}\u200d",
+      "\u{e0067}\u{e007f}",
+      "\u{1f3f4}\u{e0067}\u{e0062}",
+      "\u0645\u06cc\u200cA",
+      "\u0645\u06cc\u200c",
+      "\u3000\u6771\u4eac",
+      "\u6771\u4eac\u3000",
+    ].map((country) => groupLabel({ country })),
+    [
+      '"\\u200dDE"',
+      '"DE\\u200d"',
+      '"D\\u200cE"',
+      '"\\ufe0f"',
+      '"\u2764\ufe0f\\ufe0f"',
+      '"\u{1f468}\\u200d"',
+      '"\\u{e0067}\\u{e007f}"',
+      '"\u{1f3f4}\\u{e0067}\\u{e0062}"',
+      '"\u0645\u06cc\\u200cA"',
+      '"\u0645\u06cc\\u200c"',
+      '"\\u3000\u6771\u4eac"',
+      '"\u6771\u4eac\\u3000"',
+    ],
+  );
   assert.equal(
     shownText("ab \u202ecd\u202c \u2067ef\u2069 \u200fgh\u200b"),
     "ab \\u202ecd\\u202c \\u2067ef\\u2069 \u200fgh\u200b",
@@ -152,10 +201,33 @@ Deno.test("groupLabel(), formatRate(), durationMs() and the counter description 
   };
   assert.equal(describeCounter(hopping), "sum(amount) by country · hopping 1h every 5m");
   assert.equal(windowStepMs(hopping), 300_000);
-  // A field path with an invisible or reordering character has it as its escape.
+  // A field path with an invisible or reordering character is quoted, with it as its escape; so
+  // it reads apart from a field named with the escape's text (a backslash, `u200b`), which reads
+  // bare, and from one named with the quoted text, which is quoted itself.
   assert.equal(
     describeCounter({ ...hopping, groupBy: ["country\u200b", "\u202eab"] }),
-    "sum(amount) by country\\u200b, \\u202eab · hopping 1h every 5m",
+    'sum(amount) by "country\\u200b", "\\u202eab" · hopping 1h every 5m',
+  );
+  assert.deepEqual(
+    ["country\u200b", "country\\u200b", '"country\\u200b"', "country ", "", "می\u200cخواهم"].map(
+      (path) =>
+        describeCounter({ ...hopping, groupBy: [path] }).slice(
+          "sum(amount) by ".length,
+          -" · hopping 1h every 5m".length,
+        ),
+    ),
+    [
+      '"country\\u200b"',
+      "country\\u200b",
+      '"\\"country\\\\u200b\\""',
+      '"country "',
+      '""',
+      "می\u200cخواهم",
+    ],
+  );
+  assert.equal(
+    describeCounter({ ...hopping, aggregate: { sum: "amount\u200b" } }),
+    'sum("amount\\u200b") by country · hopping 1h every 5m',
   );
   assert.equal(windowStepMs({ window: { sliding: "10m", precision: "1m" } }), 60_000);
   assert.equal(
