@@ -23,12 +23,17 @@
  *
  * Talks to redis-server directly (no bridge, no HTTP).
  *
+ * `--registry`: each batch as the registry's store sends it for a stream created through the API:
+ * under generation 1 (`gen`), with the definition version it was built for (`dv`) and recorded
+ * (`rec`, both stores with `definitionsHere`), the definition record written first by the
+ * definition store. Without it, a RedisStore used alone (none of the three sent).
+ *
  * `--port 7400`: the redis-servers on that port and the next two (interleaved, then each
  * tree's under valgrind), for a machine where a session keeps to a range of ports; without it, a
  * free port and random ones.
  *
  * `deno task bench:apply-compare --base ../wt-base [--calls 1500] [--rounds 3] [--batch 1]
- * [--gaps 0,1000] [--instructions] [--port 7400]`
+ * [--gaps 0,1000] [--instructions] [--port 7400] [--registry]`
  */
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
@@ -37,7 +42,9 @@ import { createClient } from "redis";
 import { compileConfig } from "../src/config/mod.ts";
 import { ingestItems } from "../src/ingest/mod.ts";
 import { RedisStore } from "../src/store/redis/store.ts";
-import type { Store } from "../src/store/types.ts";
+import { RedisDefinitionStore } from "../src/store/redis/definition_store.ts";
+import { generationKey } from "../src/store/definitions.ts";
+import type { Store, StoreBatch } from "../src/store/types.ts";
 import { startRedisServer } from "../tools/redis_server.ts";
 import {
   allowedCpus,
@@ -58,6 +65,7 @@ const { values: flags } = parseArgs({
     instructions: { type: "boolean", default: false },
     gaps: { type: "string" },
     port: { type: "string" },
+    registry: { type: "boolean", default: false },
   },
 });
 if (flags.base === undefined) {
@@ -104,6 +112,41 @@ function adapter(client: ScriptClient) {
     eval: (script: string, keys: string[], args: string[]) =>
       client.eval(script, { keys, arguments: args }),
   } as unknown as ConstructorParameters<typeof RedisStore>[0];
+}
+
+/**
+ * A store of tree `which` under `prefix`; with `--registry`, one whose batches carry what the
+ * registry's store adds for a stream created through the API (generation 1, its definition
+ * version, recorded), the definition record written first.
+ */
+async function storeOf(
+  which: "base" | "tree",
+  client: ScriptClient,
+  prefix: string,
+): Promise<Store> {
+  const Store = which === "base" ? BaseStore : RedisStore;
+  const store = new Store(adapter(client), { prefix, definitionsHere: flags.registry });
+  if (!flags.registry) return store;
+  const written = await new RedisDefinitionStore(
+    adapter(client) as unknown as ConstructorParameters<typeof RedisDefinitionStore>[0],
+    { prefix },
+  ).write("bench", {
+    source: "api",
+    generation: 1,
+    definition: config.streams.bench,
+    counters: {},
+    deleted: false,
+  }, 0);
+  if (written.status !== "written") throw new Error(`definition record: ${written.status}`);
+  const applyBatch = store.applyBatch.bind(store);
+  store.applyBatch = (batch: StoreBatch) =>
+    applyBatch({
+      ...batch,
+      stream: generationKey(batch.stream, 1),
+      definitionVersion: written.version,
+      recorded: true,
+    });
+  return store;
 }
 
 /** Events as `bench/_shared.ts` makes them; `fixed` gives times and users that do not vary. */
@@ -183,8 +226,8 @@ async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
     await client.sendCommand(["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
     await client.sendCommand(["CONFIG", "SET", "slowlog-max-len", String(2 * CALLS + 100)]);
     const stores: ["base" | "tree", Store][] = [
-      ["base", new BaseStore(adapter(client), { prefix: "base" })],
-      ["tree", new RedisStore(adapter(client), { prefix: "tree" })],
+      ["base", await storeOf("base", client, "base")],
+      ["tree", await storeOf("tree", client, "tree")],
     ];
     const events = eventMaker(false);
     for (let i = 0; i < 50; i++) {
@@ -260,8 +303,7 @@ async function instructionsOf(which: "base" | "tree", calls: number): Promise<nu
   }
   const client = createClient({ url: `redis://127.0.0.1:${port}` });
   await client.connect();
-  const Store = which === "base" ? BaseStore : RedisStore;
-  const store = new Store(adapter(client), { prefix: "v" });
+  const store = await storeOf(which, client, "v");
   const events = eventMaker(true);
   for (let i = 0; i < 50 + calls; i++) await apply(store, events(BATCH), true);
   await client.disconnect();
@@ -287,7 +329,7 @@ console.log(
     loadAverageText(machine)
   }; ${CALLS} calls of ${BATCH} event(s) per tree and round, interleaved${
     pinned ? ", redis-server on a CPU of its own" : ""
-  }; base ${flags.base}`,
+  }${flags.registry ? ", as the registry sends them (gen, dv, rec)" : ""}; base ${flags.base}`,
 );
 console.log(table(
   [
@@ -327,6 +369,7 @@ console.log(
     calls: CALLS,
     batch: BATCH,
     pinned,
+    registry: flags.registry,
     rounds,
     instructionsPerCall: instructions,
   })}`,

@@ -69,9 +69,11 @@ import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_
  * true value in Lua), the absent ones after the last present left out. An object's names cost its
  * decoding a string and a hash slot each (~6k redis-server instructions a single-event call of
  * ~511k). What a plain single event sends comes first, then what the registry's store adds (\`dv\`,
- * \`rec\`), then what a batch of several events adds, then the rarer ones. The array goes only
+ * \`rec\`, and \`gen\`, which every stream created through the API has, its generation being 1
+ * or more), then what a batch of several events adds, then the rarer ones. The array goes only
  * from an instance to the script text of its own release (\`EVALSHA\` of that text's SHA), so
- * instances of two releases on one Redis each decode their own form.
+ * instances of two releases on one Redis each decode their own form, and the order may change
+ * between releases: a new order changes the script's text and SHA with it.
  */
 export const APPLY_FIELDS = [
   "tk",
@@ -84,6 +86,7 @@ export const APPLY_FIELDS = [
   "one",
   "dv",
   "rec",
+  "gen",
   "ids",
   "cells",
   "tmin",
@@ -92,7 +95,6 @@ export const APPLY_FIELDS = [
   "idle",
   "sl",
   "statsTtl",
-  "gen",
   "logp",
   "logl",
   "logw",
@@ -570,10 +572,12 @@ end
  *   `statsTtl` for {@linkcode DEFAULT_STATS_TTL_MS}, `reqs` for one request of every event with
  *   nothing but `n` (a field fewer is a value less to decode: a plain single event sends 8
  *   values, `tk`, `now`, `late`, `dttl`, `counters`, `tmax`, `id` and `one`, from a RedisStore
- *   used alone, and 10 through the registry's store with the definitions in this Redis, `dv` and
- *   `rec` too, `idle` and `sl` further on where given; measured with bench:apply-compare
- *   --instructions when these were an object's fields, `dv` added to the 8 cost 1.7k
- *   redis-server instructions a call of ~511k, and a 10th field, `true`, 0.3k more); and per request `{n, f?, x?, ik?, ib?, ir?, it?, rls?}`:
+ *   used alone; through the registry's store with the definitions in this Redis, `dv` and `rec`
+ *   too, and `gen` for a stream created through the API (generation 1 or more): 11, `idle` and
+ *   `sl` further on where given; measured with bench:apply-compare --instructions when these were
+ *   an object's fields, `dv` added to the 8 cost 1.7k redis-server instructions a call of ~511k,
+ *   and a 10th field, `true`, 0.3k more; with `gen` after the rarer fields, a single event sent 19
+ *   values, 8 of them padding `false`s, ~4k instructions more than now); and per request `{n, f?, x?, ik?, ib?, ir?, it?, rls?}`:
  *   its event, filtered and rejected counts (absent for 0), its idempotency claim (key hash, body
  *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`; `sl`, the
  *   stats' life (ms) where a counter's TTL is longer than `statsTtl` (absent else: `statsTtl`);

@@ -13,7 +13,13 @@ import { ingestItems } from "../../../src/ingest/mod.ts";
 import { listWindows } from "../../../src/query/mod.ts";
 import { storeFromEnv } from "../../../src/env.ts";
 import { REDIS_CALL_TIMEOUT_MS } from "../../../src/store/mod.ts";
-import { APPLY_FIELDS, DEDUPE_EARLIER_TTLS } from "../../../src/store/redis/_scripts.ts";
+import {
+  APPLY_FIELDS,
+  APPLY_SCRIPT,
+  DEDUPE_EARLIER_TTLS,
+} from "../../../src/store/redis/_scripts.ts";
+import { RedisDefinitionStore } from "../../../src/store/redis/definition_store.ts";
+import { generationKey } from "../../../src/store/definitions.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
 import { applyFields, type RedisClient, RedisStore } from "../../../src/store/redis/store.ts";
@@ -1576,6 +1582,66 @@ Deno.test("applyFields() puts the apply script's fields at their places: false f
   assert.deepEqual(later[APPLY_FIELDS.indexOf("sess")], [[0, 10, 5]]);
   // 0 is a value, not an absence (Lua takes 0 as true).
   assert.equal(applyFields({ dv: 0 })[APPLY_FIELDS.indexOf("dv")], 0);
+});
+
+redisTest(
+  "applyBatch() through the registry's path (a stream created through the API: generation 1, dv, recorded) sends a plain single event's 11 values, no padding",
+  async (fixture) => {
+    const redis = upstash(fixture.restUrl, fixture.restToken);
+    const sent: unknown[][] = [];
+    const client = new Proxy(redis, {
+      get(target, property, receiver) {
+        const value = Reflect.get(target, property, receiver);
+        if (property !== "evalsha" && property !== "eval") return value;
+        return (script: string, keys: string[], args: string[]) => {
+          const header = JSON.parse(args[0]);
+          // Once per call: not again for the EVAL after a NOSCRIPT (the same token, `tk`).
+          if (Array.isArray(header) && !sent.some((seen) => seen[0] === header[0])) {
+            sent.push(header);
+          }
+          return (value as (...a: unknown[]) => unknown).call(target, script, keys, args);
+        };
+      },
+    }) as unknown as RedisClient;
+    const written = await new RedisDefinitionStore(redis, { prefix: "reg" }).write("four", {
+      source: "api",
+      generation: 1,
+      definition: {},
+      counters: {},
+      deleted: false,
+    }, 0);
+    assert.equal(written.status, "written");
+    const store = new RedisStore(client, { prefix: "reg", now: () => NOW, definitionsHere: true });
+    // What the registry's store adds to each batch of a stream created through the API.
+    const applyBatch = store.applyBatch.bind(store);
+    store.applyBatch = (batch: StoreBatch) =>
+      applyBatch({
+        ...batch,
+        stream: generationKey(batch.stream, 1),
+        definitionVersion: written.version,
+        recorded: true,
+      });
+    const result = await ingestItems(FOUR, items([{ t: T0 + 61_000, g: "de", v: 2.5, u: "ann" }]), {
+      store,
+      nowMs: NOW,
+    });
+    assert.equal(result.accepted, 1);
+    assert.equal(sent.length, 1);
+    // tk, now, late, dttl, counters, tmax, id, one, dv, rec, gen: none false between them.
+    assert.equal(sent[0].length, 11);
+    assert.equal(sent[0].indexOf(false), APPLY_FIELDS.indexOf("id"));
+    assert.equal(sent[0][APPLY_FIELDS.indexOf("gen")], 1);
+    assert.equal(sent[0][APPLY_FIELDS.indexOf("rec")], true);
+    assert.equal(sent[0][APPLY_FIELDS.indexOf("dv")], written.version);
+  },
+);
+
+Deno.test("the apply script reads ARGV[1]'s fields by place only: no args.<name> but args.sess (a name would read nil from the array)", () => {
+  // Lua comments out: long ones (--[[ ]]), then the rest of a line after -- (the script's
+  // strings hold no --).
+  const code = APPLY_SCRIPT.replace(/--\[(=*)\[[\s\S]*?\]\1\]/g, "").replace(/--[^\n]*/g, "");
+  const names = new Set([...code.matchAll(/\bargs\.([A-Za-z_]\w*)/g)].map((m) => m[1]));
+  assert.deepEqual([...names], ["sess"]);
 });
 
 redisTest(
