@@ -10,11 +10,17 @@ import {
   productionReason,
   SETTING_NAMES,
   storeFromEnv,
+  storesFromEnv,
   webhooksFromEnv,
 } from "../src/env.ts";
 import { createApp } from "../src/app.ts";
 import { KeyRing } from "../src/http/auth.ts";
-import type { Store } from "../src/store/types.ts";
+import {
+  fromCellUpdates,
+  type Store,
+  type StoreBatch,
+  StreamChangedError,
+} from "../src/store/mod.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { MemoryDeliveryStore } from "../src/store/memory/delivery_store.ts";
 import type { ClaimOptions } from "../src/store/deliveries.ts";
@@ -295,6 +301,56 @@ Deno.test("a flag variable set empty (a compose file's unset value) reads as fal
       error.message === "EDGESTREAM_WEBHOOK_ALLOW_HTTP: expected true or false, got 'TRUE'",
   );
 });
+
+/** A one-event batch of stream `orders` whose caller says it recorded the stream. */
+function recordedBatch(): StoreBatch {
+  const t0 = Date.parse("2026-01-01T00:00:00Z");
+  return {
+    ...fromCellUpdates({
+      stream: "orders",
+      nowMs: t0,
+      latenessMs: 0,
+      dedupeTtlMs: 0,
+      counters: [{
+        name: "n",
+        aggregate: "count",
+        maxGroups: 10,
+        ttlMs: 3_600_000,
+        sizeMs: 60_000,
+        hopMs: 60_000,
+      }],
+      events: [{ timeMs: t0, updates: [{ counter: 0, pane: t0, group: "[]" }] }],
+    }),
+    recorded: true,
+  };
+}
+
+/**
+ * storesFromEnv()'s store looks for the definitions beside it (definitionsHere): a batch its
+ * caller recorded whose record is missing there (a Redis restored from before it was written)
+ * is refused; storeFromEnv()'s store, alone, applies it.
+ */
+async function refusesRecordMissing(vars: ReturnType<typeof env>): Promise<void> {
+  await assert.rejects(
+    storesFromEnv(vars).store.applyBatch(recordedBatch()),
+    (error: Error) => error instanceof StreamChangedError && error.stream === "orders",
+  );
+  assert.equal((await storeFromEnv(vars).applyBatch(recordedBatch())).definitionVersion, 0);
+}
+
+Deno.test("storesFromEnv() gives the memory store the definitions beside it: a recorded batch whose record is missing is refused", async () => {
+  await refusesRecordMissing(env({}));
+});
+
+redisTest(
+  "storesFromEnv() gives the Redis store the definitions beside it: a recorded batch whose record is missing is refused",
+  async (fixture) => {
+    await refusesRecordMissing(env({
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+    }));
+  },
+);
 
 redisTest(
   "webhooksFromEnv() keeps endpoints in Redis when the Upstash variables are set",
