@@ -707,6 +707,8 @@ export interface SessionRange extends TimeRange {
 
 /**
  * What one {@linkcode Store.fireAlerts} call fired: the firings that were new, in the order given.
+ * `gone` is a property of this array alone: `map`, `filter`, a spread (`[...fired]`) and the like
+ * make a plain array without it, so read it before (or carry it over).
  */
 export type FiredAlerts = AlertFiring[] & {
   /**

@@ -651,6 +651,7 @@ export class RedisStore implements Store {
       })
     );
     const keys = [this.keyPrefix(batch.stream), definitionKey(this.#prefix, name)];
+    const fields = applyFields(header);
     const reply = await this.#call("applyBatch", async () =>
       fromJson<
         { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number; gone?: 1 }
@@ -660,7 +661,7 @@ export class RedisStore implements Store {
           keys,
           // One event's time is tmax, and its updates add nothing when it is not applied: the
           // script is not sent them (each argument is a Lua string Redis makes for every call).
-          batch.events.length > 1 ? [applyFields(header), perEvent, times] : [applyFields(header)],
+          batch.events.length > 1 ? [fields, perEvent, times] : [fields],
         ),
       ));
     if (reply.gone) throw new StreamChangedError(name, Number(reply.v ?? 0));
@@ -962,7 +963,7 @@ export class RedisStore implements Store {
         if (reply?.gone === 1) none.gone = true;
         return none;
       }
-      return asArray<number>(reply).map((index) => firings[index - 1]);
+      return reply.map((index) => firings[index - 1]);
     });
   }
 
