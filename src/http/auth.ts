@@ -416,7 +416,8 @@ export const HEADER_PLACE = "the 'Authorization: Bearer' header";
  * ```
  */
 export function oneKey(places: readonly KeyPlace[]): string | undefined {
-  const [first, ...others] = places.filter(([, key]) => key !== undefined);
+  // An empty key (`Bearer ` alone, `?key=`) is none: not a second key, nor the one served.
+  const [first, ...others] = places.filter(([, key]) => key);
   const other = others.find(([, key]) => key !== first[1]);
   if (other) {
     throw new ApiError(
@@ -710,16 +711,17 @@ export const HOW_TO_SEND_FROM_BROWSER =
 export function presentedKey(request: Request): PresentedKey {
   const offered = (request.headers.get("Sec-WebSocket-Protocol") ?? "").split(",")
     .map((item) => item.trim()).filter((item) => item !== "");
-  const bearer = offered.find((item) => item.startsWith(BEARER_PROTOCOL_PREFIX));
-  const protocol = offered.find((item) => !item.startsWith(BEARER_PROTOCOL_PREFIX)) ?? bearer;
+  const bearers = offered.filter((item) => item.startsWith(BEARER_PROTOCOL_PREFIX));
+  const protocol = offered.find((item) => !item.startsWith(BEARER_PROTOCOL_PREFIX)) ?? bearers[0];
   const query = queryToken(request.url);
+  // Every bearer subprotocol is a place: two different ones are a 400, not the first taken.
   const key = oneKey([
     [HEADER_PLACE, bearerKey(request.headers.get("authorization") ?? undefined)],
     ["'?token='", query],
-    [
+    ...bearers.map((item): KeyPlace => [
       `subprotocol '${BEARER_PROTOCOL_PREFIX}<key>'`,
-      bearer?.slice(BEARER_PROTOCOL_PREFIX.length) || undefined,
-    ],
+      item.slice(BEARER_PROTOCOL_PREFIX.length),
+    ]),
   ]);
   // In the URL, whichever place it was taken from: marked and warned of all the same.
   return query ? { key, protocol, inQuery: true } : { key, protocol };

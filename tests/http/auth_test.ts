@@ -4,7 +4,9 @@ import fc from "fast-check";
 import {
   authenticate,
   authorize,
+  HEADER_PLACE,
   KeyRing,
+  oneKey,
   presentedKey,
   sha256,
   toHex,
@@ -62,6 +64,69 @@ Deno.test("presentedKey() takes the key from the header, ?token= (marked inQuery
       assert.match(error.message, /; send one key, in one place$/);
       return true;
     });
+  }
+});
+
+Deno.test("presentedKey() reads every bearer subprotocol: two different ones are refused, the same one twice is one key", () => {
+  const url = "http://localhost/v1/streams/orders/subscribe";
+  const offering = (protocols: string) =>
+    new Request(url, { headers: { "Sec-WebSocket-Protocol": protocols } });
+  assert.throws(() => presentedKey(offering("bearer.a, bearer.b")), (error: ApiError) => {
+    assert.equal(error.status, 400);
+    assert.match(
+      error.message,
+      /^Two different API keys: one in subprotocol 'bearer\.<key>', another in subprotocol 'bearer\.<key>'; /,
+    );
+    return true;
+  });
+  assert.deepEqual(presentedKey(offering("bearer.a, app, bearer.a")), {
+    key: "a",
+    protocol: "app",
+  });
+  // An empty one ('bearer.' alone) is no key, not a second one.
+  assert.deepEqual(presentedKey(offering("bearer., bearer.a")), {
+    key: "a",
+    protocol: "bearer.",
+  });
+});
+
+Deno.test("oneKey() ignores empty keys: neither a second key nor the one served", () => {
+  assert.equal(oneKey([[HEADER_PLACE, ""], ["'?key='", "a"]]), "a");
+  assert.equal(oneKey([[HEADER_PLACE, "a"], ["'?key='", ""]]), "a");
+  assert.equal(oneKey([[HEADER_PLACE, ""], ["'?key='", undefined]]), undefined);
+});
+
+Deno.test("A subscription whose subprotocol key differs from its header's, or with two different bearer subprotocols, is 400; the same key twice is served", async () => {
+  const server = await startServer({ auth: true });
+  const subscribe = (headers: Record<string, string>) =>
+    fetch(`${server.base}/v1/streams/orders/subscribe?types=window.closed`, {
+      headers: { Accept: "text/event-stream", ...headers },
+    });
+  try {
+    for (
+      const headers of <Record<string, string>[]> [
+        { Authorization: `Bearer ${KEYS.read}`, "Sec-WebSocket-Protocol": `bearer.${KEYS.admin}` },
+        { "Sec-WebSocket-Protocol": `bearer.${KEYS.read}, bearer.${KEYS.admin}` },
+      ]
+    ) {
+      const res = await subscribe(headers);
+      assert.equal(res.status, 400, JSON.stringify(Object.keys(headers)));
+      const { error } = await res.json();
+      assert.equal(error.code, "invalid_request");
+      assert.match(error.message, /^Two different API keys: /);
+    }
+    for (
+      const headers of <Record<string, string>[]> [
+        { Authorization: `Bearer ${KEYS.read}`, "Sec-WebSocket-Protocol": `bearer.${KEYS.read}` },
+        { "Sec-WebSocket-Protocol": `bearer.${KEYS.read}, bearer.${KEYS.read}` },
+      ]
+    ) {
+      const res = await subscribe(headers);
+      assert.equal(res.status, 200, JSON.stringify(Object.keys(headers)));
+      await res.body?.cancel();
+    }
+  } finally {
+    await server.close();
   }
 });
 
