@@ -78,6 +78,11 @@ export interface AppOptions {
    * new WebSockets and subscriptions get 503. @default {a private one}
    */
   connections?: OpenConnections;
+  /**
+   * Whether the server is still starting (its webhook endpoints loading): `/readyz` then answers
+   * 503 `starting`. @default {never}
+   */
+  starting?: () => boolean;
 }
 
 /** What a request part is called in a `400` message of the schema checks. */
@@ -225,6 +230,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     ingestOptions,
     sweepConsumers: webhooks ? [webhooks] : [],
     stopping: () => connections.stopping,
+    starting: options.starting,
   };
   registerStreamRoutes(app, streamDeps);
   // The hot path: ingest requests skip the middleware chain for one handler that runs its steps.

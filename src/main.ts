@@ -156,8 +156,17 @@ export async function loadEndpoints(webhooks: WebhookService): Promise<void> {
   );
 }
 
+/** Options for {@linkcode createServerApp}. */
+export interface CreateServerAppOptions {
+  /** Whether the webhook endpoints are still loading: `/readyz` then answers 503 `starting`. */
+  starting?: () => boolean;
+}
+
 /** The app of {@linkcode buildApp}, its webhook endpoints not loaded yet. */
-export function createServerApp(config: ServerConfig): ServerApp {
+export function createServerApp(
+  config: ServerConfig,
+  options: CreateServerAppOptions = {},
+): ServerApp {
   const { streams, store, keys, origins, webhooks } = config;
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
@@ -171,6 +180,7 @@ export function createServerApp(config: ServerConfig): ServerApp {
     live,
     webhooks,
     connections,
+    starting: options.starting,
     liveRoutes: {
       subscriptions: config.subscriptions,
       socket: { slots: config.ingestSockets },
@@ -206,7 +216,10 @@ export interface ServeAppOptions {
   drainMs?: number;
   /** Prints the entry point's one line for an error of `Deno.serve` (or rethrows it). */
   onListenError(error: unknown): never;
-  /** Requests are answered once it resolves (the webhook endpoints loaded; it never rejects). */
+  /**
+   * Requests are answered once it resolves (the webhook endpoints loaded; it never rejects), but
+   * `/healthz` and `/readyz`, answered at once (a probe waits for no store).
+   */
   ready?: Promise<void>;
 }
 
@@ -239,7 +252,9 @@ export function serveApp(built: ServerApp, options: ServeAppOptions): ServingApp
     ready.then(() => isReady = true);
     // No await once ready: the hot path pays one flag check, not a promise.
     handler = (request, info) =>
-      isReady ? built.app.fetch(request, info) : ready.then(() => built.app.fetch(request, info));
+      isReady || isProbe(request)
+        ? built.app.fetch(request, info)
+        : ready.then(() => built.app.fetch(request, info));
   }
   let server: ListeningServer;
   try {
@@ -263,6 +278,18 @@ export function serveApp(built: ServerApp, options: ServeAppOptions): ServingApp
         drainMs: options.drainMs,
       }),
   };
+}
+
+/** Whether `request` asks for `/healthz` or `/readyz`, answered before the server is ready. */
+function isProbe(request: Request): boolean {
+  // Deno makes the URL from the Host header: one that does not parse (`Host: a, b`) waits, and
+  // the app answers it as it answers such a request once ready.
+  try {
+    const { pathname } = new URL(request.url);
+    return pathname === "/healthz" || pathname === "/readyz";
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -303,11 +330,13 @@ export function serve(config: ServerConfig, options: ServeOptions = {}): Promise
 
 async function startServing(config: ServerConfig, options: ServeOptions): Promise<RunningServer> {
   const { streams, store, webhooks } = config;
-  const built = createServerApp(config);
   // Listening first, then the endpoints loaded (requests wait for them): a port in use is the one
   // line a start prints, not after a line about a store it could not reach (which it runs
-  // without; the port it cannot run without).
+  // without; the port it cannot run without). `/readyz` answers 503 `starting` meanwhile.
   const endpoints = Promise.withResolvers<void>();
+  let loading = true;
+  endpoints.promise.then(() => loading = false);
+  const built = createServerApp(config, { starting: () => loading });
   const serving = serveApp(built, {
     hostname: config.hostname,
     port: config.port,

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { configFromEnv } from "../src/env.ts";
-import { buildApp, createServerApp, serve, serveApp } from "../src/main.ts";
+import { buildApp, createServerApp, type RunningServer, serve, serveApp } from "../src/main.ts";
 import {
   checkoutWithSpace,
   silentListener,
@@ -819,7 +819,7 @@ redisTest(
   },
 );
 
-Deno.test("serveApp() with ready answers a request only once ready resolves (main.ts: the webhook endpoints loaded)", async () => {
+Deno.test("serveApp() with ready answers a request only once ready resolves (main.ts: the webhook endpoints loaded), /healthz and /readyz at once", async () => {
   const config = await configFromEnv({ get: () => undefined });
   const built = createServerApp(config);
   const ready = Promise.withResolvers<void>();
@@ -834,7 +834,8 @@ Deno.test("serveApp() with ready answers a request only once ready resolves (mai
     ready: ready.promise,
   });
   try {
-    const answered = fetch(`http://127.0.0.1:${serving.addr.port}/healthz`).then((res) => {
+    const base = `http://127.0.0.1:${serving.addr.port}`;
+    const answered = fetch(`${base}/v1/streams`).then((res) => {
       assert.ok(released, "answered before ready resolved");
       return res;
     });
@@ -842,7 +843,14 @@ Deno.test("serveApp() with ready answers a request only once ready resolves (mai
     setTimeout(() => {
       released = true;
       ready.resolve();
-    }, 100);
+    }, 300);
+    // Probes wait for nothing: a store that does not answer would hold them its whole deadline.
+    for (const path of ["/healthz", "/readyz"]) {
+      const probe = await fetch(`${base}${path}`);
+      assert.equal(probe.status, 200, path);
+      assert.ok(!released, `${path} waited for ready`);
+      await probe.body?.cancel();
+    }
     const res = await answered;
     assert.equal(res.status, 200);
     await res.body?.cancel();
@@ -851,6 +859,57 @@ Deno.test("serveApp() with ready answers a request only once ready resolves (mai
     await built.live.close();
     config.streams.stop();
     await config.webhooks.close();
+  }
+});
+
+Deno.test("serve() listens before the webhook endpoints load: /healthz answers, /readyz is 503 starting, other requests wait until they are loaded", async () => {
+  const config = await configFromEnv(env({ PORT: "0", EDGESTREAM_SWEEP_EVERY: "0s" }));
+  // The endpoints' listing held, as a store that does not answer holds it.
+  const listing = Promise.withResolvers<void>();
+  const refresh = config.webhooks.refreshEndpoints.bind(config.webhooks);
+  config.webhooks.refreshEndpoints = async () => {
+    await listing.promise;
+    return refresh();
+  };
+  const listening = Promise.withResolvers<RunningServer>();
+  const started = serve(config, { onListening: (server) => listening.resolve(server) });
+  const server = await listening.promise;
+  let loaded = false;
+  try {
+    const base = `http://127.0.0.1:${server.addr.port}`;
+    const read = fetch(`${base}/v1/streams`).then((res) => {
+      assert.ok(loaded, "answered before the webhook endpoints were loaded");
+      return res;
+    });
+    // Loaded only after this: the request waits for it, the probes do not.
+    setTimeout(() => {
+      loaded = true;
+      listing.resolve();
+    }, 300);
+    const health = await fetch(`${base}/healthz`);
+    assert.ok(!loaded, "/healthz waited for the webhook endpoints");
+    assert.equal(health.status, 200);
+    await health.body?.cancel();
+    const ready = await fetch(`${base}/readyz`);
+    assert.ok(!loaded, "/readyz waited for the webhook endpoints");
+    assert.equal(ready.status, 503);
+    assert.equal(ready.headers.get("Retry-After"), "1");
+    const body = await ready.json();
+    assert.equal(body.status, "starting");
+    assert.equal(body.store, "memory");
+    assert.match(body.error, /webhook endpoints are loading/);
+    assert.equal(typeof body.requestId, "string");
+    const res = await read;
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+    await started;
+    const after = await fetch(`${base}/readyz`);
+    assert.equal(after.status, 200);
+    assert.equal((await after.json()).status, "ready");
+  } finally {
+    listing.resolve();
+    await started;
+    assert.equal((await server.stop()).clean, true);
   }
 });
 

@@ -123,6 +123,12 @@ export interface StreamRouteDeps {
    * @default {never}
    */
   stopping?: () => boolean;
+  /**
+   * Whether this instance is still starting (loading its webhook endpoints, which requests other
+   * than `/healthz` and `/readyz` wait for): `/readyz` then answers 503 `starting`.
+   * @default {never}
+   */
+  starting?: () => boolean;
 }
 
 /** The stream called `name`, or 404 `stream_not_found`. */
@@ -1466,7 +1472,7 @@ const readyRoute = createRoute({
     },
     503: {
       description:
-        "Not ready: the store is unreachable or refuses writes (`status: unavailable`), or this instance is stopping (`status: shutting_down`, with `Retry-After`)",
+        "Not ready: the store is unreachable or refuses writes (`status: unavailable`), this instance is starting (`status: starting`, the webhook endpoints loading, with `Retry-After`), or it is stopping (`status: shutting_down`, with `Retry-After`)",
       content: {
         "application/json": {
           schema: z.object({
@@ -1539,6 +1545,20 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
           status: "shutting_down",
           store: deps.store.kind,
           error: message,
+          requestId: requestIdOf(c) ?? "",
+        },
+        503,
+      );
+    }
+    if (deps.starting?.()) {
+      // Not the store's ping: a store that does not answer holds the endpoints' loading up to its
+      // deadline, and a probe would wait for it as long.
+      c.header("Retry-After", "1");
+      return c.json(
+        {
+          status: "starting",
+          store: deps.store.kind,
+          error: "The server is starting: its webhook endpoints are loading",
           requestId: requestIdOf(c) ?? "",
         },
         503,
