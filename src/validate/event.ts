@@ -1415,7 +1415,9 @@ export function eventIssueMessage(
   if (issue.code === "unrecognized_keys") return unrecognizedKeys(issue.keys);
   // zod says only "Invalid key in record": which rule of `propertyNames` the key breaks.
   if (issue.code === "invalid_key") {
-    const why = issue.issues.map((inner) => inner.message).join("; ");
+    // Each inner issue is about the key itself: worded by the same rules, with the key as the value.
+    const key = issue.path.at(-1);
+    const why = issue.issues.map((inner) => eventIssueMessage(inner, key)).join("; ");
     return `Key breaks the schema's propertyNames: ${why}`;
   }
   // A subschema `false` (or `{"not": {}}`): zod says "expected never".

@@ -1757,6 +1757,21 @@ Deno.test("validateEvent() says which propertyNames rule a key breaks, and that 
       "o.b",
       "Key breaks the schema's propertyNames: Invalid string: must match pattern /^a/",
     ],
+    // The inner issue is worded as a top-level one would be: zod gave the format's 400-character
+    // pattern, and "expected never, received string" for a false propertyNames.
+    [
+      { properties: { o: { type: "object", propertyNames: { format: "date-time" } } } },
+      { o: { b: 1 } },
+      "o.b",
+      "Key breaks the schema's propertyNames: " +
+      "Invalid ISO datetime",
+    ],
+    [
+      { properties: { o: { type: "object", propertyNames: false } } },
+      { o: { b: 1 } },
+      "o.b",
+      "Key breaks the schema's propertyNames: Not allowed: the schema takes no value here, received string",
+    ],
     // zod said "Invalid input: expected never, received number".
     [
       { properties: { x: false } },
