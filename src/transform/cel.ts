@@ -1010,31 +1010,39 @@ function checkIntConversions(root: unknown): void {
 /** A lone or paired surrogate: where a string's code points and its UTF-16 units differ. */
 const SURROGATE = /[\uD800-\uDFFF]/;
 
+/** How many UTF-16 units the code point at `unit` of `text` takes: 2 for a surrogate pair, else 1. */
+function pairStep(text: string, unit: number): 1 | 2 {
+  const code = text.charCodeAt(unit);
+  if (code < 0xd800 || code > 0xdbff) return 1;
+  const next = text.charCodeAt(unit + 1);
+  return next >= 0xdc00 && next <= 0xdfff ? 2 : 1;
+}
+
 /** How many code points the first `units` UTF-16 units of `text` hold (a lone surrogate is one). */
 function codePointsIn(text: string, units: number): number {
   let points = 0;
-  for (let unit = 0; unit < units; points++) {
-    const code = text.charCodeAt(unit);
-    const next = text.charCodeAt(unit + 1);
-    unit += code >= 0xd800 && code <= 0xdbff && next >= 0xdc00 && next <= 0xdfff ? 2 : 1;
-  }
+  for (let unit = 0; unit < units; points++) unit += pairStep(text, unit);
   return points;
 }
 
 /** The UTF-16 index of `text`'s code point `points` (its length past the last). */
 function unitOf(text: string, points: number): number {
   let unit = 0;
-  for (let point = 0; point < points && unit < text.length; point++) {
-    const code = text.charCodeAt(unit);
-    const next = text.charCodeAt(unit + 1);
-    unit += code >= 0xd800 && code <= 0xdbff && next >= 0xdc00 && next <= 0xdfff ? 2 : 1;
-  }
+  for (let point = 0; point < points && unit < text.length; point++) unit += pairStep(text, unit);
   return unit;
+}
+
+/** Whether UTF-16 index `unit` of `text` falls between the two halves of a surrogate pair. */
+function splitsPair(text: string, unit: number): boolean {
+  return unit > 0 && unit < text.length && pairStep(text, unit - 1) === 2;
 }
 
 function outOfRange(message: string): EvaluationError {
   return new EvaluationError(message);
 }
+
+/** All of a string ASCII: its upper and lower case are JavaScript's. */
+const ASCII = /^[\0-\x7f]*$/;
 
 /**
  * The string methods CEL counts in code points (as `size()` does, cel-js too), each taking and
@@ -1045,40 +1053,28 @@ function outOfRange(message: string): EvaluationError {
  * Its `upperAscii` and `lowerAscii` changed every letter (`'é'.upperAscii()` gave `É`, `'ß'` gave
  * `SS`), where CEL changes ASCII letters only.
  */
-const CODE_POINT_METHODS: Record<string, (text: string, args: unknown[]) => unknown> = {
-  upperAscii: (text, args) =>
-    args.length === 0 ? text.replace(/[a-z]+/g, (run) => run.toUpperCase()) : null,
-  lowerAscii: (text, args) =>
-    args.length === 0 ? text.replace(/[A-Z]+/g, (run) => run.toLowerCase()) : null,
-  indexOf: (text, [search, from]) => {
-    if (typeof search !== "string" || (from !== undefined && typeof from !== "bigint")) return null;
-    if (!SURROGATE.test(text)) return null;
-    if (from === undefined) {
-      const found = text.indexOf(search);
-      return BigInt(found < 0 ? -1 : codePointsIn(text, found));
-    }
-    if (search === "") return from;
-    if (from < 0n || from >= BigInt(codePointsIn(text, text.length))) {
-      throw outOfRange("string.indexOf(search, fromIndex): fromIndex out of range");
-    }
-    const found = text.indexOf(search, unitOf(text, Number(from)));
-    return BigInt(found < 0 ? -1 : codePointsIn(text, found));
-  },
-  lastIndexOf: (text, [search, from]) => {
-    if (typeof search !== "string" || (from !== undefined && typeof from !== "bigint")) return null;
-    if (!SURROGATE.test(text)) return null;
-    if (from === undefined) {
-      const found = text.lastIndexOf(search);
-      return BigInt(found < 0 ? -1 : codePointsIn(text, found));
-    }
-    if (search === "") return from;
-    if (from < 0n || from >= BigInt(codePointsIn(text, text.length))) {
-      throw outOfRange("string.lastIndexOf(search, fromIndex): fromIndex out of range");
-    }
-    const found = text.lastIndexOf(search, unitOf(text, Number(from)));
-    return BigInt(found < 0 ? -1 : codePointsIn(text, found));
-  },
-  substring: (text, [start, end]) => {
+const CODE_POINT_METHODS = new Map<string, (text: string, args: unknown[]) => unknown>([
+  [
+    "upperAscii",
+    (text, args) =>
+      args.length !== 0
+        ? null
+        : ASCII.test(text)
+        ? text.toUpperCase()
+        : text.replace(/[a-z]+/g, (run) => run.toUpperCase()),
+  ],
+  [
+    "lowerAscii",
+    (text, args) =>
+      args.length !== 0
+        ? null
+        : ASCII.test(text)
+        ? text.toLowerCase()
+        : text.replace(/[A-Z]+/g, (run) => run.toLowerCase()),
+  ],
+  ["indexOf", searchMethod("indexOf")],
+  ["lastIndexOf", searchMethod("lastIndexOf")],
+  ["substring", (text, [start, end]) => {
     if (typeof start !== "bigint" || (end !== undefined && typeof end !== "bigint")) return null;
     if (!SURROGATE.test(text)) return null;
     const size = BigInt(codePointsIn(text, text.length));
@@ -1090,17 +1086,43 @@ const CODE_POINT_METHODS: Record<string, (text: string, args: unknown[]) => unkn
       throw outOfRange("string.substring(start, end): end index out of range");
     }
     return text.slice(unitOf(text, Number(start)), unitOf(text, Number(end)));
-  },
-};
+  }],
+]);
+
+/**
+ * CEL's `indexOf` or `lastIndexOf` (`method`), in code points. A hit that starts or ends between
+ * the halves of a surrogate pair (`'😀b'.indexOf('\uDE00')`, a lone surrogate an event may hold)
+ * is no hit: the search goes on one unit past it (for `lastIndexOf`, one unit before).
+ */
+function searchMethod(
+  method: "indexOf" | "lastIndexOf",
+): (text: string, args: unknown[]) => unknown {
+  const step = method === "indexOf" ? 1 : -1;
+  const message = `string.${method}(search, fromIndex): fromIndex out of range`;
+  return (text, [search, from]) => {
+    if (typeof search !== "string" || (from !== undefined && typeof from !== "bigint")) return null;
+    if (!SURROGATE.test(text)) return null;
+    if (from !== undefined) {
+      if (search === "") return from;
+      if (from < 0n || from >= BigInt(codePointsIn(text, text.length))) throw outOfRange(message);
+    }
+    let found = from === undefined
+      ? text[method](search)
+      : text[method](search, unitOf(text, Number(from)));
+    while (found >= 0 && (splitsPair(text, found) || splitsPair(text, found + search.length))) {
+      if (found + step < 0) return -1n;
+      found = text[method](search, found + step);
+    }
+    return BigInt(found < 0 ? -1 : codePointsIn(text, found));
+  };
+}
 
 /** Makes each call of a checked tree to one of {@linkcode CODE_POINT_METHODS} on a string its own. */
 function checkStringMethods(root: unknown): void {
   visitNodes(root, (node) => {
     if (node.op !== "rcall") return;
-    const method = CODE_POINT_METHODS[(node.args as unknown[])[0] as string];
-    if (!method || !Object.hasOwn(CODE_POINT_METHODS, (node.args as unknown[])[0] as string)) {
-      return;
-    }
+    const method = CODE_POINT_METHODS.get((node.args as unknown[])[0] as string);
+    if (method === undefined) return;
     const call = node as unknown as MethodCall;
     const handle = call.handle;
     call.handle = (values, evaluator, self) => {

@@ -318,6 +318,22 @@ Deno.test("substring, indexOf and lastIndexOf count code points, as size() does,
   assert.throws(() => run("event.s.substring(0)", { s: 1 }), /no matching overload/);
 });
 
+Deno.test("indexOf and lastIndexOf find no hit between the halves of a surrogate pair", () => {
+  const run = (source: string, event: Record<string, unknown>) =>
+    compileExpression(source)({ event });
+  // An event may hold a lone surrogate: it matched the low half of 😀 (1, the position of b).
+  assert.equal(run("event.s.indexOf(event.n)", { s: "😀b", n: "\uDE00" }), -1n);
+  assert.equal(run("event.s.lastIndexOf(event.n)", { s: "😀b", n: "\uDE00" }), -1n);
+  assert.equal(run("event.s.indexOf(event.n, 0)", { s: "😀b", n: "\uDE00" }), -1n);
+  assert.equal(run("event.s.lastIndexOf(event.n, 1)", { s: "😀b", n: "\uDE00" }), -1n);
+  // Nor one that ends there, on the high half.
+  assert.equal(run("event.s.indexOf(event.n)", { s: "a😀", n: "a\uD83D" }), -1n);
+  // A lone low surrogate of its own is still found, past the pair or before it.
+  assert.equal(run("event.s.indexOf(event.n)", { s: "😀\uDE00", n: "\uDE00" }), 1n);
+  assert.equal(run("event.s.lastIndexOf(event.n)", { s: "\uDE00😀", n: "\uDE00" }), 0n);
+  assert.equal(run("event.s.indexOf(event.n)", { s: "😀x😀\uDE00", n: "\uDE00" }), 3n);
+});
+
 Deno.test("a timestamp + or - gives outside CEL's range (years 1 to 9999) fails with a timestamp overflow", () => {
   const cases: Array<[string, string]> = [
     // cel-js gave a Date of year 10000, stored as `+010000-01-01T00:00:00.000Z`.
