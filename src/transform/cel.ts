@@ -1141,6 +1141,10 @@ function withinTimestampRange(date: Date): boolean {
   return time >= TIMESTAMP_RANGE_MS[0] && time <= TIMESTAMP_RANGE_MS[1];
 }
 
+/** The checked types of a timestamp and a duration. */
+const TIMESTAMP_TYPE = "google.protobuf.Timestamp";
+const DURATION_TYPE = "google.protobuf.Duration";
+
 /** The least int64, -2^63: the one int whose negation, or quotient or remainder by -1, has no int64. */
 const MIN_INT64 = -(2n ** 63n);
 
@@ -1156,15 +1160,21 @@ function checkIntegerEdges(root: unknown): void {
     const checked = node as unknown as { handle?: (...values: unknown[]) => unknown };
     const handle = checked.handle;
     if (typeof handle !== "function") return;
+    // Only the nodes a check can hold: the rest (`1.5 + x`, `'a' + s`, `l[0]` of a map) as they were.
+    const type = String(node.checkedType?.name);
     if (node.op === "-_") {
-      checked.handle = (value, ...rest) => {
+      if (type !== "int" && type !== "dyn") return;
+      checked.handle = (value, self, evaluator) => {
         if (value === MIN_INT64) throw intOverflow("-", value);
-        return handle(value, ...rest);
+        return handle(value, self, evaluator);
       };
     } else if (node.op === "+" || node.op === "-") {
+      // cel-js checks a dyn beside a duration as a duration (`dyn(d) + t` is a `duration`), which
+      // can still give a timestamp.
+      if (type !== TIMESTAMP_TYPE && type !== DURATION_TYPE && type !== "dyn") return;
       // cel-js's timestamps are Dates, which go on past CEL's range (`+010000-01-01T…`).
-      checked.handle = (...values) => {
-        const value = handle(...values);
+      checked.handle = (left, right, self, evaluator) => {
+        const value = handle(left, right, self, evaluator);
         if (value instanceof Date && !withinTimestampRange(value)) {
           throw new EvaluationError(
             `timestamp overflow: ${
@@ -1175,19 +1185,22 @@ function checkIntegerEdges(root: unknown): void {
         return value;
       };
     } else if (node.op === "[]") {
+      const listed = String((node.args as BudgetNode[])[0]?.checkedType?.name);
+      if (!listed.startsWith("list") && listed !== "dyn") return;
       // cel-js looked a fraction up as an index and said it was past the end
       // (`index 1.5 >= size 2`), a NaN too.
-      checked.handle = (left, right, ...rest) => {
+      checked.handle = (left, right, self, evaluator) => {
         if (Array.isArray(left) && typeof right === "number" && !Number.isInteger(right)) {
           throw new EvaluationError(`Invalid list index ${right}: not a whole number`);
         }
-        return handle(left, right, ...rest);
+        return handle(left, right, self, evaluator);
       };
     } else if (node.op === "/" || node.op === "%") {
+      if (type !== "int" && type !== "dyn") return;
       const op = node.op;
-      checked.handle = (left, right, ...rest) => {
+      checked.handle = (left, right, self, evaluator) => {
         if (left === MIN_INT64 && right === -1n) throw intOverflow(op, left, right);
-        return handle(left, right, ...rest);
+        return handle(left, right, self, evaluator);
       };
     }
   });

@@ -349,6 +349,11 @@ Deno.test("a timestamp + or - gives outside CEL's range (years 1 to 9999) fails 
       "timestamp('0001-01-01T00:00:00Z') - duration('1s') < timestamp(event.t)",
       "timestamp overflow: 0000-12-31T23:59:59.000Z is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
     ],
+    // cel-js checks this as a duration, and gives a timestamp.
+    [
+      "dyn(duration('1h')) + timestamp(event.t)",
+      "timestamp overflow: +010000-01-01T00:30:00.000Z is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
+    ],
     // Past what a Date holds at all.
     [
       "timestamp(event.t) + duration('9999999999999h')",
@@ -388,6 +393,13 @@ Deno.test("a list index that is not a whole number fails saying so, not that it 
   );
   // A map's key is the map's: as before.
   assert.throws(() => read({ event: { l: { a: 1 }, i: 1.5 } }), /No such key/);
+  // A list the checker knows as a list, and a list inside one.
+  for (const source of ["[1, 2][event.i]", "[[1, 2]][0][event.i]"]) {
+    assert.throws(() => compileExpression(source)({ event: { i: 1.5 } }), (error: unknown) => {
+      assert.equal(evaluationMessage(error), "Invalid list index 1.5: not a whole number", source);
+      return true;
+    });
+  }
 });
 
 Deno.test("-x, x / -1 and x % -1 of the least int64 fail with an integer overflow, as cel-go", () => {
