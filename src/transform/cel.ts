@@ -1145,12 +1145,29 @@ function withinTimestampRange(date: Date): boolean {
 const TIMESTAMP_TYPE = "google.protobuf.Timestamp";
 const DURATION_TYPE = "google.protobuf.Duration";
 
+/** The greatest int64, 2^63 - 1. */
+const MAX_INT64 = 2n ** 63n - 1n;
+
+/**
+ * Whether `value` is a duration (cel-js's: whole `seconds` and `nanos` of the same sum) of more
+ * nanoseconds than an int64 holds, as cel-go's durations are: cel-js's are not bounded, so
+ * `timestamp('9999-01-01T00:00:00Z') - timestamp('0001-01-01T00:00:00Z')` gave 315506361600s.
+ */
+function outsideDurationRange(value: unknown): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  const { seconds, nanos } = value as { seconds?: unknown; nanos?: unknown };
+  if (typeof seconds !== "bigint" || typeof nanos !== "number") return false;
+  const total = seconds * 1_000_000_000n + BigInt(Math.trunc(nanos));
+  return total < MIN_INT64 || total > MAX_INT64;
+}
+
 /** The least int64, -2^63: the one int whose negation, or quotient or remainder by -1, has no int64. */
 const MIN_INT64 = -(2n ** 63n);
 
 /**
  * Makes each timestamp a `+` or `-` of a checked tree gives outside CEL's range (years 1 to 9999)
- * fail (cel-go's `timestamp overflow`), each list index that is not a whole number fail saying
+ * fail (cel-go's `timestamp overflow`), and each duration past int64 nanoseconds (see
+ * {@linkcode outsideDurationRange}), each list index that is not a whole number fail saying
  * so, and each unary `-`, `/` and `%` fail on the int64 they cannot answer, as CEL specifies (cel-go's `negateInt64Checked`, `divideInt64Checked`, `moduloInt64Checked`): cel-js
  * checks `+ - *` of ints for overflow but not these, so `-(-9223372036854775807 - 1)` and
  * `-9223372036854775808 / -1` gave 2^63, an int outside int64, and `% -1` of it gave 0.
@@ -1160,7 +1177,7 @@ function checkIntegerEdges(root: unknown): void {
     const checked = node as unknown as { handle?: (...values: unknown[]) => unknown };
     const handle = checked.handle;
     if (typeof handle !== "function") return;
-    // Only the nodes a check can hold: the rest (`1.5 + x`, `'a' + s`, `l[0]` of a map) as they were.
+    // Only the nodes a check can affect, by their checked type: `double(x) + 1.0` is not wrapped.
     const type = String(node.checkedType?.name);
     if (node.op === "-_") {
       if (type !== "int" && type !== "dyn") return;
@@ -1175,6 +1192,11 @@ function checkIntegerEdges(root: unknown): void {
       // cel-js's timestamps are Dates, which go on past CEL's range (`+010000-01-01T…`).
       checked.handle = (left, right, self, evaluator) => {
         const value = handle(left, right, self, evaluator);
+        if (outsideDurationRange(value)) {
+          throw new EvaluationError(
+            `duration overflow: ${value} is outside what int64 nanoseconds hold (about 292 years either way)`,
+          );
+        }
         if (value instanceof Date && !withinTimestampRange(value)) {
           throw new EvaluationError(
             `timestamp overflow: ${

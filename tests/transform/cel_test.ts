@@ -376,6 +376,47 @@ Deno.test("a timestamp + or - gives outside CEL's range (years 1 to 9999) fails 
   );
 });
 
+Deno.test("a duration + or - gives past int64 nanoseconds fails with a duration overflow, as cel-go", () => {
+  const tail = "is outside what int64 nanoseconds hold (about 292 years either way)";
+  const cases: Array<[string, string]> = [
+    // cel-js gave 315506361600s.
+    [
+      "timestamp('9999-01-01T00:00:00Z') - timestamp('0001-01-01T00:00:00Z')",
+      `duration overflow: 315506361600s ${tail}`,
+    ],
+    ["timestamp(event.a) - timestamp(event.b)", `duration overflow: -9467020800s ${tail}`],
+    [
+      "duration('2562047h') + duration('2562047h')",
+      `duration overflow: 18446738400s ${tail}`,
+    ],
+    [
+      "dyn(duration('-2562047h')) - duration('2562047h')",
+      `duration overflow: -18446738400s ${tail}`,
+    ],
+  ];
+  const event = { a: "1700-01-01T00:00:00Z", b: "2000-01-01T00:00:00Z" };
+  for (const [source, message] of cases) {
+    assert.throws(() => compileExpression(source)({ event }), (error: unknown) => {
+      assert.equal(evaluationMessage(error), message, source);
+      return true;
+    });
+  }
+  // Within it, to its last nanosecond (2^63 - 1), as before.
+  const run = (source: string) => String(compileExpression(source)({ event }));
+  assert.equal(
+    run("duration('9223372036s') + duration('0.854775807s')"),
+    "9223372036.854775807s",
+  );
+  const least = compileExpression("duration('-9223372036s') - duration('0.854775808s')")({
+    event,
+  }) as { seconds: bigint; nanos: number };
+  assert.equal(least.seconds * 1_000_000_000n + BigInt(least.nanos), -(2n ** 63n));
+  assert.equal(
+    run("timestamp('2000-01-01T00:00:00Z') - timestamp('1800-01-01T00:00:00Z')"),
+    "6311347200s",
+  );
+});
+
 Deno.test("a list index that is not a whole number fails saying so, not that it is past the end", () => {
   const read = compileExpression("event.l[event.i]");
   // cel-js said `No such key: index out of bounds, index 1.5 >= size 2`.
