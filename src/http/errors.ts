@@ -64,7 +64,7 @@ export const ERROR_CODES = {
   invalid_query: {
     status: [400],
     when:
-      "a query parameter's value is not what the operation takes, one given twice, a `group.<field>` the counter does not group by, or `from`/`to` on `…/current` (another name is ignored)",
+      "a query parameter's value is not what the operation takes, one given twice, a `group.<field>` the counter lacks, `from`/`to` on `…/current`, or a name a `GET` does not take",
   },
   invalid_json: { status: [400], when: "the body is not JSON" },
   invalid_body: {
@@ -167,7 +167,10 @@ export const ERROR_CODES = {
     when: "the `Idempotency-Key` was used with another body",
   },
   upgrade_required: { status: [426], when: "a WebSocket route asked without an upgrade" },
-  rate_limited: { status: [429], when: "over a rate limit (see `Retry-After`, `RateLimit`)" },
+  rate_limited: {
+    status: [429],
+    when: "over a rate limit (see `Retry-After`, `RateLimit`, `details.retryAfterMs`)",
+  },
   too_many_subscriptions: { status: [429], when: "the key holds its most live subscriptions" },
   too_many_ingest_sockets: { status: [429], when: "the key holds its most ingest WebSockets" },
   internal_error: { status: [500], when: "a defect: the log has the cause under the `requestId`" },

@@ -54,16 +54,18 @@ Deno.test("a batch of a stream deleted or created again meanwhile is a 503 strea
   );
 });
 
-Deno.test("README's Error codes table lists every code of ERROR_CODES with its statuses, in order, and no other", async () => {
+Deno.test("README's Error codes table lists every code of ERROR_CODES with its statuses and its when, in order, and no other", async () => {
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   const section = readme.split("\n### Error codes\n")[1]?.split("\n### ")[0] ?? "";
   const rows = section.split("\n").filter((line) => /^\| `/.test(line)).map((line) => {
-    const [code, status] = line.split("|").slice(1, 3).map((cell) => cell.trim());
-    return [code.replaceAll("`", ""), status];
+    // No cell holds a `|`: the row splits into code, status and when.
+    const [code, status, when] = line.split("|").slice(1, -1).map((cell) => cell.trim());
+    return [code.replaceAll("`", ""), status, when];
   });
-  const expected = Object.entries(ERROR_CODES).map(([code, { status }]) => [
+  const expected = Object.entries(ERROR_CODES).map(([code, { status, when }]) => [
     code,
     status.map((value) => value === 0 ? "WebSocket frame" : String(value)).join(", "),
+    when,
   ]);
   assert.ok(rows.length >= 50, `${rows.length} rows`);
   assert.deepEqual(rows, expected);
