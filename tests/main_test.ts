@@ -915,10 +915,13 @@ Deno.test("serve() listens before the webhook endpoints load: /healthz answers, 
 
 for (const entry of ["src/main.ts", "deploy/main.ts"]) {
   Deno.test(`${entry} with EDGESTREAM_DRAIN keeps listening after SIGTERM: /readyz answers 503 shutting_down on a new connection, ingest is still served, then it stops`, async () => {
+    // The three requests below must land within the drain: 6 s leaves room for a loaded machine
+    // (with 2 s, the drain could end first). Without a drain the listener closes at once and
+    // they fail.
     const server = await startServerProcess(`drain ${entry}`, {
       EDGESTREAM_SWEEP_EVERY: "0s",
-      EDGESTREAM_SHUTDOWN: "4s",
-      EDGESTREAM_DRAIN: "2s",
+      EDGESTREAM_SHUTDOWN: "8s",
+      EDGESTREAM_DRAIN: "6s",
     }, { entry });
     // Each request on a connection of its own, as a load balancer's probe opens one.
     const onNewConnection = async (path: string, init: RequestInit = {}) => {
@@ -930,7 +933,7 @@ for (const entry of ["src/main.ts", "deploy/main.ts"]) {
       assert.equal((await onNewConnection("/readyz")).status, 200);
       server.signal("SIGTERM");
       // The drain line: the stop has begun.
-      await eventually(() => assert.match(server.output(), /draining for 2000 ms/));
+      await eventually(() => assert.match(server.output(), /draining for 6000 ms/));
       const ready = await onNewConnection("/readyz");
       assert.equal(ready.status, 503, ready.body);
       assert.equal(JSON.parse(ready.body).status, "shutting_down");
