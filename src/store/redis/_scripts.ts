@@ -574,10 +574,8 @@ end
  *   values, `tk`, `now`, `late`, `dttl`, `counters`, `tmax`, `id` and `one`, from a RedisStore
  *   used alone; through the registry's store with the definitions in this Redis, `dv` and `rec`
  *   too, and `gen` for a stream created through the API (generation 1 or more): 11, `idle` and
- *   `sl` further on where given; measured with bench:apply-compare --instructions when these were
- *   an object's fields, `dv` added to the 8 cost 1.7k redis-server instructions a call of ~511k,
- *   and a 10th field, `true`, 0.3k more; with `gen` after the rarer fields, a single event sent 19
- *   values, 8 of them padding `false`s, ~4k instructions more than now); and per request `{n, f?, x?, ik?, ib?, ir?, it?, rls?}`:
+ *   `sl` further on where given; measured figures in docs/benchmarks.md, 2026-12-07); and per
+ *   request `{n, f?, x?, ik?, ib?, ir?, it?, rls?}`:
  *   its event, filtered and rejected counts (absent for 0), its idempotency claim (key hash, body
  *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`; `sl`, the
  *   stats' life (ms) where a counter's TTL is longer than `statsTtl` (absent else: `statsTtl`);

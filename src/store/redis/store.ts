@@ -580,7 +580,9 @@ export class RedisStore implements Store {
     const one = batch.events.length === 1 && sess === undefined
       ? singleEventCells(cells, batch.counters)
       : undefined;
-    const header = {
+    // Typed by the script's field names: a field it does not take (misspelled, or missing from
+    // APPLY_FIELDS) fails the type check rather than being dropped by applyFields.
+    const header: { [name in ApplyField]?: unknown } = {
       // One token per call (not per try): a try sent again returns the first one's reply.
       tk: crypto.randomUUID(),
       now: batch.nowMs,
