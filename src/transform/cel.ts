@@ -987,16 +987,27 @@ const UINT64_DOUBLE_BOUND = 2 ** 64;
  * `int(-9223372036854775808.0)` gave -2^63. `uint()`: [0, 2^64), as cel-go's
  * `doubleToUint64Checked` (`-0.0` is not below 0); cel-js truncates first, so `uint(-0.5)` gave 0.
  * Only a double can be past the range (for an int or a string cel-js checks it itself), and one
- * past 2^53 is whole.
+ * past 2^53 is whole. And each `duration()` fails for a duration past int64 nanoseconds (see
+ * {@linkcode outsideDurationRange}), cel-go's `duration overflow`: cel-js parsed
+ * `duration('9999999999999h')` as 35999999999996400s, which a comparison then took.
  */
 function checkIntConversions(root: unknown): void {
   visitNodes(root, (node) => {
     if (node.op !== "call") return;
     const name = (node.args as unknown[])[0];
-    if (name !== "int" && name !== "uint") return;
+    if (name !== "int" && name !== "uint" && name !== "duration") return;
     // cel-js's handler of the argument's value, set when the node was checked (an infinity or
     // NaN is left to it: its own error).
     const call = node as unknown as FunctionCall;
+    if (name === "duration") {
+      const handle = call.handle;
+      call.handle = (values, self, evaluator) => {
+        const value = handle(values, self, evaluator);
+        if (outsideDurationRange(value)) throw durationOverflow(value);
+        return value;
+      };
+      return;
+    }
     call.handle = name === "int"
       ? rangeChecked(
         call.handle,
@@ -1037,10 +1048,6 @@ function splitsPair(text: string, unit: number): boolean {
   return unit > 0 && unit < text.length && pairStep(text, unit - 1) === 2;
 }
 
-function outOfRange(message: string): EvaluationError {
-  return new EvaluationError(message);
-}
-
 /** All of a string ASCII: its upper and lower case are JavaScript's. */
 const ASCII = /^[\0-\x7f]*$/;
 
@@ -1079,11 +1086,11 @@ const CODE_POINT_METHODS = new Map<string, (text: string, args: unknown[]) => un
     if (!SURROGATE.test(text)) return null;
     const size = BigInt(codePointsIn(text, text.length));
     if (start < 0n || start > size) {
-      throw outOfRange("string.substring(start, end): start index out of range");
+      throw new EvaluationError("string.substring(start, end): start index out of range");
     }
     if (end === undefined) return text.slice(unitOf(text, Number(start)));
     if (end < start || end > size) {
-      throw outOfRange("string.substring(start, end): end index out of range");
+      throw new EvaluationError("string.substring(start, end): end index out of range");
     }
     return text.slice(unitOf(text, Number(start)), unitOf(text, Number(end)));
   }],
@@ -1104,7 +1111,9 @@ function searchMethod(
     if (!SURROGATE.test(text)) return null;
     if (from !== undefined) {
       if (search === "") return from;
-      if (from < 0n || from >= BigInt(codePointsIn(text, text.length))) throw outOfRange(message);
+      if (from < 0n || from >= BigInt(codePointsIn(text, text.length))) {
+        throw new EvaluationError(message);
+      }
     }
     let found = from === undefined
       ? text[method](search)
@@ -1148,6 +1157,9 @@ const DURATION_TYPE = "google.protobuf.Duration";
 /** The greatest int64, 2^63 - 1. */
 const MAX_INT64 = 2n ** 63n - 1n;
 
+/** The least int64, -2^63: the one int whose negation, or quotient or remainder by -1, has no int64. */
+const MIN_INT64 = -(2n ** 63n);
+
 /**
  * Whether `value` is a duration (cel-js's: whole `seconds` and `nanos` of the same sum) of more
  * nanoseconds than an int64 holds, as cel-go's durations are: cel-js's are not bounded, so
@@ -1160,9 +1172,6 @@ function outsideDurationRange(value: unknown): boolean {
   const total = seconds * 1_000_000_000n + BigInt(Math.trunc(nanos));
   return total < MIN_INT64 || total > MAX_INT64;
 }
-
-/** The least int64, -2^63: the one int whose negation, or quotient or remainder by -1, has no int64. */
-const MIN_INT64 = -(2n ** 63n);
 
 /**
  * Makes each timestamp a `+` or `-` of a checked tree gives outside CEL's range (years 1 to 9999)
@@ -1192,11 +1201,7 @@ function checkIntegerEdges(root: unknown): void {
       // cel-js's timestamps are Dates, which go on past CEL's range (`+010000-01-01T…`).
       checked.handle = (left, right, self, evaluator) => {
         const value = handle(left, right, self, evaluator);
-        if (outsideDurationRange(value)) {
-          throw new EvaluationError(
-            `duration overflow: ${value} is outside what int64 nanoseconds hold (about 292 years either way)`,
-          );
-        }
+        if (outsideDurationRange(value)) throw durationOverflow(value);
         if (value instanceof Date && !withinTimestampRange(value)) {
           throw new EvaluationError(
             `timestamp overflow: ${
@@ -1226,6 +1231,13 @@ function checkIntegerEdges(root: unknown): void {
       };
     }
   });
+}
+
+/** cel-go's `duration overflow`, for a `value` {@linkcode outsideDurationRange} says is past it. */
+function durationOverflow(value: unknown): EvaluationError {
+  return new EvaluationError(
+    `duration overflow: ${value} is outside what int64 nanoseconds hold (about 292 years either way)`,
+  );
 }
 
 function intOverflow(op: string, left: bigint, right?: bigint): EvaluationError {

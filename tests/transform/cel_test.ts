@@ -354,10 +354,10 @@ Deno.test("a timestamp + or - gives outside CEL's range (years 1 to 9999) fails 
       "dyn(duration('1h')) + timestamp(event.t)",
       "timestamp overflow: +010000-01-01T00:30:00.000Z is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
     ],
-    // Past what a Date holds at all.
+    // Past what a Date holds at all: its duration() fails first, as cel-go's.
     [
       "timestamp(event.t) + duration('9999999999999h')",
-      "timestamp overflow: a time is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
+      "duration overflow: 35999999999996400s is outside what int64 nanoseconds hold (about 292 years either way)",
     ],
   ];
   const event = { t: "9999-12-31T23:30:00Z" };
@@ -376,7 +376,7 @@ Deno.test("a timestamp + or - gives outside CEL's range (years 1 to 9999) fails 
   );
 });
 
-Deno.test("a duration + or - gives past int64 nanoseconds fails with a duration overflow, as cel-go", () => {
+Deno.test("a duration() or a duration + or - past int64 nanoseconds fails with a duration overflow, as cel-go", () => {
   const tail = "is outside what int64 nanoseconds hold (about 292 years either way)";
   const cases: Array<[string, string]> = [
     // cel-js gave 315506361600s.
@@ -393,8 +393,11 @@ Deno.test("a duration + or - gives past int64 nanoseconds fails with a duration 
       "dyn(duration('-2562047h')) - duration('2562047h')",
       `duration overflow: -18446738400s ${tail}`,
     ],
+    // cel-js parsed it as 35999999999996400s, which the comparison took.
+    ["duration(event.d) > duration('1h')", `duration overflow: 35999999999996400s ${tail}`],
+    ["duration('-9999999999999h')", `duration overflow: -35999999999996400s ${tail}`],
   ];
-  const event = { a: "1700-01-01T00:00:00Z", b: "2000-01-01T00:00:00Z" };
+  const event = { a: "1700-01-01T00:00:00Z", b: "2000-01-01T00:00:00Z", d: "9999999999999h" };
   for (const [source, message] of cases) {
     assert.throws(() => compileExpression(source)({ event }), (error: unknown) => {
       assert.equal(evaluationMessage(error), message, source);
@@ -415,6 +418,8 @@ Deno.test("a duration + or - gives past int64 nanoseconds fails with a duration 
     run("timestamp('2000-01-01T00:00:00Z') - timestamp('1800-01-01T00:00:00Z')"),
     "6311347200s",
   );
+  assert.equal(run("duration('9223372036.854775807s')"), "9223372036.854775807s");
+  assert.equal(run("duration('2562047h') > duration('1h')"), "true");
 });
 
 Deno.test("a list index that is not a whole number fails saying so, not that it is past the end", () => {
