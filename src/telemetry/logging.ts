@@ -204,26 +204,24 @@ function escapeRegExp(text: string): string {
 }
 
 /**
- * The patterns that redact `secrets` (each in its plain, JSON-escaped and
- * URL-encoded form) and secrets known by their shape.
+ * The patterns that redact `secrets` (each in every form a line carries it in, see
+ * {@linkcode secretForms}; its first characters too where `quoteInput` cut it) and secrets known
+ * by their shape.
  */
 export function redactionPatterns(secrets: readonly string[] = []): RedactionPattern[] {
-  const forms = new Set<string>();
-  for (const secret of secrets) {
-    if (secret === "") continue;
-    forms.add(secret);
-    forms.add(JSON.stringify(secret).slice(1, -1));
-    forms.add(encodeURIComponent(secret));
-  }
   // Longest first, so a secret that contains another is replaced whole. A short one (a dev
   // token such as "dev") is replaced only where no letter, digit, '_' or '-' touches it, or every
   // word holding those letters would be mangled.
-  const named = [...new Set(secrets)].filter((secret) => secret !== "");
-  const sorted = named.sort((a, b) => b.length - a.length).map((secret) =>
-    secret.length < SHORT_SECRET
-      ? `${SHORT_SECRET_START}${secretForms(secret)}(?![A-Za-z0-9_-])`
-      : secretForms(secret)
-  );
+  const named = [...new Set(secrets)].filter((secret) => secret !== "")
+    .sort((a, b) => b.length - a.length);
+  const forms = new Set<string>();
+  const sorted = named.map((secret) => {
+    const { pattern, written } = secretForms(secret);
+    for (const form of written) forms.add(form);
+    return secret.length < SHORT_SECRET
+      ? `${SHORT_SECRET_START}${pattern}(?![A-Za-z0-9_-])`
+      : pattern;
+  });
   const exact = sorted.length === 0
     ? []
     : [{ pattern: new RegExp(sorted.join("|"), "g"), replacement: REDACTED }];
@@ -255,9 +253,11 @@ const MAX_JSON_DEPTH = 3;
  * percent-encoded once or twice (`"` as `%22` or `%2522`, `%` as `%25` or `%2525`), as a URL
  * parser, `encodeURI` or `encodeURIComponent` leaves it. Letters, digits and `-_.~` stand for
  * themselves: a line's other percent escapes of them are decoded before the search (see
- * {@linkcode redactedEncoded}).
+ * {@linkcode redactedEncoded}). With the pattern, the forms written out whole (as written,
+ * percent-encoded once, twice, and as `encodeURIComponent` leaves them), whose first characters
+ * {@linkcode redactionPatterns} redacts where `quoteInput` cut them.
  */
-function secretForms(secret: string): string {
+function secretForms(secret: string): { pattern: string; written: string[] } {
   const bases = new Set([
     secret,
     secret.replace(/%([0-7][0-9A-Fa-f])/g, (_, hex) => String.fromCharCode(parseInt(hex, 16))),
@@ -267,19 +267,31 @@ function secretForms(secret: string): string {
   ]);
   // Each character JSON-escaped `depth` times, or percent-encoded (which JSON leaves as it is).
   const forms = new Map<string, string>();
+  // Each form written out whole, as the pattern matches it: per form, as written, and (its
+  // characters but letters, digits and `-_.~` alike) percent-encoded once and twice; and as
+  // `encodeURIComponent` leaves it, once and twice (`!*'()` as written).
+  const written = new Set<string>();
   for (const base of bases) {
+    if (base.isWellFormed()) {
+      written.add(encodeURIComponent(base));
+      written.add(encodeURIComponent(encodeURIComponent(base)));
+    }
     for (let depth = 0; depth <= MAX_JSON_DEPTH; depth++) {
       const chars = [...base].map((char) => characterForms(char, depth));
       forms.set(
-        chars.map(([written]) => written).join(""),
+        chars.map(([text]) => text).join(""),
         chars.map(([, pattern]) => pattern).join(""),
       );
+      written.add(chars.map(([text]) => text).join(""));
+      written.add(chars.map(([text, , once]) => once ?? text).join(""));
+      written.add(chars.map(([text, , , twice]) => twice ?? text).join(""));
     }
   }
   // Longest first: where one form begins another (`a\"b` and `a`…), the whole is replaced.
-  return `(?:${
-    [...forms].sort(([a], [b]) => b.length - a.length).map(([, pattern]) => pattern).join("|")
+  const pattern = `(?:${
+    [...forms].sort(([a], [b]) => b.length - a.length).map(([, form]) => form).join("|")
   })`;
+  return { pattern, written: [...written] };
 }
 
 /** Two hex digits in either case. */
@@ -290,22 +302,30 @@ function hexForms(hex: string): string {
 }
 
 /**
- * One character JSON-escaped `depth` times, and a pattern matching that or the character
- * percent-encoded once or twice.
+ * One character JSON-escaped `depth` times, a pattern matching that or the character
+ * percent-encoded once or twice (its hex digits in either case), and those two encodings (upper
+ * case hex, as `encodeURIComponent` writes them; none for a character that stands for itself).
  */
-function characterForms(char: string, depth: number): [string, string] {
+function characterForms(
+  char: string,
+  depth: number,
+): [written: string, pattern: string, once?: string, twice?: string] {
   let written = char;
   for (let times = 0; times < depth; times++) written = JSON.stringify(written).slice(1, -1);
   if (/[A-Za-z0-9_.~-]/.test(char)) return [written, char];
   // A lone surrogate has no UTF-8: as written only.
   if (!char.isWellFormed()) return [written, escapeRegExp(written)];
-  const hexes = encodeURIComponent(char).match(/%[0-9A-F]{2}/g) ??
-    [...new TextEncoder().encode(char)].map((byte) =>
-      `%${byte.toString(16).toUpperCase().padStart(2, "0")}`
-    );
-  const once = hexes.map((hex) => `%${hexForms(hex.slice(1))}`).join("");
-  const twice = hexes.map((hex) => `%25${hexForms(hex.slice(1))}`).join("");
-  return [written, `(?:${escapeRegExp(written)}|${once}|${twice})`];
+  const hexes = [...new TextEncoder().encode(char)].map((byte) =>
+    byte.toString(16).toUpperCase().padStart(2, "0")
+  );
+  const once = hexes.map((hex) => `%${hexForms(hex)}`).join("");
+  const twice = hexes.map((hex) => `%25${hexForms(hex)}`).join("");
+  return [
+    written,
+    `(?:${escapeRegExp(written)}|${once}|${twice})`,
+    hexes.map((hex) => `%${hex}`).join(""),
+    hexes.map((hex) => `%25${hex}`).join(""),
+  ];
 }
 
 /** Where `quoteInput` cut client input: its ellipsis and the length it gives after it. */

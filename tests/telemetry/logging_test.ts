@@ -1046,6 +1046,31 @@ Deno.test("configureLogging() redacts the first characters of a secret that quot
   }, { secrets: [API_KEY, long, short] });
 });
 
+Deno.test("configureLogging() redacts a cut secret's first characters in every form it redacts the whole secret in", async () => {
+  // Forms only the whole-secret pattern knew: JSON-escaped twice (a message quoting JSON, in a
+  // JSON line: `"` as `\\\"`) and percent-encoded twice (`"` as `%2522`, `\` as `%255C`).
+  const secret = 'ab"c\\d0123456789abcdef';
+  const cutAt = (text: string, kept: number) => quoteInput(`x/${text}/y`, 2 + kept);
+  await writtenLogs((lines) => {
+    const twice = encodeURIComponent(encodeURIComponent(secret));
+    for (let kept = 4; kept < secret.length; kept++) {
+      logger.info("body {body}", { body: JSON.stringify({ path: cutAt(secret, kept) }) });
+    }
+    for (let kept = 4; kept < twice.length; kept++) {
+      logger.info("GET {path} 404", { path: cutAt(twice, kept) });
+    }
+    const logged = jsonLines(lines);
+    assert.equal(logged.length, secret.length - 4 + twice.length - 4);
+    for (const line of logged) {
+      const value = String(line.body ?? line.path);
+      assert.match(value, /x\/\[REDACTED\]… \(\d+ characters\)/, value);
+    }
+    const text = lines.map((line) => line.text).join("\n");
+    assert.ok(!text.includes('ab\\\\\\"c'), text);
+    assert.ok(!text.includes("ab%2522c"), text);
+  }, { secrets: [secret] });
+});
+
 Deno.test("configureLogging() redacts a secret or key query parameter that a line holds partly percent-encoded", async () => {
   const long = "0123456789abcdef0123456789abcdef";
   /** `text` with its characters at `indexes` percent-encoded (lowercase hex, as a client may). */
