@@ -1068,20 +1068,23 @@ Deno.test("configFromEnv() on the memory store says in its startup line that its
 });
 
 Deno.test("the README's quick start: the example config counts the three orders and reads them back", async () => {
+  // The POST as the README shows it: its body and the reply its comment gives.
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const example = readme.match(
+    /curl -s -X POST localhost:8000\/v1\/streams\/orders\/events \\\n\s+-H 'Content-Type: application\/json' \\\n\s+-d '([^']+)'\n# (.*)\n/,
+  );
+  assert.ok(example, "the README's quick start POSTs events to orders, its reply in a comment");
+  const [, events, reply] = example;
+  assert.equal(reply, '{"accepted":3,"duplicates":1,"late":0,"filtered":0,"rejected":[]}');
   const config = await configFromEnv(env({}));
   try {
     const app = createApp({ streams: config.streams, store: config.store, keys: config.keys });
     const posted = await app.request("http://localhost:8000/v1/streams/orders/events", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: `[{"id":"o-1","country":"DE","amount":12.5,"customer":"c-1"},
-       {"id":"o-2","country":"FR","amount":150,"customer":"c-2"},
-       {"id":"o-1","country":"DE","amount":12.5,"customer":"c-1"}]`,
+      body: events,
     });
-    assert.equal(
-      await posted.text(),
-      '{"accepted":3,"duplicates":1,"late":0,"filtered":0,"rejected":[]}',
-    );
+    assert.equal(await posted.text(), reply);
     const read = await app.request(
       "http://localhost:8000/v1/streams/orders/counters/orders_per_minute",
     );
