@@ -23,10 +23,11 @@
  *
  * Talks to redis-server directly (no bridge, no HTTP).
  *
- * `--registry`: each batch as the registry's store sends it for a stream created through the API:
- * under generation 1 (`gen`), with the definition version it was built for (`dv`) and recorded
- * (`rec`, both stores with `definitionsHere`), the definition record written first by the
- * definition store. Without it, a RedisStore used alone (none of the three sent).
+ * `--registry`: through this tree's registry, as for a stream created through the API: a
+ * `StreamRegistry` over the definition store creates the stream with `put()` and wraps each tree's
+ * store (both with `definitionsHere`), so each batch carries what its store adds: generation 1
+ * (`gen`), the definition version it was built for (`dv`), recorded (`rec`). Without it, a
+ * RedisStore used alone (none of the three sent).
  *
  * `--port 7400`: the redis-servers on that port and the next two (interleaved, then each
  * tree's under valgrind), for a machine where a session keeps to a range of ports; without it, a
@@ -39,12 +40,12 @@ import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { createClient } from "redis";
-import { compileConfig } from "../src/config/mod.ts";
+import { compileConfig, type CompiledStream } from "../src/config/mod.ts";
 import { ingestItems } from "../src/ingest/mod.ts";
 import { RedisStore } from "../src/store/redis/store.ts";
-import { RedisDefinitionStore } from "../src/store/redis/definition_store.ts";
-import { generationKey } from "../src/store/definitions.ts";
-import type { Store, StoreBatch } from "../src/store/types.ts";
+import type { RedisDefinitionClient } from "../src/store/redis/definition_store.ts";
+import type { Store } from "../src/store/types.ts";
+import { createdThroughApi } from "../tests/store/redis/_apply_headers.ts";
 import { startRedisServer } from "../tools/redis_server.ts";
 import {
   allowedCpus,
@@ -115,38 +116,33 @@ function adapter(client: ScriptClient) {
 }
 
 /**
- * A store of tree `which` under `prefix`; with `--registry`, one whose batches carry what the
- * registry's store adds for a stream created through the API (generation 1, its definition
- * version, recorded), the definition record written first.
+ * A store of tree `which` under `prefix`; with `--registry`, a registry's store: a
+ * {@linkcode StreamRegistry} over the definition store under `prefix` creates the `bench` stream
+ * with `put()` (generation 1, a definition record) and wraps the store, so each batch carries what
+ * that registry adds for a stream created through the API (`gen`, `dv`, `rec`); this tree's events
+ * are then built from the stream that registry serves.
  */
+/** A tree's store and the stream its events are built from (this tree's pipeline). */
+interface Target {
+  which: "base" | "tree";
+  store: Store;
+  stream: CompiledStream;
+}
+
 async function storeOf(
   which: "base" | "tree",
   client: ScriptClient,
   prefix: string,
-): Promise<Store> {
+): Promise<Target> {
   const Store = which === "base" ? BaseStore : RedisStore;
   const store = new Store(adapter(client), { prefix, definitionsHere: flags.registry });
-  if (!flags.registry) return store;
-  const written = await new RedisDefinitionStore(
-    adapter(client) as unknown as ConstructorParameters<typeof RedisDefinitionStore>[0],
-    { prefix },
-  ).write("bench", {
-    source: "api",
-    generation: 1,
-    definition: config.streams.bench,
-    counters: {},
-    deleted: false,
-  }, 0);
-  if (written.status !== "written") throw new Error(`definition record: ${written.status}`);
-  const applyBatch = store.applyBatch.bind(store);
-  store.applyBatch = (batch: StoreBatch) =>
-    applyBatch({
-      ...batch,
-      stream: generationKey(batch.stream, 1),
-      definitionVersion: written.version,
-      recorded: true,
-    });
-  return store;
+  if (!flags.registry) return { which, store, stream };
+  const created = await createdThroughApi(
+    adapter(client) as unknown as RedisDefinitionClient,
+    store,
+    { prefix, name: "bench", definition: config.streams.bench },
+  );
+  return { which, store: created.store, stream: created.stream };
 }
 
 /** Events as `bench/_shared.ts` makes them; `fixed` gives times and users that do not vary. */
@@ -172,14 +168,17 @@ function eventMaker(fixed: boolean) {
   };
 }
 
+/** Ingests `items` into `target`'s store through its tree's pipeline. */
 async function apply(
-  store: Store,
+  target: Target,
   items: ReturnType<ReturnType<typeof eventMaker>>,
   fixed: boolean,
 ) {
   const nowMs = fixed ? items[0].value.ts + 5 : Date.now();
-  if (store instanceof BaseStore) await baseIngest.ingestItems(baseStream, items, { store, nowMs });
-  else await ingestItems(stream, items, { store, nowMs });
+  const { store } = target;
+  if (target.which === "base") {
+    await baseIngest.ingestItems(baseStream, items, { store, nowMs });
+  } else await ingestItems(target.stream, items, { store, nowMs });
 }
 
 /** Keeps every thread of process `pid` on the CPUs `list` (`taskset -c` syntax). */
@@ -225,13 +224,10 @@ async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
     }
     await client.sendCommand(["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
     await client.sendCommand(["CONFIG", "SET", "slowlog-max-len", String(2 * CALLS + 100)]);
-    const stores: ["base" | "tree", Store][] = [
-      ["base", await storeOf("base", client, "base")],
-      ["tree", await storeOf("tree", client, "tree")],
-    ];
+    const stores = [await storeOf("base", client, "base"), await storeOf("tree", client, "tree")];
     const events = eventMaker(false);
     for (let i = 0; i < 50; i++) {
-      for (const [, store] of stores) await apply(store, events(BATCH), false);
+      for (const target of stores) await apply(target, events(BATCH), false);
     }
     const rounds: Round[] = [];
     for (const gapUs of GAPS) {
@@ -239,9 +235,13 @@ async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
         await client.sendCommand(["SLOWLOG", "RESET"]);
         for (let i = 0; i < CALLS; i++) {
           const items = events(BATCH);
-          for (const [, store] of i % 2 === 0 ? stores : [...stores].reverse()) {
+          for (const target of i % 2 === 0 ? stores : [...stores].reverse()) {
             if (gapUs > 0) idle(gapUs);
-            await apply(store, items.map((item) => ({ ...item, value: { ...item.value } })), false);
+            await apply(
+              target,
+              items.map((item) => ({ ...item, value: { ...item.value } })),
+              false,
+            );
           }
         }
         const entries = await client.sendCommand(["SLOWLOG", "GET", "-1"]) as unknown[][];
@@ -303,9 +303,9 @@ async function instructionsOf(which: "base" | "tree", calls: number): Promise<nu
   }
   const client = createClient({ url: `redis://127.0.0.1:${port}` });
   await client.connect();
-  const store = await storeOf(which, client, "v");
+  const target = await storeOf(which, client, "v");
   const events = eventMaker(true);
-  for (let i = 0; i < 50 + calls; i++) await apply(store, events(BATCH), true);
+  for (let i = 0; i < 50 + calls; i++) await apply(target, events(BATCH), true);
   await client.disconnect();
   // SHUTDOWN closes the connection without a reply: sent on a socket of its own.
   const socket = await Deno.connect({ hostname: "127.0.0.1", port });

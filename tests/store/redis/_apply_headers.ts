@@ -7,6 +7,12 @@
 import type { Redis } from "@upstash/redis";
 import type { RedisClient } from "../../../src/store/redis/store.ts";
 import { APPLY_FIELDS } from "../../../src/store/redis/_scripts.ts";
+import { type CompiledStream, StreamRegistry } from "../../../src/config/mod.ts";
+import {
+  type RedisDefinitionClient,
+  RedisDefinitionStore,
+} from "../../../src/store/redis/definition_store.ts";
+import type { Store } from "../../../src/store/types.ts";
 
 /**
  * The apply script's first argument (its header) of each apply `redis` is sent, parsed: once per
@@ -36,4 +42,28 @@ export function recordingApplies(
     },
   });
   return { client, headers };
+}
+
+/**
+ * A stream created through the API as the registry does it: a {@linkcode StreamRegistry} over a
+ * {@linkcode RedisDefinitionStore} on `definitions` under `prefix` creates `name` with `put()`,
+ * and `data` is wrapped by that registry, so each batch goes to `data` with what the registry's
+ * store adds (the generation key, the definition version, recorded), not a copy of it.
+ */
+export async function createdThroughApi(
+  definitions: RedisDefinitionClient,
+  data: Store,
+  options: { prefix: string; name: string; definition: unknown },
+): Promise<{ store: Store; stream: CompiledStream; version: number; generation: number }> {
+  const registry = new StreamRegistry(new Map(), {
+    definitions: new RedisDefinitionStore(definitions, { prefix: options.prefix }),
+  });
+  const { created, registered } = await registry.put(options.name, options.definition);
+  if (!created) throw new Error(`stream '${options.name}' was there already`);
+  return {
+    store: registry.wrap(data),
+    stream: registered.stream,
+    version: registered.version,
+    generation: registered.generation,
+  };
 }

@@ -18,14 +18,12 @@ import {
   APPLY_SCRIPT,
   DEDUPE_EARLIER_TTLS,
 } from "../../../src/store/redis/_scripts.ts";
-import { RedisDefinitionStore } from "../../../src/store/redis/definition_store.ts";
-import { generationKey } from "../../../src/store/definitions.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
 import { applyFields, type RedisClient, RedisStore } from "../../../src/store/redis/store.ts";
 import { type Store, type StoreBatch, StoreUnavailableError } from "../../../src/store/types.ts";
 import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
-import { recordingApplies } from "./_apply_headers.ts";
+import { createdThroughApi, recordingApplies } from "./_apply_headers.ts";
 import {
   billedCommands,
   commandNames,
@@ -1548,20 +1546,17 @@ redisTest(
   },
 );
 
-/** Four counters of four kinds, one pane each. */
-const FOUR: CompiledStream = compileConfig({
-  streams: {
-    four: {
-      time: { field: "t", lateness: "1h" },
-      counters: {
-        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
-        sum: { window: { tumbling: "1m" }, aggregate: { sum: "v" } },
-        low: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { min: "v" } },
-        users: { window: { tumbling: "1m" }, aggregate: { distinct: "u" } },
-      },
-    },
+/** Four counters of four kinds, one pane each: the definition of {@linkcode FOUR}. */
+const FOUR_DEFINITION = {
+  time: { field: "t", lateness: "1h" },
+  counters: {
+    count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+    sum: { window: { tumbling: "1m" }, aggregate: { sum: "v" } },
+    low: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { min: "v" } },
+    users: { window: { tumbling: "1m" }, aggregate: { distinct: "u" } },
   },
-}).get("four")!;
+};
+const FOUR: CompiledStream = compileConfig({ streams: { four: FOUR_DEFINITION } }).get("four")!;
 
 Deno.test("applyFields() puts the apply script's fields at their places: false for an absent one (never null), none after the last present", () => {
   const sent = applyFields({
@@ -1603,36 +1598,34 @@ redisTest(
         };
       },
     }) as unknown as RedisClient;
-    const written = await new RedisDefinitionStore(redis, { prefix: "reg" }).write("four", {
-      source: "api",
-      generation: 1,
-      definition: {},
-      counters: {},
-      deleted: false,
-    }, 0);
-    assert.equal(written.status, "written");
-    const store = new RedisStore(client, { prefix: "reg", now: () => NOW, definitionsHere: true });
-    // What the registry's store adds to each batch of a stream created through the API.
-    const applyBatch = store.applyBatch.bind(store);
-    store.applyBatch = (batch: StoreBatch) =>
-      applyBatch({
-        ...batch,
-        stream: generationKey(batch.stream, 1),
-        definitionVersion: written.version,
-        recorded: true,
-      });
-    const result = await ingestItems(FOUR, items([{ t: T0 + 61_000, g: "de", v: 2.5, u: "ann" }]), {
-      store,
-      nowMs: NOW,
-    });
+    // The registry's own path: created with put(), ingested through its wrap() of the store.
+    const { store, stream, version, generation } = await createdThroughApi(
+      redis,
+      new RedisStore(client, { prefix: "reg", now: () => NOW, definitionsHere: true }),
+      { prefix: "reg", name: "four", definition: FOUR_DEFINITION },
+    );
+    assert.equal(generation, 1);
+    const result = await ingestItems(
+      stream,
+      items([{ t: T0 + 61_000, g: "de", v: 2.5, u: "ann" }]),
+      {
+        store,
+        nowMs: NOW,
+      },
+    );
     assert.equal(result.accepted, 1);
     assert.equal(sent.length, 1);
-    // tk, now, late, dttl, counters, tmax, id, one, dv, rec, gen: none false between them.
+    // tk, now, late, dttl, counters, tmax, id, one, dv, rec, gen: of these only `id` (no dedupe)
+    // is absent (false), none padding between the others.
     assert.equal(sent[0].length, 11);
-    assert.equal(sent[0].indexOf(false), APPLY_FIELDS.indexOf("id"));
+    const absent = sent[0].flatMap((value, i) => value === false ? [APPLY_FIELDS[i]] : []);
+    assert.deepEqual(absent, ["id"]);
+    // The single event's form: its pane updates in `one` (the event's user among them).
+    const one = sent[0][APPLY_FIELDS.indexOf("one")];
+    assert.ok(Array.isArray(one) && one.includes("ann"), `one: ${JSON.stringify(one)}`);
     assert.equal(sent[0][APPLY_FIELDS.indexOf("gen")], 1);
     assert.equal(sent[0][APPLY_FIELDS.indexOf("rec")], true);
-    assert.equal(sent[0][APPLY_FIELDS.indexOf("dv")], written.version);
+    assert.equal(sent[0][APPLY_FIELDS.indexOf("dv")], version);
   },
 );
 
