@@ -798,6 +798,30 @@ Deno.test("/readyz answers 503 shutting_down with Retry-After once the instance 
   assert.equal((await getJson(app, "/healthz")).status, 200);
 });
 
+Deno.test("/readyz answers 503 starting while the webhook endpoints load, its log line saying why", async () => {
+  let starting = true;
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store: new MemoryStore({ now: () => NOW }),
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+    starting: () => starting,
+  });
+  await writtenLogs(async (lines) => {
+    const res = await app.request("/readyz");
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get("Retry-After"), "1");
+    const body = await res.json();
+    assert.equal(body.status, "starting");
+    const line = jsonLines(lines, "edgestream.http").at(-1)!;
+    assert.equal(line.status, 503);
+    assert.deepEqual(line.error, { code: "starting", message: body.error });
+    assert.match(body.error, /starting/);
+  });
+  starting = false;
+  assert.equal((await app.request("/readyz")).status, 200);
+});
+
 Deno.test("/readyz asks a reachable store at most once a second, and a failing one every time, its log line saying why", async () => {
   let now = NOW;
   let pings = 0;

@@ -1537,32 +1537,22 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
   };
   return async (c) => {
     if (deps.stopping?.()) {
-      const message = "The server is shutting down; another instance takes its traffic";
-      annotateRequest(c, { error: { code: "shutting_down", message } });
       c.header("Retry-After", "1");
-      return c.json(
-        {
-          status: "shutting_down",
-          store: deps.store.kind,
-          error: message,
-          requestId: requestIdOf(c) ?? "",
-        },
-        503,
-      );
+      return notReady(c, deps.store.kind, {
+        status: "shutting_down",
+        code: "shutting_down",
+        message: "The server is shutting down; another instance takes its traffic",
+      });
     }
     if (deps.starting?.()) {
       // Not the store's ping: a store that does not answer holds the endpoints' loading up to its
       // deadline, and a probe would wait for it as long.
       c.header("Retry-After", "1");
-      return c.json(
-        {
-          status: "starting",
-          store: deps.store.kind,
-          error: "The server is starting: its webhook endpoints are loading",
-          requestId: requestIdOf(c) ?? "",
-        },
-        503,
-      );
+      return notReady(c, deps.store.kind, {
+        status: "starting",
+        code: "starting",
+        message: "The server is starting: its webhook endpoints are loading",
+      });
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const waited = new Promise<ReadyProblem>((resolve) => {
@@ -1574,22 +1564,43 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
     const problem = await Promise.race([check(), waited]);
     clearTimeout(timer);
     if (problem === null) return c.json({ status: "ready", store: deps.store.kind }, 200);
-    // The request line says why, as an error's does.
-    annotateRequest(c, {
-      error: { code: "store_unavailable", message: problem.message },
-      ...(problem.cause === undefined ? {} : { cause: causeText(problem.cause) }),
+    return notReady(c, deps.store.kind, {
+      status: "unavailable",
+      code: "store_unavailable",
+      message: problem.message,
+      cause: problem.cause,
     });
-    return c.json(
-      {
-        status: "unavailable",
-        store: deps.store.kind,
-        error: problem.message,
-        // As every error reply says it (the request log middleware, first, always sets it).
-        requestId: requestIdOf(c) ?? "",
-      },
-      503,
-    );
   };
+}
+
+/** Why `/readyz` is not ready: its `status`, and the request log line's error code and message. */
+interface NotReady {
+  status: "shutting_down" | "starting" | "unavailable";
+  code: string;
+  message: string;
+  /** What the store threw, for the log line's `cause`. */
+  cause?: unknown;
+}
+
+/**
+ * The 503 of `/readyz`, its request log line saying why as an error's does (every branch: a
+ * probe's 503 without a reason in the log leaves an operator guessing).
+ */
+function notReady(c: Context, store: string, reason: NotReady) {
+  annotateRequest(c, {
+    error: { code: reason.code, message: reason.message },
+    ...(reason.cause === undefined ? {} : { cause: causeText(reason.cause) }),
+  });
+  return c.json(
+    {
+      status: reason.status,
+      store,
+      error: reason.message,
+      // As every error reply says it (the request log middleware, first, always sets it).
+      requestId: requestIdOf(c) ?? "",
+    },
+    503,
+  );
 }
 
 /** `POST /v1/admin/sweep`. */
