@@ -78,6 +78,9 @@ async function showStoreStatus() {
         // another instance, or to this one started again.
         : ready.status === "shutting_down"
         ? "This server is shutting down"
+        // Its webhook endpoints still load: the store may be well, the server soon ready.
+        : ready.status === "starting"
+        ? "This server is starting"
         : "The store is unavailable",
     );
   } catch (error) {

@@ -2681,6 +2681,41 @@ browserTest(
 );
 
 browserTest(
+  "while the server starts (/readyz 503 starting) the page says so, not that the store is down",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      await backfill(server);
+      await server.send([{ country: "DE", amount: 1 }]);
+      const page = await newPage(browser);
+      await installClock(page);
+      await page.goto(`${server.base}/`);
+      await textMatching(page, CURRENT, /DE\s*1/);
+      await page.route(`${server.base}/readyz`, (route) =>
+        route.fulfill({
+          status: 503,
+          contentType: "application/json",
+          headers: { "Retry-After": "1" },
+          body: JSON.stringify({
+            status: "starting",
+            store: "memory",
+            error: "The server is starting: its webhook endpoints are loading",
+            requestId: "r",
+          }),
+        }));
+      const note = await staleNoteClocked(page, server, /may be stale/);
+      // Before, the note said "The store is unavailable", though the store was never asked.
+      assert.match(note, /^This server is starting: values shown are the last read before/);
+      await page.unroute(`${server.base}/readyz`);
+      await staleNoteClocked(page, server, null);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "a /readyz answer that is not JSON (a proxy's HTML error page) shows its status in the store badge, not the JSON parser's message",
   async (browser) => {
     const server = await startServer();
