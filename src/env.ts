@@ -172,8 +172,8 @@ function unknownSettings(source: EnvSource): StartupNotice[] {
   const typos = names.filter((name) =>
     name.toUpperCase().startsWith("EDGESTREAM_") && !known.has(name)
   ).sort().map((name) => {
-    const nearest = nearestSetting(name, SETTING_NAMES);
-    const hint = nearest.edits <= 3 ? ` (did you mean ${nearest.setting}?)` : "";
+    const nearest = nearestName(name, SETTING_NAMES, { ignoreCase: true, within: () => 3 });
+    const hint = nearest === undefined ? "" : ` (did you mean ${nearest.name}?)`;
     return {
       level: "warning" as const,
       text: `${name} is not a setting edgestream reads${hint}: ignored`,
@@ -208,18 +208,9 @@ function redisTypos(variables: Record<string, string>): StartupNotice[] {
       level: "warning" as const,
       // Always a hint: a name starting UPSTASH_REDIS_ can only mean one of the two.
       text: `${name} is not a setting edgestream reads (did you mean ${
-        nearestSetting(name, REDIS_SETTINGS).setting
+        nearestName(name, REDIS_SETTINGS, { ignoreCase: true })!.name
       }?): ignored${memory}`,
     }));
-}
-
-/** The setting of `settings` fewest edits from `name` (read in upper case), and how many. */
-function nearestSetting(
-  name: string,
-  settings: readonly string[],
-): { setting: string; edits: number } {
-  const nearest = nearestName(name.toUpperCase(), settings)!;
-  return { setting: nearest.name, edits: nearest.edits };
 }
 
 /**

@@ -11,7 +11,7 @@ import type { RouteConfig } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
 import { matchedRoutes } from "hono/route";
 import { quoteInput } from "../telemetry/logging.ts";
-import { editDistance } from "../validate/mod.ts";
+import { editDistance, nearestName } from "../validate/mod.ts";
 import { ApiError } from "./errors.ts";
 
 /** The first query parameter of `url` given more than once, other than a `group.<field>` filter. */
@@ -141,11 +141,9 @@ function nearTaken(
   if (groupFilters && dot > 0 && editDistance(lower.slice(0, dot), "group") <= 2) {
     return `group${name.slice(dot)}`;
   }
-  const near = taken.map((one) => ({ one, edits: editDistance(lower, one.toLowerCase()) }))
-    .filter(({ one, edits }) => edits * 2 < one.length);
-  const fewest = Math.min(...near.map(({ edits }) => edits));
-  const nearest = near.filter(({ edits }) => edits === fewest);
-  return nearest.length === 1 ? nearest[0].one : undefined;
+  // Fewer edits than half its length: `edits * 2 < length`.
+  const within = (one: string) => Math.ceil(one.length / 2) - 1;
+  return nearestName(name, taken, { ignoreCase: true, within, unique: true })?.name;
 }
 
 /** Throws 400 `invalid_query` when `url` repeats a query parameter. */
