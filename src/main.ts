@@ -24,6 +24,7 @@ import {
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
 import { type ListeningServer, serveListening } from "./http/listener.ts";
+import { PROBE_PATHS } from "./http/stream_routes.ts";
 import { exitOnStopSignal, type StopReport, stopServer } from "./shutdown.ts";
 import { StoreUnavailableError } from "./store/mod.ts";
 import type { OpenAPIHono } from "@hono/zod-openapi";
@@ -286,7 +287,7 @@ function isProbe(request: Request): boolean {
   // the app answers it as it answers such a request once ready.
   try {
     const { pathname } = new URL(request.url);
-    return pathname === "/healthz" || pathname === "/readyz";
+    return PROBE_PATHS.includes(pathname);
   } catch {
     return false;
   }

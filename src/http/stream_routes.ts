@@ -1490,6 +1490,12 @@ const readyRoute = createRoute({
 });
 
 /**
+ * The paths of the liveness and readiness probes (`/healthz`, `/readyz`), which `main.ts` answers
+ * before the server is ready, as its routes define them.
+ */
+export const PROBE_PATHS: readonly string[] = [healthRoute.path, readyRoute.path];
+
+/**
  * How long (ms) a store found reachable is answered ready without asking it again: probes of a
  * load balancer (and anyone, it needs no key) would otherwise each cost a store command, billed
  * on Upstash. A failure is not kept: the next probe asks again.
