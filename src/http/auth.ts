@@ -718,13 +718,23 @@ export function presentedKey(request: Request): PresentedKey {
   const key = oneKey([
     [HEADER_PLACE, bearerKey(request.headers.get("authorization") ?? undefined)],
     ["'?token='", query],
-    ...bearers.map((item): KeyPlace => [
-      `subprotocol '${BEARER_PROTOCOL_PREFIX}<key>'`,
+    ...bearers.map((item, index): KeyPlace => [
+      // Two or more are told apart by position: each reads the same, its key never said.
+      bearers.length === 1
+        ? `subprotocol '${BEARER_PROTOCOL_PREFIX}<key>'`
+        : `the ${ordinal(index + 1)} '${BEARER_PROTOCOL_PREFIX}<key>' subprotocol`,
       item.slice(BEARER_PROTOCOL_PREFIX.length),
     ]),
   ]);
   // In the URL, whichever place it was taken from: marked and warned of all the same.
   return query ? { key, protocol, inQuery: true } : { key, protocol };
+}
+
+/** `n` written as an English ordinal: `1st`, `2nd`, `3rd`, `4th`, `11th`, `21st`. */
+function ordinal(n: number): string {
+  const tens = n % 100;
+  if (tens >= 11 && tens <= 13) return `${n}th`;
+  return `${n}${["th", "st", "nd", "rd"][n % 10] ?? "th"}`;
 }
 
 /**

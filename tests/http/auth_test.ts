@@ -75,7 +75,17 @@ Deno.test("presentedKey() reads every bearer subprotocol: two different ones are
     assert.equal(error.status, 400);
     assert.match(
       error.message,
-      /^Two different API keys: one in subprotocol 'bearer\.<key>', another in subprotocol 'bearer\.<key>'; /,
+      /^Two different API keys: one in the 1st 'bearer\.<key>' subprotocol, another in the 2nd 'bearer\.<key>' subprotocol; /,
+    );
+    return true;
+  });
+  // Positions count every bearer subprotocol offered, an empty one and the same key again too.
+  assert.throws(() => presentedKey(offering("bearer., bearer.a, app, bearer.a, bearer.b")), (
+    error: ApiError,
+  ) => {
+    assert.match(
+      error.message,
+      /one in the 2nd 'bearer\.<key>' subprotocol, another in the 4th 'bearer\.<key>' subprotocol; /,
     );
     return true;
   });
