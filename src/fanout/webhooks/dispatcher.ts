@@ -786,7 +786,7 @@ export class Dispatcher {
       // Sent nowhere, as a filter that answers false; said at most once a minute per endpoint.
       if (this.#filterWarnings.due(cached)) {
         logger.warn(
-          "Webhook {endpoint}'s filter failed on a {eventType} payload, which was not sent to it: {error}",
+          "Webhook {endpoint}'s filter failed on a payload of type {eventType}, which was not sent to it: {error}",
           {
             endpoint: endpoint.id,
             eventType: (payload as { type?: unknown }).type,

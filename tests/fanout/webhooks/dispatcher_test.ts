@@ -394,7 +394,7 @@ Deno.test("Dispatcher warns, at most once a minute per endpoint, when a filter f
   for (const warning of warnings) {
     assert.match(
       warning,
-      /^Webhook ep_de's filter failed on a event\.processed payload, which was not sent to it: .+/,
+      /^Webhook ep_de's filter failed on a payload of type event\.processed, which was not sent to it: .+/,
     );
   }
   assert.deepEqual(
@@ -423,7 +423,7 @@ Deno.test("Dispatcher warns, as for a failing filter, when a filter gives no boo
   for (const warning of warnings) {
     assert.equal(
       warning,
-      "Webhook ep_value's filter failed on a window.closed payload, which was not sent to it: The filter must return a bool, got number",
+      "Webhook ep_value's filter failed on a payload of type window.closed, which was not sent to it: The filter must return a bool, got number",
     );
   }
 });
