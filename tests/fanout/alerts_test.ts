@@ -812,6 +812,41 @@ Deno.test("README alerts: an alert fired right after ingest carries the value it
   }
 });
 
+Deno.test("README alerts: a condition a window's value can stop meeting (value < 3.0 of a count) fires at the window's first event, on that partial value, whatever the window ends with", async () => {
+  const quiet = compileConfig({
+    streams: {
+      orders: {
+        time: { field: "ts", lateness: "10s" },
+        counters: { per_minute: { window: { tumbling: "1m" }, aggregate: "count" } },
+        alerts: [{ name: "quiet", counter: "per_minute", when: "value < 3.0" }],
+      },
+    },
+  });
+  const stream = quiet.get("orders")!;
+  const store = new MemoryStore({ now: () => T0 });
+  const watcher = new AlertWatcher(store);
+  const options = { store, nowMs: T0, observers: [watcher.observe] };
+  try {
+    await ingestItems(stream, items([{ ts: at(1) }]), options);
+    await watcher.idle();
+    await ingestItems(stream, items([2, 3, 4, 5, 6].map((s) => ({ ts: at(s) }))), options);
+    await watcher.idle();
+    // Past the window's end and its lateness: the sweep closes it with its final count.
+    await ingestItems(stream, items([{ ts: at(200) }]), options);
+    await watcher.idle();
+    const report = await sweepOnce(quiet.values(), store);
+    assert.deepEqual(report.fired.filter((firing) => firing.start === T0), []);
+    const records = (await store.readLog("orders", null, 1_000)).map((entry) => entry.record);
+    const fired = records.filter((record) => record.type === "alert.fired" && record.start === T0);
+    assert.deepEqual(fired.map((record) => record.type === "alert.fired" && record.value), [1]);
+    const closed = records.find((record) => record.type === "window.closed" && record.start === T0);
+    assert.ok(closed?.type === "window.closed");
+    assert.equal(closed.state.count, 6);
+  } finally {
+    await watcher.close();
+  }
+});
+
 /** A session alert: none while the session is open (a merge moves its start), once at its close. */
 async function sessionAlertScenario(store: Store): Promise<void> {
   const visitStreams = compileConfig({
