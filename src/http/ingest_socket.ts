@@ -115,6 +115,7 @@ import {
   ingestItems,
   type IngestRateLimit,
   type IngestReply,
+  rejectedCountOf,
 } from "../ingest/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -758,7 +759,7 @@ class IngestConnection implements HeldConnection {
         const again = readFrame(frame.text, this.#deps.limits);
         return ingest(again.ok ? again.items : read.items);
       });
-      scope.answered({ ...reply, rejected: reply.rejected.length });
+      scope.answered({ ...reply, rejected: rejectedCountOf(reply) });
       return { type: "ack", seq, ...reply };
     } catch (error) {
       scope.failed(error);

@@ -23,6 +23,8 @@ import {
   ingestItems,
   type IngestReply,
   MAX_EVENT_ERRORS,
+  MAX_STORED_REJECTED_CHARS,
+  rejectedCountOf,
 } from "../ingest/mod.ts";
 import {
   compactPosition,
@@ -192,6 +194,10 @@ const IngestReplySchema = z.object({
   late: z.int(),
   filtered: z.int(),
   rejected: RejectedSchema,
+  rejectedOmitted: z.int().optional().openapi({
+    description:
+      `Only on a replay whose \`rejected\` was shortened when stored (it lists the first rejected events, as many as fit in ${MAX_STORED_REJECTED_CHARS} characters of JSON, the first always): how many it leaves out`,
+  }),
   replayed: z.literal(true).optional().openapi({
     description:
       "Only on the stored reply to an earlier request with the same `Idempotency-Key` and body (header `Idempotent-Replayed: true`): nothing was applied again",
@@ -472,7 +478,7 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
         duplicates: reply.duplicates,
         late: reply.late,
         filtered: reply.filtered,
-        rejected: reply.rejected.length,
+        rejected: rejectedCountOf(reply),
       };
       if (reply.replayed) counts.replayed = true;
       scope.answered(counts);

@@ -70,12 +70,22 @@ export interface IngestReply {
   /** Events refused, with reasons. Nothing of them was stored. */
   rejected: Rejection[];
   /**
+   * Only on a replay whose `rejected` was shortened when stored: how many rejected events of the
+   * first reply it leaves out (it lists the first ones, as many as fit in
+   * {@linkcode MAX_STORED_REJECTED_CHARS} characters of JSON, the first always). The first reply
+   * had `rejected.length + rejectedOmitted` rejected events.
+   */
+  rejectedOmitted?: number;
+  /**
    * True when this is the stored reply of an earlier request with the same
-   * `Idempotency-Key` (nothing was applied now; a replayed reply lists at
-   * most the first 100 rejected events, as many as fit in 65,536 characters of JSON, the first
-   * always).
+   * `Idempotency-Key` (nothing was applied now; see `rejectedOmitted`).
    */
   replayed?: boolean;
+}
+
+/** How many events `reply` refused: those it lists and, on a shortened replay, those it left out. */
+export function rejectedCountOf(reply: Pick<IngestReply, "rejected" | "rejectedOmitted">): number {
+  return reply.rejected.length + (reply.rejectedOmitted ?? 0);
 }
 
 /** Longest dedupe id accepted. */
@@ -283,9 +293,6 @@ export function ingestFanoutFor(stream: string, consumers: FanoutConsumers): Ing
   };
 }
 
-/** Most rejected events a stored idempotent reply lists. */
-export const MAX_STORED_REJECTIONS = 100;
-
 /**
  * Most errors a rejected event lists, in the reply and in a stored one; past them one more entry
  * says how many were left out. A schema can find an error in every item of an array: an 800 KB
@@ -294,27 +301,27 @@ export const MAX_STORED_REJECTIONS = 100;
 export const MAX_EVENT_ERRORS = 10;
 
 /**
- * Most characters the JSON of a stored idempotent reply's rejected events takes. A schema can
- * find an error in every item of an array: a body of 1 MiB could otherwise have a reply of tens of
- * MB stored for the stream's `idempotencyTtl` (in the memory store's heap, or in Redis, sent in
- * the apply itself, past Upstash's 10 MB request size).
+ * Most characters the JSON of a stored idempotent reply's rejected events takes (but for a first
+ * one that alone is past it, kept shortened). The reply is kept for the stream's `idempotencyTtl`
+ * (24 h by default) and a stream's limits bound requests, not bytes: at 64 KiB a reply, 100
+ * requests a second made Redis hold over 500 GB a day. At 4 KiB the replay of the usual request, with
+ * a few rejected events, is still the first reply whole.
  */
-export const MAX_STORED_REJECTED_CHARS = 65_536;
+export const MAX_STORED_REJECTED_CHARS = 4_096;
 
 /**
  * The JSON text of a stored reply (`{accepted, filtered, rejected}`, as `JSON.stringify` writes
  * it), whose `rejected` lists the first rejected events in order (each already with at most
- * {@linkcode MAX_EVENT_ERRORS} errors), as many as {@linkcode MAX_STORED_REJECTIONS} and
- * {@linkcode MAX_STORED_REJECTED_CHARS} of JSON allow, and the first one always (shortened if it
- * alone is past that). Each event kept is turned into JSON once: the text measured is the text
- * stored.
+ * {@linkcode MAX_EVENT_ERRORS} errors), as many as {@linkcode MAX_STORED_REJECTED_CHARS} of JSON
+ * allow, and the first one always (shortened if it alone is past that); when some are left out,
+ * `rejectedOmitted` says how many. Each event kept is turned into JSON once: the text measured is
+ * the text stored. A release that knows no `rejectedOmitted` replays it as it is, one more field.
  */
 function storedReply(accepted: number, filtered: number, rejected: readonly Rejection[]): string {
   const kept: string[] = [];
   // The JSON of the array: its brackets, and a comma between two items.
   let chars = 1;
   for (const rejection of rejected) {
-    if (kept.length === MAX_STORED_REJECTIONS) break;
     const text = JSON.stringify(rejection);
     if (chars + text.length + 1 > MAX_STORED_REJECTED_CHARS) {
       // The first is kept always, its paths and messages quoted within 256 characters if it alone
@@ -327,7 +334,10 @@ function storedReply(accepted: number, filtered: number, rejected: readonly Reje
     kept.push(text);
   }
   // The counts are whole numbers: their JSON is their decimal text.
-  return `{"accepted":${accepted},"filtered":${filtered},"rejected":[${kept.join(",")}]}`;
+  const omitted = rejected.length - kept.length;
+  return `{"accepted":${accepted},"filtered":${filtered},"rejected":[${kept.join(",")}]${
+    omitted > 0 ? `,"rejectedOmitted":${omitted}` : ""
+  }}`;
 }
 
 /** `rejection` with each error's path and message quoted within 256 characters. */

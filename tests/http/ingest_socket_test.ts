@@ -1086,6 +1086,38 @@ Deno.test("WebSocket ingest: a frame's idempotencyKey replays its first ack and 
   }
 });
 
+Deno.test("WebSocket ingest: a replayed ack whose stored rejections were shortened lists the first ones and 'rejectedOmitted'", async () => {
+  const server = await startServer({});
+  const client = await denoClient(server.wsUrl(WS_PATH));
+  // 150 events without their required id: more rejections than a stored reply lists.
+  const events = [
+    { id: "w1", ts: at(1) },
+    ...Array.from({ length: 150 }, () => ({ ts: at(1) })),
+  ];
+  try {
+    client.socket.send(JSON.stringify({ seq: 1, idempotencyKey: "many", events }));
+    const ack = await client.inbox.next();
+    assert.deepEqual([ack.type, ack.rejected.length, "rejectedOmitted" in ack], [
+      "ack",
+      150,
+      false,
+    ]);
+    client.socket.send(JSON.stringify({ seq: 2, idempotencyKey: "many", events }));
+    const replay = await client.inbox.next();
+    const kept = replay.rejected.length;
+    assert.ok(kept > 0 && kept < 150, `${kept} kept`);
+    assert.deepEqual(replay, {
+      ...ack,
+      seq: 2,
+      rejected: ack.rejected.slice(0, kept),
+      rejectedOmitted: 150 - kept,
+      replayed: true,
+    });
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("WebSocket ingest: a frame's idempotencyKey resent with null where its event had 1e400 is refused as other events, not answered the first ack unapplied", async () => {
   const server = await startServer({});
   const client = await denoClient(server.wsUrl(WS_PATH));

@@ -218,6 +218,38 @@ Deno.test("requestLog() marks an Idempotency-Key replay, and records logged whil
   });
 });
 
+Deno.test("requestLog() counts every rejected event of a replay whose stored list was shortened, as of its first reply", async () => {
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store: new MemoryStore({ now: () => NOW }),
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+  });
+  // 150 rejected events: more than a stored reply lists.
+  const body = JSON.stringify([
+    { id: "ok", ts: at(1) },
+    ...Array.from({ length: 150 }, () => ({ ts: at(1) })),
+  ]);
+  await writtenLogs(async (lines) => {
+    const replies = [];
+    for (let i = 0; i < 2; i++) {
+      const res = await app.request("/v1/streams/orders/events", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Idempotency-Key": "shortened" },
+        body,
+      });
+      assert.equal(res.status, 202);
+      replies.push(await res.json());
+    }
+    assert.ok(replies[1].rejectedOmitted > 0, "the replay's list is shortened");
+    const requests = jsonLines(lines).filter((line) => line.logger === "edgestream.http");
+    assert.deepEqual(requests.map((line) => [line.rejected, line.replayed]), [
+      [150, undefined],
+      [150, true],
+    ]);
+  });
+});
+
 Deno.test("requestLog() lines carry the context of a withContext the app is served in, on ingest and on other routes", async () => {
   const { app } = await testApp();
   await writtenLogs(async (lines) => {

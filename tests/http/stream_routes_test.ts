@@ -8,12 +8,13 @@ import { cursorOfText, MemoryDefinitionStore, MemoryStore } from "../../src/stor
 import { createApp } from "../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
+import { MAX_STORED_REJECTED_CHARS } from "../../src/ingest/mod.ts";
 import type { ApplyResult, Store, StoreBatch } from "../../src/store/mod.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
 import { register, setup } from "../fanout/webhooks/_setup.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
-import { redisTest, restClient } from "../_redis.ts";
+import { redisTest, restClient, withDirect } from "../_redis.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
 
@@ -308,25 +309,93 @@ Deno.test("an Idempotency-Key header sent twice (joined 'a, a') is 400 saying so
   assert.equal(await countOf(app), 0);
 });
 
-Deno.test("a replayed reply keeps its counts and lists the first 100 rejected events; stats count them once", async () => {
-  const { app, store } = await testApp({ config: CONFIG });
-  // One valid event, then 150 whose country is no string.
-  const events = [
+/**
+ * A replay on `store` of a request with 3 rejected events (the first reply whole) and of one with
+ * 150 (the first ones that fit in 4,096 characters of JSON, and how many it leaves out).
+ */
+async function replaysShortenedOnlyPastTheBound(
+  store: Store,
+): Promise<{ app: App; events: unknown[]; reply: { rejected: unknown[] } }> {
+  const { app } = await testApp({ config: CONFIG, store });
+  const rejectedOf = (count: number) => [
     { ts: at(10), country: "DE" },
-    ...Array.from({ length: 150 }, () => ({ ts: at(10), country: 1 })),
+    ...Array.from({ length: count }, () => ({ ts: at(10), country: 1 })),
   ];
+  // The usual request: its replay is its first reply.
+  const few = await (await send(app, rejectedOf(3), "few-rejected")).json();
+  assert.equal(few.rejected.length, 3);
+  const fewAgain = await send(app, rejectedOf(3), "few-rejected");
+  assert.equal(fewAgain.headers.get("Idempotent-Replayed"), "true");
+  assert.deepEqual(await fewAgain.json(), { ...few, replayed: true });
+
+  const events = rejectedOf(150);
   const first = await send(app, events, "many-rejected");
   assert.equal(first.status, 202);
   const reply = await first.json();
+  // The first reply is whole, and says nothing of a bound.
   assert.equal(reply.rejected.length, 150);
+  assert.equal("rejectedOmitted" in reply, false);
   const retry = await send(app, events, "many-rejected");
   assert.equal(retry.headers.get("Idempotent-Replayed"), "true");
   const replayed = await retry.json();
-  assert.deepEqual(replayed, { ...reply, rejected: reply.rejected.slice(0, 100), replayed: true });
-  assert.deepEqual(replayed.rejected.map((item: { index: number }) => item.index).at(-1), 100);
+  const kept = replayed.rejected.length;
+  assert.ok(kept > 0 && kept < 150, `${kept} kept`);
+  assert.ok(JSON.stringify(replayed.rejected).length <= MAX_STORED_REJECTED_CHARS);
+  assert.ok(JSON.stringify(reply.rejected.slice(0, kept + 1)).length > MAX_STORED_REJECTED_CHARS);
+  assert.deepEqual(replayed, {
+    ...reply,
+    rejected: reply.rejected.slice(0, kept),
+    rejectedOmitted: 150 - kept,
+    replayed: true,
+  });
   // The replay applied nothing, so the stream's stats count the rejected events once.
-  assert.equal((await store.stats("orders", [])).rejected, 150);
+  assert.equal((await store.stats("orders", [])).rejected, 153);
+  return { app, events, reply };
+}
+
+Deno.test("memory: a replay is the first reply whole for a few rejected events; past 4,096 characters of them, the first ones and 'rejectedOmitted'", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  await replaysShortenedOnlyPastTheBound(store);
 });
+
+redisTest(
+  "redis: a replay is the first reply whole for a few rejected events; past 4,096 characters of them, the first ones and 'rejectedOmitted'",
+  async (fixture) => {
+    const { app, events, reply } = await replaysShortenedOnlyPastTheBound(
+      new RedisStore(restClient(fixture), { now: () => NOW }),
+    );
+    // Each stored reply, its key and Redis's own overhead: at most some 6 KB, under 1 KB with few
+    // rejected events (README).
+    const usage = await withDirect(fixture.redisUrl, async (command) => {
+      const keys = (await command("KEYS", "*idem:*")) as string[];
+      return await Promise.all(
+        keys.map(async (key) => Number(await command("MEMORY", "USAGE", key))),
+      );
+    });
+    assert.equal(usage.length, 2);
+    assert.ok(
+      Math.min(...usage) < 1_024 && Math.max(...usage) <= 6_144,
+      `${usage.join(", ")} bytes`,
+    );
+    // A reply an older release stored (the first 100 rejected events, no 'rejectedOmitted') is
+    // replayed as it was stored.
+    const older = `{"accepted":1,"filtered":0,"rejected":${
+      JSON.stringify(reply.rejected.slice(0, 100))
+    }}`;
+    await withDirect(fixture.redisUrl, async (command) => {
+      for (const key of (await command("KEYS", "*idem:*")) as string[]) {
+        const stored = (await command("HGET", key, "r")) as string;
+        if (stored.includes("rejectedOmitted")) await command("HSET", key, "r", older);
+      }
+    });
+    const replayed = await (await send(app, events, "many-rejected")).json();
+    assert.deepEqual(replayed, {
+      ...reply,
+      rejected: reply.rejected.slice(0, 100),
+      replayed: true,
+    });
+  },
+);
 
 /** A stream whose schema finds an error in each item of `tags` that is not a string. */
 const TAGGED = {
@@ -341,7 +410,7 @@ const TAGGED = {
   },
 };
 
-Deno.test("a rejected event lists its first 10 errors and how many more; a stored reply no more events than 65,536 characters of JSON hold", async () => {
+Deno.test("a rejected event lists its first 10 errors and how many more; a stored reply no more events than 4,096 characters of JSON hold", async () => {
   // Each string in `tags` that is a number is an error of its own: 200 errors an event.
   const { app } = await testApp({ config: TAGGED });
   const events = [
@@ -370,12 +439,17 @@ Deno.test("a rejected event lists its first 10 errors and how many more; a store
   assert.equal(retry.headers.get("Idempotent-Replayed"), "true");
   const replayed = await retry.json();
   const stored = replayed.rejected as Array<{ index: number; errors: unknown[] }>;
-  // The first ones in order, as answered, as many as fit in 65,536 characters.
+  // The first ones in order, as answered, as many as fit in 4,096 characters.
   assert.ok(stored.length > 0 && stored.length < 100, `${stored.length} stored`);
   assert.deepEqual(stored, reply.rejected.slice(0, stored.length));
-  assert.ok(JSON.stringify(stored).length <= 65_536);
-  assert.ok(JSON.stringify(reply.rejected.slice(0, stored.length + 1)).length > 65_536);
-  assert.deepEqual({ ...replayed, rejected: [] }, { ...reply, rejected: [], replayed: true });
+  assert.ok(JSON.stringify(stored).length <= MAX_STORED_REJECTED_CHARS);
+  assert.ok(
+    JSON.stringify(reply.rejected.slice(0, stored.length + 1)).length > MAX_STORED_REJECTED_CHARS,
+  );
+  assert.deepEqual(
+    { ...replayed, rejected: [] },
+    { ...reply, rejected: [], rejectedOmitted: 100 - stored.length, replayed: true },
+  );
 });
 
 Deno.test("README: a number dedupe id past 2^53 is the nearest number JSON gives, so two such ids are one (send them as strings)", async () => {
@@ -448,6 +522,7 @@ Deno.test("a stored reply keeps the first rejected event, shortened, even when i
     })),
   }]);
   assert.ok(JSON.stringify(replayed.rejected).length < 65_536);
+  assert.equal("rejectedOmitted" in replayed, false, "the one rejected event is listed");
 });
 
 Deno.test("a rejected event with 11 errors lists 10 and 'and 1 more error not listed'; with 10, all 10", async () => {
