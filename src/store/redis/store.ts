@@ -511,6 +511,16 @@ export class RedisStore implements Store {
     return dataKeyPrefix(this.#prefix, stream);
   }
 
+  /**
+   * What a script that checks the stream's definition record is called with: its keys, the
+   * data's prefix and the record beside it (same slot), and the stream's name and the
+   * generation `stream` (a {@linkcode generationKey}) names, which the record must say is served.
+   */
+  #recordKeys(stream: string): { keys: [string, string]; name: string; generation: number } {
+    const { stream: name, generation } = splitGenerationKey(stream);
+    return { keys: [this.keyPrefix(stream), definitionKey(this.#prefix, name)], name, generation };
+  }
+
   /** A key of a stream the store reads outside scripts: one of {@linkcode STREAM_KEYS}. */
   #key(stream: string, name: string): string {
     return this.keyPrefix(stream) + name;
@@ -571,7 +581,7 @@ export class RedisStore implements Store {
     // id (it tells no type, ~0.5k instructions a call of type() in its per-event loops).
     const ids = batch.events.map((event) => typeof event.id === "string" ? event.id : false);
     const requests = batchRequests(batch);
-    const { stream: name, generation } = splitGenerationKey(batch.stream);
+    const { keys, name, generation } = this.#recordKeys(batch.stream);
     // What the script would take when absent (false, 0, one plain request of every event) is
     // left out: each JSON value is work for the script's decoding on every call.
     const plain = requests.length === 1 && !requests[0].filtered && !requests[0].rejected &&
@@ -652,7 +662,6 @@ export class RedisStore implements Store {
         return bin === undefined ? [index, u.value] : [index, u.value, bin];
       })
     );
-    const keys = [this.keyPrefix(batch.stream), definitionKey(this.#prefix, name)];
     const fields = applyFields(header);
     const reply = await this.#call("applyBatch", async () =>
       fromJson<
@@ -868,8 +877,7 @@ export class RedisStore implements Store {
   ): Promise<{ windows: ClosedWindows; quiet?: Omit<QuietStream, "asked"> }> {
     // The definition record beside the data (same slot), as for an apply: a generation it says is
     // deleted, or replaced by another, closes nothing.
-    const { stream: name, generation } = splitGenerationKey(stream);
-    const keys = [this.keyPrefix(stream), definitionKey(this.#prefix, name)];
+    const { keys, generation } = this.#recordKeys(stream);
     return this.#call("closeWindows", async () => {
       const reply = fromJson<
         {
@@ -937,8 +945,7 @@ export class RedisStore implements Store {
     if (firings.length === 0) return Promise.resolve([]);
     // The definition record beside the data (same slot), as for a close: a generation it says is
     // deleted, or replaced by another, fires nothing and says gone.
-    const { stream: name, generation } = splitGenerationKey(stream);
-    const keys = [this.keyPrefix(stream), definitionKey(this.#prefix, name)];
+    const { keys, generation } = this.#recordKeys(stream);
     return this.#call("fireAlerts", async () => {
       const reply = fromJson<number[] | { gone?: number }>(
         await this.#calls.script(this.#text(FIRE_SCRIPT), keys, [{
