@@ -77,17 +77,12 @@ export interface QuantileOptions {
   min?: number | null;
   /** Largest value counted; estimates are clamped to at most it. @default {no clamp} */
   max?: number | null;
+  /**
+   * A tally to which the bucket slots looked at are added (for tests of its cost: the occupied
+   * buckets of each sketch read, not the span of bucket keys between them). @default {none}
+   */
+  tally?: { slotsRead: number };
 }
-
-/**
- * Bucket slots {@linkcode sketchQuantiles} has looked at, in all (for tests of its cost: the
- * occupied buckets of each sketch read, not the span of bucket keys between them).
- */
-export function sketchSlotsRead(): number {
-  return slotsRead;
-}
-
-let slotsRead = 0;
 
 /** A sketch's occupied buckets of one sign, by key, ascending: keys and their counts. */
 interface Side {
@@ -108,14 +103,16 @@ function sideOf(entries: Array<[number, number]>): Side {
  * The key of the bucket holding a whole rank of a side, counting from its smallest key: the first
  * whose running count passes the rank, as DDSketch's `DenseStore.keyAtRank` walks its slots.
  */
-function keyAtRank(side: Side, rank: number): number {
+function keyAtRank(side: Side, rank: number, tally?: { slotsRead: number }): number {
   let running = 0;
-  for (let i = 0; i < side.keys.length; i++) {
-    slotsRead += 1;
+  let i = 0;
+  while (i < side.keys.length - 1) {
     running += side.counts[i];
-    if (running > rank) return side.keys[i];
+    if (running > rank) break;
+    i++;
   }
-  return side.keys[side.keys.length - 1];
+  if (tally) tally.slotsRead += i + 1;
+  return side.keys[i];
 }
 
 /**
@@ -150,17 +147,17 @@ export function sketchQuantiles(
   const count = negatives.total + zeros + positives.total;
   if (count === 0) return qs.map(() => null);
   const { mapping } = mappingOf(accuracy);
-  const { min, max } = options;
+  const { min, max, tally } = options;
   return qs.map((q) => {
     const rank = rankOf(q, count - 1);
     // As getValueAtQuantile: negatives from the largest magnitude down, then zeros, then positives.
     let value: number;
     if (rank < negatives.total) {
-      value = -mapping.value(keyAtRank(negatives, negatives.total - rank - 1));
+      value = -mapping.value(keyAtRank(negatives, negatives.total - rank - 1, tally));
     } else if (rank < negatives.total + zeros) {
       value = 0;
     } else {
-      value = mapping.value(keyAtRank(positives, rank - zeros - negatives.total));
+      value = mapping.value(keyAtRank(positives, rank - zeros - negatives.total, tally));
     }
     if (typeof min === "number" && value < min) value = min;
     if (typeof max === "number" && value > max) value = max;
