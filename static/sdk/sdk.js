@@ -500,17 +500,20 @@ export function createTracker(options) {
   }
 
   /**
-   * Reports the events of a sent batch that the server rejected (`rejected`: the reply's list,
-   * each `{index, errors}` with `index` into `events`): a console warning naming the first one's
-   * first error, and `onRejected({stream, events, rejected})`. They are not sent again: sent
-   * again, they would be rejected again. Answers whether there were any.
+   * Reports the events of a sent batch that the server rejected (`answer.rejected`: the reply's
+   * list, each `{index, errors}` with `index` into `events`; a replay lists the first ones and its
+   * `rejectedOmitted` says how many more): a console warning counting them all and naming the
+   * first one's first error, and `onRejected({stream, events, rejected})`. They are not sent
+   * again: sent again, they would be rejected again. Answers whether there were any.
    */
-  function rejectedIn(stream, events, rejected) {
+  function rejectedIn(stream, events, answer) {
+    const rejected = answer?.rejected;
     if (!Array.isArray(rejected) || rejected.length === 0) return false;
     const first = rejected[0];
     const error = first?.errors?.[0];
+    const omitted = Number.isInteger(answer.rejectedOmitted) ? answer.rejectedOmitted : 0;
     console.warn(
-      `edgestream: ${stream} rejected ${rejected.length} of ${events.length} events; ` +
+      `edgestream: ${stream} rejected ${rejected.length + omitted} of ${events.length} events; ` +
         `event ${first?.index}: ${
           error ? `${error.path ? `${error.path}: ` : ""}${error.message}` : "invalid"
         }`,
@@ -573,7 +576,7 @@ export function createTracker(options) {
         // Answered: its room among the keepalive requests is free, for the parts of a split too.
         landed();
         if (res.ok) {
-          rejectedIn(stream, events, answer?.rejected);
+          rejectedIn(stream, events, answer);
           return;
         }
         const code = answer?.error;
@@ -616,7 +619,7 @@ export function createTracker(options) {
         const inFlight = code?.code === "idempotency_key_in_flight";
         if (!again && !inFlight) {
           // No event accepted (400 no_events_accepted): the events' own errors say why.
-          if (rejectedIn(stream, events, answer?.rejected)) return;
+          if (rejectedIn(stream, events, answer)) return;
           console.warn(
             `edgestream: ${stream} refused ${events.length} events: ${res.status}${
               errorText(code)

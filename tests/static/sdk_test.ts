@@ -1013,6 +1013,26 @@ Deno.test("events a real server rejects are reported, with the first one's error
   }
 });
 
+Deno.test("a replay whose rejected list was shortened is warned with every rejected event counted, its 'rejectedOmitted' too", async () => {
+  const rejected = { index: 1, errors: [{ path: "amount", message: "bad" }] };
+  const { restore } = recordingFetch([
+    Response.json(
+      { accepted: 1, rejected: [rejected], rejectedOmitted: 2, replayed: true },
+      { status: 202, headers: { "Idempotent-Replayed": "true" } },
+    ),
+  ]);
+  const { warnings, stopCapture } = captureWarnings();
+  try {
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    for (let i = 0; i < 4; i++) tracker.track("s", {});
+    await tracker.flush();
+    assert.deepEqual(warnings, ["edgestream: s rejected 3 of 4 events; event 1: amount: bad"]);
+  } finally {
+    stopCapture();
+    restore();
+  }
+});
+
 Deno.test("an onRejected that throws is logged and the tracker goes on sending", async () => {
   const rejected = { index: 0, errors: [{ path: "", message: "bad" }] };
   const { sent, restore } = recordingFetch([
