@@ -739,3 +739,58 @@ viewsTest(
     ]);
   },
 );
+
+viewsTest(
+  "a stream card's rate labels and values stay whole, each on one line, from a 320 px phone to 1280 px: a narrow card wraps a whole rate to the next row, never breaking a word or a number",
+  async (page) => {
+    // Counts 2 s apart that make five-digit rates (24,690 in 2 s: 12,345/s), the widest a busy
+    // stream shows.
+    const before = { accepted: 0, duplicates: 0, late: 0, rejected: 0 };
+    const after = { accepted: 24_690, duplicates: 24_690, late: 24_690, rejected: 24_690 };
+    await page.evaluate(`(async () => {
+      const { StreamsView } = await import("/static/dashboard/streams.js");
+      // As the page holds the cards: in a panel of the main landmark.
+      document.getElementById("view").innerHTML =
+        '<main><section class="panel"><div id="streams" class="streams"></div></section></main>';
+      const view = new StreamsView(document.getElementById("streams"), [{ ...${
+      JSON.stringify(ORDERS)
+    }, stats: ${JSON.stringify(before)} }]);
+      view.update([{ name: "orders", stats: ${JSON.stringify(before)} }], 0);
+      view.update([{ name: "orders", stats: ${JSON.stringify(after)} }], 2000);
+    })()`);
+    for (const width of [320, 360, 375, 1280]) {
+      await page.setViewportSize({ width, height: 900 });
+      const shown = await page.evaluate(`(async () => {
+        await globalThis.frames2();
+        // The lines a text takes: the distinct tops of its characters' boxes.
+        const lines = (node) => {
+          const tops = new Set();
+          for (let at = 0; at < node.textContent.length; at++) {
+            const range = document.createRange();
+            range.setStart(node, at);
+            range.setEnd(node, at + 1);
+            const box = range.getBoundingClientRect();
+            if (box.width > 0) tops.add(Math.round(box.top));
+          }
+          return tops.size;
+        };
+        return [...document.querySelectorAll(".stream .rates dt, .stream .rates dd")].map((item) => {
+          const text = [...item.childNodes].filter((node) => node.nodeType === 3);
+          return { text: item.textContent, lines: Math.max(...text.map(lines)) };
+        });
+      })()`) as { text: string; lines: number }[];
+      assert.deepEqual(
+        shown,
+        ["accepted", "duplicate", "late", "rejected"].flatMap((label) => [
+          { text: label, lines: 1 },
+          { text: "12,345/s", lines: 1 },
+        ]),
+        `at ${width} px`,
+      );
+      const scroll = await page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]",
+      ) as number[];
+      assert.ok(scroll[0] <= scroll[1], `at ${width} px the page is ${scroll[0]} px wide`);
+    }
+  },
+);
