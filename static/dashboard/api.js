@@ -53,13 +53,30 @@ export function serverHasWebhooks() {
   return globalThis.document.querySelector('meta[name="edgestream-webhooks"]')?.content !== "off";
 }
 
+/** The read of `GET /v1/key` for the key it was made with: the page's views share one. */
+let grantRead = null;
+
 /**
  * What this tab's key may do, from `GET /v1/key` (`{scopes, streams}`): everything in open mode,
- * which asks for no key.
+ * which asks for no key. Read once for a key (the webhooks panel and the streams panel both ask);
+ * a failed read is asked again next time.
  */
-export async function keyGrant() {
-  if (!serverWantsKey()) return { scopes: ["admin", "ingest", "read"], streams: null };
-  return await api("/v1/key");
+export function keyGrant() {
+  if (!serverWantsKey()) {
+    return Promise.resolve({ scopes: ["admin", "ingest", "read"], streams: null });
+  }
+  const key = storedKey();
+  if (grantRead?.key !== key) {
+    const read = {
+      key,
+      answer: api("/v1/key").catch((error) => {
+        if (grantRead === read) grantRead = null;
+        throw error;
+      }),
+    };
+    grantRead = read;
+  }
+  return grantRead.answer;
 }
 
 /** A failed API call: the status and the error envelope's code and message. */

@@ -16,6 +16,7 @@ import {
   ApiError,
   follow,
   forgetKey,
+  keyGrant,
   keyProblem,
   readiness,
   readStream,
@@ -48,6 +49,24 @@ const WEBHOOKS_EVERY_MS = 10_000;
  * HTTP/1.1 a browser opens at most 6 to one server; the rest are polled.
  */
 const MAX_LIVE_STREAMS = 3;
+
+/** What the Streams panel says when the server lists no stream. */
+const NO_STREAMS =
+  "No streams yet: add one to the config file, or create one with PUT /v1/streams/{stream}.";
+
+/**
+ * What the Streams panel says when no stream is listed to a key with `grant` (`GET /v1/key`): for
+ * a key limited to streams, that none of those exists yet, naming them (the first 10), rather
+ * than that the server has none, or to create one, which such a key may not.
+ */
+function noStreamsFor(grant) {
+  if (grant.streams === null) return NO_STREAMS;
+  const named = grant.streams.slice(0, 10).join(", ");
+  const more = grant.streams.length - 10;
+  return `None of the streams this key may read exists yet: ${named}${
+    more > 0 ? `, and ${more} more` : ""
+  }.`;
+}
 
 const LIVE_TYPES = ["window.updated", "window.closed", "alert.fired"];
 
@@ -253,8 +272,28 @@ async function start() {
    * stream's stats read at `readAt`), building them again when the choice changed or those
    * streams were created, deleted or redefined since.
    */
+  /** What the Streams panel says when no stream is listed: see {@linkcode noStreamsFor}. */
+  let noStreams = NO_STREAMS;
+  let grantAsked = false;
+
   function apply(all) {
     latest = all;
+    if (all.length === 0 && !grantAsked) {
+      // None listed: the server may have none, or this key may read none of those it has.
+      grantAsked = true;
+      keyGrant().then((grant) => {
+        noStreams = noStreamsFor(grant);
+        // Drawn again with the text for this key, if still none is listed.
+        if (noStreams !== NO_STREAMS && latest.length === 0 && shown !== null) {
+          shown.stop();
+          shown = null;
+          apply(latest);
+        }
+      }, () => {
+        // Asked again at the next read that lists none.
+        grantAsked = false;
+      });
+    }
     const names = shownStreams(all.map((stream) => stream.name), chosen);
     const byStream = new Map(all.map((stream) => [stream.name, stream]));
     const list = names.map((name) => byStream.get(name));
@@ -263,9 +302,7 @@ async function start() {
       shown = showStreams(list, {
         alerts,
         top: Number(topGroups.value),
-        empty: all.length > 0
-          ? "No stream chosen: tick some in the list above."
-          : "No streams yet: add one to the config file, or create one with PUT /v1/streams/{stream}.",
+        empty: all.length > 0 ? "No stream chosen: tick some in the list above." : noStreams,
       });
     }
     shownNames = names;
