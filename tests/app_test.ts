@@ -3,6 +3,7 @@ import { createApp, servedRoutes } from "../src/app.ts";
 import { compileConfig } from "../src/config/mod.ts";
 import { OpenConnections } from "../src/http/open_connections.ts";
 import { KeyRing } from "../src/http/auth.ts";
+import { ERROR_CODES, STORE_RETRY_AFTER_SECONDS } from "../src/http/errors.ts";
 import { READY_WAIT_MS } from "../src/http/stream_routes.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../src/store/types.ts";
@@ -760,7 +761,7 @@ class UnavailableStore extends MemoryStore {
   }
 }
 
-Deno.test("a store outage answers 503 with Retry-After, and /readyz reports it", async () => {
+Deno.test("a store outage answers 503 with Retry-After, and /readyz reports it with Retry-After too", async () => {
   const store: Store = new UnavailableStore();
   const { app } = await testApp({ store });
   const res = await postEvents(app, { id: "a" });
@@ -770,6 +771,8 @@ Deno.test("a store outage answers 503 with Retry-After, and /readyz reports it",
   const ready = await getJson(app, "/readyz");
   assert.equal(ready.status, 503);
   assert.equal(ready.body.status, "unavailable");
+  // A balancer or client is told when to ask again, as the failed request is.
+  assert.equal(ready.headers.get("Retry-After"), String(STORE_RETRY_AFTER_SECONDS));
   const healthy = await getJson((await testApp()).app, "/readyz");
   assert.deepEqual(healthy.body, { status: "ready", store: "memory" });
 });
@@ -816,6 +819,8 @@ Deno.test("/readyz answers 503 starting while the webhook endpoints load, its lo
     const line = jsonLines(lines, "edgestream.http").at(-1)!;
     assert.equal(line.status, 503);
     assert.deepEqual(line.error, { code: "starting", message: body.error });
+    // A code of the one error table (README's), as `shutting_down` and `store_unavailable` are.
+    assert.ok(Object.hasOwn(ERROR_CODES, line.error.code), line.error.code);
     assert.match(body.error, /starting/);
   });
   starting = false;

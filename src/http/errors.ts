@@ -185,6 +185,10 @@ export const ERROR_CODES = {
   body_interrupted: { status: [503], when: "the body was cut off" },
   subscriptions_full: { status: [503], when: "this instance holds its most live subscriptions" },
   ingest_sockets_full: { status: [503], when: "this instance holds its most ingest WebSockets" },
+  starting: {
+    status: [503],
+    when: "`/readyz` only: this instance is starting, its webhook endpoints loading",
+  },
   shutting_down: { status: [503], when: "this instance is stopping" },
   connection_closing: {
     status: [0],

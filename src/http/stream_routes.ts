@@ -84,7 +84,15 @@ import {
   rateLimitsFor,
   requireIngestKey,
 } from "./browser.ts";
-import { ApiError, errorResponse, streamMissing, toApiError, unservableProblem } from "./errors.ts";
+import {
+  ApiError,
+  type ErrorCode,
+  errorResponse,
+  STORE_RETRY_AFTER_SECONDS,
+  streamMissing,
+  toApiError,
+  unservableProblem,
+} from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
 import {
   documentedQuery,
@@ -1478,7 +1486,7 @@ const readyRoute = createRoute({
     },
     503: {
       description:
-        "Not ready: the store is unreachable or refuses writes (`status: unavailable`), this instance is starting (`status: starting`, the webhook endpoints loading, with `Retry-After`), or it is stopping (`status: shutting_down`, with `Retry-After`)",
+        "Not ready: the store is unreachable or refuses writes (`status: unavailable`, with `Retry-After`), this instance is starting (`status: starting`, the webhook endpoints loading, with `Retry-After`), or it is stopping (`status: shutting_down`, with `Retry-After`)",
       content: {
         "application/json": {
           schema: z.object({
@@ -1576,6 +1584,8 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
     const problem = await Promise.race([check(), waited]);
     clearTimeout(timer);
     if (problem === null) return c.json({ status: "ready", store: deps.store.kind }, 200);
+    // As a request the store failed answers: a balancer or client told when to ask again.
+    c.header("Retry-After", String(STORE_RETRY_AFTER_SECONDS));
     return notReady(c, deps.store.kind, {
       status: "unavailable",
       code: "store_unavailable",
@@ -1588,7 +1598,8 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
 /** Why `/readyz` is not ready: its `status`, and the request log line's error code and message. */
 interface NotReady {
   status: "shutting_down" | "starting" | "unavailable";
-  code: string;
+  /** A code of the one error table, as every error reply's and log line's is. */
+  code: ErrorCode;
   message: string;
   /** What the store threw, for the log line's `cause`. */
   cause?: unknown;
