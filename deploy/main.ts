@@ -14,8 +14,8 @@
 import { getLogger } from "@logtape/logtape";
 import {
   backlogCountLog,
-  buildApp,
   configFromEnvOrFail,
+  createGatedServerApp,
   fail,
   failToListen,
   logNotices,
@@ -49,7 +49,7 @@ async function configure() {
   return config;
 }
 
-/** Builds the app once, on first use (a request or the cron). */
+/** Builds the app once, on first use (the server or the cron), its webhook endpoints not loaded. */
 function ready(): ReturnType<typeof setUp> {
   started ??= setUp();
   return started;
@@ -58,12 +58,13 @@ function ready(): ReturnType<typeof setUp> {
 async function setUp() {
   const config = await configOnce();
   const { streams, store, webhooks } = config;
-  const built = await buildApp(config);
+  // Not loaded here: as src/main.ts, it listens first, and requests but the probes wait for them.
+  const gated = createGatedServerApp(config);
   // The webhook backlog is shared: the isolate that ran the last cron sweep
   // reports it (until its lease ends: over two minutes, two cron runs).
   const backlog = new WebhookBacklogGauges(config.deliveries, { leaseMs: 150_000 });
   return {
-    built,
+    gated,
     streams,
     store,
     webhooks,
@@ -119,7 +120,9 @@ const countOutage = backlogCountLog();
 
 /** One cron run: a sweep, its sends, and the backlog gauges' counts. */
 async function sweepFromCron(): Promise<void> {
-  const { streams, store, webhooks, backlog } = await ready();
+  const { gated, streams, store, webhooks, backlog } = await ready();
+  // The endpoints decide what the sweep sends: loaded first (once, with the server's loading).
+  await gated.open();
   // Logged as the self-hosted timer logs it (a store unavailable: a warning); thrown, Deno would
   // print it itself, as text with its stack where every line is one JSON object. The next run
   // tries again.
@@ -154,9 +157,8 @@ async function sweepFromCron(): Promise<void> {
   }
 }
 
-// As src/main.ts, a stop signal is handled from the moment the config is read: building the app
-// loads the webhook endpoints, which waits for a slow store up to its deadline, and Deploy may
-// stop a starting isolate meanwhile (exit 0, nothing started), rather than be killed by it.
+// As src/main.ts, a stop signal is handled from the moment the config is read: Deploy may stop a
+// starting isolate before it listens (exit 0, nothing started), rather than be killed by it.
 /** How a stop stops the server, once it listens. */
 const stopping: { serving?: () => Promise<StopReport>; started: boolean } = { started: false };
 exitOnStopSignal(
@@ -164,7 +166,7 @@ exitOnStopSignal(
   (await configOnce()).shutdownMs,
 );
 const {
-  built,
+  gated,
   shutdownMs,
   drainMs,
   hostname,
@@ -179,13 +181,15 @@ const {
 const port = Deno.env.get("PORT") || undefined;
 /** The port a local run without PORT listens on: Deno.serve's default, named in its one line. */
 const DENO_SERVE_PORT = 8000;
-// Served as src/main.ts serves: its "listening on" line, requests counted for a stop, and
-// listening again when the accept loop fails (out of file descriptors).
-const serving = serveApp(built, {
+// Served as src/main.ts serves: its "listening on" line, requests counted for a stop, listening
+// again when the accept loop fails (out of file descriptors), and requests but the probes held
+// until the webhook endpoints are loaded (`/readyz` 503 `starting` meanwhile).
+const serving = serveApp(gated.built, {
   hostname,
   port: port === undefined ? undefined : Number(port),
   shutdownMs,
   drainMs,
+  ready: gated.ready,
   onListenError(error) {
     const listened = port === undefined ? DENO_SERVE_PORT : Number(port);
     if (error instanceof Deno.errors.AddrInUse) fail(`PORT: ${listened} is already in use`);
@@ -213,9 +217,11 @@ stopping.serving = () => {
     },
   );
 };
-// Listening first: a process that cannot stops before it records anything in the store. Config
-// streams checked against the store, and streams created at run time polled for; an event for a
-// config stream not recorded yet waits for its record.
+// Listening first: a process that cannot stops before it loads or records anything in the store.
+// The webhook endpoints loaded (or logged: a store that cannot be reached yet), held requests go on.
+await gated.open();
+// Config streams checked against the store, and streams created at run time polled for; an event
+// for a config stream not recorded yet waits for its record.
 await registerStreams({ streams: registry });
 // Stopped while they were recorded: the poll they started just now stops too.
 if (stopping.started) registry.stop();

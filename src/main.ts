@@ -138,16 +138,6 @@ export interface ServerApp {
 }
 
 /**
- * Builds the app from the config, as both entry points do, and loads the webhook endpoints
- * (a store that cannot be reached yet is logged, not thrown).
- */
-export async function buildApp(config: ServerConfig): Promise<ServerApp> {
-  const built = createServerApp(config);
-  await loadEndpoints(built.webhooks);
-  return built;
-}
-
-/**
  * Loads the webhook endpoints, which decide which events ingest logs: before the first request
  * is answered. A store that cannot be reached yet is logged, not thrown.
  */
@@ -163,7 +153,7 @@ export interface CreateServerAppOptions {
   starting?: () => boolean;
 }
 
-/** The app of {@linkcode buildApp}, its webhook endpoints not loaded yet. */
+/** The app both entry points serve (see {@linkcode createGatedServerApp}), its webhook endpoints not loaded yet. */
 export function createServerApp(
   config: ServerConfig,
   options: CreateServerAppOptions = {},
@@ -188,6 +178,43 @@ export function createServerApp(
     },
   });
   return { app, live, connections, webhooks };
+}
+
+/**
+ * The app both entry points serve, held until its webhook endpoints are loaded: they decide which
+ * events ingest logs, so requests wait for them (`serveApp`'s `ready`), but the probes, answered
+ * at once, `/readyz` with 503 `starting` meanwhile (a store that does not answer holds the loading
+ * up to its deadline, past a probe's timeout). The entry point listens first, then {@linkcode
+ * GatedServerApp.open}s it: a port in use is the one line a start prints, not after a line about a
+ * store it could not reach (which it runs without; the port it cannot run without).
+ */
+export interface GatedServerApp {
+  /** The app, from {@linkcode createServerApp}. */
+  built: ServerApp;
+  /** Resolves once the webhook endpoints are loaded or could not be (logged); never rejects. */
+  ready: Promise<void>;
+  /** Loads the webhook endpoints (once, however often called) and resolves as `ready`. */
+  open(): Promise<void>;
+}
+
+/** The app of {@linkcode GatedServerApp}, its webhook endpoints not loaded until it is opened. */
+export function createGatedServerApp(config: ServerConfig): GatedServerApp {
+  const endpoints = Promise.withResolvers<void>();
+  let loading = true;
+  endpoints.promise.then(() => loading = false);
+  const built = createServerApp(config, { starting: () => loading });
+  let opened = false;
+  return {
+    built,
+    ready: endpoints.promise,
+    open() {
+      if (!opened) {
+        opened = true;
+        loadEndpoints(built.webhooks).then(() => endpoints.resolve());
+      }
+      return endpoints.promise;
+    },
+  };
 }
 
 /**
@@ -331,20 +358,15 @@ export function serve(config: ServerConfig, options: ServeOptions = {}): Promise
 
 async function startServing(config: ServerConfig, options: ServeOptions): Promise<RunningServer> {
   const { streams, store, webhooks } = config;
-  // Listening first, then the endpoints loaded (requests wait for them): a port in use is the one
-  // line a start prints, not after a line about a store it could not reach (which it runs
-  // without; the port it cannot run without). `/readyz` answers 503 `starting` meanwhile.
-  const endpoints = Promise.withResolvers<void>();
-  let loading = true;
-  endpoints.promise.then(() => loading = false);
-  const built = createServerApp(config, { starting: () => loading });
-  const serving = serveApp(built, {
+  // Listening first, then the endpoints loaded (requests but the probes wait for them).
+  const gated = createGatedServerApp(config);
+  const serving = serveApp(gated.built, {
     hostname: config.hostname,
     port: config.port,
     shutdownMs: config.shutdownMs,
     drainMs: config.drainMs,
     onListenError: (error) => failToListen(error, config.hostname, config.port),
-    ready: endpoints.promise,
+    ready: gated.ready,
   });
   let sweeping: { stop(): Promise<void> } | undefined;
   let backlog: WebhookBacklogGauges | undefined;
@@ -369,8 +391,7 @@ async function startServing(config: ServerConfig, options: ServeOptions): Promis
     },
   };
   options.onListening?.(running);
-  await loadEndpoints(built.webhooks);
-  endpoints.resolve();
+  await gated.open();
   // Listening first: a process that cannot (its port taken) stops before it records anything in
   // the store. An event for a config stream not recorded yet waits for its record.
   await registerStreams(config);

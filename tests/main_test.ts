@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { configFromEnv } from "../src/env.ts";
-import { buildApp, createServerApp, type RunningServer, serve, serveApp } from "../src/main.ts";
+import { createServerApp, type RunningServer, serve, serveApp } from "../src/main.ts";
 import {
   checkoutWithSpace,
   silentListener,
@@ -582,10 +582,10 @@ Deno.test("main.ts on an IPv6 address says a URL that works: http://[::1]:port",
   }
 });
 
-Deno.test("buildApp() gives the live hub the README's figures: the log read every 150 ms, at most 4 updates a second", async () => {
+Deno.test("createServerApp() gives the live hub the README's figures: the log read every 150 ms, at most 4 updates a second", async () => {
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
   const config = await configFromEnv({ get: () => undefined });
-  const built = await buildApp(config);
+  const built = createServerApp(config);
   try {
     // Across the README's line breaks, wherever its paragraphs wrap.
     assert.match(readme, /the log is read again\s+every\s+150\s+ms/);
