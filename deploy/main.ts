@@ -88,6 +88,15 @@ async function setUp() {
           { sweepEvery },
         );
       }
+      // A drain is for a load balancer that probes `/readyz` and takes a stopping process out of
+      // its rotation meanwhile; Deploy routes requests itself, asking no `/readyz`, so here it
+      // only holds the stop that long, out of the 5 s before the kill.
+      if (config.drainMs > 0) {
+        logger.warn(
+          "EDGESTREAM_DRAIN has no use on Deno Deploy, whose routing asks no /readyz (got {drain}): it only holds a stopping isolate's stop that long, out of the 5 s before its kill; it is for a self-hosted process behind a load balancer that probes /readyz (src/main.ts)",
+          { drain: Deno.env.get("EDGESTREAM_DRAIN") },
+        );
+      }
       // Valid for a process of one's own, but here the kill comes first: a stop still at work
       // then is cut short, as by a crash, and says nothing of what it did not finish.
       if (config.shutdownMs >= DEPLOY_KILL_AFTER_MS) {

@@ -292,6 +292,30 @@ Deno.test("deploy/main.ts warns, naming it, that EDGESTREAM_SWEEP_EVERY has no e
   }
 });
 
+Deno.test("deploy/main.ts warns once, naming it, that EDGESTREAM_DRAIN has no use there: Deploy asks no /readyz", async () => {
+  for (const drain of ["2s", "0s", ""]) {
+    const run = runDeploy({ DENO_TIMELINE: "preview/abc123", EDGESTREAM_DRAIN: drain });
+    try {
+      await run.seen(/No UPSTASH_REDIS_REST_URL/);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const messages = run.output().split("\n").filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line).message as string);
+      const found = messages.filter((message) => message.startsWith("EDGESTREAM_DRAIN"));
+      // `0s` is no drain (the default), and empty is not set, as for every setting.
+      if (drain !== "2s") {
+        assert.deepEqual(found, [], drain);
+        continue;
+      }
+      assert.deepEqual(found, [
+        "EDGESTREAM_DRAIN has no use on Deno Deploy, whose routing asks no /readyz (got 2s): it only holds a stopping isolate's stop that long, out of the 5 s before its kill; it is for a self-hosted process behind a load balancer that probes /readyz (src/main.ts)",
+      ]);
+    } finally {
+      run.child.kill("SIGTERM");
+      await run.done;
+    }
+  }
+});
+
 Deno.test("deploy/main.ts holds WebSocket ingest to EDGESTREAM_INGEST_SOCKETS_PER_KEY, as src/main.ts", async () => {
   const run = runDeploy({
     DENO_TIMELINE: "preview/abc123",
