@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { OpenAPIHono } from "@hono/zod-openapi";
+import { OpenAPIHono, type RouteConfig } from "@hono/zod-openapi";
 import { type CompiledStream, formatPath, StreamRegistry } from "./config/mod.ts";
 import { type IngestObserver, LiveHub, type LogDemand } from "./fanout/mod.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
@@ -23,9 +23,9 @@ import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts
 import { OpenConnections } from "./http/open_connections.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
 import { registerKeyRoutes } from "./http/key_routes.ts";
-import { singleQueryValues } from "./http/query.ts";
+import { apiQueryChecks } from "./http/query.ts";
 import { requestLog } from "./http/request_log.ts";
-import { ingestApp, registerStreamRoutes } from "./http/stream_routes.ts";
+import { ingestApp, refuseWindowBounds, registerStreamRoutes } from "./http/stream_routes.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { type GroupCommitOptions, GroupCommitter, ingestFanoutFor } from "./ingest/mod.ts";
 import type { Store } from "./store/mod.ts";
@@ -196,8 +196,15 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.use((c, next) =>
     c.req.method === "POST" && admitsListedOrigins(c.req.raw) ? next() : bodyLimit(c, next)
   );
-  // One value per query parameter: which of two a client meant cannot be told.
-  app.use(singleQueryValues());
+  // One value per query parameter (which of two a client meant cannot be told), and on a read
+  // only those it takes: before its key and what it names are looked up.
+  app.use(apiQueryChecks({
+    documented: () =>
+      app.openAPIRegistry.definitions.flatMap((definition) =>
+        definition.type === "route" ? [definition.route as RouteConfig] : []
+      ),
+    explain: refuseWindowBounds,
+  }));
   // A path served, asked with another method, is a 405 naming the methods it takes.
   app.notFound((c) => {
     const methods = methodsOf(c.req.path);

@@ -1155,7 +1155,7 @@ Deno.test("the middleware chain's layers for an ingest POST are those ingestApp 
       "ALL /*", // originGuard
       "ALL /v1/*", // apiCors: passes ingest on (its CORS is ingestCors, addIngestCorsHeaders)
       "ALL /*", // limitBody: ingestApp reads the body within its own limits (readLimitedBody)
-      "ALL /*", // singleQueryValues: ingestApp calls refuseRepeatedQuery
+      "ALL /*", // apiQueryChecks: ingestApp calls refuseRepeatedQuery (a POST takes any name)
       "ALL /v1/streams/:stream/events", // ingestCors
       "ALL /v1/streams/:stream/events", // requireScopeForOtherMethods: passes POST on
       "POST /v1/streams/:stream/events", // requireIngestKey

@@ -83,7 +83,6 @@ import { upgradeAsksForWebSocket } from "./_header_list.ts";
 import { closeWithin, RefusedSockets } from "./_drop_socket.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 import { requestIdOf } from "./request_id.ts";
-import { refuseUntakenQuery } from "./query.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
 import {
   type ConnectionSlot,
@@ -779,9 +778,6 @@ class IngestConnection implements HeldConnection {
   }
 }
 
-/** The query parameters the WebSocket ingest upgrade takes (the deprecated `?token=<key>`). */
-export const INGEST_SOCKET_QUERY: readonly string[] = ["token"];
-
 /**
  * The handler of `GET /v1/streams/{stream}/ws`. Refuses a request without
  * `Upgrade: websocket` (426) and an unknown stream (404) before upgrading; a
@@ -871,8 +867,6 @@ export function ingestSocketHandler(
     const origin = originOf(c.req.raw);
     await refuseOrigin(deps, { origin, grant, stream: name });
     if (!stream) throw streamMissing(deps.streams, name);
-    // As every API read: a parameter it does not take is a 400 before the upgrade, not ignored.
-    refuseUntakenQuery(c.req.url, INGEST_SOCKET_QUERY);
     // Refused before the upgrade when a bound is reached.
     let slot: ConnectionSlot;
     try {

@@ -39,7 +39,6 @@ import {
 import { jsonBody } from "./body.ts";
 import { MAX_BURST, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from "../config/mod.ts";
 import { ApiError } from "./errors.ts";
-import { documentedQuery, refuseUntakenQuery } from "./query.ts";
 import { normalizeAllowedOrigin, OriginSettingError } from "./origin.ts";
 import { differentEntries, MAX_ENUM_LIST_ITEMS, repeatsRemoved } from "./_list_bounds.ts";
 import { quoteInput } from "../telemetry/logging.ts";
@@ -319,7 +318,6 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
   };
   app.use("/v1/key", requireKey(keys));
   app.openapi(ownKeyRoute, (c) => {
-    refuseUntakenQuery(c.req.url, documentedQuery(ownKeyRoute));
     const grant = grantOfRequest(c)!;
     return c.json({
       id: grant.id ?? null,
@@ -403,7 +401,6 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
   });
 
   app.openapi(listKeysRoute, async (c) => {
-    refuseUntakenQuery(c.req.url, documentedQuery(listKeysRoute));
     const { limit, cursor } = c.req.valid("query");
     // A bad cursor is InvalidCursorError: 400 invalid_cursor from the error table.
     const page = await keys.store.pageKeys({ limit: limit ?? 100, cursor });
@@ -415,7 +412,6 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
   });
 
   app.openapi(getKeyRoute, async (c) => {
-    refuseUntakenQuery(c.req.url, documentedQuery(getKeyRoute));
     const { id } = c.req.valid("param");
     const record = await keys.store.getKey(id);
     if (!record) throw new ApiError(404, "key_not_found", `No API key '${id}'`);

@@ -61,7 +61,6 @@ import { recordLiveRefused } from "../telemetry/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
-import { refuseUntakenQuery } from "./query.ts";
 import { utf8Length } from "./body.ts";
 import { ResponseCutError } from "./listener.ts";
 import { closeWithin, DEFAULT_MAX_REFUSED_SOCKETS, RefusedSockets } from "./_drop_socket.ts";
@@ -826,7 +825,7 @@ function documentRoutes(app: OpenAPIHono): void {
       "Refused before upgrading: 400 `invalid_upgrade` when the upgrade cannot be made (e.g. subprotocols not separated by `, `), 400 `invalid_request` when the header, `?token=` and subprotocol hold two different keys, 403 `origin_not_allowed` from an `Origin` not allowed, 426 without `Upgrade: websocket`.",
       "Bounded: one key (a publishable key too, whoever uses it; in open mode, one client address) holds at most `EDGESTREAM_INGEST_SOCKETS_PER_KEY` (default 100) connections on a server, the server at most `EDGESTREAM_INGEST_SOCKETS_MAX` (default 10000). One more is refused before the upgrade: 429 `too_many_ingest_sockets` (the key's bound) or 503 `ingest_sockets_full` (the server's), with `Retry-After` and `details: {limit, max}`. A connection that ends, however it ends, frees its place.",
     ].join("\n\n"),
-    // What `INGEST_SOCKET_QUERY` takes.
+    // Its query, checked for every read by `apiQueryChecks` (query.ts).
     request: { params: StreamParam, query: z.object({ token: TokenQuery }) },
     responses: {
       101: { description: "Switching to the WebSocket protocol" },
@@ -960,7 +959,6 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       });
     }
     const stream = await findServedStream(deps.streams, c.req.param("stream"));
-    refuseUntakenQuery(c.req.url, Object.keys(SubscribeQuery.shape));
     const subscription = parseSubscription(stream, {
       types: c.req.query("types"),
       counter: c.req.query("counter"),

@@ -1,14 +1,16 @@
 /**
- * Query parameters given more than once. Each route reads one value of a
- * parameter; which one a client meant by two cannot be told, so a request
- * that repeats one is a 400 rather than read by its first or last value.
+ * The checks of an API request's query, before anything else is looked up:
+ * parameters given more than once, and on a read, parameters it does not
+ * take. Each route reads one value of a parameter; which one a client meant
+ * by two cannot be told, so a request that repeats one is a 400 rather than
+ * read by its first or last value.
  * `group.<field>` filters are apart: a field given twice uses the last value
  * (see the README's Reading counters).
  *
  * @module
  */
 import type { RouteConfig } from "@hono/zod-openapi";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { matchedRoutes } from "hono/route";
 import { quoteInput } from "../telemetry/logging.ts";
 import { editDistance, nearestName } from "../validate/mod.ts";
@@ -54,6 +56,24 @@ export const CACHE_BUSTER = "_";
 export function documentedQuery(route: RouteConfig): string[] {
   const query: object | undefined = route.request?.query;
   return query !== undefined && "shape" in query ? Object.keys(query.shape as object) : [];
+}
+
+/** The query a documented route takes: what {@linkcode refuseUntakenQuery} is given for it. */
+export interface TakenQuery {
+  /** Its query parameters (its `request.query` object's keys). */
+  taken: string[];
+  /** Whether it takes `group.<field>` filters (a `group` query parameter in its `parameters`). */
+  groupFilters: boolean;
+}
+
+/** The query a route's definition takes, as its document lists it. */
+export function takenQueryOf(route: RouteConfig): TakenQuery {
+  const parameters: unknown[] = Array.isArray(route.parameters) ? route.parameters : [];
+  const groupFilters = parameters.some((parameter) =>
+    typeof parameter === "object" && parameter !== null && "in" in parameter &&
+    parameter.in === "query" && "name" in parameter && parameter.name === "group"
+  );
+  return { taken: documentedQuery(route), groupFilters };
 }
 
 /** Options for {@linkcode refuseUntakenQuery}. */
@@ -160,28 +180,64 @@ function repeated(name: string): ApiError {
   );
 }
 
+/** Options for {@linkcode apiQueryChecks}. */
+export interface ApiQueryOptions {
+  /**
+   * The routes of the API document, asked once, at the first request (every route is registered
+   * by then): a `GET` of one is refused a parameter it does not list. @default {none}
+   */
+  documented?: () => readonly RouteConfig[];
+  /**
+   * Throws a route's own 400 for a parameter it does not take but means something elsewhere
+   * (`from` on `…/current`), before the general one; given the route's path (`/v1/streams/:stream`).
+   */
+  explain?: (c: Context, routePath: string) => void;
+}
+
 /**
- * Middleware: an API request (`/v1/…`) that repeats a query parameter is 400
- * `invalid_query`, before its key is checked (the request cannot be read as
- * meant, whoever sends it). Pages, health checks and the API document take
- * any query (tracking links, cache busters). A path or method no route
- * serves (only middleware matched) is left to its 404 or 405, whatever its
- * query.
+ * Middleware, the one check of every API request's query (`/v1/…`), for every route in one place
+ * and one order: before its key is checked and before anything its path names (a stream, a
+ * counter, an endpoint) is looked up (input before state: `GET /v1/streams/nope/counters/x?bogus=1`
+ * is the 400, not the 404). A request that repeats a query parameter is 400 `invalid_query` (the
+ * request cannot be read as meant, whoever sends it), and so is a `GET` (or `HEAD`) of a
+ * `documented` route whose query holds a parameter the route does not list
+ * ({@linkcode refuseUntakenQuery}). Pages, health checks and the API document take any query
+ * (tracking links, cache busters). A path or method no route serves (only middleware matched) is
+ * left to its 404 or 405, whatever its query.
  *
  * @example
  * ```ts
  * import { Hono } from "hono";
- * import { singleQueryValues } from "./query.ts";
+ * import { apiQueryChecks } from "./query.ts";
  *
  * const app = new Hono();
- * app.use(singleQueryValues());
+ * app.use(apiQueryChecks());
  * ```
  */
-export function singleQueryValues(): MiddlewareHandler {
+export function apiQueryChecks(options: ApiQueryOptions = {}): MiddlewareHandler {
+  let reads: Map<string, TakenQuery> | undefined;
   return async (c, next) => {
-    const name = c.req.path.startsWith("/v1/") ? repeatedQueryParameter(c.req.url) : undefined;
+    if (!c.req.path.startsWith("/v1/")) return await next();
+    const name = repeatedQueryParameter(c.req.url);
     if (name !== undefined && matchedRoutes(c).some((route) => route.method !== "ALL")) {
       throw repeated(name);
+    }
+    const { documented } = options;
+    if (
+      documented && (c.req.method === "GET" || c.req.method === "HEAD") && c.req.url.includes("?")
+    ) {
+      reads ??= new Map(
+        documented().filter((route) => route.method === "get").map((route) => [
+          route.path.replaceAll(/\/{(.+?)}/g, "/:$1"),
+          takenQueryOf(route),
+        ]),
+      );
+      const route = matchedRoutes(c).find((route) => route.method === "GET");
+      const read = route === undefined ? undefined : reads.get(route.path);
+      if (route !== undefined && read !== undefined) {
+        options.explain?.(c, route.path);
+        refuseUntakenQuery(c.req.url, read.taken, { groupFilters: read.groupFilters });
+      }
     }
     await next();
   };

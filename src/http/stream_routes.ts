@@ -94,12 +94,7 @@ import {
   unservableProblem,
 } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
-import {
-  documentedQuery,
-  groupFilterField,
-  refuseRepeatedQuery,
-  refuseUntakenQuery,
-} from "./query.ts";
+import { groupFilterField, refuseRepeatedQuery } from "./query.ts";
 import { jsonWithRequestId, madeJsonWithRequestId, requestIdOf } from "./request_id.ts";
 import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
 import { causeText, listNames, quoteInput } from "../telemetry/logging.ts";
@@ -643,9 +638,7 @@ const listStreamsRoute = createRoute({
 });
 
 function listStreams(deps: StreamRouteDeps): RouteHandler<typeof listStreamsRoute> {
-  const taken = documentedQuery(listStreamsRoute);
   return async (c) => {
-    refuseUntakenQuery(c.req.url, taken);
     const { limit = 100, cursor } = c.req.valid("query");
     const after = cursor === undefined ? undefined : readStreamCursor(cursor);
     const only = grantOfRequest(c)?.streams;
@@ -725,9 +718,7 @@ const getStreamRoute = createRoute({
 });
 
 function getStream(deps: StreamRouteDeps): RouteHandler<typeof getStreamRoute> {
-  const taken = documentedQuery(getStreamRoute);
   return async (c) => {
-    refuseUntakenQuery(c.req.url, taken);
     const stream = await findServedStream(deps.streams, c.req.valid("param").stream);
     const body = await streamJson(stream, deps);
     // What PUT and DELETE take in If-Match (the version this instance serves).
@@ -1138,16 +1129,12 @@ const listWindowsRoute = createRoute({
   },
 });
 
-/** The query parameters the windows listing takes besides its group filters (its document's). */
-const LIST_WINDOWS_QUERY = Object.keys(listWindowsRoute.request.query.shape);
-
 function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWindowsRoute> {
   return async (c) => {
     const params = c.req.valid("param");
     const query = c.req.valid("query");
     const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
-    refuseUntakenQuery(c.req.url, LIST_WINDOWS_QUERY, { groupFilters: true });
     const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
     const context = { store: deps.store, nowMs: deps.now() };
@@ -1229,9 +1216,13 @@ function idempotencyKeyOf(c: Context): string | undefined {
  * `from` and `to` on `…/current`, which reads the window containing now: ignored, they would
  * answer a read of other windows with that one as if it were them.
  */
-function refuseWindowBounds(c: Context): void {
+/**
+ * Throws the 400 of `from` or `to` on `…/current`, which bound the windows listing: the words for
+ * them, ahead of the untaken parameters' (`apiQueryChecks`, which calls it with the route's path).
+ */
+export function refuseWindowBounds(c: Context, routePath: string): void {
   // Read by decoded name (`%66rom` is `from`), as the repeat check reads names.
-  if (!c.req.url.includes("?")) return;
+  if (routePath !== currentWindowRoute.getRoutingPath() || !c.req.url.includes("?")) return;
   for (const name of ["from", "to"]) {
     if (c.req.query(name) === undefined) continue;
     throw new ApiError(
@@ -1387,17 +1378,12 @@ const currentWindowRoute = createRoute({
   },
 });
 
-/** The query parameters `…/current` takes besides its group filters (its document's). */
-const CURRENT_WINDOW_QUERY = Object.keys(currentWindowRoute.request.query.shape);
-
 function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWindowRoute> {
   return async (c) => {
     const params = c.req.valid("param");
     const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
     const query = c.req.valid("query");
-    refuseWindowBounds(c);
-    refuseUntakenQuery(c.req.url, CURRENT_WINDOW_QUERY, { groupFilters: true });
     const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
     if (query.limit !== undefined || query.cursor !== undefined) {

@@ -34,7 +34,6 @@ import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { jsonBody, noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
-import { documentedQuery, refuseUntakenQuery } from "./query.ts";
 import { differentEntries, MAX_ENUM_LIST_ITEMS, repeatsRemoved } from "./_list_bounds.ts";
 import {
   countQuery,
@@ -629,7 +628,6 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   });
 
   app.openapi(listWebhooksRoute, async (c) => {
-    refuseUntakenQuery(c.req.url, documentedQuery(listWebhooksRoute));
     const { limit, cursor, stream } = c.req.valid("query");
     const page = await webhooks.pageEndpoints({ limit: limit ?? 100, cursor });
     const items = stream === undefined
@@ -639,7 +637,6 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   });
 
   app.openapi(getWebhookRoute, async (c) => {
-    refuseUntakenQuery(c.req.url, documentedQuery(getWebhookRoute));
     const endpoint = await webhooks.getEndpoint(c.req.valid("param").id);
     return c.json(view(endpoint), 200);
   });
@@ -669,7 +666,6 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   });
 
   app.openapi(listDeliveriesRoute, async (c) => {
-    refuseUntakenQuery(c.req.url, documentedQuery(listDeliveriesRoute));
     const { id } = c.req.valid("param");
     const query = c.req.valid("query");
     const page = await webhooks.listDeliveries(id, {

@@ -172,66 +172,83 @@ Deno.test("the windows operations document the group.<field> filter as free-form
   }
 });
 
-Deno.test("every GET of /v1/… refuses a query parameter its operation does not list: 400 invalid_query naming it and those listed", async () => {
-  const doc = await documentOf();
-  const ctx = await setup({ auth: true });
-  const values: Record<string, string> = { stream: "orders", counter: "per_minute" };
-  const upgrade = {
-    Upgrade: "websocket",
-    Connection: "Upgrade",
-    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-    "Sec-WebSocket-Version": "13",
-  };
-  try {
-    const reads = operations(doc).filter(([name]) => name.startsWith("GET /v1/"));
-    assert.ok(reads.length >= 12, reads.map(([name]) => name).join(", "));
-    for (const [name, operation] of reads) {
-      // An id of the form taken, of nothing: the query is refused before it is looked up.
-      const id = name.includes("/v1/keys/") ? "key_0123456789abcdef" : "wh_nope";
-      const path = name.slice(4).replace(/\{(\w+)\}/g, (_, param: string) => values[param] ?? id);
-      const listed = (operation.parameters ?? [])
-        .filter((parameter) => parameter.in === "query")
-        .map((parameter) => parameter.name === "group" ? "group.<field>" : parameter.name);
-      // Group filters last, as the message lists them.
-      listed.sort((a, b) => Number(a === "group.<field>") - Number(b === "group.<field>"));
-      const headers: Record<string, string> = { Authorization: `Bearer ${ADMIN_KEY}` };
-      if (path.endsWith("/ws")) Object.assign(headers, upgrade);
-      if (path.endsWith("/subscribe")) headers.Accept = "text/event-stream";
-      const res = await ctx.app.request(`${path}?unlisted=1`, { headers });
-      const body = await res.json();
-      assert.equal(res.status, 400, `${name}: ${JSON.stringify(body)}`);
-      assert.equal(body.error.code, "invalid_query", name);
-      assert.equal(
-        body.error.message,
-        `Query parameter 'unlisted' is not taken here; this route takes${
-          listed.length === 0 ? " none" : `: ${listed.join(", ")}`
-        }`,
-        name,
-      );
-      if (!listed.includes("group.<field>")) {
-        // A group filter is a counter read's: elsewhere it is one more name not taken.
-        const grouped = await ctx.app.request(`${path}?group.country=DE`, { headers });
-        assert.match(await grouped.text(), /Query parameter 'group\.country' is not taken here/);
-        assert.equal(grouped.status, 400, name);
+for (
+  const [what, values] of [
+    ["", { stream: "orders", counter: "per_minute" }],
+    // Input before state: the query is refused before what the path names is looked up, on
+    // every route alike (`GET /v1/streams/nope/counters/x?bogus=1` is the 400, not the 404).
+    [" of a stream and counter that do not exist", { stream: "nope", counter: "x" }],
+  ] as const
+) {
+  Deno.test(`every GET of /v1/…${what} refuses a query parameter its operation does not list: 400 invalid_query naming it and those listed`, async () => {
+    const doc = await documentOf();
+    const ctx = await setup({ auth: true });
+    const known = values.stream === "orders";
+    const upgrade = {
+      Upgrade: "websocket",
+      Connection: "Upgrade",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "Sec-WebSocket-Version": "13",
+    };
+    try {
+      const reads = operations(doc).filter(([name]) => name.startsWith("GET /v1/"));
+      assert.ok(reads.length >= 12, reads.map(([name]) => name).join(", "));
+      for (const [name, operation] of reads) {
+        // An id of the form taken, of nothing: the query is refused before it is looked up.
+        const id = name.includes("/v1/keys/") ? "key_0123456789abcdef" : "wh_nope";
+        const path = name.slice(4).replace(
+          /\{(\w+)\}/g,
+          (_, param: string) => (values as Record<string, string>)[param] ?? id,
+        );
+        const listed = (operation.parameters ?? [])
+          .filter((parameter) => parameter.in === "query")
+          .map((parameter) => parameter.name === "group" ? "group.<field>" : parameter.name);
+        // Group filters last, as the message lists them.
+        listed.sort((a, b) => Number(a === "group.<field>") - Number(b === "group.<field>"));
+        const headers: Record<string, string> = { Authorization: `Bearer ${ADMIN_KEY}` };
+        if (path.endsWith("/ws")) Object.assign(headers, upgrade);
+        if (path.endsWith("/subscribe")) headers.Accept = "text/event-stream";
+        const res = await ctx.app.request(`${path}?unlisted=1`, { headers });
+        const body = await res.json();
+        assert.equal(res.status, 400, `${name}: ${JSON.stringify(body)}`);
+        assert.equal(body.error.code, "invalid_query", name);
+        assert.equal(
+          body.error.message,
+          `Query parameter 'unlisted' is not taken here; this route takes${
+            listed.length === 0 ? " none" : `: ${listed.join(", ")}`
+          }`,
+          name,
+        );
+        // Before the key is looked up too: without one it is the same 400, not a 401.
+        const { Authorization: _, ...keyless } = headers;
+        const unkeyed = await ctx.app.request(`${path}?unlisted=1`, { headers: keyless });
+        assert.equal(unkeyed.status, 400, `${name} without a key: ${await unkeyed.text()}`);
+        if (!listed.includes("group.<field>")) {
+          // A group filter is a counter read's: elsewhere it is one more name not taken.
+          const grouped = await ctx.app.request(`${path}?group.country=DE`, { headers });
+          assert.match(await grouped.text(), /Query parameter 'group\.country' is not taken here/);
+          assert.equal(grouped.status, 400, name);
+        }
+        // The cache-buster is taken (and ignored) by each.
+        if (!known) continue;
+        const busted = await ctx.app.request(`${path}?_=1765097000000`, { headers });
+        const type = busted.headers.get("Content-Type") ?? "";
+        // A subscription taken streams without end: that it began is the answer.
+        const answer = type.startsWith("text/event-stream")
+          ? (await busted.body?.cancel(), `${busted.status} ${type}`)
+          : await busted.text();
+        assert.ok(!answer.includes("invalid_query"), `${name} with _: ${answer}`);
+        // The upgrade and the subscription are made: past every check of the query.
+        if (path.endsWith("/ws")) assert.equal(busted.status, 101, `${name} with _: ${answer}`);
+        if (path.endsWith("/subscribe")) {
+          assert.equal(answer, "200 text/event-stream", `${name} with _: ${answer}`);
+        }
       }
-      // The cache-buster is taken (and ignored) by each.
-      const busted = await ctx.app.request(`${path}?_=1765097000000`, { headers });
-      const type = busted.headers.get("Content-Type") ?? "";
-      // A subscription taken streams without end: that it began is the answer.
-      const answer = type.startsWith("text/event-stream")
-        ? (await busted.body?.cancel(), `${busted.status} ${type}`)
-        : await busted.text();
-      assert.ok(!answer.includes("invalid_query"), `${name} with _: ${answer}`);
-      // The upgrade and the subscription are made: past every check of the query.
-      if (path.endsWith("/ws")) assert.equal(busted.status, 101, `${name} with _: ${answer}`);
-      if (path.endsWith("/subscribe")) {
-        assert.equal(answer, "200 text/event-stream", `${name} with _: ${answer}`);
-      }
+    } finally {
+      await ctx.close();
     }
-  } finally {
-    await ctx.close();
-  }
-});
+  });
+}
 
 Deno.test("the README's examples of a query parameter a GET does not take are what the API answers", async () => {
   const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
