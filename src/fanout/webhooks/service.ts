@@ -599,7 +599,7 @@ export class WebhookService {
     const now = this.#now();
     const messageId = `msg_test_${crypto.randomUUID().replaceAll("-", "")}`;
     const deliveryId = `${messageId}.${id}`;
-    await this.#deliveries.createDeliveries([{
+    const created = await this.#deliveries.createDeliveries([{
       id: deliveryId,
       messageId,
       endpointId: id,
@@ -611,11 +611,15 @@ export class WebhookService {
         data: { endpoint: id, message: "Test delivery from edgestream" },
       }),
       createdMs: now,
-      // A DELETE since the endpoint was read leaves no delivery for it (read back as gone below).
     }], { onlyToStoredEndpoints: true });
+    // Its id is new: none created means a DELETE since the endpoint was read left no delivery for
+    // it. Said so at once, with nothing read back and no sender woken for it.
+    if (created === 0) {
+      throw new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
+    }
     this.#sender.kick();
     const delivery = await this.#deliveries.getDelivery(deliveryId);
-    // The endpoint was deleted since it was read: its deliveries are gone with it.
+    // The endpoint was deleted since the delivery was created: its deliveries are gone with it.
     if (!delivery) throw new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
     return delivery;
   }

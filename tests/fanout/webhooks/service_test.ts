@@ -1162,6 +1162,8 @@ type RacedMethod = "getEndpoint" | "createDeliveries" | "retry" | "getDelivery";
 
 class RacingDeliveryStore extends MemoryDeliveryStore {
   race: { after: RacedMethod; run: () => Promise<void> } | null = null;
+  /** How many times a delivery was read. */
+  deliveryReads = 0;
 
   async #raced<T>(method: RacedMethod, result: T): Promise<T> {
     const race = this.race;
@@ -1183,6 +1185,7 @@ class RacingDeliveryStore extends MemoryDeliveryStore {
   }
 
   override async getDelivery(...args: Parameters<MemoryDeliveryStore["getDelivery"]>) {
+    this.deliveryReads += 1;
     return await this.#raced("getDelivery", await super.getDelivery(...args));
   }
 
@@ -1240,6 +1243,8 @@ Deno.test("the test endpoint answers 404 webhook_not_found and holds no delivery
     // No delivery was created for the deleted endpoint: none is pending (for ever, as none of a
     // deleted endpoint is claimed) nor listed.
     assert.deepEqual(await racing.countDeliveries(), { pending: 0, dead: 0 });
+    // None created is the answer: no delivery is read back to find it gone.
+    assert.equal(racing.deliveryReads, 0);
   });
 });
 
