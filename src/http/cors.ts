@@ -35,8 +35,8 @@ export const API_EXPOSED_HEADERS =
   "ETag, Location, Retry-After, RateLimit, RateLimit-Policy, Idempotent-Replayed, X-Request-Id";
 
 /**
- * Errors answered before a key is granted, which any page may read: a repeated query parameter
- * (400 `invalid_query`), a path whose stream is no name (400 `invalid_request`: a key limited to
+ * Errors answered before a key is granted, which any page may read: a query parameter repeated
+ * or, on a read, not taken (400 `invalid_query`), a path whose stream is no name (400 `invalid_request`: a key limited to
  * streams is refused it before its grant, where a key for all streams gets it from the route), the
  * key refused (401, 403) or not looked up (503). (A body too large or too slow comes only with a
  * method the origin policy refused already from other origins.)
