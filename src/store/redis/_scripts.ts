@@ -765,21 +765,23 @@ end
 -- a write to that pane asks Redis nothing to know it is live and not due (see the panes below).
 -- \`cl\`: the latest end (a session's: end + gap) a close claimed; an event before it is late
 -- whatever the lateness is now, so a raised lateness re-opens no window or session that closed.
--- (Room for 16, as the arrays above: the 7 names here, then 8 more for 4 counters with requests.)
-local statsAsked = { "wm", "exp", "accepted", "applied", "duplicates", "late", "cl", nil, nil, nil, nil, nil, nil,
-  nil, nil, nil }
+-- \`duplicates\` and \`late\` are not asked here: only a call with a duplicate or a late event adds
+-- to them, and it reads them once its events' outcomes are known (below).
+-- (Room for 16, as the arrays above: the 5 names here, then 8 more for 4 counters with requests.)
+local statsAsked = { "wm", "exp", "accepted", "applied", "cl", nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+  nil }
 local counterCount = #counters
-for i = 1, counterCount do statsAsked[7 + i] = "k:" .. counters[i].name end
+for i = 1, counterCount do statsAsked[5 + i] = "k:" .. counters[i].name end
 -- The dedupe TTLs whose buckets are asked (see dedupeBuckets).
-statsAsked[8 + counterCount] = "dk"
+statsAsked[6 + counterCount] = "dk"
 -- \`db\`: "<ttl>:<bucket>" of the newest dedupe bucket this release's one-id write found marked
 -- (see IDS_MARK below).
-statsAsked[9 + counterCount] = "db"
+statsAsked[7 + counterCount] = "db"
 -- The counts only requests (\`reqs\`) add to, asked (and checked) only then: each field an HMGET
--- asks is ~1.8k instructions (a single event's call asks 13 without them).
+-- asks is ~1.8k instructions (a single event's call asks 11 without them).
 if ${arg("reqs")} then
-  statsAsked[10 + counterCount] = "filtered"
-  statsAsked[11 + counterCount] = "rejected"
+  statsAsked[8 + counterCount] = "filtered"
+  statsAsked[9 + counterCount] = "rejected"
 end
 -- The sessions counted past a session counter's maxSessions, added to with HINCRBY: asked only to
 -- check them (see refuseKey). A window counter's groups past maxGroups are checked only when a
@@ -791,21 +793,25 @@ if type(args.sess) == "table" then
 end
 local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
 -- What the stats hold is checked before any write (see refuseKey): the counts this call adds to
--- (3 to 6, and from 10 + counterCount on: \`filtered\` and \`rejected\` where asked) and the sessions'
+-- (3 and 4, and from 8 + counterCount on: \`filtered\` and \`rejected\` where asked) and the sessions'
 -- overflow counts, the watermark and \`cl\` (\`dk\` where read, in
 -- dedupeBuckets). \`exp\`, \`k:<counter>\` and \`db\` only save a command: text this script did
 -- not write is taken as none.
-for i = 3, #statsAsked do
-  if (i <= 6 or i >= 10 + counterCount) and stored[i] and not isIntegerText(stored[i]) then
-    refuseKey(STATS_KEY .. " field " .. statsAsked[i], "'" .. stored[i] .. "'", "a number it adds to")
+-- (Those from \`cl\` to \`db\`, 5 to 7 + counterCount, are no counts: skipped.)
+local at, asked = 3, #statsAsked
+while at <= asked do
+  if stored[at] and not isIntegerText(stored[at]) then
+    refuseKey(STATS_KEY .. " field " .. statsAsked[at], "'" .. stored[at] .. "'", "a number it adds to")
   end
+  at = at + 1
+  if at == 5 then at = 8 + counterCount end
 end
 local storedWm = expectStatsTime("wm", stored[1])
-local closedThrough = expectStatsTime("cl", stored[7])
+local closedThrough = expectStatsTime("cl", stored[5])
 local wm = raiseToClock(storedWm, now, idle)
 local statsExpireAt = tonumber(stored[2])
 for i = 1, counterCount do
-  local counter, known = counters[i], stored[7 + i]
+  local counter, known = counters[i], stored[5 + i]
   if known then
     -- A cache of the counter's last pane and its score in the live panes: text this script did
     -- not write (not a pane, a space and an expiry in digits as num() writes it) is as none, and
@@ -1178,7 +1184,7 @@ if dedupeTtl > 0 then
   local ttlText, bucket = num(dedupeTtl), math.floor(now / dedupeTtl)
   local bucketText = num(bucket)
   bucketNoted = ttlText .. ":" .. bucketText
-  newIds, oldIds, retiredIds, dedupeKeysText = dedupeBuckets(stored[8 + counterCount], ttlText, bucket, bucketText)
+  newIds, oldIds, retiredIds, dedupeKeysText = dedupeBuckets(stored[6 + counterCount], ttlText, bucket, bucketText)
 end
 -- A field no id can be (ids are UTF-8, this byte never is): the bucket's PX is set, once, at its
 -- first id. An id lives at least the TTL: it is asked while now is in its bucket or the next,
@@ -1198,6 +1204,8 @@ local heldIds, freshIds, distinctIds = nil, nil, ${arg("uq")} or eventCount < 2
 -- the mark (one a release before 1d1c4b3 wrote, which set none): so until the stats' \`db\` says
 -- this bucket was found marked, the id is asked first (one HEXISTS a bucket).
 local idWritten = false
+-- That id (the only one asked: not always the first event's, in a batch where the others have none).
+local writtenId = nil
 local markedBucket = nil
 if newIds then
   -- The ids asked: when no event is skipped and each has one, the ids themselves (no table more).
@@ -1219,13 +1227,13 @@ if newIds then
         if not held and redis.call("HEXISTS", key, id) == 1 then held = true end
       end
     end
-    local noted = stored[9 + counterCount] == bucketNoted
+    local noted = stored[7 + counterCount] == bucketNoted
     if held or redis.call("HEXISTS", oldIds, id) == 1 or
       (not noted and redis.call("HEXISTS", newIds, id) == 1) then
       heldIds = { [id] = true }
     else
       local added = redis.call("HSET", newIds, id, "1", IDS_MARK, "1")
-      if added == 0 then heldIds = { [id] = true } else idWritten = true end
+      if added == 0 then heldIds = { [id] = true } else idWritten, writtenId = true, id end
       idsMarked = added < 2
       -- The bucket holds the mark now: later one-id writes can trust HSET's answer.
       if not noted then markedBucket = bucketNoted end
@@ -1319,6 +1327,24 @@ else
     end
     outcomes[i] = outcome
   end
+end
+-- \`duplicates\` and \`late\` as stored, read only by a call that adds to them (most add to
+-- neither: two fields fewer in the stats' HMGET above). Checked as the counts asked there; the
+-- only write before this is the one id of a call that asks one (a late event's is kept), undone
+-- should the check refuse, so the call leaves every key as it found it.
+local storedDuplicates, storedLates = nil, nil
+if duplicates + lates > 0 then
+  local counts = redis.call("HMGET", STATS_KEY, "duplicates", "late")
+  for i = 1, 2 do
+    if counts[i] and not isIntegerText(counts[i]) then
+      if idWritten then
+        if idsMarked then redis.call("HDEL", newIds, writtenId) else redis.call("HDEL", newIds, writtenId, IDS_MARK) end
+      end
+      refuseKey(STATS_KEY .. " field " .. (i == 1 and "duplicates" or "late"), "'" .. counts[i] .. "'",
+        "a number it adds to")
+    end
+  end
+  storedDuplicates, storedLates = counts[1], counts[2]
 end
 
 -- Admitted requests: their counts, stats, and the reply kept for their key. Without \`reqs\`, the
@@ -1794,19 +1820,32 @@ if refreshed then
   end
 end
 
-local changed, deltas = { nil, nil, nil, nil, nil, nil, nil, nil }, { accepted, applied, duplicates, lates, filtered,
-  rejected }
-for i = 1, 6 do
-  local delta = deltas[i]
-  if delta > 0 then
-    -- accepted to late asked at 3 to 6; filtered and rejected (more than 0 only with requests,
-    -- which asks them) after \`db\`.
-    local at = i + 2
-    if i > 4 then at = i + 5 + counterCount end
-    changed[#changed + 1] = statsAsked[at]
-    -- Integer text (checked above) or absent: arithmetic reads it once, as tonumber would twice.
-    changed[#changed + 1] = num((stored[at] or 0) + delta)
-  end
+local changed = { nil, nil, nil, nil, nil, nil, nil, nil }
+-- The counts asked: accepted and applied at 3 and 4, filtered and rejected (more than 0 only with
+-- requests, which asks them) after \`db\`. Integer text (checked above) or absent: arithmetic
+-- reads it once, as tonumber would twice.
+if accepted > 0 then
+  changed[1], changed[2] = "accepted", num((stored[3] or 0) + accepted)
+end
+if applied > 0 then
+  changed[#changed + 1] = "applied"
+  changed[#changed + 1] = num((stored[4] or 0) + applied)
+end
+if filtered > 0 then
+  changed[#changed + 1] = "filtered"
+  changed[#changed + 1] = num((stored[8 + counterCount] or 0) + filtered)
+end
+if rejected > 0 then
+  changed[#changed + 1] = "rejected"
+  changed[#changed + 1] = num((stored[9 + counterCount] or 0) + rejected)
+end
+if duplicates > 0 then
+  changed[#changed + 1] = "duplicates"
+  changed[#changed + 1] = num((storedDuplicates or 0) + duplicates)
+end
+if lates > 0 then
+  changed[#changed + 1] = "late"
+  changed[#changed + 1] = num((storedLates or 0) + lates)
 end
 -- The watermark as text, for the stats and the reply.
 local wmText = ""
