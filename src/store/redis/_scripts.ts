@@ -796,15 +796,17 @@ local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
 -- (3 and 4, and from 8 + counterCount on: \`filtered\` and \`rejected\` where asked) and the sessions'
 -- overflow counts, the watermark and \`cl\` (\`dk\` where read, in
 -- dedupeBuckets). \`exp\`, \`k:<counter>\` and \`db\` only save a command: text this script did
--- not write is taken as none.
--- (Those from \`cl\` to \`db\`, 5 to 7 + counterCount, are no counts: skipped.)
-local at, asked = 3, #statsAsked
-while at <= asked do
-  if stored[at] and not isIntegerText(stored[at]) then
-    refuseKey(STATS_KEY .. " field " .. statsAsked[at], "'" .. stored[at] .. "'", "a number it adds to")
+-- not write is taken as none. (\`duplicates\` and \`late\` are checked where they are read, below.)
+-- Those from \`cl\` to \`db\`, 5 to 7 + counterCount, are no counts: skipped.
+do
+  local at, asked = 3, #statsAsked
+  while at <= asked do
+    if stored[at] and not isIntegerText(stored[at]) then
+      refuseKey(STATS_KEY .. " field " .. statsAsked[at], "'" .. stored[at] .. "'", "a number it adds to")
+    end
+    at = at + 1
+    if at == 5 then at = 8 + counterCount end
   end
-  at = at + 1
-  if at == 5 then at = 8 + counterCount end
 end
 local storedWm = expectStatsTime("wm", stored[1])
 local closedThrough = expectStatsTime("cl", stored[5])
