@@ -41,6 +41,7 @@ import { DEFAULT_QUANTILES, hopWidth, paneWidth, quantileName } from "../window/
 import { listNames } from "../telemetry/logging.ts";
 import {
   type AlertDefinition,
+  type AlertEvaluation,
   configSchema,
   type CounterDefinition,
   DEFAULT_MAX_SESSIONS,
@@ -81,6 +82,11 @@ export interface CompiledAlert {
   source: string;
   /** The compiled `when` expression. */
   when: CompiledExpression;
+  /**
+   * When `when` is checked: `live`, right after ingest on the window's value so far and again at
+   * close; `close`, on the final value at close only (a session counter's alerts, either way).
+   */
+  evaluate: AlertEvaluation;
 }
 
 /** A stream ready for the hot path. */
@@ -394,7 +400,13 @@ function compileAlerts(
       ? undefined
       : unknownField(definition.when, counter, path);
     if (unknown !== undefined) throw new ConfigError(unknown);
-    return { name: definition.name, counter, source: definition.when, when };
+    return {
+      name: definition.name,
+      counter,
+      source: definition.when,
+      when,
+      evaluate: definition.evaluate,
+    };
   });
 }
 

@@ -107,12 +107,26 @@ const counterSchema = z.strictObject({
   }),
 });
 
+/**
+ * When an alert's `when` is checked: `live` (after ingest, on the value so far, and at close) or
+ * `close` (on the final value only).
+ */
+export const ALERT_EVALUATIONS = ["live", "close"] as const;
+
 /** An alert: a CEL condition over a counter's window (`value`, `group`, `window`). */
 const alertSchema = z.strictObject({
   name: z.string().regex(NAME, NAME_RULE),
   description: z.string().max(1024).optional(),
   counter: z.string().regex(NAME, NAME_RULE),
   when: expressionText,
+  /**
+   * When `when` is checked: `live`, right after ingest on the window's value so far and again on
+   * its final value at close; `close`, on the final value only (see README, `alerts`).
+   */
+  evaluate: z.enum(ALERT_EVALUATIONS).default("live").meta({
+    description:
+      "When `when` is checked: `live` right after ingest on the window's value so far and again on its final value when the window closes, `close` on the final value only",
+  }),
 });
 
 /**
@@ -212,5 +226,7 @@ export type StreamDefinition = z.output<typeof streamDefinitionSchema>;
 export type CounterDefinition = z.output<typeof counterSchema>;
 /** An alert definition as written. */
 export type AlertDefinition = z.output<typeof alertSchema>;
+/** When an alert's `when` is checked (see {@linkcode ALERT_EVALUATIONS}). */
+export type AlertEvaluation = (typeof ALERT_EVALUATIONS)[number];
 /** The whole configuration after parsing. */
 export type Config = z.output<typeof configSchema>;

@@ -1,8 +1,9 @@
 /**
- * Alerts: a stream's `alerts` entries evaluated over window values. They are
- * evaluated early, right after ingest, for the windows and groups a batch
- * touched ({@linkcode AlertWatcher}, off the request path), and once more by
- * the sweep over the final values of the windows it closes. The store's
+ * Alerts: a stream's `alerts` entries evaluated over window values. Those with
+ * `evaluate: "live"` (the default) are evaluated early, right after ingest, for
+ * the windows and groups a batch touched ({@linkcode AlertWatcher}, off the
+ * request path); all of them by the sweep over the final values of the windows
+ * it closes. The store's
  * `fireAlerts` makes each (alert, window, group) fire once across instances.
  *
  * @module
@@ -75,9 +76,18 @@ function warnFailedWhen(
   }
 }
 
+/** Options for {@linkcode evaluateAlerts}. */
+export interface EvaluateAlertsOptions {
+  /**
+   * The rows hold windows' values so far (right after ingest), not their final ones: only the
+   * alerts with `evaluate: "live"` judge them. @default {false: final values, every alert}
+   */
+  partial?: boolean;
+}
+
 /**
  * The firings of the stream's alerts on `counter` whose `when` is true for a
- * row. An expression that fails to evaluate (e.g. `value > 1.0` while the
+ * row (of partial values, only the `live` alerts'). An expression that fails to evaluate (e.g. `value > 1.0` while the
  * value is null, or `value.p99` of a count) or gives no bool (`value` alone)
  * counts as false, and a warning says so (naming the stream and the alert) at
  * most once a minute per alert.
@@ -106,9 +116,12 @@ export function evaluateAlerts(
   stream: Pick<CompiledStream, "name" | "alerts">,
   counter: CompiledCounter,
   rows: readonly AlertInput[],
+  options: EvaluateAlertsOptions = {},
 ): AlertFiring[] {
   const firings: AlertFiring[] = [];
-  const watching = stream.alerts.filter((alert) => alert.counter.name === counter.name);
+  const watching = stream.alerts.filter((alert) =>
+    alert.counter.name === counter.name && (!options.partial || alert.evaluate === "live")
+  );
   if (watching.length === 0) return firings;
   for (const row of rows) {
     const value = aggregateValue(counter.aggregate, row.state);
@@ -255,7 +268,12 @@ export class AlertWatcher {
   /** Records the windows and groups a batch touched; never throws, never waits. */
   observe(batch: AppliedBatch): void {
     if (this.#closed || batch.stream.alerts.length === 0) return;
-    const watched = new Set(batch.stream.alerts.map((alert) => alert.counter.index));
+    // Alerts with `evaluate: "close"` see only final values: the sweep judges them.
+    const watched = new Set<number>();
+    for (const alert of batch.stream.alerts) {
+      if (alert.evaluate === "live") watched.add(alert.counter.index);
+    }
+    if (watched.size === 0) return;
     let touched = this.#pending.get(batch.stream);
     batch.events.forEach((_event, i) => {
       if (batch.outcomes[i] !== "applied") return;
@@ -328,7 +346,7 @@ export class AlertWatcher {
       const rows = values
         .filter((value) => windows.get(value.start)?.has(value.group))
         .map((value) => ({ ...value, end: value.start + counter.window.sizeMs }));
-      firings.push(...evaluateAlerts(stream, counter, rows));
+      firings.push(...evaluateAlerts(stream, counter, rows, { partial: true }));
     }
     // A firing the store answered for already cannot fire again: asking once more would only
     // add a round trip before the next evaluation (of a new firing) starts.

@@ -1279,6 +1279,43 @@ Deno.test("the README states a stream's origins are read as allowed origins, and
   }
 });
 
+Deno.test("the README's close-only alert compiles with evaluate close, an alert without evaluate is live, another value is refused as the README quotes, and an unknown alert key is refused naming it", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const bullet = readme.slice(readme.indexOf("- `alerts` — "), readme.indexOf("Durations: "));
+  const text = bullet.replace(/\s+/g, " ");
+  const example = /`(\{"name": "quiet"[^`]*\})`/.exec(text)?.[1];
+  assert.ok(example, "the README's close-only alert");
+  const perMinute = { window: { tumbling: "1m" }, aggregate: "count" };
+  const stream = only(compileConfig(orders({
+    counters: { orders_per_minute: perMinute },
+    alerts: [JSON.parse(example), {
+      name: "busy",
+      counter: "orders_per_minute",
+      when: "value > 9.0",
+    }],
+  })));
+  assert.deepEqual(stream.alerts.map((alert) => [alert.name, alert.evaluate]), [
+    ["quiet", "close"],
+    ["busy", "live"],
+  ]);
+  const quoted = /`(alerts\[0\]\.evaluate: [^`]*)`/.exec(text)?.[1];
+  assert.ok(quoted);
+  const refused = assertRefused(
+    orders({
+      counters: { n: perMinute },
+      alerts: [{ name: "q", counter: "n", when: "value < 3.0", evaluate: "final" }],
+    }),
+  );
+  assert.ok(refused.message.includes(`streams.orders.${quoted}`), refused.message);
+  assertRefused(
+    orders({
+      counters: { n: perMinute },
+      alerts: [{ name: "q", counter: "n", when: "value < 3.0", repeat: "hourly" }],
+    }),
+    /streams\.orders\.alerts\[0\]: Unrecognized key: "repeat"/,
+  );
+});
+
 Deno.test("the README states the 1s minimum of every window length, and each example it gives reads as it says", async () => {
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   const bullet = readme.slice(readme.indexOf("  - `window`: "), readme.indexOf("  - `groupBy`: "));

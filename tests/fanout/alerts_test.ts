@@ -847,6 +847,108 @@ Deno.test("README alerts: a condition a window's value can stop meeting (value <
   }
 });
 
+/**
+ * `evaluate: "close"`: `value < 3.0` on a count is judged on the window's final count only, so it
+ * neither fires at a group's first event (count 1) nor at a tick opening a later window, and at
+ * close fires for the group whose count ended below 3 (DE: 1), not for the one that ended at 3
+ * (FR), once; a `live` alert on the same counter still fires right after ingest.
+ */
+async function closeOnlyAlertScenario(store: Store): Promise<void> {
+  const quietStreams = compileConfig({
+    streams: {
+      orders: {
+        time: { field: "ts", lateness: "10s" },
+        counters: {
+          per_minute: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+        },
+        alerts: [
+          { name: "quiet", counter: "per_minute", when: "value < 3.0", evaluate: "close" },
+          { name: "any", counter: "per_minute", when: "value >= 1.0", evaluate: "live" },
+        ],
+      },
+    },
+  });
+  const stream = quietStreams.get("orders")!;
+  const watcher = new AlertWatcher(store);
+  const options = { store, nowMs: T0, observers: [watcher.observe] };
+  const firedLogged = async () =>
+    (await store.readLog("orders", null, 1_000)).flatMap(({ record }) =>
+      record.type === "alert.fired"
+        ? [[record.alert, record.group, record.start, record.value]]
+        : []
+    );
+  try {
+    await ingestItems(stream, items([{ ts: at(1), country: "FR" }]), options);
+    await watcher.idle();
+    assert.deepEqual(await firedLogged(), [["any", '["FR"]', T0, 1]], "quiet not at count 1");
+    await ingestItems(
+      stream,
+      items([{ ts: at(2), country: "DE" }, { ts: at(3), country: "FR" }, {
+        ts: at(4),
+        country: "FR",
+      }]),
+      options,
+    );
+    await watcher.idle();
+    // Past the window's end and its lateness: the next sweep closes it with its final counts.
+    await ingestItems(stream, items([{ ts: at(200), country: "tick" }]), options);
+    await watcher.idle();
+    assert.deepEqual(
+      (await firedLogged()).filter(([alert]) => alert === "quiet"),
+      [],
+      "nothing before close",
+    );
+    const report = await sweepOnce(quietStreams.values(), store);
+    assert.deepEqual(
+      report.fired.filter((firing) => firing.alert === "quiet").map((firing) => [
+        firing.group,
+        firing.start,
+        firing.end,
+        firing.value,
+      ]),
+      [['["DE"]', T0, T0 + 60_000, 1]],
+    );
+    assert.deepEqual((await sweepOnce(quietStreams.values(), store)).fired, [], "once");
+    const logged = (await store.readLog("orders", null, 1_000)).map(({ record }) => record);
+    const quiet = logged.filter((record) =>
+      record.type === "alert.fired" && record.alert === "quiet"
+    );
+    assert.equal(quiet.length, 1);
+    const closed = logged.find((record) =>
+      record.type === "window.closed" && record.start === T0 && record.group === '["DE"]'
+    );
+    assert.ok(closed?.type === "window.closed");
+    // The same payload as any alert.fired: the window.closed's fields, the alert's name and value.
+    assert.deepEqual(quiet[0], {
+      type: "alert.fired",
+      alert: "quiet",
+      counter: closed.counter,
+      start: closed.start,
+      end: closed.end,
+      group: closed.group,
+      value: 1,
+    });
+  } finally {
+    await watcher.close();
+  }
+}
+
+Deno.test('README alerts: with evaluate "close", value < 3.0 of a count fires at close when the window ends below 3, not at its first event nor when it ends at 3 (memory store)', async () => {
+  await closeOnlyAlertScenario(new MemoryStore({ now: () => T0 }));
+});
+
+redisTest(
+  'README alerts: with evaluate "close", value < 3.0 of a count fires at close when the window ends below 3, not at its first event nor when it ends at 3 (Redis store)',
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    await closeOnlyAlertScenario(new RedisStore(redis, { now: () => T0 }));
+  },
+);
+
 /** A session alert: none while the session is open (a merge moves its start), once at its close. */
 async function sessionAlertScenario(store: Store): Promise<void> {
   const visitStreams = compileConfig({

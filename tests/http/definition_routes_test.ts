@@ -2639,3 +2639,70 @@ Deno.test("a PUT whose definition is stored but whose reply's stats read fails a
   // Only the PUT's reply may hold null stats: GET's document still says an object.
   assert.equal(ajv.validate("#/components/schemas/Stream", { ...stream, stats: null }), false);
 });
+
+Deno.test('an alert\'s evaluate ("live" or "close") round-trips through PUT and GET; any other value is 400 invalid_definition naming it; a session counter\'s alert takes either', async () => {
+  const app = await appWith();
+  const definition = {
+    ...SIGNUPS,
+    counters: {
+      ...SIGNUPS.counters,
+      visits: { window: { session: "30m" }, groupBy: ["plan"], aggregate: "count" },
+    },
+    alerts: [
+      { name: "quiet", counter: "perMinute", when: "value < 3.0", evaluate: "close" },
+      { name: "busy", counter: "perMinute", when: "value > 100.0", evaluate: "live" },
+      { name: "plain", counter: "perMinute", when: "value > 1000.0" },
+      { name: "long", counter: "visits", when: "value > 10.0", evaluate: "live" },
+      { name: "short", counter: "visits", when: "value < 2.0", evaluate: "close" },
+    ],
+  };
+  assert.equal((await put(app, "signups", definition)).status, 201);
+  const stored = await (await app.request("/v1/streams/signups")).json();
+  assert.deepEqual(stored.definition, definition);
+  // The same definition again is no change.
+  const again = await put(app, "signups", definition);
+  assert.equal(again.status, 200);
+  assert.equal((await again.json()).version, 1);
+
+  const refused = await put(app, "signups", {
+    ...SIGNUPS,
+    alerts: [{ name: "quiet", counter: "perMinute", when: "value < 3.0", evaluate: "final" }],
+  });
+  assert.equal(refused.status, 400);
+  const error = await errorOf(refused);
+  assert.equal(error.code, "invalid_definition");
+  assert.match(error.message, /alerts\[0\]\.evaluate: .*"live".*"close"/);
+});
+
+Deno.test("README alerts (mixed releases): a stored stream whose alert has an option this release does not know, as evaluate is to an earlier release, is not served (409 stream_not_servable naming it)", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const registryOf = () =>
+    new StreamRegistry(compileConfig(CONFIG), { definitions, now: () => T0, pollMs: 0 });
+  const keys = await KeyRing.parse("");
+  const store = new MemoryStore({ now: () => T0 });
+  const app = createApp({ streams: registryOf(), store, keys, now: () => T0 });
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 201);
+  const stored = (await definitions.get("signups"))!;
+  const newer = {
+    ...SIGNUPS,
+    alerts: [{ name: "quiet", counter: "perMinute", when: "value < 3.0", repeat: "hourly" }],
+  };
+  const written = await definitions.write(
+    "signups",
+    { ...stored, definition: newer },
+    stored.version,
+  );
+  assert.equal(written.status, "written");
+  const other = createApp({ streams: registryOf(), store, keys, now: () => T0 });
+  for (
+    const response of [
+      await ingest(other, "signups", [UNSERVABLE_EVENT]),
+      await other.request("/v1/streams/signups"),
+    ]
+  ) {
+    const error = await errorOf(response);
+    assert.equal(response.status, 409, JSON.stringify(error));
+    assert.equal(error.code, "stream_not_servable");
+    assert.match(error.message, /alerts\[0\]: .*repeat/);
+  }
+});

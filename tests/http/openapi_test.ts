@@ -667,6 +667,7 @@ Deno.test('the document tells each default the server fills into a stream defini
     "counters.*.maxGroups": "Default: `1000`",
     "counters.*.maxSessions": "Default: `100000`",
     alerts: "Default: `[]`",
+    "alerts[].evaluate": 'Default: `"live"`',
   });
 });
 
