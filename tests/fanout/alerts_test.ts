@@ -933,6 +933,44 @@ async function closeOnlyAlertScenario(store: Store): Promise<void> {
   }
 }
 
+Deno.test('AlertWatcher reads nothing after ingest for a stream whose alerts all have evaluate "close", and only the live alert\'s counter for one with both', async () => {
+  const counters = {
+    per_minute: { window: { tumbling: "1m" }, aggregate: "count" },
+    per_hour: { window: { tumbling: "1h" }, aggregate: "count" },
+  };
+  const quiet = { name: "quiet", counter: "per_minute", when: "value < 3.0", evaluate: "close" };
+  const compiled = compileConfig({
+    streams: {
+      closing: { time: ORDERS.time, counters, alerts: [quiet] },
+      mixed: {
+        time: ORDERS.time,
+        counters,
+        alerts: [quiet, { name: "hourly", counter: "per_hour", when: "value >= 1.0" }],
+      },
+    },
+  });
+  const store = new MemoryStore({ now: () => T0 });
+  const read: string[] = [];
+  const { store: counting, asked } = countingFires(store, {
+    readWindows(stream, counter, ...rest) {
+      read.push(`${stream}:${counter.name}`);
+      return store.readWindows(stream, counter, ...rest);
+    },
+  });
+  const watcher = new AlertWatcher(counting);
+  const options = { store, nowMs: T0, observers: [watcher.observe] };
+  try {
+    await ingestItems(compiled.get("closing")!, items([{ ts: at(1) }]), options);
+    await watcher.idle();
+    assert.deepEqual([read, asked], [[], []]);
+    await ingestItems(compiled.get("mixed")!, items([{ ts: at(1) }]), options);
+    await watcher.idle();
+    assert.deepEqual([read, asked], [["mixed:per_hour"], ["hourly:[]"]]);
+  } finally {
+    await watcher.close();
+  }
+});
+
 Deno.test('README alerts: with evaluate "close", value < 3.0 of a count fires at close when the window ends below 3, not at its first event nor when it ends at 3 (memory store)', async () => {
   await closeOnlyAlertScenario(new MemoryStore({ now: () => T0 }));
 });

@@ -524,6 +524,14 @@ Deno.test("a stream definition is typed in the document, from the schema that ch
   const bad = { counters: { n: { window: { tumbling: "1m" }, aggregate: "counts" } } };
   assert.equal(validate(bad), false);
   assert.equal(validate({ ...schema.example, extra: 1 }), false);
+  // An alert's evaluate: "live" or "close", nothing else.
+  const alert = (evaluate: string) => ({
+    ...schema.example,
+    alerts: [{ name: "quiet", counter: "per_minute", when: "value < 3.0", evaluate }],
+  });
+  assert.ok(validate(alert("close")), ajv.errorsText(validate.errors));
+  assert.ok(validate(alert("live")), ajv.errorsText(validate.errors));
+  assert.equal(validate(alert("final")), false);
   const ctx = await setup({ auth: true });
   try {
     assert.equal(
