@@ -3,8 +3,8 @@
  * `evaluate: "live"` (the default) are evaluated early, right after ingest, for
  * the windows and groups a batch touched ({@linkcode AlertWatcher}, off the
  * request path); all of them by the sweep over the final values of the windows
- * it closes. The store's
- * `fireAlerts` makes each (alert, window, group) fire once across instances.
+ * it closes. The store's `fireAlerts` makes each (alert, window, group) fire
+ * once across instances.
  *
  * @module
  */
@@ -87,10 +87,10 @@ export interface EvaluateAlertsOptions {
 
 /**
  * The firings of the stream's alerts on `counter` whose `when` is true for a
- * row (of partial values, only the `live` alerts'). An expression that fails to evaluate (e.g. `value > 1.0` while the
- * value is null, or `value.p99` of a count) or gives no bool (`value` alone)
- * counts as false, and a warning says so (naming the stream and the alert) at
- * most once a minute per alert.
+ * row (of partial values, only the `live` alerts'). An expression that fails
+ * to evaluate (e.g. `value > 1.0` while the value is null, or `value.p99` of
+ * a count) or gives no bool (`value` alone) counts as false, and a warning
+ * says so (naming the stream and the alert) at most once a minute per alert.
  *
  * @example
  * ```ts
@@ -102,7 +102,7 @@ export interface EvaluateAlertsOptions {
  *   streams: {
  *     orders: {
  *       counters: { n: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" } },
- *       alerts: { busy: { counter: "n", when: "value > 100.0" } },
+ *       alerts: [{ name: "busy", counter: "n", when: "value > 100.0" }],
  *     },
  *   },
  * }).get("orders")!;
