@@ -9,7 +9,9 @@
  * only keys are `seq`, `idempotencyKey` and `events`; the key works as HTTP's
  * `Idempotency-Key`, over the frame's events; an envelope is a frame of its own, and NDJSON with
  * one as a line is refused). Replies:
- * - `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`
+ * - `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`; a replay
+ *   of a frame's `idempotencyKey` adds `"replayed": true`, and `rejectedOmitted` when its stored
+ *   `rejected` was shortened
  * - `{"type": "error", "seq", "retryable", "error": {"code", "message", "requestId"}}` for
  *   a frame that cannot be read or whose key was reused with other events
  *   (`retryable: false`), or one not counted because the store is

@@ -1113,6 +1113,14 @@ Deno.test("WebSocket ingest: a replayed ack whose stored rejections were shorten
       rejectedOmitted: 150 - kept,
       replayed: true,
     });
+    // /openapi.json says what an ack carries: every field of this one, named in its paragraph.
+    const { app } = await testApp();
+    const doc = await (await app.request("/openapi.json")).json();
+    const description: string = doc.paths["/v1/streams/{stream}/ws"].get.description;
+    const acks = description.split("\n\n").find((part) => part.includes('{"type": "ack"'))!;
+    for (const field of Object.keys(replay)) {
+      assert.ok(acks.includes(`"${field}"`) || acks.includes(`\`${field}\``), `ack field ${field}`);
+    }
   } finally {
     await server.close();
   }
