@@ -42,7 +42,9 @@ interface Setup {
   refused: string;
   /** The publishable key. */
   key: string;
-  /** Answers the API gave to ingest requests: origin and status. */
+  /** A secret key (scope `ingest`, stream `pageviews`) whose `origins` list the allowed origin. */
+  secretKey: string;
+  /** Answers the API gave to ingest requests (WebSocket upgrades too): origin and status. */
   answers: Array<
     {
       origin: string | null;
@@ -84,7 +86,7 @@ async function setup(): Promise<Setup> {
   const api = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
     const sent = request.clone().text();
     const response = await app.fetch(request);
-    if (new URL(request.url).pathname.endsWith("/events")) {
+    if (/\/(?:events|ws)$/.test(new URL(request.url).pathname)) {
       answers.push({
         body: await sent,
         origin: request.headers.get("Origin"),
@@ -120,11 +122,18 @@ async function setup(): Promise<Setup> {
     }),
   });
   const { key } = await res.json();
+  const secret = await app.request("/v1/keys", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ scopes: ["ingest"], streams: ["pageviews"], origins: [allowed] }),
+  });
+  const { key: secretKey } = await secret.json();
   return {
     api: apiBase,
     allowed,
     refused: `http://127.0.0.1:${pages.addr.port}`,
     key,
+    secretKey,
     answers,
     async accepted(stream) {
       return (await store.stats(stream, streams.get(stream)!.counterMetas)).accepted;
@@ -324,6 +333,61 @@ browserTest(
         s.answers.filter((a) => a.origin === s.allowed).map((a) => [a.method, a.status]),
         [["POST", 202]],
       );
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
+  "a page on the key's origin sends over WebSocket ingest with subprotocol bearer.<key> (a publishable and a secret key) and reads the ack; another origin's upgrade is refused 403 and counts nothing",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const ws = `${s.api.replace("http:", "ws:")}/v1/streams/pageviews/ws`;
+      /** What a page's WebSocket with `key` saw: the subprotocol and first message, or the close. */
+      const frame = (key: string, id: string) =>
+        `new Promise((resolve) => {
+          const socket = new WebSocket(${JSON.stringify(ws)}, ["bearer." + ${JSON.stringify(key)}]);
+          socket.onopen = () => socket.send(JSON.stringify({ seq: 7, events: [{ id: ${
+          JSON.stringify(id)
+        } }] }));
+          socket.onmessage = (message) => {
+            resolve({ protocol: socket.protocol, reply: JSON.parse(message.data) });
+            socket.close();
+          };
+          socket.onclose = (event) => resolve({ closed: event.code });
+        })`;
+      const refused = await open(browser, s.refused);
+      for (const key of [s.key, s.secretKey]) {
+        // The browser reads no status of a refused upgrade: the socket closes with 1006.
+        assert.deepEqual(await refused.evaluate(frame(key, "r1")), { closed: 1006 });
+      }
+      assert.deepEqual(
+        s.answers.filter((a) => a.origin === s.refused).map((a) => [a.method, a.status]),
+        [["GET", 403], ["GET", 403]],
+      );
+      assert.equal(await s.accepted("pageviews"), 0);
+      const allowed = await open(browser, s.allowed);
+      for (const [key, id] of [[s.key, "w1"], [s.secretKey, "w2"]]) {
+        assert.deepEqual(await allowed.evaluate(frame(key, id)), {
+          protocol: `bearer.${key}`,
+          reply: {
+            type: "ack",
+            seq: 7,
+            accepted: 1,
+            duplicates: 0,
+            late: 0,
+            filtered: 0,
+            rejected: [],
+          },
+        });
+      }
+      assert.deepEqual(
+        s.answers.filter((a) => a.origin === s.allowed).map((a) => [a.method, a.status]),
+        [["GET", 101], ["GET", 101]],
+      );
+      assert.equal(await s.accepted("pageviews"), 2);
     } finally {
       await s.close();
     }
