@@ -76,12 +76,13 @@ const INGEST_HOW_TO_SEND =
 
 /**
  * Request headers a page's ingest request may send: a compressed body's `content-encoding` (a
- * page compresses with `CompressionStream`), and the W3C trace context a page's OpenTelemetry
- * instrumentation adds to requests it propagates to (without them its preflight fails, and so
- * the request).
+ * page compresses with `CompressionStream`), and the headers of OpenTelemetry's default
+ * propagators, which a page's instrumentation adds to requests it propagates to: the W3C trace
+ * context and `baggage` (read by no step here: `withoutInboundBaggage` drops it). Without one of
+ * them its preflight fails, and so the request.
  */
 const ALLOWED_HEADERS =
-  "authorization, content-type, content-encoding, idempotency-key, x-request-id, traceparent, tracestate";
+  "authorization, content-type, content-encoding, idempotency-key, x-request-id, traceparent, tracestate, baggage";
 
 /** Response headers a page may read from an ingest answer. */
 const EXPOSED_HEADERS =

@@ -26,9 +26,9 @@ import { grantOfRequest } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
 
-/** Request headers a page's API request may send (trace context as for ingest, in browser.ts). */
+/** Request headers a page's API request may send (trace context and baggage as for ingest, in browser.ts). */
 export const API_ALLOWED_HEADERS =
-  "authorization, content-type, content-encoding, idempotency-key, if-match, if-none-match, last-event-id, x-request-id, traceparent, tracestate";
+  "authorization, content-type, content-encoding, idempotency-key, if-match, if-none-match, last-event-id, x-request-id, traceparent, tracestate, baggage";
 
 /** Response headers a page may read from an API answer. */
 export const API_EXPOSED_HEADERS =

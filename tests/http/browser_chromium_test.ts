@@ -213,6 +213,8 @@ browserTest(
               "Content-Encoding": "gzip",
               traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
               tracestate: "shop=1",
+              // OpenTelemetry's default propagators are trace context and baggage.
+              baggage: "session.id=s1",
             },
             body,
           });

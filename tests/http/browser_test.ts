@@ -243,7 +243,7 @@ Deno.test("a preflight answers alike for a stream that exists and one that does 
   assert.equal(allowed.headers.get("Access-Control-Allow-Methods"), "POST");
   assert.equal(
     allowed.headers.get("Access-Control-Allow-Headers"),
-    "authorization, content-type, content-encoding, idempotency-key, x-request-id, traceparent, tracestate",
+    "authorization, content-type, content-encoding, idempotency-key, x-request-id, traceparent, tracestate, baggage",
   );
   assert.equal(allowed.headers.get("Allow"), "POST");
   const expected = await answer(allowed);

@@ -67,6 +67,13 @@ Deno.test("a preflight of an API path grants any origin its methods and the API'
     assert.equal(res.headers.get("Access-Control-Allow-Methods"), "GET, HEAD");
     assert.match(res.headers.get("Access-Control-Allow-Headers") ?? "", /\bauthorization\b/);
     assert.match(res.headers.get("Access-Control-Allow-Headers") ?? "", /\blast-event-id\b/);
+    // What a page's OpenTelemetry fetch instrumentation adds: its default propagators' headers.
+    for (const header of ["traceparent", "tracestate", "baggage"]) {
+      assert.match(
+        res.headers.get("Access-Control-Allow-Headers") ?? "",
+        new RegExp(`\\b${header}\\b`),
+      );
+    }
     assert.equal(res.headers.get("Access-Control-Max-Age"), "600");
     assert.match(res.headers.get("Vary") ?? "", /Origin/);
   }
@@ -221,7 +228,7 @@ Deno.test("ingest keeps its own CORS: its preflight and answers are as before", 
   assert.equal(pre.headers.get("Access-Control-Allow-Methods"), "POST");
   assert.equal(
     pre.headers.get("Access-Control-Allow-Headers"),
-    "authorization, content-type, content-encoding, idempotency-key, x-request-id, traceparent, tracestate",
+    "authorization, content-type, content-encoding, idempotency-key, x-request-id, traceparent, tracestate, baggage",
   );
 });
 
