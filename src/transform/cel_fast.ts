@@ -105,7 +105,15 @@ function compileNode(node: unknown, variables: ReadonlySet<string>): Step | null
       // A missing field is CEL's error: the interpreter raises it.
       return (context) => {
         const object = read(context);
-        return isMap(object) && Object.hasOwn(object, name) ? object[name] : FALLBACK;
+        if (!isMap(object)) return FALLBACK;
+        const value = object[name];
+        // Found on an object whose only prototype is Object.prototype, which lacks it: its own
+        // (one load, where `Object.hasOwn` is a lookup of its own). Anything else is asked.
+        if (
+          value !== undefined && Object.getPrototypeOf(object) === Object.prototype &&
+          !(name in Object.prototype)
+        ) return value;
+        return Object.hasOwn(object, name) ? value : FALLBACK;
       };
     }
     case "call": {
@@ -118,7 +126,8 @@ function compileNode(node: unknown, variables: ReadonlySet<string>): Step | null
       if (!read) return null;
       return (context) => {
         const object = read(context);
-        return isMap(object) ? Object.hasOwn(object, name) : FALLBACK;
+        // Not in the object nor its prototypes (one load), or else asked whether it is its own.
+        return isMap(object) ? name in object && Object.hasOwn(object, name) : FALLBACK;
       };
     }
     case "!_": {

@@ -83,6 +83,30 @@ function compileStep(step: TransformStep, index: number, options: CompileTransfo
       [field, compile(source, `${at}.set.${field}`, { uncountedPatternClasses })] as const
     );
     const context: { event: Event | null } = { event: null };
+    if (fields.length === 1) {
+      // One field, the common case: no list of values to fill and empty, no loops.
+      const [[field, expression]] = fields;
+      const path = `${at}.set.${field}`;
+      return (event, inPlace, written) => {
+        let value;
+        context.event = event;
+        try {
+          value = expression(context);
+        } catch (error) {
+          throw failed(error, path);
+        } finally {
+          context.event = null;
+        }
+        try {
+          value = toJson(value, written);
+        } catch (error) {
+          throw setFailed(error, path);
+        }
+        const out: Event = inPlace ? event : { ...event };
+        out[field] = value;
+        return out;
+      };
+    }
     // The values of one event, written once all are computed (evaluation is synchronous): every
     // expression sees the event as it was before this step, and a failed one changes nothing.
     const values: unknown[] = fields.map(() => undefined);
@@ -107,13 +131,7 @@ function compileStep(step: TransformStep, index: number, options: CompileTransfo
           values[i] = toJson(values[i], written);
         } catch (error) {
           values.fill(undefined);
-          if (error instanceof JsonBudgetError) {
-            throw new TransformError(
-              `${at}.set.${fields[i][0]}`,
-              `Values set in one event are over ${MAX_SET_BYTES} bytes (compact JSON in UTF-8) together`,
-            );
-          }
-          throw failed(error, `${at}.set.${fields[i][0]}`);
+          throw setFailed(error, `${at}.set.${fields[i][0]}`);
         }
       }
       // In place: one object fewer per event on the ingest path.
@@ -166,6 +184,17 @@ function failed(error: unknown, path: string): TransformError {
   return new TransformError(path, `Expression failed: ${evaluationMessage(error)}`, {
     cause: error,
   });
+}
+
+/** The error of a value a `set` step could not write at `path`: past the budget, or no JSON. */
+function setFailed(error: unknown, path: string): TransformError {
+  if (error instanceof JsonBudgetError) {
+    return new TransformError(
+      path,
+      `Values set in one event are over ${MAX_SET_BYTES} bytes (compact JSON in UTF-8) together`,
+    );
+  }
+  return failed(error, path);
 }
 
 /** Options for {@linkcode compileTransform}. */

@@ -112,3 +112,44 @@ Deno.test("the CEL fast path covers the common transform expressions", () => {
     assert.equal(compileFastPath(parse(source)!.ast, ["event"]), null, source);
   }
 });
+
+Deno.test("the CEL fast path reads and tests only an event's own fields, whatever its prototype", () => {
+  const inherited = Object.create({ a: 1, o: { x: 2 } });
+  inherited.b = 3;
+  const bare = Object.assign(Object.create(null), { a: 4, o: { x: 5 } });
+  const events = [
+    inherited,
+    bare,
+    { a: 6, toString: 7 },
+    { a: 8, o: Object.create({ x: 9 }) },
+    { o: Object.assign(Object.create(null), { x: 10 }) },
+  ];
+  const sources = [
+    "event.a",
+    "event.b",
+    "event.o.x",
+    "has(event.a)",
+    "has(event.o.x)",
+    "event.toString",
+    "has(event.toString)",
+    "event.constructor",
+    "has(event.constructor)",
+    "event.valueOf == 1",
+    "has(event.hasOwnProperty)",
+    "event.o.toString",
+    "has(event.o.constructor)",
+  ];
+  let answered = 0;
+  for (const source of sources) {
+    const parsed = parse(source)!;
+    const fast = compileFastPath(parsed.ast, ["event"])!;
+    assert.ok(fast, source);
+    for (const [index, item] of events.entries()) {
+      const got = outcome(() => fast({ event: item }));
+      if ("value" in got && got.value === FALLBACK) continue;
+      answered += 1;
+      assert.deepEqual(got, outcome(() => parsed({ event: item })), `${source} on event ${index}`);
+    }
+  }
+  assert.ok(answered > 20, `fast path answered ${answered} times`);
+});
