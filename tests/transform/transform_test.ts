@@ -384,6 +384,23 @@ Deno.test("compileTransform() with inPlace writes set fields into the event it i
   const boom = compileTransform([{ set: { a: "1.0", b: "event.missing" } }]);
   assert.throws(() => boom(failing, { inPlace: true }), TransformError);
   assert.deepEqual(failing, { n: 1, keep: "k" });
+  // A step of one field (its own path through compileStep) likewise: a failed evaluation, and a
+  // value with no JSON form, write nothing and name the field.
+  for (
+    const [source, message] of [["event.missing", /^Expression failed: /], [
+      "duration('1s')",
+      /cannot be stored as JSON/,
+    ]] as const
+  ) {
+    const one = compileTransform([{ set: { only: source } }]);
+    const error = transformError(() => one(failing, { inPlace: true }), {});
+    assert.equal(error.path, "transform[0].set.only");
+    assert.match(error.message, message);
+    assert.deepEqual(failing, { n: 1, keep: "k" });
+  }
+  const one = compileTransform([{ set: { only: "event.n + 1.0" } }]);
+  assert.equal(one(failing, { inPlace: true }), failing);
+  assert.deepEqual(failing, { n: 1, keep: "k", only: 2 });
 });
 
 Deno.test("compileTransform() gives the same events in place as on copies, and leaves what it copies unchanged", () => {
