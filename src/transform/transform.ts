@@ -224,6 +224,25 @@ export function compileTransform(
   if (compiled.length === 0) return (event) => event;
   // One count reused for every event (a transform runs synchronously): no object per event.
   const written: JsonBudget = { left: MAX_SET_BYTES };
+  // One or two steps (a filter and a set), the common cases, each called from a call site of its
+  // own rather than from one loop that calls every kind of step.
+  if (compiled.length === 1) {
+    const [only] = compiled;
+    return (event, options) => {
+      written.left = MAX_SET_BYTES;
+      return only(event, options?.inPlace ?? false, written);
+    };
+  }
+  if (compiled.length === 2) {
+    const [first, second] = compiled;
+    return (event, options) => {
+      written.left = MAX_SET_BYTES;
+      const inPlace = options?.inPlace ?? false;
+      const next = first(event, inPlace, written);
+      if (next === null) return null;
+      return second(next, inPlace || next !== event, written);
+    };
+  }
   return (event, options) => {
     written.left = MAX_SET_BYTES;
     let current: Event | null = event;

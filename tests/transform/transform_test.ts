@@ -440,3 +440,27 @@ Deno.test("compileTransform() gives the same events in place as on copies, and l
     ),
   );
 });
+
+Deno.test("compileTransform() of one and of two steps copies an event it may not change", () => {
+  const event = () => ({ a: 1, b: 2 });
+  const given = event();
+  // One step, a set: a copy, unless in place.
+  const one = compileTransform([{ set: { c: "event.a + 1.0" } }]);
+  assert.deepEqual(one(given), { a: 1, b: 2, c: 2 });
+  assert.deepEqual(given, event());
+  assert.equal(one(given, { inPlace: true }), given);
+  assert.deepEqual(given, { a: 1, b: 2, c: 2 });
+  // A filter passes the event itself on: the set after it copies it, unless in place.
+  const kept = event();
+  const filtered = compileTransform([{ filter: "event.a > 0.0" }, { set: { c: "event.b" } }]);
+  assert.deepEqual(filtered(kept), { a: 1, b: 2, c: 2 });
+  assert.deepEqual(kept, event());
+  assert.equal(filtered({ a: 0 }), null);
+  assert.equal(filtered(kept, { inPlace: true }), kept);
+  assert.deepEqual(kept, { a: 1, b: 2, c: 2 });
+  // A rename copies: the set after it writes into that copy, the event given is left as it was.
+  const renamed = compileTransform([{ rename: { a: "x" } }, { set: { c: "event.x" } }]);
+  const source = event();
+  assert.deepEqual(renamed(source), { b: 2, x: 1, c: 1 });
+  assert.deepEqual(source, event());
+});
