@@ -716,7 +716,10 @@ end
 -- and, but for a count, the event's value (false for none); made here into the cells \`cells\`
 -- holds (a count of 1), each with a constructor of its size (cjson grows each array from empty).
 local sentCells = ${arg("cells")}
-if not sentCells then
+-- Whether the cells came as \`one\`: a single event's, one a counter at most, so each pane is one
+-- cell's, and no pane record is looked up by its key or by itself (see paneByKey and byPane).
+local cellsFromOne = not sentCells
+if cellsFromOne then
   local one, made, at = ${arg("one")}, { nil, nil, nil, nil, nil, nil, nil, nil }, 1
   for i = 1, #counters do
     local pane = one[at]
@@ -958,7 +961,8 @@ end
 -- writes below count them (\`groups\`); whether it is listed among the panes written (\`listed\`).
 -- Its array part lists the fields the checks ask (countField and sumField, given for its first
 -- cell, then those of its other cells): no table more per pane, none grown per cell.
-local paneByKey = {}
+-- (None for cells that came as \`one\`.)
+local paneByKey = not cellsFromOne and {} or nil
 local function paneRecord(counter, key, paneText, paneStart, countField, sumField)
   local expiresAt = counter.knownExpiresAt
   if counter.knownPane ~= paneText then
@@ -970,7 +974,7 @@ local function paneRecord(counter, key, paneText, paneStart, countField, sumFiel
   local pane = { countField, sumField, key = key, text = paneText, counter = counter,
     expiresAt = expiresAt, isNew = isNew, refresh = isNew or dueForRefresh(expiresAt, now, counter.ttl) }
   if type(paneStart) == "number" then pane.start = paneStart end
-  paneByKey[key] = pane
+  if paneByKey then paneByKey[key] = pane end
   return pane
 end
 -- A pane's start as a number (its text turned into one only when asked).
@@ -1016,7 +1020,7 @@ do
       local pane, made = lastPanes and lastPanes[counterAt], false
       if not pane or pane.text ~= paneText then
         local key = paneKey(counter.name, paneText)
-        pane = paneByKey[key]
+        if paneByKey then pane = paneByKey[key] end
         if not pane then
           pane, made = paneRecord(counter, key, paneText, cell[2], countField, sumField), true
           if pane.refresh then
@@ -1645,11 +1649,13 @@ end
 -- HINCRBY is as cheap as an HSET; a sum's or avg's cell still goes in one HSET, from the fields
 -- read when checked, where one by one it takes two commands (cells left out go one by one, which
 -- is right for any pane).
-local together, byPane, inHset = {}, {}, {}
+local together, byPane, inHset = {}, not cellsFromOne and {} or nil, {}
 local manyCells = #cells > #counters
 -- The cells checked above (all applied, no session counter): their panes and fields as found there.
 local asChecked = cells == sentCells
 -- A rebuilt window cell's pane record (made above when a cell was checked in it), made only then.
+-- (Never for cells that came as \`one\`, which has no paneByKey: one event's cells are all applied,
+-- asChecked, or none.)
 local recordOf = nil
 if not asChecked then
   function recordOf(counter, paneStart)
@@ -1664,13 +1670,15 @@ for i = 1, #cells do
   local kind = counter.kind
   if kind == "sum" or kind == "avg" or (kind == "count" and manyCells) then
     local pane = asChecked and cellPanes[i] or recordOf(counter, cell[2])
-    local list = byPane[pane]
-    if not list then
-      list = { pane = pane }
-      byPane[pane] = list
+    local list = byPane and byPane[pane]
+    if list then
+      list[#list + 1] = i
+    else
+      -- Made with its first cell (an array grown from empty is resized at its first value).
+      list = { i, pane = pane }
+      if byPane then byPane[pane] = list end
       together[#together + 1] = list
     end
-    list[#list + 1] = i
   end
 end
 for t = 1, #together do
