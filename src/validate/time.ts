@@ -16,8 +16,8 @@ const ISO_8601 =
 /**
  * Reads ISO-8601 text (`2026-01-01T10:15:00Z`, `…+01:00`, `2026-01-01`,
  * `-000001-01-01`; UTC when it has no offset) as epoch ms, or null when it is not such text
- * or names a day or time that does not exist (`2026-02-30`, `24:00`), which
- * `Date.parse` would roll over.
+ * or names a day or time that does not exist (`2026-02-30`, `24:00`, `:60` but at the end of
+ * a UTC day), which `Date.parse` would roll over.
  */
 function parseIso(text: string, rounding: Rounding = "floor"): number | null {
   const match = ISO_8601.exec(text);
@@ -31,8 +31,14 @@ function parseIso(text: string, rounding: Rounding = "floor"): number | null {
   const offsetMinutes = match[8] === undefined
     ? 0
     : (match[8] === "-" ? -1 : 1) * (Number(match[9]) * 60 + Number(match[10]));
-  if (hour > 23 || minute > 59 || second > 59) return null;
+  if (hour > 23 || minute > 59 || second > 60) return null;
   if (match[8] !== undefined && (Number(match[9]) > 23 || Number(match[10]) > 59)) return null;
+  // A leap second (RFC 3339's `:60`) is the last second of a UTC day, in any offset: it falls
+  // between `23:59:59.999` and the next day's `00:00:00.000`, which epoch milliseconds have no
+  // room between, so it is read as the one before it (`floor`: an event stays in its day) or the
+  // one after it (`ceil`).
+  const leap = second === 60;
+  if (leap && ((hour * 60 + minute - offsetMinutes) % 1440 + 1440) % 1440 !== 1439) return null;
   // Year zero has one form, as ECMAScript's (`Date.parse` refuses `-000000`).
   if (match[1] === "-000000") return null;
   // The day is found in the year's place in the 400-year Gregorian cycle (0-399), which a Date
@@ -47,7 +53,8 @@ function parseIso(text: string, rounding: Rounding = "floor"): number | null {
     month < 1 || month > 12 || date.getUTCFullYear() !== yearInCycle ||
     date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day
   ) return null;
-  date.setUTCHours(hour, minute, second, fraction);
+  if (leap) date.setUTCHours(hour, minute, 59, rounding === "ceil" ? 1000 : 999);
+  else date.setUTCHours(hour, minute, second, fraction);
   return date.getTime() + cycles * MS_PER_CYCLE - offsetMinutes * 60_000;
 }
 

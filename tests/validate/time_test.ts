@@ -171,3 +171,36 @@ Deno.test("parseInstantText() rounds an instant between two milliseconds as aske
   assert.equal(parseInstantText("+275760-09-13T00:00:00.0001Z"), 8.64e15);
   assert.equal(parseInstantText("+275760-09-13T00:00:00.0001Z", "ceil"), null);
 });
+
+Deno.test("parseInstant() reads a leap second (23:59:60 UTC, RFC 3339) as the last millisecond before it; a bound rounds up to the next minute", () => {
+  const last = Date.parse("2016-12-31T23:59:59.999Z");
+  for (
+    const text of [
+      "2016-12-31T23:59:60Z",
+      "2016-12-31T23:59:60.5Z",
+      "2016-12-31t23:59:60z",
+      "2016-12-31T23:59:60",
+      "2016-12-31 23:59:60",
+      "2016-12-31T18:59:60-05:00",
+      "2017-01-01T05:29:60.999+05:30",
+      "2017-01-01T00:59:60+0100",
+    ]
+  ) {
+    assert.equal(parseInstant(text), last, text);
+    assert.equal(parseInstantText(text), last, text);
+    assert.equal(parseInstantText(text, "ceil"), last + 1, text);
+  }
+  // Only the last second of a UTC day can be a leap second; 61 never is.
+  for (
+    const text of [
+      "2016-12-31T23:58:60Z",
+      "2016-12-31T22:59:60Z",
+      "2016-12-31T23:59:60+01:00",
+      "2016-12-31T23:59:61Z",
+      "2016-12-31T10:15:60Z",
+    ]
+  ) {
+    assert.equal(parseInstant(text), null, text);
+    assert.equal(parseInstantText(text, "ceil"), null, text);
+  }
+});
