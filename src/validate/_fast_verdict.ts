@@ -34,6 +34,13 @@ export type FastVerdict = (event: Record<string, unknown>) => boolean;
 
 const PRIMITIVE_TYPES = new Set(["string", "number", "integer", "boolean", "null"]);
 const ANNOTATIONS = new Set(["title", "description", "$comment", "examples"]);
+
+/**
+ * Marks the node holding a `format: "date-time"` or `"time"` pattern in a prepared schema: zod's
+ * check of it also takes a leap second (`23:59:60Z`), which the pattern refuses. Skipped here:
+ * Ajv refuses every `:60` with the pattern, so zod judges those, and both take the rest alike.
+ */
+export const RFC3339_MARK = "x-edgestream-rfc3339";
 const NUMBER_BOUNDS = new Set(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]);
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -54,7 +61,7 @@ function leafSchema(schema: unknown, allowItems = true): unknown {
   const out: Record<string, unknown> = {};
   let limits: Record<string, number> | undefined;
   for (const [key, value] of Object.entries(schema)) {
-    if (ANNOTATIONS.has(key)) continue;
+    if (ANNOTATIONS.has(key) || key === RFC3339_MARK) continue;
     if (key === "type") {
       const types = Array.isArray(value) ? value : [value];
       if (

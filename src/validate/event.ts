@@ -5,7 +5,7 @@
  * @module
  */
 import { z } from "zod";
-import { compileFastVerdict, type FastVerdict } from "./_fast_verdict.ts";
+import { compileFastVerdict, type FastVerdict, RFC3339_MARK } from "./_fast_verdict.ts";
 import {
   compileLinearPattern,
   endMatchingBudget,
@@ -210,6 +210,7 @@ function compileSchemaOnce(
       )
     );
     for (const uriSchema of marked.schemas) checkUrisUnchanged(uriSchema);
+    for (const timeSchema of marked.times) takesLeapSeconds(timeSchema);
   } catch (error) {
     throw new SchemaCompileError(
       `Cannot compile event schema: ${error instanceof Error ? error.message : error}`,
@@ -236,15 +237,74 @@ const URI_MARK = "x-edgestream-uri";
  * A stand-in for zod's registry that keeps the schemas made of nodes {@linkcode URI_MARK} marks
  * (the converter calls only `add`; other nodes' annotations, `$comment` and the like, go nowhere).
  */
-function uriMarks(): { schemas: z.ZodType[]; add(schema: z.ZodType, meta: object): unknown } {
+function uriMarks(): {
+  schemas: z.ZodType[];
+  times: z.ZodType[];
+  add(schema: z.ZodType, meta: object): unknown;
+} {
   const schemas: z.ZodType[] = [];
+  const times: z.ZodType[] = [];
   return {
     schemas,
+    times,
     add(schema, meta) {
       if ((meta as Record<string, unknown>)[URI_MARK] === true) schemas.push(schema);
+      if ((meta as Record<string, unknown>)[RFC3339_MARK] === true) times.push(schema);
       return this;
     },
   };
+}
+
+/**
+ * A time of RFC 3339 with seconds `60` (its hour, minute and offset), ending the text: a leap
+ * second when it is the last second of a UTC day, as {@linkcode isLeapSecond} checks.
+ */
+const LEAP_SECOND_TIME = /(?:^|[Tt])(\d\d):(\d\d):60(?:\.\d+)?(?:[Zz]|([+-])(\d\d):(\d\d))$/;
+
+/**
+ * Whether `value`, which a format's pattern refused, is the same text with a leap second in it
+ * (RFC 3339 §5.6 allows `:60`; JSON Schema's test suite takes `1998-12-31T15:59:60.123-08:00` and
+ * refuses `22:59:60Z`): seconds `60` at 23:59 UTC once its offset is taken away, and the rest as
+ * the pattern takes it (checked with the seconds read as `59`).
+ */
+function isLeapSecond(value: string, pattern: RegExp): boolean {
+  const match = LEAP_SECOND_TIME.exec(value);
+  if (match === null) return false;
+  const [hour, minute, hours, minutes] = [match[1], match[2], match[4], match[5]].map((part) =>
+    Number(part ?? 0)
+  );
+  const offset = (match[3] === "-" ? -1 : 1) * (hours * 60 + minutes);
+  if (((hour * 60 + minute - offset) % 1440 + 1440) % 1440 !== 1439) return false;
+  const at = match.index + match[0].indexOf(":60", match[0].indexOf(":") + 1);
+  pattern.lastIndex = 0;
+  return pattern.test(`${value.slice(0, at)}:59${value.slice(at + 3)}`);
+}
+
+/**
+ * Gives the `date-time` and `time` pattern checks of a schema made of a node
+ * {@linkcode RFC3339_MARK} marks a check that also takes a leap second ({@linkcode isLeapSecond});
+ * every other value is checked by the pattern as before, with its issue.
+ */
+function takesLeapSeconds(schema: z.ZodType): void {
+  const patterns = new Set(Object.values(RFC3339_FORMATS).map(({ pattern }) => `/${pattern}/`));
+  const pending: unknown[] = [schema];
+  while (pending.length > 0) {
+    // deno-lint-ignore no-explicit-any
+    const def = (pending.pop() as any)?._zod?.def;
+    if (def === undefined) continue;
+    if (def.type === "string") {
+      for (const check of def.checks ?? []) {
+        const checkDef = check._zod.def;
+        if (checkDef.format !== "regex" || !patterns.has(String(checkDef.pattern))) continue;
+        const patternCheck = check._zod.check;
+        // deno-lint-ignore no-explicit-any
+        check._zod.check = (payload: any) => {
+          if (!isLeapSecond(payload.value, checkDef.pattern)) patternCheck(payload);
+        };
+      }
+    }
+    pending.push(def.innerType, def.left, def.right, ...(def.options ?? []));
+  }
 }
 
 /**
@@ -1104,8 +1164,10 @@ export function forZod(schema: unknown): unknown {
       typed = true;
       const { pattern } = RFC3339_FORMATS[value];
       // Beside the schema's own pattern, in a part of its own (a schema holds one pattern).
-      if (node.pattern === undefined) copy.pattern = pattern;
-      else formatPart = forZod({ pattern }) as Record<string, unknown>;
+      if (node.pattern === undefined) {
+        copy.pattern = pattern;
+        copy[RFC3339_MARK] = true;
+      } else formatPart = { ...forZod({ pattern }) as object, [RFC3339_MARK]: true };
       continue;
     }
     if (TYPE_KEYWORDS.has(key)) typed = true;

@@ -337,3 +337,24 @@ Deno.test("compileFastVerdict holds no memory for verdicts no longer used: 2,000
   const grown = Number(stdout.trim());
   assert.ok(grown < 2_000_000, `the heap grew ${grown} bytes over 2,000 compilations`);
 });
+
+Deno.test("a format date-time or time keeps its fast verdict, which refuses a leap second, so zod judges it (taken at 23:59:60 UTC only)", () => {
+  const jsonSchema = {
+    type: "object",
+    properties: {
+      at: { type: "string", format: "date-time" },
+      clock: { type: "string", format: "time" },
+    },
+  };
+  const fast = compileFastVerdict(prepareEventSchema(jsonSchema));
+  assert.notEqual(fast, null);
+  assert.equal(fast!({ at: "2016-12-31T23:59:59Z", clock: "10:00:00Z" }), true);
+  assert.equal(fast!({ at: "2016-12-31T23:59:60Z" }), false);
+  const compiled = compileEventSchema(jsonSchema);
+  assert.equal(
+    validateEvent({ at: "2016-12-31T23:59:60Z", clock: "18:59:60-05:00" }, compiled).ok,
+    true,
+  );
+  assert.equal(validateEvent({ at: "2016-12-31T23:58:60Z" }, compiled).ok, false);
+  assert.equal(validateEvent({ clock: "10:00:60Z" }, compiled).ok, false);
+});

@@ -1103,6 +1103,57 @@ Deno.test("format date-time and time take a lower-case t and z, as RFC 3339 allo
   }
 });
 
+Deno.test("format date-time and time take a leap second (:60) at the end of a UTC day in any offset, as RFC 3339 and JSON Schema's test suite do, and no other :60", () => {
+  const schema = compileEventSchema({
+    type: "object",
+    properties: {
+      at: { type: "string", format: "date-time" },
+      // Beside a pattern of its own, and on a field of several types.
+      since: { type: ["string", "number"], format: "date-time", pattern: "^1998" },
+      clock: { type: "string", format: "time" },
+    },
+  });
+  const taken = [
+    { at: "1998-12-31T23:59:60Z" },
+    { since: "1998-12-31T23:59:60.5Z" },
+    { at: "1998-12-31t23:59:60.123z" },
+    { at: "1998-12-31T15:59:60.123-08:00" },
+    { at: "1999-01-01T00:59:60+01:00" },
+    { at: "1999-01-01T05:29:60+05:30" },
+    { at: "1998-12-31T23:29:60-00:30" },
+    { at: "1999-01-01T23:58:60+23:59" },
+    { at: "1998-12-31T00:00:60-23:59" },
+    { at: "1999-01-01T00:00:60+00:01" },
+    { clock: "23:59:60Z" },
+    { clock: "01:29:60+01:30" },
+    { clock: "15:59:60-08:00" },
+  ];
+  for (const event of taken) {
+    assert.deepEqual(validateEvent(event, schema), { ok: true, event }, JSON.stringify(event));
+  }
+  const refused: Array<[Record<string, unknown>, string]> = [
+    [{ at: "1998-12-31T23:59:61Z" }, "Invalid ISO datetime"],
+    [{ at: "1998-02-30T23:59:60Z" }, "Invalid ISO datetime"],
+    [{ since: "1998-12-31T22:59:60Z" }, "Invalid ISO datetime"],
+    [{ since: "1999-01-01T00:00:60+00:01" }, "Invalid string: must match pattern /^1998/"],
+    [{ at: "1998-12-31T23:58:60Z" }, "Invalid ISO datetime"],
+    [{ at: "1998-12-31T22:59:60Z" }, "Invalid ISO datetime"],
+    [{ at: "1998-12-31T23:59:60+01:00" }, "Invalid ISO datetime"],
+    [{ at: "1998-12-31T23:59:60-00:01" }, "Invalid ISO datetime"],
+    [{ at: "1999-01-01T00:01:60+00:01" }, "Invalid ISO datetime"],
+    [{ clock: "22:59:60Z" }, "Invalid ISO time"],
+    [{ clock: "23:59:60+01:00" }, "Invalid ISO time"],
+    [{ clock: "23:59:60" }, "Invalid ISO time"],
+  ];
+  for (const [event, message] of refused) {
+    assert.deepEqual(
+      validateEvent(event, schema),
+      { ok: false, errors: [{ path: Object.keys(event)[0], message }] },
+      JSON.stringify(event),
+    );
+  }
+});
+
 Deno.test("a number out of range (1e400, read as Infinity) refused by a list of types is named as such, as zod names it for one type", () => {
   const schema = compileEventSchema({
     type: "object",
