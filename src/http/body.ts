@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { gunzip, inflate as inflateZlib } from "node:zlib";
+import { gunzip, inflate as inflateZlib, inflateRaw } from "node:zlib";
 import type { Context, MiddlewareHandler } from "hono";
 import { duplicateKeyProblem, formatPath, protoKeyPaths } from "../config/mod.ts";
 import type { BodyItem } from "../ingest/mod.ts";
@@ -250,7 +250,8 @@ function contentEncoding(header: string | null): CompressionFormat | null {
 
 /**
  * A compressed body decompressed, refused (413) as soon as it passes `maxBodyBytes`
- * decompressed, 400 `invalid_body` when it is not what its `Content-Encoding` says. A gzip body
+ * decompressed, 400 `invalid_body` when it is not what its `Content-Encoding` says (`deflate`
+ * zlib-wrapped or raw, see {@linkcode hasZlibHeader}). A gzip body
  * may be several members one after the other, as RFC 1952 allows (what `cat a.gz b.gz` makes):
  * their contents are read in order. node:zlib's inflater stops at the limit (a 300 MB body of
  * zeros costs about the limit), where the web's `DecompressionStream` takes one gzip member only.
@@ -266,7 +267,8 @@ async function inflate(
       const done = (error: Error | null, result: Uint8Array) =>
         error ? reject(error) : resolve(result);
       if (format === "gzip") gunzip(body, options, done);
-      else inflateZlib(body, options, done);
+      else if (hasZlibHeader(body)) inflateZlib(body, options, done);
+      else inflateRaw(body, options, done);
     });
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   } catch (error) {
@@ -282,6 +284,16 @@ async function inflate(
       { cause: error },
     );
   }
+}
+
+/**
+ * Whether a `deflate` body starts with a zlib header (RFC 1950: method 8, a window of at most
+ * 32 KiB, the two bytes a multiple of 31), as HTTP's `deflate` is. Some clients send the deflate
+ * data without it (raw, RFC 1951), which browsers read too: such a body is inflated as it is.
+ */
+function hasZlibHeader(body: Uint8Array): boolean {
+  return body.byteLength >= 2 && (body[0] & 0x0f) === 8 && body[0] >> 4 <= 7 &&
+    (body[0] * 256 + body[1]) % 31 === 0;
 }
 
 /** `chunks` as one array of `size` bytes (one chunk as it is). */

@@ -798,6 +798,48 @@ Deno.test("Ingest reads a gzip body of several members, as `cat a.gz b.gz` makes
   assert.equal((await store.stats("orders", [])).accepted, 2);
 });
 
+Deno.test("Ingest takes a deflate body sent without its zlib wrapper (raw deflate, as some clients send), within the same limit", async () => {
+  const store = new MemoryStore();
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store,
+    keys: await KeyRing.parse(""),
+  });
+  const post = (body: BodyInit) =>
+    app.request("/v1/streams/orders/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Content-Encoding": "deflate" },
+      body,
+    });
+  const res = await post(await compressed('{"id":"1","country":"DE","amount":5}', "deflate-raw"));
+  assert.equal(res.status, 202, await res.clone().text());
+  assert.equal((await res.json()).accepted, 1);
+  const cases: Array<[BodyInit, number, string, RegExp]> = [
+    [
+      await compressed(`[${" ".repeat(2 * 1024 * 1024)}{}]`, "deflate-raw"),
+      413,
+      "payload_too_large",
+      /once decompressed/,
+    ],
+    // Neither zlib nor raw deflate, nor raw deflate cut short.
+    ['{"id":"2","country":"DE","amount":5}', 400, "invalid_body", /Body is not valid deflate/],
+    [
+      (await compressed('{"id":"3","country":"DE","amount":5}', "deflate-raw")).subarray(0, 5),
+      400,
+      "invalid_body",
+      /Body is not valid deflate/,
+    ],
+  ];
+  for (const [body, status, code, message] of cases) {
+    const reply = await post(body);
+    const json = await reply.json();
+    assert.equal(reply.status, status, JSON.stringify(json));
+    assert.equal(json.error.code, code);
+    assert.match(json.error.message, message);
+  }
+  assert.equal((await store.stats("orders", [])).accepted, 1);
+});
+
 Deno.test("readLimitedBody() takes a decompressed body of exactly the limit, and refuses one byte more", async () => {
   for (const format of ["gzip", "deflate"] as const) {
     const read = async (size: number) =>
