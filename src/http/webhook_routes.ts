@@ -143,7 +143,21 @@ const CreateBody = z.strictObject({
   rateLimit: endpointFields.rateLimit.optional(),
   batch: endpointFields.batch.optional(),
   disabled: endpointFields.disabled.optional(),
-}).openapi("WebhookInput");
+}).openapi("WebhookInput", {
+  // One example of the whole body, so that the docs page's "Try it out" sends a registration the
+  // quick start's server takes (built from the fields alone it named a random stream, headers
+  // `additionalProp1`… and `"disabled": true`: 400 invalid_webhook).
+  example: {
+    url: "https://example.com/hooks/edgestream",
+    eventTypes: ["window.closed", "alert.fired"],
+    streams: ["orders"],
+    filter: "payload.type != 'window.closed' || data.value > 100.0",
+    description: "Busy minutes and alerts of the shop's orders",
+    headers: { "X-Team": "shop" },
+    rateLimit: 10,
+    disabled: false,
+  },
+});
 
 const PatchBody = CreateBody.partial().openapi("WebhookPatch");
 

@@ -508,6 +508,34 @@ Deno.test("the document's path parameter examples name what the quick start's co
   }
 });
 
+Deno.test("the document's example webhook registration is what a server with the quick start's config registers", async () => {
+  const doc = await documentOf();
+  const body = doc.paths["/v1/webhooks"].post.requestBody.content["application/json"].schema;
+  assert.deepEqual(body, { $ref: "#/components/schemas/WebhookInput" });
+  // Swagger UI's "Try it out" sends the schema's own example when it has one; without it, one it
+  // builds from the fields (a random stream name, headers `additionalProp1`, `"disabled": true`).
+  const example = doc.components.schemas.WebhookInput.example;
+  assert.ok(example, "WebhookInput has an example");
+  const config = JSON.parse(
+    await Deno.readTextFile(new URL("../../examples/config.json", import.meta.url)),
+  );
+  // example.com as a public address resolves: the example's URL is taken as it stands.
+  const ctx = await setup({
+    auth: true,
+    config,
+    resolve: () => Promise.resolve(["93.184.215.14"]),
+  });
+  try {
+    const res = await call(ctx.app, "POST", "/v1/webhooks", example, ADMIN_KEY);
+    assert.equal(res.status, 201, res.text);
+    assert.equal(res.body.url, example.url);
+    assert.deepEqual(res.body.streams, example.streams);
+    assert.equal(res.body.disabled, false);
+  } finally {
+    await ctx.close();
+  }
+});
+
 Deno.test("a stream definition is typed in the document, from the schema that checks it: its example is taken, a bad one refused by both", async () => {
   const doc = await documentOf();
   const put = doc.paths["/v1/streams/{stream}"].put;
