@@ -102,6 +102,38 @@ Deno.test("POST /v1/keys takes null, as a key's reply shows a field it lacks, as
   }
 });
 
+Deno.test("the README's defaults of a key's type and scopes are what POST /v1/keys does: type secret, scopes only on a publishable key", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  assert.ok(
+    readme.includes(
+      'leave `type` out for `secret`; `scopes` has a default only on a publishable key, `["ingest"]`: a secret key without `scopes` is `400 invalid_key`, "A secret key needs \'scopes\', e.g. ["ingest"]"',
+    ),
+    "the README says which of type and scopes has a default",
+  );
+  const { app } = await keyedApp();
+  const secret = await app.request("/v1/keys", post(KEYS.admin, { scopes: ["read"] }));
+  assert.equal(secret.status, 201, await secret.clone().text());
+  assert.equal((await secret.json()).type, "secret");
+  const publishable = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, {
+      type: "publishable",
+      streams: ["orders"],
+      origins: ["https://shop.example"],
+    }),
+  );
+  assert.equal(publishable.status, 201, await publishable.clone().text());
+  assert.deepEqual((await publishable.json()).scopes, ["ingest"]);
+  for (const body of [{}, { type: "secret" }, { streams: ["orders"] }]) {
+    const refused = await app.request("/v1/keys", post(KEYS.admin, body));
+    assert.equal(refused.status, 400, JSON.stringify(body));
+    const { error } = await refused.json();
+    assert.equal(error.code, "invalid_key");
+    assert.match(error.message, /^A secret key needs 'scopes'/);
+  }
+});
+
 Deno.test("POST /v1/keys shows the secret once and stores only its digest; the key then ingests", async () => {
   const { app, keyStore } = await keyedApp();
   const res = await app.request(
