@@ -123,7 +123,7 @@ const KeyInputSchema = z.strictObject({
   description: z.string().max(1024).nullish(),
   expiresAt: z.string().max(64).nullish().openapi({
     description:
-      "When it stops working (ISO-8601; digits alone, epoch milliseconds, are refused); null or left out: never",
+      "When it stops working (ISO-8601, in the future and at most `9999-12-31T23:59:59.999Z`; digits alone, epoch milliseconds, are refused); null or left out: never",
     example: "2099-01-01T00:00:00Z",
   }),
 }).openapi("KeyInput");
@@ -284,6 +284,9 @@ function keyJson(record: ApiKeyRecord, nowMs: number) {
   };
 }
 
+/** The latest `expiresAt`: the last millisecond of the year 9999, the last RFC 3339 can write. */
+const LATEST_EXPIRY_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
 function invalid(message: string): ApiError {
   return new ApiError(400, "invalid_key", message);
 }
@@ -375,6 +378,15 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
       }
       if (ms <= now) {
         throw invalid(`'expiresAt' ${new Date(ms).toISOString()} is not in the future`);
+      }
+      // Shown back as RFC 3339, whose years have four digits: a later one would read back in
+      // ISO 8601's expanded form (`+275760-09-13T00:00:00.000Z`), which RFC 3339 parsers refuse.
+      if (ms > LATEST_EXPIRY_MS) {
+        throw invalid(
+          `'expiresAt' ${new Date(ms).toISOString()} is after the year 9999 (at most ${
+            new Date(LATEST_EXPIRY_MS).toISOString()
+          })`,
+        );
       }
       expiresAt = ms;
     }

@@ -272,6 +272,42 @@ Deno.test("only admin keys manage keys; bad inputs are refused with 400 and chan
   assert.deepEqual(await keyStore.listKeys(), []);
 });
 
+Deno.test("a key's expiresAt is at most the last millisecond of the year 9999, as README says: a later one is 400 invalid_key (it was taken and shown back as +275760-…, no RFC 3339 time)", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  assert.ok(
+    readme.includes(
+      "in the future; at most `9999-12-31T23:59:59.999Z` (replies are RFC 3339, with four-digit years): a later one, or digits alone, as epoch milliseconds, are `400 invalid_key`",
+    ),
+  );
+  const { app, keyStore } = await keyedApp();
+  for (
+    const expiresAt of [
+      "+275760-09-13T00:00:00Z",
+      "+010000-01-01T00:00:00Z",
+      // The millisecond after the last one allowed, written in the year 9999 with an offset.
+      "9999-12-31T23:00:00.000-01:00",
+    ]
+  ) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, { scopes: ["read"], expiresAt }));
+    assert.equal(res.status, 400, expiresAt);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_key");
+    assert.match(
+      error.message,
+      /^'expiresAt' \+\d{6}-.* is after the year 9999 \(at most 9999-12-31T23:59:59\.999Z\)$/,
+    );
+  }
+  assert.deepEqual(await keyStore.listKeys(), []);
+  // The last millisecond of 9999, written in ISO 8601's expanded form too, is taken, and shown back
+  // with four digits of year.
+  for (const expiresAt of ["9999-12-31T23:59:59.999Z", "+009999-12-31T23:59:59.999Z"]) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, { scopes: ["read"], expiresAt }));
+    assert.equal(res.status, 201, await res.clone().text());
+    assert.equal((await res.json()).expiresAt, "9999-12-31T23:59:59.999Z");
+  }
+});
+
 Deno.test("DELETE /v1/keys/{id} revokes a key on this instance at once; a second delete is 404", async () => {
   const { app } = await keyedApp();
   const created = await (await app.request(
