@@ -115,13 +115,30 @@ export class StreamPicker {
     if (focused !== null) {
       [...list.querySelectorAll("input")].find((box) => box.value === focused)?.focus();
     }
-    const parts = [`${this.#shown.length} of ${this.#names.length} streams shown.`];
-    if (full) parts.push(`Untick one to choose another.`);
-    if (more > 0) parts.push(`${formatValue(more)} more match: narrow the filter.`);
-    else if (filter.trim() && rows.length === this.#shown.length) {
-      parts.push("No other stream matches the filter.");
-    }
-    const text = parts.join(" ");
+    const text = pickerNote({
+      shown: this.#shown.length,
+      streams: this.#names.length,
+      more,
+      noOther: more === 0 && filter.trim() !== "" && rows.length === this.#shown.length,
+    });
     if (note.textContent !== text) note.textContent = text;
   }
+}
+
+/**
+ * The note under the list: how many streams are shown of how many, and what to do for others.
+ * Every number is written as the page writes counts (`1,001`), so `6 of 1,001 streams shown.`
+ * and `995 more match` read alike.
+ *
+ * @param {{shown: number, streams: number, more: number, noOther: boolean}} counts `shown` of
+ *   `streams` are shown, `more` matching ones are not listed, `noOther`: the filter matches no
+ *   stream but the shown ones
+ * @returns {string}
+ */
+export function pickerNote({ shown, streams, more, noOther }) {
+  const parts = [`${formatValue(shown)} of ${formatValue(streams)} streams shown.`];
+  if (shown >= MAX_SHOWN_STREAMS) parts.push(`Untick one to choose another.`);
+  if (more > 0) parts.push(`${formatValue(more)} more match: narrow the filter.`);
+  else if (noOther) parts.push("No other stream matches the filter.");
+  return parts.join(" ");
 }
