@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { KEYS, testApp } from "../_fixtures.ts";
 import { axeViolations, describeViolations } from "../_axe.ts";
 import { browserTest } from "../_chromium.ts";
+import { setup } from "../fanout/webhooks/_setup.ts";
 
 browserTest(
   "/docs renders the API reference in Chromium from this origin only, and Try it out ingests",
@@ -136,6 +137,31 @@ browserTest(
       assert.ok(widths.scrollWidth <= widths.clientWidth, JSON.stringify(widths));
     } finally {
       await server.shutdown();
+    }
+  },
+);
+
+browserTest(
+  "/docs's Try it out on POST /v1/webhooks fills in the document's example registration (it built one of a random stream name, headers additionalProp1 and disabled: true: a 400)",
+  async (browser) => {
+    // An app with webhooks (testApp has none).
+    const ctx = await setup({ auth: true });
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, ctx.app.fetch);
+    try {
+      const doc = await (await ctx.app.request("/openapi.json")).json();
+      const page = await browser.newPage();
+      await page.goto(`http://127.0.0.1:${server.addr.port}/docs`);
+      const register = page.locator(
+        '.opblock-post:has(.opblock-summary-path[data-path="/v1/webhooks"]) .opblock-summary',
+      );
+      await register.waitFor({ timeout: 30_000 });
+      await register.click();
+      await page.getByRole("button", { name: "Try it out" }).click();
+      const body = await page.locator("textarea.body-param__text").inputValue();
+      assert.deepEqual(JSON.parse(body), doc.components.schemas.WebhookInput.example);
+    } finally {
+      await server.shutdown();
+      await ctx.close();
     }
   },
 );
