@@ -159,7 +159,11 @@ const CreateBody = z.strictObject({
   },
 });
 
-const PatchBody = CreateBody.partial().openapi("WebhookPatch");
+// Its own example, of a few fields: built from the fields, "Try it out" would also disable the
+// endpoint (`"disabled": true`) and set headers `additionalProp1`….
+const PatchBody = CreateBody.partial().openapi("WebhookPatch", {
+  example: { description: "Busy minutes of the shop's orders, at most 5 a second", rateLimit: 5 },
+});
 
 /** An endpoint as the API shows it: no secrets, no header values. */
 export const EndpointSchema = z.object({

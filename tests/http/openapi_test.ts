@@ -508,7 +508,7 @@ Deno.test("the document's path parameter examples name what the quick start's co
   }
 });
 
-Deno.test("the document's example webhook registration is what a server with the quick start's config registers", async () => {
+Deno.test("the document's example webhook registration is what a server with the quick start's config registers, and PATCH's example changes only the fields it names", async () => {
   const doc = await documentOf();
   const body = doc.paths["/v1/webhooks"].post.requestBody.content["application/json"].schema;
   assert.deepEqual(body, { $ref: "#/components/schemas/WebhookInput" });
@@ -531,6 +531,18 @@ Deno.test("the document's example webhook registration is what a server with the
     assert.equal(res.body.url, example.url);
     assert.deepEqual(res.body.streams, example.streams);
     assert.equal(res.body.disabled, false);
+    // And PATCH's example of a few fields changes those only.
+    const patch = doc.components.schemas.WebhookPatch.example;
+    assert.deepEqual(
+      doc.paths["/v1/webhooks/{id}"].patch.requestBody.content["application/json"].schema,
+      { $ref: "#/components/schemas/WebhookPatch" },
+    );
+    const patched = await call(ctx.app, "PATCH", `/v1/webhooks/${res.body.id}`, patch, ADMIN_KEY);
+    assert.equal(patched.status, 200, patched.text);
+    assert.deepEqual(
+      { ...res.body, secret: undefined, updatedAt: undefined, ...patch },
+      { ...patched.body, secret: undefined, updatedAt: undefined },
+    );
   } finally {
     await ctx.close();
   }
