@@ -1212,13 +1212,9 @@ local heldIds, freshIds, distinctIds = nil, nil, ${arg("uq")} or eventCount < 2
 local idWritten = false
 -- That id (the only one asked: not always the first event's, in a batch where the others have none).
 local writtenId = nil
--- Undoes that write, for a refusal after it (the duplicates/late check, a counted-first cell):
--- the id, and the mark when this HSET added it.
-local function forgetWrittenId()
-  if idWritten then
-    if idsMarked then redis.call("HDEL", newIds, writtenId) else redis.call("HDEL", newIds, writtenId, IDS_MARK) end
-  end
-end
+-- A refusal after that write (the duplicates/late check, a counted-first cell) undoes it: the id,
+-- and the mark when this HSET added it. (Written out in both places: a local function would be a
+-- closure of five upvalues made on every call, ~1k instructions, for a path that is rare.)
 local markedBucket = nil
 if newIds then
   -- The ids asked: when no event is skipped and each has one, the ids themselves (no table more).
@@ -1350,7 +1346,9 @@ if duplicates + lates > 0 then
   local counts = redis.call("HMGET", STATS_KEY, "duplicates", "late")
   for i = 1, 2 do
     if counts[i] and not isIntegerText(counts[i]) then
-      forgetWrittenId()
+      if idWritten then
+        if idsMarked then redis.call("HDEL", newIds, writtenId) else redis.call("HDEL", newIds, writtenId, IDS_MARK) end
+      end
       refuseKey(STATS_KEY .. " field " .. (i == 1 and "duplicates" or "late"), "'" .. counts[i] .. "'",
         "a number it adds to")
     end
@@ -1552,7 +1550,9 @@ if countFirst and cells == sentCells then
           redis.call("HINCRBY", cellPanes[k].key, cellFields[k], -cells[k][4])
         end
       end
-      forgetWrittenId()
+      if idWritten then
+        if idsMarked then redis.call("HDEL", newIds, writtenId) else redis.call("HDEL", newIds, writtenId, IDS_MARK) end
+      end
       error({ err = tostring(refusal) })
     end)()
   end
