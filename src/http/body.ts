@@ -91,8 +91,8 @@ export function bodyFormat(
   if (mediaType === "application/x-ndjson" || mediaType === "application/ndjson") return "ndjson";
   const { alsoTaken } = options;
   const taken = alsoTaken === undefined
-    ? "application/json or application/x-ndjson"
-    : `application/json, application/x-ndjson or ${alsoTaken}`;
+    ? "application/json, application/x-ndjson or application/ndjson"
+    : `application/json, application/x-ndjson, application/ndjson or ${alsoTaken}`;
   throw new BodyError(
     "unsupported_media_type",
     `Content-Type must be ${taken}, got '${mediaType ? quoteInput(mediaType) : "(none)"}'`,

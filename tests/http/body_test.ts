@@ -82,7 +82,7 @@ Deno.test("bodyFormat() refuses other or missing media types with 415", () => {
     const error = assertApiError(() => bodyFormat(header), 415, "unsupported_media_type");
     assert.equal(
       error.message,
-      `Content-Type must be application/json or application/x-ndjson, got '${shown}'`,
+      `Content-Type must be application/json, application/x-ndjson or application/ndjson, got '${shown}'`,
     );
   }
 });

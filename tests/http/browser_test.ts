@@ -322,7 +322,7 @@ Deno.test("beacons: a text/plain body holding JSON is read for publishable keys 
   assert.equal(secret.status, 415);
   assert.equal(
     (await secret.json()).error.message,
-    "Content-Type must be application/json or application/x-ndjson, got 'text/plain'",
+    "Content-Type must be application/json, application/x-ndjson or application/ndjson, got 'text/plain'",
   );
   // With a publishable key the 415 names text/plain too.
   const html = await app.request(
@@ -335,7 +335,7 @@ Deno.test("beacons: a text/plain body holding JSON is read for publishable keys 
   assert.equal(html.status, 415);
   assert.equal(
     (await html.json()).error.message,
-    "Content-Type must be application/json, application/x-ndjson or text/plain (JSON), got 'text/html'",
+    "Content-Type must be application/json, application/x-ndjson, application/ndjson or text/plain (JSON), got 'text/html'",
   );
   for (const charset of ["iso-8859-1", "utf-16"]) {
     const other = await app.request(
@@ -397,7 +397,7 @@ Deno.test("beacons in open mode: a text/plain body without an Origin is 415 (a b
   assert.equal(refusal.code, "unsupported_media_type");
   assert.equal(
     refusal.message,
-    "Content-Type must be application/json, application/x-ndjson or text/plain (JSON) with an Origin, got 'text/plain'",
+    "Content-Type must be application/json, application/x-ndjson, application/ndjson or text/plain (JSON) with an Origin, got 'text/plain'",
   );
   for (const charset of ["iso-8859-1", "utf-16"]) {
     const other = await beacon({
