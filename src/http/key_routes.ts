@@ -126,7 +126,20 @@ const KeyInputSchema = z.strictObject({
       "When it stops working (ISO-8601, in the future and at most `9999-12-31T23:59:59.999Z`; digits alone, epoch milliseconds, are refused); null or left out: never",
     example: "2099-01-01T00:00:00Z",
   }),
-}).openapi("KeyInput");
+}).openapi("KeyInput", {
+  // One example of the whole body, so that the docs page's "Try it out" sends a key the quick
+  // start's server creates (built from the fields it was a secret key with origins and a stream
+  // the quick start does not serve).
+  example: {
+    type: "publishable",
+    scopes: ["ingest"],
+    streams: ["orders"],
+    origins: ["https://shop.example"],
+    rateLimit: { eventsPerSecond: 20, burst: 100 },
+    description: "The shop's checkout page",
+    expiresAt: "2099-01-01T00:00:00Z",
+  },
+});
 
 const KeySchema = z.object({
   id: z.string().openapi({ example: "key_3f1c9a527e0b4d8e" }),

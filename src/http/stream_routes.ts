@@ -394,9 +394,27 @@ const ingestRoute = createRoute({
       required: true,
       content: {
         "application/json": { schema: ingestBodyDoc },
-        "application/x-ndjson": { schema: { type: "string" as const } },
+        // Examples of their own, of other ids than the JSON one's (the quick start dedupes by id):
+        // "Try it out" would otherwise send the text "string".
+        "application/x-ndjson": {
+          schema: {
+            type: "string" as const,
+            example: '{"id":"o-3","country":"DE","amount":40,"customer":"c-3"}\n' +
+              '{"id":"o-4","country":"IT","amount":7.5,"customer":"c-1"}\n',
+          },
+        },
+        "application/ndjson": {
+          schema: {
+            type: "string" as const,
+            example: '{"id":"o-5","country":"FR","amount":19,"customer":"c-2"}\n',
+          },
+        },
         "text/plain": {
-          schema: { type: "string" as const, description: "JSON, with a publishable key only" },
+          schema: {
+            type: "string" as const,
+            description: "JSON, with a publishable key only",
+            example: '{"id":"o-6","country":"DE","amount":3.2,"customer":"c-4"}',
+          },
         },
       },
     },

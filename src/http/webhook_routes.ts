@@ -456,7 +456,7 @@ export const replayRoute = createRoute({
                 "ISO-8601 (UTC when it has no offset), or epoch milliseconds as an integer or its text",
               example: "2026-01-01T00:00:00Z",
             }),
-          }),
+          }).openapi({ example: { since: "2026-01-01T00:00:00Z" } }),
         },
       },
     },

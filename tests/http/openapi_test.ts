@@ -974,3 +974,93 @@ Deno.test("the WebSocket ingest's 101 declares no Vary (an upgrade carries none)
   assert.ok(others.length >= 3, JSON.stringify(Object.keys(responses)));
   for (const [status, response] of others) assert.ok(response.headers?.Vary, status);
 });
+
+Deno.test("every operation with a request body has a whole-body example of each media type it takes, and a server with the quick start's config takes each", async () => {
+  // Swagger UI's "Try it out" sends the media type's or schema's own example when there is one;
+  // without it, one it builds from the fields (random names, `additionalProp1`, `true`s) or the
+  // text "string", which the server refuses.
+  const doc = await documentOf();
+  const schemaOf = (schema: { $ref?: string; example?: unknown }) =>
+    schema.$ref ? doc.components.schemas[schema.$ref.split("/").at(-1)!] : schema;
+  const config = JSON.parse(
+    await Deno.readTextFile(new URL("../../examples/config.json", import.meta.url)),
+  );
+  // example.com as a public address resolves: the webhook example's URL is taken as it stands.
+  const ctx = await setup({
+    auth: true,
+    config,
+    resolve: () => Promise.resolve(["93.184.215.14"]),
+  });
+  try {
+    // Collections before their members (the ids a POST made fill the members' `{id}`), keys
+    // before ingest (its text/plain body comes with the publishable key the keys example makes).
+    const withBody = operations(doc).filter(([, operation]) => operation.requestBody)
+      .sort(([a], [b]) => a.split("/").length - b.split("/").length);
+    const made = new Map<string, string>();
+    let publishable: string | undefined;
+    const sent: string[] = [];
+    for (const [name, operation] of withBody) {
+      const [method, template] = name.split(" ");
+      const path = template.replace(/\{(\w+)\}/g, (_, parameter: string) => {
+        const declared = (operation.parameters ?? []).find((item) =>
+          item.in === "path" && item.name === parameter
+        ) as { example?: string; schema?: { example?: string } } | undefined;
+        const value = made.get(template.slice(0, template.indexOf(`/{${parameter}}`))) ??
+          declared?.example ?? declared?.schema?.example;
+        assert.ok(value, `${name}: no value for {${parameter}}`);
+        return encodeURIComponent(value);
+      });
+      const content = (operation.requestBody as {
+        content: Record<
+          string,
+          { example?: unknown; schema: { $ref?: string; example?: unknown } }
+        >;
+      }).content;
+      for (const [mediaType, media] of Object.entries(content)) {
+        const example = media.example ?? schemaOf(media.schema).example;
+        assert.ok(example !== undefined, `${name} ${mediaType}: no example`);
+        const headers: Record<string, string> = { "Content-Type": mediaType };
+        let target = path;
+        if (mediaType === "text/plain") {
+          // JSON as text/plain: a publishable key's beacon, from one of its origins.
+          assert.ok(publishable, `${name}: no publishable key made before it`);
+          target = `${path}?key=${publishable}`;
+          headers.Origin = "https://shop.example";
+        } else {
+          headers.Authorization = `Bearer ${ADMIN_KEY}`;
+        }
+        const res = await ctx.app.request(target, {
+          method,
+          headers,
+          body: typeof example === "string" ? example : JSON.stringify(example),
+        });
+        const text = await res.text();
+        assert.ok(res.ok, `${name} ${mediaType}: ${res.status} ${text}`);
+        const reply = text ? JSON.parse(text) : null;
+        if (reply && typeof reply.accepted === "number") {
+          assert.ok(reply.accepted > 0, `${name} ${mediaType}: ${text}`);
+          assert.deepEqual(reply.rejected ?? [], [], `${name} ${mediaType}`);
+        }
+        if (method === "POST" && typeof reply?.id === "string") made.set(template, reply.id);
+        if (typeof reply?.key === "string" && reply.key.startsWith("pk_")) publishable = reply.key;
+        sent.push(`${name} ${mediaType}`);
+      }
+    }
+    // Every operation the document gives a body today was walked.
+    for (
+      const expected of [
+        "POST /v1/streams/{stream}/events application/json",
+        "POST /v1/streams/{stream}/events application/x-ndjson",
+        "POST /v1/streams/{stream}/events application/ndjson",
+        "POST /v1/streams/{stream}/events text/plain",
+        "PUT /v1/streams/{stream} application/json",
+        "POST /v1/webhooks application/json",
+        "PATCH /v1/webhooks/{id} application/json",
+        "POST /v1/webhooks/{id}/replay application/json",
+        "POST /v1/keys application/json",
+      ]
+    ) assert.ok(sent.includes(expected), `${expected} not sent; sent: ${sent.join(", ")}`);
+  } finally {
+    await ctx.close();
+  }
+});
