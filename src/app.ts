@@ -25,7 +25,7 @@ import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts
 import { registerKeyRoutes } from "./http/key_routes.ts";
 import { apiQueryChecks } from "./http/query.ts";
 import { requestLog } from "./http/request_log.ts";
-import { ingestApp, refuseWindowBounds, registerStreamRoutes } from "./http/stream_routes.ts";
+import { ingestApp, queryExplainers, registerStreamRoutes } from "./http/stream_routes.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { type GroupCommitOptions, GroupCommitter, ingestFanoutFor } from "./ingest/mod.ts";
 import type { Store } from "./store/mod.ts";
@@ -203,7 +203,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
       app.openAPIRegistry.definitions.flatMap((definition) =>
         definition.type === "route" ? [definition.route as RouteConfig] : []
       ),
-    explain: refuseWindowBounds,
+    explainers: queryExplainers,
   }));
   // A path served, asked with another method, is a 405 naming the methods it takes.
   app.notFound((c) => {

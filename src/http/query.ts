@@ -50,30 +50,49 @@ export function groupFilterField(name: string): string | undefined {
 export const CACHE_BUSTER = "_";
 
 /**
+ * The `group.<field>=<value>` query filter of the counter reads (their `parameters`; its names
+ * read by {@linkcode groupFilterField}): a route lists this object to take group filters.
+ * OpenAPI cannot name a parameter by a pattern, so it is one free-form object
+ * parameter: with `style: form` and `explode: true` each property is sent as
+ * its own `name=value` pair, and the property names carry the `group.` prefix.
+ */
+export const groupFilterParameter = {
+  name: "group",
+  in: "query" as const,
+  required: false,
+  style: "form" as const,
+  explode: true,
+  description:
+    '`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value; a value in double quotes is a JSON string and matches only that string (`group.g="1"`). A URL query reads `+` as a space, so a `+` in a value is written `%2B`: `group.g=1e%2B21` for the number 1e21 (JSON text `1e+21`), `group.lang=C%2B%2B`; `group.g=1e+21` filters on the text `1e 21`, a value a group may have, so nothing says so. Several fields must all match; a field given twice uses the last value; a field the counter does not group by is a 400 `invalid_query`, and so is this parameter sent unexploded (`group=group.country,DE`). `group[<field>]=<value>` (or `group[group.<field>]`, as clients that send objects in `deepObject` style write this parameter) is the same.',
+  schema: {
+    type: "object" as const,
+    propertyNames: { pattern: "^group\\..+$" },
+    additionalProperties: { type: "string" as const },
+  },
+  example: { "group.country": "DE" },
+};
+
+/**
  * The query parameters a route's definition lists (its `request.query` object's keys): what
  * {@linkcode refuseUntakenQuery} takes for it, so the 400 and the API document say the same.
  */
-export function documentedQuery(route: RouteConfig): string[] {
+function documentedQuery(route: RouteConfig): string[] {
   const query: object | undefined = route.request?.query;
   return query !== undefined && "shape" in query ? Object.keys(query.shape as object) : [];
 }
 
 /** The query a documented route takes: what {@linkcode refuseUntakenQuery} is given for it. */
-export interface TakenQuery {
+interface TakenQuery {
   /** Its query parameters (its `request.query` object's keys). */
   taken: string[];
-  /** Whether it takes `group.<field>` filters (a `group` query parameter in its `parameters`). */
+  /** Whether it takes `group.<field>` filters (it lists {@linkcode groupFilterParameter}). */
   groupFilters: boolean;
 }
 
 /** The query a route's definition takes, as its document lists it. */
-export function takenQueryOf(route: RouteConfig): TakenQuery {
-  const parameters: unknown[] = Array.isArray(route.parameters) ? route.parameters : [];
-  const groupFilters = parameters.some((parameter) =>
-    typeof parameter === "object" && parameter !== null && "in" in parameter &&
-    parameter.in === "query" && "name" in parameter && parameter.name === "group"
-  );
-  return { taken: documentedQuery(route), groupFilters };
+function takenQueryOf(route: RouteConfig): TakenQuery {
+  const parameters: readonly unknown[] = route.parameters ?? [];
+  return { taken: documentedQuery(route), groupFilters: parameters.includes(groupFilterParameter) };
 }
 
 /** Options for {@linkcode refuseUntakenQuery}. */
@@ -100,7 +119,8 @@ export interface UntakenQueryOptions {
  * try {
  *   refuseUntakenQuery("/v1/streams?limt=10", ["limit", "cursor"]);
  * } catch (error) {
- *   // Query parameter 'limt' is not taken here (did you mean 'limit'?); this route takes: limit, cursor
+ *   // Query parameter 'limt' is not taken here (did you mean 'limit'?); this route takes:
+ *   // limit, cursor
  *   console.log((error as Error).message);
  * }
  * ```
@@ -188,10 +208,11 @@ export interface ApiQueryOptions {
    */
   documented?: () => readonly RouteConfig[];
   /**
-   * Throws a route's own 400 for a parameter it does not take but means something elsewhere
-   * (`from` on `…/current`), before the general one; given the route's path (`/v1/streams/:stream`).
+   * By route path (Hono's form, `/v1/streams/:stream`), a check that throws that route's own 400
+   * for a parameter it does not take but means something elsewhere (`from` on `…/current`),
+   * before the general one. @default {none}
    */
-  explain?: (c: Context, routePath: string) => void;
+  explainers?: ReadonlyMap<string, (c: Context) => void>;
 }
 
 /**
@@ -235,7 +256,7 @@ export function apiQueryChecks(options: ApiQueryOptions = {}): MiddlewareHandler
       const route = matchedRoutes(c).find((route) => route.method === "GET");
       const read = route === undefined ? undefined : reads.get(route.path);
       if (route !== undefined && read !== undefined) {
-        options.explain?.(c, route.path);
+        options.explainers?.get(route.path)?.(c);
         refuseUntakenQuery(c.req.url, read.taken, { groupFilters: read.groupFilters });
       }
     }

@@ -94,7 +94,7 @@ import {
   unservableProblem,
 } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
-import { groupFilterField, refuseRepeatedQuery } from "./query.ts";
+import { groupFilterField, groupFilterParameter, refuseRepeatedQuery } from "./query.ts";
 import { jsonWithRequestId, madeJsonWithRequestId, requestIdOf } from "./request_id.ts";
 import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
 import { causeText, listNames, quoteInput } from "../telemetry/logging.ts";
@@ -1065,28 +1065,6 @@ function groupFilters(c: Context, counter: CompiledCounter): Record<string, stri
   return filters;
 }
 
-/**
- * The `group.<field>=<value>` query filter (read by {@linkcode groupFilters}).
- * OpenAPI cannot name a parameter by a pattern, so it is one free-form object
- * parameter: with `style: form` and `explode: true` each property is sent as
- * its own `name=value` pair, and the property names carry the `group.` prefix.
- */
-const groupFilterParameter = {
-  name: "group",
-  in: "query" as const,
-  required: false,
-  style: "form" as const,
-  explode: true,
-  description:
-    '`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value; a value in double quotes is a JSON string and matches only that string (`group.g="1"`). A URL query reads `+` as a space, so a `+` in a value is written `%2B`: `group.g=1e%2B21` for the number 1e21 (JSON text `1e+21`), `group.lang=C%2B%2B`; `group.g=1e+21` filters on the text `1e 21`, a value a group may have, so nothing says so. Several fields must all match; a field given twice uses the last value; a field the counter does not group by is a 400 `invalid_query`, and so is this parameter sent unexploded (`group=group.country,DE`). `group[<field>]=<value>` (or `group[group.<field>]`, as clients that send objects in `deepObject` style write this parameter) is the same.',
-  schema: {
-    type: "object" as const,
-    propertyNames: { pattern: "^group\\..+$" },
-    additionalProperties: { type: "string" as const },
-  },
-  example: { "group.country": "DE" },
-};
-
 /** What the windows operations say about filtering groups. */
 const GROUP_FILTER_TEXT =
   'Filter groups with `group.<field>=<value>` (e.g. `group.country=DE`; `null` matches a missing value; a value in double quotes, `group.g="1"`, only that string; several fields must all match). A query parameter other than those listed here, `group.<field>` and the cache-buster `_` (ignored) is a 400 `invalid_query` naming it (names are case-sensitive: `Group.country` filters nothing).';
@@ -1231,16 +1209,11 @@ function idempotencyKeyOf(c: Context): string | undefined {
 }
 
 /**
- * `from` and `to` on `…/current`, which reads the window containing now: ignored, they would
- * answer a read of other windows with that one as if it were them.
- */
-/**
  * Throws the 400 of `from` or `to` on `…/current`, which bound the windows listing: the words for
- * them, ahead of the untaken parameters' (`apiQueryChecks`, which calls it with the route's path).
+ * them, ahead of the untaken parameters' (`apiQueryChecks`, by {@linkcode queryExplainers}).
  */
-export function refuseWindowBounds(c: Context, routePath: string): void {
+function refuseWindowBounds(c: Context): void {
   // Read by decoded name (`%66rom` is `from`), as the repeat check reads names.
-  if (routePath !== currentWindowRoute.getRoutingPath() || !c.req.url.includes("?")) return;
   for (const name of ["from", "to"]) {
     if (c.req.query(name) === undefined) continue;
     throw new ApiError(
@@ -1395,6 +1368,14 @@ const currentWindowRoute = createRoute({
     ...errorsFor(400, 401, 403, 404, 409, 503),
   },
 });
+
+/**
+ * By route path (Hono's form), the check of a read's own 400 for a query parameter it does not
+ * take but that means something elsewhere: `apiQueryChecks`' `explainers`.
+ */
+export const queryExplainers: ReadonlyMap<string, (c: Context) => void> = new Map([
+  [currentWindowRoute.getRoutingPath(), refuseWindowBounds],
+]);
 
 function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWindowRoute> {
   return async (c) => {
@@ -1561,7 +1542,6 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
   };
   return async (c) => {
     if (deps.stopping?.()) {
-      c.header("Retry-After", "1");
       return notReady(c, deps.store.kind, {
         status: "shutting_down",
         code: "shutting_down",
@@ -1571,7 +1551,6 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
     if (deps.starting?.()) {
       // Not the store's ping: a store that does not answer holds the endpoints' loading up to its
       // deadline, and a probe would wait for it as long.
-      c.header("Retry-After", "1");
       return notReady(c, deps.store.kind, {
         status: "starting",
         code: "starting",
@@ -1588,8 +1567,6 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
     const problem = await Promise.race([check(), waited]);
     clearTimeout(timer);
     if (problem === null) return c.json({ status: "ready", store: deps.store.kind }, 200);
-    // As a request the store failed answers: a balancer or client told when to ask again.
-    c.header("Retry-After", String(STORE_RETRY_AFTER_SECONDS));
     return notReady(c, deps.store.kind, {
       status: "unavailable",
       code: "store_unavailable",
@@ -1611,9 +1588,12 @@ interface NotReady {
 
 /**
  * The 503 of `/readyz`, its request log line saying why as an error's does (every branch: a
- * probe's 503 without a reason in the log leaves an operator guessing).
+ * probe's 503 without a reason in the log leaves an operator guessing), with `Retry-After` as a
+ * request the store failed answers: a balancer or client told when to ask again, one value
+ * whether the instance is stopping, starting or its store is unreachable.
  */
 function notReady(c: Context, store: string, reason: NotReady) {
+  c.header("Retry-After", String(STORE_RETRY_AFTER_SECONDS));
   annotateRequest(c, {
     error: { code: reason.code, message: reason.message },
     ...(reason.cause === undefined ? {} : { cause: causeText(reason.cause) }),

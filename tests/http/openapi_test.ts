@@ -219,6 +219,9 @@ for (
           }`,
           name,
         );
+        // A HEAD of it is refused alike (its status; a HEAD answer has no body).
+        const head = await ctx.app.request(`${path}?unlisted=1`, { method: "HEAD", headers });
+        assert.equal(head.status, 400, `${name} as HEAD: ${await head.text()}`);
         // Before the key is looked up too: without one it is the same 400, not a 401.
         const { Authorization: _, ...keyless } = headers;
         const unkeyed = await ctx.app.request(`${path}?unlisted=1`, { headers: keyless });
