@@ -57,15 +57,17 @@ const NO_STREAMS =
 /**
  * What the Streams panel says when no stream is listed to a key with `grant` (`GET /v1/key`): for
  * a key limited to streams, that none of those exists yet, naming them (the first 10), rather
- * than that the server has none, or to create one, which such a key may not.
+ * than that the server has none; and to create one only if the key's scopes include admin (an
+ * admin key limited to streams may `PUT` those), as a read key may not.
  */
 function noStreamsFor(grant) {
   if (grant.streams === null) return NO_STREAMS;
   const named = grant.streams.slice(0, 10).join(", ");
   const more = grant.streams.length - 10;
+  const create = grant.scopes.includes("admin") ? " Create one with PUT /v1/streams/{stream}." : "";
   return `None of the streams this key may read exists yet: ${named}${
     more > 0 ? `, and ${more} more` : ""
-  }.`;
+  }.${create}`;
 }
 
 const LIVE_TYPES = ["window.updated", "window.closed", "alert.fired"];

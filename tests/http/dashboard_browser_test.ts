@@ -2057,36 +2057,45 @@ browserTest(
   },
 );
 
-browserTest(
-  "a read key limited to streams none of which exists yet is told so, naming them, not that the server has no stream nor to create one it may not",
-  async (browser) => {
-    const server = await startServer({ auth: true });
-    const created = await fetch(`${server.base}/v1/keys`, {
-      method: "POST",
-      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
-      body: JSON.stringify({ scopes: ["read"], streams: ["checkout", "refunds"] }),
-    });
-    assert.equal(created.status, 201);
-    const key: string = (await created.json()).key;
-    try {
-      const page = await newPage(browser);
-      await page.goto(`${server.base}/`);
-      const input = page.locator('input[name="key"]');
-      await input.fill(key);
-      await input.press("Enter");
-      // The server has a stream (orders), which this key may not read: before, the panel said
-      // "No streams yet: add one to the config file, or create one with PUT …", which such a key
-      // cannot do, and which is not so.
-      await textMatching(
-        page,
-        "#streams",
-        /^None of the streams this key may read exists yet: checkout, refunds\.$/,
-      );
-    } finally {
-      await server.close();
-    }
-  },
-);
+for (
+  const [scopes, told] of [
+    [["read"], /^None of the streams this key may read exists yet: checkout, refunds\.$/],
+    // An admin key limited to streams may create those (`PUT /v1/streams/{stream}`).
+    [
+      ["admin"],
+      /^None of the streams this key may read exists yet: checkout, refunds\. Create one with PUT \/v1\/streams\/\{stream\}\.$/,
+    ],
+  ] as const
+) {
+  browserTest(
+    `a ${
+      scopes[0]
+    } key limited to streams none of which exists yet is told so, naming them, not that the server has no stream, and to create one only if it may`,
+    async (browser) => {
+      const server = await startServer({ auth: true });
+      const created = await fetch(`${server.base}/v1/keys`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ scopes, streams: ["checkout", "refunds"] }),
+      });
+      assert.equal(created.status, 201);
+      const key: string = (await created.json()).key;
+      try {
+        const page = await newPage(browser);
+        await page.goto(`${server.base}/`);
+        const input = page.locator('input[name="key"]');
+        await input.fill(key);
+        await input.press("Enter");
+        // The server has a stream (orders), which this key may not read: before, the panel said
+        // "No streams yet: add one to the config file, or create one with PUT …", which is not so,
+        // and a read key cannot create one.
+        await textMatching(page, "#streams", told);
+      } finally {
+        await server.close();
+      }
+    },
+  );
+}
 
 /**
  * The dashboard with data, an alert fired and webhook health shown, in `scheme`: what axe-core
