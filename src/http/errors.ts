@@ -187,7 +187,8 @@ export const ERROR_CODES = {
   ingest_sockets_full: { status: [503], when: "this instance holds its most ingest WebSockets" },
   starting: {
     status: [503],
-    when: "`/readyz` only: this instance is starting, its webhook endpoints loading",
+    when:
+      "`/readyz` only, as its `status` and its request log line's `error.code` (its body is not an error envelope): this instance is starting, its webhook endpoints loading",
   },
   shutting_down: { status: [503], when: "this instance is stopping" },
   connection_closing: {
