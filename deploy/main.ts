@@ -70,7 +70,6 @@ async function setUp() {
     webhooks,
     backlog,
     shutdownMs: config.shutdownMs,
-    drainMs: config.drainMs,
     hostname: config.hostname,
     logNotices() {
       logNotices(config.notices);
@@ -90,10 +89,11 @@ async function setUp() {
       }
       // A drain is for a load balancer that probes `/readyz` and takes a stopping process out of
       // its rotation meanwhile; Deploy routes requests itself, asking no `/readyz`, so here it
-      // only holds the stop that long, out of the 5 s before the kill.
+      // would only hold the stop that long, out of the 5 s before the kill: the server is given
+      // none (see `serveApp` below).
       if (config.drainMs > 0) {
         logger.warn(
-          "EDGESTREAM_DRAIN has no use on Deno Deploy, whose routing asks no /readyz (got {drain}): it only holds a stopping isolate's stop that long, out of the 5 s before its kill; it is for a self-hosted process behind a load balancer that probes /readyz (src/main.ts)",
+          "EDGESTREAM_DRAIN is ignored on Deno Deploy, whose routing asks no /readyz (got {drain}): a stopping isolate does not drain, keeping the 5 s before its kill for its stop; it is for a self-hosted process behind a load balancer that probes /readyz (src/main.ts)",
           { drain: Deno.env.get("EDGESTREAM_DRAIN") },
         );
       }
@@ -122,7 +122,10 @@ Deno.cron("edgestream sweep", "* * * * *", () => {
   return run;
 });
 
-/** Whole cron runs failing: an outage of the store said when it starts and ends, once a minute between. */
+/**
+ * Whole cron runs failing: an outage of the store said when it starts and ends, once a minute
+ * between.
+ */
 const sweepOutage = sweepOutageLog();
 /** The backlog count after a cron sweep failing: said as the sweep's outage is. */
 const countOutage = backlogCountLog();
@@ -177,7 +180,6 @@ exitOnStopSignal(
 const {
   gated,
   shutdownMs,
-  drainMs,
   hostname,
   streams: registry,
   backlog,
@@ -197,7 +199,9 @@ const serving = serveApp(gated.built, {
   hostname,
   port: port === undefined ? undefined : Number(port),
   shutdownMs,
-  drainMs,
+  // EDGESTREAM_DRAIN is ignored here (warned at startup): no drain takes from the 5 s before
+  // Deploy's kill, for a `/readyz` nothing asks.
+  drainMs: 0,
   ready: gated.ready,
   onListenError(error) {
     const listened = port === undefined ? DENO_SERVE_PORT : Number(port);
@@ -227,7 +231,8 @@ stopping.serving = () => {
   );
 };
 // Listening first: a process that cannot stops before it loads or records anything in the store.
-// The webhook endpoints loaded (or logged: a store that cannot be reached yet), held requests go on.
+// The webhook endpoints loaded (or logged: a store that cannot be reached yet), held requests go
+// on.
 await gated.open();
 // Config streams checked against the store, and streams created at run time polled for; an event
 // for a config stream not recorded yet waits for its record.

@@ -292,7 +292,7 @@ Deno.test("deploy/main.ts warns, naming it, that EDGESTREAM_SWEEP_EVERY has no e
   }
 });
 
-Deno.test("deploy/main.ts warns once, naming it, that EDGESTREAM_DRAIN has no use there: Deploy asks no /readyz", async () => {
+Deno.test("deploy/main.ts warns once, naming it, that EDGESTREAM_DRAIN is ignored there, and stops without a drain: Deploy asks no /readyz", async () => {
   for (const drain of ["2s", "0s", ""]) {
     const run = runDeploy({ DENO_TIMELINE: "preview/abc123", EDGESTREAM_DRAIN: drain });
     try {
@@ -307,10 +307,21 @@ Deno.test("deploy/main.ts warns once, naming it, that EDGESTREAM_DRAIN has no us
         continue;
       }
       assert.deepEqual(found, [
-        "EDGESTREAM_DRAIN has no use on Deno Deploy, whose routing asks no /readyz (got 2s): it only holds a stopping isolate's stop that long, out of the 5 s before its kill; it is for a self-hosted process behind a load balancer that probes /readyz (src/main.ts)",
+        "EDGESTREAM_DRAIN is ignored on Deno Deploy, whose routing asks no /readyz (got 2s): a stopping isolate does not drain, keeping the 5 s before its kill for its stop; it is for a self-hosted process behind a load balancer that probes /readyz (src/main.ts)",
       ]);
+      // Before, the server was given the drain: the stop spent 2 s of Deploy's 5 s serving on.
+      await run.seen(/listening on/);
+      run.child.kill("SIGINT");
+      const { code, output } = await run.done;
+      assert.match(output, /SIGINT: stopping, within 4000 ms/, output);
+      assert.doesNotMatch(output, /draining for/, output);
+      assert.equal(code, 0, output);
     } finally {
-      run.child.kill("SIGTERM");
+      try {
+        run.child.kill("SIGTERM");
+      } catch {
+        // Exited already.
+      }
       await run.done;
     }
   }
