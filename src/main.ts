@@ -153,7 +153,10 @@ export interface CreateServerAppOptions {
   starting?: () => boolean;
 }
 
-/** The app both entry points serve (see {@linkcode createGatedServerApp}), its webhook endpoints not loaded yet. */
+/**
+ * The app both entry points serve (see {@linkcode createGatedServerApp}), its webhook endpoints
+ * not loaded yet.
+ */
 export function createServerApp(
   config: ServerConfig,
   options: CreateServerAppOptions = {},

@@ -26,7 +26,10 @@ import { grantOfRequest } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
 
-/** Request headers a page's API request may send (trace context and baggage as for ingest, in browser.ts). */
+/**
+ * Request headers a page's API request may send (trace context and baggage as for ingest, in
+ * browser.ts).
+ */
 export const API_ALLOWED_HEADERS =
   "authorization, content-type, content-encoding, idempotency-key, if-match, if-none-match, last-event-id, x-request-id, traceparent, tracestate, baggage";
 
@@ -36,10 +39,11 @@ export const API_EXPOSED_HEADERS =
 
 /**
  * Errors answered before a key is granted, which any page may read: a query parameter repeated
- * or, on a read, not taken (400 `invalid_query`), a path whose stream is no name (400 `invalid_request`: a key limited to
- * streams is refused it before its grant, where a key for all streams gets it from the route), the
- * key refused (401, 403) or not looked up (503). (A body too large or too slow comes only with a
- * method the origin policy refused already from other origins.)
+ * or, on a read, not taken (400 `invalid_query`), a path whose stream is no name
+ * (400 `invalid_request`: a key limited to streams is refused it before its grant, where a key
+ * for all streams gets it from the route), the key refused (401, 403) or not looked up (503). (A
+ * body too large or too slow comes only with a method the origin policy refused already from other
+ * origins.)
  */
 const BEFORE_A_KEY = new Set([400, 401, 403, 503]);
 

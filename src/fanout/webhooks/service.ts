@@ -614,13 +614,11 @@ export class WebhookService {
     }], { onlyToStoredEndpoints: true });
     // Its id is new: none created means a DELETE since the endpoint was read left no delivery for
     // it. Said so at once, with nothing read back and no sender woken for it.
-    if (created === 0) {
-      throw new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
-    }
+    if (created === 0) throw endpointNotFound(id);
     this.#sender.kick();
     const delivery = await this.#deliveries.getDelivery(deliveryId);
     // The endpoint was deleted since the delivery was created: its deliveries are gone with it.
-    if (!delivery) throw new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
+    if (!delivery) throw endpointNotFound(id);
     return delivery;
   }
 
@@ -696,4 +694,9 @@ export class WebhookService {
     if (!delivery) throw new WebhookNotFoundError("delivery", `No delivery has id '${deliveryId}'`);
     return { ...delivery, attemptLog: await this.#deliveries.listAttempts(deliveryId) };
   }
+}
+
+/** The error of a test delivery to endpoint `id`, deleted before or just after it was created. */
+function endpointNotFound(id: string): WebhookNotFoundError {
+  return new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
 }
