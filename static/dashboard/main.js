@@ -269,15 +269,15 @@ async function start() {
   }
   noteRead(streams, listReadAt);
 
+  /** What the Streams panel says when no stream is listed: see {@linkcode noStreamsFor}. */
+  let noStreams = NO_STREAMS;
+  let grantAsked = false;
+
   /**
    * Shows the panels of the chosen streams of `all` (a `GET /v1/streams` answer's list, each
    * stream's stats read at `readAt`), building them again when the choice changed or those
    * streams were created, deleted or redefined since.
    */
-  /** What the Streams panel says when no stream is listed: see {@linkcode noStreamsFor}. */
-  let noStreams = NO_STREAMS;
-  let grantAsked = false;
-
   function apply(all) {
     latest = all;
     if (all.length === 0 && !grantAsked) {
