@@ -283,8 +283,9 @@ function trackerOption(options, name, fallback, min, whole) {
  * room among the keepalive requests in flight; past it the oldest batches are
  * dropped, counted in `dropped`), `heldRetryMs` (30,000: the first wait before a batch
  * held after its retries is sent again by itself, doubling up to 5 minutes),
- * `onRejected` (called with `{stream, events, rejected}` when the server
- * rejects events of a batch it was sent, as the reply's `rejected` lists them,
+ * `onRejected` (called with `{stream, events, rejected, rejectedCount}` when the server
+ * rejects events of a batch it was sent, as the reply's `rejected` lists them
+ * (a replay's may list only the first ones: `rejectedCount` counts them all),
  * after a console warning naming the first one's error). A number option that
  * is given must be at least 1 (`maxBatch`) or 0 (the others), whole but for
  * `flushMs`, `retryBaseMs` and `heldRetryMs`, which are at most 2,147,483,647 ms (what a
@@ -503,7 +504,8 @@ export function createTracker(options) {
    * Reports the events of a sent batch that the server rejected (`answer.rejected`: the reply's
    * list, each `{index, errors}` with `index` into `events`; a replay lists the first ones and its
    * `rejectedOmitted` says how many more): a console warning counting them all and naming the
-   * first one's first error, and `onRejected({stream, events, rejected})`. They are not sent
+   * first one's first error, and `onRejected({stream, events, rejected, rejectedCount})`
+   * (`rejectedCount`: all of them, the omitted ones too). They are not sent
    * again: sent again, they would be rejected again. Answers whether there were any.
    */
   function rejectedIn(stream, events, answer) {
@@ -512,13 +514,14 @@ export function createTracker(options) {
     const first = rejected[0];
     const error = first?.errors?.[0];
     const omitted = Number.isInteger(answer.rejectedOmitted) ? answer.rejectedOmitted : 0;
+    const rejectedCount = rejected.length + omitted;
     console.warn(
-      `edgestream: ${stream} rejected ${rejected.length + omitted} of ${events.length} events; ` +
+      `edgestream: ${stream} rejected ${rejectedCount} of ${events.length} events; ` +
         `event ${first?.index}: ${
           error ? `${error.path ? `${error.path}: ` : ""}${error.message}` : "invalid"
         }`,
     );
-    callHandler(options.onRejected, { stream, events, rejected });
+    callHandler(options.onRejected, { stream, events, rejected, rejectedCount });
     return true;
   }
 

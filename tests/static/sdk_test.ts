@@ -968,7 +968,9 @@ Deno.test("events a real server rejects are reported, with the first one's error
     },
   });
   const { warnings, stopCapture } = captureWarnings();
-  const heard: Array<{ stream: string; events: unknown[]; rejected: unknown[] }> = [];
+  const heard: Array<
+    { stream: string; events: unknown[]; rejected: unknown[]; rejectedCount: number }
+  > = [];
   const sends: number[] = [];
   const original = globalThis.fetch;
   globalThis.fetch = ((...args: Parameters<typeof fetch>) => {
@@ -1003,6 +1005,7 @@ Deno.test("events a real server rejects are reported, with the first one's error
       "edgestream: orders rejected 1 of 1 events; event 0: amount: Required field is missing (expected number)",
     ]);
     assert.deepEqual(heard.map((report) => report.rejected.length), [1, 1]);
+    assert.deepEqual(heard.map((report) => report.rejectedCount), [1, 1]);
     assert.equal(sends.length, 2);
     const stats = await server.stats("orders");
     assert.deepEqual([stats.accepted, stats.rejected], [2, 1]);
@@ -1013,7 +1016,7 @@ Deno.test("events a real server rejects are reported, with the first one's error
   }
 });
 
-Deno.test("a replay whose rejected list was shortened is warned with every rejected event counted, its 'rejectedOmitted' too", async () => {
+Deno.test("a replay whose rejected list was shortened is warned and told to onRejected with every rejected event counted, its 'rejectedOmitted' too", async () => {
   const rejected = { index: 1, errors: [{ path: "amount", message: "bad" }] };
   const { restore } = recordingFetch([
     Response.json(
@@ -1022,11 +1025,19 @@ Deno.test("a replay whose rejected list was shortened is warned with every rejec
     ),
   ]);
   const { warnings, stopCapture } = captureWarnings();
+  const heard: Array<{ rejected: unknown[]; rejectedCount: number }> = [];
   try {
-    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      onRejected: (report) => heard.push(report),
+    });
     for (let i = 0; i < 4; i++) tracker.track("s", {});
     await tracker.flush();
     assert.deepEqual(warnings, ["edgestream: s rejected 3 of 4 events; event 1: amount: bad"]);
+    assert.deepEqual(heard.map((report) => [report.rejected, report.rejectedCount]), [
+      [[rejected], 3],
+    ]);
   } finally {
     stopCapture();
     restore();

@@ -22,6 +22,7 @@ export function createTracker(options: {
     stream: string;
     events: Array<Record<string, unknown>>;
     rejected: Array<{ index: number; errors: Array<{ path: string; message: string }> }>;
+    rejectedCount: number;
   }) => void;
 }): Tracker;
 export function init(options: Parameters<typeof createTracker>[0]): Tracker;
