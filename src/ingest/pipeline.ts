@@ -301,8 +301,8 @@ export function ingestFanoutFor(stream: string, consumers: FanoutConsumers): Ing
 export const MAX_EVENT_ERRORS = 10;
 
 /**
- * Most characters the JSON of a stored idempotent reply's rejected events takes (but for a first
- * one that alone is past it, kept shortened). The reply is kept for the stream's `idempotencyTtl`
+ * Most characters the JSON of a stored idempotent reply's rejected events takes (a first one that
+ * alone is past it is kept shortened within it). The reply is kept for the stream's `idempotencyTtl`
  * (24 h by default) and a stream's limits bound requests, not bytes: at 64 KiB a reply, 100
  * requests a second made Redis hold over 500 GB a day. At 4 KiB the replay of the usual request, with
  * a few rejected events, is still the first reply whole.
@@ -313,7 +313,8 @@ export const MAX_STORED_REJECTED_CHARS = 4_096;
  * The JSON text of a stored reply (`{accepted, filtered, rejected}`, as `JSON.stringify` writes
  * it), whose `rejected` lists the first rejected events in order (each already with at most
  * {@linkcode MAX_EVENT_ERRORS} errors), as many as {@linkcode MAX_STORED_REJECTED_CHARS} of JSON
- * allow, and the first one always (shortened if it alone is past that); when some are left out,
+ * allow, and the first one always (shortened within that if it alone is past it, see
+ * {@linkcode shortenedWithin}): `rejected`'s JSON is never longer; when some are left out,
  * `rejectedOmitted` says how many. Each event kept is turned into JSON once: the text measured is
  * the text stored. A release that knows no `rejectedOmitted` replays it as it is, one more field.
  */
@@ -324,10 +325,9 @@ function storedReply(accepted: number, filtered: number, rejected: readonly Reje
   for (const rejection of rejected) {
     const text = JSON.stringify(rejection);
     if (chars + text.length + 1 > MAX_STORED_REJECTED_CHARS) {
-      // The first is kept always, its paths and messages quoted within 256 characters if it alone
-      // is past the bound (paths nested deep under long keys): a replay that listed no rejection
-      // would say that none was rejected.
-      if (kept.length === 0) kept.push(JSON.stringify(shortened(rejection)));
+      // The first is kept always, shortened if it alone is past the bound (paths nested deep under
+      // long keys): a replay that listed no rejection would say that none was rejected.
+      if (kept.length === 0) kept.push(shortenedWithin(rejection, MAX_STORED_REJECTED_CHARS - 2));
       break;
     }
     chars += text.length + 1;
@@ -340,13 +340,43 @@ function storedReply(accepted: number, filtered: number, rejected: readonly Reje
   }}`;
 }
 
-/** `rejection` with each error's path and message quoted within 256 characters. */
-function shortened(rejection: Rejection): Rejection {
+/**
+ * The JSON of `rejection` within `budget` characters: each error's path and message quoted within
+ * 256 characters as client input is anywhere, or, when that is still past `budget`, each within an
+ * equal share of what the rest of its JSON leaves (a quoted character may take 6 characters of
+ * JSON, `\u0001`: 11 errors quoted within 256 took near 30,000). A path or message within its share
+ * stays whole, as the count that ends a long list of errors does. For the at most
+ * {@linkcode MAX_EVENT_ERRORS} errors and that count a rejection lists, a share is over 150
+ * characters, room for the `… (n characters)` every quote keeps.
+ */
+function shortenedWithin(rejection: Rejection, budget: number): string {
+  const text = JSON.stringify(withQuotes(rejection, (field) => quoteInput(field)));
+  if (text.length <= budget) return text;
+  // Each path and message, its quotation marks included, within its share: what they take in all
+  // is at most what the rest leaves.
+  const fields = 2 * rejection.errors.length;
+  const rest = JSON.stringify(withQuotes(rejection, () => "")).length - 2 * fields;
+  const share = Math.floor((budget - rest) / fields);
+  return JSON.stringify(withQuotes(rejection, (field) => quotedWithin(field, share)));
+}
+
+/** `rejection` with each error's path and message as `quote` gives it. */
+function withQuotes(rejection: Rejection, quote: (field: string) => string): Rejection {
   const errors = rejection.errors.map((error) => ({
-    path: quoteInput(error.path),
-    message: quoteInput(error.message),
+    path: quote(error.path),
+    message: quote(error.message),
   }));
   return { ...rejection, errors };
+}
+
+/** `text` quoted (see `quoteInput`) with as many characters as keep its JSON within `chars`. */
+function quotedWithin(text: string, chars: number): string {
+  // Each character takes at least one of JSON, and the quotation marks two.
+  for (let max = Math.min(256, chars - 2); max > 0; max--) {
+    const quoted = quoteInput(text, max);
+    if (JSON.stringify(quoted).length <= chars) return quoted;
+  }
+  return quoteInput(text, 0);
 }
 
 /** Why a request with an `Idempotency-Key` was not applied. */

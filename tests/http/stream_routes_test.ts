@@ -525,6 +525,53 @@ Deno.test("a stored reply keeps the first rejected event, shortened, even when i
   assert.equal("rejectedOmitted" in replayed, false, "the one rejected event is listed");
 });
 
+Deno.test("a stored reply's first rejected event, alone past the bound with paths and messages JSON escapes 6 times over, is shortened within 4,096 characters", async () => {
+  // Keys of control characters (each `\u0001` in JSON) whose values are not in an enum of strings
+  // of them: each of the 11 errors listed has a path and a message over 256 characters, each
+  // character 6 of JSON.
+  const escaped = "\u0001".repeat(300);
+  const { app } = await testApp({
+    config: {
+      streams: {
+        escaped: {
+          schema: { type: "object", additionalProperties: { enum: [escaped, `${escaped}"`] } },
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    },
+  });
+  const event = Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`${escaped}${i}`, 1]));
+  const post = () =>
+    app.request("/v1/streams/escaped/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Idempotency-Key": "escaped-rejection" },
+      body: JSON.stringify([{}, event]),
+    });
+  const first = await (await post()).json();
+  const errors = first.rejected[0].errors as Array<{ path: string; message: string }>;
+  assert.equal(errors.length, 11);
+  assert.ok(
+    errors.slice(0, 10).every((error) => error.path.length > 256 && error.message.length > 256),
+  );
+  const replayed = await (await post()).json();
+  assert.equal(replayed.replayed, true);
+  assert.ok(
+    JSON.stringify(replayed.rejected).length <= MAX_STORED_REJECTED_CHARS,
+    `${JSON.stringify(replayed.rejected).length} characters stored`,
+  );
+  // Every error kept, each path and message its first characters, saying how many it had.
+  const stored = replayed.rejected[0].errors as Array<{ path: string; message: string }>;
+  assert.equal(replayed.rejected[0].index, 1);
+  assert.equal(stored.length, 11);
+  for (const [i, error] of stored.slice(0, 10).entries()) {
+    assert.ok(errors[i].path.startsWith(error.path.slice(0, error.path.indexOf("…"))));
+    assert.ok(error.path.endsWith(`(${errors[i].path.length} characters)`), error.path);
+    assert.ok(error.message.endsWith(` characters)`), error.message);
+  }
+  assert.deepEqual(stored[10], errors[10]);
+  assert.equal("rejectedOmitted" in replayed, false, "the one rejected event is listed");
+});
+
 Deno.test("a rejected event with 11 errors lists 10 and 'and 1 more error not listed'; with 10, all 10", async () => {
   const { app } = await testApp({ config: TAGGED });
   const response = await app.request("/v1/streams/tagged/events", {
