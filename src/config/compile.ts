@@ -123,6 +123,12 @@ export interface CompiledStream {
   /** Compiled alerts, in definition order. */
   alerts: CompiledAlert[];
   /**
+   * The places (in {@linkcode counters}) of the counters an alert evaluates `live` watches, but for
+   * sessions (a merge can move a session's start: its alerts are judged at close only): what an
+   * ingested batch's alert evaluation looks at, found once here rather than for every batch.
+   */
+  liveAlertCounters: ReadonlySet<number>;
+  /**
    * The counters the stream counted in its incarnation and no longer has (removed by a `PUT` or a
    * redeploy), read from its definition record: their results logged before the change still
    * read back as they were (webhooks, live), though the counter counts no more. Set from the
@@ -536,6 +542,7 @@ function compileStream(
       `${at}.counters.${counterName}`,
     )
   );
+  const alerts = compileAlerts(parsed.alerts, counters, at, options);
   return {
     name,
     definition: raw,
@@ -550,7 +557,11 @@ function compileStream(
     transform,
     counters,
     counterMetas: counters.map((counter) => counter.meta),
-    alerts: compileAlerts(parsed.alerts, counters, at, options),
+    alerts,
+    liveAlertCounters: new Set(
+      alerts.filter((alert) => alert.evaluate === "live" && alert.counter.window.kind !== "session")
+        .map((alert) => alert.counter.index),
+    ),
   };
 }
 

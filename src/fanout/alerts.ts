@@ -267,21 +267,16 @@ export class AlertWatcher {
 
   /** Records the windows and groups a batch touched; never throws, never waits. */
   observe(batch: AppliedBatch): void {
-    if (this.#closed || batch.stream.alerts.length === 0) return;
-    // Alerts with `evaluate: "close"` see only final values: the sweep judges them.
-    const watched = new Set<number>();
-    for (const alert of batch.stream.alerts) {
-      if (alert.evaluate === "live") watched.add(alert.counter.index);
-    }
-    if (watched.size === 0) return;
+    // Alerts with `evaluate: "close"`, and a session counter's, see only final values: the sweep
+    // judges them.
+    const watched = batch.stream.liveAlertCounters;
+    if (this.#closed || watched.size === 0) return;
     let touched = this.#pending.get(batch.stream);
     batch.events.forEach((_event, i) => {
       if (batch.outcomes[i] !== "applied") return;
       for (const update of cellUpdatesOf(batch.updates, batch.stream.counters.length, i)) {
         if (!watched.has(update.counter)) continue;
         const counter = batch.stream.counters[update.counter];
-        // A merge can move a session's start: sessions are judged only at close.
-        if (counter.window.kind === "session") continue;
         if (!touched) {
           touched = new Map();
           this.#pending.set(batch.stream, touched);

@@ -1316,6 +1316,28 @@ Deno.test("the README's close-only alert compiles with evaluate close, an alert 
   );
 });
 
+Deno.test("compileConfig() lists once the counters a live alert watches, not a close-only alert's nor a session counter's", () => {
+  const count = (window: Record<string, string>) => ({ window, aggregate: "count" });
+  const stream = only(compileConfig(orders({
+    counters: {
+      quiet: count({ tumbling: "1m" }),
+      busy: count({ tumbling: "1m" }),
+      visits: count({ session: "30m" }),
+      plain: count({ tumbling: "1h" }),
+      twice: count({ tumbling: "1h" }),
+    },
+    alerts: [
+      { name: "q", counter: "quiet", when: "value < 3.0", evaluate: "close" },
+      { name: "b", counter: "busy", when: "value > 9.0" },
+      { name: "v", counter: "visits", when: "value > 9.0", evaluate: "live" },
+      { name: "t1", counter: "twice", when: "value > 9.0" },
+      { name: "t2", counter: "twice", when: "value > 99.0", evaluate: "live" },
+    ],
+  })));
+  assert.deepEqual([...stream.liveAlertCounters], [1, 4]);
+  assert.equal(only(compileConfig(counter({}))).liveAlertCounters.size, 0);
+});
+
 Deno.test("the README states the 1s minimum of every window length, and each example it gives reads as it says", async () => {
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   const bullet = readme.slice(readme.indexOf("  - `window`: "), readme.indexOf("  - `groupBy`: "));
