@@ -78,8 +78,10 @@ export interface QuantileOptions {
   /** Largest value counted; estimates are clamped to at most it. @default {no clamp} */
   max?: number | null;
   /**
-   * A tally to which the bucket slots looked at are added (for tests of its cost: the occupied
-   * buckets of each sketch read, not the span of bucket keys between them). @default {none}
+   * For tests only, not part of the API: a tally to which the bucket slots looked at are added (to
+   * test its cost: the occupied buckets of each sketch read, not the span of bucket keys between
+   * them). @default {none}
+   * @internal
    */
   tally?: { slotsRead: number };
 }
