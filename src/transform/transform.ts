@@ -63,18 +63,11 @@ function compileStep(step: TransformStep, index: number, options: CompileTransfo
     });
     // One activation reused for every event (evaluation is synchronous): no object per event.
     const context: { event: Event | null } = { event: null };
+    const path = `${at}.filter`;
     return (event) => {
-      let result;
-      context.event = event;
-      try {
-        result = filter(context);
-      } catch (error) {
-        throw failed(error, `${at}.filter`);
-      } finally {
-        context.event = null;
-      }
+      const result = evaluated(filter, context, event, path);
       const notBool = notBoolReason("Filter", result);
-      if (notBool !== null) throw new TransformError(`${at}.filter`, notBool);
+      if (notBool !== null) throw new TransformError(path, notBool);
       return result ? event : null;
     };
   }
@@ -88,15 +81,7 @@ function compileStep(step: TransformStep, index: number, options: CompileTransfo
       const [[field, expression]] = fields;
       const path = `${at}.set.${field}`;
       return (event, inPlace, written) => {
-        let value;
-        context.event = event;
-        try {
-          value = expression(context);
-        } catch (error) {
-          throw failed(error, path);
-        } finally {
-          context.event = null;
-        }
+        let value = evaluated(expression, context, event, path);
         try {
           value = toJson(value, written);
         } catch (error) {
@@ -179,6 +164,27 @@ function compile(source: string, path: string, options: CompileExpressionOptions
   }
 }
 
+/**
+ * `expression`'s value for `event`, evaluated with `context`, the step's one activation reused for
+ * every event (evaluation is synchronous: no object per event), emptied again after; a failure is
+ * the {@linkcode TransformError} of `path`.
+ */
+function evaluated(
+  expression: (context: { event: Event | null }) => unknown,
+  context: { event: Event | null },
+  event: Event,
+  path: string,
+): unknown {
+  context.event = event;
+  try {
+    return expression(context);
+  } catch (error) {
+    throw failed(error, path);
+  } finally {
+    context.event = null;
+  }
+}
+
 /** The error of an expression that failed at `path` (try/catch inline: no closure per event). */
 function failed(error: unknown, path: string): TransformError {
   return new TransformError(path, `Expression failed: ${evaluationMessage(error)}`, {
@@ -225,7 +231,8 @@ export function compileTransform(
   // One count reused for every event (a transform runs synchronously): no object per event.
   const written: JsonBudget = { left: MAX_SET_BYTES };
   // One or two steps (a filter and a set), the common cases, each called from a call site of its
-  // own rather than from one loop that calls every kind of step.
+  // own rather than from one loop that calls every kind of step. The loop below is the reference:
+  // these two bodies are it unrolled for one and two steps, and say nothing it does not.
   if (compiled.length === 1) {
     const [only] = compiled;
     return (event, options) => {
