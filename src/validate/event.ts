@@ -281,27 +281,38 @@ function isLeapSecond(value: string, pattern: RegExp): boolean {
 }
 
 /**
- * Gives the `date-time` and `time` pattern checks of a schema made of a node
- * {@linkcode RFC3339_MARK} marks a check that also takes a leap second ({@linkcode isLeapSecond});
- * every other value is checked by the pattern as before, with its issue.
+ * Gives the `date-time` and `time` pattern checks of a schema made of a node that
+ * {@linkcode RFC3339_MARK} marks (its string schema, a `type` list's member, under a `default`) a
+ * check that also takes a leap second ({@linkcode isLeapSecond}); every other value is checked by
+ * the pattern as before, with its issue.
  */
 function takesLeapSeconds(schema: z.ZodType): void {
   const patterns = new Set(Object.values(RFC3339_FORMATS).map(({ pattern }) => `/${pattern}/`));
+  forEachStringCheck(schema, (check) => {
+    const checkDef = check._zod.def;
+    if (checkDef.format !== "regex" || !patterns.has(String(checkDef.pattern))) return;
+    const patternCheck = check._zod.check;
+    // deno-lint-ignore no-explicit-any
+    check._zod.check = (payload: any) => {
+      if (!isLeapSecond(payload.value, checkDef.pattern)) patternCheck(payload);
+    };
+  });
+}
+
+/**
+ * Calls `visit` with each check of each string schema in `schema`: the schema itself and, below
+ * it, an `innerType` (a `default`, an optional), both sides of an intersection and a union's
+ * options.
+ */
+// deno-lint-ignore no-explicit-any
+function forEachStringCheck(schema: z.ZodType, visit: (check: any) => void): void {
   const pending: unknown[] = [schema];
   while (pending.length > 0) {
     // deno-lint-ignore no-explicit-any
     const def = (pending.pop() as any)?._zod?.def;
     if (def === undefined) continue;
     if (def.type === "string") {
-      for (const check of def.checks ?? []) {
-        const checkDef = check._zod.def;
-        if (checkDef.format !== "regex" || !patterns.has(String(checkDef.pattern))) continue;
-        const patternCheck = check._zod.check;
-        // deno-lint-ignore no-explicit-any
-        check._zod.check = (payload: any) => {
-          if (!isLeapSecond(payload.value, checkDef.pattern)) patternCheck(payload);
-        };
-      }
+      for (const check of def.checks ?? []) visit(check);
     }
     pending.push(def.innerType, def.left, def.right, ...(def.options ?? []));
   }
@@ -329,18 +340,9 @@ export const URI_SPACE_MESSAGE =
  * zod does (the URL parser takes it).
  */
 function checkUrisUnchanged(schema: z.ZodType): void {
-  const pending: unknown[] = [schema];
-  while (pending.length > 0) {
-    // deno-lint-ignore no-explicit-any
-    const def = (pending.pop() as any)?._zod?.def;
-    if (def === undefined) continue;
-    if (def.type === "string") {
-      for (const check of def.checks ?? []) {
-        if (check._zod.def.format === "url") check._zod.check = uriCheck(check);
-      }
-    }
-    pending.push(def.innerType, def.left, def.right, ...(def.options ?? []));
-  }
+  forEachStringCheck(schema, (check) => {
+    if (check._zod.def.format === "url") check._zod.check = uriCheck(check);
+  });
 }
 
 /** A check for zod's URL check `inst` that refuses what it would trim rather than trim it. */
