@@ -724,19 +724,31 @@ async function compressed(
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
-Deno.test("Ingest takes a gzip or deflate body within the limits, and refuses other encodings and bad ones", async () => {
+/**
+ * An app on a {@linkcode MemoryStore} and a `post` of a body to the `orders` stream's ingest with
+ * the given Content-Encoding (and Content-Type, JSON unless given).
+ */
+async function encodedIngest(): Promise<{
+  store: MemoryStore;
+  post: (body: BodyInit, encoding: string, contentType?: string) => Promise<Response>;
+}> {
   const store = new MemoryStore();
   const app = createApp({
     streams: compileConfig(TEST_CONFIG),
     store,
     keys: await KeyRing.parse(""),
   });
-  const post = (body: BodyInit, encoding: string) =>
-    app.request("/v1/streams/orders/events", {
+  const post = async (body: BodyInit, encoding: string, contentType = "application/json") =>
+    await app.request("/v1/streams/orders/events", {
       method: "POST",
-      headers: { "Content-Type": "application/json", "Content-Encoding": encoding },
+      headers: { "Content-Type": contentType, "Content-Encoding": encoding },
       body,
     });
+  return { store, post };
+}
+
+Deno.test("Ingest takes a gzip or deflate body within the limits, and refuses other encodings and bad ones", async () => {
+  const { store, post } = await encodedIngest();
   const events = JSON.stringify([{ id: "1", country: "DE", amount: 5 }, {
     id: "2",
     country: "FR",
@@ -772,18 +784,8 @@ Deno.test("Ingest takes a gzip or deflate body within the limits, and refuses ot
 });
 
 Deno.test("Ingest reads a gzip body of several members, as `cat a.gz b.gz` makes, in order", async () => {
-  const store = new MemoryStore();
-  const app = createApp({
-    streams: compileConfig(TEST_CONFIG),
-    store,
-    keys: await KeyRing.parse(""),
-  });
-  const post = (body: BodyInit) =>
-    app.request("/v1/streams/orders/events", {
-      method: "POST",
-      headers: { "Content-Type": "application/x-ndjson", "Content-Encoding": "gzip" },
-      body,
-    });
+  const { store, post: postAs } = await encodedIngest();
+  const post = (body: BodyInit) => postAs(body, "gzip", "application/x-ndjson");
   const first = await compressed('{"id":"1","country":"DE","amount":5}\n', "gzip");
   const second = await compressed('{"id":"2","country":"FR","amount":7}\n', "gzip");
   const res = await post(new Uint8Array([...first, ...second]));
@@ -799,18 +801,8 @@ Deno.test("Ingest reads a gzip body of several members, as `cat a.gz b.gz` makes
 });
 
 Deno.test("Ingest takes a deflate body sent without its zlib wrapper (raw deflate, as some clients send), within the same limit", async () => {
-  const store = new MemoryStore();
-  const app = createApp({
-    streams: compileConfig(TEST_CONFIG),
-    store,
-    keys: await KeyRing.parse(""),
-  });
-  const post = (body: BodyInit) =>
-    app.request("/v1/streams/orders/events", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "Content-Encoding": "deflate" },
-      body,
-    });
+  const { store, post: postAs } = await encodedIngest();
+  const post = (body: BodyInit) => postAs(body, "deflate");
   const res = await post(await compressed('{"id":"1","country":"DE","amount":5}', "deflate-raw"));
   assert.equal(res.status, 202, await res.clone().text());
   assert.equal((await res.json()).accepted, 1);
