@@ -2,10 +2,12 @@
  * `src/main.ts` (or `deploy/main.ts`) as a child process, as a user starts
  * it: `deno run --cached-only` with the machine's environment (certificates,
  * proxies) plus the given variables, on port 0, its port read from its
- * "listening on" line.
+ * "listening on" line; and what either one's probes answer while it starts
+ * ({@linkcode probesWhileStarting}), in a child process or in this one.
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -213,4 +215,28 @@ export function silentListener(): SilentListener {
       await accepting;
     },
   };
+}
+
+/**
+ * How long (ms) a probe asked before the server is ready may take: far more than one answered at
+ * once needs on a loaded machine, so that only a probe held until ready fails.
+ */
+export const PROBE_WAIT_MS = 5_000;
+
+/**
+ * Asks `/healthz` and `/readyz` of the server at `base` while its webhook endpoints are still
+ * loading, as `src/main.ts` and `deploy/main.ts` both answer then: `/healthz` 200 and `/readyz`
+ * 503 `starting` with `Retry-After: 1`, each at once (a probe that waits for the loading times
+ * out after {@linkcode PROBE_WAIT_MS}). Gives `/readyz`'s body.
+ */
+export async function probesWhileStarting(base: string): Promise<Record<string, unknown>> {
+  const health = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(PROBE_WAIT_MS) });
+  assert.equal(health.status, 200);
+  await health.body?.cancel();
+  const ready = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(PROBE_WAIT_MS) });
+  assert.equal(ready.status, 503);
+  assert.equal(ready.headers.get("Retry-After"), "1");
+  const body = await ready.json();
+  assert.equal(body.status, "starting");
+  return body;
 }

@@ -8,6 +8,8 @@ import { configFromEnv } from "../src/env.ts";
 import { createServerApp, type RunningServer, serve, serveApp } from "../src/main.ts";
 import {
   checkoutWithSpace,
+  PROBE_WAIT_MS,
+  probesWhileStarting,
   silentListener,
   START_FLAGS,
   startServerProcess,
@@ -819,12 +821,6 @@ redisTest(
   },
 );
 
-/**
- * How long (ms) a probe asked before the server is ready may take: far more than one answered at
- * once needs on a loaded machine, so that only a probe held until ready fails.
- */
-const PROBE_WAIT_MS = 5_000;
-
 Deno.test("serveApp() with ready answers a request only once ready resolves (main.ts: the webhook endpoints loaded), /healthz and /readyz at once", async () => {
   const config = await configFromEnv({ get: () => undefined });
   const built = createServerApp(config);
@@ -887,16 +883,9 @@ Deno.test("serve() listens before the webhook endpoints load: /healthz answers, 
     });
     // Asked while the listing is held, the probes must answer (one that waits for the webhook
     // endpoints times out); the held request waits until the listing is let through below.
-    const health = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(PROBE_WAIT_MS) });
-    assert.equal(health.status, 200);
-    await health.body?.cancel();
-    const ready = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(PROBE_WAIT_MS) });
-    assert.equal(ready.status, 503);
-    assert.equal(ready.headers.get("Retry-After"), "1");
-    const body = await ready.json();
-    assert.equal(body.status, "starting");
+    const body = await probesWhileStarting(base);
     assert.equal(body.store, "memory");
-    assert.match(body.error, /webhook endpoints are loading/);
+    assert.match(String(body.error), /webhook endpoints are loading/);
     assert.equal(typeof body.requestId, "string");
     loaded = true;
     listing.resolve();

@@ -10,7 +10,7 @@ import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
 import { configFromEnv } from "../../src/env.ts";
 import { createApp } from "../../src/app.ts";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
-import { silentListener } from "../_server_process.ts";
+import { probesWhileStarting, silentListener } from "../_server_process.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const harness = fileURLToPath(new URL("./_deploy_harness.ts", import.meta.url));
@@ -581,12 +581,6 @@ Deno.test("deploy/main.ts stops well on SIGINT while the store is still slow to 
   }
 });
 
-/**
- * How long (ms) a probe asked before the isolate is ready may take: far more than one answered at
- * once needs on a loaded machine, so that only a probe held until ready fails.
- */
-const PROBE_WAIT_MS = 5_000;
-
 redisTest(
   "deploy/main.ts listens before the webhook endpoints load, as src/main.ts: /healthz answers, /readyz is 503 starting, other requests wait until they are loaded",
   async (fixture) => {
@@ -608,13 +602,7 @@ redisTest(
         assert.ok(released, "answered before the webhook endpoints were loaded");
         return res;
       });
-      const health = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(PROBE_WAIT_MS) });
-      assert.equal(health.status, 200);
-      await health.body?.cancel();
-      const ready = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(PROBE_WAIT_MS) });
-      assert.equal(ready.status, 503);
-      assert.equal(ready.headers.get("Retry-After"), "1");
-      assert.equal((await ready.json()).status, "starting");
+      await probesWhileStarting(base);
       released = true;
       release.resolve();
       const res = await held;
