@@ -88,6 +88,8 @@ function errorText(error) {
 
 /** The longest wait a timer holds: browsers fire a longer one at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** A day in milliseconds: a stream's `idempotencyTtl` by default. */
+const DAY_MS = 86_400_000;
 
 /**
  * Resolves after `ms` (at most {@linkcode MAX_TIMER_MS}: a `Retry-After` of a year, or of
@@ -283,12 +285,14 @@ function trackerOption(options, name, fallback, min, whole) {
  * room among the keepalive requests in flight; past it the oldest batches are
  * dropped, counted in `dropped`), `heldRetryMs` (30,000: the first wait before a batch
  * held after its retries is sent again by itself, doubling up to 5 minutes),
- * `onRejected` (called with `{stream, events, rejected, rejectedCount}` when the server
+ * `idempotencyTtlMs` (86,400,000: the streams' `idempotencyTtl`; a batch sent by beacon after
+ * its last try failed unanswered is kept too, and resent by the next page only within it, less a
+ * minute), `onRejected` (called with `{stream, events, rejected, rejectedCount}` when the server
  * rejects events of a batch it was sent, as the reply's `rejected` lists them
  * (a replay's may list only the first ones: `rejectedCount` counts them all),
  * after a console warning naming the first one's error). A number option that
- * is given must be at least 1 (`maxBatch`) or 0 (the others), whole but for
- * `flushMs`, `retryBaseMs` and `heldRetryMs`, which are at most 2,147,483,647 ms (what a
+ * is given must be at least 1 (`maxBatch`, `idempotencyTtlMs`) or 0 (the others), whole but for
+ * `flushMs`, `retryBaseMs`, `heldRetryMs` and `idempotencyTtlMs`, which are at most 2,147,483,647 ms (what a
  * timer holds): else this throws, naming it. `track()` throws for an event
  * that is not an object JSON can hold (a BigInt, a cycle), queuing nothing.
  */
@@ -312,6 +316,7 @@ export function createTracker(options) {
   const retryBaseMs = trackerOption(options, "retryBaseMs", 500, 0, false);
   const maxHeld = trackerOption(options, "maxHeld", MAX_HELD_EVENTS, 0, true);
   const heldRetryMs = trackerOption(options, "heldRetryMs", 30_000, 0, false);
+  const idempotencyTtlMs = trackerOption(options, "idempotencyTtlMs", DAY_MS, 1, false);
   const queues = new Map();
   const sending = new Set();
   /** Of the batches sent, those neither answered, refused nor held yet. */
@@ -544,6 +549,8 @@ export function createTracker(options) {
     for (let attempt = 0;; attempt++) {
       let wait;
       let offline = false;
+      /** Whether this attempt failed as the server or the network did: a 5xx, or no answer read. */
+      let failed = false;
       if (keepalive) {
         // Counted as soon as it fits, with no await between: sends woken together each see the
         // others' bytes.
@@ -571,6 +578,7 @@ export function createTracker(options) {
         // A reply to read: accepted ones may name events the server rejected (their schema,
         // say), and a refusal says why. SEND_AGAIN's are sent again whatever they say.
         serverDown = SERVER_DOWN.has(res.status);
+        failed = res.status >= 500;
         const again = SEND_AGAIN.has(res.status);
         // The server answers: the resend timer of held batches starts again from heldRetryMs.
         if (!again) resendRounds = 0;
@@ -641,6 +649,9 @@ export function createTracker(options) {
         // sent, by the next page or this one shown again, not this one in part by a beacon. Unless
         // it is kept no more (a full store dropped it since): then it is sent again as any other.
         if (flight.kept && keptUnder(stream, idempotencyKey)) return;
+        // No answer the page may read: the network, or a proxy's 502 or 504 without CORS headers
+        // (its own error page while edgestream restarts), which a browser fails so.
+        failed = true;
         // The network failed: the same Idempotency-Key makes a resend safe. While the browser
         // says it is offline, a try spends no retry: the batch waits for it to be online again.
         offline = isOffline();
@@ -676,6 +687,7 @@ export function createTracker(options) {
         body,
         idempotencyKey,
         handedOver: false,
+        failed,
         offline,
         held,
         parked,
@@ -776,6 +788,15 @@ export function createTracker(options) {
     return [...beaconParts(events.slice(0, half)), ...beaconParts(events.slice(half))];
   }
 
+  /**
+   * How long a batch sent by a beacon and kept too may be sent again under its key: the stream's
+   * `idempotencyTtl` (option `idempotencyTtlMs`) less a minute, or less half of it if shorter, for
+   * the time between the beacon's arrival and the resend's.
+   */
+  function keptTtl() {
+    return idempotencyTtlMs - Math.min(60_000, idempotencyTtlMs / 2);
+  }
+
   function storageKey(stream, prefix = STORAGE_PREFIX) {
     return `${prefix}${endpoint}|${options.key}|${stream}`;
   }
@@ -787,7 +808,7 @@ export function createTracker(options) {
    * kept with their key (whole: a part of one is another body), then the events kept without.
    * Answers whether they were kept.
    */
-  function keep(stream, events, idempotencyKey) {
+  function keep(stream, events, idempotencyKey, expiresAt) {
     const store = storage();
     try {
       const plainName = storageKey(stream);
@@ -795,7 +816,13 @@ export function createTracker(options) {
       const plain = JSON.parse(store?.getItem(plainName) ?? "[]");
       const keyed = JSON.parse(store?.getItem(keyedName) ?? "[]");
       if (idempotencyKey && events.length <= MAX_STORED_EVENTS) {
-        keyed.push({ idempotencyKey, events });
+        keyed.push(
+          expiresAt === undefined ? { idempotencyKey, events } : {
+            idempotencyKey,
+            events,
+            expiresAt,
+          },
+        );
       } else plain.push(...events);
       let count = plain.length;
       for (const batch of keyed) count += batch.events.length;
@@ -885,6 +912,14 @@ export function createTracker(options) {
         const events = batch?.events;
         if (!Array.isArray(events) || events.length === 0) continue;
         const key = batch.idempotencyKey;
+        // Sent by a beacon too: past when the server may have forgotten its key, a resend could
+        // count it twice, so it is dropped (lost only if that beacon was lost too).
+        if (typeof batch.expiresAt === "number" && Date.now() >= batch.expiresAt) {
+          console.warn(
+            `edgestream: dropped ${events.length} events to ${stream} kept since a page went: sent by a beacon then, and past the stream's idempotencyTtl a resend could count them twice`,
+          );
+          continue;
+        }
         // Without a key a batch is sent as new events, as those kept without one are.
         sendBatch(stream, events, typeof key === "string" && key !== "" ? key : undefined);
         found = true;
@@ -946,6 +981,13 @@ export function createTracker(options) {
       ) {
         budget -= bytes;
         room.set(waiting.stream, roomOf(waiting.stream) - count);
+        // Its last try failed unanswered or with a 5xx: the beacon, unanswered, may be refused so
+        // too (a proxy's 502 while edgestream restarts) and lost. It is kept with its key as well,
+        // until the server may forget the key: the next page sends it under it, counted if the
+        // beacon was lost, replayed if it was not.
+        if (waiting.failed && count <= MAX_STORED_EVENTS) {
+          keep(waiting.stream, waiting.events, waiting.idempotencyKey, Date.now() + keptTtl());
+        }
       } else batches.push([waiting.stream, waiting.events, waiting.idempotencyKey]);
     }
     // Nothing is held any more: the resend timer stops.

@@ -1282,3 +1282,173 @@ browserTest(
     }
   },
 );
+
+/**
+ * A proxy in front of edgestream while it restarts, as nginx is: its own `502` error page, without
+ * CORS headers, which a page's `fetch` fails as if the network had. `mode` says what it refuses:
+ * everything (`"all"`), or only the SDK's fetches (their preflight: `"fetches"`), letting its
+ * beacons through; `"up"` passes everything on.
+ */
+async function behindRestartingProxy(idempotencyTtlMs?: number) {
+  const streams = compileConfig(CONFIG);
+  const store = new MemoryStore();
+  const keys = await KeyRing.parse(`admin:${KEYS.admin}`);
+  const app = createApp({ streams, store, keys });
+  const pages = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    () =>
+      new Response("<!doctype html><title>shop</title>", {
+        headers: { "Content-Type": "text/html" },
+      }),
+  );
+  const page = `http://localhost:${pages.addr.port}`;
+  const state = { mode: "up" as "all" | "fetches" | "up", preflights: 0 };
+  /** The ingest requests that reached the proxy: `fetch` (its key in the header) or `beacon`. */
+  const posts: Array<{ via: "fetch" | "beacon"; key: string | null; status: number }> = [];
+  const proxy = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+    const ingest = request.url.includes("/events");
+    const preflight = request.method === "OPTIONS";
+    if (ingest && (state.mode === "all" || (state.mode === "fetches" && preflight))) {
+      if (preflight) state.preflights++;
+      if (request.method === "POST") {
+        const url = new URL(request.url);
+        const header = request.headers.get("Idempotency-Key");
+        posts.push({
+          via: header ? "fetch" : "beacon",
+          key: header ?? url.searchParams.get("idempotencyKey"),
+          status: 502,
+        });
+      }
+      await request.body?.cancel();
+      return new Response("<html><body><h1>502 Bad Gateway</h1></body></html>", {
+        status: 502,
+        headers: { "Content-Type": "text/html" },
+      });
+    }
+    const response = await app.fetch(request);
+    if (ingest && request.method === "POST") {
+      const header = request.headers.get("Idempotency-Key");
+      posts.push({
+        via: header ? "fetch" : "beacon",
+        key: header ?? new URL(request.url).searchParams.get("idempotencyKey"),
+        status: response.status,
+      });
+    }
+    return response;
+  });
+  const created = await app.request("/v1/keys", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ type: "publishable", streams: ["pageviews"], origins: [page] }),
+  });
+  const { key } = await created.json();
+  // No dedupeField: only the batch's Idempotency-Key keeps it from counting twice. A first retry
+  // a minute away: the batch waits, after its failed try, when the page goes.
+  const load = `(async () => {
+    const sdk = await import(${JSON.stringify(`http://127.0.0.1:${proxy.addr.port}/sdk.js`)});
+    globalThis.tracker = sdk.createTracker(${
+    JSON.stringify({ key, flushMs: 60_000, retryBaseMs: 60_000, idempotencyTtlMs })
+  });
+  })()`;
+  return {
+    page,
+    state,
+    posts,
+    load,
+    async accepted() {
+      return (await store.stats("pageviews", streams.get("pageviews")!.counterMetas)).accepted;
+    },
+    async close() {
+      await proxy.shutdown();
+      await pages.shutdown();
+    },
+  };
+}
+
+browserTest(
+  "/sdk.js keeps a batch whose fetch a proxy's 502 without CORS headers failed as well as sending it by beacon when the page goes: the next page sends it under its key once the server is back",
+  async (browser) => {
+    const s = await behindRestartingProxy();
+    try {
+      const tab = await open(browser, s.page);
+      await tab.evaluate(s.load);
+      s.state.mode = "all";
+      await tab.evaluate(`tracker.track("pageviews", { path: "/" }); void tracker.flush();`);
+      await until("the preflight refused", () => s.state.preflights === 1);
+      // Its fetch fails as the network's would: the batch waits a minute for its retry.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await tab.goto(`${s.page}/next`);
+      await until("the pagehide beacon refused", () => s.posts.some((p) => p.via === "beacon"));
+      assert.equal(await s.accepted(), 0);
+      s.state.mode = "up";
+      await tab.goto(`${s.page}/`);
+      await tab.evaluate(s.load);
+      // Before, the beacon was all that carried it: refused 502, and the event lost.
+      await until("the batch sent again", async () => (await s.accepted()) === 1);
+      await tab.evaluate(`tracker.settled()`);
+      const [beacon, resend] = s.posts;
+      assert.deepEqual(s.posts.map((p) => [p.via, p.status]), [["beacon", 502], ["fetch", 202]]);
+      assert.equal(resend.key, beacon.key);
+      assert.equal(await tab.evaluate(`Object.keys(localStorage).length`), 0);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
+  "/sdk.js counts once a batch kept and sent by beacon after a proxy's 502 failed its fetch, when the beacon got through: the next page's resend is its replay, and past idempotencyTtlMs it is dropped",
+  async (browser) => {
+    for (const ttl of [undefined, 1]) {
+      const s = await behindRestartingProxy(ttl);
+      try {
+        const tab = await open(browser, s.page);
+        await tab.evaluate(s.load);
+        // The proxy refuses the SDK's preflighted fetches, but lets its beacons through.
+        s.state.mode = "fetches";
+        await tab.evaluate(`tracker.track("pageviews", { path: "/" }); void tracker.flush();`);
+        await until("the preflight refused", () => s.state.preflights === 1);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        await tab.goto(`${s.page}/next`);
+        await until("the pagehide beacon applied", async () => (await s.accepted()) === 1);
+        s.state.mode = "up";
+        await tab.goto(`${s.page}/`);
+        const warnings: string[] = [];
+        tab.on("console", (message) => {
+          if (message.type() === "warning") warnings.push(message.text());
+        });
+        await tab.evaluate(s.load);
+        await tab.evaluate(`tracker.settled()`);
+        const beacon = s.posts[0];
+        if (ttl === undefined) {
+          await until("the batch sent again", () => s.posts.length === 2);
+          assert.equal(s.posts[1].via, "fetch");
+          assert.equal(s.posts[1].key, beacon.key);
+          assert.equal(s.posts[1].status, 202);
+          assert.deepEqual(warnings, []);
+        } else {
+          // Kept past the key's time on the server: not sent again, with a warning.
+          assert.equal(s.posts.length, 1);
+          assert.match(warnings.join("\n"), /dropped 1 events to pageviews kept since a page went/);
+          const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+            .replace(/\s+/g, " ");
+          assert.ok(
+            readme.includes(
+              "goes by beacon with its key and is kept with it too: the next page sends it under that key, counted if the beacon was lost, the beacon's reply replayed if it was not, so counted once",
+            ),
+          );
+          assert.ok(
+            readme.includes(
+              "(`edgestream: dropped 1 events to pageviews kept since a page went: …`)",
+            ),
+          );
+        }
+        assert.deepEqual([beacon.via, beacon.status], ["beacon", 202]);
+        assert.equal(await s.accepted(), 1);
+        assert.equal(await tab.evaluate(`Object.keys(localStorage).length`), 0);
+      } finally {
+        await s.close();
+      }
+    }
+  },
+);

@@ -309,6 +309,8 @@ Deno.test("createTracker() refuses a number option it cannot use, naming it, ins
     ["retryBaseMs", "fast", `${MS_RANGE}, received "fast"`],
     ["maxHeld", -10, "a whole number of 0 or more, received -10"],
     ["heldRetryMs", 2 ** 31, `${MS_RANGE}, received 2147483648`],
+    // A key the server keeps for no time: every batch kept after a beacon would be dropped.
+    ["idempotencyTtlMs", 0, "a number of milliseconds from 1 to 2147483647, received 0"],
   ];
   for (const [name, value, expected] of refused) {
     assert.throws(
@@ -321,6 +323,7 @@ Deno.test("createTracker() refuses a number option it cannot use, naming it, ins
   createTracker({ ...base, maxBatch: undefined, flushMs: null as unknown as number });
   createTracker({ ...base, maxBatch: 1, flushMs: 0, maxRetries: 0, retryBaseMs: 0, maxHeld: 0 });
   createTracker({ ...base, flushMs: 2 ** 31 - 1, retryBaseMs: 2 ** 31 - 1, heldRetryMs: 0 });
+  createTracker({ ...base, idempotencyTtlMs: 1 });
 });
 
 Deno.test("createTracker() and init() refuse a secret key (sk_…) with a console error before sending anything, what an earlier page kept included", async () => {
@@ -450,8 +453,20 @@ Deno.test("the parts of a batch past a burst not sent yet go with the page's bea
     );
     await tracker.settled();
     assert.equal(sent.length, 2, "nothing sent again after the beacons");
-    assert.equal(localStorage.length, 1);
-    assert.deepEqual(numbers(localStorage.getItem(localStorage.key(0)!)!), [2, 3, 4, 5]);
+    assert.equal(localStorage.length, 2);
+    assert.deepEqual(
+      numbers(localStorage.getItem("edgestream:https://events.example|pk_test|orders")!),
+      [2, 3, 4, 5],
+    );
+    // The first part's last try failed unanswered: a beacon may be refused so too (a proxy's 502
+    // without CORS headers), so it is kept with its key as well, resent by the next page under it.
+    const [keyed] = JSON.parse(
+      localStorage.getItem("edgestream-keyed:https://events.example|pk_test|orders")!,
+    );
+    assert.deepEqual(keyed.events.map((event: { n: number }) => event.n), [0, 1]);
+    assert.equal(keyed.idempotencyKey, sent[1].init.headers["Idempotency-Key"]);
+    assert.ok(keyed.expiresAt > Date.now() + 86_400_000 - 120_000);
+    localStorage.clear();
   } finally {
     delete (navigator as { sendBeacon?: unknown }).sendBeacon;
     restore();
@@ -600,6 +615,12 @@ Deno.test("a batch whose retries an outage outlasts (408, 429, 503, the network)
     assert.equal(new URL(beacons[0].url).searchParams.get("idempotencyKey"), keyOf(lastTry));
     assert.equal(tracker.held, 0);
     await tracker.settled();
+    // Its last try failed unanswered or with a 5xx (a beacon may be refused so too): kept with
+    // its key as well, for the next page.
+    const keptNames = Object.keys(localStorage);
+    assert.equal(keptNames.length, 1);
+    assert.ok(keptNames[0].startsWith("edgestream-keyed:"), keptNames[0]);
+    localStorage.clear();
 
     // A refusal that another try cannot change is dropped, with its warning, as before.
     tracker.track("s", { n: 5 });

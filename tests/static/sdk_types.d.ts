@@ -18,6 +18,7 @@ export function createTracker(options: {
   retryBaseMs?: number;
   maxHeld?: number;
   heldRetryMs?: number;
+  idempotencyTtlMs?: number;
   onRejected?: (report: {
     stream: string;
     events: Array<Record<string, unknown>>;
