@@ -155,7 +155,7 @@ export const RESPONSE_HEADERS = {
   },
   "Access-Control-Allow-Origin": {
     description:
-      "To a page whose `Origin` the key's or the stream's `origins` admit (CORS): that origin",
+      "To a page whose `Origin` the key's or the stream's `origins` admit (CORS), and on an error to any page (a refused origin's `403 origin_not_allowed` too, so that it reads why): that origin",
     schema: { type: "string" },
     example: "https://shop.example",
   },

@@ -22,8 +22,11 @@
  * where an origin is refused, as above (a simple request, such as a beacon,
  * is never preflighted anyway). Ingest answers to an allowed origin carry
  * `Access-Control-Allow-Origin` and expose `Retry-After`, `RateLimit`,
- * `RateLimit-Policy`, `Idempotent-Replayed` and `X-Request-Id`; a refused
- * origin's answer carries none, so its page cannot read it. An error answered
+ * `RateLimit-Policy`, `Idempotent-Replayed` and `X-Request-Id`. So does a
+ * refused origin's `403 origin_not_allowed`, so its page (and `/sdk.js`) reads
+ * why instead of taking it for a network error and retrying: the events are
+ * refused either way, and a script reads the same 403 by sending any `Origin`.
+ * An error answered
  * before the origin is judged — the request's URL (400), its key (401, 403 of
  * its scope or streams), a look-up the store could not answer (503) — carries
  * them for any `Origin`: the origins that admit a page are the key's, unknown
@@ -314,11 +317,12 @@ export function addIngestCorsHeaders(
   if (error?.code === "host_not_allowed") return;
   const deferred = deferredOriginRefusal(c.req.raw);
   // Admitted by the key's or the stream's `origins`, or by the origin guard itself (the server's
-  // own origin, or one EDGESTREAM_ALLOWED_ORIGINS lists: then it deferred no refusal); or an error
-  // answered before the origin was judged (its key unknown: see the module doc).
+  // own origin, or one EDGESTREAM_ALLOWED_ORIGINS lists: then it deferred no refusal); or an error,
+  // answered before the origin was judged (its key unknown) or the origin's own refusal (403
+  // `origin_not_allowed`, readable so its page learns why: see the module doc).
   if (
     grant?.origins?.has(origin) || streamOrigins(stream).includes(origin) ||
-    deferred === undefined || (c.error !== undefined && error?.code !== "origin_not_allowed")
+    deferred === undefined || c.error !== undefined
   ) {
     c.res.headers.set("Access-Control-Allow-Origin", origin);
     c.res.headers.set("Access-Control-Expose-Headers", EXPOSED_HEADERS);

@@ -163,7 +163,7 @@ async function open(browser: Browser, origin: string): Promise<Page> {
 }
 
 browserTest(
-  "a page on the key's origin sends with fetch (preflighted) and reads the answer; another origin's fetch fails CORS and counts nothing",
+  "a page on the key's origin sends with fetch (preflighted) and reads the answer; another origin's fetch reads its 403 origin_not_allowed and counts nothing",
   async (browser) => {
     const s = await setup();
     try {
@@ -179,11 +179,20 @@ browserTest(
       assert.equal(ok.status, 202);
       assert.equal(ok.body.accepted, 2);
       const refused = await open(browser, s.refused);
-      const failed = await refused.evaluate(script) as { error?: string };
-      assert.match(failed.error ?? "", /TypeError: Failed to fetch/);
+      const read = await refused.evaluate(script) as {
+        error?: string;
+        status?: number;
+        body?: { error: { code: string } };
+        limit?: boolean;
+      };
+      // Before, the 403 carried no CORS header: "TypeError: Failed to fetch", as a network error.
+      assert.equal(read.error, undefined);
+      assert.equal(read.status, 403);
+      assert.equal(read.body?.error.code, "origin_not_allowed");
+      assert.equal(read.limit, true, "X-Request-Id is exposed");
       assert.equal(await s.accepted("pageviews"), 2);
       // The refused page's preflight was granted as any is (it carries no key); its POST was
-      // refused 403 without CORS headers, so the page could not read it.
+      // refused 403, with CORS headers so that the page reads why.
       const fromRefused = s.answers.filter((answer) => answer.origin === s.refused);
       assert.deepEqual(fromRefused.map((answer) => [answer.method, answer.status]), [
         ["OPTIONS", 204],
@@ -463,6 +472,48 @@ async function loadSdk(page: Page, s: Setup, options: Record<string, unknown> = 
   });
   })()`);
 }
+
+browserTest(
+  "/sdk.js on a page whose origin its publishable key does not list warns once naming origin_not_allowed and drops the batch: no retry, nothing held, nothing kept in localStorage, nothing counted",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.refused);
+      await loadSdk(page, s, { retryBaseMs: 50 });
+      const flushed = await page.evaluate(`(async () => {
+        globalThis.warnings = [];
+        const warn = console.warn;
+        console.warn = (...args) => { warnings.push(args.join(" ")); warn(...args); };
+        tracker.track("pageviews", { n: 1 });
+        tracker.track("pageviews", { n: 2 });
+        return await Promise.race([
+          tracker.flush().then(() => "flushed"),
+          new Promise((resolve) => setTimeout(() => resolve("flush() did not resolve"), 3000)),
+        ]);
+      })()`);
+      // Before, the 403 read as a network failure: retried (5 more POSTs) and then held.
+      assert.equal(flushed, "flushed");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const warnings = await page.evaluate(`warnings`) as string[];
+      assert.equal(warnings.length, 1, warnings.join("\n"));
+      assert.match(
+        warnings[0],
+        /^edgestream: pageviews refused 2 events: 403 origin_not_allowed: /,
+      );
+      assert.equal(await page.evaluate(`tracker.held`), 0);
+      assert.equal(await page.evaluate(`tracker.dropped`), 0);
+      const posts = s.answers.filter((a) => a.origin === s.refused && a.method === "POST");
+      assert.deepEqual(posts.map((a) => a.status), [403]);
+      // Leaving the page neither beacons nor keeps the batch for the next page of the origin.
+      await page.goto(`${s.refused}/next`);
+      assert.deepEqual(await keptIn(page), { events: [], batches: [] });
+      assert.equal(s.answers.filter((a) => a.origin === s.refused).length, 2);
+      assert.equal(await s.accepted("pageviews"), 0);
+    } finally {
+      await s.close();
+    }
+  },
+);
 
 browserTest(
   "/sdk.js keeps what does not fit a page's 64 KiB of beacons in localStorage, and the next page sends it",
@@ -980,7 +1031,7 @@ browserTest(
 );
 
 browserTest(
-  "a refused origin's preflighted fetches (granted since any origin's preflight is) spend no rate limit and no idempotency key, and read nothing",
+  "a refused origin's preflighted fetches (granted since any origin's preflight is) spend no rate limit and no idempotency key, and read only their 403 origin_not_allowed",
   async (browser) => {
     const s = await setup();
     try {
@@ -994,8 +1045,9 @@ browserTest(
         (error) => ({ error: String(error) }))`;
       const refused = await open(browser, s.refused);
       for (let i = 0; i < 5; i++) {
-        const failed = await refused.evaluate(send(`evil${i}`)) as { error?: string };
-        assert.match(failed.error ?? "", /TypeError: Failed to fetch/);
+        const read = await refused.evaluate(send(`evil${i}`)) as { status?: number; body?: string };
+        assert.equal(read.status, 403);
+        assert.equal(JSON.parse(read.body ?? "{}").error?.code, "origin_not_allowed");
       }
       const posts = s.answers.filter((a) => a.origin === s.refused && a.method === "POST");
       assert.deepEqual(posts.map((a) => a.status), [403, 403, 403, 403, 403]);

@@ -95,7 +95,11 @@ Deno.test("a page on an origin EDGESTREAM_ALLOWED_ORIGINS lists reads its ingest
     ...send("pageviews", { id: "c" }, { key: KEYS.ingest, origin: OTHER }),
   );
   assert.equal(refused.status, 403);
-  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), null);
+  // Readable, so its page learns why (the events are refused either way).
+  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), OTHER);
+  assert.match(refused.headers.get("Access-Control-Expose-Headers")!, /X-Request-Id/);
+  assert.equal(refused.headers.get("Access-Control-Allow-Credentials"), null);
+  assert.match(refused.headers.get("Vary")!, /Origin/);
   assert.equal((await stats("pageviews")).accepted, 1);
 });
 
@@ -125,7 +129,11 @@ Deno.test("a cross-origin POST with a publishable key is admitted from its origi
     ...send("pageviews", { id: "b" }, { query: pk.key, origin: OTHER }),
   );
   assert.equal(refused.status, 403);
-  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), null);
+  // Readable, so its page learns why (the events are refused either way).
+  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), OTHER);
+  assert.match(refused.headers.get("Access-Control-Expose-Headers")!, /X-Request-Id/);
+  assert.equal(refused.headers.get("Access-Control-Allow-Credentials"), null);
+  assert.match(refused.headers.get("Vary")!, /Origin/);
   const body = await refused.json();
   assert.equal(body.error.code, "origin_not_allowed");
   assert.match(
@@ -140,7 +148,7 @@ Deno.test("a cross-origin POST with a publishable key is admitted from its origi
   assert.equal((await stats("pageviews")).accepted, 2);
 });
 
-Deno.test("ingest errors answered before the origin is judged (a repeated query's 400, 401s, a key's 403) carry CORS headers for the page; a refused origin's 403 none", async () => {
+Deno.test("ingest errors answered before the origin is judged (a repeated query's 400, 401s, a key's 403) carry CORS headers for the page, and so does a refused origin's 403 origin_not_allowed", async () => {
   const { app, createKey, stats } = await setup();
   const pk = await createKey(PUBLISHABLE);
   // SHOP is only the key's origin: the server's and the streams' lists do not name it.
@@ -174,13 +182,23 @@ Deno.test("ingest errors answered before the origin is judged (a repeated query'
     assert.match(res.headers.get("Access-Control-Expose-Headers")!, /Retry-After/, what);
     assert.match(res.headers.get("Vary")!, /Origin/, what);
   }
-  // Judged and refused: nothing to read.
+  // Judged and refused: readable too, so the page learns why; nothing counted.
   const refused = await app.request(
     ...send("pageviews", { id: "b" }, { key: KEYS.ingest, origin: SHOP }),
   );
   assert.equal(refused.status, 403);
-  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), null);
+  // Readable, so its page learns why (the events are refused either way).
+  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), SHOP);
+  assert.match(refused.headers.get("Access-Control-Expose-Headers")!, /X-Request-Id/);
+  assert.equal(refused.headers.get("Access-Control-Allow-Credentials"), null);
+  assert.match(refused.headers.get("Vary")!, /Origin/);
   assert.equal((await stats("pageviews")).accepted, 0);
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  assert.match(
+    readme,
+    /is `403` `origin_not_allowed` and counts nothing, but the page reads it \(`Access-Control-Allow-Origin: <origin>`, the same exposed headers, no credentials\), so `\/sdk\.js` warns/,
+  );
 });
 
 Deno.test("open mode's 421 for a Host it does not answer carries no CORS header, on ingest too", async () => {
@@ -287,7 +305,11 @@ Deno.test("a preflight answers alike for a stream that exists and one that does 
   );
   assert.equal(refused.status, 403);
   assert.equal((await refused.json()).error.code, "origin_not_allowed");
-  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), null);
+  // Readable, so its page learns why (the events are refused either way).
+  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), OTHER);
+  assert.match(refused.headers.get("Access-Control-Expose-Headers")!, /X-Request-Id/);
+  assert.equal(refused.headers.get("Access-Control-Allow-Credentials"), null);
+  assert.match(refused.headers.get("Vary")!, /Origin/);
   assert.equal((await stats("pageviews")).accepted, 0);
   // With a key, an unknown stream is 404 (from a page: with a key admitting its origin, which
   // the stream cannot); without one, 401 as for a stream that exists.

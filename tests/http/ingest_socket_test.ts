@@ -1486,7 +1486,8 @@ Deno.test("a secret key's origins admit its WebSocket ingest and its fetch from 
     const other = await post("https://other.example");
     assert.equal(other.status, 403);
     assert.equal((await other.json()).error.code, "origin_not_allowed");
-    assert.equal(other.headers.get("Access-Control-Allow-Origin"), null);
+    // Refused, but readable: the page learns why (browser.ts).
+    assert.equal(other.headers.get("Access-Control-Allow-Origin"), "https://other.example");
   } finally {
     await server.close();
   }
