@@ -90,6 +90,8 @@ function errorText(error) {
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** A day in milliseconds: a stream's `idempotencyTtl` by default. */
 const DAY_MS = 86_400_000;
+/** The longest `idempotencyTtlMs`: 365 days. */
+const MAX_IDEMPOTENCY_TTL_MS = 365 * DAY_MS;
 
 /**
  * Resolves after `ms` (at most {@linkcode MAX_TIMER_MS}: a `Retry-After` of a year, or of
@@ -251,11 +253,11 @@ function storage() {
  * of at least `min`: whole when `whole`, else milliseconds a timer can wait (at most
  * {@linkcode MAX_TIMER_MS}); anything else throws an error naming the option.
  */
-function trackerOption(options, name, fallback, min, whole) {
+function trackerOption(options, name, fallback, min, whole, max = undefined) {
   const value = options[name];
   if (value === undefined || value === null) return fallback;
   // A wait in milliseconds is one a timer can hold: a longer one fires at once.
-  const max = whole ? Number.MAX_SAFE_INTEGER : MAX_TIMER_MS;
+  max ??= whole ? Number.MAX_SAFE_INTEGER : MAX_TIMER_MS;
   if (
     typeof value !== "number" || !(value >= min && value <= max) ||
     (whole && !Number.isInteger(value))
@@ -285,15 +287,15 @@ function trackerOption(options, name, fallback, min, whole) {
  * room among the keepalive requests in flight; past it the oldest batches are
  * dropped, counted in `dropped`), `heldRetryMs` (30,000: the first wait before a batch
  * held after its retries is sent again by itself, doubling up to 5 minutes),
- * `idempotencyTtlMs` (86,400,000: the streams' `idempotencyTtl`; a batch sent by beacon after
- * its last try failed unanswered is kept too, and resent by the next page only within it, less a
- * minute), `onRejected` (called with `{stream, events, rejected, rejectedCount}` when the server
+ * `idempotencyTtlMs` (86,400,000: the shortest `idempotencyTtl` of the streams it sends to; a
+ * batch is sent under its key, by this page or a later one, only within it, less a minute, from
+ * its first try: past it, it is dropped with a warning), `onRejected` (called with `{stream, events, rejected, rejectedCount}` when the server
  * rejects events of a batch it was sent, as the reply's `rejected` lists them
  * (a replay's may list only the first ones: `rejectedCount` counts them all),
  * after a console warning naming the first one's error). A number option that
  * is given must be at least 1 (`maxBatch`, `idempotencyTtlMs`) or 0 (the others), whole but for
  * `flushMs`, `retryBaseMs`, `heldRetryMs` and `idempotencyTtlMs`, which are at most 2,147,483,647 ms (what a
- * timer holds): else this throws, naming it. `track()` throws for an event
+ * timer holds; `idempotencyTtlMs`, never a timer's wait, 365 days): else this throws, naming it. `track()` throws for an event
  * that is not an object JSON can hold (a BigInt, a cycle), queuing nothing.
  */
 export function createTracker(options) {
@@ -316,7 +318,15 @@ export function createTracker(options) {
   const retryBaseMs = trackerOption(options, "retryBaseMs", 500, 0, false);
   const maxHeld = trackerOption(options, "maxHeld", MAX_HELD_EVENTS, 0, true);
   const heldRetryMs = trackerOption(options, "heldRetryMs", 30_000, 0, false);
-  const idempotencyTtlMs = trackerOption(options, "idempotencyTtlMs", DAY_MS, 1, false);
+  // Never a timer's wait: only compared with the time, so up to a year.
+  const idempotencyTtlMs = trackerOption(
+    options,
+    "idempotencyTtlMs",
+    DAY_MS,
+    1,
+    false,
+    MAX_IDEMPOTENCY_TTL_MS,
+  );
   const queues = new Map();
   const sending = new Set();
   /** Of the batches sent, those neither answered, refused nor held yet. */
@@ -542,11 +552,15 @@ export function createTracker(options) {
    * then). `hooks.promise` is the promise of the send `flush()` started (a later flush waits for
    * it once it wakes the batch).
    */
-  async function send(stream, events, hooks, idempotencyKey = randomId()) {
+  async function send(stream, events, hooks, idempotencyKey = randomId(), expiresAt = undefined) {
     const body = JSON.stringify(events);
     const bytes = byteLength(body);
     const keepalive = bytes < KEEPALIVE_BYTES;
+    // Any try under the key may have been applied: from the first one on, the server keeps its
+    // reply for its idempotencyTtl only, and this or a later page sends it again only within it.
+    expiresAt ??= Date.now() + keptTtl();
     for (let attempt = 0;; attempt++) {
+      if (pastExpiry(stream, events, expiresAt)) return;
       let wait;
       let offline = false;
       /** Whether this attempt failed as the server or the network did: a 5xx, or no answer read. */
@@ -555,14 +569,16 @@ export function createTracker(options) {
         // Counted as soon as it fits, with no await between: sends woken together each see the
         // others' bytes.
         if (!keepaliveFull(bytes)) keepaliveInFlight += bytes;
-        else if (!(await keepaliveRoom({ stream, events, body, idempotencyKey }, bytes))) return;
+        else if (
+          !(await keepaliveRoom({ stream, events, body, idempotencyKey, expiresAt }, bytes))
+        ) return;
       }
       let inFlight = keepalive;
       const landed = () => {
         if (inFlight) freeKeepalive(bytes);
         inFlight = false;
       };
-      const flight = { stream, events, idempotencyKey, kept: false };
+      const flight = { stream, events, idempotencyKey, expiresAt, kept: false };
       if (!keepalive) unanswered.add(flight);
       try {
         const res = await fetch(url(stream), {
@@ -662,7 +678,7 @@ export function createTracker(options) {
       // with its key, as close() keeps the rest, not slept on between retries or held: close()
       // resolves after one round of answers, and a closed tracker sends nothing more.
       if (closing) {
-        keepClosing(stream, events, idempotencyKey);
+        keepClosing(stream, events, idempotencyKey, expiresAt);
         return;
       }
       // Its retries spent on answers that may change (a store outage outlasts them), it is held
@@ -686,6 +702,7 @@ export function createTracker(options) {
         events,
         body,
         idempotencyKey,
+        expiresAt,
         handedOver: false,
         failed,
         offline,
@@ -764,10 +781,10 @@ export function createTracker(options) {
    * Starts sending a batch, under `idempotencyKey` when given (one an earlier page kept with it),
    * else a new one; `flush()` waits for it until it is answered, refused or held.
    */
-  function sendBatch(stream, events, idempotencyKey) {
+  function sendBatch(stream, events, idempotencyKey, expiresAt) {
     const hooks = { onHeld: undefined, promise: undefined };
     const heldNow = new Promise((resolve) => hooks.onHeld = resolve);
-    const promise = send(stream, events, hooks, idempotencyKey);
+    const promise = send(stream, events, hooks, idempotencyKey, expiresAt);
     hooks.promise = promise;
     const answeredOrHeld = Promise.race([promise, heldNow]);
     sending.add(promise);
@@ -797,6 +814,19 @@ export function createTracker(options) {
     return idempotencyTtlMs - Math.min(60_000, idempotencyTtlMs / 2);
   }
 
+  /**
+   * Whether a batch sent under a key since `expiresAt` (its first try, plus {@linkcode keptTtl})
+   * is past it, and so dropped with a console warning: the server may have forgotten the key, and
+   * a resend under it could count the events twice.
+   */
+  function pastExpiry(stream, events, expiresAt) {
+    if (typeof expiresAt !== "number" || Date.now() < expiresAt) return false;
+    console.warn(
+      `edgestream: dropped ${events.length} events to ${stream} first sent longer ago than the stream's idempotencyTtl (idempotencyTtlMs ${idempotencyTtlMs}): a resend could count them twice`,
+    );
+    return true;
+  }
+
   function storageKey(stream, prefix = STORAGE_PREFIX) {
     return `${prefix}${endpoint}|${options.key}|${stream}`;
   }
@@ -808,7 +838,7 @@ export function createTracker(options) {
    * kept with their key (whole: a part of one is another body), then the events kept without.
    * Answers whether they were kept.
    */
-  function keep(stream, events, idempotencyKey, expiresAt) {
+  function keep(stream, events, idempotencyKey, expiresAt, beaconed = false) {
     const store = storage();
     try {
       const plainName = storageKey(stream);
@@ -816,17 +846,24 @@ export function createTracker(options) {
       const plain = JSON.parse(store?.getItem(plainName) ?? "[]");
       const keyed = JSON.parse(store?.getItem(keyedName) ?? "[]");
       if (idempotencyKey && events.length <= MAX_STORED_EVENTS) {
-        keyed.push(
-          expiresAt === undefined ? { idempotencyKey, events } : {
-            idempotencyKey,
-            events,
-            expiresAt,
-          },
-        );
+        const batch = { idempotencyKey, events };
+        if (expiresAt !== undefined) batch.expiresAt = expiresAt;
+        if (beaconed) batch.beaconed = true;
+        keyed.push(batch);
       } else plain.push(...events);
       let count = plain.length;
       for (const batch of keyed) count += batch.events.length;
-      while (count > MAX_STORED_EVENTS && keyed.length > 0) count -= keyed.shift().events.length;
+      // Copies of batches a beacon took too (most likely delivered) go first, the oldest first;
+      // then the batches only kept.
+      for (const onlyBeaconed of [true, false]) {
+        for (let i = 0; count > MAX_STORED_EVENTS && i < keyed.length;) {
+          if (Boolean(keyed[i]?.beaconed) !== onlyBeaconed) {
+            i++;
+            continue;
+          }
+          count -= keyed.splice(i, 1)[0].events.length;
+        }
+      }
       if (plain.length > 0) {
         store.setItem(plainName, JSON.stringify(plain.slice(-MAX_STORED_EVENTS)));
       } else store.removeItem(plainName);
@@ -839,7 +876,11 @@ export function createTracker(options) {
       }
       return true;
     } catch {
-      console.warn(`edgestream: lost ${events.length} events to ${stream}: no room to keep them`);
+      console.warn(
+        beaconed
+          ? `edgestream: kept no copy of ${events.length} events to ${stream} sent by beacon: no room to keep them`
+          : `edgestream: lost ${events.length} events to ${stream}: no room to keep them`,
+      );
       return false;
     }
   }
@@ -876,8 +917,8 @@ export function createTracker(options) {
    * Keeps events (see {@linkcode keep}) once `close()` was called, counted in its `{kept}` until it
    * resolved (one kept later, from a send answered after it, cannot be).
    */
-  function keepClosing(stream, events, idempotencyKey) {
-    if (keep(stream, events, idempotencyKey) && !closed) keptClosing += events.length;
+  function keepClosing(stream, events, idempotencyKey, expiresAt) {
+    if (keep(stream, events, idempotencyKey, expiresAt) && !closed) keptClosing += events.length;
   }
 
   /**
@@ -911,17 +952,15 @@ export function createTracker(options) {
       for (const batch of kept) {
         const events = batch?.events;
         if (!Array.isArray(events) || events.length === 0) continue;
-        const key = batch.idempotencyKey;
-        // Sent by a beacon too: past when the server may have forgotten its key, a resend could
-        // count it twice, so it is dropped (lost only if that beacon was lost too).
-        if (typeof batch.expiresAt === "number" && Date.now() >= batch.expiresAt) {
-          console.warn(
-            `edgestream: dropped ${events.length} events to ${stream} kept since a page went: sent by a beacon then, and past the stream's idempotencyTtl a resend could count them twice`,
-          );
-          continue;
-        }
+        const key = typeof batch.idempotencyKey === "string" && batch.idempotencyKey !== ""
+          ? batch.idempotencyKey
+          : undefined;
+        // Past when the server may have forgotten its key (from its first try on), a resend could
+        // count it twice, so it is dropped (lost only if no try of it landed).
+        const expiresAt = key && typeof batch.expiresAt === "number" ? batch.expiresAt : undefined;
+        if (pastExpiry(stream, events, expiresAt)) continue;
         // Without a key a batch is sent as new events, as those kept without one are.
-        sendBatch(stream, events, typeof key === "string" && key !== "" ? key : undefined);
+        sendBatch(stream, events, key, expiresAt);
         found = true;
       }
     }
@@ -970,6 +1009,7 @@ export function createTracker(options) {
     // one the server applied already counts once), else as new ones.
     for (const waiting of retrying) {
       takeOver(waiting);
+      if (pastExpiry(waiting.stream, waiting.events, waiting.expiresAt)) continue;
       const bytes = byteLength(waiting.body);
       const keyed = `${url(waiting.stream)}&idempotencyKey=${
         encodeURIComponent(waiting.idempotencyKey)
@@ -986,9 +1026,11 @@ export function createTracker(options) {
         // until the server may forget the key: the next page sends it under it, counted if the
         // beacon was lost, replayed if it was not.
         if (waiting.failed && count <= MAX_STORED_EVENTS) {
-          keep(waiting.stream, waiting.events, waiting.idempotencyKey, Date.now() + keptTtl());
+          keep(waiting.stream, waiting.events, waiting.idempotencyKey, waiting.expiresAt, true);
         }
-      } else batches.push([waiting.stream, waiting.events, waiting.idempotencyKey]);
+      } else {
+        batches.push([waiting.stream, waiting.events, waiting.idempotencyKey, waiting.expiresAt]);
+      }
     }
     // Nothing is held any more: the resend timer stops.
     scheduleResend();
@@ -1005,7 +1047,7 @@ export function createTracker(options) {
         batches.push([stream, events.slice(i, i + size)]);
       }
     }
-    for (const [stream, events, idempotencyKey] of batches) {
+    for (const [stream, events, idempotencyKey, expiresAt] of batches) {
       const parts = beaconParts(events);
       /** The parts of `events` no beacon took. */
       const unsent = [];
@@ -1031,7 +1073,7 @@ export function createTracker(options) {
       // is kept whole with its key: the next page sends it under it, so that counts once what its
       // 503 with `outcome: unknown` applied. What is left of one that went in part goes as new.
       if (idempotencyKey && unsent.length === parts.length) {
-        if (keep(stream, events, idempotencyKey)) kept += events.length;
+        if (keep(stream, events, idempotencyKey, expiresAt)) kept += events.length;
       } else for (const part of unsent) if (keep(stream, part)) kept += part.length;
     }
     // Last, the batches in flight without keepalive: the browser cancels them when the page goes,
@@ -1042,7 +1084,7 @@ export function createTracker(options) {
     // it was applied): its send's failure retries it, as before.
     for (const flight of unanswered) {
       if (flight.kept || flight.events.length > MAX_STORED_EVENTS) continue;
-      flight.kept = keep(flight.stream, flight.events, flight.idempotencyKey);
+      flight.kept = keep(flight.stream, flight.events, flight.idempotencyKey, flight.expiresAt);
     }
     return kept;
   }

@@ -1451,7 +1451,8 @@ browserTest(
 browserTest(
   "/sdk.js counts once a batch kept and sent by beacon after a proxy's 502 failed its fetch, when the beacon got through: the next page's resend is its replay, and past idempotencyTtlMs it is dropped",
   async (browser) => {
-    for (const ttl of [undefined, 1]) {
+    // 4,000 ms: kept 2 s from the first try, long enough for the beacon, not for the next page.
+    for (const ttl of [undefined, 4_000]) {
       const s = await behindRestartingProxy(ttl);
       try {
         const tab = await open(browser, s.page);
@@ -1463,6 +1464,7 @@ browserTest(
         await new Promise((resolve) => setTimeout(resolve, 300));
         await tab.goto(`${s.page}/next`);
         await until("the pagehide beacon applied", async () => (await s.accepted()) === 1);
+        if (ttl !== undefined) await new Promise((resolve) => setTimeout(resolve, 2_100));
         s.state.mode = "up";
         await tab.goto(`${s.page}/`);
         const warnings: string[] = [];
@@ -1481,7 +1483,10 @@ browserTest(
         } else {
           // Kept past the key's time on the server: not sent again, with a warning.
           assert.equal(s.posts.length, 1);
-          assert.match(warnings.join("\n"), /dropped 1 events to pageviews kept since a page went/);
+          assert.match(
+            warnings.join("\n"),
+            /dropped 1 events to pageviews first sent longer ago than the stream's idempotencyTtl/,
+          );
           const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
             .replace(/\s+/g, " ");
           assert.ok(
@@ -1491,7 +1496,7 @@ browserTest(
           );
           assert.ok(
             readme.includes(
-              "(`edgestream: dropped 1 events to pageviews kept since a page went: …`)",
+              "(`edgestream: dropped 1 events to pageviews first sent longer ago than the stream's idempotencyTtl …`)",
             ),
           );
         }
@@ -1501,6 +1506,50 @@ browserTest(
       } finally {
         await s.close();
       }
+    }
+  },
+);
+
+browserTest(
+  "/sdk.js sends a batch kept after a proxy's 502 failed its fetch only until idempotencyTtlMs from its first try: pages that fail to send it again keep that time, not a fresh one, and a later page drops it",
+  async (browser) => {
+    // 10 s: sent under its key for 5 s from the first try.
+    const s = await behindRestartingProxy(10_000);
+    try {
+      const tab = await open(browser, s.page);
+      await tab.evaluate(s.load);
+      s.state.mode = "fetches";
+      const firstTry = Date.now();
+      await tab.evaluate(`tracker.track("pageviews", { path: "/" }); void tracker.flush();`);
+      await until("the preflight refused", () => s.state.preflights === 1);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await tab.goto(`${s.page}/next`);
+      await until("the pagehide beacon applied", async () => (await s.accepted()) === 1);
+      // The next page's resend fails so too, and it goes 2 s later: beaconed (a replay) and kept
+      // again, with the first try's time (before, a fresh one each page: kept without end).
+      await tab.goto(`${s.page}/`);
+      await tab.evaluate(s.load);
+      await until("the resend's preflight refused", () => s.state.preflights === 2);
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      await tab.goto(`${s.page}/next`);
+      await until("the second beacon", () => s.posts.length === 2);
+      await new Promise((resolve) => setTimeout(resolve, firstTry + 5_300 - Date.now()));
+      s.state.mode = "up";
+      await tab.goto(`${s.page}/`);
+      const warnings: string[] = [];
+      tab.on("console", (message) => {
+        if (message.type() === "warning") warnings.push(message.text());
+      });
+      await tab.evaluate(s.load);
+      await tab.evaluate(`tracker.settled()`);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.deepEqual(s.posts.map((p) => [p.via, p.status]), [["beacon", 202], ["beacon", 202]]);
+      assert.equal(s.posts[1].key, s.posts[0].key);
+      assert.match(warnings.join("\n"), /dropped 1 events to pageviews first sent longer ago/);
+      assert.equal(await s.accepted(), 1);
+      assert.equal(await tab.evaluate(`Object.keys(localStorage).length`), 0);
+    } finally {
+      await s.close();
     }
   },
 );

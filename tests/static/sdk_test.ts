@@ -18,6 +18,22 @@ import { MemoryStore } from "../../src/store/mod.ts";
 interface Sent {
   url: string;
   init: RequestInit & { headers: Record<string, string> };
+  /** When it was sent (`Date.now()`). */
+  at: number;
+}
+
+/**
+ * The batches kept under `name`, each checked to expire within a few ms of a day less a minute
+ * (`idempotencyTtlMs`' default) after `firstTry` (its key's first try), its `expiresAt` left out.
+ */
+function keptWithoutExpiry(name: string, firstTry: number) {
+  const kept = JSON.parse(localStorage.getItem(name)!);
+  for (const batch of kept) {
+    const expected = firstTry + 86_400_000 - 60_000;
+    assert.ok(Math.abs(batch.expiresAt - expected) <= 50, `${batch.expiresAt} vs ${expected}`);
+    delete batch.expiresAt;
+  }
+  return kept;
 }
 
 /** How a tracker option in milliseconds that is out of range is told. */
@@ -67,7 +83,7 @@ function recordingFetch(answers: Array<Response | Error | Promise<Response>>) {
   const sent: Sent[] = [];
   const original = globalThis.fetch;
   globalThis.fetch = ((url: string, init: Sent["init"]) => {
-    sent.push({ url, init });
+    sent.push({ url, init, at: Date.now() });
     const answer = answers.shift() ?? new Response(null, { status: 202 });
     return answer instanceof Error ? Promise.reject(answer) : Promise.resolve(answer);
   }) as typeof fetch;
@@ -310,7 +326,13 @@ Deno.test("createTracker() refuses a number option it cannot use, naming it, ins
     ["maxHeld", -10, "a whole number of 0 or more, received -10"],
     ["heldRetryMs", 2 ** 31, `${MS_RANGE}, received 2147483648`],
     // A key the server keeps for no time: every batch kept after a beacon would be dropped.
-    ["idempotencyTtlMs", 0, "a number of milliseconds from 1 to 2147483647, received 0"],
+    ["idempotencyTtlMs", 0, "a number of milliseconds from 1 to 31536000000, received 0"],
+    // Never a timer: up to a year, not capped at what a timer holds.
+    [
+      "idempotencyTtlMs",
+      365 * 86_400_000 + 1,
+      "a number of milliseconds from 1 to 31536000000, received 31536000001",
+    ],
   ];
   for (const [name, value, expected] of refused) {
     assert.throws(
@@ -324,6 +346,8 @@ Deno.test("createTracker() refuses a number option it cannot use, naming it, ins
   createTracker({ ...base, maxBatch: 1, flushMs: 0, maxRetries: 0, retryBaseMs: 0, maxHeld: 0 });
   createTracker({ ...base, flushMs: 2 ** 31 - 1, retryBaseMs: 2 ** 31 - 1, heldRetryMs: 0 });
   createTracker({ ...base, idempotencyTtlMs: 1 });
+  createTracker({ ...base, idempotencyTtlMs: 2 ** 31 });
+  createTracker({ ...base, idempotencyTtlMs: 365 * 86_400_000 });
 });
 
 Deno.test("createTracker() and init() refuse a secret key (sk_…) with a console error before sending anything, what an earlier page kept included", async () => {
@@ -659,8 +683,9 @@ Deno.test("while the server's last answer is a 503 (its store down), leaving the
     // The batch that waits is kept whole with its key (a 503 with outcome unknown may have
     // applied it), the event queued since without one, where every release reads events.
     const key = sent[0].init.headers["Idempotency-Key"];
+    // With when the server may forget its key, from the first try under it on.
     assert.deepEqual(
-      JSON.parse(localStorage.getItem("edgestream-keyed:https://e.example|pk_test|s")!),
+      keptWithoutExpiry("edgestream-keyed:https://e.example|pk_test|s", sent[0].at),
       [{ idempotencyKey: key, events: [{ n: 1 }] }],
     );
     assert.deepEqual(numbers(localStorage.getItem("edgestream:https://e.example|pk_test|s")), [2]);
@@ -706,7 +731,7 @@ Deno.test("after a 502 or 504 (a proxy in front of the server while it restarts)
       // Before, it went by beacon into the same proxy error, unanswered: lost.
       assert.deepEqual(beacons, [], `after a ${status}`);
       assert.deepEqual(
-        JSON.parse(localStorage.getItem("edgestream-keyed:https://e.example|pk_test|s")!),
+        keptWithoutExpiry("edgestream-keyed:https://e.example|pk_test|s", sent[0].at),
         [{ idempotencyKey: sent[0].init.headers["Idempotency-Key"], events: [{ n: 1 }] }],
       );
       await tracker.close();
@@ -2114,5 +2139,182 @@ Deno.test("a batch in flight without keepalive when the page goes is retried by 
       delete (navigator as { sendBeacon?: unknown }).sendBeacon;
       restore();
     }
+  }
+});
+
+Deno.test("a batch kept after its beacon keeps the expiry of its key's first try on every page that sends it again, and goes no more past it: not counted twice once the server forgot the key", async () => {
+  const { sent, restore } = recordingFetch(
+    Array.from({ length: 20 }, () => new TypeError("Failed to fetch")),
+  );
+  const beacons: string[] = [];
+  Object.assign(navigator, { sendBeacon: (url: string) => beacons.push(url) > 0 });
+  const { warnings, stopCapture } = captureWarnings();
+  const name = "edgestream-keyed:https://e.example|pk_test|s";
+  // Kept for 300 ms from the first try: the key's 600 ms less half of it.
+  const options = {
+    key: "pk_test",
+    endpoint: "https://e.example",
+    maxRetries: 0,
+    idempotencyTtlMs: 600,
+  };
+  try {
+    const first = createTracker(options);
+    first.track("s", { n: 1 });
+    await first.flush();
+    globalThis.dispatchEvent(new Event("pagehide"));
+    const key = sent[0].init.headers["Idempotency-Key"];
+    const [kept] = JSON.parse(localStorage.getItem(name)!);
+    assert.equal(kept.idempotencyKey, key);
+    assert.equal(beacons.length, 1);
+    assert.ok(Math.abs(kept.expiresAt - (sent[0].at + 300)) <= 50, `${kept.expiresAt}`);
+    await first.close();
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    // The next page sends it under its key, fails unanswered again, and beacons and keeps it again:
+    // with the first try's expiry (before, a fresh one: re-kept on every page, never expiring).
+    const second = createTracker(options);
+    await second.flush();
+    assert.equal(sent.length, 2);
+    assert.equal(sent[1].init.headers["Idempotency-Key"], key);
+    globalThis.dispatchEvent(new Event("pagehide"));
+    assert.equal(beacons.length, 2);
+    const [again] = JSON.parse(localStorage.getItem(name)!);
+    assert.equal(again.idempotencyKey, key);
+    assert.equal(again.expiresAt, kept.expiresAt);
+    await second.close();
+    await new Promise((resolve) => setTimeout(resolve, kept.expiresAt - Date.now() + 20));
+    // Past it, the page after drops it with a warning: neither sent nor kept again.
+    const third = createTracker(options);
+    await third.flush();
+    globalThis.dispatchEvent(new Event("pagehide"));
+    assert.equal(sent.length, 2);
+    assert.equal(beacons.length, 2);
+    assert.equal(localStorage.length, 0);
+    assert.ok(
+      warnings.some((text) =>
+        text.startsWith(
+          "edgestream: dropped 1 events to s first sent longer ago than the stream's idempotencyTtl",
+        )
+      ),
+      warnings.join("\n"),
+    );
+    await third.close();
+  } finally {
+    stopCapture();
+    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+    restore();
+  }
+});
+
+Deno.test("a batch held past its key's expiry is neither sent again by a flush nor beaconed or kept as the page goes", async () => {
+  const { sent, restore } = recordingFetch(
+    Array.from({ length: 20 }, () => new TypeError("Failed to fetch")),
+  );
+  const beacons: string[] = [];
+  Object.assign(navigator, { sendBeacon: (url: string) => beacons.push(url) > 0 });
+  const { warnings, stopCapture } = captureWarnings();
+  const options = {
+    key: "pk_test",
+    endpoint: "https://e.example",
+    maxRetries: 0,
+    idempotencyTtlMs: 400,
+  };
+  try {
+    const tracker = createTracker(options);
+    tracker.track("s", { n: 1 });
+    await tracker.flush();
+    tracker.track("s", { n: 2 });
+    assert.equal(tracker.held, 1);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    // Past the first try's 200 ms: the held batch is dropped, not tried again; the new one goes.
+    await tracker.flush();
+    assert.deepEqual(sent.map((request) => JSON.parse(String(request.init.body))[0].n), [1, 2]);
+    assert.ok(
+      warnings.some((text) => text.startsWith("edgestream: dropped 1 events to s first sent")),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    globalThis.dispatchEvent(new Event("pagehide"));
+    assert.deepEqual(beacons, []);
+    assert.equal(localStorage.length, 0);
+    assert.equal(warnings.filter((text) => text.includes("first sent longer ago")).length, 2);
+    await tracker.close();
+  } finally {
+    stopCapture();
+    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+    restore();
+  }
+});
+
+Deno.test("a full localStorage drops the copies of batches a beacon took too before the batches kept only there, and a copy not kept warns that its events went by beacon", async () => {
+  const { sent, restore } = recordingFetch([
+    new Response(null, { status: 503 }),
+    new Response(null, { status: 202 }),
+    new TypeError("Failed to fetch"),
+    new Response(null, { status: 503 }),
+    new Response(null, { status: 202 }),
+    new TypeError("Failed to fetch"),
+  ]);
+  const beacons: string[] = [];
+  Object.assign(navigator, { sendBeacon: (url: string) => beacons.push(url) > 0 });
+  const { warnings, stopCapture } = captureWarnings();
+  const name = "edgestream-keyed:https://e.example|pk_test|s";
+  const events = (from: number, count: number) =>
+    Array.from({ length: count }, (_, i) => ({ n: from + i }));
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      maxRetries: 0,
+      maxBatch: 1000,
+    });
+    // 600 events answered 503: kept only in localStorage as the page is hidden.
+    for (const event of events(0, 600)) tracker.track("s", event);
+    await tracker.flush();
+    globalThis.dispatchEvent(new Event("pagehide"));
+    assert.equal(beacons.length, 0);
+    // The server answers again; 300 events fail unanswered: beaconed and kept too.
+    tracker.track("s", { n: 600 });
+    await tracker.flush();
+    for (const event of events(1000, 300)) tracker.track("s", event);
+    await tracker.flush();
+    globalThis.dispatchEvent(new Event("pagehide"));
+    assert.equal(beacons.length, 1);
+    // 200 more answered 503: 1,100 kept in all, past the 1,000 a stream keeps.
+    for (const event of events(2000, 200)) tracker.track("s", event);
+    await tracker.flush();
+    globalThis.dispatchEvent(new Event("pagehide"));
+    assert.equal(sent.length, 4);
+    const kept = JSON.parse(localStorage.getItem(name)!);
+    // The beaconed copy went (before, the oldest: the 600 no beacon took, lost).
+    assert.deepEqual(kept.map((batch: { events: unknown[] }) => batch.events.length), [600, 200]);
+    assert.equal(kept[0].events[0].n, 0);
+    localStorage.clear();
+
+    // No room at all: the beaconed batch's copy is not kept, and the warning says it went.
+    const setItem = Storage.prototype.setItem;
+    Storage.prototype.setItem = () => {
+      throw new DOMException("full", "QuotaExceededError");
+    };
+    tracker.track("s", { n: 2999 });
+    await tracker.flush();
+    try {
+      tracker.track("s", { n: 3000 });
+      await tracker.flush();
+      globalThis.dispatchEvent(new Event("pagehide"));
+    } finally {
+      Storage.prototype.setItem = setItem;
+    }
+    assert.equal(beacons.length, 2);
+    assert.ok(
+      warnings.includes(
+        "edgestream: kept no copy of 1 events to s sent by beacon: no room to keep them",
+      ),
+      warnings.join("\n"),
+    );
+    assert.ok(!warnings.some((text) => text.startsWith("edgestream: lost")), warnings.join("\n"));
+    await tracker.close();
+  } finally {
+    stopCapture();
+    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+    restore();
   }
 });
