@@ -256,10 +256,11 @@ function uriMarks(): {
 }
 
 /**
- * A time of RFC 3339 with seconds `60` (its hour, minute and offset), ending the text: a leap
+ * A time of RFC 3339 with seconds `60` (its hour, minute, the `:60` with its index and the offset),
+ * ending the text: a leap
  * second when it is the last second of a UTC day, as {@linkcode isLeapSecond} checks.
  */
-const LEAP_SECOND_TIME = /(?:^|[Tt])(\d\d):(\d\d):60(?:\.\d+)?(?:[Zz]|([+-])(\d\d):(\d\d))$/;
+const LEAP_SECOND_TIME = /(?:^|[Tt])(\d\d):(\d\d)(:60)(?:\.\d+)?(?:[Zz]|([+-])(\d\d):(\d\d))$/d;
 
 /**
  * Whether `value`, which a format's pattern refused, is the same text with a leap second in it
@@ -270,12 +271,13 @@ const LEAP_SECOND_TIME = /(?:^|[Tt])(\d\d):(\d\d):60(?:\.\d+)?(?:[Zz]|([+-])(\d\
 function isLeapSecond(value: string, pattern: RegExp): boolean {
   const match = LEAP_SECOND_TIME.exec(value);
   if (match === null) return false;
-  const [hour, minute, hours, minutes] = [match[1], match[2], match[4], match[5]].map((part) =>
+  const [hour, minute, hours, minutes] = [match[1], match[2], match[5], match[6]].map((part) =>
     Number(part ?? 0)
   );
-  const offset = (match[3] === "-" ? -1 : 1) * (hours * 60 + minutes);
+  const offset = (match[4] === "-" ? -1 : 1) * (hours * 60 + minutes);
   if (((hour * 60 + minute - offset) % 1440 + 1440) % 1440 !== 1439) return false;
-  const at = match.index + match[0].indexOf(":60", match[0].indexOf(":") + 1);
+  // The group is in every match: the `d` flag gives where it begins.
+  const at = match.indices![3]![0];
   pattern.lastIndex = 0;
   return pattern.test(`${value.slice(0, at)}:59${value.slice(at + 3)}`);
 }
@@ -283,8 +285,8 @@ function isLeapSecond(value: string, pattern: RegExp): boolean {
 /**
  * Gives the `date-time` and `time` pattern checks of a schema made of a node that
  * {@linkcode RFC3339_MARK} marks (its string schema, a `type` list's member, under a `default`) a
- * check that also takes a leap second ({@linkcode isLeapSecond}); every other value is checked by
- * the pattern as before, with its issue.
+ * check that also takes a leap second: the pattern runs first, and a value it refuses is taken
+ * when {@linkcode isLeapSecond}, else given the pattern's issue as before.
  */
 function takesLeapSeconds(schema: z.ZodType): void {
   const patterns = new Set(Object.values(RFC3339_FORMATS).map(({ pattern }) => `/${pattern}/`));
@@ -294,7 +296,11 @@ function takesLeapSeconds(schema: z.ZodType): void {
     const patternCheck = check._zod.check;
     // deno-lint-ignore no-explicit-any
     check._zod.check = (payload: any) => {
-      if (!isLeapSecond(payload.value, checkDef.pattern)) patternCheck(payload);
+      // The pattern first: most values it takes, and only one it refuses may be a leap second.
+      const pattern = checkDef.pattern;
+      pattern.lastIndex = 0;
+      if (pattern.test(payload.value)) return;
+      if (!isLeapSecond(payload.value, pattern)) patternCheck(payload);
     };
   });
 }
