@@ -369,14 +369,33 @@ function withQuotes(rejection: Rejection, quote: (field: string) => string): Rej
   return { ...rejection, errors };
 }
 
-/** `text` quoted (see `quoteInput`) with as many characters as keep its JSON within `chars`. */
+/** A count `quoteInput` ends a text it cut with: the text holds input cut already. */
+const CUT_COUNT = /… \(\d+ characters\)/;
+
+/**
+ * `text` quoted (see `quoteInput`) with as many characters as keep its JSON within `chars`. A text
+ * that already holds a cut key's count (a path of a key over 256 characters, `aaa… (302
+ * characters)`) is cut with `…` alone: a count of its own, the characters of the text as the first
+ * reply had it, would read as the key's.
+ */
 function quotedWithin(text: string, chars: number): string {
-  // Each character takes at least one of JSON, and the quotation marks two.
-  for (let max = Math.min(256, chars - 2); max > 0; max--) {
+  const recut = CUT_COUNT.test(text);
+  const quote = (max: number) => {
     const quoted = quoteInput(text, max);
-    if (JSON.stringify(quoted).length <= chars) return quoted;
+    return quoted === text || !recut ? quoted : quoted.slice(0, quoted.lastIndexOf("… (") + 1);
+  };
+  const fits = (max: number) => JSON.stringify(quote(max)).length <= chars;
+  // The JSON grows with `max` (the whole text is no longer than its cut with a count; cut with `…`
+  // alone, it may be one character short of that): the largest that fits, found by halving, each
+  // step one quote. Each character takes at least one of JSON, the quotation marks two.
+  let low = 0;
+  let high = Math.max(0, Math.min(256, chars - 2));
+  while (low < high) {
+    const middle = Math.ceil((low + high) / 2);
+    if (fits(middle)) low = middle;
+    else high = middle - 1;
   }
-  return quoteInput(text, 0);
+  return quote(low);
 }
 
 /** Why a request with an `Idempotency-Key` was not applied. */
