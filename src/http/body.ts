@@ -288,8 +288,11 @@ async function inflate(
 
 /**
  * Whether a `deflate` body starts with a zlib header (RFC 1950: method 8, a window of at most
- * 32 KiB, the two bytes a multiple of 31), as HTTP's `deflate` is. Some clients send the deflate
- * data without it (raw, RFC 1951), which browsers read too: such a body is inflated as it is.
+ * 32 KiB, the two bytes a multiple of 31), as HTTP's `deflate` is: the checks zlib's inflater makes
+ * of the header, so a body goes raw exactly when zlib would refuse its header, as browsers do. Some
+ * clients send the deflate data without it (raw, RFC 1951): such a body is inflated as it is. Raw
+ * deflate carries no check: plain JSON labelled `deflate` fails to inflate (`invalid_body`), but
+ * bytes that do inflate are read as any body (`invalid_utf8`, `invalid_json` when they are not).
  */
 function hasZlibHeader(body: Uint8Array): boolean {
   return body.byteLength >= 2 && (body[0] & 0x0f) === 8 && body[0] >> 4 <= 7 &&

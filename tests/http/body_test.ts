@@ -7,6 +7,7 @@ import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { KEYS, TEST_CONFIG, testApp } from "../_fixtures.ts";
 import { rawStatus, startServer } from "../_live.ts";
 import fc from "fast-check";
+import { deflateRawSync } from "node:zlib";
 import { type ApiError, apiErrorOf } from "../../src/http/errors.ts";
 import {
   BodyError,
@@ -830,6 +831,29 @@ Deno.test("Ingest takes a deflate body sent without its zlib wrapper (raw deflat
     assert.match(json.error.message, message);
   }
   assert.equal((await store.stats("orders", [])).accepted, 1);
+});
+
+Deno.test("a deflate body is zlib when zlib's header check passes, else raw: plain JSON sent as deflate is 400 invalid_body, and what raw deflate inflates to is read as any body", async () => {
+  const { store, post: postAs } = await encodedIngest();
+  const post = (body: BodyInit) => postAs(body, "deflate");
+  const refusals: Array<[BodyInit, string, RegExp]> = [
+    // Plain JSON labelled deflate: no zlib header, and not raw deflate either.
+    ['[{"id":"5","country":"DE","amount":5}]', "invalid_body", /Body is not valid deflate/],
+    ['{"id":"6","country":"DE","amount":5}\n', "invalid_body", /Body is not valid deflate/],
+    ["{}", "invalid_body", /Body is not valid deflate/],
+    // Raw deflate carries no check: bytes it inflates to that are not UTF-8, or not JSON, are
+    // refused as a body sent as they are would be.
+    [deflateRawSync(new Uint8Array([0xff, 0xfe, 0x7b])), "invalid_utf8", /UTF-8/],
+    [deflateRawSync(new TextEncoder().encode("garbage {")), "invalid_json", /JSON/],
+  ];
+  for (const [body, code, message] of refusals) {
+    const reply = await post(body);
+    const json = await reply.json();
+    assert.equal(reply.status, 400, JSON.stringify(json));
+    assert.equal(json.error.code, code, JSON.stringify(json));
+    assert.match(json.error.message, message);
+  }
+  assert.equal((await store.stats("orders", [])).accepted, 0);
 });
 
 Deno.test("readLimitedBody() takes a decompressed body of exactly the limit, and refuses one byte more", async () => {
