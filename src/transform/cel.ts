@@ -1058,13 +1058,14 @@ const ASCII = /^[\0-\x7f]*$/;
  * so past an emoji they were off by one a character (`'😀a'.indexOf('a')` gave 2, where `size()`
  * gave 1) and `'😀x'.substring(0, 1)` cut the emoji in half, a lone surrogate a `set` then stored.
  * Its `upperAscii` and `lowerAscii` changed every letter (`'é'.upperAscii()` gave `É`, `'ß'` gave
- * `SS`), where CEL changes ASCII letters only.
+ * `SS`), where CEL changes ASCII letters only. Each is given the call's `values`, the receiver
+ * (`text`) then the arguments, as cel-js passes them: no array is built per call.
  */
-const CODE_POINT_METHODS = new Map<string, (text: string, args: unknown[]) => unknown>([
+const CODE_POINT_METHODS = new Map<string, (text: string, values: unknown[]) => unknown>([
   [
     "upperAscii",
-    (text, args) =>
-      args.length !== 0
+    (text, values) =>
+      values.length !== 1
         ? null
         : ASCII.test(text)
         ? text.toUpperCase()
@@ -1072,8 +1073,8 @@ const CODE_POINT_METHODS = new Map<string, (text: string, args: unknown[]) => un
   ],
   [
     "lowerAscii",
-    (text, args) =>
-      args.length !== 0
+    (text, values) =>
+      values.length !== 1
         ? null
         : ASCII.test(text)
         ? text.toLowerCase()
@@ -1081,9 +1082,12 @@ const CODE_POINT_METHODS = new Map<string, (text: string, args: unknown[]) => un
   ],
   ["indexOf", searchMethod("indexOf")],
   ["lastIndexOf", searchMethod("lastIndexOf")],
-  ["substring", (text, [start, end]) => {
-    if (typeof start !== "bigint" || (end !== undefined && typeof end !== "bigint")) return null;
+  ["substring", (text, values) => {
+    // Without a surrogate, code points are UTF-16 units: cel-js's own answer (or error) stands.
     if (!SURROGATE.test(text)) return null;
+    const start = values[1];
+    const end = values[2];
+    if (typeof start !== "bigint" || (end !== undefined && typeof end !== "bigint")) return null;
     const size = BigInt(codePointsIn(text, text.length));
     if (start < 0n || start > size) {
       throw new EvaluationError("string.substring(start, end): start index out of range");
@@ -1103,12 +1107,15 @@ const CODE_POINT_METHODS = new Map<string, (text: string, args: unknown[]) => un
  */
 function searchMethod(
   method: "indexOf" | "lastIndexOf",
-): (text: string, args: unknown[]) => unknown {
+): (text: string, values: unknown[]) => unknown {
   const step = method === "indexOf" ? 1 : -1;
   const message = `string.${method}(search, fromIndex): fromIndex out of range`;
-  return (text, [search, from]) => {
-    if (typeof search !== "string" || (from !== undefined && typeof from !== "bigint")) return null;
+  return (text, values) => {
+    // Without a surrogate, code points are UTF-16 units: cel-js's own answer (or error) stands.
     if (!SURROGATE.test(text)) return null;
+    const search = values[1];
+    const from = values[2];
+    if (typeof search !== "string" || (from !== undefined && typeof from !== "bigint")) return null;
     if (from !== undefined) {
       if (search === "") return from;
       if (from < 0n || from >= BigInt(codePointsIn(text, text.length))) {
@@ -1135,8 +1142,8 @@ function checkStringMethods(root: unknown): void {
     const call = node as unknown as MethodCall;
     const handle = call.handle;
     call.handle = (values, evaluator, self) => {
-      const [receiver, ...args] = values;
-      const value = typeof receiver === "string" ? method(receiver, args) : null;
+      const receiver = values[0];
+      const value = typeof receiver === "string" ? method(receiver, values) : null;
       return value === null ? handle(values, evaluator, self) : value;
     };
   });
