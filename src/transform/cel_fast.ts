@@ -102,6 +102,8 @@ function compileNode(node: unknown, variables: ReadonlySet<string>): Step | null
       if (typeof name !== "string") return null;
       const read = compileNode(target, variables);
       if (!read) return null;
+      // Whether Object.prototype has `name` (`toString`, `constructor`): known from `name` alone.
+      const inherited = name in Object.prototype;
       // A missing field is CEL's error: the interpreter raises it.
       return (context) => {
         const object = read(context);
@@ -110,8 +112,7 @@ function compileNode(node: unknown, variables: ReadonlySet<string>): Step | null
         // Found on an object whose only prototype is Object.prototype, which lacks it: its own
         // (one load, where `Object.hasOwn` is a lookup of its own). Anything else is asked.
         if (
-          value !== undefined && Object.getPrototypeOf(object) === Object.prototype &&
-          !(name in Object.prototype)
+          value !== undefined && !inherited && Object.getPrototypeOf(object) === Object.prototype
         ) return value;
         return Object.hasOwn(object, name) ? value : FALLBACK;
       };
