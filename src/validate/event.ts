@@ -15,6 +15,7 @@ import {
   withPatternCache,
 } from "./linear_regexp.ts";
 import { MAX_LISTED_NAMES, quoteInput } from "./quote.ts";
+import { endsUtcDay } from "./time.ts";
 
 /** One problem with one event, as reported in an ingest reply. */
 export interface FieldError {
@@ -275,10 +276,9 @@ function isLeapSecond(value: string, pattern: RegExp): boolean {
     Number(part ?? 0)
   );
   const offset = (match[4] === "-" ? -1 : 1) * (hours * 60 + minutes);
-  if (((hour * 60 + minute - offset) % 1440 + 1440) % 1440 !== 1439) return false;
+  if (!endsUtcDay(hour, minute, offset)) return false;
   // The group is in every match: the `d` flag gives where it begins.
   const at = match.indices![3]![0];
-  pattern.lastIndex = 0;
   return pattern.test(`${value.slice(0, at)}:59${value.slice(at + 3)}`);
 }
 
@@ -297,8 +297,9 @@ function takesLeapSeconds(schema: z.ZodType): void {
     // deno-lint-ignore no-explicit-any
     check._zod.check = (payload: any) => {
       // The pattern first: most values it takes, and only one it refuses may be a leap second.
+      // It has no flags (its text is `/…/`, as matched above): no `g` or `y` whose `lastIndex`
+      // would carry over from one test to the next.
       const pattern = checkDef.pattern;
-      pattern.lastIndex = 0;
       if (pattern.test(payload.value)) return;
       if (!isLeapSecond(payload.value, pattern)) patternCheck(payload);
     };

@@ -38,7 +38,7 @@ function parseIso(text: string, rounding: Rounding = "floor"): number | null {
   // room between, so it is read as the one before it (`floor`: an event stays in its day) or the
   // one after it (`ceil`).
   const leap = second === 60;
-  if (leap && ((hour * 60 + minute - offsetMinutes) % 1440 + 1440) % 1440 !== 1439) return null;
+  if (leap && !endsUtcDay(hour, minute, offsetMinutes)) return null;
   // Year zero has one form, as ECMAScript's (`Date.parse` refuses `-000000`).
   if (match[1] === "-000000") return null;
   // The day is found in the year's place in the 400-year Gregorian cycle (0-399), which a Date
@@ -56,6 +56,15 @@ function parseIso(text: string, rounding: Rounding = "floor"): number | null {
   if (leap) date.setUTCHours(hour, minute, 59, rounding === "ceil" ? 1000 : 999);
   else date.setUTCHours(hour, minute, second, fraction);
   return date.getTime() + cycles * MS_PER_CYCLE - offsetMinutes * 60_000;
+}
+
+/**
+ * Whether the minute `hour`:`minute` of a time `offsetMinutes` ahead of UTC (`-480` for `-08:00`)
+ * is 23:59 UTC, the last minute of a UTC day: where a leap second (`:60`) may fall, in any offset
+ * (`15:59:60-08:00` is one, `22:59:60Z` is not).
+ */
+export function endsUtcDay(hour: number, minute: number, offsetMinutes: number): boolean {
+  return ((hour * 60 + minute - offsetMinutes) % 1440 + 1440) % 1440 === 1439;
 }
 
 /**
