@@ -345,9 +345,10 @@ function storedReply(accepted: number, filtered: number, rejected: readonly Reje
  * 256 characters as client input is anywhere, or, when that is still past `budget`, each within an
  * equal share of what the rest of its JSON leaves (a quoted character may take 6 characters of
  * JSON, `\u0001`: 11 errors quoted within 256 took near 30,000). A path or message within its share
- * stays whole, as the count that ends a long list of errors does. For the at most
+ * stays whole, as the count that ends a long list of errors does; one past it keeps its first
+ * characters and `…` (see {@linkcode quotedWithin}). For the at most
  * {@linkcode MAX_EVENT_ERRORS} errors and that count a rejection lists, a share is over 150
- * characters, room for the `… (n characters)` every quote keeps.
+ * characters, room for far more than the 3 of JSON the smallest cut, `…` alone, takes.
  */
 function shortenedWithin(rejection: Rejection, budget: number): string {
   const text = JSON.stringify(withQuotes(rejection, (field) => quoteInput(field)));
@@ -369,25 +370,22 @@ function withQuotes(rejection: Rejection, quote: (field: string) => string): Rej
   return { ...rejection, errors };
 }
 
-/** A count `quoteInput` ends a text it cut with: the text holds input cut already. */
-const CUT_COUNT = /… \(\d+ characters\)/;
-
 /**
- * `text` quoted (see `quoteInput`) with as many characters as keep its JSON within `chars`. A text
- * that already holds a cut key's count (a path of a key over 256 characters, `aaa… (302
- * characters)`) is cut with `…` alone: a count of its own, the characters of the text as the first
- * reply had it, would read as the key's.
+ * `text` quoted with as many of its characters (code points, as `quoteInput` counts them) as keep
+ * its JSON within `chars`: whole, or its first characters and `…` alone. No count: a path may
+ * hold a key cut already with its own (`aaa… (302 characters)`), which a count of the path's
+ * characters would be read as. The smallest cut, `…` alone, is 3 characters of JSON (`""` for an
+ * empty text, 2), and {@linkcode shortenedWithin} gives each text over 150.
  */
 function quotedWithin(text: string, chars: number): string {
-  const recut = CUT_COUNT.test(text);
   const quote = (max: number) => {
     const quoted = quoteInput(text, max);
-    return quoted === text || !recut ? quoted : quoted.slice(0, quoted.lastIndexOf("… (") + 1);
+    return quoted === text ? text : quoted.slice(0, quoted.lastIndexOf("… (") + 1);
   };
   const fits = (max: number) => JSON.stringify(quote(max)).length <= chars;
-  // The JSON grows with `max` (the whole text is no longer than its cut with a count; cut with `…`
-  // alone, it may be one character short of that): the largest that fits, found by halving, each
-  // step one quote. Each character takes at least one of JSON, the quotation marks two.
+  // The JSON grows with `max` (each character takes at least one character of JSON, as much as
+  // the `…` it takes the place of): the largest that fits, found by halving, each step one quote.
+  // The quotation marks take two.
   let low = 0;
   let high = Math.max(0, Math.min(256, chars - 2));
   while (low < high) {
