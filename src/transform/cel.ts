@@ -1208,6 +1208,8 @@ function checkIntegerEdges(root: unknown): void {
       // cel-js's timestamps are Dates, which go on past CEL's range (`+010000-01-01T…`).
       checked.handle = (left, right, self, evaluator) => {
         const value = handle(left, right, self, evaluator);
+        // An int, a double or a string (what most dyn sums are): neither a timestamp nor a duration.
+        if (typeof value !== "object" || value === null) return value;
         if (outsideDurationRange(value)) throw durationOverflow(value);
         if (value instanceof Date && !withinTimestampRange(value)) {
           throw new EvaluationError(
