@@ -105,6 +105,19 @@ export const APPLY_FIELDS = [
 /** The apply script's ARGV[1] field name. */
 export type ApplyField = typeof APPLY_FIELDS[number];
 
+/**
+ * The apply script's ARGV[1] from its fields by name: an array in the order of
+ * {@linkcode APPLY_FIELDS}, `false` for an absent one (JSON `null` is a true value in the script),
+ * and nothing after the last present one (each value sent is work for the script's decoding).
+ */
+export function applyFields(header: { [name in ApplyField]?: unknown }): unknown[] {
+  const sent = APPLY_FIELDS.map((name) => header[name] ?? false);
+  let length = sent.length;
+  while (length > 0 && sent[length - 1] === false) length--;
+  sent.length = length;
+  return sent;
+}
+
 /** Lua for the apply script's ARGV[1] field \`name\` (see {@linkcode APPLY_FIELDS}): \`args[<place>]\`. */
 function arg(name: ApplyField): string {
   return `args[${APPLY_FIELDS.indexOf(name) + 1}]`;

@@ -15,9 +15,9 @@ import { dataKeyPrefix, definitionKey } from "./definition_store.ts";
 import { splitGenerationKey } from "../definitions.ts";
 import {
   APPEND_SCRIPT,
-  APPLY_FIELDS,
   APPLY_SCRIPT,
   type ApplyField,
+  applyFields,
   CLOSE_SCRIPT,
   DEFAULT_STATS_TTL_MS,
   DEMAND_SCRIPT,
@@ -272,19 +272,6 @@ type Cell =
     string[],
     SketchBins,
   ];
-
-/**
- * The apply script's ARGV[1] from its fields by name: an array in the order of `APPLY_FIELDS`,
- * `false` for an absent one (JSON `null` is a true value in the script), and nothing after the
- * last present one (each value sent is work for the script's decoding).
- */
-export function applyFields(header: { [name in ApplyField]?: unknown }): unknown[] {
-  const sent = APPLY_FIELDS.map((name) => header[name] ?? false);
-  let length = sent.length;
-  while (length > 0 && sent[length - 1] === false) length--;
-  sent.length = length;
-  return sent;
-}
 
 /** The bucket of a quantiles counter's update, or undefined for other counters. */
 function binOf(batch: StoreBatch, update: CellUpdate): string | undefined {

@@ -16,11 +16,12 @@ import { REDIS_CALL_TIMEOUT_MS } from "../../../src/store/mod.ts";
 import {
   APPLY_FIELDS,
   APPLY_SCRIPT,
+  applyFields,
   DEDUPE_EARLIER_TTLS,
 } from "../../../src/store/redis/_scripts.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
-import { applyFields, type RedisClient, RedisStore } from "../../../src/store/redis/store.ts";
+import { type RedisClient, RedisStore } from "../../../src/store/redis/store.ts";
 import { type Store, type StoreBatch, StoreUnavailableError } from "../../../src/store/types.ts";
 import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
 import { createdThroughApi, recordingApplies } from "./_apply_headers.ts";
