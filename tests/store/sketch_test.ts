@@ -6,7 +6,9 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { DDSketch } from "@datadog/sketches-js";
 import { addBins, sketchBin, type SketchBins, sketchQuantiles } from "../../src/store/sketch.ts";
+import { quantilesOf } from "../../src/store/_sketch_quantiles.ts";
 import { denseQuantiles } from "./_dense_quantiles.ts";
 
 const QS = [0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1];
@@ -289,8 +291,11 @@ Deno.test("sketchQuantiles() looks at the occupied buckets only, not every key b
   const bins = binsOf([1e-9, Number.MAX_SAFE_INTEGER, -1e-9, -Number.MAX_SAFE_INTEGER], 0.001);
   const qs = [0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1];
   const tally = { slotsRead: 0 };
-  const estimates = sketchQuantiles(bins, 0.001, qs, { tally });
+  const { mapping } = new DDSketch({ relativeAccuracy: 0.001 });
+  const estimates = quantilesOf(bins, mapping, qs, {}, tally);
   const read = tally.slotsRead;
+  // The walk counted is sketchQuantiles()' own: the same estimates.
+  assert.deepEqual(sketchQuantiles(bins, 0.001, qs), estimates);
   // At least one slot a quantile (none is zero), at most every occupied one.
   assert.ok(
     read >= qs.length && read <= 4 * qs.length,
