@@ -123,11 +123,12 @@ export interface CompiledStream {
   /** Compiled alerts, in definition order. */
   alerts: CompiledAlert[];
   /**
-   * The places (in {@linkcode counters}) of the counters an alert evaluates `live` watches, but for
-   * sessions (a merge can move a session's start: its alerts are judged at close only): what an
-   * ingested batch's alert evaluation looks at, found once here rather than for every batch.
+   * The alerts evaluated `live` (in definition order), by the place (in {@linkcode counters}) of
+   * the counter they watch, but for sessions (a merge can move a session's start: their alerts are
+   * judged at close only): the counters an ingested batch's alert evaluation looks at and the
+   * alerts that judge their values so far, found once here rather than for every batch.
    */
-  liveAlertCounters: ReadonlySet<number>;
+  liveAlerts: ReadonlyMap<number, readonly CompiledAlert[]>;
   /**
    * The counters the stream counted in its incarnation and no longer has (removed by a `PUT` or a
    * redeploy), read from its definition record: their results logged before the change still
@@ -558,11 +559,20 @@ function compileStream(
     counters,
     counterMetas: counters.map((counter) => counter.meta),
     alerts,
-    liveAlertCounters: new Set(
-      alerts.filter((alert) => alert.evaluate === "live" && alert.counter.window.kind !== "session")
-        .map((alert) => alert.counter.index),
-    ),
+    liveAlerts: liveAlertsOf(alerts),
   };
+}
+
+/** A stream's {@linkcode CompiledStream.liveAlerts} from its compiled alerts. */
+function liveAlertsOf(alerts: readonly CompiledAlert[]): Map<number, CompiledAlert[]> {
+  const live = new Map<number, CompiledAlert[]>();
+  for (const alert of alerts) {
+    if (alert.evaluate !== "live" || alert.counter.window.kind === "session") continue;
+    const watching = live.get(alert.counter.index);
+    if (watching) watching.push(alert);
+    else live.set(alert.counter.index, [alert]);
+  }
+  return live;
 }
 
 /** A stream's {@linkcode CompiledStream.idleMs} from its parsed `time`. */

@@ -76,18 +76,10 @@ function warnFailedWhen(
   }
 }
 
-/** Options for {@linkcode evaluateAlerts}. */
-export interface EvaluateAlertsOptions {
-  /**
-   * The rows hold windows' values so far (right after ingest), not their final ones: only the
-   * alerts with `evaluate: "live"` judge them. @default {false: final values, every alert}
-   */
-  partial?: boolean;
-}
-
 /**
  * The firings of the stream's alerts on `counter` whose `when` is true for a
- * row (of partial values, only the `live` alerts'). An expression that fails
+ * row of final values (the values so far are judged by the `live` alerts alone,
+ * {@linkcode CompiledStream.liveAlerts}, in {@linkcode AlertWatcher}). An expression that fails
  * to evaluate (e.g. `value > 1.0` while the value is null, or `value.p99` of
  * a count) or gives no bool (`value` alone) counts as false, and a warning
  * says so (naming the stream and the alert) at most once a minute per alert.
@@ -116,12 +108,22 @@ export function evaluateAlerts(
   stream: Pick<CompiledStream, "name" | "alerts">,
   counter: CompiledCounter,
   rows: readonly AlertInput[],
-  options: EvaluateAlertsOptions = {},
+): AlertFiring[] {
+  const watching = stream.alerts.filter((alert) => alert.counter.name === counter.name);
+  return firingsOf(stream.name, counter, watching, rows);
+}
+
+/**
+ * The firings of `watching` (alerts of the stream named `stream` on `counter`) whose `when` is
+ * true for a row: see {@linkcode evaluateAlerts}.
+ */
+function firingsOf(
+  stream: string,
+  counter: CompiledCounter,
+  watching: readonly CompiledAlert[],
+  rows: readonly AlertInput[],
 ): AlertFiring[] {
   const firings: AlertFiring[] = [];
-  const watching = stream.alerts.filter((alert) =>
-    alert.counter.name === counter.name && (!options.partial || alert.evaluate === "live")
-  );
   if (watching.length === 0) return firings;
   for (const row of rows) {
     const value = aggregateValue(counter.aggregate, row.state);
@@ -139,13 +141,13 @@ export function evaluateAlerts(
       try {
         result = alert.when(variables);
       } catch (error) {
-        warnFailedWhen(stream.name, alert, { error, value });
+        warnFailedWhen(stream, alert, { error, value });
         continue;
       }
       // A result that is no bool (`value` alone, a number) fails too: it cannot say "fire".
       const notBool = notBoolReason("The condition", result);
       if (notBool !== null) {
-        warnFailedWhen(stream.name, alert, { error: new Error(notBool), value });
+        warnFailedWhen(stream, alert, { error: new Error(notBool), value });
         continue;
       }
       if (!result) continue;
@@ -269,7 +271,7 @@ export class AlertWatcher {
   observe(batch: AppliedBatch): void {
     // Alerts with `evaluate: "close"`, and a session counter's, see only final values: the sweep
     // judges them.
-    const watched = batch.stream.liveAlertCounters;
+    const watched = batch.stream.liveAlerts;
     if (this.#closed || watched.size === 0) return;
     let touched = this.#pending.get(batch.stream);
     batch.events.forEach((_event, i) => {
@@ -341,7 +343,7 @@ export class AlertWatcher {
       const rows = values
         .filter((value) => windows.get(value.start)?.has(value.group))
         .map((value) => ({ ...value, end: value.start + counter.window.sizeMs }));
-      firings.push(...evaluateAlerts(stream, counter, rows, { partial: true }));
+      firings.push(...firingsOf(stream.name, counter, stream.liveAlerts.get(index) ?? [], rows));
     }
     // A firing the store answered for already cannot fire again: asking once more would only
     // add a round trip before the next evaluation (of a new firing) starts.

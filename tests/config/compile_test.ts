@@ -1316,7 +1316,7 @@ Deno.test("the README's close-only alert compiles with evaluate close, an alert 
   );
 });
 
-Deno.test("compileConfig() lists once the counters a live alert watches, not a close-only alert's nor a session counter's", () => {
+Deno.test("compileConfig() lists the live alerts by the counter they watch, once a counter, not a close-only alert nor a session counter's", () => {
   const count = (window: Record<string, string>) => ({ window, aggregate: "count" });
   const stream = only(compileConfig(orders({
     counters: {
@@ -1334,8 +1334,21 @@ Deno.test("compileConfig() lists once the counters a live alert watches, not a c
       { name: "t2", counter: "twice", when: "value > 99.0", evaluate: "live" },
     ],
   })));
-  assert.deepEqual([...stream.liveAlertCounters], [1, 4]);
-  assert.equal(only(compileConfig(counter({}))).liveAlertCounters.size, 0);
+  const names = [...stream.liveAlerts].map(([index, alerts]) => [
+    index,
+    alerts.map((alert) => alert.name),
+  ]);
+  assert.deepEqual(names, [[1, ["b"]], [4, ["t1", "t2"]]]);
+  for (const [index, alerts] of stream.liveAlerts) {
+    for (const alert of alerts) {
+      assert.equal(
+        alert,
+        stream.alerts.find((a) => a.name === alert.name),
+      );
+    }
+    assert.ok(alerts.every((alert) => alert.counter === stream.counters[index]));
+  }
+  assert.equal(only(compileConfig(counter({}))).liveAlerts.size, 0);
 });
 
 Deno.test("the README states the 1s minimum of every window length, and each example it gives reads as it says", async () => {
