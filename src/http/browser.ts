@@ -26,13 +26,13 @@
  * refused origin's `403 origin_not_allowed`, so its page (and `/sdk.js`) reads
  * why instead of taking it for a network error and retrying: the events are
  * refused either way, and a script reads the same 403 by sending any `Origin`.
- * An error answered
- * before the origin is judged — the request's URL (400), its key (401, 403 of
- * its scope or streams), a look-up the store could not answer (503) — carries
- * them for any `Origin`: the origins that admit a page are the key's, unknown
- * until it is verified, and a page its key admits must read why it failed and
- * when to retry (`Retry-After`); such an answer tells a page nothing about the
- * stream or another key, and nothing its own key would not tell a script.
+ * An error answered before the origin is judged — the request's URL (400), its
+ * key (401, 403 of its scope or streams), a look-up the store could not answer
+ * (503) — carries them for any `Origin`: the origins that admit a page are the
+ * key's, unknown until it is verified, and a page its key admits must read why
+ * it failed and when to retry (`Retry-After`); such an answer tells a page
+ * nothing about the stream or another key, and nothing its own key would not
+ * tell a script.
  * A `421` (open mode's Host check) carries none: the host is not answered.
  *
  * **Beacons.** `navigator.sendBeacon` can send neither a header nor JSON
