@@ -251,9 +251,13 @@ function storage() {
 /**
  * A tracker's number option `name`: `fallback` when absent (`undefined` or `null`), else a number
  * of at least `min`: whole when `whole`, else milliseconds a timer can wait (at most
- * {@linkcode MAX_TIMER_MS}); anything else throws an error naming the option.
+ * {@linkcode MAX_TIMER_MS}), or at most `max` when given; anything else throws an error naming
+ * the option.
+ *
+ * @example
+ * trackerOption({ maxBatch: 50 }, "maxBatch", { fallback: 100, min: 1, whole: true }); // 50
  */
-function trackerOption(options, name, fallback, min, whole, max = undefined) {
+function trackerOption(options, name, { fallback, min, whole, max = undefined }) {
   const value = options[name];
   if (value === undefined || value === null) return fallback;
   // A wait in milliseconds is one a timer can hold: a longer one fires at once.
@@ -312,21 +316,21 @@ export function createTracker(options) {
   const endpoint = (options.endpoint ?? new URL(import.meta.url).origin).replace(/\/$/, "");
   // Checked here, once: a maxBatch of 0 would loop for good in track(), a flushMs of Infinity
   // would send at once, and text would be added to, not counted.
-  const maxBatch = trackerOption(options, "maxBatch", 100, 1, true);
-  const flushMs = trackerOption(options, "flushMs", 1000, 0, false);
-  const maxRetries = trackerOption(options, "maxRetries", 5, 0, true);
-  const retryBaseMs = trackerOption(options, "retryBaseMs", 500, 0, false);
-  const maxHeld = trackerOption(options, "maxHeld", MAX_HELD_EVENTS, 0, true);
-  const heldRetryMs = trackerOption(options, "heldRetryMs", 30_000, 0, false);
+  const countOption = (fallback, min) => ({ fallback, min, whole: true });
+  const waitOption = (fallback) => ({ fallback, min: 0, whole: false });
+  const maxBatch = trackerOption(options, "maxBatch", countOption(100, 1));
+  const flushMs = trackerOption(options, "flushMs", waitOption(1000));
+  const maxRetries = trackerOption(options, "maxRetries", countOption(5, 0));
+  const retryBaseMs = trackerOption(options, "retryBaseMs", waitOption(500));
+  const maxHeld = trackerOption(options, "maxHeld", countOption(MAX_HELD_EVENTS, 0));
+  const heldRetryMs = trackerOption(options, "heldRetryMs", waitOption(30_000));
   // Never a timer's wait: only compared with the time, so up to a year.
-  const idempotencyTtlMs = trackerOption(
-    options,
-    "idempotencyTtlMs",
-    DAY_MS,
-    1,
-    false,
-    MAX_IDEMPOTENCY_TTL_MS,
-  );
+  const idempotencyTtlMs = trackerOption(options, "idempotencyTtlMs", {
+    fallback: DAY_MS,
+    min: 1,
+    whole: false,
+    max: MAX_IDEMPOTENCY_TTL_MS,
+  });
   const queues = new Map();
   const sending = new Set();
   /** Of the batches sent, those neither answered, refused nor held yet. */
