@@ -810,23 +810,30 @@ export function createTracker(options) {
   }
 
   /**
-   * How long a batch sent by a beacon and kept too may be sent again under its key: the stream's
-   * `idempotencyTtl` (option `idempotencyTtlMs`) less a minute, or less half of it if shorter, for
-   * the time between the beacon's arrival and the resend's.
+   * The margin a resend under a key keeps from the server's forgetting it: a minute, or half of
+   * `idempotencyTtlMs` if shorter, for the time between a try's arrival and the resend's.
+   */
+  function keyMarginMs() {
+    return Math.min(60_000, idempotencyTtlMs / 2);
+  }
+
+  /**
+   * How long a batch may be sent again under its key: the stream's `idempotencyTtl` (option
+   * `idempotencyTtlMs`) less {@linkcode keyMarginMs}.
    */
   function keptTtl() {
-    return idempotencyTtlMs - Math.min(60_000, idempotencyTtlMs / 2);
+    return idempotencyTtlMs - keyMarginMs();
   }
 
   /**
    * Whether a batch sent under a key since `expiresAt` (its first try, plus {@linkcode keptTtl})
-   * is past it, and so dropped with a console warning: the server may have forgotten the key, and
-   * a resend under it could count the events twice.
+   * is past it, and so dropped with a console warning: within the margin of the server's forgetting
+   * the key, a resend under it could count the events twice.
    */
   function pastExpiry(stream, events, expiresAt) {
     if (typeof expiresAt !== "number" || Date.now() < expiresAt) return false;
     console.warn(
-      `edgestream: dropped ${events.length} events to ${stream} first sent longer ago than the stream's idempotencyTtl (idempotencyTtlMs ${idempotencyTtlMs}): a resend could count them twice`,
+      `edgestream: dropped ${events.length} events to ${stream} first sent too long ago to send again under their key: within ${keyMarginMs()} ms of the stream's idempotencyTtl (idempotencyTtlMs ${idempotencyTtlMs}) or past it, a resend could count them twice`,
     );
     return true;
   }
