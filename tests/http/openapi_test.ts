@@ -494,9 +494,7 @@ Deno.test("every stream path parameter takes the same name pattern; the token qu
 
 Deno.test("the document's path parameter examples name what the quick start's config serves", async () => {
   const doc = await documentOf();
-  const config = JSON.parse(
-    await Deno.readTextFile(new URL("../../examples/config.json", import.meta.url)),
-  );
+  const config = await quickStartConfig();
   for (const [name, operation] of operations(doc)) {
     const example = (parameter: string) =>
       (operation.parameters ?? []).find((item) => item.in === "path" && item.name === parameter)
@@ -508,46 +506,6 @@ Deno.test("the document's path parameter examples name what the quick start's co
     if (counter !== undefined) {
       assert.ok(config.streams[stream].counters[counter], `${name}: counter ${counter}`);
     }
-  }
-});
-
-Deno.test("the document's example webhook registration is what a server with the quick start's config registers, and PATCH's example changes only the fields it names", async () => {
-  const doc = await documentOf();
-  const body = doc.paths["/v1/webhooks"].post.requestBody.content["application/json"].schema;
-  assert.deepEqual(body, { $ref: "#/components/schemas/WebhookInput" });
-  // Swagger UI's "Try it out" sends the schema's own example when it has one; without it, one it
-  // builds from the fields (a random stream name, headers `additionalProp1`, `"disabled": true`).
-  const example = doc.components.schemas.WebhookInput.example;
-  assert.ok(example, "WebhookInput has an example");
-  const config = JSON.parse(
-    await Deno.readTextFile(new URL("../../examples/config.json", import.meta.url)),
-  );
-  // example.com as a public address resolves: the example's URL is taken as it stands.
-  const ctx = await setup({
-    auth: true,
-    config,
-    resolve: () => Promise.resolve(["93.184.215.14"]),
-  });
-  try {
-    const res = await call(ctx.app, "POST", "/v1/webhooks", example, ADMIN_KEY);
-    assert.equal(res.status, 201, res.text);
-    assert.equal(res.body.url, example.url);
-    assert.deepEqual(res.body.streams, example.streams);
-    assert.equal(res.body.disabled, false);
-    // And PATCH's example of a few fields changes those only.
-    const patch = doc.components.schemas.WebhookPatch.example;
-    assert.deepEqual(
-      doc.paths["/v1/webhooks/{id}"].patch.requestBody.content["application/json"].schema,
-      { $ref: "#/components/schemas/WebhookPatch" },
-    );
-    const patched = await call(ctx.app, "PATCH", `/v1/webhooks/${res.body.id}`, patch, ADMIN_KEY);
-    assert.equal(patched.status, 200, patched.text);
-    assert.deepEqual(
-      { ...res.body, secret: undefined, updatedAt: undefined, ...patch },
-      { ...patched.body, secret: undefined, updatedAt: undefined },
-    );
-  } finally {
-    await ctx.close();
   }
 });
 
@@ -600,6 +558,25 @@ Deno.test("the Error schema names every code of ERROR_CODES; the ingest body's e
 });
 
 /** The JSON body (`-d '…'`) of the README's first `curl` whose command line starts so. */
+/** examples/config.json, the quick start's config. */
+async function quickStartConfig() {
+  return JSON.parse(
+    await Deno.readTextFile(new URL("../../examples/config.json", import.meta.url)),
+  );
+}
+
+/**
+ * A server with the quick start's config and auth, as a README reader runs it; example.com as a
+ * public address resolves, so the webhook example's URL is taken as it stands.
+ */
+async function quickStartApp() {
+  return await setup({
+    auth: true,
+    config: await quickStartConfig(),
+    resolve: () => Promise.resolve(["93.184.215.14"]),
+  });
+}
+
 async function readmeBody(command: string): Promise<unknown> {
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   const start = readme.indexOf(command);
@@ -978,22 +955,14 @@ Deno.test("the WebSocket ingest's 101 declares no Vary (an upgrade carries none)
   for (const [status, response] of others) assert.ok(response.headers?.Vary, status);
 });
 
-Deno.test("every operation with a request body has a whole-body example of each media type it takes, and a server with the quick start's config takes each", async () => {
+Deno.test("every operation with a request body has a whole-body example of each media type it takes, and a server with the quick start's config takes each: the webhook registered is WebhookInput's example, and WebhookPatch's changes only the fields it names", async () => {
   // Swagger UI's "Try it out" sends the media type's or schema's own example when there is one;
   // without it, one it builds from the fields (random names, `additionalProp1`, `true`s) or the
   // text "string", which the server refuses.
   const doc = await documentOf();
   const schemaOf = (schema: { $ref?: string; example?: unknown }) =>
     schema.$ref ? doc.components.schemas[schema.$ref.split("/").at(-1)!] : schema;
-  const config = JSON.parse(
-    await Deno.readTextFile(new URL("../../examples/config.json", import.meta.url)),
-  );
-  // example.com as a public address resolves: the webhook example's URL is taken as it stands.
-  const ctx = await setup({
-    auth: true,
-    config,
-    resolve: () => Promise.resolve(["93.184.215.14"]),
-  });
+  const ctx = await quickStartApp();
   try {
     // Collections before their members (the ids a POST made fill the members' `{id}`), keys
     // before ingest (its text/plain body comes with the publishable key the keys example makes).
@@ -1001,6 +970,7 @@ Deno.test("every operation with a request body has a whole-body example of each 
       .sort(([a], [b]) => a.split("/").length - b.split("/").length);
     const made = new Map<string, string>();
     let publishable: string | undefined;
+    let webhook: Record<string, unknown> | undefined;
     const sent: string[] = [];
     for (const [name, operation] of withBody) {
       const [method, template] = name.split(" ");
@@ -1043,6 +1013,24 @@ Deno.test("every operation with a request body has a whole-body example of each 
         if (reply && typeof reply.accepted === "number") {
           assert.ok(reply.accepted > 0, `${name} ${mediaType}: ${text}`);
           assert.deepEqual(reply.rejected ?? [], [], `${name} ${mediaType}`);
+        }
+        if (name === "POST /v1/webhooks") {
+          // The webhook registered is WebhookInput's example, as it stands.
+          assert.deepEqual(media.schema, { $ref: "#/components/schemas/WebhookInput" });
+          const input = example as { url: string; streams: string[] };
+          assert.equal(reply.url, input.url);
+          assert.deepEqual(reply.streams, input.streams);
+          assert.equal(reply.disabled, false);
+          webhook = reply;
+        }
+        if (name === "PATCH /v1/webhooks/{id}") {
+          // WebhookPatch's example of a few fields changes those only.
+          assert.deepEqual(media.schema, { $ref: "#/components/schemas/WebhookPatch" });
+          assert.ok(webhook, `${name}: no webhook registered before it`);
+          assert.deepEqual(
+            { ...webhook, secret: undefined, updatedAt: undefined, ...(example as object) },
+            { ...reply, secret: undefined, updatedAt: undefined },
+          );
         }
         if (method === "POST" && typeof reply?.id === "string") made.set(template, reply.id);
         if (typeof reply?.key === "string" && reply.key.startsWith("pk_")) publishable = reply.key;
