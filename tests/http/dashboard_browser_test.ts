@@ -2685,75 +2685,52 @@ browserTest(
   },
 );
 
-browserTest(
-  "while the server shuts down (/readyz 503 shutting_down) the page says so, not that the store is down",
-  async (browser) => {
-    const server = await startServer();
-    try {
-      await backfill(server);
-      await server.send([{ country: "DE", amount: 1 }]);
-      const page = await newPage(browser);
-      await installClock(page);
-      await page.goto(`${server.base}/`);
-      await textMatching(page, CURRENT, /DE\s*1/);
-      await page.route(`${server.base}/readyz`, (route) =>
-        route.fulfill({
-          status: 503,
-          contentType: "application/json",
-          headers: { "Retry-After": "1" },
-          body: JSON.stringify({
-            status: "shutting_down",
-            store: "memory",
-            error: "The server is shutting down; another instance takes its traffic",
-            requestId: "r",
-          }),
-        }));
-      const note = await staleNoteClocked(page, server, /may be stale/);
-      // Before, the note said "The store is unavailable", though only this instance was stopping.
-      assert.match(note, /^This server is shutting down: values shown are the last read before/);
-      await page.unroute(`${server.base}/readyz`);
-      await staleNoteClocked(page, server, null);
-      await page.close();
-    } finally {
-      await server.close();
-    }
-  },
-);
-
-browserTest(
-  "while the server starts (/readyz 503 starting) the page says so, not that the store is down",
-  async (browser) => {
-    const server = await startServer();
-    try {
-      await backfill(server);
-      await server.send([{ country: "DE", amount: 1 }]);
-      const page = await newPage(browser);
-      await installClock(page);
-      await page.goto(`${server.base}/`);
-      await textMatching(page, CURRENT, /DE\s*1/);
-      await page.route(`${server.base}/readyz`, (route) =>
-        route.fulfill({
-          status: 503,
-          contentType: "application/json",
-          headers: { "Retry-After": "1" },
-          body: JSON.stringify({
-            status: "starting",
-            store: "memory",
-            error: "The server is starting: its webhook endpoints are loading",
-            requestId: "r",
-          }),
-        }));
-      const note = await staleNoteClocked(page, server, /may be stale/);
-      // Before, the note said "The store is unavailable", though the store was never asked.
-      assert.match(note, /^This server is starting: values shown are the last read before/);
-      await page.unroute(`${server.base}/readyz`);
-      await staleNoteClocked(page, server, null);
-      await page.close();
-    } finally {
-      await server.close();
-    }
-  },
-);
+// Before, the note said "The store is unavailable" for either, though only this instance was
+// stopping, or the store was never asked.
+for (
+  const { status, doing, error, note } of [
+    {
+      status: "shutting_down",
+      doing: "shuts down",
+      error: "The server is shutting down; another instance takes its traffic",
+      note: /^This server is shutting down: values shown are the last read before/,
+    },
+    {
+      status: "starting",
+      doing: "starts",
+      error: "The server is starting: its webhook endpoints are loading",
+      note: /^This server is starting: values shown are the last read before/,
+    },
+  ]
+) {
+  browserTest(
+    `while the server ${doing} (/readyz 503 ${status}) the page says so, not that the store is down`,
+    async (browser) => {
+      const server = await startServer();
+      try {
+        await backfill(server);
+        await server.send([{ country: "DE", amount: 1 }]);
+        const page = await newPage(browser);
+        await installClock(page);
+        await page.goto(`${server.base}/`);
+        await textMatching(page, CURRENT, /DE\s*1/);
+        await page.route(`${server.base}/readyz`, (route) =>
+          route.fulfill({
+            status: 503,
+            contentType: "application/json",
+            headers: { "Retry-After": "1" },
+            body: JSON.stringify({ status, store: "memory", error, requestId: "r" }),
+          }));
+        assert.match(await staleNoteClocked(page, server, /may be stale/), note);
+        await page.unroute(`${server.base}/readyz`);
+        await staleNoteClocked(page, server, null);
+        await page.close();
+      } finally {
+        await server.close();
+      }
+    },
+  );
+}
 
 browserTest(
   "a /readyz answer that is not JSON (a proxy's HTML error page) shows its status in the store badge, not the JSON parser's message",
