@@ -1061,6 +1061,46 @@ browserTest(
   },
 );
 
+/** A server of the shop's page, every path the same: `page` its origin. */
+function shopPages() {
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    () =>
+      new Response("<!doctype html><title>shop</title>", {
+        headers: { "Content-Type": "text/html" },
+      }),
+  );
+  return {
+    page: `http://localhost:${server.addr.port}`,
+    shutdown: () => server.shutdown(),
+  };
+}
+
+/**
+ * An app on a memory store with the admin key: `accepted()` counts its `pageviews`, and
+ * `publishableKey(origin)` makes a publishable key for them on that origin.
+ */
+async function adminApp() {
+  const streams = compileConfig(CONFIG);
+  const store = new MemoryStore();
+  const app = createApp({ streams, store, keys: await KeyRing.parse(`admin:${KEYS.admin}`) });
+  return {
+    app,
+    async accepted() {
+      return (await store.stats("pageviews", streams.get("pageviews")!.counterMetas)).accepted;
+    },
+    async publishableKey(origin: string): Promise<string> {
+      const created = await app.request("/v1/keys", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ type: "publishable", streams: ["pageviews"], origins: [origin] }),
+      });
+      assert.equal(created.status, 201);
+      return (await created.json()).key;
+    },
+  };
+}
+
 browserTest(
   "a page on a publishable key's origin reads the 503 and its Retry-After when Redis is down and the key is not cached, and a made-up key's 401",
   async (browser) => {
@@ -1078,13 +1118,7 @@ browserTest(
         ),
       });
     const streams = compileConfig(CONFIG);
-    const pages = Deno.serve(
-      { port: 0, hostname: "127.0.0.1", onListen() {} },
-      () =>
-        new Response("<!doctype html><title>shop</title>", {
-          headers: { "Content-Type": "text/html" },
-        }),
-    );
+    const pages = shopPages();
     // The key is created through one instance and used through another, which never saw it.
     const creator = createApp({ streams, store: new MemoryStore(), keys: await keyRing() });
     const app = createApp({ streams, store: new MemoryStore(), keys: await keyRing() });
@@ -1093,7 +1127,7 @@ browserTest(
       (request) => app.fetch(request),
     );
     try {
-      const page = `http://localhost:${pages.addr.port}`;
+      const page = pages.page;
       const created = await creator.request("/v1/keys", {
         method: "POST",
         headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
@@ -1144,14 +1178,8 @@ browserTest(
   async (browser) => {
     const streams = compileConfig(CONFIG);
     const store = new MemoryStore();
-    const pages = Deno.serve(
-      { port: 0, hostname: "127.0.0.1", onListen() {} },
-      () =>
-        new Response("<!doctype html><title>shop</title>", {
-          headers: { "Content-Type": "text/html" },
-        }),
-    );
-    const page = `http://localhost:${pages.addr.port}`;
+    const pages = shopPages();
+    const page = pages.page;
     const app = createApp({
       streams,
       store,
@@ -1189,18 +1217,9 @@ browserTest(
 browserTest(
   "/sdk.js keeps a batch too large for keepalive that is in flight when the page goes with its key: the next page sends it under it, counted once though the server applied it",
   async (browser) => {
-    const streams = compileConfig(CONFIG);
-    const store = new MemoryStore();
-    const keys = await KeyRing.parse(`admin:${KEYS.admin}`);
-    const app = createApp({ streams, store, keys });
-    const pages = Deno.serve(
-      { port: 0, hostname: "127.0.0.1", onListen() {} },
-      () =>
-        new Response("<!doctype html><title>shop</title>", {
-          headers: { "Content-Type": "text/html" },
-        }),
-    );
-    const page = `http://localhost:${pages.addr.port}`;
+    const { app, accepted, publishableKey } = await adminApp();
+    const pages = shopPages();
+    const page = pages.page;
     /** Idempotency-Keys of the ingest POSTs (a beacon's: its `?idempotencyKey=`, or null). */
     const sent: Array<string | null> = [];
     /** The first ingest POST: applied only once its page went, which never reads the answer. */
@@ -1226,15 +1245,8 @@ browserTest(
       );
       return late;
     });
-    const accepted = async () =>
-      (await store.stats("pageviews", streams.get("pageviews")!.counterMetas)).accepted;
     try {
-      const created = await app.request("/v1/keys", {
-        method: "POST",
-        headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
-        body: JSON.stringify({ type: "publishable", streams: ["pageviews"], origins: [page] }),
-      });
-      const { key } = await created.json();
+      const key = await publishableKey(page);
       // No dedupeField: only the batch's Idempotency-Key keeps it from counting twice.
       const load = `(async () => {
         const sdk = await import(${JSON.stringify(`http://127.0.0.1:${api.addr.port}/sdk.js`)});
@@ -1271,18 +1283,9 @@ browserTest(
 browserTest(
   "/sdk.js takes a batch kept while in flight without keepalive out of localStorage once it is answered while the page stays",
   async (browser) => {
-    const streams = compileConfig(CONFIG);
-    const store = new MemoryStore();
-    const keys = await KeyRing.parse(`admin:${KEYS.admin}`);
-    const app = createApp({ streams, store, keys });
-    const pages = Deno.serve(
-      { port: 0, hostname: "127.0.0.1", onListen() {} },
-      () =>
-        new Response("<!doctype html><title>shop</title>", {
-          headers: { "Content-Type": "text/html" },
-        }),
-    );
-    const page = `http://localhost:${pages.addr.port}`;
+    const { app, accepted, publishableKey } = await adminApp();
+    const pages = shopPages();
+    const page = pages.page;
     let posts = 0;
     /** Lets the POST be answered: called once the page was hidden. */
     let release = () => {};
@@ -1297,12 +1300,7 @@ browserTest(
       );
     });
     try {
-      const created = await app.request("/v1/keys", {
-        method: "POST",
-        headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
-        body: JSON.stringify({ type: "publishable", streams: ["pageviews"], origins: [page] }),
-      });
-      const { key } = await created.json();
+      const key = await publishableKey(page);
       const tab = await open(browser, page);
       await tab.evaluate(`(async () => {
         const sdk = await import(${JSON.stringify(`http://127.0.0.1:${api.addr.port}/sdk.js`)});
@@ -1323,10 +1321,7 @@ browserTest(
       // Answered: the next page has nothing of it to send again.
       assert.equal(await tab.evaluate(`Object.keys(localStorage).length`), 0);
       assert.equal(posts, 1);
-      assert.equal(
-        (await store.stats("pageviews", streams.get("pageviews")!.counterMetas)).accepted,
-        100,
-      );
+      assert.equal(await accepted(), 100);
     } finally {
       release();
       await api.shutdown();
@@ -1342,18 +1337,9 @@ browserTest(
  * beacons through; `"up"` passes everything on.
  */
 async function behindRestartingProxy(idempotencyTtlMs?: number) {
-  const streams = compileConfig(CONFIG);
-  const store = new MemoryStore();
-  const keys = await KeyRing.parse(`admin:${KEYS.admin}`);
-  const app = createApp({ streams, store, keys });
-  const pages = Deno.serve(
-    { port: 0, hostname: "127.0.0.1", onListen() {} },
-    () =>
-      new Response("<!doctype html><title>shop</title>", {
-        headers: { "Content-Type": "text/html" },
-      }),
-  );
-  const page = `http://localhost:${pages.addr.port}`;
+  const { app, accepted, publishableKey } = await adminApp();
+  const pages = shopPages();
+  const page = pages.page;
   const state = { mode: "up" as "all" | "fetches" | "up", preflights: 0 };
   /** The ingest requests that reached the proxy: `fetch` (its key in the header) or `beacon`. */
   const posts: Array<{ via: "fetch" | "beacon"; key: string | null; status: number }> = [];
@@ -1388,12 +1374,7 @@ async function behindRestartingProxy(idempotencyTtlMs?: number) {
     }
     return response;
   });
-  const created = await app.request("/v1/keys", {
-    method: "POST",
-    headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ type: "publishable", streams: ["pageviews"], origins: [page] }),
-  });
-  const { key } = await created.json();
+  const key = await publishableKey(page);
   // No dedupeField: only the batch's Idempotency-Key keeps it from counting twice. A first retry
   // a minute away: the batch waits, after its failed try, when the page goes.
   const load = `(async () => {
@@ -1407,9 +1388,7 @@ async function behindRestartingProxy(idempotencyTtlMs?: number) {
     state,
     posts,
     load,
-    async accepted() {
-      return (await store.stats("pageviews", streams.get("pageviews")!.counterMetas)).accepted;
-    },
+    accepted,
     async close() {
       await proxy.shutdown();
       await pages.shutdown();
