@@ -656,6 +656,8 @@ export class LiveHub {
           ? `Cannot resume after '${afterId}': the result log of stream '${stream}' ${lost.trimmed}`
           : compareIds(afterId, lost.lastId) > 0
           ? `Cannot resume after '${afterId}': the result log of stream '${stream}' ends at '${lost.lastId}'`
+          : lost.neverHad
+          ? `Cannot resume after '${afterId}': the result log of stream '${stream}' ${lost.neverHad}`
           : null;
         if (reason !== null) {
           this.#join(tail, subscriber, { afterId: tail.cursor, resumed: false, reason });
@@ -698,20 +700,30 @@ export class LiveHub {
 
   /**
    * Whether entries of a stream's log after `id` were trimmed (then how to say so), and the id of
-   * the newest entry the log ever had. A store that cannot tell what it trimmed is judged by its
-   * oldest entry: one after `id` may follow trimmed ones.
+   * the newest entry the log ever had; `neverHad` says why `id`, between what was trimmed and the
+   * oldest entry held, was never this log's (a log deleted since had it). A store that cannot tell
+   * what it trimmed is judged by its oldest entry: one after `id` may follow trimmed ones.
    */
   async #lostAfter(
     stream: string,
     id: string,
-  ): Promise<{ trimmed: string | null; lastId: string }> {
+  ): Promise<{ trimmed: string | null; lastId: string; neverHad?: string }> {
     const position = await this.#store.logPosition(stream);
     if (position.trimmedThrough !== null) {
+      const trimmed = compareIds(position.trimmedThrough, id) > 0;
+      // After what was trimmed (`0-0` when nothing was) and before the oldest entry held: no id of
+      // this log, but of one deleted since, whose entries after it are gone with it.
+      const neverHad = compareIds(id, position.trimmedThrough) > 0 && position.firstId !== null &&
+        compareIds(id, position.firstId) < 0;
       return {
-        trimmed: compareIds(position.trimmedThrough, id) > 0
-          ? `was trimmed through '${position.trimmedThrough}'`
-          : null,
+        trimmed: trimmed ? `was trimmed through '${position.trimmedThrough}'` : null,
         lastId: position.lastId,
+        ...(neverHad
+          ? {
+            neverHad:
+              `starts at '${position.firstId}' and never had that id (its stream deleted and created again, or the store's log lost)`,
+          }
+          : {}),
       };
     }
     const [oldest] = await this.#store.readLog(stream, null, 1);

@@ -396,6 +396,12 @@ export interface LogPosition {
    * entry held are known to miss nothing.
    */
   trimmedThrough: string | null;
+  /**
+   * Id of the oldest entry the log holds; null when it holds none or the store cannot tell. An id
+   * after {@linkcode trimmedThrough} and before it was never this log's: one of a log deleted
+   * since (its stream deleted and created again, a memory store restarted).
+   */
+  firstId: string | null;
 }
 
 /** An alert that became true for one window and group. */

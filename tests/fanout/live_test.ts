@@ -604,6 +604,81 @@ Deno.test("LiveHub.subscribe() with an afterId the log cannot resume from says w
   }
 });
 
+Deno.test("LiveHub refuses to resume after an id of a log deleted since (a store restarted, a stream deleted and created again) rather than say resumed with what it lost missing", async () => {
+  // The log a subscriber read up to r0, then lost with the process (or its stream's delete): r1
+  // and r2 followed r0 there, and are gone.
+  const before = new MemoryStore({ now: () => NOW });
+  await appendClosed(before, ["r0", "r1", "r2"]);
+  const [seen] = await before.readLog("orders", null, 1);
+  // The log of the store after it: an entry of its own, later.
+  const store = new MemoryStore({ now: () => NOW + 1_000 });
+  await appendClosed(store, ["s0"]);
+  const [oldest] = await store.readLog("orders", null, 1);
+  const live = new LiveHub(streams, store, { pollMs: 10 });
+  const refused = collector();
+  const fromStart = collector();
+  const stops = [
+    await live.subscribe(subscription(["window.closed"]), refused.sink, { afterId: seen.id }),
+    // 0-0 (what a subscription begun on an empty log starts after) still resumes.
+    await live.subscribe(subscription(["window.closed"]), fromStart.sink, { afterId: "0-0" }),
+  ];
+  try {
+    assert.deepEqual(refused.starts, [{
+      afterId: oldest.id,
+      resumed: false,
+      reason:
+        `Cannot resume after '${seen.id}': the result log of stream 'orders' starts at '${oldest.id}' and never had that id (its stream deleted and created again, or the store's log lost)`,
+    }]);
+    assert.deepEqual(refused.ids, []);
+    assert.deepEqual(fromStart.starts, [{ afterId: "0-0", resumed: true }]);
+    assert.deepEqual(fromStart.ids, [oldest.id]);
+    // Live results follow the refusal.
+    await appendClosed(store, ["s1"]);
+    await eventually(() => refused.ids.length === 1);
+  } finally {
+    for (const stop of stops) stop();
+    await live.close();
+  }
+});
+
+redisTest(
+  "LiveHub on Redis refuses to resume after an id of a log deleted since, and still resumes after its own oldest entry",
+  async (fixture) => {
+    const redis = () =>
+      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
+    // The stream's log before its delete, and the log of the stream created again (another key).
+    const before = new RedisStore(redis(), { prefix: "gone" });
+    const store = new RedisStore(redis(), { prefix: "again" });
+    const record = (n: number) => ({ type: "event.processed" as const, event: { n }, timeMs: n });
+    await before.appendLog("orders", [record(1), record(2)]);
+    const [seen] = await before.readLog("orders", null, 1);
+    await sleep(5);
+    await store.appendLog("orders", [record(3), record(4)]);
+    const [oldest, newest] = await store.readLog("orders", null, 2);
+    const live = new LiveHub(streams, store, { pollMs: 10, shared: true });
+    const refused = collector();
+    const resumed = collector();
+    const stops = [
+      await live.subscribe(subscription(["event.processed"]), refused.sink, { afterId: seen.id }),
+      await live.subscribe(subscription(["event.processed"]), resumed.sink, { afterId: oldest.id }),
+    ];
+    try {
+      assert.equal(refused.starts[0].resumed, false);
+      assert.equal(
+        refused.starts[0].reason,
+        `Cannot resume after '${seen.id}': the result log of stream 'orders' starts at '${oldest.id}' and never had that id (its stream deleted and created again, or the store's log lost)`,
+      );
+      assert.deepEqual(resumed.starts, [{ afterId: oldest.id, resumed: true }]);
+      assert.deepEqual(resumed.ids, [newest.id]);
+    } finally {
+      for (const stop of stops) stop();
+      await live.close();
+      await before.close();
+      await store.close();
+    }
+  },
+);
+
 Deno.test("LiveHub ends a resumed subscription with a reason when the log is trimmed past it during the replay", async () => {
   const { store, live } = setup({ readLimit: 2 });
   const full = Array.from({ length: MAX_LOG_ENTRIES }, (_, i) => `r${i}`);
@@ -947,12 +1022,19 @@ Deno.test("LiveHub: a subscription begun on an empty log starts after 0-0, and r
   await appendClosed(store, ["r0", "r1"]);
   const stops: Array<() => void> = [];
   try {
-    for (const afterId of ["0-0", "1-0"]) {
-      const back = collector();
-      stops.push(await live.subscribe(subscription(["window.closed"]), back.sink, { afterId }));
-      assert.deepEqual(back.starts, [{ afterId, resumed: true }]);
-      assert.deepEqual(back.ids, [`${NOW}-0`, `${NOW}-1`]);
-    }
+    const back = collector();
+    stops.push(
+      await live.subscribe(subscription(["window.closed"]), back.sink, { afterId: "0-0" }),
+    );
+    assert.deepEqual(back.starts, [{ afterId: "0-0", resumed: true }]);
+    assert.deepEqual(back.ids, [`${NOW}-0`, `${NOW}-1`]);
+    // Another id before the oldest entry of a log that never trimmed one was never this log's.
+    const foreign = collector();
+    stops.push(
+      await live.subscribe(subscription(["window.closed"]), foreign.sink, { afterId: "1-0" }),
+    );
+    assert.equal(foreign.starts[0].resumed, false);
+    assert.deepEqual(foreign.ids, []);
   } finally {
     for (const stop of stops) stop();
     await live.close();

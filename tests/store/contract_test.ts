@@ -711,10 +711,14 @@ const scenarios: Record<string, Scenario> = {
     ]);
   },
 
-  async "logPosition() gives the newest id ever logged (0-0 before any) and the newest trimmed"(
+  async "logPosition() gives the newest id ever logged (0-0 before any), the newest trimmed and the oldest held"(
     store,
   ) {
-    assert.deepEqual(await store.logPosition("s"), { lastId: "0-0", trimmedThrough: "0-0" });
+    assert.deepEqual(await store.logPosition("s"), {
+      lastId: "0-0",
+      trimmedThrough: "0-0",
+      firstId: null,
+    });
     const record = (group: string) => ({
       type: "window.updated" as const,
       counter: "count",
@@ -725,7 +729,11 @@ const scenarios: Record<string, Scenario> = {
     });
     await store.appendLog("s", [record('["a"]'), record('["b"]')]);
     const ids = (await store.readLog("s", null, 100)).map((entry) => entry.id);
-    assert.deepEqual(await store.logPosition("s"), { lastId: ids[1], trimmedThrough: "0-0" });
+    assert.deepEqual(await store.logPosition("s"), {
+      lastId: ids[1],
+      trimmedThrough: "0-0",
+      firstId: ids[0],
+    });
     // Nothing trimmed: resuming after 0-0 (before the first entry) misses nothing.
     assert.deepEqual((await store.readLog("s", "0-0", 100)).map((entry) => entry.id), ids);
   },

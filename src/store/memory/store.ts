@@ -1084,6 +1084,7 @@ export class MemoryStore implements Store {
     return Promise.resolve({
       lastId: state?.lastLogId ?? "0-0",
       trimmedThrough: state?.logTrimmedThrough ?? "0-0",
+      firstId: state?.log[0]?.id ?? null,
     });
   }
 

@@ -1036,7 +1036,11 @@ export class RedisStore implements Store {
         [this.keyPrefix(stream)],
         [],
       ) as unknown[]).map(String);
-      return { lastId, trimmedThrough: trimmedThrough(lastId, added, length, firstId) };
+      return {
+        lastId,
+        trimmedThrough: trimmedThrough(lastId, added, length, firstId),
+        firstId: firstId === "" ? null : firstId,
+      };
     });
   }
 
