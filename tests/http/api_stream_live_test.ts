@@ -237,6 +237,71 @@ Deno.test("A subscription ends when its stream is deleted, or deleted and create
   }
 });
 
+Deno.test("README resuming: an id of the stream's log from before it was deleted and created again is refused (resumed: false), not replayed from the new log as if nothing were missed", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const shared = { definitions, store: new MemoryStore({ definitions }) };
+  const a = instance(shared);
+  const app = createApp({ ...a, keys: await KeyRing.parse("") });
+  const put = async () => {
+    const res = await app.request("/v1/streams/signups", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(SIGNUPS),
+    });
+    assert.equal(res.status, 201);
+  };
+  const post = async (plan: string) => {
+    const res = await app.request("/v1/streams/signups/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify([{ plan }]),
+    });
+    assert.equal(res.status, 202);
+  };
+  const subscribe = async (lastEventId?: string) => {
+    const sse = new SseReader(
+      await app.request("/v1/streams/signups/subscribe?types=event.processed", {
+        headers: {
+          Accept: "text/event-stream",
+          ...(lastEventId === undefined ? {} : { "Last-Event-ID": lastEventId }),
+        },
+      }),
+    );
+    const hello = await sse.next();
+    assert.equal(hello.event, "subscribed");
+    return { sse, hello: hello.data as { resumed?: boolean; reason?: string } };
+  };
+  const readers: SseReader[] = [];
+  try {
+    await put();
+    const first = await subscribe();
+    readers.push(first.sse);
+    await post("seen");
+    const seen = await first.sse.next();
+    assert.equal(seen.event, "event.processed");
+    // The subscriber's connection breaks here; "missed" is logged after what it saw.
+    await post("missed");
+    assert.equal((await first.sse.next()).event, "event.processed");
+    await app.request("/v1/streams/signups", { method: "DELETE" });
+    await put();
+    const keeper = await subscribe();
+    readers.push(keeper.sse);
+    await post("after");
+    const after = await keeper.sse.next();
+    // It comes back with the id it saw: "missed" went with the old log.
+    const back = await subscribe(seen.id);
+    readers.push(back.sse);
+    assert.equal(back.hello.resumed, false);
+    assert.equal(
+      back.hello.reason,
+      `Cannot resume after '${seen.id}': the result log of stream 'signups' starts at '${after.id}' and never had that id (its stream deleted and created again, or the store's log lost)`,
+    );
+  } finally {
+    for (const sse of readers) await sse.cancel();
+    await a.live.close();
+  }
+});
+
 Deno.test("A subscriber behind when its stream is deleted is closed for the deletion, not as too slow, though its catch-up finds the log gone before the next check", async () => {
   const definitions = new MemoryDefinitionStore();
   const shared = { definitions, store: new MemoryStore({ definitions }) };
