@@ -67,7 +67,14 @@ const stream: CompiledStream = compileConfig({
   },
 }).get("s")!;
 
-type Ev = { id: number; dt: number; g: string; h: number | null; v: number | null; u: number };
+type Ev = {
+  id: number;
+  dt: number;
+  g: string;
+  h: number | null;
+  v: number | null;
+  u: number | null;
+};
 type Op =
   | { kind: "ingest"; events: Ev[] }
   | { kind: "tick"; ms: number }
@@ -89,7 +96,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
             fc.integer({ min: -50, max: 50 }),
             fc.double({ min: -1e6, max: 1e6, noNaN: true }),
           ),
-          u: fc.integer({ min: 0, max: 6 }),
+          u: fc.oneof(fc.integer({ min: 0, max: 6 }), fc.constant(null), fc.constant(-1)),
         }),
         { minLength: 1, maxLength: 8 },
       ),
@@ -171,7 +178,8 @@ async function play(store: Store, ops: Op[], clock: { now: number }): Promise<un
         g: e.g,
         h: e.h,
         v: e.v,
-        u: `u${e.u}`,
+        // -1: no field at all; null: a JSON null.
+        ...(e.u === -1 ? {} : { u: e.u === null ? null : `u${e.u}` }),
       }));
       const reply = await ingestItems(
         stream,
