@@ -187,7 +187,14 @@ export function createApp(options: AppOptions): OpenAPIHono {
   };
   // Pages on other origins: preflights granted before any key is asked for, answers readable by
   // the origins listed (ingest has its own, in its route); the errors of the middleware below too.
-  app.use("/v1/*", apiCors({ listsOrigin: (origin) => originPolicy.lists(origin), methodsOf }));
+  app.use(
+    "/v1/*",
+    apiCors({
+      listsOrigin: (origin) => originPolicy.lists(origin),
+      foreignOrigin: (request) => originPolicy.foreignOrigin(request),
+      methodsOf,
+    }),
+  );
   // Ingest reads its own body, with its own limits, once its key and the page's origin are
   // admitted; every other body is read by its route, within 1 MiB (413 here already when its
   // Content-Length says more) and the body time limit. (Ingest requests that reach the chain name

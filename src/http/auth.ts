@@ -36,7 +36,7 @@ import { routeServes } from "./_served.ts";
 import { sipHashText } from "./_siphash.ts";
 import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
-import { listNames } from "../telemetry/logging.ts";
+import { listNames, quoteInput } from "../telemetry/logging.ts";
 import { withinPeriod } from "../telemetry/mod.ts";
 
 const logger = getLogger(["edgestream", "http"]);
@@ -624,6 +624,36 @@ export function rememberGrant(c: Context, grant: KeyGrant): void {
   c.set(GRANT_VARIABLE, grant);
 }
 
+/** Name of the context variable that holds a read's foreign `Origin` (see {@linkcode markForeignRead}). */
+const FOREIGN_READ_VARIABLE = "foreignReadOrigin";
+
+/**
+ * Notes that the request `c` serves is a read (`GET`, `HEAD`) from a page on `origin`, neither the
+ * server's own nor one `EDGESTREAM_ALLOWED_ORIGINS` lists (`cors.ts`): its key must list it.
+ */
+export function markForeignRead(c: Context, origin: string): void {
+  c.set(FOREIGN_READ_VARIABLE, origin);
+}
+
+/**
+ * Throws 403 `origin_not_allowed` when the request `c` serves is a read from a foreign page
+ * ({@linkcode markForeignRead}) and `grant`'s `origins` do not list that page: its answer would be
+ * withheld from the page anyway (no CORS header), a subscription would stream to no reader, and a
+ * page would be told nothing but a network error, which `/sdk.js` retries for good. This refusal
+ * the page can read (`cors.ts`). In open mode (no keys) nothing is refused here.
+ */
+export function refuseForeignRead(c: Context, grant: KeyGrant): void {
+  const origin = c.get(FOREIGN_READ_VARIABLE) as string | undefined;
+  if (origin === undefined || isOpenGrant(grant) || grant.origins?.has(origin)) return;
+  throw new ApiError(
+    403,
+    "origin_not_allowed",
+    `Cross-origin read from '${quoteInput(origin)}' refused: ${
+      grant.id === undefined ? "this API key" : `API key '${grant.id}'`
+    } does not list it in its origins, nor does EDGESTREAM_ALLOWED_ORIGINS; add it to either to let its pages read`,
+  );
+}
+
 /**
  * Middleware that requires a key with `scope`. In open mode every request
  * passes. Missing or unknown key → 401; key without the scope, or limited to
@@ -646,6 +676,7 @@ export function requireScope(
     });
     if (result.error) throw result.error;
     rememberGrant(c, result.grant);
+    refuseForeignRead(c, result.grant);
     await next();
   };
 }

@@ -14,15 +14,20 @@
  * it is an error answered before a key was granted (a repeated query parameter's 400, a stream
  * that is no name's 400, 401, a key's 403, a 503 when the key could not be looked up): a page its
  * key admits must read why it failed, and such an answer tells a page nothing a script with that
- * key would not learn. A state-changing request from an origin the server does not list was
- * refused `403 origin_not_allowed` already (`origin.ts`), before this runs: that answer, and open
- * mode's `421`, carry neither these headers nor `Vary`.
+ * key would not learn. A read (`GET`, `HEAD`, a subscription as Server-Sent Events) from an origin
+ * that is neither the server's own nor listed is marked here, and refused `403 origin_not_allowed`
+ * once its key is granted, unless the key's `origins` list it (`auth.ts`, `refuseForeignRead`):
+ * that refusal the page reads too, so it (and `/sdk.js`) learns why instead of a network error.
+ * In open mode no read is refused for its origin: other pages just cannot read the answer. A
+ * state-changing request from an origin the server does not list was refused
+ * `403 origin_not_allowed` already (`origin.ts`), before this runs: that answer, and open mode's
+ * `421`, carry neither these headers nor `Vary`.
  *
  * @module
  */
 import type { Context, MiddlewareHandler } from "hono";
 import { getPath } from "hono/utils/url";
-import { grantOfRequest } from "./auth.ts";
+import { grantOfRequest, markForeignRead } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
 
@@ -60,6 +65,12 @@ const OWN_CORS = /^\/v1\/streams\/[^/]+\/events$/;
 export interface ApiCorsOptions {
   /** Whether `EDGESTREAM_ALLOWED_ORIGINS` lists `origin` (see `OriginPolicy.lists`). */
   listsOrigin(origin: string): boolean;
+  /**
+   * The request's `Origin` when it is neither the server's own nor listed (see
+   * `OriginPolicy.foreignOrigin`); a read from it needs a key whose `origins` list it.
+   * @default {none: no read is refused for its origin}
+   */
+  foreignOrigin?(request: Request): string | undefined;
   /** The methods the routes serving `path` take, or undefined when none serves it. */
   methodsOf(path: string): readonly string[] | undefined;
 }
@@ -86,6 +97,11 @@ export function apiCors(options: ApiCorsOptions): MiddlewareHandler {
     }
     // A WebSocket is not read under CORS; its upgrade is judged by the origin policy alone.
     if (upgradeAsksForWebSocket(c.req.header("Upgrade"))) return await next();
+    // A read from a page the server does not list: its key must (auth.ts, refuseForeignRead).
+    if (origin !== undefined && (c.req.method === "GET" || c.req.method === "HEAD")) {
+      const foreign = options.foreignOrigin?.(c.req.raw);
+      if (foreign !== undefined) markForeignRead(c, foreign);
+    }
     await next();
     // On every answer, a request without `Origin`'s too: whether it carries the headers below
     // depends on it, and a shared cache (a CDN, a proxy) that stored one without them must not
@@ -101,9 +117,11 @@ export function apiCors(options: ApiCorsOptions): MiddlewareHandler {
 /** Whether the answer to `c`, from a page on `origin`, may be read by it. */
 function admits(c: Context, origin: string, options: ApiCorsOptions): boolean {
   const error = c.error instanceof ApiError ? c.error : undefined;
-  if (error?.code === "host_not_allowed" || error?.code === "origin_not_allowed") return false;
-  if (options.listsOrigin(origin)) return true;
   const grant = grantOfRequest(c);
+  // A read refused for its key's origins (a granted key): the page reads why, as ingest's.
+  if (error?.code === "origin_not_allowed") return grant !== undefined;
+  if (error?.code === "host_not_allowed") return false;
+  if (options.listsOrigin(origin)) return true;
   if (grant?.origins?.has(origin)) return true;
   // An error answered before a key was granted: the key's origins are not known.
   // (A store that could not be asked is no ApiError: its answer's status tells.)

@@ -46,6 +46,7 @@ import {
   type KeyRing,
   noteKeyInQuery,
   presentedKey,
+  refuseForeignRead,
   rememberGrant,
   requireScopeForOtherMethods,
   scopeError,
@@ -944,7 +945,11 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     const denied = authorization.error ?? null;
     if (denied && !overSocket) throw denied;
     // Its origins admit pages to read the stream (cors.ts).
-    if (authorization.grant) rememberGrant(c, authorization.grant);
+    if (authorization.grant) {
+      rememberGrant(c, authorization.grant);
+      // A page its key does not list: refused before anything is opened, readably (cors.ts).
+      refuseForeignRead(c, authorization.grant);
+    }
     if (denied) {
       // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
       // request's log line still says why.

@@ -21,7 +21,9 @@
  * server's own (`scheme://host:port` as the request arrived: scheme, Host
  * and port must all match) and not in `allowedOrigins` gets 403; `Origin:
  * null` (sandboxed frames, files) is never the server's own. Reads are not
- * checked: without CORS headers a page cannot read the answer. Requests
+ * refused here: an API read with a key from such an origin is refused once the
+ * key is known, unless the key's `origins` list it (`auth.ts`,
+ * `refuseForeignRead`, with a `403` the page can read: `cors.ts`). Requests
  * without `Origin` (curl, servers, Deno's WebSocket) pass.
  *
  * Why keyed mode checks Origin too: a page can open a WebSocket to any
@@ -186,6 +188,24 @@ export class OriginPolicy {
   /** Whether `origin` is one the settings list (`allowedOrigins`), as a browser sends it. */
   lists(origin: string): boolean {
     return this.#origins.has(origin);
+  }
+
+  /**
+   * The request's `Origin` when it is neither the server's own (as in {@linkcode refusal}) nor
+   * listed; undefined for a request without one, or from those. A read from such an origin is
+   * answered only when the key presented lists it (`auth.ts`, `refuseForeignRead`).
+   */
+  foreignOrigin(request: Request): string | undefined {
+    const origin = request.headers.get("Origin");
+    if (origin === null || this.#origins.has(origin)) return undefined;
+    let url: URL;
+    try {
+      url = new URL(request.url);
+    } catch {
+      return origin;
+    }
+    const own = parseHost(request.headers.get("Host") || url.host, url.protocol)?.origin;
+    return origin === own ? undefined : origin;
   }
 
   /** True when open mode answers the host name `name` (normalized, without port). */

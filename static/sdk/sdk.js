@@ -1425,7 +1425,8 @@ function retryable(status) {
  * asked again after `notFoundRetryMs` when that is a positive number (an instance may take a stream
  * created through another for unknown for 5 s: 6000 covers that), the back-off then starting again;
  * it stops it otherwise. Any other error answer than 408, 429 and 5xx stops it (a retry cannot
- * change it). `onError(error)` hears of every failure and end (`error.status` and `error.code` for
+ * change it); a `403 origin_not_allowed` (the key does not list the page's origin) with a console
+ * warning too. `onError(error)` hears of every failure and end (`error.status` and `error.code` for
  * an error answer); one that throws is logged and the subscription goes on. A message whose data is
  * no JSON object is logged (`console.error`) and skipped, the connection kept. Options: `key` (a
  * read key whose `origins` list the page; none in open mode; visible ASCII, else it throws), `endpoint` (the origin this module
@@ -1504,6 +1505,11 @@ export function subscribe(stream, options = {}) {
           );
           error.status = res.status;
           error.code = body?.code;
+          // The page's origin is one the key does not list: no retry can change that, and without
+          // an onError nothing would say why the page shows nothing.
+          if (error.code === "origin_not_allowed") {
+            console.warn(`${error.message} (origin_not_allowed): the subscription stops`);
+          }
           callHandler(options.onError, error);
           if (res.status === 404 && notFoundRetryMs !== undefined) {
             wait = notFoundRetryMs;

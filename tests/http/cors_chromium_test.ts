@@ -2,7 +2,8 @@
  * The API read from web pages on other origins in real headless Chromium (`src/http/cors.ts`):
  * a page on the origin a read key lists reads a counter with `fetch` (preflighted, for its
  * `Authorization`) and the live subscription as a stream of events; a page on another origin
- * with the same key reads neither. The pages come from a second local server:
+ * with the same key is refused both with a `403 origin_not_allowed` it reads, and `/sdk.js`
+ * `subscribe()` there stops on it with one warning. The pages come from a second local server:
  * `http://localhost:<port>` is the listed origin, `http://127.0.0.1:<port>` the other one.
  */
 import assert from "node:assert/strict";
@@ -80,7 +81,7 @@ function readFrom(
 }
 
 browserTest(
-  "a page on a read key's origin reads a counter with fetch and the subscription as it streams; a page on another origin reads neither",
+  "a page on a read key's origin reads a counter with fetch and the subscription as it streams; a page on another origin is refused both with a 403 origin_not_allowed it reads",
   async (browser) => {
     const s = await setup();
     try {
@@ -121,16 +122,21 @@ browserTest(
       assert.match(streamed, /^200 /);
       assert.match(streamed, /event\.processed/);
 
-      // The same key from a page its origins do not list: the browser withholds both answers.
+      // The same key from a page its origins do not list: refused, with a 403 the page reads
+      // (before, a 200 the browser withheld: a TypeError the page could not tell from the network).
       const other = await open(browser, s.other);
-      assert.equal(await readFrom(other, counter, s.key), "error TypeError");
+      const refused = await readFrom(other, counter, s.key);
+      assert.match(refused, /^403 /);
+      assert.equal(JSON.parse(refused.slice(4)).error.code, "origin_not_allowed");
+      assert.doesNotMatch(refused, /"windows"/);
       const sse = await readFrom(
         other,
         `${s.api}/v1/streams/orders/subscribe`,
         s.key,
         "text/event-stream",
       );
-      assert.equal(sse, "error TypeError");
+      assert.match(sse, /^403 /);
+      assert.equal(JSON.parse(sse.slice(4)).error.code, "origin_not_allowed");
     } finally {
       await s.close();
     }
@@ -204,6 +210,7 @@ async function resumableSetup() {
   return {
     api: `http://127.0.0.1:${api.addr.port}`,
     listed,
+    other: `http://127.0.0.1:${pages.addr.port}`,
     key: key as string,
     subscribes,
     get open() {
@@ -243,9 +250,10 @@ async function resumableSetup() {
 async function onListedPage(
   browser: Browser,
   body: (s: Awaited<ReturnType<typeof resumableSetup>>, page: Page) => Promise<void>,
+  origin: "listed" | "other" = "listed",
 ): Promise<void> {
   const s = await resumableSetup();
-  const page = await open(browser, s.listed);
+  const page = await open(browser, s[origin]);
   try {
     await body(s, page);
   } finally {
@@ -334,6 +342,43 @@ browserTest(
       assert.deepEqual(await page.evaluate("errors"), [[401, "unauthorized"]]);
       assert.equal(s.subscribes.length, 1);
     }),
+);
+
+browserTest(
+  "/sdk.js subscribe() on a page of an origin its key does not list stops at the 403 origin_not_allowed with one warning, instead of reconnecting for good on a TypeError",
+  (browser) =>
+    onListedPage(browser, async (s, page) => {
+      const warnings: string[] = [];
+      page.on("console", (message) => {
+        if (message.type() === "warning") warnings.push(message.text());
+      });
+      await page.evaluate(`(async () => {
+      const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
+      globalThis.errors = [];
+      subscribe("orders", {
+        key: ${JSON.stringify(s.key)},
+        endpoint: ${JSON.stringify(s.api)},
+        retryBaseMs: 100,
+        onError: (error) => errors.push([error.status, error.code]),
+      });
+      // Without onError: the warning is all the page is told.
+      subscribe("orders", { key: ${JSON.stringify(s.key)}, endpoint: ${
+        JSON.stringify(s.api)
+      }, retryBaseMs: 100 });
+    })()`);
+      await pageValue<unknown[]>(page, "errors", (errors) => errors.length > 0);
+      // Long enough for several reconnections at 100 ms, doubling, had it gone on.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      assert.deepEqual(await page.evaluate("errors"), [[403, "origin_not_allowed"]]);
+      assert.equal(s.subscribes.length, 2, "one request for each, none again");
+      assert.equal(warnings.length, 2, warnings.join("\n"));
+      for (const warning of warnings) {
+        assert.match(
+          warning,
+          /^edgestream: subscribing to 'orders' answered 403: Cross-origin read from 'http:\/\/127\.0\.0\.1:\d+' refused: API key 'key_\w+' does not list it in its origins.*\(origin_not_allowed\): the subscription stops$/,
+        );
+      }
+    }, "other"),
 );
 
 browserTest(

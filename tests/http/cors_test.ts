@@ -106,7 +106,7 @@ Deno.test("a preflight of an API path grants any origin its methods and the API'
   assert.equal(plain.status, 401);
 });
 
-Deno.test("an origin EDGESTREAM_ALLOWED_ORIGINS lists reads API answers, errors included; another origin reads none", async () => {
+Deno.test("an origin EDGESTREAM_ALLOWED_ORIGINS lists reads API answers, errors included; another origin is refused a read with a 403 it reads", async () => {
   const { app } = await setup();
   const ok = await app.request(
     `${BASE}/v1/streams/orders/counters/n`,
@@ -119,13 +119,32 @@ Deno.test("an origin EDGESTREAM_ALLOWED_ORIGINS lists reads API answers, errors 
   const missing = await app.request(`${BASE}/v1/streams/nope`, from(APP, { key: KEYS.read }));
   assert.equal(missing.status, 404);
   assert.equal(missing.headers.get("Access-Control-Allow-Origin"), APP);
+  // Before, a 200 the page could not read: its fetch failed as a network error.
   const other = await app.request(
     `${BASE}/v1/streams/orders/counters/n`,
     from(OTHER, { key: KEYS.read }),
   );
-  assert.equal(other.status, 200);
-  assert.equal(other.headers.get("Access-Control-Allow-Origin"), null);
+  assert.equal(other.status, 403);
+  assert.equal(other.headers.get("Access-Control-Allow-Origin"), OTHER);
+  assert.equal(other.headers.get("Access-Control-Expose-Headers"), API_EXPOSED_HEADERS);
   assert.match(other.headers.get("Vary") ?? "", /Origin/);
+  const refusal = (await other.json()).error;
+  assert.equal(refusal.code, "origin_not_allowed");
+  assert.equal(
+    refusal.message,
+    "Cross-origin read from 'https://evil.example' refused: this API key does not list it in its origins, nor does EDGESTREAM_ALLOWED_ORIGINS; add it to either to let its pages read",
+  );
+  // Without an Origin (a script, a server), or from the server's own origin, it reads as before.
+  for (
+    const init of [
+      { headers: { Authorization: `Bearer ${KEYS.read}` } },
+      from(BASE, { key: KEYS.read }),
+    ]
+  ) {
+    const res = await app.request(`${BASE}/v1/streams/orders/counters/n`, init);
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+  }
   // A state change from a listed origin: made, and its answer readable (ETag, Location exposed).
   const created = await app.request(`${BASE}/v1/streams/made`, {
     ...from(APP, { key: KEYS.admin, headers: { "Content-Type": "application/json" } }),
@@ -149,7 +168,7 @@ Deno.test("an origin EDGESTREAM_ALLOWED_ORIGINS lists reads API answers, errors 
   assert.equal(after.status, 404);
 });
 
-Deno.test("a key's origins let their pages read what that key reads, the subscription too; other keys' pages read nothing", async () => {
+Deno.test("a key's origins let their pages read what that key reads, the subscription too; other pages are refused with a 403 they read, no subscription opened", async () => {
   const { app, statusKey } = await setup();
   const key = await statusKey();
   const counter = await app.request(
@@ -163,14 +182,37 @@ Deno.test("a key's origins let their pages read what that key reads, the subscri
     `${BASE}/v1/streams/orders/counters/n/current`,
     from(STATUS, { key: KEYS.read }),
   );
-  assert.equal(unlisted.status, 200);
-  assert.equal(unlisted.headers.get("Access-Control-Allow-Origin"), null);
+  assert.equal(unlisted.status, 403);
+  assert.equal(unlisted.headers.get("Access-Control-Allow-Origin"), STATUS);
+  assert.equal((await unlisted.json()).error.code, "origin_not_allowed");
   // The key from a page its origins do not list.
   const elsewhere = await app.request(
     `${BASE}/v1/streams/orders/counters/n/current`,
     from(OTHER, { key }),
   );
-  assert.equal(elsewhere.headers.get("Access-Control-Allow-Origin"), null);
+  assert.equal(elsewhere.status, 403);
+  assert.equal(elsewhere.headers.get("Access-Control-Allow-Origin"), OTHER);
+  const refusal = (await elsewhere.json()).error;
+  assert.equal(refusal.code, "origin_not_allowed");
+  assert.match(
+    refusal.message,
+    /^Cross-origin read from 'https:\/\/evil\.example' refused: API key 'key_/,
+  );
+  // Its subscription: refused before it is opened (before, a 200 stream no page could read, which
+  // /sdk.js opened again and again).
+  const refused = await app.request(`${BASE}/v1/streams/orders/subscribe`, {
+    ...from(OTHER, { key, headers: { Accept: "text/event-stream" } }),
+  });
+  assert.equal(refused.status, 403);
+  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), OTHER);
+  assert.equal((await refused.json()).error.code, "origin_not_allowed");
+  // A stream that does not exist: the same 403, which tells nothing of it.
+  const unknown = await app.request(
+    `${BASE}/v1/streams/nope/subscribe`,
+    from(OTHER, { key: KEYS.read, headers: { Accept: "text/event-stream" } }),
+  );
+  assert.equal(unknown.status, 403);
+  await unknown.body?.cancel();
   // The live subscription as a stream of events (SSE).
   const controller = new AbortController();
   const sse = await app.request(`${BASE}/v1/streams/orders/subscribe`, {
@@ -255,13 +297,23 @@ Deno.test("the other errors answered before a key is granted are readable too: a
     await unlimited.body?.cancel();
     assert.equal(unlimited.headers.get("Access-Control-Allow-Origin"), APP, path);
   }
-  // A 400 of the route itself, once the key is granted: only the origins admitted read it.
+  // A 400 of the route itself, once the key is granted: an origin the key does not admit never
+  // reaches it (its readable 403 comes first); in open mode, where nothing is refused for its
+  // origin, only the origins admitted read it.
   const bad = await app.request(
     `${BASE}/v1/streams/orders/counters/n?limit=nope`,
     from(OTHER, { key: KEYS.read }),
   );
-  assert.equal(bad.status, 400);
-  assert.equal(bad.headers.get("Access-Control-Allow-Origin"), null);
+  assert.equal(bad.status, 403);
+  assert.equal((await bad.json()).error.code, "origin_not_allowed");
+  const open = await setup({ open: true });
+  const openBad = await open.app.request(
+    "http://localhost/v1/streams/orders/counters/n?limit=nope",
+    from(OTHER),
+  );
+  assert.equal(openBad.status, 400);
+  await openBad.body?.cancel();
+  assert.equal(openBad.headers.get("Access-Control-Allow-Origin"), null);
 
   class DownKeyStore extends MemoryKeyStore {
     override keyByHash(): Promise<never> {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import {
+  OriginPolicy,
   OriginSettingError,
   parseAllowedHosts,
   parseAllowedOrigins,
@@ -263,6 +264,45 @@ Deno.test("Cross-origin PATCH, PUT and DELETE are refused and change nothing; cr
   }
 });
 
+Deno.test("With keys, a cross-origin read is refused 403 origin_not_allowed, readable by the page, once its key is known; no Origin, the server's own and a listed one read", async () => {
+  const { app, close } = await setup({
+    auth: true,
+    origins: { allowedOrigins: ["https://app.example"] },
+  });
+  try {
+    const evil = { Origin: "https://evil.example" };
+    for (const method of ["GET", "HEAD"]) {
+      const res = await app.request("http://edge.example/v1/webhooks", {
+        method,
+        headers: { ...evil, Authorization: `Bearer ${ADMIN_KEY}` },
+      });
+      assert.equal(res.status, 403, method);
+      assert.equal(res.headers.get("Access-Control-Allow-Origin"), "https://evil.example", method);
+      if (method === "GET") assert.equal((await res.json()).error.code, "origin_not_allowed");
+      else await res.body?.cancel();
+    }
+    // Without a key: its 401 first, as before (the key's origins are not known).
+    const none = await app.request("http://edge.example/v1/webhooks", { headers: evil });
+    assert.equal(none.status, 401);
+    await none.body?.cancel();
+    for (
+      const headers of [
+        {} as Record<string, string>,
+        { Origin: "http://edge.example" },
+        { Origin: "https://app.example" },
+      ]
+    ) {
+      const read = await send(app, "GET", "http://edge.example/v1/webhooks", {
+        headers,
+        key: ADMIN_KEY,
+      });
+      assert.equal(read.status, 200, JSON.stringify(headers));
+    }
+  } finally {
+    await close();
+  }
+});
+
 Deno.test("A cross-origin ingest POST is refused and counts nothing", async () => {
   const { app, store } = await streamsApp();
   const res = await send(app, "POST", "/v1/streams/orders/events", {
@@ -468,4 +508,30 @@ Deno.test("A Host header that makes no URL is a 400 naming it, not a 500, open o
       await server.close();
     }
   }
+});
+
+Deno.test("foreignOrigin() names a request's Origin that is neither the server's own nor listed, as a read from it needs a key listing it", () => {
+  const policy = new OriginPolicy({ open: false, allowedOrigins: ["https://app.example"] });
+  const from = (url: string, headers: Record<string, string>) =>
+    policy.foreignOrigin(new Request(url, { headers }));
+  assert.equal(from("http://edge.example/v1/x", {}), undefined, "no Origin: not a page");
+  assert.equal(from("http://edge.example/v1/x", { Origin: "https://app.example" }), undefined);
+  assert.equal(from("http://edge.example/v1/x", { Origin: "http://edge.example" }), undefined);
+  // The own origin is the Host the request came with, scheme and port included.
+  assert.equal(
+    from("http://10.0.0.1:8000/v1/x", {
+      Origin: "http://edge.example:8000",
+      Host: "edge.example:8000",
+    }),
+    undefined,
+  );
+  assert.equal(
+    from("http://edge.example/v1/x", { Origin: "https://edge.example" }),
+    "https://edge.example",
+  );
+  assert.equal(from("http://edge.example/v1/x", { Origin: "null" }), "null");
+  assert.equal(
+    from("http://edge.example/v1/x", { Origin: "https://evil.example" }),
+    "https://evil.example",
+  );
 });

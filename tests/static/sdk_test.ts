@@ -1650,6 +1650,43 @@ Deno.test("subscribe() retries 408, 429 and 5xx and ended connections, backing o
   }
 });
 
+Deno.test("subscribe() stops at a 403 origin_not_allowed (a page the key does not list) with one console warning saying so, and tells onError", async () => {
+  const { sent, restore } = recordingFetch([
+    new Response(
+      JSON.stringify({
+        error: {
+          code: "origin_not_allowed",
+          message:
+            "Cross-origin read from 'https://shop.example' refused: API key 'key_1' does not list it in its origins, nor does EDGESTREAM_ALLOWED_ORIGINS; add it to either to let its pages read",
+        },
+      }),
+      { status: 403, headers: { "Content-Type": "application/json" } },
+    ),
+    sse([["subscribed", { type: "subscribed", stream: "orders" }]]),
+  ]);
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const { warnings, stopCapture } = captureWarnings();
+  const errors: Array<[number | undefined, string | undefined]> = [];
+  try {
+    subscribe("orders", {
+      key: "sk_read",
+      endpoint: "https://e.example",
+      retryBaseMs: 100,
+      onError: (error) => errors.push([error.status, error.code]),
+    });
+    for (let i = 0; i < 100; i++) await clock.tickAsync(100);
+    assert.equal(sent.length, 1, "no reconnection");
+    assert.deepEqual(errors, [[403, "origin_not_allowed"]]);
+    assert.deepEqual(warnings, [
+      "edgestream: subscribing to 'orders' answered 403: Cross-origin read from 'https://shop.example' refused: API key 'key_1' does not list it in its origins, nor does EDGESTREAM_ALLOWED_ORIGINS; add it to either to let its pages read (origin_not_allowed): the subscription stops",
+    ]);
+  } finally {
+    stopCapture();
+    clock.uninstall();
+    restore();
+  }
+});
+
 Deno.test("subscribe() with notFoundRetryMs asks again that long after each 404, the back-off then starting again, resumes after its last result, still stops at another 4xx, and close() ends the wait; a notFoundRetryMs that is no positive number is as none", async () => {
   const subscribed = { type: "subscribed", stream: "orders" };
   const result = { type: "window.closed", stream: "orders", data: { count: 1 } };
