@@ -293,7 +293,7 @@ function trackerOption(options, name, { fallback, min, whole, max = undefined })
  * held after its retries is sent again by itself, doubling up to 5 minutes),
  * `idempotencyTtlMs` (86,400,000: the shortest `idempotencyTtl` of the streams it sends to; a
  * batch is sent under its key, by this page or a later one, only within it, less a minute, from
- * its first try: past it, it is dropped with a warning), `onRejected` (called with `{stream, events, rejected, rejectedCount}` when the server
+ * its first try: past it, it is dropped with a warning, counted in `dropped`), `onRejected` (called with `{stream, events, rejected, rejectedCount}` when the server
  * rejects events of a batch it was sent, as the reply's `rejected` lists them
  * (a replay's may list only the first ones: `rejectedCount` counts them all),
  * after a console warning naming the first one's error). A number option that
@@ -355,7 +355,7 @@ export function createTracker(options) {
    * answer, if the page stays, takes it out of `localStorage` again.
    */
   const unanswered = new Set();
-  /** Events dropped, past `maxHeld`, of the batches held. */
+  /** Events given up on (see the `dropped` getter). */
   let dropped = 0;
   /**
    * The most events a request to a stream may carry, by stream, as its last `413
@@ -827,11 +827,12 @@ export function createTracker(options) {
 
   /**
    * Whether a batch sent under a key since `expiresAt` (its first try, plus {@linkcode keptTtl})
-   * is past it, and so dropped with a console warning: within the margin of the server's forgetting
+   * is past it, and so dropped (counted in `dropped`) with a console warning: within the margin of the server's forgetting
    * the key, a resend under it could count the events twice.
    */
   function pastExpiry(stream, events, expiresAt) {
     if (typeof expiresAt !== "number" || Date.now() < expiresAt) return false;
+    dropped += events.length;
     console.warn(
       `edgestream: dropped ${events.length} events to ${stream} first sent too long ago to send again under their key: within ${keyMarginMs()} ms of the stream's idempotencyTtl (idempotencyTtlMs ${idempotencyTtlMs}) or past it, a resend could count them twice`,
     );
@@ -864,6 +865,8 @@ export function createTracker(options) {
       } else plain.push(...events);
       let count = plain.length;
       for (const batch of keyed) count += batch.events.length;
+      /** Events given up on to make room: not those a beacon took too (most likely delivered). */
+      let evicted = 0;
       // Copies of batches a beacon took too (most likely delivered) go first, the oldest first;
       // then the batches only kept.
       for (const onlyBeaconed of [true, false]) {
@@ -872,14 +875,18 @@ export function createTracker(options) {
             i++;
             continue;
           }
-          count -= keyed.splice(i, 1)[0].events.length;
+          const [batch] = keyed.splice(i, 1);
+          count -= batch.events.length;
+          if (!onlyBeaconed) evicted += batch.events.length;
         }
       }
+      evicted += Math.max(0, plain.length - MAX_STORED_EVENTS);
       if (plain.length > 0) {
         store.setItem(plainName, JSON.stringify(plain.slice(-MAX_STORED_EVENTS)));
       } else store.removeItem(plainName);
       if (keyed.length > 0) store.setItem(keyedName, JSON.stringify(keyed));
       else store.removeItem(keyedName);
+      dropped += evicted;
       // A batch given its key is kept only if it is still there: a full store drops the oldest
       // batch kept with a key first, which may be it.
       if (idempotencyKey && events.length <= MAX_STORED_EVENTS) {
@@ -887,6 +894,7 @@ export function createTracker(options) {
       }
       return true;
     } catch {
+      if (!beaconed) dropped += events.length;
       console.warn(
         beaconed
           ? `edgestream: kept no copy of ${events.length} events to ${stream} sent by beacon: no room to keep them`
@@ -1232,7 +1240,13 @@ export function createTracker(options) {
     get held() {
       return heldEvents();
     },
-    /** Events dropped because more than `maxHeld` waited to be sent again (held or not). */
+    /**
+     * Events this tracker gave up on (each with a console warning but those below): past `maxHeld`
+     * waiting to be sent again (held or not); past their key's expiry (`idempotencyTtlMs`), not sent
+     * again; not kept for want of storage; and the oldest kept ones it took out of `localStorage`
+     * to keep a stream's 1,000 (not copies of batches a beacon took too), which warn nothing. Not
+     * events the server refused or rejected (a warning and `onRejected` tell those).
+     */
     get dropped() {
       return dropped;
     },

@@ -1544,6 +1544,8 @@ Deno.test("the SDK keeps at most 1,000 events a stream for the next page, and wa
     assert.equal(kept.length, 1_000);
     assert.deepEqual([kept[0].n, kept.at(-1).n], [3_001, 4_000]);
     assert.deepEqual(warnings, []);
+    // The 2,000 oldest of the 3,000 left, taken out to keep 1,000, are counted as given up on.
+    assert.equal(tracker.dropped, 2_000);
 
     // Without storage, what the beacon cannot carry is lost, with a warning.
     localStorage.clear();
@@ -1559,10 +1561,18 @@ Deno.test("the SDK keeps at most 1,000 events a stream for the next page, and wa
       for (let n = 1; n <= 2_000; n++) bare.track("s", { n, pad: "xxxxxxxxxxxxxxxxxxxxx" });
       bare.beacon();
       await bare.settled();
+      assert.equal(bare.dropped, 1_000);
     } finally {
       Object.defineProperty(globalThis, "localStorage", storage);
     }
     assert.deepEqual(warnings, ["edgestream: lost 1000 events to s: no room to keep them"]);
+    const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(
+      readme.includes(
+        "The tracker's `dropped` counts every event it gave up on: past `maxHeld`, past its key's expiry (below), not kept for want of storage, and the oldest kept ones it took out of `localStorage` to keep a stream's 1,000 (with no warning; not the copies of batches a beacon took too); not the events the server refused or rejected.",
+      ),
+    );
   } finally {
     stopCapture();
     restore();
@@ -2226,6 +2236,8 @@ Deno.test("a batch kept after its beacon keeps the expiry of its key's first try
     assert.equal(sent.length, 2);
     assert.equal(beacons.length, 2);
     assert.equal(localStorage.length, 0);
+    // Given up on, so counted in `dropped` (before, only maxHeld's drops were: 0).
+    assert.equal(third.dropped, 1);
     assert.ok(
       warnings.some((text) =>
         text.startsWith(
@@ -2268,10 +2280,12 @@ Deno.test("a batch held past its key's expiry is neither sent again by a flush n
     assert.ok(
       warnings.some((text) => text.startsWith("edgestream: dropped 1 events to s first sent")),
     );
+    assert.equal(tracker.dropped, 1);
     await new Promise((resolve) => setTimeout(resolve, 250));
     globalThis.dispatchEvent(new Event("pagehide"));
     assert.deepEqual(beacons, []);
     assert.equal(localStorage.length, 0);
+    assert.equal(tracker.dropped, 2);
     assert.equal(warnings.filter((text) => text.includes("first sent too long ago")).length, 2);
     // The margin said is what the drop keeps: half of 400 ms, shorter than a minute.
     assert.ok(
@@ -2331,6 +2345,8 @@ Deno.test("a full localStorage drops the copies of batches a beacon took too bef
     // The beaconed copy went (before, the oldest: the 600 no beacon took, lost).
     assert.deepEqual(kept.map((batch: { events: unknown[] }) => batch.events.length), [600, 200]);
     assert.equal(kept[0].events[0].n, 0);
+    // A copy of what a beacon took is no event given up on.
+    assert.equal(tracker.dropped, 0);
     localStorage.clear();
 
     // No room at all: the beaconed batch's copy is not kept, and the warning says it went.
@@ -2355,6 +2371,7 @@ Deno.test("a full localStorage drops the copies of batches a beacon took too bef
       warnings.join("\n"),
     );
     assert.ok(!warnings.some((text) => text.startsWith("edgestream: lost")), warnings.join("\n"));
+    assert.equal(tracker.dropped, 0);
     await tracker.close();
   } finally {
     stopCapture();
