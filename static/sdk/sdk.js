@@ -1206,7 +1206,7 @@ export function createTracker(options) {
     for (const waiting of retrying) {
       if (!waiting.sleeping) continue;
       takeOver(waiting);
-      keepClosing(waiting.stream, waiting.events, waiting.idempotencyKey);
+      keepClosing(waiting.stream, waiting.events, waiting.idempotencyKey, waiting.expiresAt);
     }
     closing = flush().then(() => {
       if (listening) {

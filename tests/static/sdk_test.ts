@@ -1334,6 +1334,12 @@ Deno.test("close() during a 503 with Retry-After keeps the batch sleeping betwee
       ]),
       [[keyOf(sent[0]), [{ n: 1 }]], [keyOf(sent[1]), [{ n: 2 }]]],
     );
+    // Each keeps its first try's expiry, the sleeping one too (before, it was kept with none, and
+    // the next page gave it a fresh one: its key's margin started again).
+    assert.deepEqual(
+      kept.map((batch: { expiresAt: number }) => batch.expiresAt),
+      [sent[0].at + 86_400_000 - 60_000, sent[1].at + 86_400_000 - 60_000],
+    );
     assert.equal(clock.countTimers(), 0);
     await clock.tickAsync(3_600_000);
     assert.equal(sent.length, 3);
