@@ -859,8 +859,15 @@ export function createTracker(options) {
       const keyed = JSON.parse(store?.getItem(keyedName) ?? "[]");
       if (idempotencyKey && events.length <= MAX_STORED_EVENTS) {
         const batch = { idempotencyKey, events };
+        // Kept already under its key (two tabs that loaded at once both sent what a page kept, and
+        // both keep it again): one copy, with the earlier expiry, a beacon's if either was.
+        const index = keyed.findIndex((other) => other?.idempotencyKey === idempotencyKey);
+        const [other] = index === -1 ? [] : keyed.splice(index, 1);
+        if (typeof other?.expiresAt === "number" && !(other.expiresAt >= expiresAt)) {
+          expiresAt = other.expiresAt;
+        }
         if (expiresAt !== undefined) batch.expiresAt = expiresAt;
-        if (beaconed) batch.beaconed = true;
+        if (beaconed || other?.beaconed) batch.beaconed = true;
         keyed.push(batch);
       } else plain.push(...events);
       let count = plain.length;

@@ -2385,3 +2385,50 @@ Deno.test("a full localStorage drops the copies of batches a beacon took too bef
     restore();
   }
 });
+
+Deno.test("two tabs loading at once that both send a kept batch and both keep it again as they go keep one copy under its key, with the earlier expiry: the next page sends it once", async () => {
+  const { sent, restore } = recordingFetch(
+    Array.from({ length: 10 }, () => new TypeError("Failed to fetch")),
+  );
+  // No beacon gets through: both tabs keep the batch whole with its key.
+  Object.assign(navigator, { sendBeacon: () => false });
+  const { stopCapture } = captureWarnings();
+  const name = "edgestream-keyed:https://e.example|pk_test|s";
+  const expiresAt = Date.now() + 3_600_000;
+  const batch = { idempotencyKey: "k-1", events: [{ n: 1 }], expiresAt };
+  const options = { key: "pk_test", endpoint: "https://e.example", maxRetries: 0 };
+  try {
+    localStorage.setItem(name, JSON.stringify([batch]));
+    const first = createTracker(options);
+    // The other tab read it before the first took it out.
+    localStorage.setItem(name, JSON.stringify([{ ...batch, expiresAt: expiresAt + 1_000 }]));
+    const second = createTracker(options);
+    await Promise.all([first.flush(), second.flush()]);
+    assert.deepEqual(sent.map((request) => request.init.headers["Idempotency-Key"]), [
+      "k-1",
+      "k-1",
+    ]);
+    assert.equal(first.held + second.held, 2);
+    globalThis.dispatchEvent(new Event("pagehide"));
+    // Before, two copies: twice the room of the 1,000 a stream keeps, and two requests next time.
+    assert.deepEqual(JSON.parse(localStorage.getItem(name)!), [batch]);
+    await Promise.all([first.close(), second.close()]);
+    assert.deepEqual(JSON.parse(localStorage.getItem(name)!), [batch]);
+    assert.equal(first.dropped + second.dropped, 0);
+    const next = createTracker(options);
+    await next.flush();
+    assert.equal(sent.length, 3);
+    await next.close();
+    const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(
+      readme.includes(
+        "Two tabs loading at once may both send what was kept: a batch kept with its key goes under it from both, counted once while the server keeps the key, and is kept once again (with the earlier expiry) if both keep it; events kept without a key (what no beacon took of what waited, the parts of a `413`'s split not sent yet, what is left of a batch that went by beacons in part) go as new events from both: only `dedupeField`'s ids count them once.",
+      ),
+    );
+  } finally {
+    stopCapture();
+    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+    restore();
+  }
+});
