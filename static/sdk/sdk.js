@@ -982,7 +982,9 @@ export function createTracker(options) {
           ? batch.idempotencyKey
           : undefined;
         // Past when the server may have forgotten its key (from its first try on), a resend could
-        // count it twice, so it is dropped (lost only if no try of it landed).
+        // count it twice, so it is dropped (lost only if no try of it landed). One an older release
+        // kept with no expiry gets that of its try now (send()), kept from then on: when its first
+        // try was is unknown, and dropping it would lose what a page left just before an upgrade.
         const expiresAt = key && typeof batch.expiresAt === "number" ? batch.expiresAt : undefined;
         if (pastExpiry(stream, events, expiresAt)) continue;
         // Without a key a batch is sent as new events, as those kept without one are.

@@ -2432,3 +2432,56 @@ Deno.test("two tabs loading at once that both send a kept batch and both keep it
     restore();
   }
 });
+
+Deno.test("a batch an older release kept with its key but no expiry is sent under its key with the expiry of its first try on this page, which every later page keeps: its margin starts again once, not on every page", async () => {
+  const { sent, restore } = recordingFetch(
+    Array.from({ length: 10 }, () => new TypeError("Failed to fetch")),
+  );
+  Object.assign(navigator, { sendBeacon: () => false });
+  const { warnings, stopCapture } = captureWarnings();
+  const name = "edgestream-keyed:https://e.example|pk_test|s";
+  // Kept for 300 ms from a first try: the key's 600 ms less half of it.
+  const options = {
+    key: "pk_test",
+    endpoint: "https://e.example",
+    maxRetries: 0,
+    idempotencyTtlMs: 600,
+  };
+  try {
+    localStorage.setItem(name, JSON.stringify([{ idempotencyKey: "k-old", events: [{ n: 1 }] }]));
+    const first = createTracker(options);
+    await first.flush();
+    assert.equal(sent[0].init.headers["Idempotency-Key"], "k-old");
+    globalThis.dispatchEvent(new Event("pagehide"));
+    await first.close();
+    const [kept] = JSON.parse(localStorage.getItem(name)!);
+    assert.equal(kept.idempotencyKey, "k-old");
+    assert.ok(Math.abs(kept.expiresAt - (sent[0].at + 300)) <= 50, `${kept.expiresAt}`);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const second = createTracker(options);
+    await second.flush();
+    assert.equal(sent[1].init.headers["Idempotency-Key"], "k-old");
+    globalThis.dispatchEvent(new Event("pagehide"));
+    await second.close();
+    assert.equal(JSON.parse(localStorage.getItem(name)!)[0].expiresAt, kept.expiresAt);
+    await new Promise((resolve) => setTimeout(resolve, kept.expiresAt - Date.now() + 20));
+    const third = createTracker(options);
+    await third.flush();
+    assert.equal(sent.length, 2);
+    assert.equal(third.dropped, 1);
+    assert.equal(localStorage.length, 0);
+    assert.ok(warnings.some((text) => text.includes("first sent too long ago")));
+    await third.close();
+    const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(
+      readme.includes(
+        "A batch kept with its key by a release that kept no expiry is sent under its key as if first tried by the page that sends it now, and keeps that expiry from then on",
+      ),
+    );
+  } finally {
+    stopCapture();
+    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+    restore();
+  }
+});
