@@ -884,7 +884,9 @@ export function createTracker(options) {
           }
           const [batch] = keyed.splice(i, 1);
           count -= batch.events.length;
-          if (!onlyBeaconed) evicted += batch.events.length;
+          if (!onlyBeaconed && !inFlightUnder(batch.idempotencyKey)) {
+            evicted += batch.events.length;
+          }
         }
       }
       evicted += Math.max(0, plain.length - MAX_STORED_EVENTS);
@@ -901,7 +903,7 @@ export function createTracker(options) {
       }
       return true;
     } catch {
-      if (!beaconed) dropped += events.length;
+      if (!beaconed && !inFlightUnder(idempotencyKey)) dropped += events.length;
       console.warn(
         beaconed
           ? `edgestream: kept no copy of ${events.length} events to ${stream} sent by beacon: no room to keep them`
@@ -909,6 +911,17 @@ export function createTracker(options) {
       );
       return false;
     }
+  }
+
+  /**
+   * Whether a request of this tracker under `idempotencyKey` is in flight without keepalive: a copy
+   * of its batch kept in `localStorage` (handOver()) that goes, or that finds no room, is no event
+   * given up on, as its send, failing, sends it again if the page stays.
+   */
+  function inFlightUnder(idempotencyKey) {
+    if (!idempotencyKey) return false;
+    for (const flight of unanswered) if (flight.idempotencyKey === idempotencyKey) return true;
+    return false;
   }
 
   /** Whether a batch is kept under `idempotencyKey` for `stream` in `localStorage`. */
@@ -1250,11 +1263,12 @@ export function createTracker(options) {
       return heldEvents();
     },
     /**
-     * Events this tracker gave up on (each with a console warning but those below): past `maxHeld`
-     * waiting to be sent again (held or not); past their key's expiry (`idempotencyTtlMs`), not sent
-     * again; not kept for want of storage; and the oldest kept ones it took out of `localStorage`
-     * to keep a stream's 1,000 (not copies of batches a beacon took too), which warn nothing. Not
-     * events the server refused or rejected (a warning and `onRejected` tell those).
+     * Events this tracker gave up on: past `maxHeld` waiting to be sent again (held or not); past
+     * their key's expiry (`idempotencyTtlMs`), not sent again; not kept for want of storage; and
+     * the oldest kept ones it took out of `localStorage` to keep a stream's 1,000, with no warning
+     * (the others warn). Not copies kept of a batch a beacon took too, or of one in flight (its send
+     * retries it if the page stays), nor events the server refused or rejected (a warning and
+     * `onRejected` tell those).
      */
     get dropped() {
       return dropped;

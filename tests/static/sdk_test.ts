@@ -1576,7 +1576,7 @@ Deno.test("the SDK keeps at most 1,000 events a stream for the next page, and wa
       .replace(/\s+/g, " ");
     assert.ok(
       readme.includes(
-        "The tracker's `dropped` counts every event it gave up on: past `maxHeld`, past its key's expiry (below), not kept for want of storage, and the oldest kept ones it took out of `localStorage` to keep a stream's 1,000 (with no warning; not the copies of batches a beacon took too); not the events the server refused or rejected.",
+        "The tracker's `dropped` counts every event it gave up on: past `maxHeld`, past its key's expiry (below), not kept for want of storage, and the oldest kept ones it took out of `localStorage` to keep a stream's 1,000 (with no warning; not the copies of batches a beacon took too, or of one in flight, which its send retries if the page stays); not the events the server refused or rejected.",
       ),
     );
   } finally {
@@ -2143,10 +2143,11 @@ Deno.test("maxHeld bounds the batches waiting for room among the keepalive reque
   }
 });
 
-Deno.test("a batch in flight without keepalive when the page goes is retried by this page when it was not kept with its key: past the 1,000 events a stream keeps, or gone from localStorage since", async () => {
+Deno.test("a batch in flight without keepalive when the page goes is retried by this page when it was not kept with its key: past the 1,000 events a stream keeps, or gone from localStorage since (with no room for it, or taken out to keep a stream's 1,000, not counted in dropped)", async () => {
   const keyed = "edgestream-keyed:https://e.example|pk_test|s";
   const plain = "edgestream:https://e.example|pk_test|s";
-  for (const scenario of ["too many to keep", "dropped since"] as const) {
+  const scenarios = ["too many to keep", "dropped since", "no room", "evicted since"] as const;
+  for (const scenario of scenarios) {
     let fail!: (error: Error) => void;
     const answer = new Promise<Response>((_, reject) => fail = reject);
     const { sent, restore } = recordingFetch([answer]);
@@ -2159,7 +2160,8 @@ Deno.test("a batch in flight without keepalive when the page goes is retried by 
       const tracker = createTracker({
         key: "pk_test",
         endpoint: "https://e.example",
-        maxBatch: count,
+        // Room for the 950 events more of "evicted since" to wait.
+        maxBatch: scenario === "evicted since" ? 1_000 : count,
         flushMs: 60_000,
       });
       for (let n = 0; n < count; n++) tracker.track("s", { n, pad });
@@ -2168,8 +2170,26 @@ Deno.test("a batch in flight without keepalive when the page goes is retried by 
       assert.equal(sent.length, 1, scenario);
       assert.equal(sent[0].init.keepalive, false, scenario);
       const key = sent[0].init.headers["Idempotency-Key"];
-      tracker.beacon();
-      if (scenario === "too many to keep") {
+      const setItem = Storage.prototype.setItem;
+      if (scenario === "no room") {
+        Storage.prototype.setItem = () => {
+          throw new DOMException("full", "QuotaExceededError");
+        };
+      }
+      try {
+        tracker.beacon();
+      } finally {
+        Storage.prototype.setItem = setItem;
+      }
+      if (scenario === "no room") {
+        assert.equal(localStorage.getItem(keyed), null);
+      } else if (scenario === "evicted since") {
+        // 950 events more kept as the page is hidden again: past a stream's 1,000, the copy goes.
+        for (let n = 0; n < 950; n++) tracker.track("s", { n });
+        tracker.beacon();
+        assert.equal(localStorage.getItem(keyed), null);
+        assert.equal(JSON.parse(localStorage.getItem(plain)!).length, 950);
+      } else if (scenario === "too many to keep") {
         // Not kept at all (its last 1,000 as new events would count twice had it been applied).
         assert.equal(localStorage.getItem(keyed), null);
         assert.equal(localStorage.getItem(plain), null);
@@ -2186,6 +2206,8 @@ Deno.test("a batch in flight without keepalive when the page goes is retried by 
       const again = sent.slice(1).filter((item) => item.init.headers["Idempotency-Key"] === key);
       assert.equal(again.length, 1, `${scenario}: ${sent.length} sends`);
       assert.equal(JSON.parse(String(again[0].init.body)).length, count, scenario);
+      // Not given up on, so not counted (before, a copy with no room or evicted was).
+      assert.equal(tracker.dropped, 0, scenario);
       await tracker.close();
     } finally {
       stopCapture();
