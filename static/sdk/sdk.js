@@ -903,10 +903,14 @@ export function createTracker(options) {
       }
       return true;
     } catch {
-      if (!beaconed && !inFlightUnder(idempotencyKey)) dropped += events.length;
+      // A batch in flight is not lost yet: its send, failing, sends it again if the page stays.
+      const inFlight = inFlightUnder(idempotencyKey);
+      if (!beaconed && !inFlight) dropped += events.length;
       console.warn(
         beaconed
           ? `edgestream: kept no copy of ${events.length} events to ${stream} sent by beacon: no room to keep them`
+          : inFlight
+          ? `edgestream: kept no copy of ${events.length} events to ${stream} in flight: no room to keep them; lost if the page goes before it is answered`
           : `edgestream: lost ${events.length} events to ${stream}: no room to keep them`,
       );
       return false;

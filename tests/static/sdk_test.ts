@@ -2153,7 +2153,7 @@ Deno.test("a batch in flight without keepalive when the page goes is retried by 
     const { sent, restore } = recordingFetch([answer]);
     // Beacons refused (the browser's budget spent, say): what the page leaves is kept.
     Object.assign(navigator, { sendBeacon: () => false });
-    const { stopCapture } = captureWarnings();
+    const { warnings, stopCapture } = captureWarnings();
     try {
       const count = scenario === "too many to keep" ? 1_500 : 100;
       const pad = "x".repeat(scenario === "too many to keep" ? 40 : 700);
@@ -2183,6 +2183,10 @@ Deno.test("a batch in flight without keepalive when the page goes is retried by 
       }
       if (scenario === "no room") {
         assert.equal(localStorage.getItem(keyed), null);
+        // Not "lost": its send, failing, sends it again while the page stays.
+        assert.deepEqual(warnings, [
+          "edgestream: kept no copy of 100 events to s in flight: no room to keep them; lost if the page goes before it is answered",
+        ]);
       } else if (scenario === "evicted since") {
         // 950 events more kept as the page is hidden again: past a stream's 1,000, the copy goes.
         for (let n = 0; n < 950; n++) tracker.track("s", { n });
