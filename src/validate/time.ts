@@ -101,6 +101,34 @@ export function parseInstant(value: unknown): number | null {
   return inDateRange(ms);
 }
 
+/** ISO 8601's basic form: `20261207`, `20261207T132021Z`, `20261207T1320+0100` (no `-` or `:`). */
+const ISO_8601_BASIC =
+  /^(?:\d{8}|[+-]\d{10})(?:T\d{2}(?:\d{2}(?:\d{2})?)?(?:[.,]\d+)?(?:Z|[+-]\d{2}(?:\d{2})?)?)?$/i;
+
+/** The extended form with a comma, not a full stop, before a fraction of a second. */
+const COMMA_FRACTION = /^(?:\d{4}|[+-]\d{6})-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?,\d/i;
+
+/**
+ * Why `text`, which {@linkcode parseInstant} refused, is not read when it is written in a form of
+ * ISO 8601 that edgestream does not read (it reads the extended form, RFC 3339's): the basic form
+ * (`20261207T132021Z`) or a comma before a fraction of a second (`13:20:21,5Z`). Undefined for
+ * any other text.
+ *
+ * @example
+ * ```ts
+ * import { unreadIsoForm } from "./time.ts";
+ *
+ * unreadIsoForm("20261207T132021Z"); // "the basic form, without '-' and ':', is not read"
+ * unreadIsoForm("2026-12-07T13:20:21,5Z"); // "a fraction of a second follows '.', not ','"
+ * unreadIsoForm("yesterday"); // undefined
+ * ```
+ */
+export function unreadIsoForm(text: string): string | undefined {
+  if (ISO_8601_BASIC.test(text)) return "the basic form, without '-' and ':', is not read";
+  if (COMMA_FRACTION.test(text)) return "a fraction of a second follows '.', not ','";
+  return undefined;
+}
+
 /** `ms` when a `Date` can hold it (at most {@linkcode MAX_EPOCH_MS} from the epoch), else null. */
 function inDateRange(ms: number | null): number | null {
   return ms !== null && Math.abs(ms) <= MAX_EPOCH_MS ? ms : null;

@@ -1,5 +1,5 @@
 /** Reading fields of events by name or dotted path, and event time. */
-import { type Event, parseInstant } from "../validate/mod.ts";
+import { type Event, parseInstant, unreadIsoForm } from "../validate/mod.ts";
 
 /**
  * Reads a field: the key itself if the event has it, else a dotted path
@@ -39,7 +39,8 @@ export function eventTimeError(value: unknown): string {
   if (typeof value === "number") {
     return `Event time ${value} is not a valid epoch millisecond value`;
   }
-  return `Event time must be an ISO-8601 string or epoch milliseconds, got ${
+  const why = typeof value === "string" ? unreadIsoForm(value) : undefined;
+  return `Event time must be ISO-8601 in its extended form (2026-01-01T10:15:00.5Z, 2026-01-01) or epoch milliseconds, got ${
     JSON.stringify(value)?.slice(0, 64)
-  }`;
+  }${why === undefined ? "" : `: ${why}`}`;
 }

@@ -309,7 +309,10 @@ Deno.test("ingestItems() rejects an unreadable event time", async () => {
   assert.equal(reply.accepted, 0);
   assert.equal(reply.rejected.length, 1);
   assert.equal(reply.rejected[0].errors[0].path, "ts");
-  assert.match(reply.rejected[0].errors[0].message, /^Event time must be an ISO-8601 string/);
+  assert.match(
+    reply.rejected[0].errors[0].message,
+    /^Event time must be ISO-8601 in its extended form/,
+  );
 });
 
 Deno.test("ingestItems() uses the receive time for events without a time field", async () => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { parseInstant, parseInstantText } from "../../src/validate/mod.ts";
+import { parseInstant, parseInstantText, unreadIsoForm } from "../../src/validate/mod.ts";
 
 Deno.test("parseInstant() reads ISO-8601 text with an offset", () => {
   const cases: Array<[string, string]> = [
@@ -202,5 +202,23 @@ Deno.test("parseInstant() reads a leap second (23:59:60 UTC, RFC 3339) as the la
   ) {
     assert.equal(parseInstant(text), null, text);
     assert.equal(parseInstantText(text, "ceil"), null, text);
+  }
+});
+
+Deno.test("unreadIsoForm() names ISO 8601's basic form and a comma fraction, which parseInstant() refuses, and nothing else", () => {
+  for (
+    const text of ["20261207T132021Z", "20261207T132021,5Z", "20261207", "+0020261207T13Z"]
+  ) {
+    assert.equal(parseInstant(text), null, text);
+    assert.equal(unreadIsoForm(text), "the basic form, without '-' and ':', is not read", text);
+  }
+  for (const text of ["2026-12-07T13:20:21,5Z", "2026-12-07T13:20,5", "2026-12-07 13:20:21,25"]) {
+    assert.equal(parseInstant(text), null, text);
+    assert.equal(unreadIsoForm(text), "a fraction of a second follows '.', not ','", text);
+  }
+  for (
+    const text of ["yesterday", "2026-12-07T13:20:21.5Z", "1700000000000", "2026-12-07, 13:20", ""]
+  ) {
+    assert.equal(unreadIsoForm(text), undefined, text);
   }
 });

@@ -123,12 +123,48 @@ Deno.test("eventTimeMs() refuses text that is not ISO-8601 and other types", () 
     if (!result.ok) {
       assert.match(
         result.message,
-        /^Event time must be an ISO-8601 string or epoch milliseconds, got /,
+        /^Event time must be ISO-8601 in its extended form \(2026-01-01T10:15:00\.5Z, 2026-01-01\) or epoch milliseconds, got /,
       );
     }
   }
   const long = readEventTime("x".repeat(1000), RECEIVED);
-  assert.ok(!long.ok && long.message.length < 150, "the message quotes at most 64 characters");
+  assert.ok(!long.ok && long.message.length < 200, "the message quotes at most 64 characters");
+});
+
+Deno.test("eventTimeMs() refuses ISO 8601's basic form and a comma before a fraction, and the message says the extended form is read", () => {
+  const basic = "the basic form, without '-' and ':', is not read";
+  const comma = "a fraction of a second follows '.', not ','";
+  const cases: Array<[string, string]> = [
+    ["20261207T132021Z", basic],
+    ["20261207T132021.5Z", basic],
+    ["20261207T1320+0100", basic],
+    ["20261207", basic],
+    ["2026-12-07T13:20:21,5Z", comma],
+    ["2026-12-07 13:20:21,500+01:00", comma],
+  ];
+  for (const [text, why] of cases) {
+    const result = readEventTime(text, RECEIVED);
+    assert.equal(result.ok, false, text);
+    assert.equal(
+      !result.ok && result.message,
+      `Event time must be ISO-8601 in its extended form (2026-01-01T10:15:00.5Z, 2026-01-01) or epoch milliseconds, got ${
+        JSON.stringify(text)
+      }: ${why}`,
+      text,
+    );
+  }
+  // Their extended forms are read.
+  assert.deepEqual(readEventTime("2026-12-07T13:20:21Z", RECEIVED), {
+    ok: true,
+    timeMs: Date.parse("2026-12-07T13:20:21Z"),
+  });
+  assert.deepEqual(readEventTime("2026-12-07T13:20:21.5Z", RECEIVED), {
+    ok: true,
+    timeMs: Date.parse("2026-12-07T13:20:21.500Z"),
+  });
+  // Other text gets no such clause.
+  const other = readEventTime("yesterday", RECEIVED);
+  assert.ok(!other.ok && other.message.endsWith('got "yesterday"'));
 });
 
 Deno.test("eventTimeMs() refuses calendar days that do not exist instead of rolling them over", () => {
