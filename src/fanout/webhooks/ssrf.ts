@@ -41,6 +41,10 @@ export class AllowListError extends Error {
 
 type Address = ipaddr.IPv4 | ipaddr.IPv6;
 
+/**
+ * Each range `ipaddr.js` names (IPv4's and IPv6's `SpecialRanges`), in words with their article;
+ * a test checks that every name it has is here.
+ */
 const RANGE_WORDS: Record<string, string> = {
   unspecified: "an unspecified",
   broadcast: "a broadcast",
@@ -50,12 +54,22 @@ const RANGE_WORDS: Record<string, string> = {
   carrierGradeNat: "a carrier-grade NAT",
   private: "a private",
   reserved: "a reserved",
+  as112: "an AS112",
+  as112v6: "an AS112",
+  amt: "an AMT (multicast tunnelling)",
   uniqueLocal: "a unique-local",
   ipv4Mapped: "an IPv4-mapped",
+  deprecatedSiteLocal: "a site-local (deprecated)",
+  discard: "a discard-only",
   rfc6145: "an IPv4-translated",
   rfc6052: "a NAT64",
   "6to4": "a 6to4",
   teredo: "a Teredo",
+  benchmarking: "a benchmarking",
+  deprecatedOrchid: "an ORCHID (deprecated)",
+  orchid2: "an ORCHIDv2",
+  droneRemoteIdProtocolEntityTags: "a drone remote ID (DRIP)",
+  segmentRouting: "a segment routing (SRv6)",
 };
 
 /** Global unicast IPv6 space (2000::/3); everything outside it is refused. */
@@ -81,8 +95,22 @@ export function nonPublicRange(address: string): string | null {
   return null;
 }
 
-function describeRange(range: string): string {
-  return `${RANGE_WORDS[range] ?? `a ${range}`} address`;
+/**
+ * The range `range` (a name {@linkcode nonPublicRange} gives) as a refusal names an address in
+ * it, with its article: `a link-local address`, `an AS112 address`. A name the table does not
+ * have (a newer `ipaddr.js`) is quoted rather than given an article that may not fit it.
+ *
+ * @example
+ * ```ts
+ * import { describeRange } from "./ssrf.ts";
+ *
+ * describeRange("linkLocal"); // "a link-local address"
+ * describeRange("as112"); // "an AS112 address"
+ * ```
+ */
+export function describeRange(range: string): string {
+  const words = RANGE_WORDS[range];
+  return words === undefined ? `an address in the range '${range}'` : `${words} address`;
 }
 
 /** The range's name without its article: `link-local`. */

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
+import ipaddr from "ipaddr.js";
 import {
   AllowListError,
+  describeRange,
   nonPublicRange,
   parseAllowList,
   resolveWithDns,
@@ -74,6 +76,42 @@ Deno.test("UrlPolicy.check() refuses internal IP literals, naming the address", 
     await assert.rejects(() => policy.check(url), UnsafeUrlError, url);
     await assert.rejects(() => policy.check(url), message, url);
   }
+});
+
+Deno.test("UrlPolicy.check() names every range ipaddr.js has in words with a fitting article, not 'a as112'", async () => {
+  const policy = new UrlPolicy({
+    resolve: table({ "drip.example.com": ["2001:30::1", "5f00::1"] }),
+  });
+  const cases: Array<[string, string]> = [
+    ["https://192.175.48.1/hook", "'url' is an AS112 address: 192.175.48.1"],
+    ["https://[2001:4:112::1]/hook", "'url' is an AS112 address: 2001:4:112::1"],
+    ["https://192.52.193.1/hook", "'url' is an AMT (multicast tunnelling) address: 192.52.193.1"],
+    ["https://[2001:20::1]/hook", "'url' is an ORCHIDv2 address: 2001:20::1"],
+    ["https://[fec0::1]/hook", "'url' is a site-local (deprecated) address: fec0::1"],
+  ];
+  for (const [url, message] of cases) {
+    await assert.rejects(
+      () => policy.check(url),
+      new UnsafeUrlError(`${message}; EDGESTREAM_WEBHOOK_ALLOW can allow it`),
+      url,
+    );
+  }
+  await assert.rejects(
+    () => policy.check("https://drip.example.com/hook"),
+    new UnsafeUrlError(
+      "'url' resolves only to internal addresses: 2001:30::1 (drone remote ID (DRIP)), 5f00::1 (segment routing (SRv6)); EDGESTREAM_WEBHOOK_ALLOW can allow them",
+    ),
+  );
+  // Every name the installed ipaddr.js gives has its words; one it may add later is quoted.
+  const names = [ipaddr.IPv4, ipaddr.IPv6].flatMap((kind) =>
+    Object.keys((kind.prototype as unknown as { SpecialRanges: object }).SpecialRanges)
+  );
+  assert.ok(names.includes("as112") && names.includes("segmentRouting"));
+  for (const name of names) {
+    assert.match(describeRange(name), /^an? [^ ]/, name);
+    assert.doesNotMatch(describeRange(name), /in the range/, name);
+  }
+  assert.equal(describeRange("futureRange"), "an address in the range 'futureRange'");
 });
 
 Deno.test("UrlPolicy.check() refuses a host name resolving to an internal address", async () => {
