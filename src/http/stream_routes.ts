@@ -412,7 +412,8 @@ const ingestRoute = createRoute({
         "text/plain": {
           schema: {
             type: "string" as const,
-            description: "JSON, with a publishable key only",
+            description:
+              "JSON, as `navigator.sendBeacon` sends it: taken with a publishable key (`pk_…`, as `?key=`) from a page on one of the key's `origins`, or with no API keys configured (open mode) from any page the server answers. \"Try it out\" on `/docs` sends the docs page's origin, this server's, which the `POST /v1/keys` example's key (`https://shop.example`) does not list: it gets 403 `origin_not_allowed` unless the key lists this server's origin too.",
             example: '{"id":"o-6","country":"DE","amount":3.2,"customer":"c-4"}',
           },
         },

@@ -557,6 +557,50 @@ Deno.test("the Error schema names every code of ERROR_CODES; the ingest body's e
   assert.equal(body.oneOf[1].items.additionalProperties, true);
 });
 
+Deno.test("the text/plain ingest example says what \"Try it out\" on /docs gets: 403 with the keys example's key, which does not list the page's origin; 202 with one that does, or in open mode", async () => {
+  const doc = await documentOf();
+  const plain = doc.paths["/v1/streams/{stream}/events"].post.requestBody.content["text/plain"]
+    .schema;
+  assert.match(plain.description, /from a page on one of the key's `origins`/);
+  assert.match(plain.description, /open mode/);
+  assert.match(
+    plain.description,
+    /403 `origin_not_allowed` unless the key lists this server's origin too/,
+  );
+  // As the docs page sends it: from the server's own origin (`app.request`'s is http://localhost).
+  const fromDocs = async (app: Awaited<ReturnType<typeof setup>>["app"], key?: string) =>
+    await app.request(`/v1/streams/orders/events${key ? `?key=${key}` : ""}`, {
+      method: "POST",
+      headers: { "Content-Type": "text/plain", Origin: "http://localhost" },
+      body: plain.example,
+    });
+  const keyExample = doc.components.schemas.KeyInput.example;
+  const ctx = await quickStartApp();
+  try {
+    const example = await call(ctx.app, "POST", "/v1/keys", keyExample, ADMIN_KEY);
+    assert.equal(example.status, 201, example.text);
+    const refused = await fromDocs(ctx.app, example.body.key);
+    assert.equal(refused.status, 403);
+    assert.equal((await refused.json()).error.code, "origin_not_allowed");
+    const listing = await call(ctx.app, "POST", "/v1/keys", {
+      ...keyExample,
+      origins: [...keyExample.origins, "http://localhost"],
+    }, ADMIN_KEY);
+    const taken = await fromDocs(ctx.app, listing.body.key);
+    assert.equal(taken.status, 202, await taken.clone().text());
+    assert.equal((await taken.json()).accepted, 1);
+  } finally {
+    await ctx.close();
+  }
+  const open = await setup({ config: await quickStartConfig() });
+  try {
+    const taken = await fromDocs(open.app);
+    assert.equal(taken.status, 202, await taken.clone().text());
+  } finally {
+    await open.close();
+  }
+});
+
 /** The JSON body (`-d '…'`) of the README's first `curl` whose command line starts so. */
 /** examples/config.json, the quick start's config. */
 async function quickStartConfig() {
