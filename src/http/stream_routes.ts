@@ -48,7 +48,7 @@ import {
   textOfCursor,
 } from "../store/mod.ts";
 import { traceIngest, withinPeriod } from "../telemetry/mod.ts";
-import { parseInstantText } from "../validate/mod.ts";
+import { parseInstantText, unreadIsoForm } from "../validate/mod.ts";
 import {
   aggregateValue,
   assignWindows,
@@ -773,13 +773,15 @@ function parseTime(text: string | undefined, name: string): number | undefined {
     // `+010000-01-01`), written as the README writes it, arrives as a space: say so, as the
     // text quoted back shows only the space.
     const plus = plusHint(text, (fixed) => parseInstantText(fixed, "ceil") !== null, name);
+    // ISO 8601's basic form or a comma fraction: said, as for an event time.
+    const form = unreadIsoForm(text);
     // Worded as the query parameters the schema refuses (`limit`) are.
     throw new ApiError(
       400,
       "invalid_query",
       `Invalid query parameter ${name}: expected a time (ISO-8601, UTC when it has no offset, or epoch milliseconds), received '${
         quoteInput(text)
-      }'${plus}`,
+      }'${plus || (form === undefined ? "" : `: ${form}`)}`,
     );
   }
   return ms;

@@ -691,6 +691,25 @@ Deno.test("a counter read words every bad from or to alike, whether it looks lik
   }
 });
 
+Deno.test("a counter read's from or to in ISO 8601's basic form or with a comma fraction is refused, saying which", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  for (
+    const [name, text, why] of [
+      ["from", "20260101T000500Z", "the basic form, without '-' and ':', is not read"],
+      ["to", "2026-01-01T00:05:00,5Z", "a fraction of a second follows '.', not ','"],
+    ]
+  ) {
+    const read = await app.request(
+      `/v1/streams/orders/counters/count_1m?${name}=${encodeURIComponent(text)}`,
+    );
+    assert.equal(read.status, 400, text);
+    assert.equal(
+      (await read.json()).error.message,
+      `Invalid query parameter ${name}: expected a time (ISO-8601, UTC when it has no offset, or epoch milliseconds), received '${text}': ${why}`,
+    );
+  }
+});
+
 Deno.test("a counter read's from or to whose '+' a URL query read as a space says to write it as %2B", async () => {
   const { app } = await testApp({ config: CONFIG });
   for (
