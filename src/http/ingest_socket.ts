@@ -6,8 +6,7 @@
  *
  * Frames: one event, an array of events, or NDJSON lines; optionally wrapped
  * as `{"seq": n, "idempotencyKey": "…", "events": [...]}` (an object whose
- * only keys are `seq`, `idempotencyKey` and `events`, an array: any other `events`, one object
- * too, is refused; the key works as HTTP's
+ * only keys are `seq`, `idempotencyKey` and `events`; the key works as HTTP's
  * `Idempotency-Key`, over the frame's events; an envelope is a frame of its own, and NDJSON with
  * one as a line is refused). Replies:
  * - `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`; a replay
@@ -183,13 +182,6 @@ function refuseEnvelopeLines(items: readonly BodyItem[]): void {
   }
 }
 
-/** What kind of JSON value `value` is, as a refusal names it: `an object`, `a string`, `null`. */
-function jsonKind(value: unknown): string {
-  if (value === null) return "null";
-  if (typeof value === "object") return "an object";
-  return `a ${typeof value}`;
-}
-
 /** A frame field's value as a problem shows it: JSON, but a number as itself (1e400: Infinity, not null). */
 function shownValue(value: unknown): string {
   return typeof value === "number" ? String(value) : JSON.stringify(value);
@@ -262,17 +254,6 @@ export function readFrame(frameText: string, limits: BodyLimits = {}): Frame {
       seq = envelope.seq;
     }
     if (kind !== "envelope") throw new ApiError(400, "invalid_body", kind.problem);
-    // Its events are an array: over HTTP, which has no envelope, `{"events": {…}}` is one event
-    // with an `events` field, so reading it here as the event inside would be a guess.
-    if (!Array.isArray(envelope.events)) {
-      throw new ApiError(
-        400,
-        "invalid_body",
-        `Frame envelope's 'events' must be an array of events, got ${
-          jsonKind(envelope.events)
-        }: send one event as [{…}]; an event with an 'events' field goes in an array`,
-      );
-    }
     let idempotency: { key: string; body: string } | undefined;
     if (envelope.idempotencyKey !== undefined) {
       const key = envelope.idempotencyKey;
@@ -282,7 +263,9 @@ export function readFrame(frameText: string, limits: BodyLimits = {}): Frame {
       if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);
       idempotency = { key: key as string, body: eventsIdentity(envelope.events) };
     }
-    const items = eventsOfJson(envelope.events, text, limits);
+    const events = envelope.events;
+    const eventsText = Array.isArray(events) ? text : JSON.stringify(events) ?? "";
+    const items = eventsOfJson(events, eventsText, limits);
     return idempotency ? { ok: true, seq, items, idempotency } : { ok: true, seq, items };
   } catch (error) {
     if (error instanceof BodyError || error instanceof ApiError) {

@@ -136,7 +136,7 @@ Deno.test("WebSocket ingest echoes an envelope's seq and numbers other frames by
       [{ id: "c", ts: at(3), country: "DE" }, { id: "d", ts: at(4), country: "FR" }]
         .map((event) => JSON.stringify(event)).join("\n"),
     );
-    send({ seq: 7, events: [{ id: "e", ts: at(5), country: "DE" }] });
+    send({ seq: 7, events: { id: "e", ts: at(5), country: "DE" } });
     // An event with an 'events' field next to others is an event, not an envelope.
     send({ id: "f", ts: at(6), country: "DE", events: [1, 2] });
     const acks = [];
@@ -918,60 +918,6 @@ Deno.test("readFrame() tells NDJSON, one event, a batch and the seq envelope apa
   assert.equal(!badSeq.ok && badSeq.error.code, "invalid_seq");
   const notJson = readFrame("{oops");
   assert.equal(!notJson.ok && notJson.error.code, "invalid_json");
-  // An envelope's events are an array: anything else is refused, naming what it got.
-  for (
-    const [events, got] of [
-      [{ a: 1 }, "an object"],
-      ["x", "a string"],
-      [3, "a number"],
-      [null, "null"],
-    ] as const
-  ) {
-    assert.deepEqual(readFrame(JSON.stringify({ seq: 4, idempotencyKey: "k", events })), {
-      ok: false,
-      seq: 4,
-      error: {
-        code: "invalid_body",
-        message:
-          `Frame envelope's 'events' must be an array of events, got ${got}: send one event as [{…}]; an event with an 'events' field goes in an array`,
-      },
-    });
-  }
-});
-
-Deno.test("WebSocket ingest refuses an envelope whose events is one object, which HTTP ingest, with no envelope, reads as one event with an 'events' field", async () => {
-  const server = await startServer();
-  const { app } = await testApp();
-  const client = await denoClient(server.wsUrl(WS_PATH));
-  try {
-    const inner = { id: "e", ts: at(5), country: "DE", amount: 1 };
-    client.socket.send(JSON.stringify({ seq: 7, events: inner }));
-    client.socket.send(JSON.stringify({ events: inner }));
-    const answers = [await client.inbox.next(), await client.inbox.next()];
-    for (const [index, answer] of answers.entries()) {
-      assert.deepEqual(
-        [answer.type, answer.seq, answer.retryable, answer.error?.code],
-        ["error", index === 0 ? 7 : 2, false, "invalid_body"],
-      );
-      assert.equal(
-        answer.error.message,
-        "Frame envelope's 'events' must be an array of events, got an object: send one event as [{…}]; an event with an 'events' field goes in an array",
-      );
-    }
-    assert.equal((await stats(server.base)).applied, 0);
-    // The same body over HTTP is one event, the object itself: `orders` requires an `id` it lacks.
-    const res = await postEvents(app, { events: inner });
-    assert.equal(res.status, 400);
-    const refused = await res.json();
-    assert.deepEqual([refused.accepted, refused.rejected[0].errors[0].path], [0, "id"]);
-    // As an array, the envelope's one event counts.
-    client.socket.send(JSON.stringify({ seq: 8, events: [inner] }));
-    const ack = await client.inbox.next();
-    assert.deepEqual([ack.type, ack.seq, ack.accepted], ["ack", 8, 1]);
-  } finally {
-    await client.close();
-    await server.close();
-  }
 });
 
 Deno.test("WebSocket ingest reads a frame that starts with a byte order mark as HTTP ingest reads such a body: the mark is not part of it", async () => {
