@@ -136,6 +136,7 @@ Deno.test("WebSocket ingest echoes an envelope's seq and numbers other frames by
       [{ id: "c", ts: at(3), country: "DE" }, { id: "d", ts: at(4), country: "FR" }]
         .map((event) => JSON.stringify(event)).join("\n"),
     );
+    // An envelope's events may be one event object, as a body may (README).
     send({ seq: 7, events: { id: "e", ts: at(5), country: "DE" } });
     // An event with an 'events' field next to others is an event, not an envelope.
     send({ id: "f", ts: at(6), country: "DE", events: [1, 2] });
