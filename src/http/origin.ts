@@ -80,6 +80,9 @@ export class OriginSettingError extends Error {
   }
 }
 
+/** An `Origin` a web page sends, the only kind `EDGESTREAM_ALLOWED_ORIGINS` or a key can list. */
+const WEB_ORIGIN = /^https?:\/\//i;
+
 /** Characters a `Host` value never holds; `@` would let the URL parser read userinfo. */
 const HOST_TEXT = /^[^\s/?#@\\]+$/;
 
@@ -191,13 +194,15 @@ export class OriginPolicy {
   }
 
   /**
-   * The request's `Origin` when it is neither the server's own (as in {@linkcode refusal}) nor
-   * listed; undefined for a request without one, or from those. A read from such an origin is
+   * The request's `Origin` when it is a web page's (`http:` or `https:`) and neither the server's
+   * own (as in {@linkcode refusal}) nor listed; undefined for a request without one, from those,
+   * or from what no setting can list (`null`, a browser extension's, an app's `file:` page): those
+   * are answered as before, read only by a client that skips CORS. A read from a foreign origin is
    * answered only when the key presented lists it (`auth.ts`, `refuseForeignRead`).
    */
   foreignOrigin(request: Request): string | undefined {
     const origin = request.headers.get("Origin");
-    if (origin === null || this.#origins.has(origin)) return undefined;
+    if (origin === null || !WEB_ORIGIN.test(origin) || this.#origins.has(origin)) return undefined;
     let url: URL;
     try {
       url = new URL(request.url);
