@@ -105,8 +105,11 @@ export function parseInstant(value: unknown): number | null {
 const ISO_8601_BASIC =
   /^(?:\d{8}|[+-]\d{10})(?:T\d{2}(?:\d{2}(?:\d{2})?)?(?:[.,]\d+)?(?:Z|[+-]\d{2}(?:\d{2})?)?)?$/i;
 
-/** The extended form with a comma, not a full stop, before a fraction of a second. */
-const COMMA_FRACTION = /^(?:\d{4}|[+-]\d{6})-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?,\d/i;
+/**
+ * The extended form with a comma, not a full stop, before a fraction of a second (of the seconds:
+ * a fraction of a minute is not read in either form).
+ */
+const COMMA_FRACTION = /^(?:\d{4}|[+-]\d{6})-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2},\d/i;
 
 /**
  * Why `text`, which {@linkcode parseInstant} refused, is not read when it is written in a form of
