@@ -68,9 +68,8 @@ export interface ApiCorsOptions {
   /**
    * The request's `Origin` when it is neither the server's own nor listed (see
    * `OriginPolicy.foreignOrigin`); a read from it needs a key whose `origins` list it.
-   * @default {none: no read is refused for its origin}
    */
-  foreignOrigin?(request: Request): string | undefined;
+  foreignOrigin(request: Request): string | undefined;
   /** The methods the routes serving `path` take, or undefined when none serves it. */
   methodsOf(path: string): readonly string[] | undefined;
 }
@@ -99,7 +98,7 @@ export function apiCors(options: ApiCorsOptions): MiddlewareHandler {
     if (upgradeAsksForWebSocket(c.req.header("Upgrade"))) return await next();
     // A read from a page the server does not list: its key must (auth.ts, refuseForeignRead).
     if (origin !== undefined && (c.req.method === "GET" || c.req.method === "HEAD")) {
-      const foreign = options.foreignOrigin?.(c.req.raw);
+      const foreign = options.foreignOrigin(c.req.raw);
       if (foreign !== undefined) markForeignRead(c, foreign);
     }
     await next();
