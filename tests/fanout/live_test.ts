@@ -1650,7 +1650,7 @@ Deno.test("README resuming: the store is asked where its log stands (on Redis on
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   assert.match(
     readme,
-    /A resume asks Redis one read-only\s+script\s+\(`XINFO STREAM`\)\s+a page of 500 entries it replays/,
+    /A resume asks Redis one read-only\s+script\s+\(`XINFO STREAM`\)\s+a page of 500\s+entries\s+it\s+replays/,
   );
   const store = new CountingStore({ now: () => NOW });
   const live = new LiveHub(streams, store, { pollMs: 10, readLimit: 2 });
