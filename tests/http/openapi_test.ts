@@ -601,7 +601,6 @@ Deno.test("the text/plain ingest example says what \"Try it out\" on /docs gets:
   }
 });
 
-/** The JSON body (`-d '…'`) of the README's first `curl` whose command line starts so. */
 /** examples/config.json, the quick start's config. */
 async function quickStartConfig() {
   return JSON.parse(
@@ -621,6 +620,7 @@ async function quickStartApp() {
   });
 }
 
+/** The JSON body (`-d '…'`) of the README's first `curl` whose command line starts so. */
 async function readmeBody(command: string): Promise<unknown> {
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   const start = readme.indexOf(command);
