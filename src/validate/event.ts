@@ -15,7 +15,7 @@ import {
   withPatternCache,
 } from "./linear_regexp.ts";
 import { MAX_LISTED_NAMES, quoteInput } from "./quote.ts";
-import { endsUtcDay } from "./time.ts";
+import { endsUtcDay } from "./_leap_second.ts";
 
 /** One problem with one event, as reported in an ingest reply. */
 export interface FieldError {

@@ -5,6 +5,8 @@
  * event and a query for the same wall-clock time could disagree.
  */
 
+import { endsUtcDay } from "./_leap_second.ts";
+
 /** The largest distance (ms) from the epoch a `Date` can hold. */
 export const MAX_EPOCH_MS = 8.64e15;
 
@@ -56,15 +58,6 @@ function parseIso(text: string, rounding: Rounding = "floor"): number | null {
   if (leap) date.setUTCHours(hour, minute, 59, rounding === "ceil" ? 1000 : 999);
   else date.setUTCHours(hour, minute, second, fraction);
   return date.getTime() + cycles * MS_PER_CYCLE - offsetMinutes * 60_000;
-}
-
-/**
- * Whether the minute `hour`:`minute` of a time `offsetMinutes` ahead of UTC (`-480` for `-08:00`)
- * is 23:59 UTC, the last minute of a UTC day: where a leap second (`:60`) may fall, in any offset
- * (`15:59:60-08:00` is one, `22:59:60Z` is not).
- */
-export function endsUtcDay(hour: number, minute: number, offsetMinutes: number): boolean {
-  return ((hour * 60 + minute - offsetMinutes) % 1440 + 1440) % 1440 === 1439;
 }
 
 /**
