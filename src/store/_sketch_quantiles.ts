@@ -24,17 +24,21 @@ export interface SlotTally {
   slotsRead: number;
 }
 
-/**
- * `sketchQuantiles(bins, accuracy, qs, options)` with the mapping of that accuracy; `tally`, when
- * given, has the bucket slots looked at added (the occupied buckets of each side read, not the
- * span of bucket keys between them).
- */
+/** Options for {@linkcode quantilesOf}: the clamps of `QuantileOptions`, and a tally for tests. */
+export interface WalkOptions extends Clamps {
+  /**
+   * Has the bucket slots looked at added (the occupied buckets of each side read, not the span of
+   * bucket keys between them). @default {no tally}
+   */
+  tally?: SlotTally;
+}
+
+/** `sketchQuantiles(bins, accuracy, qs, options)` with the mapping of that accuracy. */
 export function quantilesOf(
   bins: Bins,
   mapping: KeyValues,
   qs: readonly number[],
-  options: Clamps = {},
-  tally?: SlotTally,
+  options: WalkOptions = {},
 ): Array<number | null> {
   const positive: Array<[number, number]> = [];
   const negative: Array<[number, number]> = [];
@@ -50,7 +54,7 @@ export function quantilesOf(
   const negatives = sideOf(negative);
   const count = negatives.total + zeros + positives.total;
   if (count === 0) return qs.map(() => null);
-  const { min, max } = options;
+  const { min, max, tally } = options;
   return qs.map((q) => {
     const rank = rankOf(q, count - 1);
     // As getValueAtQuantile: negatives from the largest magnitude down, then zeros, then positives.
@@ -76,6 +80,7 @@ interface Side {
   total: number;
 }
 
+/** The side of `entries` (bucket keys and their counts, of one sign), sorting them in place. */
 function sideOf(entries: Array<[number, number]>): Side {
   entries.sort((a, b) => a[0] - b[0]);
   let total = 0;

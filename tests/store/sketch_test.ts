@@ -292,7 +292,7 @@ Deno.test("sketchQuantiles() looks at the occupied buckets only, not every key b
   const qs = [0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1];
   const tally = { slotsRead: 0 };
   const { mapping } = new DDSketch({ relativeAccuracy: 0.001 });
-  const estimates = quantilesOf(bins, mapping, qs, {}, tally);
+  const estimates = quantilesOf(bins, mapping, qs, { tally });
   const read = tally.slotsRead;
   // The walk counted is sketchQuantiles()' own: the same estimates.
   assert.deepEqual(sketchQuantiles(bins, 0.001, qs), estimates);
