@@ -33,10 +33,14 @@ export interface WalkOptions extends Clamps {
   tally?: SlotTally;
 }
 
-/** `sketchQuantiles(bins, accuracy, qs, options)` with the mapping of that accuracy. */
+/**
+ * `sketchQuantiles(bins, accuracy, qs, options)` with `mappingOf()` the mapping of that accuracy,
+ * called only when the sketch holds a value (an empty sketch's quantiles are null whatever the
+ * accuracy).
+ */
 export function quantilesOf(
   bins: Bins,
-  mapping: KeyValues,
+  mappingOf: () => KeyValues,
   qs: readonly number[],
   options: WalkOptions = {},
 ): Array<number | null> {
@@ -54,6 +58,7 @@ export function quantilesOf(
   const negatives = sideOf(negative);
   const count = negatives.total + zeros + positives.total;
   if (count === 0) return qs.map(() => null);
+  const mapping = mappingOf();
   const { min, max, tally } = options;
   return qs.map((q) => {
     const rank = rankOf(q, count - 1);

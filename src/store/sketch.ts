@@ -97,5 +97,5 @@ export function sketchQuantiles(
   qs: readonly number[],
   options: QuantileOptions = {},
 ): Array<number | null> {
-  return quantilesOf(bins, mappingOf(accuracy).mapping, qs, options);
+  return quantilesOf(bins, () => mappingOf(accuracy).mapping, qs, options);
 }

@@ -179,6 +179,9 @@ Deno.test("sketchQuantiles() of one repeated value is that value exactly, with m
 
 Deno.test("sketchQuantiles() of no values is null for each quantile", () => {
   assert.deepEqual(sketchQuantiles({}, 0.01, [0.5, 0.99]), [null, null]);
+  // Whatever the accuracy: no bucket is read, so no mapping is built (DDSketch throws for 0).
+  assert.deepEqual(sketchQuantiles({}, 0, [0.5]), [null]);
+  assert.deepEqual(sketchQuantiles({ p3: 0 }, 1, [0.5]), [null]);
 });
 
 Deno.test("sketchBin() clamps magnitudes below 1e-9 into the bucket of 1e-9, losing the guarantee", () => {
@@ -292,7 +295,7 @@ Deno.test("sketchQuantiles() looks at the occupied buckets only, not every key b
   const qs = [0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1];
   const tally = { slotsRead: 0 };
   const { mapping } = new DDSketch({ relativeAccuracy: 0.001 });
-  const estimates = quantilesOf(bins, mapping, qs, { tally });
+  const estimates = quantilesOf(bins, () => mapping, qs, { tally });
   const read = tally.slotsRead;
   // The walk counted is sketchQuantiles()' own: the same estimates.
   assert.deepEqual(sketchQuantiles(bins, 0.001, qs), estimates);
