@@ -114,11 +114,11 @@ export function evaluateAlerts(
 }
 
 /**
- * The firings of `watching` (alerts of the stream named `stream` on `counter`) whose `when` is
+ * The firings of `watching` (alerts of the stream named `streamName` on `counter`) whose `when` is
  * true for a row: see {@linkcode evaluateAlerts}.
  */
 function firingsOf(
-  stream: string,
+  streamName: string,
   counter: CompiledCounter,
   watching: readonly CompiledAlert[],
   rows: readonly AlertInput[],
@@ -141,13 +141,13 @@ function firingsOf(
       try {
         result = alert.when(variables);
       } catch (error) {
-        warnFailedWhen(stream, alert, { error, value });
+        warnFailedWhen(streamName, alert, { error, value });
         continue;
       }
       // A result that is no bool (`value` alone, a number) fails too: it cannot say "fire".
       const notBool = notBoolReason("The condition", result);
       if (notBool !== null) {
-        warnFailedWhen(stream, alert, { error: new Error(notBool), value });
+        warnFailedWhen(streamName, alert, { error: new Error(notBool), value });
         continue;
       }
       if (!result) continue;
