@@ -7,17 +7,13 @@
  *
  * Knobs: DIFF_RUNS (default 40), DIFF_SEED / DIFF_PATH to replay a failure.
  */
-import assert from "node:assert/strict";
 import fc from "fast-check";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { currentWindow, listTopWindows, listWindows } from "../../src/query/mod.ts";
-import { MemoryStore } from "../../src/store/memory/store.ts";
-import { RedisStore } from "../../src/store/redis/store.ts";
 import type { ClosedWindow, Store } from "../../src/store/types.ts";
 import { redisTest, restClient } from "../_redis.ts";
-
-const T0 = Date.parse("2026-01-01T00:00:00Z");
+import { assertStoresAgree, differentialParameters } from "./_differential.ts";
 
 const stream: CompiledStream = compileConfig({
   streams: {
@@ -194,20 +190,6 @@ async function play(store: Store, ops: Op[], clock: { now: number }): Promise<un
   return trace;
 }
 
-function firstDiff(a: unknown[], b: unknown[]): string {
-  for (let i = 0; i < Math.max(a.length, b.length); i++) {
-    const [x, y] = [JSON.stringify(a[i]), JSON.stringify(b[i])];
-    if (x === y) continue;
-    let at = 0;
-    while (at < Math.min(x.length, y.length) && x[at] === y[at]) at++;
-    const from = Math.max(0, at - 400);
-    return `step ${i} at ${at}:\n memory …${x.slice(from, at + 200)}\n redis  …${
-      y.slice(from, at + 200)
-    }`;
-  }
-  return "same";
-}
-
 redisTest(
   "memory and Redis agree on min, max, avg, quantiles, top, q and group filters over capped panes",
   async (fixture) => {
@@ -216,20 +198,9 @@ redisTest(
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 25 }), async (ops) => {
         run += 1;
-        const a = { now: T0 };
-        const b = { now: T0 };
-        const memory = new MemoryStore({ now: () => a.now });
-        const shared = new RedisStore(redis, { prefix: `a${run}`, now: () => b.now });
-        const ta = await play(memory, ops, a);
-        const tb = await play(shared, ops, b);
-        assert.ok(JSON.stringify(ta) === JSON.stringify(tb), firstDiff(ta, tb));
+        await assertStoresAgree(redis, `a${run}`, (store, clock) => play(store, ops, clock));
       }),
-      {
-        numRuns: Number(Deno.env.get("DIFF_RUNS") ?? 40),
-        ...(Deno.env.get("DIFF_SEED")
-          ? { seed: Number(Deno.env.get("DIFF_SEED")), path: Deno.env.get("DIFF_PATH") }
-          : {}),
-      },
+      differentialParameters(40),
     );
   },
 );

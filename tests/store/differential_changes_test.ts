@@ -8,17 +8,14 @@
  * and DIFF_NO_READS (compare replies and closes only: with steps near an hour, data at the end of
  * its life reads on Redis up to an eighth of its TTL longer, as documented).
  */
-import assert from "node:assert/strict";
 import fc from "fast-check";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { listWindows } from "../../src/query/mod.ts";
-import { MemoryStore } from "../../src/store/memory/store.ts";
-import { RedisStore } from "../../src/store/redis/store.ts";
 import type { ClosedWindow, Store } from "../../src/store/types.ts";
 import { redisTest, restClient } from "../_redis.ts";
+import { assertStoresAgree, differentialParameters } from "./_differential.ts";
 
-const T0 = Date.parse("2026-01-01T00:00:00Z");
 const LATENESS = ["0s", "10s", "1m", "5m"];
 const TTLS = ["1m", "5m", "1h", "24h"];
 
@@ -170,46 +167,19 @@ export async function play(
   return trace;
 }
 
-function firstDiff(a: unknown[], b: unknown[]): string {
-  for (let i = 0; i < Math.max(a.length, b.length); i++) {
-    const [x, y] = [JSON.stringify(a[i]), JSON.stringify(b[i])];
-    if (x !== y) return `step ${i}:\n memory ${x}\n redis  ${y}`;
-  }
-  return "same";
-}
-
 redisTest(
   "memory and Redis agree under random batches, sweeps, lateness and dedupe.ttl changes",
   async (fixture) => {
     const redis = restClient(fixture);
+    const defs = (l: number, t: number, i: boolean) =>
+      defFor(LATENESS[l], TTLS[t], i ? "90s" : undefined);
     let run = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 40 }), async (ops) => {
         run += 1;
-        const a = { now: T0 };
-        const b = { now: T0 };
-        const memory = new MemoryStore({ now: () => a.now });
-        const shared = new RedisStore(redis, { prefix: `d${run}`, now: () => b.now });
-        const ta = await play(
-          memory,
-          ops,
-          a,
-          (l, t, i) => defFor(LATENESS[l], TTLS[t], i ? "90s" : undefined),
-        );
-        const tb = await play(
-          shared,
-          ops,
-          b,
-          (l, t, i) => defFor(LATENESS[l], TTLS[t], i ? "90s" : undefined),
-        );
-        assert.ok(JSON.stringify(ta) === JSON.stringify(tb), firstDiff(ta, tb));
+        await assertStoresAgree(redis, `d${run}`, (store, clock) => play(store, ops, clock, defs));
       }),
-      {
-        numRuns: Number(Deno.env.get("DIFF_RUNS") ?? 60),
-        ...(Deno.env.get("DIFF_SEED")
-          ? { seed: Number(Deno.env.get("DIFF_SEED")), path: Deno.env.get("DIFF_PATH") }
-          : {}),
-      },
+      differentialParameters(60),
     );
   },
 );

@@ -1,0 +1,60 @@
+/**
+ * The harness of the memory-vs-Redis differential checks (`differential_changes_test.ts`,
+ * `differential_aggregates_test.ts`): the same steps through both stores, their traces compared.
+ */
+import assert from "node:assert/strict";
+import type fc from "fast-check";
+import type { Redis } from "@upstash/redis";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
+import type { Store } from "../../src/store/types.ts";
+
+/** Where each store's clock starts. */
+export const T0 = Date.parse("2026-01-01T00:00:00Z");
+
+/**
+ * fast-check's parameters: DIFF_RUNS runs (default `runs`), or the failure DIFF_SEED and
+ * DIFF_PATH name replayed.
+ */
+export function differentialParameters(runs: number): fc.Parameters<unknown> {
+  return {
+    numRuns: Number(Deno.env.get("DIFF_RUNS") ?? runs),
+    ...(Deno.env.get("DIFF_SEED")
+      ? { seed: Number(Deno.env.get("DIFF_SEED")), path: Deno.env.get("DIFF_PATH") }
+      : {}),
+  };
+}
+
+/**
+ * Plays the same steps through a MemoryStore and a RedisStore (keys under `prefix`), each with
+ * its own clock from {@linkcode T0} that `play` moves, and asserts that their traces are equal,
+ * showing where they first part.
+ */
+export async function assertStoresAgree(
+  redis: Redis,
+  prefix: string,
+  play: (store: Store, clock: { now: number }) => Promise<unknown[]>,
+): Promise<void> {
+  const a = { now: T0 };
+  const b = { now: T0 };
+  const memory = new MemoryStore({ now: () => a.now });
+  const shared = new RedisStore(redis, { prefix, now: () => b.now });
+  const ta = await play(memory, a);
+  const tb = await play(shared, b);
+  assert.ok(JSON.stringify(ta) === JSON.stringify(tb), firstDiff(ta, tb));
+}
+
+/** The first step at which two traces differ, and 400 characters of each before where they do. */
+function firstDiff(a: unknown[], b: unknown[]): string {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const [x, y] = [JSON.stringify(a[i]), JSON.stringify(b[i])];
+    if (x === y) continue;
+    let at = 0;
+    while (at < Math.min(x.length, y.length) && x[at] === y[at]) at++;
+    const from = Math.max(0, at - 400);
+    return `step ${i} at ${at}:\n memory …${x.slice(from, at + 200)}\n redis  …${
+      y.slice(from, at + 200)
+    }`;
+  }
+  return "same";
+}
