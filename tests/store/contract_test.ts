@@ -1255,6 +1255,41 @@ const requestScenarios: Record<string, Scenario> = {
     ]);
   },
 
+  async "applyBatch() gives no tokens for a clock behind a bucket's last update: it keeps that update"(
+    store,
+  ) {
+    // Two instances sharing a bucket, one 2 s behind the other, take turns. The one behind wrote
+    // its own "now" as the bucket's update, and the next request of the one ahead refilled the 2 s
+    // between the two clocks again: at every turn, whatever the time that passed.
+    const limit = { key: "api-key-1", limit: 3, windowMs: 3_000 };
+    const at = (nowMs: number, ids: string[]) =>
+      store.applyBatch(batchOf(
+        ids.map((id) => batchEvent(id, T0 + 1_000)),
+        [{ events: ids.length, filtered: 0, rateLimits: [{ ...limit, cost: ids.length }] }],
+        nowMs,
+      ));
+    assert.equal((await at(T0 + 70_000, ["a", "b", "c"])).requests[0].status, "applied");
+    // Behind: refused, the bucket empty; told the wait until the bucket, refilling from its update,
+    // holds the token, by its own clock.
+    assert.deepEqual((await at(T0 + 68_000, ["d"])).requests, [
+      { status: "rate_limited", retryAfterMs: 3_000, claim: 0, remaining: 0 },
+    ]);
+    // Ahead again, no time passed: still empty (it held 2 tokens from nothing).
+    assert.deepEqual((await at(T0 + 70_000, ["e", "f"])).requests, [
+      { status: "rate_limited", retryAfterMs: 2_000, claim: 0, remaining: 0 },
+    ]);
+    // A second later by the clock ahead, one token; taken, and the turn again gives none.
+    assert.equal((await at(T0 + 71_000, ["h"])).requests[0].status, "applied");
+    assert.equal((await at(T0 + 69_000, ["i"])).requests[0].status, "rate_limited");
+    assert.deepEqual((await at(T0 + 71_000, ["j"])).requests, [
+      { status: "rate_limited", retryAfterMs: 1_000, claim: 0, remaining: 0 },
+    ]);
+    // The clock behind catches up: the bucket refills from the update it kept.
+    assert.equal((await at(T0 + 72_000, ["k"])).requests[0].status, "applied");
+    const stats = await store.stats("s", stream.counterMetas);
+    assert.deepEqual([stats.accepted, stats.applied], [5, 5]);
+  },
+
   async "applyBatch() applies the other requests of a batch when one is rate limited"(store) {
     const rateLimits = [{ key: "small", limit: 1, windowMs: 60_000, cost: 2 }];
     const result = await store.applyBatch(batchOf(

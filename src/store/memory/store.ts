@@ -193,6 +193,19 @@ interface LogClock {
   users: number;
 }
 
+/**
+ * The time a rate-limit bucket updated at `updatedMs` refills from after an update at `now`: that
+ * update's time when it is ahead of `now` (written by an instance whose clock is ahead, or before
+ * this clock stepped back) by at most `windowMs`, the time the bucket takes to refill from empty;
+ * else `now`. Kept, the next update by the clock ahead refills only what its own time saw pass:
+ * moved back to `now`, it refilled the time between the two clocks again, a full bucket at every
+ * turn of two instances whose clocks differ by a bucket's window. A lead past the window is a
+ * clock gone wrong, not skew: kept, it would hold the bucket empty longer than emptying it does.
+ */
+function refillFrom(now: number, updatedMs: number, windowMs: number): number {
+  return updatedMs > now && updatedMs - now <= windowMs ? updatedMs : now;
+}
+
 /** A reply kept for an idempotency key. */
 interface StoredReply {
   bodyHash: string;
@@ -585,11 +598,15 @@ export class MemoryStore implements Store {
     const levels = claims.map((limit) => {
       const bucket = stream.buckets.get(limit.key);
       const perMs = limit.limit / limit.windowMs;
+      const updatedMs = bucket?.updatedMs ?? now;
       // None for a clock behind the bucket's update (stepped back): it never takes tokens away.
-      const refill = perMs * Math.max(0, now - (bucket?.updatedMs ?? now));
+      const refill = perMs * Math.max(0, now - updatedMs);
       return {
         perMs,
         tokens: Math.min(limit.limit, bucket ? bucket.tokens + refill : limit.limit),
+        // Where it refills from next: that update when it is ahead of now by at most the bucket's
+        // window, else now (see refillFrom).
+        from: refillFrom(now, updatedMs, limit.windowMs),
       };
     });
     // Of the buckets short of the cost, the one that takes longest to hold it: the request fits
@@ -597,26 +614,27 @@ export class MemoryStore implements Store {
     let refused = -1;
     let longest = -1;
     claims.forEach((limit, index) => {
-      const { tokens, perMs } = levels[index];
-      if (tokens < limit.cost && (limit.cost - tokens) / perMs > longest) {
+      const { tokens, perMs, from } = levels[index];
+      const wait = (limit.cost - tokens) / perMs + (from - now);
+      if (tokens < limit.cost && wait > longest) {
         refused = index;
-        longest = (limit.cost - tokens) / perMs;
+        longest = wait;
       }
     });
     claims.forEach((limit, index) => {
-      const { tokens, perMs } = levels[index];
+      const { tokens, perMs, from } = levels[index];
       const left = refused >= 0 ? tokens : tokens - limit.cost;
       stream.buckets.set(limit.key, {
         tokens: left,
-        updatedMs: now,
-        fullAt: now + (limit.limit - left) / perMs,
+        updatedMs: from,
+        fullAt: from + (limit.limit - left) / perMs,
       });
     });
     if (refused >= 0) {
-      const { tokens, perMs } = levels[refused];
+      const { tokens } = levels[refused];
       return {
         status: "rate_limited",
-        retryAfterMs: Math.ceil((claims[refused].cost - tokens) / perMs),
+        retryAfterMs: Math.ceil(longest),
         claim: refused,
         remaining: Math.floor(tokens),
       };

@@ -903,16 +903,21 @@ if requests then
         local tokens = limit
         -- Refilled for the time since its update, none when that is "later" than now (written by
         -- an instance whose clock is ahead): a clock behind never takes tokens away.
-        if bucket.t then tokens = math.min(limit, bucket.t + perMs * math.max(0, now - bucket.u)) end
-        levels[c] = { tokens = tokens, perMs = perMs, bucket = bucket }
-        if tokens < cost and (cost - tokens) / perMs > longest then
-          refused, longest = c, (cost - tokens) / perMs
+        -- It refills next from that update when it is ahead of now by at most the bucket's window,
+        -- else from now (the memory store's refillFrom says why).
+        local from = now
+        if bucket.t then
+          tokens = math.min(limit, bucket.t + perMs * math.max(0, now - bucket.u))
+          if bucket.u > now and bucket.u - now <= window then from = bucket.u end
         end
+        levels[c] = { tokens = tokens, perMs = perMs, bucket = bucket, from = from }
+        local wait = (cost - tokens) / perMs + (from - now)
+        if tokens < cost and wait > longest then refused, longest = c, wait end
       end
       for c, claim in ipairs(claims) do
         local level = levels[c]
         local bucket = level.bucket
-        bucket.t, bucket.u, bucket.limit, bucket.perMs = level.tokens, now, claim[2], level.perMs
+        bucket.t, bucket.u, bucket.limit, bucket.perMs = level.tokens, level.from, claim[2], level.perMs
         if not refused then bucket.t = bucket.t - claim[4] end
         if not bucket.charged then
           bucket.charged = true
@@ -921,8 +926,7 @@ if requests then
       end
       if refused then
         local level = levels[refused]
-        return { 3, math.ceil((claims[refused][4] - level.tokens) / level.perMs), refused - 1,
-          math.floor(level.tokens) }
+        return { 3, math.ceil(longest), refused - 1, math.floor(level.tokens) }
       end
     end
     return nil
@@ -1575,9 +1579,11 @@ end
 if chargedBuckets then
   for _, bucket in ipairs(chargedBuckets) do
     local key = bucketKey(bucket.name)
-    redis.call("HSET", key, "t", num(bucket.t), "u", num(now))
-    -- A full bucket is the same as none: keep it only until it refills.
-    redis.call("PEXPIRE", key, num(math.max(1, math.ceil((bucket.limit - bucket.t) / bucket.perMs))))
+    redis.call("HSET", key, "t", num(bucket.t), "u", num(bucket.u))
+    -- A full bucket is the same as none: keep it only until it refills (from its update, which may
+    -- be ahead of now).
+    redis.call("PEXPIRE", key,
+      num(math.max(1, math.ceil((bucket.limit - bucket.t) / bucket.perMs + (bucket.u - now)))))
   end
 end
 if logged then
