@@ -14,7 +14,8 @@
  * with `navigator.sendBeacon`, within the 64 KiB browsers allow a page's
  * beacons in all; what does not fit is kept in `localStorage` (at most
  * 1,000 events a stream) and sent by the next page of the origin that loads
- * the SDK with the same endpoint (or by this one when it is shown again), and
+ * the SDK with the same endpoint (or by this one when it is shown again: one tab
+ * takes it, under a Web Lock, where the browser has them), and
  * so is all of it while the server's last answer was a 502, 503 or 504 (its
  * store down, or a proxy in front of it while it restarts: a beacon,
  * unanswered, would be refused so and lost) or the browser is offline;
@@ -239,6 +240,29 @@ const MAX_STORED_EVENTS = 1000;
 
 /** Most events held in memory, by default, while the browser is offline: the oldest go first. */
 const MAX_HELD_EVENTS = 10_000;
+
+/**
+ * Runs `take` holding the Web Lock `name` (`navigator.locks`: one tab of the origin at a time,
+ * released when `take` returns, or when a tab holding it closes), or at once where the browser
+ * has no Web Locks or refuses them (an opaque origin).
+ */
+function underLock(name, take) {
+  const locks = globalThis.navigator?.locks;
+  if (typeof locks?.request !== "function") return take();
+  let ran = false;
+  const taken = () => {
+    ran = true;
+    take();
+  };
+  try {
+    locks.request(name, taken).catch((error) => {
+      if (!ran) take();
+      else globalThis.reportError?.(error);
+    });
+  } catch {
+    if (!ran) take();
+  }
+}
 
 function storage() {
   try {
@@ -967,9 +991,26 @@ export function createTracker(options) {
   /**
    * Queues what an earlier page (or this one, hidden) kept, and sends it: the batches kept with
    * their `Idempotency-Key` under it, the events kept without (as every release keeps them) as new
-   * ones.
+   * ones. Taken under the Web Lock {@linkcode keptLockName} where the browser has Web Locks, so that
+   * of two tabs of the origin that load at once (a browser restoring its session) one takes what
+   * was kept and the other finds it gone: read and removed by each at once, it was sent by both,
+   * and events kept without a key counted twice. A tracker closed before the lock is granted takes
+   * nothing (the next one does).
    */
   function restore() {
+    if (!storage()) return;
+    underLock(keptLockName(), () => {
+      if (!closing) takeKept();
+    });
+  }
+
+  /** The Web Lock under which trackers of this endpoint and key take what was kept. */
+  function keptLockName() {
+    return `edgestream-kept:${endpoint}|${options.key}`;
+  }
+
+  /** Takes what was kept for this endpoint and key out of `localStorage` and sends it. */
+  function takeKept() {
     const store = storage();
     if (!store) return;
     const plainPrefix = storageKey("");

@@ -1460,7 +1460,9 @@ browserTest(
           assert.equal(s.posts[1].status, 202);
           assert.deepEqual(warnings, []);
         } else {
-          // Kept past the key's time on the server: not sent again, with a warning.
+          // Kept past the key's time on the server: not sent again, with a warning (once the
+          // tracker took what was kept, under its Web Lock).
+          await until("the warning", () => warnings.length > 0);
           assert.equal(s.posts.length, 1);
           assert.match(
             warnings.join("\n"),
@@ -1527,6 +1529,54 @@ browserTest(
       assert.match(warnings.join("\n"), /dropped 1 events to pageviews first sent too long ago/);
       assert.equal(await s.accepted(), 1);
       assert.equal(await tab.evaluate(`Object.keys(localStorage).length`), 0);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
+  "/sdk.js in two tabs of one origin that load at once (a browser restoring its session) sends the events a page kept without a key once: one tab takes them under a Web Lock, the other finds them gone",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const context = await browser.newContext();
+      const [first, second] = [await context.newPage(), await context.newPage()];
+      await Promise.all([first.goto(`${s.allowed}/`), second.goto(`${s.allowed}/`)]);
+      // Events a page left without a key (what no beacon took), and no ids: only the one tab that
+      // takes them keeps them from counting twice.
+      const name = `edgestream:${s.api}|${s.key}|pageviews`;
+      await first.evaluate(
+        `localStorage.setItem(${JSON.stringify(name)}, '[{"n":1},{"n":2},{"n":3}]')`,
+      );
+      const sdk = JSON.stringify(`${s.api}/sdk.js`);
+      const options = JSON.stringify({ key: s.key, flushMs: 60_000 });
+      for (const tab of [first, second]) {
+        await until(
+          "each tab to see what was kept",
+          async () => await tab.evaluate(`localStorage.getItem(${JSON.stringify(name)}) !== null`),
+        );
+        await tab.evaluate(`import(${sdk}).then((sdk) => { globalThis.sdk = sdk; })`);
+      }
+      // The second tab's script runs while the first takes what was kept: busy, it has read
+      // localStorage before the first took it out and has not yet heard that it did.
+      await second.evaluate(`setTimeout(() => {
+        const end = performance.now() + 1_500;
+        while (performance.now() < end);
+        globalThis.tracker = sdk.createTracker(${options});
+      }, 0); undefined`);
+      await first.evaluate(`globalThis.tracker = sdk.createTracker(${options}); undefined`);
+      await until("the kept events", async () => (await s.accepted("pageviews")) >= 3);
+      await until("both trackers", async () => await second.evaluate(`"tracker" in globalThis`));
+      await first.evaluate(`tracker.settled()`);
+      await second.evaluate(`tracker.flush()`);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Before, both tabs read them and sent them: 6 counted.
+      assert.equal(await s.accepted("pageviews"), 3);
+      const posts = s.answers.filter((answer) => answer.method === "POST");
+      assert.equal(posts.length, 1);
+      assert.equal(await first.evaluate(`localStorage.length`), 0);
+      await context.close();
     } finally {
       await s.close();
     }

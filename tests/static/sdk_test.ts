@@ -96,6 +96,40 @@ function recordingFetch(answers: Array<Response | Error | Promise<Response>>) {
   };
 }
 
+/** What the SDK uses of `navigator.locks` (Web Locks, which Deno has but the types here lack). */
+interface FakeLocks {
+  request(name: string, callback: () => unknown): Promise<unknown>;
+}
+
+/**
+ * Resolves once the trackers made so far for `endpoint` and `key` took what was kept: they take it
+ * under the Web Lock `edgestream-kept:<endpoint>|<key>` (Deno has Web Locks), granted in the order
+ * asked.
+ */
+async function keptTaken(endpoint: string, key: string) {
+  await (navigator as unknown as { locks: FakeLocks }).locks.request(
+    `edgestream-kept:${endpoint}|${key}`,
+    () => {},
+  );
+}
+
+/**
+ * Stands `locks` in for the runtime's `navigator.locks` (`undefined`: a browser without Web Locks)
+ * until the returned function is called.
+ */
+function withLocks(locks: unknown): () => void {
+  Object.defineProperty(navigator, "locks", { value: locks, configurable: true });
+  return () => delete (navigator as { locks?: unknown }).locks;
+}
+
+/**
+ * Web Locks granted at once, in the call: a tracker takes what was kept when made, as without
+ * Web Locks, where the test is about what it does with it.
+ */
+const LOCKS_GRANTED_AT_ONCE: FakeLocks = {
+  request: (_name, callback) => Promise.resolve(callback()),
+};
+
 /** The fake clock's time at each call of `fetch` (the recording one, which it wraps). */
 function fetchTimes(clock: { now: number }): number[] {
   const times: number[] = [];
@@ -963,6 +997,7 @@ Deno.test("the SDK's beacon splits what waits into bodies under 60,000 bytes and
     assert.deepEqual(kept.map((event: { path: string }) => event.path), ["/b", "/c"]);
     // The next page's tracker (same endpoint) sends what was kept, and keeps nothing.
     const next = createTracker({ key: "pk_test", endpoint: "https://events.example" });
+    await keptTaken("https://events.example", "pk_test");
     await next.settled();
     assert.deepEqual(bodies().slice(1).flat().map((event) => event.path), ["/b", "/c"]);
     assert.equal(localStorage.length, 0);
@@ -2228,6 +2263,8 @@ Deno.test("a batch kept after its beacon keeps the expiry of its key's first try
   const beacons: string[] = [];
   Object.assign(navigator, { sendBeacon: (url: string) => beacons.push(url) > 0 });
   const { warnings, stopCapture } = captureWarnings();
+  // Each page takes what was kept when made, as it flushes.
+  const restoreLocks = withLocks(LOCKS_GRANTED_AT_ONCE);
   const name = "edgestream-keyed:https://e.example|pk_test|s";
   // Kept for 300 ms from the first try: the key's 600 ms less half of it.
   const options = {
@@ -2280,6 +2317,7 @@ Deno.test("a batch kept after its beacon keeps the expiry of its key's first try
     );
     await third.close();
   } finally {
+    restoreLocks();
     stopCapture();
     delete (navigator as { sendBeacon?: unknown }).sendBeacon;
     restore();
@@ -2412,10 +2450,134 @@ Deno.test("a full localStorage drops the copies of batches a beacon took too bef
   }
 });
 
-Deno.test("two tabs loading at once that both send a kept batch and both keep it again as they go keep one copy under its key, with the earlier expiry: the next page sends it once", async () => {
+/**
+ * Web Locks granted when the test says: each request waits in `asked` until its `grant()`, which
+ * runs its callback.
+ */
+function locksGrantedByHand() {
+  const asked: Array<{ name: string; grant(): void }> = [];
+  const locks: FakeLocks = {
+    request: (name, callback) =>
+      new Promise((resolve, reject) =>
+        asked.push({
+          name,
+          grant() {
+            try {
+              resolve(callback());
+            } catch (error) {
+              reject(error);
+            }
+          },
+        })
+      ),
+  };
+  return { asked, locks };
+}
+
+Deno.test("the SDK takes what an earlier page kept under the Web Lock edgestream-kept:<endpoint>|<key>: nothing until it is granted, events tracked meanwhile go after it in one batch, and a tracker closed before the grant takes nothing, leaving it to the next", async () => {
+  const { sent, restore } = recordingFetch([]);
+  const { asked, locks } = locksGrantedByHand();
+  const restoreLocks = withLocks(locks);
+  const name = "edgestream:https://e.example|pk_test|s";
+  const options = { key: "pk_test", endpoint: "https://e.example/", flushMs: 60_000 };
+  const numbers = () =>
+    sent.map((request) =>
+      JSON.parse(String(request.init.body)).map((event: { n: number }) => event.n)
+    );
+  try {
+    localStorage.setItem(name, JSON.stringify([{ n: 1 }, { n: 2 }]));
+    const tracker = createTracker(options);
+    assert.deepEqual(asked.map((request) => request.name), [
+      "edgestream-kept:https://e.example|pk_test",
+    ]);
+    tracker.track("s", { n: 3 });
+    // Another tab holds the lock: what was kept stays for whichever takes it first.
+    assert.notEqual(localStorage.getItem(name), null);
+    asked[0].grant();
+    assert.equal(localStorage.getItem(name), null);
+    await tracker.flush();
+    assert.deepEqual(numbers(), [[1, 2, 3]]);
+    await tracker.close();
+    // Closed before the lock was granted (a page that made a tracker and closed it at once).
+    localStorage.setItem(name, JSON.stringify([{ n: 4 }]));
+    const closed = createTracker(options);
+    assert.deepEqual(await closed.close(), { kept: 0 });
+    asked[1].grant();
+    assert.deepEqual(JSON.parse(localStorage.getItem(name)!), [{ n: 4 }]);
+    assert.equal(sent.length, 1);
+    const next = createTracker(options);
+    asked[2].grant();
+    await next.flush();
+    assert.deepEqual(numbers(), [[1, 2, 3], [4]]);
+    assert.equal(localStorage.length, 0);
+    await next.close();
+    const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(
+      readme.includes(
+        "A tracker takes what was kept under a Web Lock (`navigator.locks`, named `edgestream-kept:<endpoint>|<key>`), so that of two tabs of the origin loading at once (a browser restoring its session) one sends it and the other finds it gone; events tracked while the lock is awaited go after it, and a tracker closed before the lock is granted takes nothing, leaving it to the next tracker or page.",
+      ),
+    );
+  } finally {
+    restoreLocks();
+    restore();
+  }
+});
+
+Deno.test("where the browser refuses Web Locks (an opaque origin's SecurityError), the SDK takes what was kept without the lock", async () => {
+  const { sent, restore } = recordingFetch([]);
+  const restoreLocks = withLocks({
+    request: () => Promise.reject(new DOMException("Access denied", "SecurityError")),
+  });
+  try {
+    localStorage.setItem("edgestream:https://e.example|pk_test|s", JSON.stringify([{ n: 1 }]));
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.equal(localStorage.length, 0);
+    await tracker.flush();
+    assert.equal(sent.length, 1);
+    await tracker.close();
+  } finally {
+    restoreLocks();
+    restore();
+  }
+});
+
+Deno.test("a kept entry that is not JSON the SDK can read is dropped, not counted in dropped", async () => {
+  const { sent, restore } = recordingFetch([]);
+  const { warnings, stopCapture } = captureWarnings();
+  const restoreLocks = withLocks(LOCKS_GRANTED_AT_ONCE);
+  try {
+    localStorage.setItem("edgestream:https://e.example|pk_test|s", "[{");
+    localStorage.setItem("edgestream-keyed:https://e.example|pk_test|s", "{}");
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    await tracker.flush();
+    assert.equal(localStorage.length, 0);
+    assert.equal(sent.length, 0);
+    assert.equal(tracker.dropped, 0);
+    assert.deepEqual(warnings, []);
+    await tracker.close();
+    const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(
+      readme.includes(
+        "a kept entry that is not JSON the SDK can read is dropped, uncounted.",
+      ),
+    );
+  } finally {
+    restoreLocks();
+    stopCapture();
+    restore();
+  }
+});
+
+Deno.test("in a browser without Web Locks, two tabs loading at once that both send a kept batch and both keep it again as they go keep one copy under its key, with the earlier expiry: the next page sends it once", async () => {
   const { sent, restore } = recordingFetch(
     Array.from({ length: 10 }, () => new TypeError("Failed to fetch")),
   );
+  // Without Web Locks, each tab takes what was kept when made: both may read it before either
+  // took it out.
+  const restoreLocks = withLocks(undefined);
   // No beacon gets through: both tabs keep the batch whole with its key.
   Object.assign(navigator, { sendBeacon: () => false });
   const { stopCapture } = captureWarnings();
@@ -2449,10 +2611,11 @@ Deno.test("two tabs loading at once that both send a kept batch and both keep it
       .replace(/\s+/g, " ");
     assert.ok(
       readme.includes(
-        "Two tabs loading at once may both send what was kept: a batch kept with its key goes under it from both, counted once while the server keeps the key, and is kept once again (with the earlier expiry) if both keep it; events kept without a key (what no beacon took of what waited, the parts of a `413`'s split not sent yet, what is left of a batch that went by beacons in part) go as new events from both: only `dedupeField`'s ids count them once.",
+        "In a browser without Web Locks (they are given to secure contexts only: a page served over plain HTTP but from `localhost` has none) both may send it: a batch kept with its key goes under it from both, counted once while the server keeps the key, and is kept once again (with the earlier expiry) if both keep it; events kept without a key (what no beacon took of what waited, the parts of a `413`'s split not sent yet, what is left of a batch that went by beacons in part) go as new events from both: only `dedupeField`'s ids count them once.",
       ),
     );
   } finally {
+    restoreLocks();
     stopCapture();
     delete (navigator as { sendBeacon?: unknown }).sendBeacon;
     restore();
@@ -2465,6 +2628,8 @@ Deno.test("a batch an older release kept with its key but no expiry is sent unde
   );
   Object.assign(navigator, { sendBeacon: () => false });
   const { warnings, stopCapture } = captureWarnings();
+  // Each page takes what was kept when made, as it flushes.
+  const restoreLocks = withLocks(LOCKS_GRANTED_AT_ONCE);
   const name = "edgestream-keyed:https://e.example|pk_test|s";
   // Kept for 300 ms from a first try: the key's 600 ms less half of it.
   const options = {
@@ -2506,6 +2671,7 @@ Deno.test("a batch an older release kept with its key but no expiry is sent unde
       ),
     );
   } finally {
+    restoreLocks();
     stopCapture();
     delete (navigator as { sendBeacon?: unknown }).sendBeacon;
     restore();
