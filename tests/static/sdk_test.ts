@@ -2515,7 +2515,7 @@ Deno.test("the SDK takes what an earlier page kept under the Web Lock edgestream
       .replace(/\s+/g, " ");
     assert.ok(
       readme.includes(
-        "A tracker takes what was kept under a Web Lock (`navigator.locks`, named `edgestream-kept:<endpoint>|<key>`), so that of two tabs of the origin loading at once (a browser restoring its session) one sends it and the other finds it gone; events tracked while the lock is awaited go after it, and a tracker closed before the lock is granted takes nothing, leaving it to the next tracker or page.",
+        "A tracker takes what was kept under a Web Lock (`navigator.locks`, named `edgestream-kept:<endpoint>|<key>`), so that of two tabs of the origin loading at once (a browser restoring its session) one sends it and the other finds it gone; events tracked while the lock is awaited and not sent yet go after it, and a tracker closed before the lock is granted takes nothing, leaving it to the next tracker or page.",
       ),
     );
   } finally {
