@@ -442,6 +442,7 @@ export function prepareEventSchema(jsonSchema: Record<string, unknown>): Record<
   try {
     refuseRefCycles();
     refuseDeepExpansion(root);
+    refuseLargeExpansion(root);
     return forZod(withRequiredProperties(root)) as Record<string, unknown>;
   } finally {
     defsInScope = Object.create(null);
@@ -580,6 +581,65 @@ function refuseDeepExpansion(root: Record<string, unknown>): void {
       parent.deepest = Math.max(parent.deepest, parent.waitingAt + top.deepest);
     }
   }
+}
+
+/**
+ * Most JSON objects and arrays a schema may hold once its `$ref`s are replaced by the definitions
+ * they name (a `$ref` back to a definition being expanded counting 1, as zod makes it lazy).
+ */
+export const MAX_EXPANDED_SCHEMA_SIZE = 65_536;
+
+/**
+ * Refuses a schema holding more than {@linkcode MAX_EXPANDED_SCHEMA_SIZE} objects and arrays once
+ * its `$ref`s are expanded. zod checks a value against every member of an `anyOf`/`oneOf` that
+ * applies to it, through the definitions their `$ref`s name, so a chain of 40 definitions, each an
+ * `anyOf` of two `$ref`s to the next (3 KB), made one event's wrong value take 2^40 checks,
+ * stalling the process; a schema without `$ref`s that fits the 64 KiB body limit holds fewer. Each
+ * definition's size is counted once; the `$ref` chain is at most 128 levels deep (checked before).
+ */
+function refuseLargeExpansion(root: Record<string, unknown>): void {
+  const sizes = new Map<string, number>();
+  const expanding = new Set<string>();
+  const sizeOf = (node: unknown, isRoot: boolean): number => {
+    const scan = scanRefs(node, isRoot);
+    let size = countNodes(node, isRoot);
+    for (const [, name] of scan.refs) {
+      const target = defsInScope[name];
+      if (typeof target !== "object" || target === null || expanding.has(name)) continue;
+      let known = sizes.get(name);
+      if (known === undefined) {
+        expanding.add(name);
+        known = sizeOf(target, false);
+        expanding.delete(name);
+        sizes.set(name, known);
+      }
+      size += known;
+      if (size > MAX_EXPANDED_SCHEMA_SIZE) break;
+    }
+    return size;
+  };
+  const size = sizeOf(root, true);
+  if (size > MAX_EXPANDED_SCHEMA_SIZE) {
+    refuse(
+      `it holds more than ${MAX_EXPANDED_SCHEMA_SIZE} objects and arrays once its $refs are expanded (each event value is checked against every anyOf/oneOf member that applies to it)`,
+    );
+  }
+}
+
+/** The JSON objects and arrays in `node`, without the definitions a root holds. */
+function countNodes(node: unknown, isRoot: boolean): number {
+  let count = 0;
+  const pending = [node];
+  while (pending.length > 0) {
+    const item = pending.pop();
+    if (typeof item !== "object" || item === null) continue;
+    count++;
+    for (const [key, value] of Object.entries(item)) {
+      if (isRoot && item === node && (key === "$defs" || key === "definitions")) continue;
+      pending.push(value);
+    }
+  }
+  return count;
 }
 
 /** The definitions `node`'s `$ref`s name that check the same value: its own and its combinators'. */

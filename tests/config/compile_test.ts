@@ -2197,3 +2197,19 @@ Deno.test("compileConfig() lists the first 20 problems and counts the rest, so t
       thrown.message.split("; ").length === 20,
   );
 });
+
+Deno.test("compileConfig() refuses a schema past 65,536 objects and arrays once its $refs are expanded", () => {
+  // 40 definitions, each an anyOf of two $refs to the next: a wrong value was checked 2^40 times.
+  const $defs: Record<string, unknown> = { d40: { type: "string" } };
+  for (let i = 0; i < 40; i++) {
+    $defs[`d${i}`] = { anyOf: [{ $ref: `#/$defs/d${i + 1}` }, { $ref: `#/$defs/d${i + 1}` }] };
+  }
+  assertRefused(
+    {
+      streams: {
+        wide: { schema: { type: "object", properties: { a: { $ref: "#/$defs/d0" } }, $defs } },
+      },
+    },
+    /^Invalid config: streams\.wide\.schema: .*holds more than 65536 objects and arrays once its \$refs are expanded/,
+  );
+});

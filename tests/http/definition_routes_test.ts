@@ -1326,14 +1326,24 @@ Deno.test("PUT of the definition stored, keys in any order, changes nothing: 200
   await stale.body?.cancel();
 });
 
-Deno.test("PUT /v1/streams/{stream} with a schema or expression nested too deep is 400 every time, and stores nothing", async () => {
+Deno.test("PUT /v1/streams/{stream} with a schema or expression nested too deep (or a schema too large once its $refs are expanded) is 400 every time, and stores nothing", async () => {
   const app = await appWith();
   let schema: Record<string, unknown> = { type: "object" };
   for (let level = 0; level < 2_500; level++) schema = { properties: { a: schema } };
   const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
+  // 40 definitions, each an anyOf of two $refs to the next: 2^40 leaves once expanded.
+  const $defs: Record<string, unknown> = { d40: { type: "string" } };
+  for (let i = 0; i < 40; i++) {
+    $defs[`d${i}`] = { anyOf: [{ $ref: `#/$defs/d${i + 1}` }, { $ref: `#/$defs/d${i + 1}` }] };
+  }
+  const wide = { type: "object", properties: { a: { $ref: "#/$defs/d0" } }, $defs };
   for (
     const [body, message] of [
       [{ schema, counters }, /^Invalid stream definition: schema: .*nests deeper than 128 levels/],
+      [
+        { schema: wide, counters },
+        /^Invalid stream definition: schema: .*holds more than 65536 objects and arrays once its \$refs are expanded/,
+      ],
       [
         { transform: [{ filter: `${"!".repeat(4_000)}true` }], counters },
         /^Invalid stream definition: transform\[0\]\.filter: .*nests deeper than 250 levels/,

@@ -1321,14 +1321,13 @@ Deno.test("compileEventSchema follows each $defs definition once when looking fo
       },
     });
   }
-  const schema = compileEventSchema({
-    type: "object",
-    properties: { a: { $ref: "#/$defs/d0" } },
-    $defs,
-  });
+  // Its 2^19 leaves once expanded are past the bound on a schema's expanded size (a wrong value
+  // was checked against each of them): refused, still reading each definition a few times.
+  assert.throws(
+    () => compileEventSchema({ type: "object", properties: { a: { $ref: "#/$defs/d0" } }, $defs }),
+    /holds more than 65536 objects and arrays once its \$refs are expanded/,
+  );
   assert.ok(reads < 10_000, `definitions read ${reads} times`);
-  assert.equal(validateEvent({ a: { n: 1 } }, schema).ok, true);
-  assert.equal(validateEvent({ a: { n: "x" } }, schema).ok, false);
   // A cycle among them is still refused.
   $defs.d19 = { anyOf: [{ $ref: "#/$defs/d3" }] };
   assert.throws(
@@ -1841,4 +1840,47 @@ Deno.test("validateEvent() says which propertyNames rule a key breaks, and that 
     const result = validateEvent(event, compileEventSchema(schema));
     assert.deepEqual(result, { ok: false, errors: [{ path, message }] }, JSON.stringify(schema));
   }
+});
+
+Deno.test("compileEventSchema() refuses a schema past 65,536 objects and arrays once its $refs are expanded, so one event cannot take 2^40 anyOf checks", () => {
+  // Each definition an anyOf of two $refs to the next: 3 KB, but a wrong value at `a` was checked
+  // against every one of the 2^levels leaves (18 levels took 1 s; 40 stalled the process).
+  const chain = (levels: number) => {
+    const $defs: Record<string, unknown> = { [`d${levels}`]: { type: "string" } };
+    for (let i = 0; i < levels; i++) {
+      $defs[`d${i}`] = { anyOf: [{ $ref: `#/$defs/d${i + 1}` }, { $ref: `#/$defs/d${i + 1}` }] };
+    }
+    return { type: "object", properties: { a: { $ref: "#/$defs/d0" } }, $defs };
+  };
+  for (const levels of [14, 40]) {
+    assert.throws(
+      () => compileEventSchema(chain(levels)),
+      (error: unknown) =>
+        error instanceof SchemaCompileError &&
+        error.message ===
+          "Cannot compile event schema: it holds more than 65536 objects and arrays once its $refs are expanded (each event value is checked against every anyOf/oneOf member that applies to it)",
+      `${levels} levels`,
+    );
+  }
+  // 13 levels: 4 * 2^13 + … objects and arrays, within the bound, and validating as before.
+  const taken = compileEventSchema(chain(13));
+  assert.equal(validateEvent({ a: "x" }, taken).ok, true);
+  assert.equal(validateEvent({ a: 5 }, taken).ok, false);
+  // A definition used below many properties counts each time, a recursive one once.
+  const tree = {
+    type: "object",
+    properties: Object.fromEntries(
+      Array.from({ length: 100 }, (_, i) => [`p${i}`, { $ref: "#/$defs/node" }]),
+    ),
+    $defs: {
+      node: {
+        type: "object",
+        properties: {
+          v: { type: "number" },
+          kids: { type: "array", items: { $ref: "#/$defs/node" } },
+        },
+      },
+    },
+  };
+  assert.doesNotThrow(() => compileEventSchema(tree));
 });
