@@ -687,6 +687,36 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.claimDue(claimOptions(T0 + 10_000))).length, 2, "burst is the rate");
   },
 
+  async "claimDue() gives no tokens for a clock behind an endpoint's bucket: it keeps that update"(
+    store,
+  ) {
+    // Two instances sending to one endpoint (2/s: a burst of 2, refilled from empty in 1 s), one
+    // 500 ms behind the other, take turns. The one behind wrote its own "now" as the bucket's
+    // update, and the next claim of the one ahead refilled the 500 ms between the clocks again:
+    // a delivery more at every turn, whatever the time that passed.
+    await store.putEndpoint(config("ep_a", { rateLimit: 2 }), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map((n) => delivery(n)));
+    const claim = async (nowMs: number, limit = 100) =>
+      (await store.claimDue(claimOptions(T0 + nowMs, { limit }))).length;
+    assert.equal(await claim(10_000, 1), 1);
+    // Behind: the token left is taken (a clock behind takes none away)...
+    assert.equal(await claim(9_500), 1);
+    // ...and the one ahead, no time passed, gets none: not the 500 ms between the clocks again.
+    assert.equal(await claim(10_000), 0);
+    // Half a second later by the clock ahead, one; the turn again gives none.
+    assert.equal(await claim(10_500), 1);
+    assert.equal(await claim(10_000), 0);
+    assert.equal(await claim(10_500), 0);
+    // The clock behind catches up: the bucket refilled from the update it kept, one token.
+    assert.equal(await claim(11_000), 1);
+    assert.equal(await claim(11_000), 0);
+    // An update further ahead than the bucket's refill from empty is a clock gone wrong: from a
+    // claim 60 s ahead, the bucket refills from the claiming clock's time on.
+    assert.equal(await claim(71_000), 2);
+    assert.equal(await claim(12_000), 0);
+    assert.equal(await claim(13_000), 2);
+  },
+
   async "a capped endpoint does not hold back another endpoint's deliveries"(store) {
     await store.putEndpoint(config("ep_slow"), { expectVersion: null });
     await store.putEndpoint(config("ep_fast", { createdMs: T0 + 1 }), { expectVersion: null });
@@ -1864,6 +1894,27 @@ redisTest(
     // One token spent at 0.01/s refills in 100 s; a 60 s expiry would allow one a minute.
     assert.ok(ttl > 99_000 && ttl <= 100_000, `bucket PTTL ${ttl}`);
     assert.equal((await store.claimDue(claimOptions(T0 + 60_000))).length, 0);
+  },
+);
+
+redisTest(
+  "RedisDeliveryStore: a bucket kept at an update ahead of the claim's clock lives until it refills from it",
+  async (fixture) => {
+    const redis = restClient(fixture);
+    const store = new RedisDeliveryStore(redis, { prefix: "skew", now: () => T0 });
+    await store.putEndpoint(config("ep_a", { rateLimit: 2 }), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3].map((n) => delivery(n)));
+    assert.equal((await store.claimDue(claimOptions(T0 + 10_000, { limit: 1 }))).length, 1);
+    // 500 ms behind, the last token: the bucket, empty, refills from T0 + 10 s, 1 s to full by
+    // the clock ahead, 1.5 s by this one's.
+    assert.equal((await store.claimDue(claimOptions(T0 + 9_500))).length, 1);
+    assert.deepEqual(await redis.hgetall("skew:{wh}:rl:ep_a"), { tk: 0, ts: T0 + 10_000 });
+    const ttl = await redis.pttl("skew:{wh}:rl:ep_a");
+    assert.ok(ttl > 1_400 && ttl <= 1_500, `bucket PTTL ${ttl}`);
+    // Blocked, it looks again when the bucket holds a token: 500 ms after that update, not after
+    // its own clock.
+    assert.equal((await store.claimDue(claimOptions(T0 + 9_500))).length, 0);
+    assert.equal(await redis.zscore("skew:{wh}:qe", "ep_a"), T0 + 10_500);
   },
 );
 

@@ -37,6 +37,7 @@ import {
   type StoredPageResult,
 } from "../deliveries.ts";
 import { checkedMax, DEFAULT_WEBHOOKS_MAX, StoredLimitError } from "../limits.ts";
+import { refillFrom } from "./store.ts";
 
 /** Options for {@linkcode MemoryDeliveryStore}. */
 export interface MemoryDeliveryStoreOptions {
@@ -440,14 +441,19 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return inflight;
   }
 
-  /** The endpoint's token bucket refilled to `nowMs`, or null without a rate limit. */
+  /**
+   * The endpoint's token bucket refilled to `nowMs`, or null without a rate limit. A `nowMs`
+   * behind the bucket's update refills nothing and takes nothing away, and the bucket goes on
+   * refilling from that update when it is ahead by at most a burst's worth of time (see
+   * refillFrom): moved back to `nowMs`, the clock ahead refilled the time between them again.
+   */
   #bucket(endpoint: Endpoint, nowMs: number): { tokens: number; atMs: number } | null {
     const rate = endpoint.rateLimit;
     if (rate === null) return null;
     const burst = Math.max(1, rate);
     const bucket = this.#buckets.get(endpoint.id) ?? { tokens: burst, atMs: nowMs };
-    bucket.tokens = Math.min(burst, bucket.tokens + (nowMs - bucket.atMs) * rate / 1000);
-    bucket.atMs = nowMs;
+    bucket.tokens = Math.min(burst, bucket.tokens + Math.max(0, nowMs - bucket.atMs) * rate / 1000);
+    bucket.atMs = refillFrom(nowMs, bucket.atMs, burst * 1000 / rate);
     this.#buckets.set(endpoint.id, bucket);
     return bucket;
   }

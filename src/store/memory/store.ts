@@ -202,7 +202,7 @@ interface LogClock {
  * turn of two instances whose clocks differ by a bucket's window. A lead past the window is a
  * clock gone wrong, not skew: kept, it would hold the bucket empty longer than emptying it does.
  */
-function refillFrom(now: number, updatedMs: number, windowMs: number): number {
+export function refillFrom(now: number, updatedMs: number, windowMs: number): number {
   return updatedMs > now && updatedMs - now <= windowMs ? updatedMs : now;
 }
 

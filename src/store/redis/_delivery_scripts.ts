@@ -20,8 +20,9 @@
  * - `q:<ep>` — due queue: zset delivery id → due time (claimed ones at their lease end).
  * - `qe` — zset endpoint id → earliest due time of its queue: which endpoints have work.
  * - `f:<ep>` — in flight: zset delivery id → lease end.
- * - `rl:<ep>` — rate limit token bucket: `tk` tokens, `ts` last refill (ms); expires when it would
- *   be full again (a missing bucket is a full one).
+ * - `rl:<ep>` — rate limit token bucket: `tk` tokens, `ts` the time it refills from (ms: the last
+ *   claim's, or an earlier claim's by a clock ahead); expires when it would be full again (a
+ *   missing bucket is a full one).
  * - `ix:<ep>` — zset delivery id → creation time, for listing and replay; PX = retention.
  * - `dd:<ep>` — dead deliveries: zset delivery id → when its hash expires, for counting;
  *   PX = retention.
@@ -279,7 +280,7 @@ local function planEndpoint(ep, now, most, concurrency, onlyCheck)
   local busy = readKey("zset", "ZCOUNT", inFlight, "(" .. num(now), "+inf")
   local available = math.min(concurrency - busy, most)
   -- A rate that is no number of deliveries/s (not one this store writes) is no limit.
-  local rate, tokens = tonumber(st.rate), 0
+  local rate, tokens, from = tonumber(st.rate), 0, now
   if not (finite(rate) and rate > 0) then rate = nil end
   if rate then
     local burst = math.max(1, rate)
@@ -288,13 +289,18 @@ local function planEndpoint(ep, now, most, concurrency, onlyCheck)
     tokens = burst
     -- What this script never writes (something else did, text or fewer than no tokens) is a full
     -- bucket: no error, no lockout. One updated "later" than now (by an instance whose clock is
-    -- ahead) refills from now on, rather than owing tokens until this clock catches up.
+    -- ahead) refills nothing and takes nothing away; it goes on refilling from that update when
+    -- it is ahead by at most the time the bucket takes to refill from empty, else from now (a
+    -- clock gone wrong): moved back to now, the clock ahead refilled the time between the two
+    -- clocks again at its next claim (the memory store's refillFrom).
     if finite(tk) and finite(ts) and tk >= 0 then
       tokens = math.min(burst, tk + math.max(0, now - ts) * rate / 1000)
+      if ts > now and ts - now <= burst * 1000 / rate then from = ts end
     end
     available = math.min(available, math.floor(tokens))
   end
   plan.available, plan.rate, plan.tokens, plan.entries = available, rate, tokens, {}
+  plan.from = from
   -- Its queue is read after the writes either way (refresh).
   if available <= 0 then expectType(queue, "zset") end
   if available > 0 then
@@ -401,7 +407,7 @@ local function claimDue(now, limit, lease, concurrency, tokenPrefix, retention, 
       refresh(ep)
     else
       redis.call("ZREMRANGEBYSCORE", inFlight, "-inf", num(now))
-      local available, rate, tokens = plan.available, plan.rate, plan.tokens
+      local available, rate, tokens, from = plan.available, plan.rate, plan.tokens, plan.from
       local claimed = 0
       if available > 0 then
         local untilMs = now + lease
@@ -424,17 +430,19 @@ local function claimDue(now, limit, lease, concurrency, tokenPrefix, retention, 
       if rate then
         local bucket = rateKey(ep)
         local left = tokens - claimed
-        redis.call("HSET", bucket, "tk", num(left), "ts", num(now))
-        -- Kept until it refills: expiring earlier would hand a slow endpoint
-        -- (under one delivery a minute) a full bucket too soon.
+        redis.call("HSET", bucket, "tk", num(left), "ts", num(from))
+        -- Kept until it refills (from its update, which may be ahead of now): expiring earlier
+        -- would hand a slow endpoint (under one delivery a minute) a full bucket too soon.
         local burst = math.max(1, rate)
-        redis.call("PEXPIRE", bucket, num(math.max(1, math.ceil((burst - left) * 1000 / rate))))
+        redis.call("PEXPIRE", bucket,
+          num(math.max(1, math.ceil((burst - left) * 1000 / rate + (from - now)))))
       end
       refresh(ep)
       if available <= 0 then
-        -- Blocked by its cap: look again when a token is due (a finished attempt refreshes sooner).
+        -- Blocked by its cap: look again when a token is due (a finished attempt refreshes sooner),
+        -- by this clock (the bucket refills from its update, which may be ahead of now).
         local wait = 1000
-        if rate and tokens < 1 then wait = math.ceil((1 - tokens) * 1000 / rate) end
+        if rate and tokens < 1 then wait = math.ceil((1 - tokens) * 1000 / rate + (from - now)) end
         local first = redis.call("ZRANGE", queue, 0, 0, "WITHSCORES")
         if first[1] and tonumber(first[2]) <= now then
           redis.call("ZADD", DUE_ENDPOINTS_KEY, num(now + wait), ep)
