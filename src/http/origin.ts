@@ -169,6 +169,24 @@ export function parseAllowedOrigins(text: string | undefined): string[] {
   return splitList(text).map(normalizeAllowedOrigin);
 }
 
+/**
+ * The server's own host as the request arrived: its `Host` header (else the URL's host) and that
+ * header read with the URL's scheme (`host` undefined when it names no host); null when the
+ * request has no URL (Deno makes it from the Host header: `Host: a, b` makes none).
+ */
+function ownHost(
+  request: Request,
+): { hostHeader: string; host: { name: string; origin: string } | undefined } | null {
+  let url: URL;
+  try {
+    url = new URL(request.url);
+  } catch {
+    return null;
+  }
+  const hostHeader = request.headers.get("Host") || url.host;
+  return { hostHeader, host: parseHost(hostHeader, url.protocol) };
+}
+
 /** Methods that change nothing, so a cross-origin one may pass: a page cannot read the answer. */
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
@@ -203,14 +221,9 @@ export class OriginPolicy {
   foreignOrigin(request: Request): string | undefined {
     const origin = request.headers.get("Origin");
     if (origin === null || !WEB_ORIGIN.test(origin) || this.#origins.has(origin)) return undefined;
-    let url: URL;
-    try {
-      url = new URL(request.url);
-    } catch {
-      return origin;
-    }
-    const own = parseHost(request.headers.get("Host") || url.host, url.protocol)?.origin;
-    return origin === own ? undefined : origin;
+    const own = ownHost(request);
+    if (own === null) return origin;
+    return origin === own.host?.origin ? undefined : origin;
   }
 
   /** True when open mode answers the host name `name` (normalized, without port). */
@@ -224,11 +237,8 @@ export class OriginPolicy {
     const origin = request.headers.get("Origin");
     // With keys, only an Origin can be refused: most requests need no URL parsed.
     if (!this.#open && origin === null) return null;
-    // Deno makes the request's URL from its Host header: `Host: a, b` makes none.
-    let url: URL;
-    try {
-      url = new URL(request.url);
-    } catch {
+    const server = ownHost(request);
+    if (server === null) {
       return new ApiError(
         400,
         "invalid_request",
@@ -237,8 +247,7 @@ export class OriginPolicy {
         }' is not a host name (a name or address, and a port)`,
       );
     }
-    const hostHeader = request.headers.get("Host") || url.host;
-    const host = parseHost(hostHeader, url.protocol);
+    const { hostHeader, host } = server;
     if (this.#open && !(host && this.#hostAllowed(host.name))) {
       const name = host ? `'${quoteInput(host.name)}'` : "its name";
       return new ApiError(
