@@ -37,7 +37,7 @@ import {
   type StoredPageResult,
 } from "../deliveries.ts";
 import { checkedMax, DEFAULT_WEBHOOKS_MAX, StoredLimitError } from "../limits.ts";
-import { refillFrom } from "./store.ts";
+import { refillFrom } from "./_refill_from.ts";
 
 /** Options for {@linkcode MemoryDeliveryStore}. */
 export interface MemoryDeliveryStoreOptions {

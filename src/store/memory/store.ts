@@ -58,6 +58,7 @@ import { DedupeIds } from "./_dedupe_ids.ts";
 import type { MemoryDefinitionStore } from "./definition_store.ts";
 import { finalThrough, splitGenerationKey } from "../definitions.ts";
 import { SessionTable } from "./_sessions.ts";
+import { refillFrom } from "./_refill_from.ts";
 
 const logger = getLogger(["edgestream", "store"]);
 
@@ -191,19 +192,6 @@ interface LogClock {
   seq: number;
   /** Incarnations the store holds that use it: with none, it goes once the clock passed it. */
   users: number;
-}
-
-/**
- * The time a rate-limit bucket updated at `updatedMs` refills from after an update at `now`: that
- * update's time when it is ahead of `now` (written by an instance whose clock is ahead, or before
- * this clock stepped back) by at most `windowMs`, the time the bucket takes to refill from empty;
- * else `now`. Kept, the next update by the clock ahead refills only what its own time saw pass:
- * moved back to `now`, it refilled the time between the two clocks again, a full bucket at every
- * turn of two instances whose clocks differ by a bucket's window. A lead past the window is a
- * clock gone wrong, not skew: kept, it would hold the bucket empty longer than emptying it does.
- */
-export function refillFrom(now: number, updatedMs: number, windowMs: number): number {
-  return updatedMs > now && updatedMs - now <= windowMs ? updatedMs : now;
 }
 
 /** A reply kept for an idempotency key. */
