@@ -228,7 +228,9 @@ export function createApp(options: AppOptions): OpenAPIHono {
       new ApiError(
         404,
         "not_found",
-        `No route for ${quoteInput(method)} ${quoteInput(c.req.path)}`,
+        `No route for ${quoteInput(method)} ${quoteInput(c.req.path)}${
+          trailingSlashHint(c.req.path, method, methodsOf)
+        }`,
       ),
       c,
     );
@@ -276,6 +278,26 @@ export function createApp(options: AppOptions): OpenAPIHono {
   // A HEAD of a subscription says no Content-Length (Hono's body-less HEAD answer would say 0).
   app.fetch = withoutHeadLength(app.fetch);
   return app;
+}
+
+/**
+ * What a 404 for `path` adds when `path` ends with a slash and the path without it is served (a
+ * route's path ends without one): `; without the trailing slash: GET /docs`, or, when that path
+ * takes other methods, `; without the trailing slash, /docs takes GET, HEAD`. Empty otherwise.
+ */
+function trailingSlashHint(
+  path: string,
+  method: string,
+  methodsOf: (path: string) => string[] | undefined,
+): string {
+  if (!path.endsWith("/")) return "";
+  const bare = path.replace(/\/+$/, "");
+  if (bare === "") return "";
+  const methods = methodsOf(bare);
+  if (methods === undefined) return "";
+  return methods.includes(method)
+    ? `; without the trailing slash: ${quoteInput(method)} ${quoteInput(bare)}`
+    : `; without the trailing slash, ${quoteInput(bare)} takes ${methods.join(", ")}`;
 }
 
 /**

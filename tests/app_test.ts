@@ -958,6 +958,44 @@ Deno.test("unknown routes get the JSON error envelope", async () => {
   assert.equal(body.error.code, "not_found");
 });
 
+Deno.test("a path served but for its trailing slash is 404 naming the path without it", async () => {
+  const { app } = await testApp();
+  for (
+    const [method, path, hint] of [
+      ["GET", "/v1/streams/orders/", "; without the trailing slash: GET /v1/streams/orders"],
+      ["GET", "/docs/", "; without the trailing slash: GET /docs"],
+      ["GET", "/v1/streams//", "; without the trailing slash: GET /v1/streams"],
+      [
+        "POST",
+        "/v1/streams/orders/events/",
+        "; without the trailing slash: POST /v1/streams/orders/events",
+      ],
+      [
+        "GET",
+        "/v1/streams/orders/events/",
+        "; without the trailing slash, /v1/streams/orders/events takes POST",
+      ],
+      [
+        "GET",
+        "/v1/streams/orders/counters/count_1m/",
+        "; without the trailing slash: GET /v1/streams/orders/counters/count_1m",
+      ],
+      // Nothing served without it either: the plain 404.
+      ["GET", "/v2/nothing/", ""],
+      ["GET", "/v1/streams/orders/nothing/", ""],
+    ]
+  ) {
+    const res = await app.request(path, {
+      method,
+      ...(method === "POST" ? { headers: { "Content-Type": "application/json" }, body: "{}" } : {}),
+    });
+    assert.equal(res.status, 404, `${method} ${path}`);
+    const { error } = await res.json();
+    assert.equal(error.code, "not_found", `${method} ${path}`);
+    assert.equal(error.message, `No route for ${method} ${path}${hint}`);
+  }
+});
+
 Deno.test("a route or page asked with a method it does not take is 405 with Allow", async () => {
   const { app } = await testApp();
   for (
