@@ -25,6 +25,7 @@ import {
   jsonSyntaxProblem,
   malformedKeyword,
   MAX_PATTERN_SIZE,
+  nearestName,
   ORIGIN_RULE,
   patternCompileSize,
   PatternError,
@@ -32,6 +33,7 @@ import {
   RANGES_PER_INSTRUCTION,
   SchemaCompileError,
   schemaPatterns,
+  unrecognizedKeys,
   webOrigin,
   withoutCredentials,
   withOversizedPatterns,
@@ -45,6 +47,7 @@ import {
   configSchema,
   type CounterDefinition,
   DEFAULT_MAX_SESSIONS,
+  keysTakenAt,
   streamCloseTimeSchema,
   type StreamDefinition,
 } from "./schema.ts";
@@ -228,9 +231,25 @@ function explainIssue(
  */
 function issueMessage(issue: z.core.$ZodIssue, raw: unknown, at: readonly PropertyKey[]): string {
   if (issue.code === "invalid_key") return issue.issues.map((inner) => inner.message).join("; ");
+  if (issue.code === "unrecognized_keys") {
+    const taken = keysTakenAt([...at, ...issue.path]) ?? [];
+    return unrecognizedKeys(issue.keys, (key) => meantKey(key, taken));
+  }
   // A union that words what it takes (`Aggregate must be …`) says so, missing or not.
   if (issue.code === "invalid_union" && issue.message !== "Invalid input") return issue.message;
   return eventIssueMessage(issue, raw, at);
+}
+
+/**
+ * The key of `taken` a misspelled `key` stands for, if one alone is nearest: the same in another
+ * case (`groupby`), or fewer edits than half its length away (`windw`, `latenes`).
+ */
+function meantKey(key: string, taken: readonly string[]): string | undefined {
+  // Not near any (a key twice as long is as many edits away as the name is long): left unmeasured,
+  // as a key of a large file may be megabytes long.
+  if (taken.every((one) => key.length >= 2 * one.length)) return undefined;
+  const within = (one: string) => Math.ceil(one.length / 2) - 1;
+  return nearestName(key, taken, { ignoreCase: true, within, unique: true })?.name;
 }
 
 /**

@@ -1505,10 +1505,18 @@ export function listedErrors(errors: FieldError[], max: number): FieldError[] {
 /**
  * zod's words for keys an object may not hold, each quoted shortened and at most
  * {@linkcode MAX_LISTED_NAMES} of them: zod writes every key whole, and one key of a 1 MiB body
- * may be almost that long.
+ * may be almost that long. `meant` names the key a misspelled one stands for, if any, said after
+ * it: `Unrecognized key: "groupby" (did you mean "groupBy"?)`.
  */
-function unrecognizedKeys(keys: readonly string[]): string {
-  const shown = keys.slice(0, MAX_LISTED_NAMES).map((key) => `"${quoteInput(key)}"`).join(", ");
+export function unrecognizedKeys(
+  keys: readonly string[],
+  meant: (key: string) => string | undefined = () => undefined,
+): string {
+  const shown = keys.slice(0, MAX_LISTED_NAMES).map((key) => {
+    const near = meant(key);
+    const hint = near === undefined ? "" : ` (did you mean "${quoteInput(near)}"?)`;
+    return `"${quoteInput(key)}"${hint}`;
+  }).join(", ");
   const more = keys.length > MAX_LISTED_NAMES
     ? ` … and ${keys.length - MAX_LISTED_NAMES} more`
     : "";

@@ -355,6 +355,47 @@ Deno.test("compileConfig() refuses unknown keys at every level", () => {
   );
 });
 
+Deno.test("compileConfig() names the key a misspelled one stands for, if one alone is near", () => {
+  const error = assertRefused({
+    streams: {
+      orders: {
+        tim: {},
+        time: { latenes: "1s" },
+        dedupe: { field: "id", TTL: "1h" },
+        counters: {
+          c: { window: { tumbling: "1m" }, aggregate: "count", groupby: ["x"], zzzzzz: 1 },
+          // In a union's member: which member was meant is not known, so no hint.
+          d: { window: { tumbling: "1m", evry: "1m" }, aggregate: "count" },
+        },
+        alerts: [{ name: "a", counter: "c", when: "true", evaluation: "live" }],
+        limits: { eventsPerSec: 1, burst: 1 },
+      },
+    },
+    stream: 1,
+  });
+  const lines = error.message.replace(/^Invalid config: /, "").split("; ");
+  for (
+    const line of [
+      '(root): Unrecognized key: "stream" (did you mean "streams"?)',
+      'streams.orders: Unrecognized key: "tim" (did you mean "time"?)',
+      'streams.orders.time: Unrecognized key: "latenes" (did you mean "lateness"?)',
+      'streams.orders.dedupe: Unrecognized key: "TTL" (did you mean "ttl"?)',
+      'streams.orders.counters.c: Unrecognized keys: "groupby" (did you mean "groupBy"?), "zzzzzz"',
+      'streams.orders.counters.d.window: Unrecognized key: "evry"',
+      'streams.orders.alerts[0]: Unrecognized key: "evaluation" (did you mean "evaluate"?)',
+      'streams.orders.limits: Unrecognized key: "eventsPerSec" (did you mean "eventsPerSecond"?)',
+    ]
+  ) {
+    assert.ok(lines.includes(line), `${line} in ${error.message}`);
+  }
+  // A name two apart from the one given is not guessed between.
+  assertRefused(
+    orders({ time: { maxFutur: "1m", field: "ts" } }),
+    /streams\.orders\.time: Unrecognized key: "maxFutur" \(did you mean "maxFuture"\?\)$/,
+  );
+  assertRefused(counter({ x: 1 }), /streams\.orders\.counters\.x: Unrecognized key: "x"$/);
+});
+
 Deno.test("compileConfig() refuses something that is not a config object", () => {
   assertRefused(null, /^Invalid config: \(root\): /);
   assertRefused([], /\(root\): /);

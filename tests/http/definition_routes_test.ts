@@ -285,6 +285,18 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
     /^Invalid stream definition: counters\.n\.window\.tumbling: Cannot read duration '5x'/,
   );
 
+  // A key in the wrong case, as a newcomer writes it: the one meant is named.
+  const misnamed = await put(app, "signups", {
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count", groupby: ["country"] } },
+  });
+  assert.equal(misnamed.status, 400);
+  assert.deepEqual(await errorOf(misnamed), {
+    code: "invalid_definition",
+    message:
+      'Invalid stream definition: counters.n: Unrecognized key: "groupby" (did you mean "groupBy"?)',
+    requestId: misnamed.headers.get("X-Request-Id"),
+  });
+
   // A key given twice (JSON keeps the last: the first counters would go without a word).
   const twice = await put(
     app,
