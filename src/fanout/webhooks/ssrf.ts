@@ -121,6 +121,10 @@ function rangeName(range: string): string {
 /** Where operators allow internal addresses; refusals point there. */
 const ALLOW_VARIABLE = "EDGESTREAM_WEBHOOK_ALLOW";
 
+/** The refusal of a plain http URL, naming both settings that can allow it. */
+const HTTP_REFUSED = `'url' must use https; http is allowed only for hosts ${ALLOW_VARIABLE} ` +
+  "lists, or for every host with EDGESTREAM_WEBHOOK_ALLOW_HTTP=true";
+
 /** Whether `hostname` is one of the names that always mean this machine (RFC 6761). */
 function isLocalhostName(hostname: string): boolean {
   const name = hostname.toLowerCase().replace(/\.$/, "");
@@ -279,7 +283,7 @@ export class UrlPolicy {
     const hostname = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
     const httpRefused = parsed.protocol === "http:" && !this.#allowHttp;
     if (httpRefused && this.#ranges.length === 0 && !this.#hostAllowed(hostname)) {
-      throw new UnsafeUrlError("'url' must use https; http is allowed only for allow-listed hosts");
+      throw new UnsafeUrlError(HTTP_REFUSED);
     }
     const isLiteral = ipaddr.isValid(hostname);
     let addresses: string[];
@@ -312,7 +316,7 @@ export class UrlPolicy {
     }
     if (reachable.length > 0) return { url: parsed, addresses: reachable };
     if (internal.length < addresses.length) {
-      throw new UnsafeUrlError("'url' must use https; http is allowed only for allow-listed hosts");
+      throw new UnsafeUrlError(HTTP_REFUSED);
     }
     if (internal.length === 1) {
       const [[text, range]] = internal;

@@ -916,7 +916,10 @@ Deno.test("registration refuses URLs that reach internal addresses, naming the a
       ["https://100.64.0.1/hook", /carrier-grade NAT address: 100\.64\.0\.1/],
       ["https://[fc00::1]/hook", /unique-local address: fc00::1/],
       ["https://internal.example.com/hook", /resolves to a private address: 10\.0\.0\.7/],
-      ["http://example.com/hook", /must use https/],
+      [
+        "http://example.com/hook",
+        /must use https; http is allowed only for hosts EDGESTREAM_WEBHOOK_ALLOW lists, or for every host with EDGESTREAM_WEBHOOK_ALLOW_HTTP=true$/,
+      ],
       ["https://93.184.216.34:0/hook", /port must be 1 to 65535, got 0/],
     ];
     for (const [url, message] of cases) {

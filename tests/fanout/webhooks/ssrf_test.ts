@@ -173,7 +173,10 @@ Deno.test("UrlPolicy.check() returns only the addresses it may reach, refusing w
   ]);
   // Plain http may go only to an allow-listed address.
   assert.deepEqual((await policy.check("http://lab.example.com/")).addresses, ["10.1.2.3"]);
-  await assert.rejects(() => policy.check("http://mixed.example.com/"), /must use https/);
+  await assert.rejects(
+    () => policy.check("http://mixed.example.com/"),
+    /must use https; http is allowed only for hosts EDGESTREAM_WEBHOOK_ALLOW lists, or for every host with EDGESTREAM_WEBHOOK_ALLOW_HTTP=true$/,
+  );
   await assert.rejects(
     () => policy.check("https://inside.example.com/"),
     /^UnsafeUrlError: 'url' resolves only to internal addresses: 10\.2\.0\.1 \(private\), 169\.254\.169\.254 \(link-local\); EDGESTREAM_WEBHOOK_ALLOW can allow them$/,
@@ -207,7 +210,11 @@ Deno.test("UrlPolicy.check() quotes a URL that does not parse without its creden
 
 Deno.test("UrlPolicy.check() wants https, no credentials and an absolute URL", async () => {
   const policy = new UrlPolicy({ resolve: table({ "example.com": ["93.184.216.34"] }) });
-  await assert.rejects(() => policy.check("http://example.com/"), /must use https/);
+  // Naming the settings that allow it: a newcomer's first receiver is often http://localhost.
+  await assert.rejects(
+    () => policy.check("http://example.com/"),
+    /^UnsafeUrlError: 'url' must use https; http is allowed only for hosts EDGESTREAM_WEBHOOK_ALLOW lists, or for every host with EDGESTREAM_WEBHOOK_ALLOW_HTTP=true$/,
+  );
   await assert.rejects(() => policy.check("ftp://example.com/"), /must use https, got ftp/);
   await assert.rejects(() => policy.check("https://u:p@example.com/"), /credentials/);
   await assert.rejects(() => policy.check("/relative"), /not an absolute URL: \/relative/);
