@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { OpenAPIHono, type RouteConfig } from "@hono/zod-openapi";
+import { OpenAPIHono, type RouteConfig, z } from "@hono/zod-openapi";
 import { type CompiledStream, formatPath, StreamRegistry } from "./config/mod.ts";
 import { type IngestObserver, LiveHub, type LogDemand } from "./fanout/mod.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
@@ -29,7 +29,7 @@ import { ingestApp, queryExplainers, registerStreamRoutes } from "./http/stream_
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { type GroupCommitOptions, GroupCommitter, ingestFanoutFor } from "./ingest/mod.ts";
 import type { Store } from "./store/mod.ts";
-import { eventIssueMessage } from "./validate/mod.ts";
+import { eventIssueMessage, meantKey, objectKeysAt, unrecognizedKeys } from "./validate/mod.ts";
 import { quoteInput } from "./telemetry/logging.ts";
 
 /** What {@linkcode createApp} wires together. */
@@ -146,14 +146,36 @@ export function createApp(options: AppOptions): OpenAPIHono {
     groupCommit,
   });
 
+  // The keys a route's JSON body may hold at a path, from its documented schema.
+  const bodyKeysTaken = (method: string, routePath: string, path: readonly PropertyKey[]) => {
+    const documented = routePath.replace(/:([A-Za-z0-9_]+)/g, "{$1}");
+    for (const definition of app.openAPIRegistry.definitions) {
+      if (definition.type !== "route") continue;
+      const route = definition.route as RouteConfig;
+      if (route.method !== method.toLowerCase() || route.path !== documented) continue;
+      const media = route.request?.body?.content?.["application/json"];
+      const schema = media && "schema" in media ? media.schema : undefined;
+      return schema instanceof z.ZodType ? objectKeysAt(schema, path) : undefined;
+    }
+    return undefined;
+  };
   const app = new OpenAPIHono({
-    defaultHook(result) {
+    defaultHook(result, c) {
       if (!result.success) {
         const issue = result.error.issues[0];
         // Worded as an event's issues are: a field the request lacks is "missing" (zod says
         // "Invalid input", or "expected string, received undefined"), found in the value itself.
         // (@hono/zod-validator passes the value checked as `data`, though the hook's type omits it.)
-        const message = eventIssueMessage(issue, (result as { data?: unknown }).data);
+        // A key the body may not hold names the one meant, if a misspelling is near one.
+        const taken = issue.code === "unrecognized_keys" && result.target === "json"
+          ? bodyKeysTaken(c.req.method, c.req.routePath, issue.path)
+          : undefined;
+        const message = taken === undefined
+          ? eventIssueMessage(issue, (result as { data?: unknown }).data)
+          : unrecognizedKeys(
+            (issue as { keys: string[] }).keys,
+            (key) => meantKey(key, taken),
+          );
         throw new ApiError(
           400,
           // Query parameters the routes check by hand are invalid_query too: one code for both.

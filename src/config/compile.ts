@@ -25,7 +25,7 @@ import {
   jsonSyntaxProblem,
   malformedKeyword,
   MAX_PATTERN_SIZE,
-  nearestName,
+  meantKey,
   ORIGIN_RULE,
   patternCompileSize,
   PatternError,
@@ -238,18 +238,6 @@ function issueMessage(issue: z.core.$ZodIssue, raw: unknown, at: readonly Proper
   // A union that words what it takes (`Aggregate must be …`) says so, missing or not.
   if (issue.code === "invalid_union" && issue.message !== "Invalid input") return issue.message;
   return eventIssueMessage(issue, raw, at);
-}
-
-/**
- * The key of `taken` a misspelled `key` stands for, if one alone is nearest: the same in another
- * case (`groupby`), or fewer edits than half its length away (`windw`, `latenes`).
- */
-function meantKey(key: string, taken: readonly string[]): string | undefined {
-  // Not near any (a key twice as long is as many edits away as the name is long): left unmeasured,
-  // as a key of a large file may be megabytes long.
-  if (taken.every((one) => key.length >= 2 * one.length)) return undefined;
-  const within = (one: string) => Math.ceil(one.length / 2) - 1;
-  return nearestName(key, taken, { ignoreCase: true, within, unique: true })?.name;
 }
 
 /**

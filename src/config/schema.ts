@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { expressionText, transformStep } from "../transform/mod.ts";
 import { DurationError, parseDuration } from "./duration.ts";
+import { objectKeysAt } from "../validate/mod.ts";
 
 /** Names of streams, counters and endpoints, in config files and in paths. */
 export const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -226,33 +227,7 @@ export const configSchema = z.strictObject({
  * object (a union's members, a value that is not an object).
  */
 export function keysTakenAt(path: readonly PropertyKey[]): string[] | undefined {
-  let schema = unwrapped(configSchema);
-  for (const step of path) {
-    const def = schema._zod.def as z.core.$ZodTypeDef & Record<string, unknown>;
-    let next: z.core.$ZodType | undefined;
-    if (def.type === "object") {
-      next = Object.hasOwn(def.shape as object, step)
-        ? (def.shape as Record<PropertyKey, z.core.$ZodType>)[step]
-        : undefined;
-    } else if (def.type === "record") next = def.valueType as z.core.$ZodType;
-    else if (def.type === "array") next = def.element as z.core.$ZodType;
-    if (next === undefined) return undefined;
-    schema = unwrapped(next);
-  }
-  const def = schema._zod.def as z.core.$ZodTypeDef & Record<string, unknown>;
-  return def.type === "object" ? Object.keys(def.shape as object) : undefined;
-}
-
-/** `schema` without the wrappers of an optional, defaulted or transformed value. */
-function unwrapped(schema: z.core.$ZodType): z.core.$ZodType {
-  let at = schema;
-  for (;;) {
-    const def = at._zod.def as z.core.$ZodTypeDef & Record<string, unknown>;
-    if (["optional", "default", "prefault", "nullable", "readonly", "catch"].includes(def.type)) {
-      at = def.innerType as z.core.$ZodType;
-    } else if (def.type === "pipe") at = def.in as z.core.$ZodType;
-    else return at;
-  }
+  return objectKeysAt(configSchema, path);
 }
 
 /** A stream definition after defaults and duration parsing. */

@@ -28,5 +28,6 @@ export {
 } from "./linear_regexp.ts";
 export { HOST_NAME, ORIGIN_RULE, webOrigin, withoutCredentials } from "./origin.ts";
 export { editDistance, nearestName } from "./nearest.ts";
+export { meantKey, objectKeysAt } from "./object_keys.ts";
 export * from "./quote.ts";
 export * from "./time.ts";

@@ -921,6 +921,62 @@ Deno.test("a body's unknown field or record key of 500 KB is refused with a shor
   }
 });
 
+Deno.test("a body's misspelled field names the one meant, on keys and webhooks, and changes nothing", async () => {
+  const { app, keyStore } = await keyedApp();
+  const cases: Array<[unknown, string]> = [
+    [
+      { scope: ["read"] },
+      'Invalid request body: Unrecognized key: "scope" (did you mean "scopes"?)',
+    ],
+    [
+      { scopes: ["read"], ratelimit: { eventsPerSecond: 1, burst: 1 } },
+      'Invalid request body: Unrecognized key: "ratelimit" (did you mean "rateLimit"?)',
+    ],
+    [
+      { scopes: ["read"], rateLimit: { eventsPerSec: 1, eventsPerSecond: 1, burst: 1 } },
+      'Invalid request body rateLimit: Unrecognized key: "eventsPerSec" (did you mean "eventsPerSecond"?)',
+    ],
+    // Near none: named alone.
+    [{ scopes: ["read"], zzzzzz: 1 }, 'Invalid request body: Unrecognized key: "zzzzzz"'],
+  ];
+  for (const [input, message] of cases) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, input));
+    assert.equal(res.status, 400);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_request");
+    assert.equal(error.message, message);
+  }
+  assert.deepEqual(await keyStore.listKeys(), []);
+  const hooks = await setup();
+  try {
+    const admin = { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": "application/json" };
+    for (
+      const [body, message] of [
+        [
+          { url: "http://127.0.0.1:9/h", stream: ["orders"] },
+          'Invalid request body: Unrecognized key: "stream" (did you mean "streams"?)',
+        ],
+        [
+          { url: "http://127.0.0.1:9/h", event_types: ["alert.fired"] },
+          'Invalid request body: Unrecognized key: "event_types" (did you mean "eventTypes"?)',
+        ],
+      ] as const
+    ) {
+      const res = await hooks.app.request("/v1/webhooks", {
+        method: "POST",
+        headers: admin,
+        body: JSON.stringify(body),
+      });
+      assert.equal(res.status, 400);
+      assert.equal((await res.json()).error.message, message);
+    }
+    const listed = await hooks.app.request("/v1/webhooks", { headers: admin });
+    assert.deepEqual((await listed.json()).webhooks, []);
+  } finally {
+    await hooks.close();
+  }
+});
+
 Deno.test("a key's rateLimit has the bounds of a stream's limits, as the README says: past them 400 invalid_request naming the field, nothing created", async () => {
   const { app, keyStore } = await keyedApp();
   const cases: Array<[object, RegExp]> = [
