@@ -578,7 +578,37 @@ export function parseEvents(text: string, format: BodyFormat, limits: BodyLimits
       }
     });
   }
-  return eventsOfJson(parseJson(text), text, limits);
+  return eventsOfJson(parseEventsJson(text), text, limits);
+}
+
+/**
+ * The JSON value of an events body sent as JSON. One whose first line is an object on its own,
+ * with more after it, is NDJSON sent as JSON (`curl -d` with `application/json`): its
+ * `invalid_json` says which `Content-Type` reads it.
+ */
+function parseEventsJson(text: string): unknown {
+  try {
+    return parseJson(text);
+  } catch (error) {
+    if (!(error instanceof BodyError) || !firstLineIsObject(text)) throw error;
+    throw new BodyError(
+      "invalid_json",
+      `${error.message} (one JSON event a line is NDJSON: send it with Content-Type: application/x-ndjson)`,
+    );
+  }
+}
+
+/** Whether the first non-blank line of `text` is a JSON object alone. */
+function firstLineIsObject(text: string): boolean {
+  const start = text.trimStart();
+  const end = start.indexOf("\n");
+  if (end === -1) return false;
+  try {
+    const value = JSON.parse(start.slice(0, end));
+    return typeof value === "object" && value !== null && !Array.isArray(value);
+  } catch {
+    return false;
+  }
 }
 
 /**

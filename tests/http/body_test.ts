@@ -134,6 +134,30 @@ Deno.test("parseEvents() refuses a body that is not JSON", () => {
   assert.match(error.message, /^Body is not valid JSON: /);
 });
 
+Deno.test("parseEvents() says NDJSON sent as JSON is read with Content-Type: application/x-ndjson", () => {
+  const hint =
+    " (one JSON event a line is NDJSON: send it with Content-Type: application/x-ndjson)";
+  for (
+    const [text, where] of [
+      ['{"id":"n1"}\n{"id":"n2"}\n', "at line 2, column 1"],
+      ['\n  {"id":"n1"}\r\n{"id":"n2"}', "at line 3, column 1"],
+    ]
+  ) {
+    const error = assertApiError(() => parseEvents(text, "json"), 400, "invalid_json");
+    assert.equal(
+      error.message,
+      `Body is not valid JSON: Unexpected non-whitespace character after JSON ${where}${hint}`,
+    );
+  }
+  // JSON broken otherwise: its reason alone (a first line that is no object, or the only line).
+  for (const text of ['{\n"a": 1,\n}', '{"a": 1} {"b": 2}', '[{"a": 1}]\n[{"b": 2}]']) {
+    const error = assertApiError(() => parseEvents(text, "json"), 400, "invalid_json");
+    assert.ok(!error.message.includes("NDJSON"), error.message);
+  }
+  // Sent as NDJSON, the same text is two events.
+  assert.equal(parseEvents('{"id":"n1"}\n{"id":"n2"}\n', "ndjson").length, 2);
+});
+
 Deno.test("parseEvents() refuses more events than allowed with 413 too_many_events", () => {
   const many = JSON.stringify(Array.from({ length: 1001 }, (_, i) => ({ i })));
   const error = assertApiError(() => parseEvents(many, "json"), 413, "too_many_events");
