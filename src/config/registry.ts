@@ -81,6 +81,7 @@ import {
   unknownCounterFieldProblem,
 } from "./compile.ts";
 import { LookupBudget } from "./lookup_budget.ts";
+import { keysTakenAt } from "./schema.ts";
 import { closedBefore } from "./final.ts";
 
 const logger = getLogger(["edgestream", "streams"]);
@@ -169,6 +170,20 @@ function definitionProblem(name: string, error: ConfigError): string {
   // The definition itself (a PUT of null, say) is the body's root.
   return error.message.replace(/^Invalid config: /, "").replaceAll(`streams.${name}.`, "")
     .replaceAll(`streams.${name}:`, "(root):");
+}
+
+/**
+ * What a refused `PUT` body adds when it is wrapped as a config file wraps a definition
+ * (`{"streams": {"<name>": …}}` or `{"<name>": …}`, a key no definition takes): send what it
+ * wraps. Empty otherwise.
+ */
+function wrappedHint(name: string, raw: unknown): string {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return "";
+  const taken = keysTakenAt(["streams", name]) ?? [];
+  const wrapper = ["streams", name].find((key) => Object.hasOwn(raw, key) && !taken.includes(key));
+  if (wrapper === undefined) return "";
+  return `; the body is one stream's definition, what a config file's streams.${name} holds, ` +
+    `not wrapped in {"${wrapper}": …}`;
 }
 
 /** A stream stored through the API that this release cannot compile. */
@@ -1130,7 +1145,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
       if (!(error instanceof ConfigError)) throw error;
       throw new StreamDefinitionError(
         "invalid_definition",
-        `Invalid stream definition: ${definitionProblem(name, error)}`,
+        `Invalid stream definition: ${definitionProblem(name, error)}${wrappedHint(name, raw)}`,
         { cause: error },
       );
     }

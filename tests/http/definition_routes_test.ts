@@ -297,6 +297,31 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
     requestId: misnamed.headers.get("X-Request-Id"),
   });
 
+  // A config file's shape, pasted as it is: the body is what it wraps.
+  const definition = {
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+  for (
+    const [body, wrapper, problem] of [
+      [{ streams: { signups: definition } }, "streams", 'Unrecognized key: "streams"'],
+      [{ signups: definition }, "signups", 'Unrecognized key: "signups"'],
+    ] as const
+  ) {
+    const wrapped = await put(app, "signups", body);
+    assert.equal(wrapped.status, 400);
+    assert.deepEqual(await errorOf(wrapped), {
+      code: "invalid_definition",
+      message:
+        `Invalid stream definition: (root): ${problem}; the body is one stream's definition, what a config file's streams.signups holds, not wrapped in {"${wrapper}": …}`,
+      requestId: wrapped.headers.get("X-Request-Id"),
+    });
+  }
+  // A stream named as a definition's key takes that key as a definition's.
+  const named = await put(app, "counters", { counters: { nope: 1 } });
+  assert.equal(named.status, 400);
+  assert.ok(!(await errorOf(named)).message.includes("wrapped"));
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+
   // A key given twice (JSON keeps the last: the first counters would go without a word).
   const twice = await put(
     app,
