@@ -1356,6 +1356,20 @@ function listProblems(lines: readonly string[]): string {
 }
 
 /**
+ * What a refused config adds when it holds stream definitions without `streams` around them
+ * (`{"orders": {…}}`, a `PUT /v1/streams/{stream}` body pasted in): where they go. Empty
+ * otherwise.
+ */
+function unwrappedHint(raw: unknown): string {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return "";
+  if (Object.hasOwn(raw, "streams")) return "";
+  const values = Object.values(raw);
+  if (values.length === 0) return "";
+  if (!values.every((value) => typeof value === "object" && value !== null)) return "";
+  return `; a config file holds its streams under "streams": {"streams": {"<name>": <definition>}}`;
+}
+
+/**
  * Checks and compiles a parsed configuration. Throws {@linkcode ConfigError}
  * naming the path of every bad value (the first {@linkcode MAX_LISTED_PROBLEMS}, and how many
  * more), on one line (`path: problem; …`).
@@ -1380,7 +1394,7 @@ export function compileConfig(
   if (!result.success) {
     const lines = result.error.issues.flatMap((issue) => explainIssue(issue, []))
       .map(({ issue, path, at }) => `${formatPath(path)}: ${issueMessage(issue, raw, at)}`);
-    throw new ConfigError(`Invalid config: ${listProblems(lines)}`);
+    throw new ConfigError(`Invalid config: ${listProblems(lines)}${unwrappedHint(raw)}`);
   }
   const streams = new Map<string, CompiledStream>();
   const rawStreams = (raw as { streams: Record<string, unknown> }).streams;

@@ -396,6 +396,26 @@ Deno.test("compileConfig() names the key a misspelled one stands for, if one alo
   assertRefused(counter({ x: 1 }), /streams\.orders\.counters\.x: Unrecognized key: "x"$/);
 });
 
+Deno.test("compileConfig() says where the definitions of a config without streams go", () => {
+  const hint =
+    '; a config file holds its streams under "streams": {"streams": {"<name>": <definition>}}';
+  const error = assertRefused({ orders: { counters: {} } });
+  assert.equal(
+    error.message,
+    `Invalid config: streams: Required field is missing (expected record); (root): Unrecognized key: "orders"${hint}`,
+  );
+  // With streams, or with something no definition is: said as it was.
+  for (const raw of [{ streams: {}, orders: {} }, { stream: 1 }, {}, []]) {
+    let message = "";
+    try {
+      compileConfig(raw);
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    assert.ok(!message.includes(hint), message);
+  }
+});
+
 Deno.test("compileConfig() refuses something that is not a config object", () => {
   assertRefused(null, /^Invalid config: \(root\): /);
   assertRefused([], /\(root\): /);
