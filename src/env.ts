@@ -1071,8 +1071,14 @@ async function serverConfigOf(
     }
   }
   // Trimmed, as the README says: a value of only whitespace (`HOST=" "`) is not set.
-  let hostname = env.get("HOST")?.trim() || "0.0.0.0";
+  const hostSet = env.get("HOST")?.trim() || undefined;
+  let hostname = hostSet ?? "0.0.0.0";
   if (keys.open) {
+    // A HOST set to reach the server from elsewhere (a container's 0.0.0.0) is not taken: said,
+    // as a client there finds nothing listening.
+    const notTaken = hostSet === undefined || LOOPBACK_NAMES.has(hostSet)
+      ? ""
+      : ` (HOST=${hostSet} is not taken in open mode: set EDGESTREAM_KEYS to listen on it)`;
     if (!LOOPBACK_NAMES.has(hostname)) hostname = "127.0.0.1";
     const allowed = origins.allowedHosts.length > 0
       ? ` and ${origins.allowedHosts.join(", ")} (EDGESTREAM_ALLOWED_HOSTS)`
@@ -1080,7 +1086,7 @@ async function serverConfigOf(
     notices.push({
       level: "warning",
       text:
-        `no EDGESTREAM_KEYS set: open development mode, no key needed; listening on localhost only, answering only loopback Host names${allowed}`,
+        `no EDGESTREAM_KEYS set: open development mode, no key needed; listening on localhost only${notTaken}, answering only loopback Host names${allowed}`,
     });
   } else if (origins.allowedHosts.length > 0) {
     notices.push({

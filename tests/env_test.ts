@@ -904,6 +904,17 @@ Deno.test("configFromEnv() in open mode listens on 127.0.0.1, or on the loopback
     const config = await configFromEnv(env(host === undefined ? {} : { HOST: host }));
     try {
       assert.equal(config.hostname, expected, String(host));
+      // A HOST not taken is named in the open mode warning, so a client elsewhere knows why.
+      const warning = config.notices.find((notice) => notice.text.startsWith("no EDGESTREAM_KEYS"));
+      assert.equal(
+        warning?.text,
+        `no EDGESTREAM_KEYS set: open development mode, no key needed; listening on localhost only${
+          host === "0.0.0.0"
+            ? " (HOST=0.0.0.0 is not taken in open mode: set EDGESTREAM_KEYS to listen on it)"
+            : ""
+        }, answering only loopback Host names`,
+        String(host),
+      );
     } finally {
       await config.webhooks.close();
     }
