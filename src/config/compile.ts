@@ -487,13 +487,16 @@ export const MAX_COUNTERS_PER_STREAM = 64;
  */
 export const MAX_STREAM_GROUPS = 1_000_000;
 
+/** Why a stream of `count` counters is refused. */
+function tooManyCounters(count: number): string {
+  return `a stream may have at most ${MAX_COUNTERS_PER_STREAM} counters; this one has ${count}`;
+}
+
 /** Refuses more counters, or more groups or sessions between them, than one stream may hold. */
 function checkStreamState(parsed: StreamDefinition, at: string): void {
   const entries = Object.entries(parsed.counters);
   if (entries.length > MAX_COUNTERS_PER_STREAM) {
-    throw new ConfigError(
-      `${at}.counters: a stream may have at most ${MAX_COUNTERS_PER_STREAM} counters; this one has ${entries.length}`,
-    );
+    throw new ConfigError(`${at}.counters: ${tooManyCounters(entries.length)}`);
   }
   let groups = 0;
   let sessions = 0;
@@ -1356,6 +1359,40 @@ function listProblems(lines: readonly string[]): string {
 }
 
 /**
+ * `configSchema.safeParse(raw)`. zod hands a record's issues up as the arguments of one call
+ * (`push(...issues)`): a stream of some 200,000 bad counters (a 15 MB file) overflowed the stack,
+ * and startup ended with a stack trace instead of its one line. Such a stream has more counters
+ * than a stream may, which is what is said then.
+ */
+function parseConfig(raw: unknown): ReturnType<typeof configSchema.safeParse> {
+  try {
+    return configSchema.safeParse(raw);
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    const streams = (raw as { streams?: unknown }).streams;
+    const lines = typeof streams === "object" && streams !== null
+      ? Object.entries(streams).flatMap(([name, definition]) => {
+        const counters = (definition as { counters?: unknown } | null)?.counters;
+        const count = typeof counters === "object" && counters !== null
+          ? Object.keys(counters).length
+          : 0;
+        return count > MAX_COUNTERS_PER_STREAM
+          ? [`${formatPath(["streams", name, "counters"])}: ${tooManyCounters(count)}`]
+          : [];
+      })
+      : [];
+    throw new ConfigError(
+      `Invalid config: ${
+        lines.length > 0
+          ? listProblems(lines)
+          : "(root): too many problems to check at once (checking them ran out of stack)"
+      }`,
+      { cause: error },
+    );
+  }
+}
+
+/**
  * What a refused config adds when it holds stream definitions without `streams` around them
  * (`{"orders": {…}}`, a `PUT /v1/streams/{stream}` body pasted in): where they go. Empty
  * otherwise.
@@ -1390,7 +1427,7 @@ export function compileConfig(
     const lines = protoKeys.map((path) => `${path}: Key '__proto__' is not allowed`);
     throw new ConfigError(`Invalid config: ${listProblems(lines)}`);
   }
-  const result = configSchema.safeParse(raw);
+  const result = parseConfig(raw);
   if (!result.success) {
     const lines = result.error.issues.flatMap((issue) => explainIssue(issue, []))
       .map(({ issue, path, at }) => `${formatPath(path)}: ${issueMessage(issue, raw, at)}`);

@@ -267,6 +267,12 @@ Deno.test("compileConfig() bounds what one stream's counters may hold together",
     }),
     /streams\.orders\.counters\.c1\.maxSessions: the stream's counters would hold up to 1200000 sessions open with this one; at most 1000000 together/,
   );
+  // So many bad counters that checking them overflowed zod's stack (a 15 MB file): the same line,
+  // not a RangeError (startup ended with a stack trace).
+  assertRefused(
+    orders({ counters: counters(200_000, { groupby: ["x"] }) }),
+    /^Invalid config: streams\.orders\.counters: a stream may have at most 64 counters; this one has 200000$/,
+  );
   // Ten session counters at the default (100,000) fill it exactly; an eleventh does not fit.
   only(compileConfig(orders({ counters: counters(10, { window: { session: "30m" } }) })));
   assertRefused(
