@@ -43,6 +43,7 @@ import {
   type CompiledStream,
   ConfigError,
   DurationError,
+  largeSchemaExpansion,
   loadConfigFile,
   malformedDuration,
   malformedOrigin,
@@ -1010,6 +1011,14 @@ async function serverConfigOf(
         level: "warning",
         text:
           `EDGESTREAM_CONFIG: ${malformed}; compiled as before this check (zod may ignore the keyword or read it wrongly); fix it: a definition sent through the API with it is refused`,
+      });
+    }
+    const large = largeSchemaExpansion(stream);
+    if (large !== undefined) {
+      notices.push({
+        level: "warning",
+        text:
+          `EDGESTREAM_CONFIG: ${large}; compiled as before this check (one wrong value may take many anyOf checks); fix it: a definition sent through the API with it is refused`,
       });
     }
     const origin = malformedOrigin(stream);

@@ -1504,6 +1504,26 @@ Deno.test("configFromEnv() serves a config file's schema keyword refused since (
   });
 });
 
+Deno.test("configFromEnv() serves a config file's schema past the expanded size (refused since) as before, with a warning naming it", async () => {
+  // 15 definitions, each an anyOf of two $refs to the next: about 5 * 2^15 once expanded.
+  const $defs: Record<string, unknown> = { d15: { type: "string" } };
+  for (let i = 0; i < 15; i++) {
+    $defs[`d${i}`] = { anyOf: [{ $ref: `#/$defs/d${i + 1}` }, { $ref: `#/$defs/d${i + 1}` }] };
+  }
+  const orders = {
+    schema: { type: "object", properties: { a: { $ref: "#/$defs/d0" } }, $defs },
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+  await withConfigFile({ streams: { orders } }, (config) => {
+    assert.equal(config.streams.get("orders")!.schema.safeParse({ a: 5 }).success, false);
+    assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
+      level: "warning",
+      text:
+        "EDGESTREAM_CONFIG: streams.orders.schema: it holds more than 131072 objects and arrays once its $refs are expanded (each event value is checked against every anyOf/oneOf member that applies to it); compiled as before this check (one wrong value may take many anyOf checks); fix it: a definition sent through the API with it is refused",
+    }]);
+  });
+});
+
 Deno.test("configFromEnv() serves a config file's schema default of 1e400 (Infinity) as before, with a warning naming its path", async () => {
   const file =
     `{"streams": {"orders": {"schema": {"type": "object", "properties": {"n": {"type": "number", "default": 1e400}}}, "counters": {"n": {"window": {"tumbling": "1m"}, "aggregate": "count"}}}}}`;

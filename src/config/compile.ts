@@ -23,6 +23,7 @@ import {
   compileEventSchema,
   eventIssueMessage,
   jsonSyntaxProblem,
+  largeExpansion,
   malformedKeyword,
   MAX_PATTERN_SIZE,
   meantKey,
@@ -526,6 +527,7 @@ function compileStream(
   try {
     schema = compileEventSchema(parsed.schema, {
       malformedKeywords: options.malformedSchemaKeywords,
+      largeExpansion: options.largeSchemaExpansion,
     });
   } catch (error) {
     if (error instanceof SchemaCompileError) {
@@ -877,6 +879,12 @@ export interface CompileOptions {
    * {@linkcode malformedSchemaKeyword}. @default {false: refused, naming its path}
    */
   malformedSchemaKeywords?: boolean;
+  /**
+   * Compile a schema past `MAX_EXPANDED_SCHEMA_SIZE` objects and arrays once its `$ref`s are
+   * expanded as releases before that check did: a stream stored or deployed then is served as it
+   * was. Find it with {@linkcode largeSchemaExpansion}. @default {false: refused}
+   */
+  largeSchemaExpansion?: boolean;
   /**
    * Take an `origins` entry no browser sends (a wildcard host, `https://*.shop.example`, or
    * credentials, `https://user:pw@shop.example`) as releases before that check did: a stream
@@ -1267,6 +1275,17 @@ export function malformedSchemaKeyword(stream: CompiledStream): string | undefin
   const schema = (stream.definition as { schema?: unknown } | undefined)?.schema;
   if (schema === undefined) return undefined;
   const problem = malformedKeyword(schema);
+  return problem === undefined ? undefined : `streams.${stream.name}.schema: ${problem}`;
+}
+
+/**
+ * Why a stream's schema is past `MAX_EXPANDED_SCHEMA_SIZE` objects and arrays once its `$ref`s are
+ * expanded, as `streams.<name>.schema: it holds more than …`, or `undefined` for none (see
+ * {@linkcode CompileOptions.largeSchemaExpansion}).
+ */
+export function largeSchemaExpansion(stream: CompiledStream): string | undefined {
+  const schema = (stream.definition as { schema?: unknown } | undefined)?.schema;
+  const problem = largeExpansion(schema);
   return problem === undefined ? undefined : `streams.${stream.name}.schema: ${problem}`;
 }
 
@@ -1683,7 +1702,7 @@ export async function loadConfigFile(
   const duplicate = duplicateKeyProblem(text);
   if (duplicate !== undefined) throw new ConfigError(`Config file ${path}: ${duplicate}`);
   // A file that ran before these checks keeps running (changing the counter would start it over;
-  // a schema keyword, an origin, a duration, a window shorter than a second, patterns past the
+  // a schema keyword, a schema too large once its $refs are expanded, an origin, a duration, a window shorter than a second, patterns past the
   // definition's budget or a pattern's own, or an alert naming a field its windows lack, refused
   // since, are compiled as they were): find them to warn.
   // Unlike a stored definition, a field path with an empty part is refused (as other bad paths).
@@ -1699,7 +1718,8 @@ export async function loadConfigFile(
 
 /**
  * How a definition stored (or deployed) before a check refusing it compiles: as it was (a groupBy
- * field named twice, a schema keyword not of its kind, an origin no browser sends, a duration with
+ * field named twice, a schema keyword not of its kind, a schema too large once its `$ref`s are
+ * expanded, an origin no browser sends, a duration with
  * a fraction of a millisecond or a unit given twice, a window shorter than a second, patterns past
  * the budget, an alert or a counter reading a field it can never have, a field path with an empty
  * part, `maxGroups` on a session counter, `time.maxFuture` without `time.field`), each found to
@@ -1708,6 +1728,7 @@ export async function loadConfigFile(
 export const AS_STORED: CompileOptions = {
   repeatedGroupBy: true,
   malformedSchemaKeywords: true,
+  largeSchemaExpansion: true,
   malformedOrigins: true,
   malformedDurations: true,
   shortWindows: true,

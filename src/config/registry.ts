@@ -67,6 +67,7 @@ import {
   emptyPathPartProblem,
   emptyPathParts,
   type FormerCounter,
+  largeSchemaExpansion,
   malformedDuration,
   malformedOrigin,
   malformedSchemaKeyword,
@@ -748,6 +749,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
     const counterField = unknownCounterFieldProblem(stream);
     const problems = [
       malformedSchemaKeyword(stream),
+      largeSchemaExpansion(stream),
       malformedOrigin(stream),
       malformedDuration(stream),
       oversizedPatterns(stream),

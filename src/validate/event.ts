@@ -194,7 +194,7 @@ function compileSchemaOnce(
     const problem = malformedKeyword(jsonSchema);
     if (problem !== undefined) refuse(problem);
   }
-  const prepared = prepareEventSchema(jsonSchema);
+  const prepared = prepareEventSchema(jsonSchema, options);
   let schema: z.ZodType;
   try {
     // A schema without `$schema` is read as draft 2020-12, whose `$ref`s point into `$defs`: one
@@ -427,7 +427,10 @@ function restorePrototypes(value: unknown): void {
  * as an object, whose keywords apply whether or not it says so, then
  * {@linkcode withRequiredProperties} and {@linkcode forZod}.
  */
-export function prepareEventSchema(jsonSchema: Record<string, unknown>): Record<string, unknown> {
+export function prepareEventSchema(
+  jsonSchema: Record<string, unknown>,
+  options: EventSchemaOptions = {},
+): Record<string, unknown> {
   // A top-level `$ref` names the event's schema: `type` beside it would be a second, open object
   // (checkEventShape makes sure an event is an object anyway).
   const root = jsonSchema.$ref !== undefined && jsonSchema.type === undefined
@@ -442,7 +445,7 @@ export function prepareEventSchema(jsonSchema: Record<string, unknown>): Record<
   try {
     refuseRefCycles();
     refuseDeepExpansion(root);
-    refuseLargeExpansion(root);
+    if (!options.largeExpansion) refuseLargeExpansion(root);
     return forZod(withRequiredProperties(root)) as Record<string, unknown>;
   } finally {
     defsInScope = Object.create(null);
@@ -586,39 +589,66 @@ function refuseDeepExpansion(root: Record<string, unknown>): void {
 /**
  * Most JSON objects and arrays a schema may hold once its `$ref`s are replaced by the definitions
  * they name (a `$ref` back to a definition being expanded counting 1, as zod makes it lazy).
+ * Sizes add up across sibling properties, though a value is checked against one of them: the
+ * bound is the total, so it is set well above what a realistic schema holds (a 700-object
+ * definition used under 100 properties, 70,000, is taken) and well below the chains that stall:
+ * definitions each an `anyOf` of two `$ref`s to the next hold about 5 * 2^levels, so at most 14
+ * levels are taken (2^14 leaves for one wrong value, about 60 ms where 18 levels took 1 s).
  */
-export const MAX_EXPANDED_SCHEMA_SIZE = 65_536;
+export const MAX_EXPANDED_SCHEMA_SIZE = 131_072;
 
 /**
  * Refuses a schema holding more than {@linkcode MAX_EXPANDED_SCHEMA_SIZE} objects and arrays once
  * its `$ref`s are expanded. zod checks a value against every member of an `anyOf`/`oneOf` that
  * applies to it, through the definitions their `$ref`s name, so a chain of 40 definitions, each an
  * `anyOf` of two `$ref`s to the next (3 KB), made one event's wrong value take 2^40 checks,
- * stalling the process; a schema without `$ref`s that fits the 64 KiB body limit holds fewer. Each
- * definition's size is counted once; the `$ref` chain is at most 128 levels deep (checked before).
+ * stalling the process; a schema without `$ref`s that fits the 64 KiB body limit holds fewer.
+ *
+ * A definition's size is kept only when its expansion met no definition being expanded but itself:
+ * one met through a `$ref` back to an outer definition counts that `$ref` 1, smaller than where it
+ * is expanded from elsewhere, and kept it made the verdict depend on the order of properties. Work
+ * stays bounded: each definition expanded adds its size to the total, and the walk stops past the
+ * bound. The `$ref` chain is at most 128 levels deep (checked before).
  */
 function refuseLargeExpansion(root: Record<string, unknown>): void {
   const sizes = new Map<string, number>();
+  const own = new Map<unknown, { count: number; refs: string[] }>();
   const expanding = new Set<string>();
-  const sizeOf = (node: unknown, isRoot: boolean): number => {
-    const scan = scanRefs(node, isRoot);
-    let size = countNodes(node, isRoot);
-    for (const [, name] of scan.refs) {
+  /** `node`'s expanded size, and the definitions being expanded its walk met (not expanded). */
+  const sizeOf = (node: unknown, isRoot: boolean): [number, Set<string>] => {
+    let scan = own.get(node);
+    if (scan === undefined) {
+      scan = {
+        count: countNodes(node, isRoot),
+        refs: scanRefs(node, isRoot).refs.map(([, n]) => n),
+      };
+      own.set(node, scan);
+    }
+    let size = scan.count;
+    const met = new Set<string>();
+    for (const name of scan.refs) {
       const target = defsInScope[name];
-      if (typeof target !== "object" || target === null || expanding.has(name)) continue;
+      if (typeof target !== "object" || target === null) continue;
+      if (expanding.has(name)) {
+        met.add(name);
+        continue;
+      }
       let known = sizes.get(name);
       if (known === undefined) {
         expanding.add(name);
-        known = sizeOf(target, false);
+        const [counted, inner] = sizeOf(target, false);
         expanding.delete(name);
-        sizes.set(name, known);
+        inner.delete(name);
+        if (inner.size === 0) sizes.set(name, counted);
+        for (const outer of inner) met.add(outer);
+        known = counted;
       }
       size += known;
       if (size > MAX_EXPANDED_SCHEMA_SIZE) break;
     }
-    return size;
+    return [size, met];
   };
-  const size = sizeOf(root, true);
+  const [size] = sizeOf(root, true);
   if (size > MAX_EXPANDED_SCHEMA_SIZE) {
     refuse(
       `it holds more than ${MAX_EXPANDED_SCHEMA_SIZE} objects and arrays once its $refs are expanded (each event value is checked against every anyOf/oneOf member that applies to it)`,
@@ -997,6 +1027,37 @@ export interface EventSchemaOptions {
    * {@linkcode malformedKeyword}. @default {false: refused, naming its path}
    */
   malformedKeywords?: boolean;
+  /**
+   * Compile a schema past {@linkcode MAX_EXPANDED_SCHEMA_SIZE} once its `$ref`s are expanded as
+   * releases before that check did: for a schema stored or deployed then. Find it with
+   * {@linkcode largeExpansion}. @default {false: refused}
+   */
+  largeExpansion?: boolean;
+}
+
+/**
+ * Why a schema is past {@linkcode MAX_EXPANDED_SCHEMA_SIZE} once its `$ref`s are expanded, or
+ * `undefined` when it is not (or is refused for another reason).
+ */
+export function largeExpansion(jsonSchema: unknown): string | undefined {
+  if (typeof jsonSchema !== "object" || jsonSchema === null || Array.isArray(jsonSchema)) {
+    return undefined;
+  }
+  const root = jsonSchema as Record<string, unknown>;
+  defsInScope = Object.assign(
+    Object.create(null),
+    root.definitions as Record<string, unknown> | undefined,
+    root.$defs as Record<string, unknown> | undefined,
+  );
+  try {
+    refuseLargeExpansion(root);
+    return undefined;
+  } catch (error) {
+    if (!(error instanceof SchemaCompileError)) throw error;
+    return error.message.replace(/^Cannot compile event schema: /, "");
+  } finally {
+    defsInScope = Object.create(null);
+  }
 }
 
 /**

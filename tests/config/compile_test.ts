@@ -9,6 +9,7 @@ import {
   ConfigError,
   DEFAULT_MAX_SESSIONS,
   emptyPathParts,
+  largeSchemaExpansion,
   loadConfigFile,
   malformedDuration,
   malformedOrigin,
@@ -2265,7 +2266,7 @@ Deno.test("compileConfig() lists the first 20 problems and counts the rest, so t
   );
 });
 
-Deno.test("compileConfig() refuses a schema past 65,536 objects and arrays once its $refs are expanded", () => {
+Deno.test("compileConfig() refuses a schema past 131,072 objects and arrays once its $refs are expanded", () => {
   // 40 definitions, each an anyOf of two $refs to the next: a wrong value was checked 2^40 times.
   const $defs: Record<string, unknown> = { d40: { type: "string" } };
   for (let i = 0; i < 40; i++) {
@@ -2277,6 +2278,43 @@ Deno.test("compileConfig() refuses a schema past 65,536 objects and arrays once 
         wide: { schema: { type: "object", properties: { a: { $ref: "#/$defs/d0" } }, $defs } },
       },
     },
-    /^Invalid config: streams\.wide\.schema: .*holds more than 65536 objects and arrays once its \$refs are expanded/,
+    /^Invalid config: streams\.wide\.schema: .*holds more than 131072 objects and arrays once its \$refs are expanded/,
   );
+});
+
+Deno.test("compileConfig() with largeSchemaExpansion (AS_STORED) compiles a schema past the expanded size as before this check, and largeSchemaExpansion() names it; loadConfigFile takes it", async () => {
+  // 15 levels: about 5 * 2^15 objects and arrays once expanded, past the bound.
+  const $defs: Record<string, unknown> = { d15: { type: "string" } };
+  for (let i = 0; i < 15; i++) {
+    $defs[`d${i}`] = { anyOf: [{ $ref: `#/$defs/d${i + 1}` }, { $ref: `#/$defs/d${i + 1}` }] };
+  }
+  const config = {
+    streams: {
+      wide: { schema: { type: "object", properties: { a: { $ref: "#/$defs/d0" } }, $defs } },
+    },
+  };
+  assertRefused(config, /holds more than 131072 objects and arrays once its \$refs are expanded/);
+  for (const options of [{ largeSchemaExpansion: true }, AS_STORED]) {
+    const stream = compileConfig(config, options).get("wide")!;
+    assert.equal(stream.schema.safeParse({ a: "x" }).success, true);
+    assert.equal(stream.schema.safeParse({ a: 5 }).success, false);
+    assert.equal(
+      largeSchemaExpansion(stream),
+      "streams.wide.schema: it holds more than 131072 objects and arrays once its $refs are expanded (each event value is checked against every anyOf/oneOf member that applies to it)",
+    );
+  }
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(path, JSON.stringify(config));
+    assert.ok((await loadConfigFile(path)).has("wide"));
+  } finally {
+    await Deno.remove(path);
+  }
+  // A schema within the bound is named by none.
+  const small = compileConfig({
+    streams: {
+      ok: { schema: { type: "object", properties: { a: { $ref: "#/$defs/d14" } }, $defs } },
+    },
+  }).get("ok")!;
+  assert.equal(largeSchemaExpansion(small), undefined);
 });

@@ -1379,7 +1379,7 @@ Deno.test("PUT /v1/streams/{stream} with a schema or expression nested too deep 
       [{ schema, counters }, /^Invalid stream definition: schema: .*nests deeper than 128 levels/],
       [
         { schema: wide, counters },
-        /^Invalid stream definition: schema: .*holds more than 65536 objects and arrays once its \$refs are expanded/,
+        /^Invalid stream definition: schema: .*holds more than 131072 objects and arrays once its \$refs are expanded/,
       ],
       [
         { transform: [{ filter: `${"!".repeat(4_000)}true` }], counters },
@@ -1898,6 +1898,39 @@ Deno.test("a stream stored before a check it fails (an origin no browser sends, 
     /^Stored stream 'signups' version 1: streams\.signups\.origins\[1\]: Origin 'https:\/\/\[REDACTED\]@shop\.example' holds credentials/,
   );
   assert.doesNotMatch(logged.join("\n"), /pw-0123/);
+});
+
+Deno.test("a stream whose schema is past the expanded size, stored before that check, is served and its load says so once; a PUT of it is refused", async () => {
+  // 15 definitions, each an anyOf of two $refs to the next: about 5 * 2^15 once expanded.
+  const $defs: Record<string, unknown> = { d15: { type: "string" } };
+  for (let i = 0; i < 15; i++) {
+    $defs[`d${i}`] = { anyOf: [{ $ref: `#/$defs/d${i + 1}` }, { $ref: `#/$defs/d${i + 1}` }] };
+  }
+  const definition = {
+    ...SIGNUPS,
+    schema: { type: "object", properties: { plan: { $ref: "#/$defs/d0" } }, $defs },
+  };
+  const logged = await collectingLogs(async (records) => {
+    const stored = await appStoring("signups", definition, { largeSchemaExpansion: true });
+    for (let i = 0; i < 2; i++) {
+      const read = await stored.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    const taken = await ingest(stored, "signups", [{ t: T0, plan: "pro" }]);
+    assert.equal(taken.status, 202, await taken.clone().text());
+    await taken.body?.cancel();
+    const again = await put(stored, "signups", definition);
+    assert.equal(again.status, 400);
+    assert.match(
+      (await again.json()).error.message,
+      /^Invalid stream definition: schema: .*holds more than 131072 objects and arrays once its \$refs are expanded/,
+    );
+    return records.filter((record) => record.level === "warning").map(messageOf);
+  });
+  assert.deepEqual(logged, [
+    "Stored stream 'signups' version 1: streams.signups.schema: it holds more than 131072 objects and arrays once its $refs are expanded (each event value is checked against every anyOf/oneOf member that applies to it); served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is",
+  ]);
 });
 
 Deno.test("PUT /v1/streams/{stream} refuses an alert naming a group or window field its windows lack (400 invalid_definition naming its path and the fields); one stored before is served, its load says so once, and a PUT must fix it", async () => {

@@ -1325,7 +1325,7 @@ Deno.test("compileEventSchema follows each $defs definition once when looking fo
   // was checked against each of them): refused, still reading each definition a few times.
   assert.throws(
     () => compileEventSchema({ type: "object", properties: { a: { $ref: "#/$defs/d0" } }, $defs }),
-    /holds more than 65536 objects and arrays once its \$refs are expanded/,
+    /holds more than 131072 objects and arrays once its \$refs are expanded/,
   );
   assert.ok(reads < 10_000, `definitions read ${reads} times`);
   // A cycle among them is still refused.
@@ -1842,9 +1842,9 @@ Deno.test("validateEvent() says which propertyNames rule a key breaks, and that 
   }
 });
 
-Deno.test("compileEventSchema() refuses a schema past 65,536 objects and arrays once its $refs are expanded, so one event cannot take 2^40 anyOf checks", () => {
+Deno.test("compileEventSchema() refuses a schema past 131,072 objects and arrays once its $refs are expanded, so one event cannot take 2^40 anyOf checks", () => {
   // Each definition an anyOf of two $refs to the next: 3 KB, but a wrong value at `a` was checked
-  // against every one of the 2^levels leaves (18 levels took 1 s; 40 stalled the process).
+  // against every one of the 2^levels leaves (18 levels took 1 s; 40 stalled the process): about 5 * 2^levels objects and arrays.
   const chain = (levels: number) => {
     const $defs: Record<string, unknown> = { [`d${levels}`]: { type: "string" } };
     for (let i = 0; i < levels; i++) {
@@ -1852,18 +1852,18 @@ Deno.test("compileEventSchema() refuses a schema past 65,536 objects and arrays 
     }
     return { type: "object", properties: { a: { $ref: "#/$defs/d0" } }, $defs };
   };
-  for (const levels of [14, 40]) {
+  for (const levels of [15, 40]) {
     assert.throws(
       () => compileEventSchema(chain(levels)),
       (error: unknown) =>
         error instanceof SchemaCompileError &&
         error.message ===
-          "Cannot compile event schema: it holds more than 65536 objects and arrays once its $refs are expanded (each event value is checked against every anyOf/oneOf member that applies to it)",
+          "Cannot compile event schema: it holds more than 131072 objects and arrays once its $refs are expanded (each event value is checked against every anyOf/oneOf member that applies to it)",
       `${levels} levels`,
     );
   }
-  // 13 levels: 4 * 2^13 + … objects and arrays, within the bound, and validating as before.
-  const taken = compileEventSchema(chain(13));
+  // 14 levels: 5 * 2^14 - 1 objects and arrays, within the bound, and validating as before.
+  const taken = compileEventSchema(chain(14));
   assert.equal(validateEvent({ a: "x" }, taken).ok, true);
   assert.equal(validateEvent({ a: 5 }, taken).ok, false);
   // A definition used below many properties counts each time, a recursive one once.
@@ -1883,4 +1883,53 @@ Deno.test("compileEventSchema() refuses a schema past 65,536 objects and arrays 
     },
   };
   assert.doesNotThrow(() => compileEventSchema(tree));
+});
+
+Deno.test("compileEventSchema() counts a definition's expanded size the same whichever property names it first", () => {
+  // A two-way anyOf chain of `levels` definitions `<prefix>0`…, its last naming `end`.
+  const chain = (prefix: string, levels: number, end: unknown) => {
+    const $defs: Record<string, unknown> = { [`${prefix}${levels}`]: end };
+    for (let i = 0; i < levels; i++) {
+      const next = { $ref: `#/$defs/${prefix}${i + 1}` };
+      $defs[`${prefix}${i}`] = { anyOf: [next, { ...next }] };
+    }
+    return $defs;
+  };
+  // A's size, counted first while B is being expanded (from C8's end), counted B's $ref as 1,
+  // and was kept: reached from `a` first it is about 16,000, and the chain C doubles it 2^8 times.
+  const $defs = {
+    ...chain("D", 12, { type: "string" }),
+    ...chain("C", 8, { $ref: "#/$defs/B" }),
+    A: { type: "object", properties: { d: { $ref: "#/$defs/D0" }, q: { $ref: "#/$defs/B" } } },
+    B: { type: "object", properties: { p: { $ref: "#/$defs/A" } } },
+  };
+  for (const order of [["x", "a"], ["a", "x"]]) {
+    const refs: Record<string, unknown> = { x: { $ref: "#/$defs/C0" }, a: { $ref: "#/$defs/A" } };
+    const properties = Object.fromEntries(order.map((key) => [key, refs[key]]));
+    assert.throws(
+      () => compileEventSchema({ type: "object", properties, $defs }),
+      /holds more than 131072 objects and arrays once its \$refs are expanded/,
+      order.join(", "),
+    );
+  }
+});
+
+Deno.test("compileEventSchema() takes a 700-object definition used under 100 properties (70,000 once expanded)", () => {
+  // Each value is checked against one copy; the bound is set above such a total.
+  const properties: Record<string, unknown> = {};
+  for (let i = 0; i < 349; i++) properties[`f${i}`] = { type: "string", enum: ["a"] };
+  const item = { type: "object", properties };
+  const $defs = { item };
+  const schema = {
+    type: "object",
+    properties: Object.fromEntries(
+      Array.from({ length: 100 }, (_, i) => [`p${i}`, { $ref: "#/$defs/item" }]),
+    ),
+    $defs,
+  };
+  // 1 + 1 + 349 * 2 objects and arrays in the definition.
+  assert.equal(JSON.stringify(item).match(/[{[]/g)!.length, 700);
+  const compiled = compileEventSchema(schema);
+  assert.equal(validateEvent({ p0: { f0: "a" } }, compiled).ok, true);
+  assert.equal(validateEvent({ p99: { f348: "b" } }, compiled).ok, false);
 });
