@@ -593,7 +593,7 @@ function refuseDeepExpansion(root: Record<string, unknown>): void {
  * bound is the total, so it is set well above what a realistic schema holds (a 700-object
  * definition used under 100 properties, 70,000, is taken) and well below the chains that stall:
  * definitions each an `anyOf` of two `$ref`s to the next hold about 5 * 2^levels, so at most 14
- * levels are taken (2^14 leaves for one wrong value, about 60 ms where 18 levels took 1 s).
+ * levels are taken (2^14 leaves for one wrong value, 1/16 of the 2^18 that took 1 s).
  */
 export const MAX_EXPANDED_SCHEMA_SIZE = 131_072;
 
