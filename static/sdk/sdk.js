@@ -995,12 +995,15 @@ export function createTracker(options) {
    * of two tabs of the origin that load at once (a browser restoring its session) one takes what
    * was kept and the other finds it gone: read and removed by each at once, it was sent by both,
    * and events kept without a key counted twice. A tracker closed before the lock is granted takes
-   * nothing (the next one does).
+   * nothing (the next one does), and nor does a page hidden when it is granted (hidden again after
+   * it asked, or loaded hidden: a background tab, a prerender): its hide already went by, so what
+   * it took would wait in the memory of a page that may be frozen or discarded unannounced, lost;
+   * left kept, the page's next show takes it, or the next page.
    */
   function restore() {
     if (!storage()) return;
     underLock(keptLockName(), () => {
-      if (!closing) takeKept();
+      if (!closing && globalThis.document?.visibilityState !== "hidden") takeKept();
     });
   }
 

@@ -2524,6 +2524,97 @@ Deno.test("the SDK takes what an earlier page kept under the Web Lock edgestream
   }
 });
 
+/**
+ * Stands a `document` whose `visibilityState` the test sets in for the browser's (Deno has none);
+ * `show(hidden)` sets it and fires `visibilitychange` as a browser does.
+ */
+function withVisibility(state: "visible" | "hidden") {
+  const document = { visibilityState: state };
+  Object.defineProperty(globalThis, "document", { value: document, configurable: true });
+  return {
+    setVisibility(next: "visible" | "hidden") {
+      document.visibilityState = next;
+      globalThis.dispatchEvent(new Event("visibilitychange"));
+    },
+    restoreDocument: () => delete (globalThis as { document?: unknown }).document,
+  };
+}
+
+Deno.test("a page hidden when the Web Lock is granted (hidden again after it asked, or loaded hidden) takes nothing of what was kept: it stays in localStorage, with what its hide kept, for the page's next show", async () => {
+  const { sent, restore } = recordingFetch([]);
+  const { asked, locks } = locksGrantedByHand();
+  const restoreLocks = withLocks(locks);
+  const { setVisibility, restoreDocument } = withVisibility("visible");
+  // No beacon gets through: the hide keeps what waits in localStorage.
+  Object.assign(navigator, { sendBeacon: () => false });
+  const { stopCapture } = captureWarnings();
+  // An endpoint of this test's own: trackers earlier tests left open hear the same
+  // visibilitychange events, and keep and ask under their own endpoints.
+  const name = "edgestream:https://hidden.example|pk_test|s";
+  const options = { key: "pk_test", endpoint: "https://hidden.example/", flushMs: 60_000 };
+  const ours = () =>
+    Object.keys(localStorage).filter((key) => key.includes("hidden.example")).sort()
+      .map((key) => [key, localStorage.getItem(key)]);
+  const lockName = "edgestream-kept:https://hidden.example|pk_test";
+  let granted = 0;
+  /** Grants this test's lock requests not granted yet; answers how many. */
+  const grantOurs = () => {
+    const waiting = asked.filter((request) => request.name === lockName).slice(granted);
+    granted += waiting.length;
+    for (const request of waiting) request.grant();
+    return waiting.length;
+  };
+  const numbers = () =>
+    sent.filter((request) => String(request.url).includes("hidden.example")).flatMap((request) =>
+      JSON.parse(String(request.init.body)).map((event: { n: number }) => event.n)
+    ).sort();
+  try {
+    localStorage.setItem(name, JSON.stringify([{ n: 1 }, { n: 2 }]));
+    const tracker = createTracker(options);
+    tracker.track("s", { n: 3 });
+    setVisibility("hidden");
+    const keptOnHide = JSON.stringify(ours());
+    assert.match(keptOnHide, /n\\+":3/);
+    // Granted while hidden: taken, it would be sent from a page that may be frozen or discarded.
+    assert.equal(grantOurs(), 1);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.equal(JSON.stringify(ours()), keptOnHide);
+    assert.deepEqual(numbers(), []);
+    setVisibility("visible");
+    assert.equal(grantOurs(), 1);
+    await tracker.flush();
+    assert.deepEqual(numbers(), [1, 2, 3]);
+    assert.deepEqual(ours(), []);
+    await tracker.close();
+    // Loaded hidden (a background tab, a prerender): taken on its first show.
+    setVisibility("hidden");
+    localStorage.setItem(name, JSON.stringify([{ n: 4 }]));
+    const background = createTracker(options);
+    assert.equal(grantOurs(), 1);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.deepEqual(JSON.parse(localStorage.getItem(name)!), [{ n: 4 }]);
+    setVisibility("visible");
+    assert.equal(grantOurs(), 1);
+    await background.flush();
+    assert.deepEqual(numbers(), [1, 2, 3, 4]);
+    assert.deepEqual(ours(), []);
+    await background.close();
+    const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(
+      readme.includes(
+        "A page hidden when the lock is granted (hidden again after it asked, or loaded hidden: a background tab, a prerender) takes nothing either: what it took would wait in the memory of a page that may be frozen or discarded unannounced; it is left kept for the page's next show, or the next page.",
+      ),
+    );
+  } finally {
+    stopCapture();
+    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+    restoreDocument();
+    restoreLocks();
+    restore();
+  }
+});
+
 Deno.test("where the browser refuses Web Locks (an opaque origin's SecurityError), the SDK takes what was kept without the lock", async () => {
   const { sent, restore } = recordingFetch([]);
   const restoreLocks = withLocks({
