@@ -97,5 +97,8 @@ export function sketchQuantiles(
   qs: readonly number[],
   options: QuantileOptions = {},
 ): Array<number | null> {
-  return quantilesOf(bins, () => mappingOf(accuracy).mapping, qs, options);
+  // The clamps only: the walk's other options (its tally) are not part of this API, and a field
+  // of that name on the object a caller passes (a window's state, say) is not honoured.
+  const { min, max } = options;
+  return quantilesOf(bins, () => mappingOf(accuracy).mapping, qs, { min, max });
 }

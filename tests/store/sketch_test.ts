@@ -7,7 +7,13 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { DDSketch } from "@datadog/sketches-js";
-import { addBins, sketchBin, type SketchBins, sketchQuantiles } from "../../src/store/sketch.ts";
+import {
+  addBins,
+  type QuantileOptions,
+  sketchBin,
+  type SketchBins,
+  sketchQuantiles,
+} from "../../src/store/sketch.ts";
 import { quantilesOf } from "../../src/store/_sketch_quantiles.ts";
 import { denseQuantiles } from "./_dense_quantiles.ts";
 
@@ -307,4 +313,16 @@ Deno.test("sketchQuantiles() looks at the occupied buckets only, not every key b
   assert.deepEqual(estimates, denseQuantiles(bins, 0.001, qs));
   assert.ok(relativeError(estimates[0]!, -Number.MAX_SAFE_INTEGER) <= 0.001);
   assert.ok(relativeError(estimates.at(-1)!, Number.MAX_SAFE_INTEGER) <= 0.001);
+});
+
+Deno.test("sketchQuantiles() hands the walk only its clamps: a stray tally field on the options is not honoured", () => {
+  const bins = binsOf([1, 2, 3, 100], 0.01);
+  const tally = { slotsRead: 0 };
+  const options = { min: 2, max: 50, tally } as QuantileOptions;
+  assert.deepEqual(
+    sketchQuantiles(bins, 0.01, [0, 1], options),
+    sketchQuantiles(bins, 0.01, [0, 1], { min: 2, max: 50 }),
+  );
+  assert.deepEqual(sketchQuantiles(bins, 0.01, [0, 1], options), [2, 50]);
+  assert.equal(tally.slotsRead, 0);
 });
