@@ -996,6 +996,21 @@ Deno.test("a path served but for its trailing slash is 404 naming the path witho
   }
 });
 
+Deno.test("a 404's trailing-slash hint takes time linear in the path: a long run of slashes ended by another character and a slash does not hold the event loop", async () => {
+  const { app } = await testApp();
+  // A path Deno.serve takes (about 60,000 characters). Trimmed by `/\/+$/`, its 60,000 slashes
+  // before the `x` made some 1.8e9 backtracking steps: seconds of a blocked event loop for one
+  // request, no key needed. A security bound, not a speed target: linear work takes about a
+  // millisecond here, so a second is far from flaky.
+  const path = `/${"/".repeat(60_000)}x/`;
+  const started = performance.now();
+  const res = await app.request(path);
+  const elapsed = performance.now() - started;
+  assert.equal(res.status, 404);
+  assert.equal((await res.json()).error.code, "not_found");
+  assert.ok(elapsed < 1_000, `${Math.round(elapsed)} ms for one 404`);
+});
+
 Deno.test("a route or page asked with a method it does not take is 405 with Allow", async () => {
   const { app } = await testApp();
   for (
