@@ -607,8 +607,9 @@ export const MAX_EXPANDED_SCHEMA_SIZE = 131_072;
  * A definition's size is kept only when its expansion met no definition being expanded but itself:
  * one met through a `$ref` back to an outer definition counts that `$ref` 1, smaller than where it
  * is expanded from elsewhere, and kept it made the verdict depend on the order of properties. Work
- * stays bounded: each definition expanded adds its size to the total, and the walk stops past the
- * bound. The `$ref` chain is at most 128 levels deep (checked before).
+ * stays bounded, though not by the bound itself: each expansion stops once its own sum passes the
+ * bound, and its caller then stops too, so the walk does at most about the bound times the `$ref`
+ * chain's depth, at most 128 levels (checked before).
  */
 function refuseLargeExpansion(root: Record<string, unknown>): void {
   const sizes = new Map<string, number>();
