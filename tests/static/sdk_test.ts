@@ -130,6 +130,54 @@ const LOCKS_GRANTED_AT_ONCE: FakeLocks = {
   request: (_name, callback) => Promise.resolve(callback()),
 };
 
+/** Where the fixture's page keeps the batches of stream `s` with their keys. */
+const KEYED = "edgestream-keyed:https://e.example|pk_test|s";
+
+/**
+ * The page the tests of keeping and sending again stand up: `fetch` recording what is sent and
+ * answering `answers` in turn (or `fetchFailures` sends failing unanswered, `TypeError`s), with
+ * localStorage cleared; `navigator.sendBeacon` refusing (`beacon: "refused"`) or taking and
+ * recording each URL in `beacons` (`"recorded"`); console warnings captured; and `navigator.locks`
+ * set to `locks` when the key is given (`undefined` too: no Web Locks). `options` are a tracker's
+ * on it that tries each batch once, with `idempotencyTtlMs` when given. `dispose()` undoes it all.
+ */
+function pageFixture(setup: {
+  answers?: Array<Response | Error | Promise<Response>>;
+  fetchFailures?: number;
+  beacon?: "refused" | "recorded";
+  locks?: unknown;
+  idempotencyTtlMs?: number;
+}) {
+  const answers = setup.answers ??
+    Array.from({ length: setup.fetchFailures ?? 0 }, () => new TypeError("Failed to fetch"));
+  const { sent, restore } = recordingFetch(answers);
+  const beacons: string[] = [];
+  if (setup.beacon === "refused") Object.assign(navigator, { sendBeacon: () => false });
+  if (setup.beacon === "recorded") {
+    Object.assign(navigator, { sendBeacon: (url: string) => beacons.push(url) > 0 });
+  }
+  const { warnings, stopCapture } = captureWarnings();
+  const restoreLocks = "locks" in setup ? withLocks(setup.locks) : () => {};
+  const options = {
+    key: "pk_test",
+    endpoint: "https://e.example",
+    maxRetries: 0,
+    ...(setup.idempotencyTtlMs === undefined ? {} : { idempotencyTtlMs: setup.idempotencyTtlMs }),
+  };
+  return {
+    sent,
+    beacons,
+    warnings,
+    options,
+    dispose() {
+      restoreLocks();
+      stopCapture();
+      if (setup.beacon) delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+      restore();
+    },
+  };
+}
+
 /** The fake clock's time at each call of `fetch` (the recording one, which it wraps). */
 function fetchTimes(clock: { now: number }): number[] {
   const times: number[] = [];
@@ -2185,10 +2233,9 @@ Deno.test("a batch in flight without keepalive when the page goes is retried by 
   for (const scenario of scenarios) {
     let fail!: (error: Error) => void;
     const answer = new Promise<Response>((_, reject) => fail = reject);
-    const { sent, restore } = recordingFetch([answer]);
     // Beacons refused (the browser's budget spent, say): what the page leaves is kept.
-    Object.assign(navigator, { sendBeacon: () => false });
-    const { warnings, stopCapture } = captureWarnings();
+    const page = pageFixture({ answers: [answer], beacon: "refused" });
+    const { sent, warnings } = page;
     try {
       const count = scenario === "too many to keep" ? 1_500 : 100;
       const pad = "x".repeat(scenario === "too many to keep" ? 40 : 700);
@@ -2249,30 +2296,22 @@ Deno.test("a batch in flight without keepalive when the page goes is retried by 
       assert.equal(tracker.dropped, 0, scenario);
       await tracker.close();
     } finally {
-      stopCapture();
-      delete (navigator as { sendBeacon?: unknown }).sendBeacon;
-      restore();
+      page.dispose();
     }
   }
 });
 
 Deno.test("a batch kept after its beacon keeps the expiry of its key's first try on every page that sends it again, and goes no more past it: not counted twice once the server forgot the key", async () => {
-  const { sent, restore } = recordingFetch(
-    Array.from({ length: 20 }, () => new TypeError("Failed to fetch")),
-  );
-  const beacons: string[] = [];
-  Object.assign(navigator, { sendBeacon: (url: string) => beacons.push(url) > 0 });
-  const { warnings, stopCapture } = captureWarnings();
-  // Each page takes what was kept when made, as it flushes.
-  const restoreLocks = withLocks(LOCKS_GRANTED_AT_ONCE);
-  const name = "edgestream-keyed:https://e.example|pk_test|s";
-  // Kept for 300 ms from the first try: the key's 600 ms less half of it.
-  const options = {
-    key: "pk_test",
-    endpoint: "https://e.example",
-    maxRetries: 0,
+  // Each page takes what was kept when made, as it flushes. Kept for 300 ms from the first try:
+  // the key's 600 ms less half of it.
+  const page = pageFixture({
+    fetchFailures: 20,
+    beacon: "recorded",
+    locks: LOCKS_GRANTED_AT_ONCE,
     idempotencyTtlMs: 600,
-  };
+  });
+  const { sent, beacons, warnings, options } = page;
+  const name = KEYED;
   try {
     const first = createTracker(options);
     first.track("s", { n: 1 });
@@ -2317,26 +2356,13 @@ Deno.test("a batch kept after its beacon keeps the expiry of its key's first try
     );
     await third.close();
   } finally {
-    restoreLocks();
-    stopCapture();
-    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
-    restore();
+    page.dispose();
   }
 });
 
 Deno.test("a batch held past its key's expiry is neither sent again by a flush nor beaconed or kept as the page goes", async () => {
-  const { sent, restore } = recordingFetch(
-    Array.from({ length: 20 }, () => new TypeError("Failed to fetch")),
-  );
-  const beacons: string[] = [];
-  Object.assign(navigator, { sendBeacon: (url: string) => beacons.push(url) > 0 });
-  const { warnings, stopCapture } = captureWarnings();
-  const options = {
-    key: "pk_test",
-    endpoint: "https://e.example",
-    maxRetries: 0,
-    idempotencyTtlMs: 400,
-  };
+  const page = pageFixture({ fetchFailures: 20, beacon: "recorded", idempotencyTtlMs: 400 });
+  const { sent, beacons, warnings, options } = page;
   try {
     const tracker = createTracker(options);
     tracker.track("s", { n: 1 });
@@ -2366,34 +2392,28 @@ Deno.test("a batch held past its key's expiry is neither sent again by a flush n
     );
     await tracker.close();
   } finally {
-    stopCapture();
-    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
-    restore();
+    page.dispose();
   }
 });
 
 Deno.test("a full localStorage drops the copies of batches a beacon took too before the batches kept only there, and a copy not kept warns that its events went by beacon", async () => {
-  const { sent, restore } = recordingFetch([
-    new Response(null, { status: 503 }),
-    new Response(null, { status: 202 }),
-    new TypeError("Failed to fetch"),
-    new Response(null, { status: 503 }),
-    new Response(null, { status: 202 }),
-    new TypeError("Failed to fetch"),
-  ]);
-  const beacons: string[] = [];
-  Object.assign(navigator, { sendBeacon: (url: string) => beacons.push(url) > 0 });
-  const { warnings, stopCapture } = captureWarnings();
-  const name = "edgestream-keyed:https://e.example|pk_test|s";
+  const page = pageFixture({
+    answers: [
+      new Response(null, { status: 503 }),
+      new Response(null, { status: 202 }),
+      new TypeError("Failed to fetch"),
+      new Response(null, { status: 503 }),
+      new Response(null, { status: 202 }),
+      new TypeError("Failed to fetch"),
+    ],
+    beacon: "recorded",
+  });
+  const { sent, beacons, warnings } = page;
+  const name = KEYED;
   const events = (from: number, count: number) =>
     Array.from({ length: count }, (_, i) => ({ n: from + i }));
   try {
-    const tracker = createTracker({
-      key: "pk_test",
-      endpoint: "https://e.example",
-      maxRetries: 0,
-      maxBatch: 1000,
-    });
+    const tracker = createTracker({ ...page.options, maxBatch: 1000 });
     // 600 events answered 503: kept only in localStorage as the page is hidden.
     for (const event of events(0, 600)) tracker.track("s", event);
     await tracker.flush();
@@ -2444,9 +2464,7 @@ Deno.test("a full localStorage drops the copies of batches a beacon took too bef
     assert.equal(tracker.dropped, 0);
     await tracker.close();
   } finally {
-    stopCapture();
-    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
-    restore();
+    page.dispose();
   }
 });
 
@@ -2541,13 +2559,11 @@ function withVisibility(state: "visible" | "hidden") {
 }
 
 Deno.test("a page hidden when the Web Lock is granted (hidden again after it asked, or loaded hidden) takes nothing of what was kept: it stays in localStorage, with what its hide kept, for the page's next show", async () => {
-  const { sent, restore } = recordingFetch([]);
   const { asked, locks } = locksGrantedByHand();
-  const restoreLocks = withLocks(locks);
-  const { setVisibility, restoreDocument } = withVisibility("visible");
   // No beacon gets through: the hide keeps what waits in localStorage.
-  Object.assign(navigator, { sendBeacon: () => false });
-  const { stopCapture } = captureWarnings();
+  const page = pageFixture({ answers: [], beacon: "refused", locks });
+  const { sent } = page;
+  const { setVisibility, restoreDocument } = withVisibility("visible");
   // An endpoint of this test's own: trackers earlier tests left open hear the same
   // visibilitychange events, and keep and ask under their own endpoints.
   const name = "edgestream:https://hidden.example|pk_test|s";
@@ -2607,11 +2623,8 @@ Deno.test("a page hidden when the Web Lock is granted (hidden again after it ask
       ),
     );
   } finally {
-    stopCapture();
-    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
     restoreDocument();
-    restoreLocks();
-    restore();
+    page.dispose();
   }
 });
 
@@ -2635,9 +2648,8 @@ Deno.test("where the browser refuses Web Locks (an opaque origin's SecurityError
 });
 
 Deno.test("a kept entry that is not JSON the SDK can read is dropped, not counted in dropped", async () => {
-  const { sent, restore } = recordingFetch([]);
-  const { warnings, stopCapture } = captureWarnings();
-  const restoreLocks = withLocks(LOCKS_GRANTED_AT_ONCE);
+  const page = pageFixture({ answers: [], locks: LOCKS_GRANTED_AT_ONCE });
+  const { sent, warnings } = page;
   try {
     localStorage.setItem("edgestream:https://e.example|pk_test|s", "[{");
     localStorage.setItem("edgestream-keyed:https://e.example|pk_test|s", "{}");
@@ -2656,26 +2668,18 @@ Deno.test("a kept entry that is not JSON the SDK can read is dropped, not counte
       ),
     );
   } finally {
-    restoreLocks();
-    stopCapture();
-    restore();
+    page.dispose();
   }
 });
 
 Deno.test("in a browser without Web Locks, two tabs loading at once that both send a kept batch and both keep it again as they go keep one copy under its key, with the earlier expiry: the next page sends it once", async () => {
-  const { sent, restore } = recordingFetch(
-    Array.from({ length: 10 }, () => new TypeError("Failed to fetch")),
-  );
   // Without Web Locks, each tab takes what was kept when made: both may read it before either
-  // took it out.
-  const restoreLocks = withLocks(undefined);
-  // No beacon gets through: both tabs keep the batch whole with its key.
-  Object.assign(navigator, { sendBeacon: () => false });
-  const { stopCapture } = captureWarnings();
-  const name = "edgestream-keyed:https://e.example|pk_test|s";
+  // took it out. No beacon gets through: both tabs keep the batch whole with its key.
+  const page = pageFixture({ fetchFailures: 10, beacon: "refused", locks: undefined });
+  const { sent, options } = page;
+  const name = KEYED;
   const expiresAt = Date.now() + 3_600_000;
   const batch = { idempotencyKey: "k-1", events: [{ n: 1 }], expiresAt };
-  const options = { key: "pk_test", endpoint: "https://e.example", maxRetries: 0 };
   try {
     localStorage.setItem(name, JSON.stringify([batch]));
     const first = createTracker(options);
@@ -2706,29 +2710,21 @@ Deno.test("in a browser without Web Locks, two tabs loading at once that both se
       ),
     );
   } finally {
-    restoreLocks();
-    stopCapture();
-    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
-    restore();
+    page.dispose();
   }
 });
 
 Deno.test("a batch an older release kept with its key but no expiry is sent under its key with the expiry of its first try on this page, which every later page keeps: its margin starts again once, not on every page", async () => {
-  const { sent, restore } = recordingFetch(
-    Array.from({ length: 10 }, () => new TypeError("Failed to fetch")),
-  );
-  Object.assign(navigator, { sendBeacon: () => false });
-  const { warnings, stopCapture } = captureWarnings();
-  // Each page takes what was kept when made, as it flushes.
-  const restoreLocks = withLocks(LOCKS_GRANTED_AT_ONCE);
-  const name = "edgestream-keyed:https://e.example|pk_test|s";
-  // Kept for 300 ms from a first try: the key's 600 ms less half of it.
-  const options = {
-    key: "pk_test",
-    endpoint: "https://e.example",
-    maxRetries: 0,
+  // Each page takes what was kept when made, as it flushes. Kept for 300 ms from a first try:
+  // the key's 600 ms less half of it.
+  const page = pageFixture({
+    fetchFailures: 10,
+    beacon: "refused",
+    locks: LOCKS_GRANTED_AT_ONCE,
     idempotencyTtlMs: 600,
-  };
+  });
+  const { sent, warnings, options } = page;
+  const name = KEYED;
   try {
     localStorage.setItem(name, JSON.stringify([{ idempotencyKey: "k-old", events: [{ n: 1 }] }]));
     const first = createTracker(options);
@@ -2762,9 +2758,6 @@ Deno.test("a batch an older release kept with its key but no expiry is sent unde
       ),
     );
   } finally {
-    restoreLocks();
-    stopCapture();
-    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
-    restore();
+    page.dispose();
   }
 });
