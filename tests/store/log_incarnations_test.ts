@@ -42,7 +42,11 @@ async function continuesAfterEarlierIncarnations(store: Store, behind: Behind) {
     entries[1].id,
   ]);
   // Each log's position is its own: one that never logged has none.
-  assert.deepEqual(await store.logPosition("s#2"), { lastId: "0-0", trimmedThrough: "0-0" });
+  assert.deepEqual(await store.logPosition("s#2"), {
+    lastId: "0-0",
+    trimmedThrough: "0-0",
+    firstId: null,
+  });
   assert.equal((await store.logPosition("s#3")).lastId, entries[1].id);
   assert.equal((await store.logPosition("s#1")).lastId, old);
   // Generation 0 (a config stream's, or one stored before generations) and the API stream after.
