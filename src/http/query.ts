@@ -13,7 +13,7 @@ import type { RouteConfig } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
 import { matchedRoutes } from "hono/route";
 import { quoteInput } from "../telemetry/logging.ts";
-import { editDistance, nearestName } from "../validate/mod.ts";
+import { editDistance, meantKey } from "../validate/mod.ts";
 import { ApiError } from "./errors.ts";
 
 /** The first query parameter of `url` given more than once, other than a `group.<field>` filter. */
@@ -168,7 +168,8 @@ function untakenHint(name: string, taken: readonly string[], groupFilters: boole
 
 /**
  * The taken name a misspelled `name` is near (compared in lower case), if one alone is: fewest
- * edits, and fewer than half its length (`limt`, `curser`; not `x` for `q`), or `group.<field>`
+ * edits, and fewer than half its length (`limt`, `curser`; not `x` for `q`; `meantKey`, as a
+ * misspelled body or definition key), or `group.<field>`
  * for a name whose part before its first dot is a couple of edits from `group` (`grp.country`).
  */
 function nearTaken(
@@ -181,9 +182,7 @@ function nearTaken(
   if (groupFilters && dot > 0 && editDistance(lower.slice(0, dot), "group") <= 2) {
     return `group${name.slice(dot)}`;
   }
-  // Fewer edits than half its length: `edits * 2 < length`.
-  const within = (one: string) => Math.ceil(one.length / 2) - 1;
-  return nearestName(name, taken, { ignoreCase: true, within, unique: true })?.name;
+  return meantKey(name, taken);
 }
 
 /** Throws 400 `invalid_query` when `url` repeats a query parameter. */
