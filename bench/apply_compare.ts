@@ -5,9 +5,10 @@
  *
  * - interleaved (always): both trees' stores apply to one redis-server, each under its own key
  *   prefix, their calls alternating (which goes first swaps every call), so both see the same
- *   load and caches; each call's µs comes from `SLOWLOG` (every `EVALSHA` logged). redis-server
- *   runs alone on the last allowed CPU and this process on the others (`taskset`), as in
- *   `redis_work.ts`. Per round, the median and the mean of each tree.
+ *   load and caches; each call's µs comes from `SLOWLOG` (every `EVALSHA` logged, and a round
+ *   that did not find all of them stops the run). redis-server runs alone on the last allowed CPU
+ *   and this process on the others (`taskset`), as in `redis_work.ts`. Per round, the median and
+ *   the mean of each tree.
  * - `--gaps 0,1000,3000`: the interleaved rounds again with this process idle (spinning, on its own
  *   CPUs) for that many µs before each call, so redis-server waits between calls as it does behind
  *   the HTTP server and the bridge (`redis_work.ts`, ~1 ms a request). The same calls (the same
@@ -78,6 +79,8 @@ const ROUNDS = Number(flags.rounds);
 const BATCH = Number(flags.batch);
 // µs this process idles before each call, per set of rounds (see --gaps above).
 const GAPS = (flags.gaps ?? "0").split(",").map(Number);
+// SLOWLOG entries an apply may make (the EVALSHA and each command its script runs); see interleaved().
+const SLOWLOG_ENTRIES_PER_CALL = 64;
 // The first of three ports to run redis-servers on (see --port above); 0: free or random ones.
 const PORT = Number(flags.port ?? 0);
 const baseModule = pathToFileURL(resolve(flags.base, "src/store/redis/store.ts")).href;
@@ -223,7 +226,15 @@ async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
         await pin(Deno.pid, cpus.slice(0, -1).join(","));
     }
     await client.sendCommand(["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
-    await client.sendCommand(["CONFIG", "SET", "slowlog-max-len", String(2 * CALLS + 100)]);
+    // Redis 7 logs each command a script runs as well as the EVALSHA (about a dozen entries an
+    // apply here): room for many more than the calls' own, or the log keeps only the last few
+    // hundred calls (it did, before, up to 16:07 on 2026-12-07: ~95 of 1,500 a side).
+    await client.sendCommand([
+      "CONFIG",
+      "SET",
+      "slowlog-max-len",
+      String(2 * CALLS * SLOWLOG_ENTRIES_PER_CALL + 100),
+    ]);
     const stores = [await storeOf("base", client, "base"), await storeOf("tree", client, "tree")];
     const events = eventMaker(false);
     for (let i = 0; i < 50; i++) {
@@ -258,6 +269,15 @@ async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
           mean: values.reduce((a, b) => a + b, 0) / values.length,
           calls: values.length,
         });
+        for (const which of ["base", "tree"] as const) {
+          if (usec[which].length !== CALLS) {
+            const held = usec[which].length;
+            throw new Error(
+              `SLOWLOG held ${held} of ${which}'s ${CALLS} EVALSHA calls: an apply logged more ` +
+                `than ${SLOWLOG_ENTRIES_PER_CALL} entries? Raise SLOWLOG_ENTRIES_PER_CALL`,
+            );
+          }
+        }
         rounds.push({ gapUs, base: summary(usec.base), tree: summary(usec.tree) });
       }
     }
