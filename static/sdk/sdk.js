@@ -884,15 +884,17 @@ export function createTracker(options) {
       if (idempotencyKey && events.length <= MAX_STORED_EVENTS) {
         const batch = { idempotencyKey, events };
         // Kept already under its key (two tabs that loaded at once both sent what a page kept, and
-        // both keep it again): one copy, with the earlier expiry, a beacon's if either was.
+        // both keep it again): one copy, with the earlier expiry, a beacon's if either was, in the
+        // first copy's place (the oldest is dropped first: the batch is no newer for the copy).
         const index = keyed.findIndex((other) => other?.idempotencyKey === idempotencyKey);
-        const [other] = index === -1 ? [] : keyed.splice(index, 1);
+        const other = index === -1 ? undefined : keyed[index];
         if (typeof other?.expiresAt === "number" && !(other.expiresAt >= expiresAt)) {
           expiresAt = other.expiresAt;
         }
         if (expiresAt !== undefined) batch.expiresAt = expiresAt;
         if (beaconed || other?.beaconed) batch.beaconed = true;
-        keyed.push(batch);
+        if (index === -1) keyed.push(batch);
+        else keyed[index] = batch;
       } else plain.push(...events);
       let count = plain.length;
       for (const batch of keyed) count += batch.events.length;

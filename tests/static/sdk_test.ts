@@ -2714,6 +2714,36 @@ Deno.test("in a browser without Web Locks, two tabs loading at once that both se
   }
 });
 
+Deno.test("a batch kept again under a key already kept stays in the first copy's place: the oldest is still dropped first to make room", async () => {
+  // Without Web Locks both tabs take the kept batch k-1 and keep it again as they go; between
+  // the two, another page kept k-2 (1,000 events, the most a stream keeps), after k-1.
+  const page = pageFixture({ fetchFailures: 10, beacon: "refused", locks: undefined });
+  const { options } = page;
+  const name = KEYED;
+  const expiresAt = Date.now() + 3_600_000;
+  const older = { idempotencyKey: "k-1", events: [{ n: 1 }], expiresAt };
+  const newer = {
+    idempotencyKey: "k-2",
+    events: Array.from({ length: 1000 }, (_, n) => ({ n })),
+    expiresAt,
+  };
+  try {
+    localStorage.setItem(name, JSON.stringify([older]));
+    const first = createTracker(options);
+    localStorage.setItem(name, JSON.stringify([older]));
+    const second = createTracker(options);
+    await Promise.all([first.flush(), second.flush()]);
+    await first.close();
+    assert.deepEqual(JSON.parse(localStorage.getItem(name)!), [older]);
+    localStorage.setItem(name, JSON.stringify([older, newer]));
+    await second.close();
+    // 1,001 events: k-1, kept first, goes. Before, k-1 kept again moved after k-2, which went.
+    assert.deepEqual(JSON.parse(localStorage.getItem(name)!), [newer]);
+  } finally {
+    page.dispose();
+  }
+});
+
 Deno.test("a batch an older release kept with its key but no expiry is sent under its key with the expiry of its first try on this page, which every later page keeps: its margin starts again once, not on every page", async () => {
   // Each page takes what was kept when made, as it flushes. Kept for 300 ms from a first try:
   // the key's 600 ms less half of it.
