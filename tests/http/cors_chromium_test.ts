@@ -244,10 +244,10 @@ async function resumableSetup() {
 }
 
 /**
- * Runs `body` with a {@linkcode resumableSetup} server and a page on the origin its key lists,
- * closing both afterwards.
+ * Runs `body` with a {@linkcode resumableSetup} server and a page on the origin its key lists
+ * (`"listed"`, the default) or on one it does not (`"other"`), closing both afterwards.
  */
-async function onListedPage(
+async function onPage(
   browser: Browser,
   body: (s: Awaited<ReturnType<typeof resumableSetup>>, page: Page) => Promise<void>,
   origin: "listed" | "other" = "listed",
@@ -277,7 +277,7 @@ async function pageValue<T>(page: Page, expression: string, ok: (value: T) => bo
 browserTest(
   "/sdk.js subscribe() on a page of the key's origin follows results, and after a cut connection and a 503 resumes where it was, missing none and repeating none",
   (browser) =>
-    onListedPage(browser, async (s, page) => {
+    onPage(browser, async (s, page) => {
       await page.evaluate(`(async () => {
       const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
       globalThis.got = [];
@@ -326,7 +326,7 @@ browserTest(
 browserTest(
   "/sdk.js subscribe() with a key the server refuses tells onError once and stops",
   (browser) =>
-    onListedPage(browser, async (s, page) => {
+    onPage(browser, async (s, page) => {
       await page.evaluate(`(async () => {
       const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
       globalThis.errors = [];
@@ -347,7 +347,7 @@ browserTest(
 browserTest(
   "/sdk.js subscribe() on a page of an origin its key does not list stops at the 403 origin_not_allowed with one warning, instead of reconnecting for good on a TypeError",
   (browser) =>
-    onListedPage(browser, async (s, page) => {
+    onPage(browser, async (s, page) => {
       const warnings: string[] = [];
       page.on("console", (message) => {
         if (message.type() === "warning") warnings.push(message.text());
@@ -384,7 +384,7 @@ browserTest(
 browserTest(
   "/sdk.js subscribe() whose onMessage throws closes each connection before it opens the next, backing off",
   (browser) =>
-    onListedPage(browser, async (s, page) => {
+    onPage(browser, async (s, page) => {
       await page.evaluate(`(async () => {
       const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
       globalThis.live = subscribe("orders", {
