@@ -1249,10 +1249,13 @@ const requestScenarios: Record<string, Scenario> = {
     assert.equal((await at(T0 + 70_000, ["a"])).requests[0].status, "applied");
     // 60 s behind: the two tokens left are still there.
     assert.equal((await at(T0 + 10_000, ["b", "c"])).requests[0].status, "applied");
+    // An update 60 s ahead is further than the bucket's 3 s refill from empty: a clock gone wrong,
+    // so the bucket refills from this clock's time on (kept, it stayed empty 61 s).
     const empty = await at(T0 + 10_000, ["d"]);
     assert.deepEqual(empty.requests, [
       { status: "rate_limited", retryAfterMs: 1_000, claim: 0, remaining: 0 },
     ]);
+    assert.equal((await at(T0 + 11_000, ["e"])).requests[0].status, "applied");
   },
 
   async "applyBatch() gives no tokens for a clock behind a bucket's last update: it keeps that update"(
