@@ -1,6 +1,7 @@
 /**
  * A token bucket's refill time across instances whose clocks differ, for the memory store's
- * rate limits and webhook delivery buckets (the Redis scripts write the same rule in Lua).
+ * rate limits and webhook delivery buckets (the Redis scripts write the same rule in Lua, once:
+ * `LUA_REFILL_FROM` of `src/store/redis/_lua_common.ts`).
  *
  * @module
  */

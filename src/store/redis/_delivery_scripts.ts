@@ -46,7 +46,7 @@
  * is no positive number no limit, a `next` of NaN now.
  */
 
-import { LUA_BYTES_BEFORE, LUA_COMMON, LUA_READ_KEY } from "./_lua_common.ts";
+import { LUA_BYTES_BEFORE, LUA_COMMON, LUA_READ_KEY, LUA_REFILL_FROM } from "./_lua_common.ts";
 
 /** The shared prelude and the helpers of the delivery store's scripts. */
 const COMMON = LUA_COMMON + LUA_READ_KEY + `
@@ -257,7 +257,8 @@ local function createDeliveries(fresh, touched, now, retention)
   end
   return #fresh
 end
--- What claimDue does at endpoint ep, read with every key it writes checked: at most most claims.
+-- refillFrom(now, updated, window): where a rate bucket refills from (LUA_REFILL_FROM).
+${LUA_REFILL_FROM}-- What claimDue does at endpoint ep, read with every key it writes checked: at most most claims.
 -- Returns { ep, cfg (false: gone), st, due (of a disabled endpoint: [id, exists]), entries ([id,
 -- {hash}] to claim, {} for a hash gone), available, rate, tokens, claimed }; with onlyCheck, of the
 -- deliveries only how many it would claim (no hash read whole).
@@ -292,10 +293,10 @@ local function planEndpoint(ep, now, most, concurrency, onlyCheck)
     -- ahead) refills nothing and takes nothing away; it goes on refilling from that update when
     -- it is ahead by at most the time the bucket takes to refill from empty, else from now (a
     -- clock gone wrong): moved back to now, the clock ahead refilled the time between the two
-    -- clocks again at its next claim (the memory store's refillFrom).
+    -- clocks again at its next claim (refillFrom).
     if finite(tk) and finite(ts) and tk >= 0 then
       tokens = math.min(burst, tk + math.max(0, now - ts) * rate / 1000)
-      if ts > now and ts - now <= burst * 1000 / rate then from = ts end
+      from = refillFrom(now, ts, burst * 1000 / rate)
     end
     available = math.min(available, math.floor(tokens))
   end

@@ -39,6 +39,20 @@ end
 `;
 
 /**
+ * Lua `refillFrom(now, updated, window)`: the time a token bucket updated at `updated` refills from
+ * after an update at `now`, `updated` when it is ahead of `now` by at most `window` (the time the
+ * bucket takes to refill from empty), else `now`. The rule of the memory store's `refillFrom`
+ * (`src/store/memory/_refill_from.ts` says why), for the rate-limit buckets of `_scripts.ts` and
+ * the endpoint buckets of `_delivery_scripts.ts`.
+ */
+export const LUA_REFILL_FROM = `
+local function refillFrom(now, updated, window)
+  if updated > now and updated - now <= window then return updated end
+  return now
+end
+`;
+
+/**
  * Lua `readKey(expected, command, key, ...)` (after {@linkcode LUA_COMMON}, whose refuseKey it
  * calls): a read that names a key of the wrong type. For the scripts that need it (each helper is
  * a closure made on every call of a script that holds it).

@@ -57,6 +57,7 @@ import {
   LUA_BYTES_BEFORE,
   LUA_COMMON,
   LUA_READ_KEY,
+  LUA_REFILL_FROM,
   luaRaiseClosedThrough,
   luaStatsTime,
   luaString,
@@ -642,7 +643,7 @@ end
  * (0-based), whole tokens left]` rate limited,
  * `[4]` its key earlier in the batch.
  */
-export const APPLY_SCRIPT = PRELUDE + LOG_NAMES + `
+export const APPLY_SCRIPT = PRELUDE + LOG_NAMES + LUA_REFILL_FROM + `
 -- The same call sent again (its token seen): the first one's reply, nothing applied again.
 local callKey, first = callReply(${arg("tk")})
 if first then return first end
@@ -904,11 +905,11 @@ if requests then
         -- Refilled for the time since its update, none when that is "later" than now (written by
         -- an instance whose clock is ahead): a clock behind never takes tokens away.
         -- It refills next from that update when it is ahead of now by at most the bucket's window,
-        -- else from now (the memory store's refillFrom says why).
+        -- else from now (refillFrom, LUA_REFILL_FROM).
         local from = now
         if bucket.t then
           tokens = math.min(limit, bucket.t + perMs * math.max(0, now - bucket.u))
-          if bucket.u > now and bucket.u - now <= window then from = bucket.u end
+          from = refillFrom(now, bucket.u, window)
         end
         levels[c] = { tokens = tokens, perMs = perMs, bucket = bucket, from = from }
         local wait = (cost - tokens) / perMs + (from - now)
