@@ -703,6 +703,8 @@ export class LiveHub {
    * the newest entry the log ever had; `neverHad` says why `id`, between what was trimmed and the
    * oldest entry held, was never this log's (a log deleted since had it). A store that cannot tell
    * what it trimmed is judged by its oldest entry: one after `id` may follow trimmed ones.
+   * `neverHad` shows only when the store reports the exact trimmed id (the memory store, or Redis
+   * with nothing trimmed); on a trimmed Redis log an id of a deleted log is refused as `trimmed`.
    */
   async #lostAfter(
     stream: string,
