@@ -1378,34 +1378,41 @@ function listProblems(lines: readonly string[]): string {
 }
 
 /**
- * `configSchema.safeParse(raw)`. zod hands a record's issues up as the arguments of one call
- * (`push(...issues)`): a stream of some 200,000 bad counters (a 15 MB file) overflowed the stack,
- * and startup ended with a stack trace instead of its one line. Such a stream has more counters
- * than a stream may, which is what is said then.
+ * A line for each stream of `raw` (a config not yet parsed) that has more counters than a stream
+ * may, read before zod checks them: a stream of bad counters would otherwise get the first of its
+ * problems listed, one a counter, and at some 200,000 of them (a 15 MB file) zod ran out of stack
+ * (it hands a record's issues up as the arguments of one call, `push(...issues)`).
+ */
+function tooManyCountersLines(raw: unknown): string[] {
+  const streams = typeof raw === "object" && raw !== null
+    ? (raw as { streams?: unknown }).streams
+    : undefined;
+  if (typeof streams !== "object" || streams === null || Array.isArray(streams)) return [];
+  return Object.entries(streams).flatMap(([name, definition]) => {
+    const counters = typeof definition === "object" && definition !== null
+      ? (definition as { counters?: unknown }).counters
+      : undefined;
+    const count = typeof counters === "object" && counters !== null && !Array.isArray(counters)
+      ? Object.keys(counters).length
+      : 0;
+    return count > MAX_COUNTERS_PER_STREAM
+      ? [`${formatPath(["streams", name, "counters"])}: ${tooManyCounters(count)}`]
+      : [];
+  });
+}
+
+/**
+ * `configSchema.safeParse(raw)`. Too many counters in a stream are refused before this
+ * ({@linkcode tooManyCountersLines}); should zod still run out of stack on what is left (so many
+ * bad entries elsewhere), that is said on one line, not as a stack trace.
  */
 function parseConfig(raw: unknown): ReturnType<typeof configSchema.safeParse> {
   try {
     return configSchema.safeParse(raw);
   } catch (error) {
     if (!(error instanceof RangeError)) throw error;
-    const streams = (raw as { streams?: unknown }).streams;
-    const lines = typeof streams === "object" && streams !== null
-      ? Object.entries(streams).flatMap(([name, definition]) => {
-        const counters = (definition as { counters?: unknown } | null)?.counters;
-        const count = typeof counters === "object" && counters !== null
-          ? Object.keys(counters).length
-          : 0;
-        return count > MAX_COUNTERS_PER_STREAM
-          ? [`${formatPath(["streams", name, "counters"])}: ${tooManyCounters(count)}`]
-          : [];
-      })
-      : [];
     throw new ConfigError(
-      `Invalid config: ${
-        lines.length > 0
-          ? listProblems(lines)
-          : "(root): too many problems to check at once (checking them ran out of stack)"
-      }`,
+      "Invalid config: (root): too many problems to check at once (checking them ran out of stack)",
       { cause: error },
     );
   }
@@ -1446,6 +1453,8 @@ export function compileConfig(
     const lines = protoKeys.map((path) => `${path}: Key '__proto__' is not allowed`);
     throw new ConfigError(`Invalid config: ${listProblems(lines)}`);
   }
+  const crowded = tooManyCountersLines(raw);
+  if (crowded.length > 0) throw new ConfigError(`Invalid config: ${listProblems(crowded)}`);
   const result = parseConfig(raw);
   if (!result.success) {
     const lines = result.error.issues.flatMap((issue) => explainIssue(issue, []))

@@ -268,8 +268,14 @@ Deno.test("compileConfig() bounds what one stream's counters may hold together",
     }),
     /streams\.orders\.counters\.c1\.maxSessions: the stream's counters would hold up to 1200000 sessions open with this one; at most 1000000 together/,
   );
-  // So many bad counters that checking them overflowed zod's stack (a 15 MB file): the same line,
-  // not a RangeError (startup ended with a stack trace).
+  // Bad counters past 64: that one line, not the first 20 of their problems (counted before they
+  // are checked)…
+  assertRefused(
+    orders({ counters: counters(65, { groupby: ["x"] }) }),
+    /^Invalid config: streams\.orders\.counters: a stream may have at most 64 counters; this one has 65$/,
+  );
+  // …and so many that checking them overflowed zod's stack (a 15 MB file): the same line, not a
+  // RangeError (startup ended with a stack trace).
   assertRefused(
     orders({ counters: counters(200_000, { groupby: ["x"] }) }),
     /^Invalid config: streams\.orders\.counters: a stream may have at most 64 counters; this one has 200000$/,
