@@ -29,7 +29,7 @@ import { ingestApp, queryExplainers, registerStreamRoutes } from "./http/stream_
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { type GroupCommitOptions, GroupCommitter, ingestFanoutFor } from "./ingest/mod.ts";
 import type { Store } from "./store/mod.ts";
-import { eventIssueMessage, meantKey, objectKeysAt, unrecognizedKeys } from "./validate/mod.ts";
+import { eventIssueMessage, objectKeysAt, unrecognizedKeys } from "./validate/mod.ts";
 import { quoteInput } from "./telemetry/logging.ts";
 
 /** What {@linkcode createApp} wires together. */
@@ -172,10 +172,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
           : undefined;
         const message = taken === undefined
           ? eventIssueMessage(issue, (result as { data?: unknown }).data)
-          : unrecognizedKeys(
-            (issue as { keys: string[] }).keys,
-            (key) => meantKey(key, taken),
-          );
+          : unrecognizedKeys((issue as { keys: string[] }).keys, taken);
         throw new ApiError(
           400,
           // Query parameters the routes check by hand are invalid_query too: one code for both.

@@ -26,7 +26,6 @@ import {
   largeExpansion,
   malformedKeyword,
   MAX_PATTERN_SIZE,
-  meantKey,
   ORIGIN_RULE,
   patternCompileSize,
   PatternError,
@@ -234,7 +233,7 @@ function issueMessage(issue: z.core.$ZodIssue, raw: unknown, at: readonly Proper
   if (issue.code === "invalid_key") return issue.issues.map((inner) => inner.message).join("; ");
   if (issue.code === "unrecognized_keys") {
     const taken = keysTakenAt([...at, ...issue.path]) ?? [];
-    return unrecognizedKeys(issue.keys, (key) => meantKey(key, taken));
+    return unrecognizedKeys(issue.keys, taken);
   }
   // A union that words what it takes (`Aggregate must be …`) says so, missing or not.
   if (issue.code === "invalid_union" && issue.message !== "Invalid input") return issue.message;

@@ -16,6 +16,7 @@ import {
 } from "./linear_regexp.ts";
 import { MAX_LISTED_NAMES, quoteInput } from "./quote.ts";
 import { endsUtcDay } from "./_leap_second.ts";
+import { meantKey } from "./object_keys.ts";
 
 /** One problem with one event, as reported in an ingest reply. */
 export interface FieldError {
@@ -1567,15 +1568,13 @@ export function listedErrors(errors: FieldError[], max: number): FieldError[] {
 /**
  * zod's words for keys an object may not hold, each quoted shortened and at most
  * {@linkcode MAX_LISTED_NAMES} of them: zod writes every key whole, and one key of a 1 MiB body
- * may be almost that long. `meant` names the key a misspelled one stands for, if any, said after
- * it: `Unrecognized key: "groupby" (did you mean "groupBy"?)`.
+ * may be almost that long. `taken`: the keys the object may hold; the one a misspelled key stands
+ * for ({@linkcode meantKey}), if any, is said after it: `Unrecognized key: "groupby" (did you
+ * mean "groupBy"?)`.
  */
-export function unrecognizedKeys(
-  keys: readonly string[],
-  meant: (key: string) => string | undefined = () => undefined,
-): string {
+export function unrecognizedKeys(keys: readonly string[], taken: readonly string[] = []): string {
   const shown = keys.slice(0, MAX_LISTED_NAMES).map((key) => {
-    const near = meant(key);
+    const near = meantKey(key, taken);
     const hint = near === undefined ? "" : ` (did you mean "${quoteInput(near)}"?)`;
     return `"${quoteInput(key)}"${hint}`;
   }).join(", ");
