@@ -437,6 +437,22 @@ export function prepareEventSchema(
   const root = jsonSchema.$ref !== undefined && jsonSchema.type === undefined
     ? jsonSchema
     : { ...jsonSchema, type: "object" };
+  return withDefsInScope(root, () => {
+    refuseRefCycles();
+    refuseDeepExpansion(root);
+    if (!options.largeExpansion) refuseLargeExpansion(root);
+    return forZod(withRequiredProperties(root)) as Record<string, unknown>;
+  });
+}
+
+/**
+ * The schema's `$defs` (and draft-07 `definitions`) while {@linkcode prepareEventSchema} or
+ * {@linkcode largeExpansion} runs ({@linkcode withDefsInScope}).
+ */
+let defsInScope: Record<string, unknown> = Object.create(null);
+
+/** `fn()` with {@linkcode defsInScope} the definitions `root` holds, emptied again after. */
+function withDefsInScope<T>(root: Record<string, unknown>, fn: () => T): T {
   // Without a prototype: a `$ref` to `constructor` or `toString` names no definition here.
   defsInScope = Object.assign(
     Object.create(null),
@@ -444,17 +460,11 @@ export function prepareEventSchema(
     root.$defs as Record<string, unknown> | undefined,
   );
   try {
-    refuseRefCycles();
-    refuseDeepExpansion(root);
-    if (!options.largeExpansion) refuseLargeExpansion(root);
-    return forZod(withRequiredProperties(root)) as Record<string, unknown>;
+    return fn();
   } finally {
     defsInScope = Object.create(null);
   }
 }
-
-/** The schema's `$defs` (and draft-07 `definitions`) while {@linkcode prepareEventSchema} runs. */
-let defsInScope: Record<string, unknown> = Object.create(null);
 
 /**
  * The definition name of a local `$ref` (`#/$defs/<name>`), its JSON Pointer escapes read as zod
@@ -504,20 +514,25 @@ function refuseRefCycles(): void {
   }
 }
 
-/** One schema's own JSON depth, and the depths at which its `$ref`s name definitions. */
+/**
+ * One schema's own JSON depth, its JSON objects and arrays, and the depths at which its `$ref`s
+ * name definitions.
+ */
 interface RefScan {
   depth: number;
+  nodes: number;
   refs: [at: number, name: string][];
 }
 
 /** {@linkcode RefScan} of `node`, without the definitions a root holds (`$defs`, `definitions`). */
 function scanRefs(node: unknown, root: boolean): RefScan {
-  const scan: RefScan = { depth: 0, refs: [] };
+  const scan: RefScan = { depth: 0, nodes: 0, refs: [] };
   const pending: [unknown, number][] = [[node, 1]];
   while (pending.length > 0) {
     const [item, depth] = pending.pop()!;
     if (typeof item !== "object" || item === null) continue;
     scan.depth = Math.max(scan.depth, depth);
+    scan.nodes++;
     const schema = item as Record<string, unknown>;
     if (!Array.isArray(item) && typeof schema.$ref === "string") {
       scan.refs.push([depth, refName(schema.$ref)]);
@@ -620,10 +635,8 @@ function refuseLargeExpansion(root: Record<string, unknown>): void {
   const sizeOf = (node: unknown, isRoot: boolean): [number, Set<string>] => {
     let scan = own.get(node);
     if (scan === undefined) {
-      scan = {
-        count: countNodes(node, isRoot),
-        refs: scanRefs(node, isRoot).refs.map(([, n]) => n),
-      };
+      const { nodes, refs } = scanRefs(node, isRoot);
+      scan = { count: nodes, refs: refs.map(([, n]) => n) };
       own.set(node, scan);
     }
     let size = scan.count;
@@ -638,6 +651,8 @@ function refuseLargeExpansion(root: Record<string, unknown>): void {
       let known = sizes.get(name);
       if (known === undefined) {
         expanding.add(name);
+        // Recursion is safe: one level a `$ref` followed, a definition being expanded not followed
+        // again, and refuseDeepExpansion (run first) bounds how deep such a chain goes.
         const [counted, inner] = sizeOf(target, false);
         expanding.delete(name);
         inner.delete(name);
@@ -656,22 +671,6 @@ function refuseLargeExpansion(root: Record<string, unknown>): void {
       `it holds more than ${MAX_EXPANDED_SCHEMA_SIZE} objects and arrays once its $refs are expanded (each event value is checked against every anyOf/oneOf member that applies to it)`,
     );
   }
-}
-
-/** The JSON objects and arrays in `node`, without the definitions a root holds. */
-function countNodes(node: unknown, isRoot: boolean): number {
-  let count = 0;
-  const pending = [node];
-  while (pending.length > 0) {
-    const item = pending.pop();
-    if (typeof item !== "object" || item === null) continue;
-    count++;
-    for (const [key, value] of Object.entries(item)) {
-      if (isRoot && item === node && (key === "$defs" || key === "definitions")) continue;
-      pending.push(value);
-    }
-  }
-  return count;
 }
 
 /** The definitions `node`'s `$ref`s name that check the same value: its own and its combinators'. */
@@ -1039,27 +1038,25 @@ export interface EventSchemaOptions {
 
 /**
  * Why a schema is past {@linkcode MAX_EXPANDED_SCHEMA_SIZE} once its `$ref`s are expanded, or
- * `undefined` when it is not (or is refused for another reason).
+ * `undefined` when it is not (or is refused for another reason). Its walk recurses once a `$ref`
+ * followed, which is bounded because the `$ref` depth check ({@linkcode prepareEventSchema}'s,
+ * at most {@linkcode MAX_SCHEMA_DEPTH} levels expanded) ran on the schema first: every caller
+ * passes a compiled stream's schema.
  */
 export function largeExpansion(jsonSchema: unknown): string | undefined {
   if (typeof jsonSchema !== "object" || jsonSchema === null || Array.isArray(jsonSchema)) {
     return undefined;
   }
   const root = jsonSchema as Record<string, unknown>;
-  defsInScope = Object.assign(
-    Object.create(null),
-    root.definitions as Record<string, unknown> | undefined,
-    root.$defs as Record<string, unknown> | undefined,
-  );
-  try {
-    refuseLargeExpansion(root);
-    return undefined;
-  } catch (error) {
-    if (!(error instanceof SchemaCompileError)) throw error;
-    return error.message.replace(/^Cannot compile event schema: /, "");
-  } finally {
-    defsInScope = Object.create(null);
-  }
+  return withDefsInScope(root, () => {
+    try {
+      refuseLargeExpansion(root);
+      return undefined;
+    } catch (error) {
+      if (!(error instanceof SchemaCompileError)) throw error;
+      return error.message.replace(/^Cannot compile event schema: /, "");
+    }
+  });
 }
 
 /**
