@@ -175,16 +175,24 @@ function definitionProblem(name: string, error: ConfigError): string {
 
 /**
  * What a refused `PUT` body adds when it is wrapped as a config file wraps a definition
- * (`{"streams": {"<name>": …}}` or `{"<name>": …}`, a key no definition takes): send what it
- * wraps. Empty otherwise.
+ * (`{"streams": {"<name>": …}}` or `{"<name>": …}`, a key no definition takes), or is the stream
+ * as `GET /v1/streams/{stream}` answers it, its definition under `"definition"` (an admin's
+ * read, edit and send back with the read's `ETag` in `If-Match`): send what it wraps. Empty
+ * otherwise.
  */
 function wrappedHint(name: string, raw: unknown): string {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return "";
   const taken = keysTakenAt(["streams", name]) ?? [];
   const wrapper = ["streams", name].find((key) => Object.hasOwn(raw, key) && !taken.includes(key));
-  if (wrapper === undefined) return "";
-  return `; the body is one stream's definition, what a config file's streams.${name} holds, ` +
-    `not wrapped in {"${wrapper}": …}`;
+  if (wrapper !== undefined) {
+    return `; the body is one stream's definition, what a config file's streams.${name} holds, ` +
+      `not wrapped in {"${wrapper}": …}`;
+  }
+  if (Object.hasOwn(raw, "definition") && !taken.includes("definition")) {
+    return `; the body is one stream's definition, not the stream as GET /v1/streams/${name} ` +
+      `answers it: send what its "definition" holds`;
+  }
+  return "";
 }
 
 /** A stream stored through the API that this release cannot compile. */

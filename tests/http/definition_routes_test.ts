@@ -413,6 +413,41 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
   assert.equal((await app.request("/v1/streams/signups")).status, 404);
 });
 
+Deno.test("PUT /v1/streams/{stream} of the stream as GET answers it (the edit-and-send-back of an If-Match) is 400 invalid_definition saying to send its definition, and changes nothing", async () => {
+  const app = await appWith();
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 201);
+  const read = await app.request("/v1/streams/signups");
+  const etag = read.headers.get("ETag")!;
+  const stream = await read.json();
+  // The reply edited as an admin would, then sent back whole with its tag; or its definition
+  // sent wrapped in the reply's field name.
+  const edited = { ...stream, definition: { ...stream.definition, description: "edited" } };
+  for (const body of [edited, { definition: edited.definition }]) {
+    const refused = await put(app, "signups", body, { "If-Match": etag });
+    assert.equal(refused.status, 400);
+    const error = await errorOf(refused);
+    assert.equal(error.code, "invalid_definition");
+    assert.match(error.message, /^Invalid stream definition: /);
+    assert.ok(
+      error.message.endsWith(
+        `; the body is one stream's definition, not the stream as GET /v1/streams/signups answers it: send what its "definition" holds`,
+      ),
+      error.message,
+    );
+  }
+  const after = await app.request("/v1/streams/signups");
+  assert.equal(after.headers.get("ETag"), etag);
+  assert.equal((await after.json()).definition.description, SIGNUPS.description);
+  // What the reply's "definition" holds, sent with the tag, is the change.
+  const changed = await put(app, "signups", edited.definition, { "If-Match": etag });
+  assert.equal(changed.status, 200);
+  assert.equal((await changed.json()).definition.description, "edited");
+  // A definition that takes no such key is not told about one it lacks.
+  const plain = await put(app, "signups", { counters: [] });
+  assert.equal(plain.status, 400);
+  assert.ok(!(await errorOf(plain)).message.includes("GET /v1/streams"));
+});
+
 Deno.test("PUT and DELETE /v1/streams/{stream} need the admin scope", async () => {
   const app = await appWith({ keyed: true });
   const anonymous = await put(app, "signups", SIGNUPS);
