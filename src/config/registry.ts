@@ -188,7 +188,13 @@ function wrappedHint(name: string, raw: unknown): string {
     return `; the body is one stream's definition, what a config file's streams.${name} holds, ` +
       `not wrapped in {"${wrapper}": …}`;
   }
-  if (Object.hasOwn(raw, "definition") && !taken.includes("definition")) {
+  const definition = Object.hasOwn(raw, "definition")
+    ? (raw as Record<string, unknown>).definition
+    : undefined;
+  if (
+    typeof definition === "object" && definition !== null && !Array.isArray(definition) &&
+    !taken.includes("definition")
+  ) {
     return `; the body is one stream's definition, not the stream as GET /v1/streams/${name} ` +
       `answers it: send what its "definition" holds`;
   }

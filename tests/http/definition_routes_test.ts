@@ -442,10 +442,13 @@ Deno.test("PUT /v1/streams/{stream} of the stream as GET answers it (the edit-an
   const changed = await put(app, "signups", edited.definition, { "If-Match": etag });
   assert.equal(changed.status, 200);
   assert.equal((await changed.json()).definition.description, "edited");
-  // A definition that takes no such key is not told about one it lacks.
-  const plain = await put(app, "signups", { counters: [] });
-  assert.equal(plain.status, 400);
-  assert.ok(!(await errorOf(plain)).message.includes("GET /v1/streams"));
+  // A definition that takes no such key is not told about one it lacks, nor one whose
+  // "definition" holds no definition.
+  for (const body of [{ counters: [] }, { ...SIGNUPS, definition: "v2" }]) {
+    const plain = await put(app, "signups", body);
+    assert.equal(plain.status, 400);
+    assert.ok(!(await errorOf(plain)).message.includes("GET /v1/streams"));
+  }
 });
 
 Deno.test("PUT and DELETE /v1/streams/{stream} need the admin scope", async () => {
