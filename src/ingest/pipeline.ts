@@ -161,7 +161,9 @@ function prepare(
       stream.timeField!,
       `Event time ${
         new Date(timeMs).toISOString()
-      } is more than ${stream.maxFutureMs} ms in the future`,
+      } is too far in the future: more than the stream's time.maxFuture (${
+        formatDuration(stream.maxFutureMs)
+      }) ahead of the clock`,
     );
   }
 

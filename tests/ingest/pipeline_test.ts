@@ -250,11 +250,33 @@ Deno.test("ingestItems() rejects events too far in the future", async () => {
     index: 1,
     errors: [{
       path: "ts",
-      message: `Event time ${at(limit + 1)} is more than 300000 ms in the future`,
+      message: `Event time ${
+        at(limit + 1)
+      } is too far in the future: more than the stream's time.maxFuture (5m) ahead of the clock`,
     }],
   }]);
   const stats = await store.stats("orders", stream.counterMetas);
   assert.equal(stats.watermark, limit);
+});
+
+Deno.test("ingestItems() names the stream's own time.maxFuture, as written, when an event is past it", async () => {
+  const orders = CONFIG.streams.orders;
+  const stream = compileConfig({
+    streams: { orders: { ...orders, time: { ...orders.time, maxFuture: "90s" } } },
+  }).get("orders")!;
+  const reply = await ingestItems(stream, items({ id: "future", ts: NOW + 90_001 }), {
+    store: newStore(),
+    nowMs: NOW,
+  });
+  assert.deepEqual(reply.rejected, [{
+    index: 0,
+    errors: [{
+      path: "ts",
+      message: `Event time ${
+        at(NOW + 90_001)
+      } is too far in the future: more than the stream's time.maxFuture (1m30s) ahead of the clock`,
+    }],
+  }]);
 });
 
 Deno.test("ingestItems() rejects an event a window would hold that starts before the earliest date", async () => {
