@@ -538,6 +538,23 @@ function missingKey(options: AuthenticateOptions): ApiError {
   );
 }
 
+/**
+ * Whether `grant` is shown a stream by `GET /v1/streams`, by name: with the `read` scope (`admin`
+ * includes it; open mode's grant has every scope) and, when limited to streams, only those. A
+ * reply that suggests a stream name (a 404's "did you mean") suggests only such a one: an
+ * ingest-only or publishable key is never told what other streams exist.
+ */
+export function listedTo(grant: KeyGrant | undefined): (name: string) => boolean {
+  if (
+    grant === undefined || !grantsSomething(grant) || grant.publishable ||
+    !grant.scopes.has("read")
+  ) {
+    return () => false;
+  }
+  const only = grant.streams;
+  return (name) => only === undefined || only.has(name);
+}
+
 /** Whether a looked-up key grants something: not unknown, deleted, expired or without scopes. */
 function grantsSomething(grant: KeyGrant | null): grant is KeyGrant {
   return grant !== null && grant.expiredAt === undefined && grant.scopes.size > 0;

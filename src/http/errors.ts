@@ -23,6 +23,7 @@ import {
   type UnservableStream,
 } from "../config/mod.ts";
 import { InvalidCursorError } from "../store/deliveries.ts";
+import { meantKey } from "../validate/mod.ts";
 import { KeyConflictError } from "../store/keys.ts";
 import { STORED_NOUNS, type StoredKind, StoredLimitError } from "../store/limits.ts";
 import { recordStoredRefused } from "../telemetry/metrics.ts";
@@ -486,6 +487,7 @@ export function errorResponse(error: Error, c: Context): Response {
 export function streamMissing(
   streams: StreamCatalog,
   name: string,
+  options: StreamMissingOptions = {},
 ): ApiError {
   // A path that names no stream: the routes' name check, not a 404 quoting it.
   if (!NAME.test(name)) return invalidNameParameter("stream", name);
@@ -501,7 +503,32 @@ export function streamMissing(
   if (unservable) {
     return new ApiError(409, "stream_not_servable", unservableProblem(name, unservable));
   }
-  return new ApiError(404, "stream_not_found", `Stream '${name}' does not exist`);
+  return new ApiError(
+    404,
+    "stream_not_found",
+    `Stream '${name}' does not exist${streamHint(streams, name, options.listed)}`,
+  );
+}
+
+/** Options for {@linkcode streamMissing}. */
+export interface StreamMissingOptions {
+  /**
+   * Whether the caller may be told of the stream called `name` (it is shown it by
+   * `GET /v1/streams`, see `listsStream` in `auth.ts`): the 404 then names the served stream
+   * meant, if one alone is near. @default {none is named}
+   */
+  listed?: (name: string) => boolean;
+}
+
+/** What a 404 adds for a misspelled stream name: the served one meant, among those `listed`. */
+function streamHint(
+  streams: StreamCatalog,
+  name: string,
+  listed: ((name: string) => boolean) | undefined,
+): string {
+  if (listed === undefined) return "";
+  const meant = meantKey(name, [...streams.keys()].filter(listed));
+  return meant === undefined ? "" : ` (did you mean '${meant}'?)`;
 }
 
 /**

@@ -75,6 +75,7 @@ import {
   authorize,
   HOW_TO_SEND_FROM_BROWSER,
   type KeyRing,
+  listedTo,
   noteKeyInQuery,
   presentedKey,
   slotHolder,
@@ -868,7 +869,7 @@ export function ingestSocketHandler(
     // Read now: an upgraded request's headers are gone, and each frame asks again.
     const origin = originOf(c.req.raw);
     await refuseOrigin(deps, { origin, grant, stream: name });
-    if (!stream) throw streamMissing(deps.streams, name);
+    if (!stream) throw streamMissing(deps.streams, name, { listed: listedTo(grant) });
     // Refused before the upgrade when a bound is reached.
     let slot: ConnectionSlot;
     try {
@@ -890,7 +891,11 @@ export function ingestSocketHandler(
               const again = await authorize(deps.keys, presented.key, "ingest", { stream: name });
               if (again.error) throw again.error;
               const current = deps.streams.get(name);
-              if (!current) throw streamMissing(deps.streams, name);
+              if (!current) {
+                throw streamMissing(deps.streams, name, {
+                  listed: listedTo(again.grant),
+                });
+              }
               // A page admitted by the stream's `origins` is admitted by them as they are now: a
               // PUT that removes its origin refuses its frames, as HTTP ingest from it.
               if (origin) await refuseOrigin(deps, { origin, grant: again.grant, stream: name });

@@ -963,7 +963,11 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
         },
       });
     }
-    const stream = await findServedStream(deps.streams, c.req.param("stream"));
+    const stream = await findServedStream(
+      deps.streams,
+      c.req.param("stream"),
+      authorization.grant,
+    );
     const subscription = parseSubscription(stream, {
       types: c.req.query("types"),
       counter: c.req.query("counter"),

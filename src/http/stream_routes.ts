@@ -69,7 +69,9 @@ import {
 } from "./_openapi.ts";
 import {
   grantOfRequest,
+  type KeyGrant,
   type KeyRing,
+  listedTo,
   rememberGrant,
   requireScope,
   requireScopeForOtherMethods,
@@ -146,13 +148,17 @@ export function findStream(
   return stream;
 }
 
-/** As {@linkcode findStream}, looking an unknown name up in the store (streams created at run time). */
+/**
+ * As {@linkcode findStream}, looking an unknown name up in the store (streams created at run time).
+ * Its 404 names the stream meant by a misspelled `name` to a `grant` shown it by `GET /v1/streams`.
+ */
 export async function findServedStream(
   streams: ReadonlyMap<string, CompiledStream>,
   name: string,
+  grant?: KeyGrant,
 ): Promise<CompiledStream> {
   const stream = streams.get(name) ?? await lookUpStream(streams, name);
-  if (!stream) throw streamMissing(streams, name);
+  if (!stream) throw streamMissing(streams, name, { listed: listedTo(grant) });
   return stream;
 }
 
@@ -446,7 +452,8 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
   const replyWithId = options.unprepared ? madeJsonWithRequestId : jsonWithRequestId;
   return async (c: Context) => {
     const name = c.req.param("stream") ?? "";
-    const stream = deps.streams.get(name) ?? await findServedStream(deps.streams, name);
+    const stream = deps.streams.get(name) ??
+      await findServedStream(deps.streams, name, grantOfRequest(c));
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
       const grant = grantOfRequest(c);
       // Lower case: see the note in `_header_list.ts`.
@@ -484,7 +491,7 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
         if (!(error instanceof StreamChangedError)) throw error;
         // Deleted, created again or given new counters meanwhile, nothing applied: once more on
         // the stream served now (404 when deleted), from the body as it came.
-        const current = await findServedStream(deps.streams, name);
+        const current = await findServedStream(deps.streams, name, grantOfRequest(c));
         reply = await ingest(current, parseEvents(decodeUtf8(bytes), format, deps.limits));
       }
       // One object for the span and the log line.
@@ -738,7 +745,11 @@ const getStreamRoute = createRoute({
 
 function getStream(deps: StreamRouteDeps): RouteHandler<typeof getStreamRoute> {
   return async (c) => {
-    const stream = await findServedStream(deps.streams, c.req.valid("param").stream);
+    const stream = await findServedStream(
+      deps.streams,
+      c.req.valid("param").stream,
+      grantOfRequest(c),
+    );
     const body = await streamJson(stream, deps);
     // What PUT and DELETE take in If-Match (the version this instance serves).
     c.header("ETag", `"${body.version}"`);
@@ -1132,7 +1143,7 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
   return async (c) => {
     const params = c.req.valid("param");
     const query = c.req.valid("query");
-    const stream = await findServedStream(deps.streams, params.stream);
+    const stream = await findServedStream(deps.streams, params.stream, grantOfRequest(c));
     const counter = findCounter(stream, params.counter);
     const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
@@ -1383,7 +1394,7 @@ export const queryExplainers: ReadonlyMap<string, (c: Context) => void> = new Ma
 function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWindowRoute> {
   return async (c) => {
     const params = c.req.valid("param");
-    const stream = await findServedStream(deps.streams, params.stream);
+    const stream = await findServedStream(deps.streams, params.stream, grantOfRequest(c));
     const counter = findCounter(stream, params.counter);
     const query = c.req.valid("query");
     const filters = groupFilters(c, counter);

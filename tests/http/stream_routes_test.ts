@@ -13,7 +13,7 @@ import type { ApplyResult, Store, StoreBatch } from "../../src/store/mod.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
 import { register, setup } from "../fanout/webhooks/_setup.ts";
-import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
+import { at, createKey, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
 import { redisTest, restClient, withDirect } from "../_redis.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
@@ -1439,4 +1439,70 @@ Deno.test("a stream's stats answer exactly the documented fields (the OpenAPI St
   assert.equal(one.stats.accepted, 1);
   const list = await (await app.request("/v1/streams")).json();
   for (const stream of list.streams) assert.deepEqual(Object.keys(stream.stats).sort(), documented);
+});
+
+Deno.test("A 404 for a misspelled stream names the one meant only to a key GET /v1/streams shows it to", async () => {
+  const { app } = await testApp({ auth: true });
+  const message = async (path: string, key: string | undefined, init: RequestInit = {}) => {
+    const headers = new Headers(init.headers);
+    if (key !== undefined) headers.set("Authorization", `Bearer ${key}`);
+    const res = await app.request(path, { ...init, headers });
+    assert.equal(res.status, 404, `${path} ${key}`);
+    const { error } = await res.json();
+    assert.equal(error.code, "stream_not_found");
+    return error.message;
+  };
+  const post = { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" };
+  const hinted = "Stream 'order' does not exist (did you mean 'orders'?)";
+  const bare = "Stream 'order' does not exist";
+  // Keys with the read scope (admin includes it), which list the streams anyway: on every route.
+  for (const key of [KEYS.admin, KEYS.read]) {
+    assert.equal(await message("/v1/streams/order", key), hinted);
+    assert.equal(await message("/v1/streams/order/counters/by_country", key), hinted);
+    const stream = { headers: { Accept: "text/event-stream" } };
+    assert.equal(await message("/v1/streams/order/subscribe", key, stream), hinted);
+  }
+  assert.equal(await message("/v1/streams/order/events", KEYS.admin, post), hinted);
+  // In another case: the name as served.
+  assert.equal(
+    await message("/v1/streams/ORDERS", KEYS.admin),
+    "Stream 'ORDERS' does not exist (did you mean 'orders'?)",
+  );
+  // Nothing near: no hint.
+  assert.equal(
+    await message("/v1/streams/payments", KEYS.admin),
+    "Stream 'payments' does not exist",
+  );
+  // An ingest-only key is not told what streams exist, nor is the WebSocket's.
+  assert.equal(await message("/v1/streams/order/events", KEYS.ingest, post), bare);
+  const upgrade = { headers: { Upgrade: "websocket", Connection: "Upgrade" } };
+  assert.equal(await message("/v1/streams/order/ws", KEYS.ingest, upgrade), bare);
+  assert.equal(await message("/v1/streams/order/ws", KEYS.admin, upgrade), hinted);
+  // A key limited to streams is shown only those: 'orders' is not among them.
+  const limited = await createKey(app, { scopes: ["read", "ingest"], streams: ["order"] });
+  assert.equal(await message("/v1/streams/order", limited.key), bare);
+  assert.equal(await message("/v1/streams/order/events", limited.key, post), bare);
+  // A publishable key (ingest only) is not, whatever streams it names.
+  const publishable = await createKey(app, {
+    type: "publishable",
+    streams: ["order", "orders"],
+    origins: ["https://shop.example"],
+  });
+  assert.equal(
+    await message(`/v1/streams/order/events?key=${publishable.key}`, undefined, {
+      ...post,
+      headers: { ...post.headers, Origin: "https://shop.example" },
+    }),
+    bare,
+  );
+});
+
+Deno.test("A 404 for a misspelled stream names the one meant in open mode", async () => {
+  const { app } = await testApp();
+  const res = await app.request("/v1/streams/order");
+  assert.equal(res.status, 404);
+  assert.equal(
+    (await res.json()).error.message,
+    "Stream 'order' does not exist (did you mean 'orders'?)",
+  );
 });
