@@ -1455,6 +1455,9 @@ Deno.test("A 404 for a misspelled stream names the one meant only to a key GET /
   const post = { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" };
   const hinted = "Stream 'order' does not exist (did you mean 'orders'?)";
   const bare = "Stream 'order' does not exist";
+  // As README quotes it.
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  assert.ok(readme.includes(`(\`${hinted}\`)`));
   // Keys with the read scope (admin includes it), which list the streams anyway: on every route.
   for (const key of [KEYS.admin, KEYS.read]) {
     assert.equal(await message("/v1/streams/order", key), hinted);
