@@ -611,6 +611,31 @@ function firstLineIsObject(text: string): boolean {
   }
 }
 
+/** The keys of the WebSocket ingest envelope, `{seq?, idempotencyKey?, events}`. */
+export const ENVELOPE_KEYS: ReadonlySet<string> = new Set(["events", "seq", "idempotencyKey"]);
+
+/**
+ * Whether `value` has the WebSocket ingest envelope's shape: an object with `events` and no other
+ * keys than `seq` and `idempotencyKey`. A frame of it is the envelope; an HTTP body of it is one
+ * event with those fields, as any object is.
+ */
+export function hasEnvelopeShape(value: unknown): boolean {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+  return Object.hasOwn(value, "events") &&
+    Object.keys(value).every((key) => ENVELOPE_KEYS.has(key));
+}
+
+/**
+ * Whether an ingest body, `text` read as `items`, is one object (or one NDJSON line) with the
+ * WebSocket envelope's shape ({@linkcode hasEnvelopeShape}): not an array holding one.
+ */
+export function isEnvelopeBody(text: string, items: readonly BodyItem[]): boolean {
+  if (items.length !== 1) return false;
+  const [item] = items;
+  return item.ok && (item.line !== undefined || !text.trimStart().startsWith("[")) &&
+    hasEnvelopeShape(item.value);
+}
+
 /**
  * Splits a parsed JSON body (one event or an array of events) into events,
  * with the same checks as {@linkcode parseEvents}; `text` is the JSON text

@@ -105,7 +105,9 @@ import {
   BodyError,
   type BodyLimits,
   DEFAULT_LIMITS,
+  ENVELOPE_KEYS,
   eventsOfJson,
+  hasEnvelopeShape,
   parseEvents,
   utf8Length,
   withoutByteOrderMark,
@@ -132,8 +134,6 @@ export type Frame =
   }
   | { ok: false; seq?: number; error: { code: ErrorCode; message: string; details?: unknown } };
 
-const ENVELOPE_KEYS = new Set(["events", "seq", "idempotencyKey"]);
-
 type Envelope = { seq?: unknown; events?: unknown; idempotencyKey?: unknown };
 
 /**
@@ -156,8 +156,8 @@ function envelopeKind(value: unknown): "event" | "envelope" | { problem: string 
       }
       : "event";
   }
-  const other = Object.keys(value).find((key) => !ENVELOPE_KEYS.has(key));
-  if (other === undefined) return "envelope";
+  if (hasEnvelopeShape(value)) return "envelope";
+  const other = Object.keys(value).find((key) => !ENVELOPE_KEYS.has(key))!;
   if (!has("seq") && !has("idempotencyKey")) return "event";
   return {
     problem: `Frame envelope has a field '${

@@ -76,7 +76,14 @@ import {
   requireScope,
   requireScopeForOtherMethods,
 } from "./auth.ts";
-import { type BodyLimits, decodeUtf8, noBody, parseEvents, readLimitedBody } from "./body.ts";
+import {
+  type BodyLimits,
+  decodeUtf8,
+  isEnvelopeBody,
+  noBody,
+  parseEvents,
+  readLimitedBody,
+} from "./body.ts";
 import {
   addIngestCorsHeaders,
   ingestBodyFormat,
@@ -441,6 +448,13 @@ const ingestRoute = createRoute({
   },
 });
 
+/**
+ * What an ingest 400 adds when its body was one object shaped as the WebSocket envelope: HTTP took
+ * it as one event (as it takes any object), so its `events` were never read as events.
+ */
+const ENVELOPE_HINT =
+  " (the body is one object with 'events', which HTTP takes as one event: {\"events\": [...]} is the WebSocket envelope; send the events as a JSON array, or as NDJSON, one a line)";
+
 // The hot path: documented from its schemas like every route, but served by a
 // plain handler. Its body is read by hand (limits, UTF-8, NDJSON) and an
 // unknown stream name is a 404 either way, so the async zod validation of the
@@ -454,6 +468,8 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
     const name = c.req.param("stream") ?? "";
     const stream = deps.streams.get(name) ??
       await findServedStream(deps.streams, name, grantOfRequest(c));
+    // Whether the body is one object shaped as the WebSocket envelope (`{"events": [...]}`).
+    let enveloped = false;
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
       const grant = grantOfRequest(c);
       // Lower case: see the note in `_header_list.ts`.
@@ -462,7 +478,10 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
         origin: c.req.header("origin"),
       });
       const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, bodyOptions);
-      const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
+      const text = decodeUtf8(bytes);
+      const items = parseEvents(text, format, deps.limits);
+      // Read before the pipeline, whose transforms write into the events.
+      enveloped = isEnvelopeBody(text, items);
       // A beacon cannot set headers: it may send the key as `?idempotencyKey=`.
       const key = idempotencyKeyOf(c);
       if (key !== undefined) {
@@ -492,7 +511,7 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
         // Deleted, created again or given new counters meanwhile, nothing applied: once more on
         // the stream served now (404 when deleted), from the body as it came.
         const current = await findServedStream(deps.streams, name, grantOfRequest(c));
-        reply = await ingest(current, parseEvents(decodeUtf8(bytes), format, deps.limits));
+        reply = await ingest(current, parseEvents(text, format, deps.limits));
       }
       // One object for the span and the log line.
       const counts: {
@@ -516,9 +535,12 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
     });
     if (reply.replayed) c.header("Idempotent-Replayed", "true");
     if (reply.accepted === 0) {
-      throw new ApiError(400, "no_events_accepted", "No event was accepted; see 'rejected'", {
-        extra: { ...reply },
-      });
+      throw new ApiError(
+        400,
+        "no_events_accepted",
+        `No event was accepted; see 'rejected'${enveloped ? ENVELOPE_HINT : ""}`,
+        { extra: { ...reply } },
+      );
     }
     // A replay's header was set with `c.header`, which `c.json` adds.
     return reply.replayed ? c.json(reply, 202) : replyWithId(c, reply, 202);

@@ -14,6 +14,7 @@ import {
   bodyFormat,
   decodeUtf8,
   DEFAULT_LIMITS,
+  isEnvelopeBody,
   parseEvents,
   readLimitedBody,
   utf8Length,
@@ -1072,4 +1073,17 @@ Deno.test("parseEvents() says where a body or an NDJSON line stops being JSON, q
     error: { path: "", message: "Line 2 is not valid JSON: Unexpected character at column 13" },
     line: 2,
   });
+});
+
+Deno.test("isEnvelopeBody() tells one object (or NDJSON line) shaped as the WebSocket envelope from other bodies", () => {
+  const read = (text: string, format: "json" | "ndjson" = "json") =>
+    isEnvelopeBody(text, parseEvents(text, format));
+  assert.equal(read('{"events": [{"id": "a"}]}'), true);
+  assert.equal(read(' {"seq": 1, "idempotencyKey": "k", "events": {"id": "a"}}'), true);
+  assert.equal(read('{"events": [{"id": "a"}]}\n', "ndjson"), true);
+  // An array holding one, another key, no `events`, two events: not the envelope's shape.
+  assert.equal(read('[{"events": [{"id": "a"}]}]'), false);
+  assert.equal(read('{"events": [], "name": "x"}'), false);
+  assert.equal(read('{"id": "a"}'), false);
+  assert.equal(read('{"events": []}\n{"events": []}\n', "ndjson"), false);
 });

@@ -1509,3 +1509,54 @@ Deno.test("A 404 for a misspelled stream names the one meant in open mode", asyn
     "Stream 'order' does not exist (did you mean 'orders'?)",
   );
 });
+
+Deno.test("POST …/events with the WebSocket envelope's shape is one event over HTTP, and its 400 says to send an array or NDJSON", async () => {
+  const { app } = await testApp();
+  const send = (stream: string, body: string, type = "application/json") =>
+    app.request(`/v1/streams/${stream}/events`, {
+      method: "POST",
+      headers: { "Content-Type": type },
+      body,
+    });
+  const events = [{ id: "a", ts: at(1_000) }, { id: "b", ts: at(2_000) }];
+  const hint =
+    "No event was accepted; see 'rejected' (the body is one object with 'events', which HTTP takes as one event: {\"events\": [...]} is the WebSocket envelope; send the events as a JSON array, or as NDJSON, one a line)";
+  // README quotes its start.
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const quoted = readme.match(/\(`… (\(the body is one object [^`]*): …\)`\)/);
+  assert.ok(quoted && hint.includes(quoted[1]), "README quotes the hint");
+  // `orders` requires an `id`, which the envelope lacks: refused, saying why.
+  for (
+    const [body, type] of [
+      [JSON.stringify({ events }), "application/json"],
+      [JSON.stringify({ seq: 1, idempotencyKey: "k", events }), "application/json"],
+      [`${JSON.stringify({ events })}\n`, "application/x-ndjson"],
+    ]
+  ) {
+    const res = await send("orders", body, type);
+    assert.equal(res.status, 400, body);
+    const reply = await res.json();
+    assert.equal(reply.error.code, "no_events_accepted");
+    assert.equal(reply.error.message, hint);
+    assert.deepEqual(reply.rejected[0].errors, [{
+      path: "id",
+      message: "Required field is missing (expected string)",
+    }]);
+  }
+  // Other refused bodies: no hint (an array, an object with another key too).
+  for (const body of [JSON.stringify([{ events }]), JSON.stringify({ events, name: "x" })]) {
+    const res = await send("orders", body);
+    assert.equal(res.status, 400, body);
+    assert.equal((await res.json()).error.message, "No event was accepted; see 'rejected'", body);
+  }
+  // Unchanged: a stream whose schema takes it counts it, as one event.
+  const taken = await send("open", JSON.stringify({ events }));
+  assert.equal(taken.status, 202);
+  assert.deepEqual(await taken.json(), {
+    accepted: 1,
+    duplicates: 0,
+    late: 0,
+    filtered: 0,
+    rejected: [],
+  });
+});
