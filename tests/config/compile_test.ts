@@ -2324,3 +2324,36 @@ Deno.test("compileConfig() with largeSchemaExpansion (AS_STORED) compiles a sche
   }).get("ok")!;
   assert.equal(largeSchemaExpansion(small), undefined);
 });
+
+Deno.test("compileConfig() says on one line that checking ran out of stack, rather than throwing the RangeError", () => {
+  // A real stack overflow while zod checks the config: reading `description` recurses without
+  // end. (Not enumerable, so only zod reads it: a config parsed from JSON overflows only with
+  // some 100,000s of problems under one key, too slow a test.)
+  const overflowing = (): unknown => {
+    const stream = {};
+    const deeper = (depth: number): number => deeper(depth + 1) + 1;
+    Object.defineProperty(stream, "description", { enumerable: false, get: () => deeper(0) });
+    return { streams: { orders: stream } };
+  };
+  assert.throws(
+    () => compileConfig(overflowing()),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(
+        error.message,
+        "Invalid config: (root): too many problems to check at once (checking them ran out of stack)",
+      );
+      assert.ok(error.cause instanceof RangeError);
+      return true;
+    },
+  );
+  // Another error thrown while checking is not taken for it.
+  const stream = {};
+  Object.defineProperty(stream, "description", {
+    enumerable: false,
+    get: () => {
+      throw new TypeError("not a stack overflow");
+    },
+  });
+  assert.throws(() => compileConfig({ streams: { orders: stream } }), TypeError);
+});
