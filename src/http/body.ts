@@ -632,8 +632,9 @@ export function hasEnvelopeShape(value: unknown): boolean {
 export function isEnvelopeBody(text: string, items: readonly BodyItem[]): boolean {
   if (items.length !== 1) return false;
   const [item] = items;
-  return item.ok && (item.line !== undefined || !text.trimStart().startsWith("[")) &&
-    hasEnvelopeShape(item.value);
+  // The shape first: it fails at once for nearly every body (no `events`), which is on the hot path.
+  return item.ok && hasEnvelopeShape(item.value) &&
+    (item.line !== undefined || !text.trimStart().startsWith("["));
 }
 
 /**
