@@ -188,6 +188,7 @@ async function closeOnce(
   options: CloseOptions,
 ): Promise<ClosedWindows> {
   const alerted = new Set<string>();
+  let through: number | undefined;
   if (stream.alerts.length > 0) {
     // Alerts on final values fire before their windows close, so a crash in
     // between only repeats the evaluation (fireAlerts keeps it once).
@@ -201,10 +202,18 @@ async function closeOnce(
       report.fired.push({ ...firing, stream: stream.name });
     }
     for (const window of due) for (const key of closedKeys(window)) alerted.add(key);
+    through = due.cutoff;
   }
-  const windows = await store.closeWindows(stream.name, counters, options);
+  // No further than the peek judged (see CloseOptions.through): a window that became due after it
+  // is closed by the next sweep, once its alerts are fired. (A peek that judged nothing, no batch
+  // applied before it, bounds nothing: what the close then claims is fired below.)
+  const windows = await store.closeWindows(stream.name, counters, {
+    ...options,
+    ...(through === undefined ? {} : { through }),
+  });
   if (stream.alerts.length === 0) return windows;
-  // Windows (or groups of them) that became due between the two calls.
+  // Windows (or groups of them) the peek did not list: groups of a window closed over several
+  // calls that another sweep moved on between the two calls (the cutoff holds back only ends).
   const late = windows.flatMap((window) => {
     const groups = window.groups.filter((group) => !alerted.has(closedKey(window, group.group)));
     return groups.length === 0 ? [] : [{ ...window, groups }];

@@ -647,6 +647,15 @@ export interface CloseOptions {
    */
   recorded?: boolean;
   /**
+   * Closes no window that ends after it (ms), nor a session whose end + gap is past it, whatever
+   * else is due. The sweep passes the {@linkcode ClosedWindows.cutoff} of its peek, so that its
+   * close claims only windows the peek saw, whose alerts it fired first: one that became due in
+   * between (a batch of another instance raised the watermark, or the clock of an idle stream
+   * moved) waits for the next sweep's peek rather than close with its alerts never judged should
+   * the firing after the close fail. @default {none}
+   */
+  through?: number;
+  /**
    * Only report the windows that are due, with their final values, without
    * claiming or logging them (work that must happen before a window closes,
    * such as alerts, can then run first and be retried). @default {false}
@@ -662,6 +671,14 @@ export interface CloseOptions {
 export type ClosedWindows = ClosedWindow[] & {
   /** The call stopped at its cells: a call again closes more (absent: nothing more was due). */
   more?: boolean;
+  /**
+   * A peek's: the end (ms) through which it found windows due: the watermark (raised by `idleMs`)
+   * less the lateness, or {@linkcode StreamStats.closedThrough} when later; what a close given it
+   * as {@linkcode CloseOptions.through} closes at most (on Redis also when the peek was skipped,
+   * the stats saying nothing is due: the cutoff they give). Absent on a close, and on a peek that
+   * judged nothing: no batch applied yet, a later definition, the incarnation gone.
+   */
+  cutoff?: number;
   /**
    * The stats' {@linkcode StreamStats.definitionVersion} when it is later than the caller's
    * {@linkcode CloseOptions.definitionVersion}: the call closed nothing (the caller loads it).

@@ -15,7 +15,7 @@ import { RedisStore } from "../../src/store/redis/store.ts";
 import { OTHER_GROUP, type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { emptyState } from "../../src/window/mod.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
-import { redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 
@@ -1083,3 +1083,85 @@ Deno.test("AlertWatcher evaluates batches of a stream's old and new definition, 
   assert.deepEqual(errors.map(String), []);
   assert.deepEqual(fired.toSorted(), ['busy:["DE"]', 'busy:["FR"]']);
 });
+
+/**
+ * Makes `store` (a memory or Redis store) see, right after its first peek of `orders`, a batch of
+ * another instance that raises the watermark past minute 0 (whose window the peek did not find
+ * due), and then fail its next `fireAlerts` as a Redis gone away would (or a process killed there).
+ */
+function raceAfterPeek<S extends Store>(store: S): S {
+  let raced = false;
+  let failFire = false;
+  const close = store.closeWindows.bind(store);
+  const fire = store.fireAlerts.bind(store);
+  store.closeWindows = async (...args: Parameters<Store["closeWindows"]>) => {
+    // Only a firing of the sweep that raced fails.
+    if (args[2].peek) failFire = false;
+    const windows = await close(...args);
+    if (args[2].peek && !raced) {
+      raced = true;
+      await ingestItems(orders, items([{ ts: at(200), country: "FR" }]), { store, nowMs: T0 });
+      failFire = true;
+    }
+    return windows;
+  };
+  store.fireAlerts = (...args: Parameters<Store["fireAlerts"]>) => {
+    if (failFire) {
+      failFire = false;
+      return Promise.reject(
+        new StoreUnavailableError("Redis is unavailable (fireAlerts): fetch failed", {
+          outcome: "unknown",
+        }),
+      );
+    }
+    return fire(...args);
+  };
+  return store;
+}
+
+for (
+  const [kind, make] of [
+    ["memory", () => Promise.resolve(new MemoryStore({ now: () => T0 }))],
+    [
+      "Redis",
+      (fixture?: RedisFixture) =>
+        Promise.resolve(
+          new RedisStore(
+            new Redis({ url: fixture!.restUrl, token: fixture!.restToken, enableTelemetry: false }),
+            { now: () => T0 },
+          ),
+        ),
+    ],
+  ] as const
+) {
+  for (const swept of [false, true]) {
+    const test = async (fixture?: RedisFixture) => {
+      const plain = await make(fixture);
+      await ingestItems(orders, items([{ ts: at(1), country: "DE" }]), { store: plain, nowMs: T0 });
+      // A sweep before that found nothing due: on Redis the peek is then skipped (its stats
+      // unchanged since), the cutoff taken from what that close noted.
+      if (swept) assert.deepEqual((await sweepOnce(streams.values(), plain)).closed, []);
+      const store = raceAfterPeek(plain);
+      // The peek finds nothing due; an ingest elsewhere then makes minute 0 due before the close, and
+      // the firing after the close fails. The window must not be closed with its alerts unfired.
+      await sweepOnce(streams.values(), store).catch(() => undefined);
+      const report = await sweepOnce(streams.values(), store);
+      const records = (await store.readLog("orders", null, 1_000)).map((entry) => entry.record);
+      const fired = records.flatMap((record) =>
+        record.type === "alert.fired" && record.counter === "per_minute" && record.start === T0
+          ? [`${record.alert}:${record.group}`]
+          : []
+      ).sort();
+      assert.deepEqual(fired, ['first_minute:["DE"]', 'german:["DE"]'], JSON.stringify(report));
+      const closed = records.filter((record) =>
+        record.type === "window.closed" && record.counter === "per_minute" && record.start === T0
+      );
+      assert.equal(closed.length, 1);
+    };
+    const name = `sweepOnce() on the ${kind} store${
+      swept ? ", after a sweep that found nothing due," : ""
+    } closes only windows its alert peek found due: one due after the peek waits for the next sweep, so a firing that fails after the close loses no alert`;
+    if (kind === "Redis") redisTest(name, test);
+    else Deno.test(name, () => test());
+  }
+}

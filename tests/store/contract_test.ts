@@ -751,10 +751,40 @@ const scenarios: Record<string, Scenario> = {
     const peeked = await store.closeWindows("s", sum, { latenessMs: 10_000, peek: true });
     assert.deepEqual(peeked.map((window) => [window.start, window.groups[0].state.sum]), [[T0, 4]]);
     assert.deepEqual(await store.readLog("s", null, 100), []);
+    // The end through which it found windows due: the watermark less the lateness.
+    assert.equal(peeked.cutoff, T0 + 80_000);
     const closed = await store.closeWindows("s", sum, { latenessMs: 10_000 });
-    assert.deepEqual(closed, peeked);
+    assert.deepEqual([...closed], [...peeked]);
+    assert.equal(closed.cutoff, undefined);
     assert.equal((await store.readLog("s", null, 100)).length, 1);
-    assert.deepEqual(await store.closeWindows("s", sum, { latenessMs: 10_000, peek: true }), []);
+    assert.deepEqual(
+      [...await store.closeWindows("s", sum, { latenessMs: 10_000, peek: true })],
+      [],
+    );
+  },
+
+  async "closeWindows() with through closes no window ending after it, and leaves it due"(store) {
+    await ingestItems(
+      stream,
+      items([
+        { id: "1", t: T0 + 1_000, g: "x", v: 4 },
+        { id: "2", t: T0 + 61_000, g: "x", v: 5 },
+        { id: "3", t: T0 + 200_000, g: "x" },
+      ]),
+      { store: store, nowMs: T0 + 200_000 },
+    );
+    const sum = stream.counterMetas.filter((meta) => meta.name === "sum");
+    const options = { latenessMs: 10_000 };
+    const peeked = await store.closeWindows("s", sum, { ...options, peek: true });
+    assert.deepEqual(peeked.map((window) => window.start), [T0, T0 + 60_000]);
+    assert.equal(peeked.cutoff, T0 + 190_000);
+    const first = await store.closeWindows("s", sum, { ...options, through: T0 + 60_000 });
+    assert.deepEqual(first.map((window) => window.start), [T0]);
+    const rest = await store.closeWindows("s", sum, options);
+    assert.deepEqual(rest.map((window) => [window.start, window.groups[0].state.sum]), [[
+      T0 + 60_000,
+      5,
+    ]]);
   },
 
   async "closeWindows() logs one window.closed record per group"(store) {

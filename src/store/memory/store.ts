@@ -841,6 +841,10 @@ export class MemoryStore implements Store {
     // closedThrough when later (kept final by a definition that raised the lateness, a batch of an
     // instance on an older one, keepFinal), so window.closed comes when a read says final.
     const cutoff = Math.max(state.watermark - options.latenessMs, state.closedThrough);
+    if (options.peek) closed.cutoff = cutoff;
+    // No end past `through` (the cutoff the caller's peek reported) is closed: see
+    // CloseOptions.through.
+    const closeTo = Math.min(cutoff, options.through ?? Infinity);
     const limit = options.limit ?? 100;
     const peek = options.peek ?? false;
     let budget = this.#closeCells;
@@ -856,7 +860,7 @@ export class MemoryStore implements Store {
       if (sessions) {
         const most = limit * SESSIONS_PER_WINDOW;
         if (!options.peek) sessions.keepOpen(counter, now);
-        for (const session of sessions.due(counter, cutoff, { now, limit: most })) {
+        for (const session of sessions.due(counter, closeTo, { now, limit: most })) {
           const { start, end, group, state: value } = sessions.valueOf(session);
           closed.push({ counter: counter.name, start, end, groups: [{ group, state: value }] });
           if (peek) continue;
@@ -895,7 +899,7 @@ export class MemoryStore implements Store {
         }
       }
       if (!open || limit <= 0) continue;
-      const due = [...open].filter(([, end]) => end <= cutoff)
+      const due = [...open].filter(([, end]) => end <= closeTo)
         .sort((a, b) => a[0] - b[0]).slice(0, limit);
       for (const [start, end] of due) {
         if (budget <= 0) {

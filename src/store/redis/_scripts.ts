@@ -2087,13 +2087,13 @@ return readReply(out)
 /**
  * Claims windows that became final. ARGV[1] is JSON
  * `{late, limit, cells, logTtl, sl?, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?,
- * dv?, gen?, rec?}` (`sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the
+ * dv?, gen?, rec?, th?}` (`th`: the latest end it closes, see `CloseOptions.through`; `sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the
  * apply's; `dv`: the definition version the caller serves, see `CloseOptions.definitionVersion`;
  * `gen` and `rec`: the generation closed, and whether its record must exist, checked against the
  * definition record KEYS[2] as the apply does, see {@linkcode APPLY_SCRIPT}).
  * Returns JSON `{"w": [[counter, start, end, [[group, count, sum, minOrMax, distinct], …],
- * continued], …], "m": 1 when it stopped at `cells` with more to close}` (`continued` 1 when an
- * earlier call claimed the window), or `{"w": [], "v": version}` when the stats' `dv` is later than
+ * continued], …], "m": 1 when it stopped at `cells` with more to close, "c": the cutoff it found
+ * (`ClosedWindows.cutoff`), …}` (`continued` 1 when an earlier call claimed the window), or `{"w": [], "v": version}` when the stats' `dv` is later than
  * `dv`, or `{"w": [], "gone": 1}` when the record says the generation was deleted (or the stream
  * created again under another), or `{"w": [], "gone": 2}` when it is missing and `rec` says it
  * must exist: nothing closed nor written. A window of more cells (a group in one of its panes) than the call has left is claimed
@@ -2169,6 +2169,11 @@ local raised = raiseToClock(wm, now, idle)
 -- older one, keepFinal), so window.closed comes when a read says final.
 local cutoff = raised - lateness
 if closedThrough ~= nil and closedThrough > cutoff then cutoff = closedThrough end
+-- What this call closes: no end past \`th\`, the cutoff its caller's peek reported (see
+-- CloseOptions.through), so the close claims only what the peek saw. What is due past it stays
+-- due (nextDue judges by \`cutoff\`), for the next sweep.
+local closeTo = cutoff
+if type(args.th) == "number" and args.th < closeTo then closeTo = args.th end
 -- The alert markers of the open windows (from the one ending first, \`first\`: windows close in
 -- that order) get twice the ttl again, as a firing gives them (alertMarkerTtlMs), so an alert that
 -- fired early in a window kept open (by a pause, or by a producer whose stale events hold the
@@ -2362,7 +2367,7 @@ for _, c in ipairs(args.counters) do
   end
   local due = {}
   if not busy and limit > 0 then
-    due = redis.call("ZRANGEBYSCORE", open, "-inf", num(cutoff), "LIMIT", 0, limit)
+    due = redis.call("ZRANGEBYSCORE", open, "-inf", num(closeTo), "LIMIT", 0, limit)
   end
   if #due > 0 then
     local live = redis.call("ZRANGE", livePanesKey(name), 0, -1)
@@ -2407,7 +2412,7 @@ for _, c in ipairs(args.counters) do
     end
   end
 end
-closedThrough = closeSessions(cutoff, limit, peek, now, write, logLater, out, closedThrough)
+closedThrough = closeSessions(closeTo, limit, peek, now, write, logLater, out, closedThrough)
 if #logged > 0 then expectLog() end
 local statsChanged = {}
 if raised ~= wm then statsChanged = { "wm", num(raised) } end
@@ -2510,7 +2515,7 @@ if not peek then
 end
 if #statsChanged > 0 then writeStats(statsChanged, tonumber(stored[2]), now, statsLife) end
 local reply = cjson.encode({ w = out, m = more and 1 or 0, n = due, a = stored[4] or "", wm = wmAfter,
-  cl = clAfter })
+  cl = clAfter, c = num(cutoff) })
 -- A call that closed nothing is kept for nobody: sent again it would find the same.
 if #out == 0 then return reply end
 return keepReply(callKey, reply)

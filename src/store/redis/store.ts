@@ -781,9 +781,11 @@ export class RedisStore implements Store {
     const quiet = this.#quiet.get(stream);
     if (quiet === undefined) {
       // Not closed by this process yet: what the last close of any process left in the stats.
-      if (await this.#quietInStats(stream, askedText, now)) return [];
+      if (await this.#quietInStats(stream, askedText, now)) {
+        return this.#skipped(stream, options, now);
+      }
     } else if (quiet.asked === askedText && now < quiet.dueMs) {
-      if (await this.#unchanged(stream, quiet)) return [];
+      if (await this.#unchanged(stream, quiet)) return this.#skipped(stream, options, now);
     }
     // A peek (the sweep's, before a close of a stream with alerts) leaves the note to the close.
     if (!options.peek) this.#quiet.delete(stream);
@@ -795,6 +797,25 @@ export class RedisStore implements Store {
       this.#remember(stream, { ...closed.quiet, asked: askedText });
     }
     return closed.windows;
+  }
+
+  /**
+   * A close skipped as quiet: nothing closed; a peek's with the cutoff the script would have found
+   * in the stats the note holds (which the skip found unchanged), for the close it bounds
+   * ({@linkcode CloseOptions.through}); none without a watermark.
+   */
+  #skipped(stream: string, options: CloseOptions, now: number): ClosedWindows {
+    const closed: ClosedWindows = [];
+    const watermark = this.#quiet.get(stream)?.watermark ?? null;
+    if (watermark === null || !options.peek) return closed;
+    const idle = options.idleMs;
+    // As the script's raiseToClock, then the cutoff.
+    const raised = typeof idle === "number" ? Math.max(watermark, now - idle) : watermark;
+    closed.cutoff = Math.max(
+      raised - options.latenessMs,
+      this.#quiet.get(stream)?.closedThrough ?? -Infinity,
+    );
+    return closed;
   }
 
   /** Whether the stream's stats are as its last close left them (one HMGET). */
@@ -874,6 +895,7 @@ export class RedisStore implements Store {
           a?: unknown;
           wm?: unknown;
           cl?: unknown;
+          c?: unknown;
           v?: number;
           gone?: number;
         }
@@ -889,6 +911,7 @@ export class RedisStore implements Store {
           logTtl: this.#statsTtlMs,
           sl: this.#statsLife(counters),
           dv: options.definitionVersion,
+          th: options.through,
           gen: generation || undefined,
           // As for an apply: the record must exist (recorded, and the definitions live here).
           rec: (this.#definitionsHere && options.recorded) || undefined,
@@ -907,6 +930,8 @@ export class RedisStore implements Store {
           ...(continued === 1 ? { continued: true } : {}),
         }));
       if (reply.m === 1) closed.more = true;
+      const cutoff = statsNumber(reply.c);
+      if (options.peek && cutoff !== null) closed.cutoff = cutoff;
       if (typeof reply.v === "number") closed.laterDefinition = reply.v;
       if (reply.gone === 1 || reply.gone === 2) closed.gone = true;
       if (reply.gone === 2) closed.recordMissing = true;
