@@ -135,7 +135,8 @@ function closingIndex(text: string, closer: string, from: number): number {
  * most patterns, more where RE2 simplifies (`(a|b)` becomes a class), never less. Counts a
  * literal character, a class, `.`, an anchor or an escape as 1, a capturing group 2 more, `*` 2
  * more, `+` and `?` 1 more, `|` 1 more, and `x{n,m}` as `m` copies of `x` and `m - n` more (a
- * count over RE2's 1,000, which RE2 refuses, as 1,000). Linear in the pattern's length: no scan
+ * count over RE2's 1,000, which RE2 refuses, as 1,000), and never less than one for each
+ * {@linkcode SOURCE_CHARACTERS_PER_INSTRUCTION} characters of its text. Linear in its length: no scan
  * for a closing `}`, `>`, `:]` or `)` reads further than {@linkcode CLOSING_WINDOW} characters.
  */
 export function patternSize(pattern: string): number {
@@ -307,9 +308,23 @@ function measurePattern(pattern: string, weigh: (atom: string) => number): numbe
   }
   while (stack.length > 1) atom(closeAlternation(stack.pop()!));
   // And the program's own: the whole match's capture (2) and its end (1), less the 1 an empty
-  // pattern counts.
-  return closeAlternation(stack[0]) + 2;
+  // pattern counts. Never less than its length says (see SOURCE_CHARACTERS_PER_INSTRUCTION).
+  return Math.max(
+    closeAlternation(stack[0]) + 2,
+    Math.ceil(pattern.length / SOURCE_CHARACTERS_PER_INSTRUCTION),
+  );
 }
+
+/**
+ * Characters of a pattern's text counted as one instruction at least, however few it compiles to:
+ * RE2 parses every character (about 0.2 µs each), and a kept pattern holds its text. Flags compile
+ * to nothing, so `(?i)` 15,000 times (60,000 characters, as an event may send to `matches()`)
+ * counted 4: each took 10-90 ms to compile, charged as 4 instructions, and 2,000 of them kept
+ * 245 MB where the 16,384 instructions of patterns CEL keeps from events were some 10 MB at most.
+ * Patterns as written are far denser (`[[:alpha:]]`, 11 characters, is 3 with the program's own),
+ * and an event's text (64 KiB) stays under {@linkcode MAX_PATTERN_SIZE} by this count.
+ */
+export const SOURCE_CHARACTERS_PER_INSTRUCTION = 16;
 
 /** Index after the class opening at `start` (`[…]`, `[^…]`, a leading `]` and `[:alpha:]` inside). */
 function classEnd(text: string, start: number): number {
@@ -376,6 +391,13 @@ export function withOversizedPatterns<T>(build: () => T): T {
 export function checkPatternSize(pattern: string): number {
   const size = patternSize(pattern);
   if (size > MAX_PATTERN_SIZE && !oversizedTaken) {
+    if (size === Math.ceil(pattern.length / SOURCE_CHARACTERS_PER_INSTRUCTION)) {
+      throw new PatternError(
+        `Pattern '${quoteInput(pattern)}' is too long: a pattern may have ${
+          MAX_PATTERN_SIZE * SOURCE_CHARACTERS_PER_INSTRUCTION
+        } characters`,
+      );
+    }
     throw new PatternError(
       `Pattern '${
         quoteInput(pattern)

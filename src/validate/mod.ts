@@ -23,6 +23,7 @@ export {
   PatternError,
   patternSize,
   RANGES_PER_INSTRUCTION,
+  SOURCE_CHARACTERS_PER_INSTRUCTION,
   startMatchingBudget,
   withOversizedPatterns,
 } from "./linear_regexp.ts";

@@ -1329,6 +1329,40 @@ Deno.test("matches() keeps patterns taken from the event up to 16,384 instructio
   });
 });
 
+Deno.test("matches() charges compiling a pattern taken from the event for its length: five of 60,000 characters of flags, which compile to no instruction, fail the evaluation", () => {
+  // Each was charged as the 4 instructions it compiles to (64) while RE2 parsed 60,000
+  // characters (10-90 ms): an evaluation could compile any number of them.
+  const evaluate = compileExpression("event.ps.all(p, !event.s.matches(p))");
+  const pattern = (index: number) => `${"(?i)".repeat(15_000)}x${index}`;
+  assert.equal(evaluate({ event: { ps: [pattern(0)], s: "a" } }), true);
+  assert.throws(() => evaluate({ event: { ps: [1, 2, 3, 4, 5].map(pattern), s: "a" } }), {
+    name: "EvaluationBudgetError",
+    message: /: compiling a pattern of 3751 instructions costs 60016 \(16 an instruction\)$/,
+  });
+});
+
+Deno.test("matches() keeps patterns taken from events within their 16,384 instructions however long their text: 200 of 60,000 characters of flags keep under 5 MB", async () => {
+  // Counted as the 4 instructions they compile to, 4,000 of them could be kept: 2,000 kept 245 MB.
+  const { code, stdout, stderr } = await evalAtRoot(
+    `
+    import { compileExpression } from "./src/transform/cel.ts";
+    const heap = () => { gc(); gc(); return Deno.memoryUsage().heapUsed; };
+    const filter = compileExpression("event.s.matches(event.p)", ["event"], { returns: "bool" });
+    const flags = "(?i)".repeat(15000);
+    filter({ event: { s: "x", p: flags + "y" } });
+    const before = heap();
+    let matched = 0;
+    for (let i = 0; i < 200; i++) if (filter({ event: { s: "x" + i, p: flags + "x" + i } })) matched++;
+    console.log(JSON.stringify({ grown: heap() - before, matched }));
+    `,
+    { flags: ["--v8-flags=--expose-gc"] },
+  );
+  assert.equal(code, 0, stderr);
+  const { grown, matched } = JSON.parse(stdout);
+  assert.equal(matched, 200);
+  assert.ok(grown < 5_000_000, `the heap grew ${grown} bytes over 200 patterns from events`);
+});
+
 Deno.test("matches() with patterns taken from events keeps matcher states within MAX_RETAINED_MATCHER_BYTES: 24 patterns, three events of 140 characters each, keep under 24 MB", async () => {
   // Each pattern an event sends is kept compiled (up to 16,384 instructions of them: 910 of
   // these), and re2js let each keep up to 8 MiB of DFA states built from the events' texts.

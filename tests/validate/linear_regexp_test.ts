@@ -11,6 +11,7 @@ import {
   PatternBudgetError,
   PatternError,
   patternSize,
+  SOURCE_CHARACTERS_PER_INSTRUCTION,
   startMatchingBudget,
 } from "../../src/validate/mod.ts";
 import {
@@ -242,6 +243,27 @@ Deno.test("patternSize() reads a long pattern of unclosed names, classes and esc
     assert.ok(patternSize(unit.repeat(262_144 / unit.length)) > 0);
   }
   assert.ok(performance.now() - started < 5_000, `took ${performance.now() - started} ms`);
+});
+
+Deno.test("patternSize() and patternCompileSize() count at least one instruction for each SOURCE_CHARACTERS_PER_INSTRUCTION characters of text: flags and a long class compile to few, but each character is parsed and kept", () => {
+  // `(?i)` compiles to no instruction: 15,000 of them (60,000 characters) counted 4, so an event
+  // could have each compiled (10-90 ms) for 4 instructions' charge, and 2,000 kept 245 MB.
+  const flags = "(?i)".repeat(15_000);
+  const longClass = `[${"a".repeat(60_000)}]`;
+  for (const pattern of [flags, `${flags}x`, longClass]) {
+    const floor = Math.ceil(pattern.length / SOURCE_CHARACTERS_PER_INSTRUCTION);
+    assert.ok(patternSize(pattern) >= floor, `${patternSize(pattern)} < ${floor}`);
+    assert.ok(patternCompileSize(pattern) >= floor, `${patternCompileSize(pattern)} < ${floor}`);
+  }
+  assert.equal(patternSize(flags), 3_750);
+  // Past MAX_PATTERN_SIZE by its length alone: refused, saying so.
+  assert.throws(() => compileLinearPattern("(?i)".repeat(20_001)), {
+    name: "PatternError",
+    message: /\(80004 characters\)' is too long: a pattern may have 80000 characters$/,
+  });
+  // A short pattern is counted as before.
+  assert.equal(patternSize("(?i)^[a-z]{2}$"), 6);
+  assert.equal(patternSize("[[:alpha:]]"), 3);
 });
 
 Deno.test("compileLinearPattern() refuses a pattern past MAX_PATTERN_SIZE before compiling it", () => {
