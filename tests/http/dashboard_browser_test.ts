@@ -1720,7 +1720,7 @@ browserTest(
 );
 
 browserTest(
-  "a 300-character group and a right-to-left one show in a <bdi> on one line, cut with an ellipsis and whole in the title, the page no wider than a 375 px viewport",
+  "a 300-character group and a right-to-left one show in a <bdi> on one line, cut with an ellipsis and whole in the title, beside a whole colour swatch, the page no wider than a 375 px viewport",
   async (browser) => {
     const server = await startServer();
     try {
@@ -1748,6 +1748,7 @@ browserTest(
             cut: name ? name.scrollWidth > name.clientWidth : false,
             ellipsis: name ? getComputedStyle(name).textOverflow : null,
             valueAfterName: box ? value.left >= box.right : false,
+            swatchWidth: li.querySelector(".swatch").getBoundingClientRect().width,
           };
         });
         return {
@@ -1764,12 +1765,16 @@ browserTest(
           cut: boolean;
           ellipsis: string;
           valueAfterName: boolean;
+          swatchWidth: number;
         }[];
         scrollWidth: number;
         clientWidth: number;
       };
       const detail = JSON.stringify(shown);
       assert.ok(shown.scrollWidth <= shown.clientWidth, detail);
+      // Each row's colour stays a whole 10 px swatch beside a name cut short, never squeezed to a
+      // sliver by it (a 300-character name left 1 px of it), so it can be matched to its line.
+      for (const row of shown.rows) assert.equal(row.swatchWidth, 10, `whole swatch: ${detail}`);
       const longRow = shown.rows.find((row) => row.text === long);
       const rtlRow = shown.rows.find((row) => row.text === rtl);
       assert.ok(longRow && rtlRow, detail);
