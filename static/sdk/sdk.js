@@ -47,7 +47,8 @@
  * burst) is sent again split into batches of that many, as later batches (and
  * a page's beacons) to that stream are, and one answered
  * `413 payload_too_large` (a body over the server's 1 MiB) in halves; other
- * refusals are dropped with a console warning saying why. Events the server
+ * refusals are dropped with a console warning saying why, and told to `onRefused` (a wrong key,
+ * a stream the key may not send to or that does not exist, a `500`). Events the server
  * rejects (its `rejected`, in a `202` or a `400 no_events_accepted`) are not
  * sent again: a console warning names the first one's error, and
  * `onRejected` hears of all of them.
@@ -320,7 +321,11 @@ function trackerOption(options, name, { fallback, min, whole, max = undefined })
  * its first try: past it, it is dropped with a warning, counted in `dropped`), `onRejected` (called with `{stream, events, rejected, rejectedCount}` when the server
  * rejects events of a batch it was sent, as the reply's `rejected` lists them
  * (a replay's may list only the first ones: `rejectedCount` counts them all),
- * after a console warning naming the first one's error). A number option that
+ * after a console warning naming the first one's error), `onRefused` (called with
+ * `{stream, events, status, code, message}` when the server refuses a batch, which is dropped,
+ * after the console warning: `401 unauthorized` for a wrong key, `403` for a stream the key may
+ * not send to or an origin it does not list, `404 stream_not_found`, a `500`; `code` and `message`
+ * are the answer's error's, null when it had none). A number option that
  * is given must be at least 1 (`maxBatch`, `idempotencyTtlMs`) or 0 (the others), whole but for
  * `flushMs`, `retryBaseMs`, `heldRetryMs` and `idempotencyTtlMs`, which are at most 2,147,483,647 ms (what a
  * timer holds; `idempotencyTtlMs`, never a timer's wait, 365 days): else this throws, naming it. `track()` throws for an event
@@ -680,6 +685,15 @@ export function createTracker(options) {
               errorText(code)
             }`,
           );
+          // The page's code hears of it too: a wrong key or stream name otherwise looks, to
+          // it, like a batch sent (flush() resolves the same), and `dropped` does not count it.
+          callHandler(options.onRefused, {
+            stream,
+            events,
+            status: res.status,
+            code: typeof code?.code === "string" ? code.code : null,
+            message: typeof code?.message === "string" ? code.message : null,
+          });
           return;
         }
         const seconds = Number(res.headers.get("Retry-After"));
@@ -1318,7 +1332,7 @@ export function createTracker(options) {
      * the oldest kept ones it took out of `localStorage` to keep a stream's 1,000, with no warning
      * (the others warn). Not copies kept of a batch a beacon took too, or of one in flight (its send
      * retries it if the page stays), nor events the server refused or rejected (a warning and
-     * `onRejected` tell those).
+     * `onRefused` or `onRejected` tell those).
      */
     get dropped() {
       return dropped;

@@ -516,6 +516,80 @@ browserTest(
 );
 
 browserTest(
+  "/sdk.js tells the page's onRefused of a batch refused for a wrong key, a stream the key may not send to and one that does not exist, with status, code and message, after its warning",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.allowed);
+      const heard = await page.evaluate(`(async () => {
+        const sdk = await import(${JSON.stringify(`${s.api}/sdk.js`)});
+        const heard = [];
+        const warnings = [];
+        const warn = console.warn;
+        console.warn = (...args) => { warnings.push(args.join(" ")); warn(...args); };
+        const onRefused = (report) =>
+          heard.push({ ...report, events: report.events.length, warnedBefore: warnings.length });
+        const options = { dedupeField: "id", flushMs: 60000, retryBaseMs: 50, onRefused };
+        const wrong = sdk.createTracker({ ...options, key: "pk_madeUpMadeUpMadeUpMadeUp" });
+        wrong.track("pageviews", { n: 1 });
+        const flushed = await wrong.flush();
+        const right = sdk.createTracker({ ...options, key: ${JSON.stringify(s.key)} });
+        // "gone" is among the key's streams but does not exist; "other" is not among them.
+        right.track("gone", { n: 1 });
+        right.track("gone", { n: 2 });
+        right.track("other", { n: 1 });
+        await right.flush();
+        await wrong.close();
+        await right.close();
+        return { heard, flushed, warnings: warnings.length };
+      })()`) as {
+        heard: Array<
+          {
+            stream: string;
+            events: number;
+            status: number;
+            code: string | null;
+            message: string | null;
+            warnedBefore: number;
+          }
+        >;
+        flushed: { held: number };
+        warnings: number;
+      };
+      const detail = JSON.stringify(heard);
+      // Before, only the console heard of it: flush() resolved as for a batch sent.
+      assert.deepEqual(heard.flushed, { held: 0 });
+      const byStream = (stream: string) => heard.heard.find((report) => report.stream === stream);
+      assert.equal(heard.heard.length, 3, detail);
+      const [wrongKey, gone, other] = [
+        heard.heard[0],
+        byStream("gone"),
+        byStream("other"),
+      ];
+      assert.deepEqual(
+        { stream: wrongKey.stream, events: wrongKey.events, status: wrongKey.status },
+        { stream: "pageviews", events: 1, status: 401 },
+        detail,
+      );
+      assert.equal(wrongKey.code, "unauthorized", detail);
+      assert.ok(gone && other, detail);
+      assert.deepEqual([gone.events, gone.status, gone.code], [2, 404, "stream_not_found"], detail);
+      assert.deepEqual([other.events, other.status], [1, 403], detail);
+      for (const report of heard.heard) {
+        assert.equal(typeof report.message, "string", detail);
+        assert.ok(report.message!.length > 0, detail);
+        // Each after its own console warning.
+        assert.ok(report.warnedBefore >= 1, detail);
+      }
+      assert.equal(heard.warnings, 3, detail);
+      assert.equal(await s.accepted("pageviews"), 0);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
   "/sdk.js keeps what does not fit a page's 64 KiB of beacons in localStorage, and the next page sends it",
   async (browser) => {
     const s = await setup();

@@ -1204,6 +1204,41 @@ Deno.test("an onRejected that throws is logged and the tracker goes on sending",
   }
 });
 
+Deno.test("a refusal without an error body (a 500 from a proxy) is told to onRefused with code and message null, and one that throws is logged while the tracker goes on sending", async () => {
+  const { sent, restore } = recordingFetch([
+    new Response("Internal Server Error", { status: 500 }),
+    new Response("Internal Server Error", { status: 500 }),
+  ]);
+  const { warnings, stopCapture } = captureWarnings();
+  const logged: unknown[] = [];
+  const error = console.error;
+  console.error = (value: unknown) => logged.push(value);
+  const heard: unknown[] = [];
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      onRefused: (report) => {
+        heard.push({ ...report, events: report.events.length });
+        throw new Error("in the page's code");
+      },
+    });
+    tracker.track("s", {});
+    await tracker.flush();
+    assert.deepEqual(warnings, ["edgestream: s refused 1 events: 500"]);
+    assert.deepEqual(heard, [{ stream: "s", events: 1, status: 500, code: null, message: null }]);
+    assert.deepEqual(logged.map((value) => (value as Error).message), ["in the page's code"]);
+    tracker.track("s", {});
+    await tracker.flush();
+    assert.equal(sent.length, 2);
+    assert.equal(heard.length, 2);
+  } finally {
+    console.error = error;
+    stopCapture();
+    restore();
+  }
+});
+
 Deno.test("the SDK splits a batch over the server's 1,000 events a request and every event counts", async () => {
   const server = await serveApp({
     streams: { big: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },

@@ -25,6 +25,13 @@ export function createTracker(options: {
     rejected: Array<{ index: number; errors: Array<{ path: string; message: string }> }>;
     rejectedCount: number;
   }) => void;
+  onRefused?: (report: {
+    stream: string;
+    events: Array<Record<string, unknown>>;
+    status: number;
+    code: string | null;
+    message: string | null;
+  }) => void;
 }): Tracker;
 export function init(options: Parameters<typeof createTracker>[0]): Tracker;
 export function track(stream: string, event: Record<string, unknown>): Record<string, string>;
