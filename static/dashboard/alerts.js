@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { clockTime, el, userText } from "./dom.js";
+import { clockTime, el, userText, windowRange } from "./dom.js";
 import { formatValue, groupLabel } from "./model.js";
 
 /** Alerts the list keeps. */
@@ -44,7 +44,7 @@ export class AlertsView {
         userText(groupLabel(data.group)),
         ` = ${formatValue(data.value)}`,
       ),
-      el("span", { class: "muted" }, `window ${clockTime(data.start)} – ${clockTime(data.end)}`),
+      el("span", { class: "muted" }, `window ${windowRange(data.start, data.end)}`),
     ));
     while (this.#list.children.length > KEEP) this.#list.lastElementChild.remove();
     this.#fired += 1;

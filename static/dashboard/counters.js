@@ -12,7 +12,7 @@
  */
 import { api } from "./api.js";
 import { groupChart, PALETTE_SIZE } from "./charts.js";
-import { clockTime, el, replaceChildren, userText } from "./dom.js";
+import { el, replaceChildren, userText, windowRange } from "./dom.js";
 import {
   counterKey,
   CounterSeries,
@@ -292,7 +292,7 @@ export class CountersView {
     if (!current) return;
     entry.range.textContent = entry.session
       ? `newest ${current.windows.length} session(s)`
-      : `${clockTime(current.start)} – ${clockTime(current.end)}`;
+      : windowRange(current.start, current.end);
     // Ranked by the server, highest first.
     const shown = current.windows.filter((row) => row.value !== null);
     // Matched to the chart's lines by group, not label: two groups may read alike.
@@ -300,7 +300,7 @@ export class CountersView {
     const items = shown.map((row) => {
       const group = groupLabel(row.group);
       const label = entry.session
-        ? [userText(group), ` ${clockTime(row.start)}–${clockTime(row.end)}`]
+        ? [userText(group), ` ${windowRange(row.start, row.end, "–")}`]
         : userText(group);
       const colour = keys.indexOf(groupKey(row.group));
       return el(

@@ -44,6 +44,20 @@ export function clockTime(iso) {
   return new Date(iso).toLocaleTimeString([], { hour12: false });
 }
 
+/** A day in milliseconds. */
+const DAY_MS = 86_400_000;
+
+/**
+ * A window's ends, `10:41:00 – 10:42:00` in the viewer's time zone; a window of a day or longer
+ * (tumbling 1d, a sliding 24h) with the date of each (`1/1/2026, 00:00:00 – 1/2/2026, 00:00:00`):
+ * its times alone would read alike at both ends. `separator` goes between them.
+ */
+export function windowRange(start, end, separator = " – ") {
+  const long = Date.parse(end) - Date.parse(start) >= DAY_MS;
+  const at = (iso) => long ? new Date(iso).toLocaleString([], { hour12: false }) : clockTime(iso);
+  return `${at(start)}${separator}${at(end)}`;
+}
+
 /**
  * `10:41:05` within a day of now, else with its date (`12/1/2026, 10:41:05`), in the viewer's
  * time zone: a delivery may have been retried for days.

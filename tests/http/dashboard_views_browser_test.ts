@@ -481,6 +481,44 @@ viewsTest(
 );
 
 viewsTest(
+  "a current window of a day or longer is labelled with the date of each end, not a time that reads alike at both (00:00:00 – 00:00:00); a minute's keeps its times alone",
+  async (page) => {
+    const range = (start: string, end: string) =>
+      page.evaluate(`(async () => {
+        const container = await globalThis.drawCounter(${JSON.stringify(WINDOWS)}, ${
+        JSON.stringify({ ...CURRENT, start, end })
+      });
+        return {
+          text: container.querySelector(".current .window-range").textContent,
+          startDate: new Date(${JSON.stringify(start)}).toLocaleDateString(),
+          endDate: new Date(${JSON.stringify(end)}).toLocaleDateString(),
+          startTime: new Date(${JSON.stringify(start)}).toLocaleTimeString([], { hour12: false }),
+          endTime: new Date(${JSON.stringify(end)}).toLocaleTimeString([], { hour12: false }),
+        };
+      })()`) as Promise<
+        { text: string; startDate: string; endDate: string; startTime: string; endTime: string }
+      >;
+    // A day's window (tumbling 1d, or a sliding 24h's) and a week's: before, only their times.
+    for (
+      const [start, end] of [
+        ["2026-01-01T00:00:00.000Z", "2026-01-02T00:00:00.000Z"],
+        ["2026-01-05T00:00:00.000Z", "2026-01-12T00:00:00.000Z"],
+      ]
+    ) {
+      const day = await range(start, end);
+      const detail = JSON.stringify(day);
+      const [from, to] = day.text.split(" – ");
+      assert.ok(from !== undefined && to !== undefined, detail);
+      assert.ok(from.includes(day.startDate) && from.includes(day.startTime), detail);
+      assert.ok(to.includes(day.endDate) && to.includes(day.endTime), detail);
+      assert.notEqual(from, to, detail);
+    }
+    const minute = await range(CURRENT.start, CURRENT.end);
+    assert.equal(minute.text, `${minute.startTime} – ${minute.endTime}`);
+  },
+);
+
+viewsTest(
   "a group whose value is empty or only spaces reads as its quoted text in the chart's legend and the current window: not uPlot's default 'Value', not blank, and apart from each other",
   async (page) => {
     const start = "2026-01-01T00:00:00.000Z";
