@@ -738,6 +738,52 @@ browserTest(
 );
 
 browserTest(
+  "the key form fits a 320 px phone (WCAG's reflow width), before and after a key is refused: its field within the form, the page not scrolling sideways, and axe finds nothing serious",
+  async (browser) => {
+    const server = await startServer({ auth: true });
+    try {
+      const page = await browser.newPage({ viewport: { width: 320, height: 640 } });
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      const input = page.locator('input[name="key"]');
+      await input.waitFor();
+      const fits = () =>
+        page.evaluate(`(() => {
+          const form = document.getElementById("key-form").getBoundingClientRect();
+          const field = document.querySelector('#key-form input[name="key"]').getBoundingClientRect();
+          return {
+            scrollWidth: document.documentElement.scrollWidth,
+            clientWidth: document.documentElement.clientWidth,
+            form: [form.left, form.right],
+            field: [field.left, field.right],
+          };
+        })()`) as Promise<
+          { scrollWidth: number; clientWidth: number; form: number[]; field: number[] }
+        >;
+      for (const when of ["asked", "refused"]) {
+        if (when === "refused") {
+          await input.fill("not-a-key-of-this-server");
+          await input.press("Enter");
+          await textMatching(page, "#key-message", /Key refused/);
+        }
+        const shown = await fits();
+        const detail = `${when}: ${JSON.stringify(shown)}`;
+        // Before, the field kept its 320 px (328 with its border) and pushed the page 25 px wide.
+        assert.ok(shown.scrollWidth <= shown.clientWidth, detail);
+        assert.ok(shown.field[0] >= shown.form[0] && shown.field[1] <= shown.form[1], detail);
+        const violations = await axeViolations(page);
+        assert.deepEqual(violations, [], describeViolations(violations));
+      }
+      // The refused key's 401 is the only thing the console logged.
+      assert.deepEqual(log.errors.filter((error) => !/401/.test(error)), []);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "a key given again while the stream list cannot be read starts the dashboard once: no poll or subscription doubled",
   async (browser) => {
     const server = await startServer({ auth: true });
