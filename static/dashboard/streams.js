@@ -7,7 +7,7 @@
  * @module
  */
 import { sparkline } from "./charts.js";
-import { clockTime, el, replaceChildren, userText } from "./dom.js";
+import { el, replaceChildren, timeOf, userText } from "./dom.js";
 import { formatRate, formatValue, RATE_FIELDS, ratesBetween, shownText } from "./model.js";
 
 /** Samples a sparkline keeps (at one poll every 2 s: 3 minutes). */
@@ -132,7 +132,8 @@ export class StreamsView {
         `totals: ${formatValue(stats.accepted)} accepted (${formatValue(stats.applied)} applied, `,
         `${formatValue(stats.filtered)} filtered), ${formatValue(stats.duplicates)} duplicate, `,
         `${formatValue(stats.late)} late, ${formatValue(stats.rejected ?? 0)} rejected`,
-        stats.watermark ? ` · watermark ${clockTime(stats.watermark)}` : "",
+        // With its date when not within a day: a stream idle for days would read as moving today.
+        stats.watermark ? ` · watermark ${timeOf(stats.watermark)}` : "",
       );
       if (!rates) continue;
       for (const field of RATE_FIELDS) {

@@ -695,6 +695,33 @@ browserTest(
 );
 
 browserTest(
+  "a stream card shows a watermark older than a day with its date, not a time that reads as today's",
+  async (browser) => {
+    // The server's clock two days behind the browser's: the stream last moved two days ago.
+    const server = await startServer({ lagMs: 2 * 86_400_000 });
+    try {
+      await server.send([{ country: "DE", amount: 1 }]);
+      const { streams } = await (await fetch(`${server.base}/v1/streams`)).json();
+      const watermark: string = streams[0].stats.watermark;
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      const totals = await textMatching(page, '[data-stream="orders"] .totals', /watermark/);
+      const [withDate, timeAlone] = await page.evaluate(
+        `[new Date(${JSON.stringify(watermark)}).toLocaleString([], { hour12: false }),
+          new Date(${JSON.stringify(watermark)}).toLocaleTimeString([], { hour12: false })]`,
+      ) as string[];
+      // Before: "watermark 17:52:22", two days old and read as today's.
+      assert.ok(totals.endsWith(`watermark ${withDate}`), `${totals} (${timeAlone})`);
+      assert.deepEqual(log.errors, []);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "the webhooks panel shows a last error older than a day with its date",
   async (browser) => {
     // The server's clock two days behind the browser's: its deliveries were tried two days ago.
