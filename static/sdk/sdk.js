@@ -332,7 +332,12 @@ function trackerOption(options, name, { fallback, min, whole, max = undefined })
  * that is not an object JSON can hold (a BigInt, a cycle), queuing nothing.
  */
 export function createTracker(options) {
-  if (!options?.key) throw new Error("edgestream: createTracker() needs a publishable 'key'");
+  // A first try against a server in open mode has no key to give: it checks none, so any will do.
+  if (!options?.key) {
+    throw new Error(
+      "edgestream: createTracker() needs a publishable 'key' (pk_…, made with POST /v1/keys); a server in open mode (no EDGESTREAM_KEYS) checks none, so any text will do there, such as 'dev'",
+    );
+  }
   // A secret key (`sk_…`, made by POST /v1/keys) must never reach a browser, and the tracker sends
   // its key in URLs (`?key=`, as beacons need), which reach logs and traces (the server refuses
   // one there): refused before anything, what an earlier page kept included, is sent.

@@ -1204,6 +1204,18 @@ Deno.test("an onRejected that throws is logged and the tracker goes on sending",
   }
 });
 
+Deno.test("createTracker() without a key throws, telling a first try against open mode that any text will do there", () => {
+  for (const options of [undefined, {}, { key: "" }]) {
+    assert.throws(
+      () => createTracker(options as unknown as { key: string }),
+      (error: Error) =>
+        error.message.startsWith("edgestream: createTracker() needs a publishable 'key' (pk_…") &&
+        /open mode \(no EDGESTREAM_KEYS\) checks none, so any text will do there, such as 'dev'/
+          .test(error.message),
+    );
+  }
+});
+
 Deno.test("a refusal without an error body (a 500 from a proxy) is told to onRefused with code and message null, and one that throws is logged while the tracker goes on sending", async () => {
   const { sent, restore } = recordingFetch([
     new Response("Internal Server Error", { status: 500 }),
