@@ -7,6 +7,13 @@
 import { z } from "zod";
 import { compileFastVerdict, type FastVerdict, RFC3339_MARK } from "./_fast_verdict.ts";
 import {
+  type CheckCost,
+  checkCost,
+  checksPast,
+  MAX_EVENT_SCHEMA_CHECKS,
+  mayPassCheckBudget,
+} from "./_check_budget.ts";
+import {
   compileLinearPattern,
   endMatchingBudget,
   PatternBudgetError,
@@ -69,12 +76,16 @@ export function checkEventShape(value: unknown, limits: ShapeLimits = {}): Field
  */
 let sawNonFinite = false;
 
+/** Set by {@linkcode shapeError}: the event's values (itself, each array item, each key's value). */
+let eventValues = 0;
+
 /**
  * {@linkcode checkEventShape}'s one error but a number out of range (which sets
  * {@linkcode sawNonFinite}), or null (no list to allocate on the hot path).
  */
 function shapeError(value: unknown, maxDepth: number): FieldError | null {
   sawNonFinite = false;
+  eventValues = 1;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     return { path: "", message: `Event must be a JSON object, got ${describe(value)}` };
   }
@@ -86,6 +97,7 @@ function checkNode(node: object, depth: number, maxDepth: number): FieldError | 
     return { path: "", message: `Event is nested deeper than ${maxDepth} levels` };
   }
   if (Array.isArray(node)) {
+    eventValues += node.length;
     for (let i = 0; i < node.length; i++) {
       const item = node[i];
       if (typeof item === "object" && item !== null) {
@@ -96,6 +108,7 @@ function checkNode(node: object, depth: number, maxDepth: number): FieldError | 
     return null;
   }
   for (const key in node) {
+    eventValues++;
     if (isForbiddenKey(key)) {
       return { path: key, message: `Key '${key}' is not allowed in events` };
     }
@@ -219,6 +232,7 @@ function compileSchemaOnce(
       { cause: error },
     );
   }
+  checkCosts.set(schema, checkCost(prepared));
   if (namesInheritedKey(prepared)) {
     // Ajv reads such names through the prototype as zod does: no fast verdict either.
     ownKeysOnly.add(schema);
@@ -691,6 +705,9 @@ function sameValueRefs(node: unknown): string[] {
 
 /** Fast verdicts of the schemas {@linkcode compileEventSchema} made (see `_fast_verdict.ts`). */
 const fastVerdicts = new WeakMap<z.ZodType, FastVerdict>();
+
+/** What counting an event's checks against each compiled schema needs (see `_check_budget.ts`). */
+const checkCosts = new WeakMap<z.ZodType, CheckCost>();
 
 const SCHEMA_MAPS = new Set(["properties", "patternProperties", "$defs", "definitions"]);
 const DATA_KEYWORDS = new Set(["enum", "const", "examples", "default"]);
@@ -1691,6 +1708,7 @@ export function validateEvent(
 ): Validation {
   const result = validated(value, schema, {
     fast: fastVerdicts.get(schema),
+    cost: checkCosts.get(schema),
     maxDepth: limits?.maxDepth ?? 32,
     maxErrors: Infinity,
     ownKeysOnly: ownKeysOnly.has(schema),
@@ -1709,6 +1727,7 @@ export function eventValidator(
 ): (value: unknown) => Event | FieldError[] {
   const settings = {
     fast: fastVerdicts.get(schema),
+    cost: checkCosts.get(schema),
     maxDepth: options.maxDepth ?? 32,
     maxErrors: options.maxErrors ?? Infinity,
     ownKeysOnly: ownKeysOnly.has(schema),
@@ -1752,6 +1771,10 @@ function unmergableError(error: unknown): FieldError | undefined {
   };
 }
 
+/** Why an event is refused when judging it against its schema would take too many checks. */
+export const CHECK_BUDGET_MESSAGE =
+  `Event would take more than ${MAX_EVENT_SCHEMA_CHECKS} checks against its schema beyond one a value (each value is checked against every schema node that applies to it, every anyOf/oneOf member counted, and each property an object lacks): send fewer items in one event, or give the schema fewer anyOf/oneOf members or properties where they repeat`;
+
 /** Why an event is refused when its schema's `allOf` members fill in values that differ. */
 export const UNMERGABLE_MESSAGE =
   "The schema's allOf members (or a $ref and the keywords beside it) fill in different values (different defaults of one field, or a tuple's item), which cannot be merged: send the field, or have the schema give the default in one member only";
@@ -1761,6 +1784,7 @@ function validated(
   schema: z.ZodType,
   options: {
     fast: FastVerdict | undefined;
+    cost: CheckCost | undefined;
     maxDepth: number;
     maxErrors: number;
     ownKeysOnly: boolean;
@@ -1780,6 +1804,14 @@ function validated(
     // zod would accept it and return an equal copy: skip the copy.
     accepted = !nonFinite && options.fast?.(value as Event) === true;
     if (!accepted) {
+      // Its checks counted first when they could pass the bound (see _check_budget.ts).
+      const values = eventValues;
+      if (
+        options.cost !== undefined && mayPassCheckBudget(options.cost, values) &&
+        checksPast(options.cost, value, MAX_EVENT_SCHEMA_CHECKS + values)
+      ) {
+        return [{ path: "", message: CHECK_BUDGET_MESSAGE }];
+      }
       if (options.fast) startMatchingBudget();
       try {
         result = schema.safeParse(options.ownKeysOnly ? withoutPrototypes(value) : value);

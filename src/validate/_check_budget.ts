@@ -1,0 +1,214 @@
+/**
+ * A bound on the work of judging one event against its stream's schema.
+ *
+ * zod checks each value of an event against every schema node that applies to it: every member
+ * of an `anyOf`/`oneOf` (until one takes it), every part of an `allOf`, every property of an
+ * object schema (those the value lacks too), and each array item against `items`. The work is
+ * the schema's size times the event's, not either alone: an `anyOf` of 200 objects of 5 `const`s
+ * under `items` (54 KB) and an event of 5,000 items (55 KB) took 5.3 s. So before zod runs, an
+ * event whose checks could pass {@linkcode MAX_EVENT_SCHEMA_CHECKS} more than its own values is
+ * counted, as if no `anyOf`/`oneOf` member took it (each is tried), without judging anything, and
+ * refused past the bound; the count stops there, so it costs at most the bound's steps.
+ *
+ * Most schemas never count: a schema of `size` nodes once its `$ref`s are expanded makes at most
+ * `3 × size` checks a value (the nodes judging it, the properties of object nodes it lacks, its
+ * keys' `propertyNames`), so an event of `values` values is counted only when
+ * `3 × size × values` is past the bound plus `values`. A schema whose `$ref`s recurse (a tree)
+ * has no such size: its events are always counted.
+ *
+ * @module
+ */
+
+/**
+ * Most checks of one event against its schema beyond one a value (each JSON value, key or array
+ * item, checked once, is the event's own size, bounded by the body's). Past it the event is
+ * refused. About 0.1-1 µs a check in zod: 2^18 is at most a few hundred milliseconds.
+ */
+export const MAX_EVENT_SCHEMA_CHECKS = 262_144;
+
+/** What counting an event against one compiled schema needs. */
+export interface CheckCost {
+  /** The schema zod was given. */
+  root: Record<string, unknown>;
+  /** Its definitions, by name (without a prototype). */
+  defs: Record<string, unknown>;
+  /** Its nodes once `$ref`s are expanded; Infinity when they recurse. */
+  size: number;
+}
+
+/** The definition name of a local `$ref`, as zod reads it (RFC 6901 escapes). */
+function refName(ref: string): string {
+  return ref.slice(ref.lastIndexOf("/") + 1).replace(/~1/g, "/").replace(/~0/g, "~");
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function target(node: Record<string, unknown>, defs: Record<string, unknown>): unknown {
+  if (typeof node.$ref !== "string") return undefined;
+  const found = defs[refName(node.$ref)];
+  return typeof found === "object" || typeof found === "boolean" ? found : undefined;
+}
+
+/** Keywords whose value is one subschema or a list of them (`items` either). */
+const ONE_OR_LIST = [
+  "allOf",
+  "anyOf",
+  "oneOf",
+  "prefixItems",
+  "items",
+  "additionalProperties",
+  "propertyNames",
+  "contains",
+  "additionalItems",
+  "not",
+];
+/** Keywords whose value maps names to subschemas. */
+const MAPS = ["properties", "patternProperties"];
+
+/** The subschemas of `node` (not its `$ref`'s target, nor a root's `$defs`). */
+function subschemas(node: Record<string, unknown>): unknown[] {
+  const found: unknown[] = [];
+  for (const key of ONE_OR_LIST) {
+    const value = node[key];
+    if (Array.isArray(value)) found.push(...value);
+    else if (value !== undefined) found.push(value);
+  }
+  for (const key of MAPS) {
+    if (isObject(node[key])) found.push(...Object.values(node[key]));
+  }
+  return found;
+}
+
+/**
+ * The {@linkcode CheckCost} of a schema as given to zod (its `$ref`s all local, cycles without a
+ * property between already refused, its expanded depth bounded: recursion here is bounded).
+ */
+export function checkCost(root: Record<string, unknown>): CheckCost {
+  const defs: Record<string, unknown> = Object.assign(
+    Object.create(null),
+    isObject(root.definitions) ? root.definitions : undefined,
+    isObject(root.$defs) ? root.$defs : undefined,
+  );
+  const sizes = new Map<string, number>();
+  const expanding = new Set<string>();
+  const sizeOf = (node: unknown): number => {
+    if (!isObject(node)) return 1;
+    let size = 1;
+    if (typeof node.$ref === "string") {
+      const name = refName(node.$ref);
+      if (expanding.has(name)) return Infinity;
+      let known = sizes.get(name);
+      if (known === undefined) {
+        expanding.add(name);
+        known = sizeOf(defs[name]);
+        expanding.delete(name);
+        sizes.set(name, known);
+      }
+      size += known;
+    }
+    for (const sub of subschemas(node)) size += sizeOf(sub);
+    return size;
+  };
+  return { root, defs, size: sizeOf(root) };
+}
+
+/** Whether counting `values` values against `cost` could find more than the bound. */
+export function mayPassCheckBudget(cost: CheckCost, values: number): boolean {
+  return 3 * cost.size * values > MAX_EVENT_SCHEMA_CHECKS + values;
+}
+
+/** The JSON type a value has, as `type` names it. */
+function typeOf(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "array";
+  return typeof value === "object" ? "object" : typeof value;
+}
+
+/** Whether `member` refuses `value` on its own `type` alone (one check in zod). */
+function refusedByType(member: unknown, value: unknown): boolean {
+  if (!isObject(member) || member.type === undefined) return false;
+  const type = typeOf(value);
+  const takes = (name: unknown) => name === type || (name === "integer" && type === "number");
+  return Array.isArray(member.type) ? !member.type.some(takes) : !takes(member.type);
+}
+
+/**
+ * Counts the checks of `event` against `cost`'s schema, as zod would make them with every
+ * `anyOf`/`oneOf` member tried, up to `limit`: true when they are more (then counting stopped
+ * there). Without recursion.
+ */
+export function checksPast(cost: CheckCost, event: unknown, limit: number): boolean {
+  const { defs } = cost;
+  let checks = 0;
+  // A recursive schema's definitions judged once an object value: zod's checks of a tree under
+  // an anyOf grew with its depth, not 2^depth, and counted each path they would (31 levels of a
+  // 2-member anyOf, 2^31) refused a tree zod judged in a millisecond.
+  const recursive = cost.size === Infinity;
+  const judged = new WeakMap<object, Set<unknown>>();
+  const seen = (value: unknown, definition: unknown): boolean => {
+    if (typeof value !== "object" || value === null) return false;
+    let definitions = judged.get(value);
+    if (definitions === undefined) judged.set(value, definitions = new Set());
+    if (definitions.has(definition)) return true;
+    definitions.add(definition);
+    return false;
+  };
+  // Two stacks rather than one of pairs: no array made a step.
+  const values: unknown[] = [event];
+  const nodes: unknown[] = [cost.root];
+  const push = (value: unknown, node: unknown) => {
+    values.push(value);
+    nodes.push(node);
+  };
+  while (nodes.length > 0) {
+    const value = values.pop();
+    const node = nodes.pop();
+    if (++checks > limit) return true;
+    if (!isObject(node)) continue;
+    const refTo = target(node, defs);
+    if (refTo !== undefined && !(recursive && seen(value, refTo))) push(value, refTo);
+    if (Array.isArray(node.allOf)) { for (const part of node.allOf) push(value, part); }
+    for (const members of [node.anyOf, node.oneOf]) {
+      if (!Array.isArray(members)) continue;
+      for (const member of members) {
+        if (refusedByType(member, value)) checks++;
+        else push(value, member);
+      }
+    }
+    if (Array.isArray(value)) {
+      const prefix = Array.isArray(node.prefixItems)
+        ? node.prefixItems
+        : Array.isArray(node.items)
+        ? node.items
+        : [];
+      const rest = Array.isArray(node.items) ? node.additionalItems : node.items;
+      for (let index = 0; index < value.length; index++) {
+        if (index < prefix.length) push(value[index], prefix[index]);
+        else if (rest !== undefined) push(value[index], rest);
+        if (node.contains !== undefined) push(value[index], node.contains);
+      }
+    } else if (isObject(value)) {
+      const properties = isObject(node.properties) ? node.properties : undefined;
+      if (properties !== undefined) {
+        for (const key in properties) {
+          if (Object.hasOwn(value, key)) push(value[key], properties[key]);
+          else checks++;
+        }
+      }
+      const patterns = isObject(node.patternProperties)
+        ? Object.values(node.patternProperties)
+        : [];
+      const additional = node.additionalProperties;
+      for (const key in value) {
+        if (node.propertyNames !== undefined) push(key, node.propertyNames);
+        if (properties !== undefined && Object.hasOwn(properties, key)) continue;
+        for (const schema of patterns) push(value[key], schema);
+        if (additional !== undefined) push(value[key], additional);
+      }
+    }
+    if (checks > limit) return true;
+  }
+  return false;
+}

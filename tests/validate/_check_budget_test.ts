@@ -1,0 +1,153 @@
+import assert from "node:assert/strict";
+import { checkCost, checksPast, mayPassCheckBudget } from "../../src/validate/_check_budget.ts";
+import {
+  CHECK_BUDGET_MESSAGE,
+  compileEventSchema,
+  prepareEventSchema,
+  validateEvent,
+} from "../../src/validate/event.ts";
+
+/** `members` objects, each of 5 `const` properties. */
+function unionSchemaMembers(members: number): Record<string, unknown>[] {
+  return Array.from({ length: members }, (_, member) => ({
+    type: "object",
+    properties: Object.fromEntries(
+      Array.from({ length: 5 }, (_, field) => [`f${field}`, { const: `v${member}_${field}` }]),
+    ),
+    required: ["f0", "f1", "f2", "f3", "f4"],
+  }));
+}
+
+/** An `anyOf` of {@linkcode unionSchemaMembers} under an array's `items`. */
+function unionSchema(members: number): Record<string, unknown> {
+  const anyOf = unionSchemaMembers(members);
+  return { type: "object", properties: { items: { type: "array", items: { anyOf } } } };
+}
+
+/** An item `member` of {@linkcode unionSchema} takes. */
+function itemOf(member: number): Record<string, string> {
+  return Object.fromEntries(
+    Array.from({ length: 5 }, (_, field) => [`f${field}`, `v${member}_${field}`]),
+  );
+}
+
+Deno.test("an event of 5,000 items against an anyOf of 200 objects is refused by the check budget, its checks counted only up to the bound", () => {
+  // 54 KB of schema and 55 KB of event: zod took 5.3 s to refuse it, 3.5 s to take it valid.
+  const schema = unionSchema(200);
+  const cost = checkCost(prepareEventSchema(schema));
+  const wrong = { items: Array.from({ length: 5_000 }, () => ({ f0: "x" })) };
+  const valid = { items: Array.from({ length: 5_000 }, () => itemOf(199)) };
+  // About 1,200 checks an item: 6 million, counted no further than the bound.
+  assert.equal(checksPast(cost, wrong, 6_000_000), true);
+  assert.equal(checksPast(cost, wrong, 6_100_000), false);
+  const compiled = compileEventSchema(schema);
+  for (const event of [wrong, valid]) {
+    assert.deepEqual(validateEvent(event, compiled), {
+      ok: false,
+      errors: [{ path: "", message: CHECK_BUDGET_MESSAGE }],
+    });
+  }
+  assert.match(CHECK_BUDGET_MESSAGE, /more than 262144 checks/);
+});
+
+Deno.test("events of the 200-member anyOf within the budget validate as zod judges them", () => {
+  const compiled = compileEventSchema(unionSchema(200));
+  const items = [itemOf(0), itemOf(57), itemOf(199)];
+  assert.deepEqual(validateEvent({ items }, compiled), { ok: true, event: { items } });
+  const wrong = validateEvent({ items: [itemOf(3), { f0: "x" }] }, compiled);
+  assert.deepEqual(wrong, { ok: false, errors: [{ path: "items.1", message: "Invalid input" }] });
+});
+
+Deno.test("an object schema of 3,000 properties under items is bounded too: 5,000 empty items are refused", () => {
+  // No combinator: each item checked against every property it lacks (zod took 14.5 s).
+  const properties = Object.fromEntries(
+    Array.from({ length: 3_000 }, (_, index) => [`p${index}`, { type: "string" }]),
+  );
+  const schema = {
+    type: "object",
+    properties: { items: { type: "array", items: { type: "object", properties } } },
+  };
+  const compiled = compileEventSchema(schema);
+  const many = { items: Array.from({ length: 5_000 }, () => ({})) };
+  assert.deepEqual(validateEvent(many, compiled), {
+    ok: false,
+    errors: [{ path: "", message: CHECK_BUDGET_MESSAGE }],
+  });
+  // 50 items: 150,000 checks, within it.
+  const few = { items: Array.from({ length: 50 }, () => ({ p7: "a" })) };
+  assert.deepEqual(validateEvent(few, compiled), { ok: true, event: few });
+});
+
+Deno.test("checksPast() counts each value against every node that applies: anyOf members, allOf parts, $ref targets, missing properties", () => {
+  const cost = checkCost({
+    type: "object",
+    properties: {
+      a: { anyOf: [{ type: "string" }, { type: "number" }, { type: "object" }] },
+      b: { allOf: [{ $ref: "#/$defs/D" }, { minimum: 0 }] },
+      c: { type: "string" },
+    },
+    $defs: { D: { type: "number" } },
+  });
+  // root 1; a: 1 + 3 members (two refused on their type, one check each); b: 1 + allOf parts 2
+  // + D 1; c missing 1. In all 10.
+  const event = { a: "x", b: 3 };
+  assert.equal(checksPast(cost, event, 10), false);
+  assert.equal(checksPast(cost, event, 9), true);
+});
+
+Deno.test("the bench stream's schema and usual events are never counted; a recursive schema's always are", () => {
+  const bench =
+    JSON.parse(Deno.readTextFileSync(new URL("../../bench/config.json", import.meta.url)))
+      .streams.bench.schema;
+  const cost = checkCost(prepareEventSchema(bench));
+  assert.ok(cost.size < 20);
+  // Thousands of values (a 1 MiB event holds at most about 500,000) before it is counted.
+  assert.equal(mayPassCheckBudget(cost, 1_000), false);
+  const tree = checkCost(prepareEventSchema({
+    $ref: "#/$defs/Node",
+    $defs: {
+      Node: { type: "object", properties: { children: { items: { $ref: "#/$defs/Node" } } } },
+    },
+  }));
+  assert.equal(tree.size, Infinity);
+  assert.equal(mayPassCheckBudget(tree, 1), true);
+});
+
+Deno.test("a recursive schema's events are counted, each definition once an object: a deep tree under an anyOf is judged by zod, a wide one refused", () => {
+  const schema = {
+    $ref: "#/$defs/N",
+    $defs: {
+      N: {
+        anyOf: [
+          { type: "object", properties: { x: { $ref: "#/$defs/N" }, k: { const: "a" } } },
+          { type: "object", properties: { x: { $ref: "#/$defs/N" }, k: { const: "b" } } },
+        ],
+      },
+    },
+  };
+  const compiled = compileEventSchema(schema);
+  // 30 levels: every path counted would be 2^30 checks; zod's are about 30 × 2.
+  let deep: Record<string, unknown> = { k: "a" };
+  for (let level = 0; level < 30; level++) deep = { x: deep, k: "b" };
+  assert.deepEqual(validateEvent(deep, compiled), { ok: true, event: deep });
+  const wrong = { x: { k: "c" }, k: "a" };
+  assert.deepEqual(validateEvent(wrong, compiled), {
+    ok: false,
+    errors: [{ path: "", message: "Invalid input" }],
+  });
+  // A tree whose children are each judged against 200 members.
+  const tree = {
+    $ref: "#/$defs/T",
+    $defs: {
+      T: {
+        type: "object",
+        properties: { children: { type: "array", items: { anyOf: unionSchemaMembers(200) } } },
+      },
+    },
+  };
+  const many = { children: Array.from({ length: 5_000 }, () => ({ f0: "x" })) };
+  assert.deepEqual(validateEvent(many, compileEventSchema(tree)), {
+    ok: false,
+    errors: [{ path: "", message: CHECK_BUDGET_MESSAGE }],
+  });
+});
