@@ -567,14 +567,46 @@ function scanRefs(node: unknown, root: boolean): RefScan {
  * definition is expanded once, without recursion.
  */
 function refuseDeepExpansion(root: Record<string, unknown>): void {
-  const expanded = new Map<string, number>();
+  // Past MAX_EXPANDED_SCHEMA_SIZE expansions (a schema refuseLargeExpansion refuses, unless it is
+  // one served as stored), each definition's depth is kept wherever it was first expanded, as
+  // before: bounded work, though the verdict may then depend on the order of properties.
+  if (!deepExpansion(root, MAX_EXPANDED_SCHEMA_SIZE)) deepExpansion(root, Infinity, true);
+}
+
+/**
+ * {@linkcode refuseDeepExpansion}'s walk: false when it stopped after `maxExpansions` expansions
+ * without a verdict. A definition's depth is kept only when its expansion met no definition being
+ * expanded but itself (`keepAlways`: kept however it was met): one met through a `$ref` back to an
+ * outer definition counts that `$ref` as a leaf, shallower than where it is expanded from
+ * elsewhere, and kept, it made the verdict depend on which property named the definitions first.
+ */
+function deepExpansion(
+  root: Record<string, unknown>,
+  maxExpansions: number,
+  keepAlways = false,
+): boolean {
+  // Each kept depth with the definitions its expansion went through: it holds only where none
+  // of them is being expanded (there, a `$ref` to one is a leaf).
+  const expanded = new Map<string, { depth: number; through: Set<string> }>();
   const expanding = new Set<string>();
+  let expansions = 0;
+  // A definition expanded again (in another context) is not scanned again.
+  const scans = new Map<string, RefScan>();
+  const scanOf = (name: string, node: unknown) => {
+    let scan = scans.get(name);
+    if (scan === undefined) scans.set(name, scan = scanRefs(node, false));
+    return scan;
+  };
   const frame = (name: string | undefined, node: unknown) => ({
     name,
-    scan: scanRefs(node, name === undefined),
+    scan: name === undefined ? scanRefs(node, true) : scanOf(name, node),
     next: 0,
     deepest: 0,
     waitingAt: 0,
+    // The definitions being expanded (outer ones) its walk met, not expanded.
+    met: new Set<string>(),
+    // The definitions its walk expanded, or took a kept depth of.
+    through: new Set<string>(),
   });
   const stack = [frame(undefined, root)];
   stack[0].deepest = stack[0].scan.depth;
@@ -588,17 +620,25 @@ function refuseDeepExpansion(root: Record<string, unknown>): void {
     if (top.next < top.scan.refs.length) {
       const [at, name] = top.scan.refs[top.next++];
       const target = defsInScope[name];
-      if (typeof target !== "object" || target === null || expanding.has(name)) continue;
+      if (typeof target !== "object" || target === null) continue;
+      if (expanding.has(name)) {
+        top.met.add(name);
+        continue;
+      }
       // A `$ref` replaced by its definition adds the definition's levels below its own place, but
       // one at the top of a schema (a definition that is a `$ref` to another) would add none,
       // while zod still recurses once for it: a chain of thousands such compiled or ended the
       // stack depending on what else was on it. That hop counts one level.
       const hop = at === 1 ? at : at - 1;
       const known = expanded.get(name);
-      if (known !== undefined) {
-        top.deepest = Math.max(top.deepest, hop + known);
+      if (
+        known !== undefined && (keepAlways || ![...known.through].some((n) => expanding.has(n)))
+      ) {
+        top.deepest = Math.max(top.deepest, hop + known.depth);
+        for (const inner of known.through) top.through.add(inner);
         continue;
       }
+      if (++expansions > maxExpansions) return false;
       expanding.add(name);
       top.waitingAt = hop;
       const child = frame(name, target);
@@ -609,11 +649,18 @@ function refuseDeepExpansion(root: Record<string, unknown>): void {
     stack.pop();
     if (top.name !== undefined) {
       expanding.delete(top.name);
-      expanded.set(top.name, top.deepest);
+      top.met.delete(top.name);
+      top.through.add(top.name);
+      if (keepAlways || top.met.size === 0) {
+        expanded.set(top.name, { depth: top.deepest, through: top.through });
+      }
       const parent = stack[stack.length - 1];
+      for (const outer of top.met) parent.met.add(outer);
+      for (const inner of top.through) parent.through.add(inner);
       parent.deepest = Math.max(parent.deepest, parent.waitingAt + top.deepest);
     }
   }
+  return true;
 }
 
 /**

@@ -1885,6 +1885,35 @@ Deno.test("compileEventSchema() refuses a schema past 131,072 objects and arrays
   assert.doesNotThrow(() => compileEventSchema(tree));
 });
 
+Deno.test("compileEventSchema() counts a schema's depth once its $refs are expanded the same whichever property names a definition first", () => {
+  /** `levels` objects nested under `p`, a string at the bottom. */
+  const nested = (levels: number): unknown => {
+    let node: unknown = { type: "string" };
+    for (let level = 0; level < levels; level++) {
+      node = { type: "object", properties: { p: node } };
+    }
+    return node;
+  };
+  // A and B name each other under a property: from the root, b → B → y → A → pad is the deepest
+  // path (A's `$ref` back to B a leaf there). Kept from a → A → x → B → y → A (a leaf), B's depth
+  // left A's padding out: the 129 levels passed when `b` was listed first.
+  for (const [levels, refused] of [[60, false], [61, true]] as const) {
+    const $defs = {
+      A: { type: "object", properties: { x: { $ref: "#/$defs/B" }, pad: nested(levels) } },
+      B: { type: "object", properties: { y: { $ref: "#/$defs/A" } } },
+    };
+    for (const order of [["a", "b"], ["b", "a"]]) {
+      const properties = Object.fromEntries(
+        order.map((key) => [key, { $ref: key === "a" ? "#/$defs/A" : "#/$defs/B" }]),
+      );
+      const compile = () => compileEventSchema({ type: "object", properties, $defs });
+      if (refused) {
+        assert.throws(compile, /nests deeper than 128 levels .* once its \$refs are expanded/);
+      } else compile();
+    }
+  }
+});
+
 Deno.test("compileEventSchema() counts a definition's expanded size the same whichever property names it first", () => {
   // A two-way anyOf chain of `levels` definitions `<prefix>0`…, its last naming `end`.
   const chain = (prefix: string, levels: number, end: unknown) => {
