@@ -463,6 +463,22 @@ async function keptIn(
   })()`);
 }
 
+/**
+ * Waits until the tracker created in `page` has taken what earlier pages kept: its first
+ * `restore()` runs under a Web Lock, granted later (later still on a loaded machine). Until then it
+ * may take out of `localStorage`, and send again, what this page's `beacon()` keeps while the page
+ * is visible, as a tab shown again does; a test that beacons from a visible page waits for it.
+ */
+async function untilRestored(page: Page) {
+  await until(
+    "the tracker's first restore()",
+    async () =>
+      await page.evaluate(`navigator.locks.query().then(({ held, pending }) =>
+      held.length === 0 && pending.length === 0)`) as boolean,
+    30_000,
+  );
+}
+
 /** Loads `/sdk.js` into `page` as `globalThis.tracker`, with `options` over the test's defaults. */
 async function loadSdk(page: Page, s: Setup, options: Record<string, unknown> = {}) {
   await page.evaluate(`(async () => {
@@ -471,6 +487,7 @@ async function loadSdk(page: Page, s: Setup, options: Record<string, unknown> = 
     JSON.stringify({ key: s.key, dedupeField: "id", flushMs: 60_000, ...options })
   });
   })()`);
+  await untilRestored(page);
 }
 
 browserTest(
@@ -1382,6 +1399,7 @@ browserTest(
         for (let n = 0; n < 100; n++) tracker.track("pageviews", { n, pad: "x".repeat(900) });
       })()`);
       await until("the batch in flight", () => posts === 1);
+      await untilRestored(tab);
       // Hidden (what the page's visibilitychange does): the batch in flight is kept with its key.
       await tab.evaluate(`tracker.beacon()`);
       assert.equal(
