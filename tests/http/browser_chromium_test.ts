@@ -1469,7 +1469,17 @@ async function behindRestartingProxy(idempotencyTtlMs?: number) {
   const key = await publishableKey(page);
   // No dedupeField: only the batch's Idempotency-Key keeps it from counting twice. A first retry
   // a minute away: the batch waits, after its failed try, when the page goes.
+  // The page's fetches that failed (`failedFetches`), for a test to wait on the SDK's failed try.
   const load = `(async () => {
+    if (globalThis.failedFetches === undefined) {
+      globalThis.failedFetches = 0;
+      const pageFetch = globalThis.fetch;
+      globalThis.fetch = (...args) =>
+        pageFetch(...args).catch((error) => {
+          globalThis.failedFetches++;
+          throw error;
+        });
+    }
     const sdk = await import(${JSON.stringify(`http://127.0.0.1:${proxy.addr.port}/sdk.js`)});
     globalThis.tracker = sdk.createTracker(${
     JSON.stringify({ key, flushMs: 60_000, retryBaseMs: 60_000, idempotencyTtlMs })
@@ -1499,7 +1509,7 @@ browserTest(
       await tab.evaluate(`tracker.track("pageviews", { path: "/" }); void tracker.flush();`);
       await until("the preflight refused", () => s.state.preflights === 1);
       // Its fetch fails as the network's would: the batch waits a minute for its retry.
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await until("the fetch failed", async () => await tab.evaluate(`failedFetches`) === 1);
       await tab.goto(`${s.page}/next`);
       await until("the pagehide beacon refused", () => s.posts.some((p) => p.via === "beacon"));
       assert.equal(await s.accepted(), 0);
@@ -1532,7 +1542,8 @@ browserTest(
         s.state.mode = "fetches";
         await tab.evaluate(`tracker.track("pageviews", { path: "/" }); void tracker.flush();`);
         await until("the preflight refused", () => s.state.preflights === 1);
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        // Its fetch fails as the network's would: the batch waits a minute for its retry.
+        await until("the fetch failed", async () => await tab.evaluate(`failedFetches`) === 1);
         await tab.goto(`${s.page}/next`);
         await until("the pagehide beacon applied", async () => (await s.accepted()) === 1);
         if (ttl !== undefined) await new Promise((resolve) => setTimeout(resolve, 2_100));
@@ -1595,7 +1606,8 @@ browserTest(
       const firstTry = Date.now();
       await tab.evaluate(`tracker.track("pageviews", { path: "/" }); void tracker.flush();`);
       await until("the preflight refused", () => s.state.preflights === 1);
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Its fetch fails as the network's would: the batch waits a minute for its retry.
+      await until("the fetch failed", async () => await tab.evaluate(`failedFetches`) === 1);
       await tab.goto(`${s.page}/next`);
       await until("the pagehide beacon applied", async () => (await s.accepted()) === 1);
       // The next page's resend fails so too, and it goes 2 s later: beaconed (a replay) and kept
