@@ -9,15 +9,61 @@
 
 /** Edits (insert, delete, replace a character) from `a` to `b`. */
 export function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, index) => index);
+  let row = Uint32Array.from({ length: b.length + 1 }, (_, index) => index);
+  let next = new Uint32Array(b.length + 1);
   for (let i = 1; i <= a.length; i++) {
-    const next = [i];
+    next[0] = i;
+    const char = a.charCodeAt(i - 1);
     for (let j = 1; j <= b.length; j++) {
-      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      const replace = row[j - 1] + (char === b.charCodeAt(j - 1) ? 0 : 1);
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, replace);
     }
-    row = next;
+    [row, next] = [next, row];
   }
   return row[b.length];
+}
+
+/**
+ * {@linkcode editDistance} from `a` to `b` if it is at most `bound`, else `undefined`. Only the
+ * cells of the table a path of at most `bound` edits can pass through are computed (a cell `j - i`
+ * off the diagonal costs that many edits to reach and as many to leave for the corner), and it
+ * stops at the first row none of whose cells such a path passes through: a name of a different
+ * length, or far from `a`, costs a few rows instead of the whole table.
+ */
+export function editDistanceWithin(a: string, b: string, bound: number): number | undefined {
+  if (Math.abs(a.length - b.length) > bound) return undefined;
+  if (bound >= Math.max(a.length, b.length)) {
+    const edits = editDistance(a, b);
+    return edits <= bound ? edits : undefined;
+  }
+  // A cell off the band, or past the bound, holds `over`: all that matters is that it is too far.
+  const band = Math.floor(bound);
+  const over = band + 1;
+  const skew = b.length - a.length;
+  let row = new Uint32Array(b.length + 1).fill(over);
+  let next = new Uint32Array(b.length + 1).fill(over);
+  for (let j = 0; j <= Math.min(band, b.length); j++) row[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    const low = Math.max(1, i - band, i + skew - band);
+    const high = Math.min(b.length, i + band, i + skew + band);
+    next[low - 1] = low === 1 && i <= band ? i : over;
+    if (high < b.length) next[high + 1] = over;
+    // The fewest edits of a path through this row: to a cell, then straight on to the corner.
+    let least = next[low - 1] + Math.abs(low - 1 - i - skew);
+    const char = a.charCodeAt(i - 1);
+    for (let j = low; j <= high; j++) {
+      let edits = row[j - 1] + (char === b.charCodeAt(j - 1) ? 0 : 1);
+      if (row[j] < edits) edits = row[j] + 1;
+      if (next[j - 1] < edits) edits = next[j - 1] + 1;
+      if (edits > over) edits = over;
+      next[j] = edits;
+      const through = edits + Math.abs(j - i - skew);
+      if (through < least) least = through;
+    }
+    if (least > bound) return undefined;
+    [row, next] = [next, row];
+  }
+  return row[b.length] <= bound ? row[b.length] : undefined;
 }
 
 /** Options for {@linkcode nearestName}. */
@@ -56,8 +102,14 @@ export function nearestName(
   let best: { name: string; edits: number } | undefined;
   let tied = false;
   for (const one of names) {
-    const edits = editDistance(given, ignoreCase ? one.toLowerCase() : one);
-    if (within !== undefined && edits > within(one)) continue;
+    // Farther than the best so far (by more than a tie), a name changes nothing: it is measured
+    // only as far as the nearer of that and its `within`.
+    const bound = Math.min(within === undefined ? Infinity : within(one), best?.edits ?? Infinity);
+    const other = ignoreCase ? one.toLowerCase() : one;
+    const edits = bound === Infinity
+      ? editDistance(given, other)
+      : editDistanceWithin(given, other, bound);
+    if (edits === undefined) continue;
     if (best === undefined || edits < best.edits) {
       best = { name: one, edits };
       tied = false;
