@@ -509,9 +509,10 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
       } catch (error) {
         if (!(error instanceof StreamChangedError)) throw error;
         // Deleted, created again or given new counters meanwhile, nothing applied: once more on
-        // the stream served now (404 when deleted), from the body as it came.
+        // the stream served now (404 when deleted), from the body as it came: decoded again, so
+        // that the text is not kept through every apply for this rare case.
         const current = await findServedStream(deps.streams, name, grantOfRequest(c));
-        reply = await ingest(current, parseEvents(text, format, deps.limits));
+        reply = await ingest(current, parseEvents(decodeUtf8(bytes), format, deps.limits));
       }
       // One object for the span and the log line.
       const counts: {
