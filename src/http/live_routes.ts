@@ -966,7 +966,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     const stream = await findServedStream(
       deps.streams,
       c.req.param("stream"),
-      authorization.grant,
+      { grant: authorization.grant },
     );
     const subscription = parseSubscription(stream, {
       types: c.req.query("types"),

@@ -155,6 +155,15 @@ export function findStream(
   return stream;
 }
 
+/** Options for {@linkcode findServedStream}. */
+export interface FindServedStreamOptions {
+  /**
+   * The caller's key: the 404 of a misspelled `name` names the stream meant if `GET /v1/streams`
+   * shows it to this key. @default {none is named}
+   */
+  grant?: KeyGrant;
+}
+
 /**
  * As {@linkcode findStream}, looking an unknown name up in the store (streams created at run time).
  * Its 404 names the stream meant by a misspelled `name` to a `grant` shown it by `GET /v1/streams`.
@@ -162,8 +171,9 @@ export function findStream(
 export async function findServedStream(
   streams: ReadonlyMap<string, CompiledStream>,
   name: string,
-  grant?: KeyGrant,
+  options: FindServedStreamOptions = {},
 ): Promise<CompiledStream> {
+  const { grant } = options;
   const stream = streams.get(name) ?? await lookUpStream(streams, name);
   if (!stream) throw streamMissing(streams, name, { listed: listedTo(grant) });
   return stream;
@@ -467,7 +477,7 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
   return async (c: Context) => {
     const name = c.req.param("stream") ?? "";
     const stream = deps.streams.get(name) ??
-      await findServedStream(deps.streams, name, grantOfRequest(c));
+      await findServedStream(deps.streams, name, { grant: grantOfRequest(c) });
     // Whether the body is one object shaped as the WebSocket envelope (`{"events": [...]}`).
     let enveloped = false;
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
@@ -511,7 +521,7 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
         // Deleted, created again or given new counters meanwhile, nothing applied: once more on
         // the stream served now (404 when deleted), from the body as it came: decoded again, so
         // that the text is not kept through every apply for this rare case.
-        const current = await findServedStream(deps.streams, name, grantOfRequest(c));
+        const current = await findServedStream(deps.streams, name, { grant: grantOfRequest(c) });
         reply = await ingest(current, parseEvents(decodeUtf8(bytes), format, deps.limits));
       }
       // One object for the span and the log line.
@@ -771,7 +781,7 @@ function getStream(deps: StreamRouteDeps): RouteHandler<typeof getStreamRoute> {
     const stream = await findServedStream(
       deps.streams,
       c.req.valid("param").stream,
-      grantOfRequest(c),
+      { grant: grantOfRequest(c) },
     );
     const body = await streamJson(stream, deps);
     // What PUT and DELETE take in If-Match (the version this instance serves).
@@ -1166,7 +1176,9 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
   return async (c) => {
     const params = c.req.valid("param");
     const query = c.req.valid("query");
-    const stream = await findServedStream(deps.streams, params.stream, grantOfRequest(c));
+    const stream = await findServedStream(deps.streams, params.stream, {
+      grant: grantOfRequest(c),
+    });
     const counter = findCounter(stream, params.counter);
     const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
@@ -1417,7 +1429,9 @@ export const queryExplainers: ReadonlyMap<string, (c: Context) => void> = new Ma
 function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWindowRoute> {
   return async (c) => {
     const params = c.req.valid("param");
-    const stream = await findServedStream(deps.streams, params.stream, grantOfRequest(c));
+    const stream = await findServedStream(deps.streams, params.stream, {
+      grant: grantOfRequest(c),
+    });
     const counter = findCounter(stream, params.counter);
     const query = c.req.valid("query");
     const filters = groupFilters(c, counter);
