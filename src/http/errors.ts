@@ -514,7 +514,7 @@ export function streamMissing(
 export interface StreamMissingOptions {
   /**
    * Whether the caller may be told of the stream called `name` (it is shown it by
-   * `GET /v1/streams`, see `listsStream` in `auth.ts`): the 404 then names the served stream
+   * `GET /v1/streams`, see `listedTo` in `auth.ts`): the 404 then names the served stream
    * meant, if one alone is near. @default {none is named}
    */
   listed?: (name: string) => boolean;
