@@ -231,6 +231,16 @@ function unicodeClassRanges(escape: string): number | undefined {
 
 /** {@linkcode patternSize} with each class and escape counted `weigh(its text)`. */
 function measurePattern(pattern: string, weigh: (atom: string) => number): number {
+  return Math.max(measureStructure(pattern, weigh), lengthFloor(pattern));
+}
+
+/** The fewest instructions `pattern` counts for its length (see {@linkcode SOURCE_CHARACTERS_PER_INSTRUCTION}). */
+function lengthFloor(pattern: string): number {
+  return Math.ceil(pattern.length / SOURCE_CHARACTERS_PER_INSTRUCTION);
+}
+
+/** {@linkcode measurePattern} by what `pattern` compiles to alone, without its length's floor. */
+function measureStructure(pattern: string, weigh: (atom: string) => number): number {
   const text = toRe2Syntax(pattern);
   const stack: SizeFrame[] = [{ alternatives: [], concat: 0, last: -1, capture: false }];
   const atom = (size: number) => {
@@ -329,11 +339,8 @@ function measurePattern(pattern: string, weigh: (atom: string) => number): numbe
   }
   while (stack.length > 1) atom(closeAlternation(stack.pop()!));
   // And the program's own: the whole match's capture (2) and its end (1), less the 1 an empty
-  // pattern counts. Never less than its length says (see SOURCE_CHARACTERS_PER_INSTRUCTION).
-  return Math.max(
-    closeAlternation(stack[0]) + 2,
-    Math.ceil(pattern.length / SOURCE_CHARACTERS_PER_INSTRUCTION),
-  );
+  // pattern counts.
+  return closeAlternation(stack[0]) + 2;
 }
 
 /**
@@ -412,7 +419,9 @@ export function withOversizedPatterns<T>(build: () => T): T {
 export function checkPatternSize(pattern: string): number {
   const size = patternSize(pattern);
   if (size > MAX_PATTERN_SIZE && !oversizedTaken) {
-    if (size === Math.ceil(pattern.length / SOURCE_CHARACTERS_PER_INSTRUCTION)) {
+    // Too long only when its length alone puts it past: one that compiles to as many instructions
+    // is too large as well, and told so.
+    if (measureStructure(pattern, () => 1) < lengthFloor(pattern)) {
       throw new PatternError(
         `Pattern '${quoteInput(pattern)}' is too long: a pattern may have ${
           MAX_PATTERN_SIZE * SOURCE_CHARACTERS_PER_INSTRUCTION

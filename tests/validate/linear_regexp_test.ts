@@ -262,6 +262,14 @@ Deno.test("patternSize() and patternCompileSize() count at least one instruction
     name: "PatternError",
     message: /\(80004 characters\)' is too long: a pattern may have 80000 characters$/,
   });
+  // Compiling to as many instructions as its length counts (5,002: 5,000 characters and the
+  // program's 2, then 18,758 flags of none), it is too large, not only too long.
+  const asLargeAsLong = "a".repeat(5_000) + "(?i)".repeat(18_758);
+  assert.equal(Math.ceil(asLargeAsLong.length / SOURCE_CHARACTERS_PER_INSTRUCTION), 5_002);
+  assert.throws(() => compileLinearPattern(asLargeAsLong), {
+    name: "PatternError",
+    message: /' is too large: it compiles to about 5002 instructions/,
+  });
   // A short pattern is counted as before.
   assert.equal(patternSize("(?i)^[a-z]{2}$"), 6);
   assert.equal(patternSize("[[:alpha:]]"), 3);
