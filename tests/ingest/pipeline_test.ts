@@ -259,7 +259,7 @@ Deno.test("ingestItems() rejects events too far in the future", async () => {
   assert.equal(stats.watermark, limit);
 });
 
-Deno.test("ingestItems() names the stream's own time.maxFuture, as written, when an event is past it", async () => {
+Deno.test("ingestItems() names the stream's own time.maxFuture, as the shortest exact duration text (90s is 1m30s), when an event is past it", async () => {
   const orders = CONFIG.streams.orders;
   const stream = compileConfig({
     streams: { orders: { ...orders, time: { ...orders.time, maxFuture: "90s" } } },
