@@ -25,7 +25,6 @@ export {
   RANGES_PER_INSTRUCTION,
   SOURCE_CHARACTERS_PER_INSTRUCTION,
   startMatchingBudget,
-  unicodeClassCompiles,
   withOversizedPatterns,
 } from "./linear_regexp.ts";
 export { HOST_NAME, ORIGIN_RULE, webOrigin, withoutCredentials } from "./origin.ts";

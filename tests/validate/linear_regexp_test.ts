@@ -13,13 +13,13 @@ import {
   patternSize,
   SOURCE_CHARACTERS_PER_INSTRUCTION,
   startMatchingBudget,
-  unicodeClassCompiles,
 } from "../../src/validate/mod.ts";
 import {
   CLASSES_PER_INSTRUCTION,
   patternCompileSize,
   RANGES_PER_INSTRUCTION,
   toRe2Syntax,
+  unicodeClassCompiles,
   withLinearRegExp,
   withPatternCache,
 } from "../../src/validate/linear_regexp.ts";
