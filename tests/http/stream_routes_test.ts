@@ -1466,6 +1466,8 @@ Deno.test("A 404 for a misspelled stream names the one meant only to a key GET /
     assert.equal(await message("/v1/streams/order/subscribe", key, stream), hinted);
   }
   assert.equal(await message("/v1/streams/order/events", KEYS.admin, post), hinted);
+  // A DELETE of a stream that does not exist says only that, to any key.
+  assert.equal(await message("/v1/streams/order", KEYS.admin, { method: "DELETE" }), bare);
   // In another case: the name as served.
   assert.equal(
     await message("/v1/streams/ORDERS", KEYS.admin),
