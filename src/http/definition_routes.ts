@@ -19,6 +19,7 @@ import { errorsFor, headersOf, jsonContent, NAME, storedLimitConflict } from "./
 import { type KeyRing, requireScope } from "./auth.ts";
 import { bodyTimeoutOf, parseJsonBody, readJsonText } from "./body.ts";
 import { ApiError, invalidNameParameter } from "./errors.ts";
+import { ifMatchOf, STAR } from "./_etag.ts";
 import { streamFields, streamJson, StreamSchema } from "./stream_routes.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -45,16 +46,6 @@ const streamParam = {
   schema: { type: "string" as const, pattern: NAME.source },
   example: "signups",
 };
-
-/**
- * `*` alone in a list-valued header, with empty list elements around it (`*,`, `, *, ,`): RFC
- * 9110 §5.6.1.2 has a recipient ignore those, so `If-Match` and `If-None-Match` take it as `*`.
- * `*` beside a tag is not the fields' grammar. One expression for the check and the document's
- * pattern of `If-None-Match`, so what the document says is what is taken. Spaces and tabs only
- * (a list's whitespace, RFC 9110 §5.6.3); each run is matched one way only, so a long one is
- * read in linear time.
- */
-const STAR = /^[ \t]*(?:,[ \t]*)*\*[ \t]*(?:,[ \t]*)*$/;
 
 /**
  * The stream a `PUT` stored, as `GET /v1/streams/{stream}` shows it, but for `stats` being null
@@ -145,34 +136,6 @@ const deleteStreamRoute = createRoute({
   },
 });
 
-/** A stream's version as its entity tag's opaque part holds it (`3` in `"3"`). */
-const VERSION_TAG = /^\d{1,15}$/;
-
-/**
- * One element of an entity-tag list (RFC 9110 §8.8.3: `entity-tag = [ "W/" ] DQUOTE *etagc
- * DQUOTE`, where `etagc` is any visible character but `"`, a comma included), or an empty
- * element, each followed by a comma or the header's end. The spaces after a tag are matched with
- * it: two runs of spaces side by side (an empty element) would be tried at every split, quadratic
- * in a long run.
- */
-const ENTITY_TAG_ELEMENT = /[ \t]*(?:(W\/)?"([\x21\x23-\x7e\x80-\xff]*)"[ \t]*)?(,|$)/y;
-
-/**
- * The entity tags of an `If-Match` header (empty elements ignored, RFC 9110 §5.6.1.2);
- * undefined when the header is not a list of entity tags. A comma inside a tag's quotes is the
- * tag's own, so the header is read tag by tag rather than split at commas.
- */
-function entityTagsOf(header: string): { weak: boolean; opaque: string }[] | undefined {
-  const tags: { weak: boolean; opaque: string }[] = [];
-  ENTITY_TAG_ELEMENT.lastIndex = 0;
-  for (;;) {
-    const element = ENTITY_TAG_ELEMENT.exec(header);
-    if (element === null) return undefined;
-    if (element[2] !== undefined) tags.push({ weak: element[1] !== undefined, opaque: element[2] });
-    if (element[3] === "") return tags;
-  }
-}
-
 /**
  * The request's `If-Match` (entity tags, or `*`) and its `If-None-Match: *`; undefined when it
  * has neither. A header that is not entity-tag syntax is 400; a well-formed tag that names no
@@ -191,33 +154,7 @@ function preconditionOf(c: Context): DefinitionPrecondition | undefined {
     }
     expected.absent = true;
   }
-  if (ifMatch !== undefined) {
-    if (STAR.test(ifMatch)) {
-      expected.exists = true;
-    } else {
-      // Empty elements (`"2", , "3"`, a trailing comma) are ignored (RFC 9110 §5.6.1.2); a
-      // header that names no tag at all is still malformed.
-      const tags = entityTagsOf(ifMatch);
-      if (tags === undefined || tags.length === 0) {
-        throw new ApiError(
-          400,
-          "invalid_request",
-          `If-Match: expected '*' or entity tags such as '"3"' (a stream's version), got '${
-            quoteInput(ifMatch)
-          }'`,
-        );
-      }
-      // Strong comparison (RFC 9110 §13.1.1): a weak tag matches no version, nor a tag whose
-      // characters differ from a version's own (`"03"` is not `"3"`, the tag of version 3), nor
-      // one that is no version at all (`"x"`): those are well-formed, so they fail as a 412.
-      expected.versions = tags.filter(({ weak, opaque }) =>
-        !weak && VERSION_TAG.test(opaque) && opaque === String(+opaque)
-      ).map(({ opaque }) => Number(opaque));
-      const weak = tags.filter(({ weak, opaque }) => weak && VERSION_TAG.test(opaque))
-        .map(({ opaque }) => Number(opaque));
-      if (weak.length > 0) expected.weakVersions = weak;
-    }
-  }
+  if (ifMatch !== undefined) Object.assign(expected, ifMatchOf(ifMatch, "a stream's version"));
   return expected;
 }
 

@@ -13,6 +13,7 @@ import {
   InvalidEndpointError,
   WebhookConflictError,
   WebhookNotFoundError,
+  WebhookPreconditionError,
 } from "../fanout/webhooks/mod.ts";
 import { IdempotencyError, RateLimitedError, refillSecondsOf } from "../ingest/mod.ts";
 import {
@@ -406,6 +407,9 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
   }
   if (error instanceof WebhookConflictError) {
     return new ApiError(409, "conflict", error.message, { cause: error });
+  }
+  if (error instanceof WebhookPreconditionError) {
+    return new ApiError(412, "precondition_failed", error.message, { cause: error });
   }
   if (error instanceof StreamDefinitionError) {
     if (error.code === "stream_lookup_busy") {

@@ -17,6 +17,7 @@ import {
 import {
   type DeliveryWithAttempts,
   type EndpointInput,
+  type EndpointPrecondition,
   MAX_HEADER_VALUE_LENGTH,
   MAX_HEADERS,
   MAX_URL_LENGTH,
@@ -34,6 +35,7 @@ import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { jsonBody, noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
+import { ifMatchOf } from "./_etag.ts";
 import { differentEntries, MAX_ENUM_LIST_ITEMS, repeatsRemoved } from "./_list_bounds.ts";
 import {
   countQuery,
@@ -246,6 +248,25 @@ const DeliverySchema = z.object({
   }),
 }).openapi("Delivery");
 
+/** An endpoint's `ETag`: its version, quoted, as a stream's is. */
+const ETAG = {
+  ETag: {
+    description:
+      'The version of the endpoint, quoted (`"3"`): send it back in `If-Match` to change or delete that version only. Every change by the API (a `PATCH`, a rotation of its secret) moves it; a disable by a 410, no change of its settings, does not',
+    required: true,
+    schema: { type: "string" as const },
+    example: '"3"',
+  },
+};
+
+/** `If-Match` on a change or deletion of an endpoint. */
+const IfMatchHeaders = z.object({
+  "if-match": z.string().optional().openapi({
+    description:
+      'Entity tags (`"3"`, the `ETag` of `GET /v1/webhooks/{id}`) of the versions this write changes, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`), or one that is no version (`"x"`), matches none (412 `precondition_failed`, nothing changed; an unknown id too); a header that is not entity tags is 400',
+  }),
+});
+
 const EndpointParams = z.object({
   id: z.string().min(1).max(256).openapi({ param: { name: "id", in: "path" } }),
 });
@@ -268,7 +289,7 @@ export const createWebhookRoute = createRoute({
   responses: {
     201: {
       ...jsonContent(CreatedSchema, "Registered"),
-      headers: { ...headersOf("Location"), ...NO_STORE },
+      headers: { ...headersOf("Location"), ...NO_STORE, ...ETAG },
     },
     400: errors[400],
     401: errors[401],
@@ -321,7 +342,7 @@ export const getWebhookRoute = createRoute({
   summary: "A webhook endpoint (without secrets). Scope: admin.",
   request: { params: EndpointParams },
   responses: {
-    200: jsonContent(EndpointSchema, "Endpoint"),
+    200: { ...jsonContent(EndpointSchema, "Endpoint"), headers: ETAG },
     401: errors[401],
     403: errors[403],
     404: errors[404],
@@ -337,15 +358,17 @@ export const updateWebhookRoute = createRoute({
   tags: ["webhooks"],
   summary: "Change a webhook endpoint; `disabled: false` re-enables it. Scope: admin.",
   description:
-    "The body is checked before the id is looked up: a body it refuses is 400 (invalid_request, or invalid_webhook for a field no endpoint can have) whatever the id, and a body that passes is 404 for an unknown id. `batch` is checked against the endpoint's `eventTypes`, so with an unknown id it is 404 first.",
+    'The body is checked before the id is looked up: a body it refuses is 400 (invalid_request, or invalid_webhook for a field no endpoint can have) whatever the id, and a body that passes is 404 for an unknown id. `batch` is checked against the endpoint\'s `eventTypes`, so with an unknown id it is 404 first. `If-Match: "<version>"` (the `ETag` of `GET /v1/webhooks/{id}`) changes only that version: otherwise 412 `precondition_failed`, nothing changed.',
   request: {
     params: EndpointParams,
+    headers: IfMatchHeaders,
     body: { required: true, content: { "application/json": { schema: PatchBody } } },
   },
   middleware: jsonBody(),
   responses: {
-    200: jsonContent(EndpointSchema, "Changed"),
+    200: { ...jsonContent(EndpointSchema, "Changed"), headers: ETAG },
     ...errors,
+    ...errorsFor(412),
     ...bodyErrors,
   },
 });
@@ -357,12 +380,16 @@ export const deleteWebhookRoute = createRoute({
   operationId: "deleteWebhook",
   tags: ["webhooks"],
   summary: "Delete a webhook endpoint and its queue. Scope: admin.",
-  request: { params: EndpointParams },
+  description:
+    '`If-Match: "<version>"` (the `ETag` of `GET /v1/webhooks/{id}`) deletes only that version: otherwise 412 `precondition_failed`, nothing deleted.',
+  request: { params: EndpointParams, headers: IfMatchHeaders },
   responses: {
     204: { description: "Deleted" },
+    400: errors[400],
     401: errors[401],
     403: errors[403],
     404: errors[404],
+    ...errorsFor(412),
     503: errors[503],
   },
 });
@@ -590,6 +617,14 @@ function toInput(body: BodyInput): Partial<EndpointInput> {
   return input;
 }
 
+/**
+ * The request's `If-Match`, read as a stream's `PUT` and `DELETE` read it (`*`, or entity tags
+ * compared strongly); undefined without one. A header that is not entity tags is 400.
+ */
+function preconditionOf(ifMatch: string | undefined): EndpointPrecondition | undefined {
+  return ifMatch === undefined ? undefined : ifMatchOf(ifMatch, "an endpoint's version");
+}
+
 /** What {@linkcode registerWebhookRoutes} needs. */
 export interface WebhookRouteDeps {
   /** The service behind the routes. */
@@ -640,6 +675,7 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
     const body = c.req.valid("json");
     const { endpoint, secret } = await webhooks.createEndpoint({ ...toInput(body), url: body.url });
     c.header("Location", `/v1/webhooks/${endpoint.id}`);
+    c.header("ETag", `"${endpoint.version}"`);
     // The one answer, with the rotation's, that holds the secret: no cache may keep it.
     c.header("Cache-Control", "no-store");
     return c.json({ ...view(endpoint), secret }, 201);
@@ -656,18 +692,23 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
 
   app.openapi(getWebhookRoute, async (c) => {
     const endpoint = await webhooks.getEndpoint(c.req.valid("param").id);
+    // What PATCH and DELETE take in If-Match.
+    c.header("ETag", `"${endpoint.version}"`);
     return c.json(view(endpoint), 200);
   });
 
   app.openapi(updateWebhookRoute, async (c) => {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
-    const endpoint = await webhooks.updateEndpoint(id, toInput(body));
+    const expected = preconditionOf(c.req.valid("header")["if-match"]);
+    const endpoint = await webhooks.updateEndpoint(id, toInput(body), expected);
+    c.header("ETag", `"${endpoint.version}"`);
     return c.json(view(endpoint), 200);
   });
 
   app.openapi(deleteWebhookRoute, async (c) => {
-    await webhooks.deleteEndpoint(c.req.valid("param").id);
+    const expected = preconditionOf(c.req.valid("header")["if-match"]);
+    await webhooks.deleteEndpoint(c.req.valid("param").id, expected);
     return c.body(null, 204);
   });
 

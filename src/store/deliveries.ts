@@ -354,6 +354,12 @@ export interface StoredPageResult {
   endpointsChanged?: true;
 }
 
+/** Options for {@linkcode DeliveryStore.deleteEndpoint}. */
+export interface DeleteEndpointOptions {
+  /** The version the stored endpoint must have for the delete to happen. @default {any} */
+  expectVersion?: number;
+}
+
 /** Options for {@linkcode DeliveryStore.putEndpoint}. */
 export interface PutEndpointOptions {
   /** The version the stored endpoint must have; null: it must not exist yet. */
@@ -512,9 +518,11 @@ export interface DeliveryStore {
   /**
    * Deletes an endpoint and its queue; false when there was none. Its deliveries are found no
    * more: {@linkcode getDelivery} gives null, {@linkcode retry} `not_found`,
-   * {@linkcode listAttempts} none (a store may keep them until they expire, unread).
+   * {@linkcode listAttempts} none (a store may keep them until they expire, unread). With
+   * `expectVersion`, only while the stored endpoint is at that version (compared in the store, in
+   * the step that deletes): false, deleting nothing, when it is not.
    */
-  deleteEndpoint(id: string): Promise<boolean>;
+  deleteEndpoint(id: string, options?: DeleteEndpointOptions): Promise<boolean>;
 
   /** Where a stream's dispatch is. */
   dispatchState(stream: string): Promise<DispatchState>;

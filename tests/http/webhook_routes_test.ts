@@ -1377,3 +1377,159 @@ Deno.test("POST and PATCH /v1/webhooks remove repeats of eventTypes, batch.event
     await ctx.close();
   }
 });
+
+/** A request with headers (an `If-Match`); returns the status, the `ETag` and the body. */
+async function send(
+  ctx: Ctx,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: unknown,
+  // deno-lint-ignore no-explicit-any
+): Promise<{ status: number; etag: string | null; body: any }> {
+  if (body !== undefined) headers = { ...headers, "Content-Type": "application/json" };
+  const res = await ctx.app.request(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return {
+    status: res.status,
+    etag: res.headers.get("ETag"),
+    body: text ? JSON.parse(text) : null,
+  };
+}
+
+Deno.test('an endpoint\'s POST, GET and PATCH answer its version as a strong ETag ("1", then "2"…); a PATCH or a rotation moves it', async () => {
+  await withSetup(async (ctx) => {
+    const created = await send(ctx, "POST", "/v1/webhooks", {}, { url: "http://127.0.0.1:9/h" });
+    assert.equal(created.status, 201);
+    assert.equal(created.etag, '"1"');
+    const path = `/v1/webhooks/${created.body.id}`;
+    assert.equal((await send(ctx, "GET", path, {})).etag, '"1"');
+    const patched = await send(ctx, "PATCH", path, {}, { description: "a" });
+    assert.equal(patched.status, 200);
+    assert.equal(patched.etag, '"2"');
+    assert.equal((await send(ctx, "GET", path, {})).etag, '"2"');
+    assert.equal((await send(ctx, "POST", `${path}/rotate-secret`, {})).status, 200);
+    assert.equal((await send(ctx, "GET", path, {})).etag, '"3"');
+  });
+});
+
+Deno.test("two admins PATCHing headers with the same If-Match: the first wins, the second is 412 precondition_failed naming the version, nothing of it applied", async () => {
+  await withSetup(async (ctx) => {
+    const { body: { id } } = await send(ctx, "POST", "/v1/webhooks", {}, {
+      url: "http://127.0.0.1:9/h",
+      headers: { "X-Old": "1" },
+    });
+    const path = `/v1/webhooks/${id}`;
+    const tag = (await send(ctx, "GET", path, {})).etag!;
+    const first = await send(ctx, "PATCH", path, { "If-Match": tag }, {
+      headers: { "X-First": "a" },
+    });
+    assert.equal(first.status, 200);
+    assert.deepEqual(first.body.headerNames, ["X-First"]);
+    const second = await send(ctx, "PATCH", path, { "If-Match": tag }, {
+      headers: { "X-Second": "b" },
+      description: "lost",
+    });
+    assert.equal(second.status, 412);
+    assert.equal(second.body.error.code, "precondition_failed");
+    assert.equal(
+      second.body.error.message,
+      `Webhook endpoint '${id}' is not at version 1 (it is at version 2): read it again and retry`,
+    );
+    const now = await send(ctx, "GET", path, {});
+    assert.deepEqual(now.body.headerNames, ["X-First"]);
+    assert.equal(now.body.description, null);
+    assert.equal(now.etag, '"2"');
+    // The tag it answered holds.
+    assert.equal((await send(ctx, "PATCH", path, { "If-Match": now.etag! }, {})).status, 200);
+  });
+});
+
+Deno.test("DELETE of an endpoint with a stale If-Match is 412 and deletes nothing; with its ETag, 204; without one, as before", async () => {
+  await withSetup(async (ctx) => {
+    const { body: { id } } = await send(ctx, "POST", "/v1/webhooks", {}, {
+      url: "http://127.0.0.1:9/h",
+    });
+    const path = `/v1/webhooks/${id}`;
+    assert.equal((await send(ctx, "PATCH", path, {}, { description: "b" })).status, 200);
+    const stale = await send(ctx, "DELETE", path, { "If-Match": '"1"' });
+    assert.equal(stale.status, 412);
+    assert.equal(stale.body.error.code, "precondition_failed");
+    assert.equal((await send(ctx, "GET", path, {})).status, 200);
+    assert.equal((await send(ctx, "DELETE", path, { "If-Match": '"2"' })).status, 204);
+    assert.equal((await send(ctx, "GET", path, {})).status, 404);
+    // If-Match on an endpoint that does not exist is a 412, as on a stream; without one, 404.
+    assert.equal((await send(ctx, "DELETE", path, { "If-Match": '"2"' })).status, 412);
+    assert.equal((await send(ctx, "DELETE", path, { "If-Match": "*" })).status, 412);
+    assert.equal((await send(ctx, "PATCH", path, { "If-Match": "*" }, {})).status, 412);
+    assert.equal((await send(ctx, "DELETE", path, {})).status, 404);
+  });
+});
+
+Deno.test("an endpoint's If-Match is read as a stream's: *, tag lists, empty elements; weak and non-version tags 412; a header that is no entity tags 400 invalid_request, nothing changed", async () => {
+  await withSetup(async (ctx) => {
+    const { body: { id } } = await send(ctx, "POST", "/v1/webhooks", {}, {
+      url: "http://127.0.0.1:9/h",
+    });
+    const path = `/v1/webhooks/${id}`;
+    for (const header of ['W/"1"', '"x"', '"01"', '"7", "8"']) {
+      const res = await send(ctx, "PATCH", path, { "If-Match": header }, { description: "no" });
+      assert.equal(res.status, 412, header);
+      assert.equal(res.body.error.code, "precondition_failed", header);
+    }
+    const weak = await send(ctx, "DELETE", path, { "If-Match": 'W/"1"' });
+    assert.equal(weak.status, 412);
+    assert.equal(
+      weak.body.error.message,
+      `Webhook endpoint '${id}' is at no version named by a strong tag (it is at version 1); a weak tag (W/"1") matches no version, as If-Match compares strongly: send '"<version>"': read it again and retry`,
+    );
+    for (const header of ["1", '"1" "2"', ",", '*, "1"']) {
+      for (const method of ["PATCH", "DELETE"]) {
+        const res = await send(
+          ctx,
+          method,
+          path,
+          { "If-Match": header },
+          method === "PATCH" ? { description: "no" } : undefined,
+        );
+        assert.equal(res.status, 400, `${method} ${header}`);
+        assert.equal(res.body.error.code, "invalid_request");
+        assert.equal(
+          res.body.error.message,
+          `If-Match: expected '*' or entity tags such as '"3"' (an endpoint's version), got '${header}'`,
+        );
+      }
+    }
+    const unchanged = await send(ctx, "GET", path, {});
+    assert.equal(unchanged.etag, '"1"');
+    assert.equal(unchanged.body.description, null);
+    for (const [header, next] of [['"9", "1"', '"2"'], ['"2",', '"3"'], ["*,", '"4"']]) {
+      const res = await send(ctx, "PATCH", path, { "If-Match": header }, { description: header });
+      assert.equal(res.status, 200, header);
+      assert.equal(res.etag, next, header);
+    }
+  });
+});
+
+Deno.test("the OpenAPI document gives an endpoint's GET, POST and PATCH the ETag header, and PATCH and DELETE If-Match and the 412", async () => {
+  await withSetup(async (ctx) => {
+    const doc = (await call(ctx.app, "GET", "/openapi.json")).body;
+    const one = doc.paths["/v1/webhooks/{id}"];
+    assert.match(one.get.responses["200"].headers.ETag.description, /If-Match/);
+    assert.match(one.patch.responses["200"].headers.ETag.description, /If-Match/);
+    assert.ok(doc.paths["/v1/webhooks"].post.responses["201"].headers.ETag);
+    for (const operation of [one.patch, one.delete]) {
+      const ifMatch = operation.parameters.find((item: { name: string; in: string }) =>
+        item.name === "if-match" && item.in === "header"
+      );
+      assert.ok(ifMatch, operation.operationId);
+      assert.match(ifMatch.description, /strongly/);
+      assert.ok(operation.responses["412"], operation.operationId);
+      assert.ok(operation.responses["400"], operation.operationId);
+    }
+  });
+});

@@ -1615,6 +1615,25 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual(await store.dispatchState("s"), { cursor: "5-0", planEnd: null });
   },
 
+  async "deleteEndpoint() with expectVersion deletes only that version, compared in the store; without it, any"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.putEndpoint({ ...config("ep_a"), version: 2 }, { expectVersion: 1 });
+    await store.createDeliveries([delivery(1)]);
+    // A stale version (another admin's change made it 2): nothing deleted, its queue kept.
+    assert.equal(await store.deleteEndpoint("ep_a", { expectVersion: 1 }), false);
+    assert.equal((await store.getEndpoint("ep_a"))?.version, 2);
+    assert.ok(await store.getDelivery(delivery(1).id));
+    assert.equal(await store.deleteEndpoint("ep_missing", { expectVersion: 1 }), false);
+    assert.equal(await store.deleteEndpoint("ep_a", { expectVersion: 2 }), true);
+    assert.equal(await store.getEndpoint("ep_a"), null);
+    assert.equal(await store.getDelivery(delivery(1).id), null);
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
+    assert.equal(await store.deleteEndpoint("ep_b"), true);
+    assert.equal(await store.deleteEndpoint("ep_b"), false);
+  },
+
   async "acquireLease() gives a lease to one holder at a time"(store) {
     const token = await store.acquireLease("dispatch:s", 60_000);
     assert.ok(token);

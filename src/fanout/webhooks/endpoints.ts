@@ -98,6 +98,56 @@ export class WebhookConflictError extends Error {
   }
 }
 
+/**
+ * What a change or deletion of an endpoint expects of the stored one (HTTP's `If-Match`), so
+ * that two admins changing the same endpoint do not silently overwrite each other, as a stream's
+ * `DefinitionPrecondition` has it.
+ */
+export interface EndpointPrecondition {
+  /** One of these versions must be the endpoint's, which must exist (none given: it never holds). */
+  versions?: readonly number[];
+  /** Versions named by weak entity tags only (`W/"3"`): they match none; a refusal names them. */
+  weakVersions?: readonly number[];
+  /** The endpoint must exist (any version). */
+  exists?: boolean;
+}
+
+/** An endpoint's precondition ({@linkcode EndpointPrecondition}) does not hold: nothing changed. */
+export class WebhookPreconditionError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WebhookPreconditionError";
+  }
+}
+
+/** Throws {@linkcode WebhookPreconditionError} when `expected` does not hold of `endpoint`. */
+function checkPrecondition(
+  id: string,
+  endpoint: Endpoint | null,
+  expected: EndpointPrecondition | undefined,
+): void {
+  if (!expected) return;
+  const now = endpoint ? `is at version ${endpoint.version}` : "does not exist";
+  let problem: string | undefined;
+  if ((expected.exists || expected.versions) && !endpoint) problem = "does not exist";
+  else if (expected.versions && endpoint && !expected.versions.includes(endpoint.version)) {
+    problem = expected.versions.length === 0
+      ? "is at no version named by a strong tag"
+      : `is not at version ${expected.versions.join(" or ")}`;
+  }
+  if (problem) {
+    const stated = problem === "does not exist" ? problem : `${problem} (it ${now})`;
+    const weak = expected.weakVersions?.length
+      ? `; a weak tag (${
+        expected.weakVersions.map((version) => `W/"${version}"`).join(", ")
+      }) matches no version, as If-Match compares strongly: send '"<version>"'`
+      : "";
+    throw new WebhookPreconditionError(
+      `Webhook endpoint '${id}' ${stated}${weak}: read it again and retry`,
+    );
+  }
+}
+
 /** What a new endpoint is registered with; omitted fields take their defaults. */
 export interface EndpointInput {
   /** Where deliveries go. */
@@ -430,12 +480,27 @@ export class EndpointRegistry {
     return endpoint;
   }
 
+  /**
+   * One endpoint, whose `expected` holds; throws {@linkcode WebhookPreconditionError} (before
+   * "not found": `If-Match` on an endpoint that does not exist is a 412, as for a stream), then
+   * {@linkcode WebhookNotFoundError}.
+   */
+  async #getExpected(id: string, expected: EndpointPrecondition | undefined): Promise<Endpoint> {
+    const endpoint = await this.#deliveries.getEndpoint(id);
+    checkPrecondition(id, endpoint, expected);
+    if (!endpoint) throw new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
+    return endpoint;
+  }
+
   async #change(
     id: string,
     change: (endpoint: Endpoint) => { config: EndpointConfig; state?: Partial<EndpointState> },
+    expected?: EndpointPrecondition,
   ): Promise<Endpoint> {
     for (let round = 0; round < 5; round++) {
-      const endpoint = await this.get(id);
+      // Each round reads the endpoint again: a write that lost the compare-and-set to another
+      // finds the version moved, so an If-Match that named the one read is a 412, not a retry.
+      const endpoint = await this.#getExpected(id, expected);
       const { config, state } = change(endpoint);
       const next = { ...config, version: endpoint.version + 1, updatedMs: this.#now() };
       if (await this.#deliveries.putEndpoint(next, { expectVersion: endpoint.version, state })) {
@@ -448,9 +513,14 @@ export class EndpointRegistry {
 
   /**
    * Changes an endpoint; `disabled: false` re-enables it. Throws like
-   * {@linkcode EndpointRegistry.create}.
+   * {@linkcode EndpointRegistry.create}, and with {@linkcode WebhookPreconditionError} when
+   * `expected` does not hold (nothing changed).
    */
-  async update(id: string, patch: EndpointPatch): Promise<Endpoint> {
+  async update(
+    id: string,
+    patch: EndpointPatch,
+    expected?: EndpointPrecondition,
+  ): Promise<Endpoint> {
     await this.#checkFields(patch, "change");
     const url = patch.url === undefined ? undefined : await this.#checkUrl(patch.url, "change");
     /** The endpoint's configuration with the patch's fields; throws for a batch it refuses. */
@@ -485,7 +555,7 @@ export class EndpointRegistry {
     let added: Record<string, string | null> = {};
     let current: Endpoint | undefined;
     if (patch.disabled === false || patch.streams !== undefined) {
-      current = await this.get(id);
+      current = await this.#getExpected(id, expected);
       // Checked before the logs are held: a refused change holds none (see create()).
       changed(current);
       const streams = patch.streams === undefined ? current.streams : patch.streams;
@@ -547,7 +617,7 @@ export class EndpointRegistry {
     // the change written again (a change hearing more streams, or enabling it again). A few rounds: each needs a stream created within the one before.
     for (let round = 0; round < 5; round++) {
       try {
-        return await this.#change(id, write);
+        return await this.#change(id, write, expected);
       } catch (error) {
         if (!(error instanceof StartsMissing)) throw error;
         const more = await this.#starts(error.streams, error.streams);
@@ -560,12 +630,27 @@ export class EndpointRegistry {
     throw new WebhookConflictError(`Webhook endpoint '${id}' kept changing; try again`);
   }
 
-  /** Deletes an endpoint; throws {@linkcode WebhookNotFoundError}. */
-  async delete(id: string): Promise<void> {
-    if (!await this.#deliveries.deleteEndpoint(id)) {
-      throw new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
+  /**
+   * Deletes an endpoint; throws {@linkcode WebhookNotFoundError}, or
+   * {@linkcode WebhookPreconditionError} when `expected` does not hold (nothing deleted: the
+   * version read is compared again by the store in the step that deletes).
+   */
+  async delete(id: string, expected?: EndpointPrecondition): Promise<void> {
+    if (!expected) {
+      if (!await this.#deliveries.deleteEndpoint(id)) {
+        throw new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
+      }
+      await this.#onChange();
+      return;
     }
-    await this.#onChange();
+    for (let round = 0; round < 5; round++) {
+      const endpoint = await this.#getExpected(id, expected);
+      if (await this.#deliveries.deleteEndpoint(id, { expectVersion: endpoint.version })) {
+        await this.#onChange();
+        return;
+      }
+    }
+    throw new WebhookConflictError(`Webhook endpoint '${id}' kept changing; try again`);
   }
 
   /**

@@ -31,6 +31,7 @@ import { Dispatcher, type DispatcherOptions } from "./dispatcher.ts";
 import {
   type EndpointInput,
   type EndpointPatch,
+  type EndpointPrecondition,
   EndpointRegistry,
   WebhookConflictError,
   WebhookNotFoundError,
@@ -568,13 +569,20 @@ export class WebhookService {
   }
 
   /** Changes an endpoint; `disabled: false` re-enables it. Throws like {@linkcode createEndpoint}. */
-  updateEndpoint(id: string, patch: EndpointPatch): Promise<Endpoint> {
-    return this.#registry.update(id, patch);
+  updateEndpoint(
+    id: string,
+    patch: EndpointPatch,
+    expected?: EndpointPrecondition,
+  ): Promise<Endpoint> {
+    return this.#registry.update(id, patch, expected);
   }
 
-  /** Deletes an endpoint; throws {@linkcode WebhookNotFoundError}. */
-  deleteEndpoint(id: string): Promise<void> {
-    return this.#registry.delete(id);
+  /**
+   * Deletes an endpoint; throws {@linkcode WebhookNotFoundError}, or
+   * {@linkcode WebhookPreconditionError} when `expected` does not hold.
+   */
+  deleteEndpoint(id: string, expected?: EndpointPrecondition): Promise<void> {
+    return this.#registry.delete(id, expected);
   }
 
   /**

@@ -15,6 +15,7 @@ import {
   type CursorPosition,
   decodeCursor,
   DEFAULT_RETENTION_MS,
+  type DeleteEndpointOptions,
   type Delivery,
   type DeliveryCallOptions,
   type DeliveryCounts,
@@ -146,7 +147,11 @@ export class MemoryDeliveryStore implements DeliveryStore {
     };
   }
 
-  deleteEndpoint(id: string): Promise<boolean> {
+  deleteEndpoint(id: string, options: DeleteEndpointOptions = {}): Promise<boolean> {
+    const expected = options.expectVersion;
+    if (expected !== undefined && this.#configs.get(id)?.version !== expected) {
+      return Promise.resolve(false);
+    }
     const existed = this.#configs.delete(id);
     if (existed) this.#endpointsVersion += 1;
     // Its deliveries can no longer be read or sent: held for their week, they would only grow.

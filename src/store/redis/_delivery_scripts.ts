@@ -575,13 +575,22 @@ return cjson.encode({ rows = rows, next = next })
 `;
 
 /**
- * Deletes an endpoint with its queues. ARGV[1]: `{id, tk}`. Returns 1 if it existed; the same
+ * Deletes an endpoint with its queues. ARGV[1]: `{id, tk, expect}` (`expect`: the version it must
+ * be at, or false for any). Returns 1 if it existed (and was at `expect`); the same
  * call again (its one-time token `tk` seen) the first one's answer.
  */
 export const DELETE_ENDPOINT_SCRIPT = COMMON + `
 local callKey, first = callReply(args.tk)
 if first then return tonumber(first) end
 local id = args.id
+if args.expect ~= false then
+  -- If-Match: only the version the caller read (0, nothing deleted, when it is not).
+  local current = readKey("string", "GET", endpointKey(id))
+  if not current then return 0 end
+  local ok, stored = decodeStored(current)
+  if not ok or type(stored) ~= "table" then refuseKey(endpointKey(id), "text that is no JSON object", "an endpoint") end
+  if stored.version ~= args.expect then return 0 end
+end
 expectZsets(ENDPOINTS_KEY, DUE_ENDPOINTS_KEY)
 local existed = redis.call("DEL", endpointKey(id))
 redis.call("DEL", endpointStateKey(id), queueKey(id), inFlightKey(id), rateKey(id), indexKey(id),

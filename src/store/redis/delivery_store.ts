@@ -47,6 +47,7 @@ import {
   type CursorPosition,
   decodeCursor,
   DEFAULT_RETENTION_MS,
+  type DeleteEndpointOptions,
   type Delivery,
   type DeliveryCallOptions,
   type DeliveryCounts,
@@ -279,9 +280,11 @@ export class RedisDeliveryStore implements DeliveryStore {
     };
   }
 
-  async deleteEndpoint(id: string): Promise<boolean> {
+  async deleteEndpoint(id: string, options: DeleteEndpointOptions = {}): Promise<boolean> {
     const tk = crypto.randomUUID();
-    return Number(await this.#run("deleteEndpoint", DELETE_ENDPOINT_SCRIPT, { id, tk })) === 1;
+    const expect = options.expectVersion ?? false;
+    return Number(await this.#run("deleteEndpoint", DELETE_ENDPOINT_SCRIPT, { id, tk, expect })) ===
+      1;
   }
 
   async dispatchState(stream: string): Promise<DispatchState> {

@@ -672,3 +672,54 @@ redisTest(
     }
   },
 );
+
+redisTest(
+  "two instances on one Redis: an endpoint's If-Match holds across them, and of two PATCHes racing with the same tag one applies and one is 412",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const a = await instance(fixture, clock);
+    const b = await instance(fixture, clock);
+    const send = async (
+      app: typeof a.app,
+      method: string,
+      path: string,
+      ifMatch: string,
+      body?: unknown,
+    ) => {
+      const res = await app.request(path, {
+        method,
+        headers: { "If-Match": ifMatch, "Content-Type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { status: res.status, etag: res.headers.get("ETag"), body: text && JSON.parse(text) };
+    };
+    try {
+      const { id } = await register(a.app, { url: "http://127.0.0.1:9/h" });
+      const path = `/v1/webhooks/${id}`;
+      const read = await a.app.request(path);
+      assert.equal(read.headers.get("ETag"), '"1"');
+      await read.body?.cancel();
+      // Changed on b: a's tag is stale there.
+      assert.equal((await send(b.app, "PATCH", path, '"1"', { description: "b" })).status, 200);
+      const stale = await send(a.app, "PATCH", path, '"1"', { headers: { "X-A": "1" } });
+      assert.equal(stale.status, 412);
+      assert.equal(stale.body.error.code, "precondition_failed");
+      assert.equal((await send(a.app, "DELETE", path, '"1"')).status, 412);
+      // Racing on both instances with the version both read: the store compares it.
+      const racing = await Promise.all([
+        send(a.app, "PATCH", path, '"2"', { headers: { "X-A": "1" } }),
+        send(b.app, "PATCH", path, '"2"', { headers: { "X-B": "1" } }),
+      ]);
+      assert.deepEqual(racing.map((res) => res.status).sort(), [200, 412]);
+      const winner = racing.find((res) => res.status === 200)!;
+      const now = (await call(b.app, "GET", path)).body;
+      assert.deepEqual(now.headerNames, winner.body.headerNames);
+      assert.equal(winner.etag, '"3"');
+      assert.equal((await send(b.app, "DELETE", path, '"3"')).status, 204);
+      assert.equal((await call(a.app, "GET", path)).status, 404);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  },
+);

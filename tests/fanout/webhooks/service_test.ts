@@ -485,6 +485,10 @@ Deno.test("410 Gone disables the endpoint; re-enabled it gets deliveries again, 
     const endpoint = await call(app, "GET", `/v1/webhooks/${id}`);
     assert.equal(endpoint.body.disabled, true);
     assert.equal(endpoint.body.disabledReason, "Endpoint answered 410 Gone");
+    // No change of its settings (README): its ETag, the version an admin's If-Match names, stays.
+    const tagged = await app.request(`/v1/webhooks/${id}`);
+    await tagged.body?.cancel();
+    assert.equal(tagged.headers.get("ETag"), '"1"');
     // Disabled is a change, as by PATCH: updatedAt is when the 410 came.
     assert.equal(endpoint.body.updatedAt, new Date(clock.now).toISOString());
     assert.notEqual(endpoint.body.updatedAt, endpoint.body.createdAt);
