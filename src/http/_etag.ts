@@ -36,7 +36,7 @@ export function noneMatchNames(header: string | null | undefined, etag: string):
  */
 export const STAR = /^[ \t]*(?:,[ \t]*)*\*[ \t]*(?:,[ \t]*)*$/;
 
-/** A stream's version as its entity tag's opaque part holds it (`3` in `"3"`). */
+/** A record's version as its entity tag's opaque part holds it (`3` in `"3"`). */
 const VERSION_TAG = /^\d{1,15}$/;
 
 /**
