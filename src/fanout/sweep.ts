@@ -189,6 +189,7 @@ async function closeOnce(
 ): Promise<ClosedWindows> {
   const alerted = new Set<string>();
   let through: number | undefined;
+  let closing = counters;
   if (stream.alerts.length > 0) {
     // Alerts on final values fire before their windows close, so a crash in
     // between only repeats the evaluation (fireAlerts keeps it once).
@@ -202,15 +203,22 @@ async function closeOnce(
       report.fired.push({ ...firing, stream: stream.name });
     }
     for (const window of due) for (const key of closedKeys(window)) alerted.add(key);
-    through = due.cutoff;
+    // A peek that judged nothing (no batch applied yet, a later definition) lists nothing: a close
+    // would claim whatever a first batch of another instance made due in between, its alerts never
+    // judged. Nothing closes; the next sweep's peek sees it.
+    if (due.cutoff === undefined) return due;
+    const bound = peekBound(counters, due, options.limit ?? WINDOWS_PER_SWEEP);
+    through = Math.min(due.cutoff, bound.through);
+    closing = bound.counters;
   }
-  // No further than the peek judged (see CloseOptions.through): a window that became due after it
-  // is closed by the next sweep, once its alerts are fired. (A peek that judged nothing, no batch
-  // applied before it, bounds nothing: what the close then claims is fired below.)
-  const windows = await store.closeWindows(stream.name, counters, {
+  // No further than the peek judged (see CloseOptions.through): a window that became due after it,
+  // or past where the peek stopped, is closed by a later call, once its alerts are fired.
+  const windows = await store.closeWindows(stream.name, closing, {
     ...options,
     ...(through === undefined ? {} : { through }),
   });
+  // Counters the peek reached none of wait for the next call, which the sweep makes at once.
+  if (closing.length < counters.length) windows.more = true;
   if (stream.alerts.length === 0) return windows;
   // Windows (or groups of them) the peek did not list: groups of a window closed over several
   // calls that another sweep moved on between the two calls (the cutoff holds back only ends).
@@ -223,6 +231,45 @@ async function closeOnce(
     report.fired.push({ ...firing, stream: stream.name });
   }
   return windows;
+}
+
+/**
+ * What the close after `due` (a peek of `counters` with `limit`) may claim, so that it claims no
+ * window the peek did not list: a peek cut short (a counter that listed as many windows as `limit`
+ * lets it, or sessions as many as `limit * SESSIONS_PER_WINDOW`; or the peek stopped at its cells,
+ * `more`) leaves windows due past where it stopped, which a close bounded only by the cutoff would
+ * claim unjudged once another sweep closed the listed ones in between. `through` is then the
+ * earliest end (a session's end + gap, as the close compares it) among the counters cut, held below
+ * the last one listed when an earlier one is (sessions; windows when the cells cut): sessions of
+ * other groups ending with it, or the rest of a window the cells cut, may be past the peek. Stopped at its cells, the peek judged nothing
+ * of the counters it listed nothing of: the close leaves them out.
+ */
+function peekBound(
+  counters: CounterMeta[],
+  due: ClosedWindows,
+  limit: number,
+): { through: number; counters: CounterMeta[] } {
+  const listed = new Map<string, { begun: number; ends: number[] }>();
+  for (const window of due) {
+    const gap = counters.find((counter) => counter.name === window.counter)?.session?.gapMs ?? 0;
+    const entry = listed.get(window.counter) ?? { begun: 0, ends: [] };
+    listed.set(window.counter, entry);
+    entry.ends.push(window.end + gap);
+    if (!window.continued) entry.begun += 1;
+  }
+  let through = Infinity;
+  for (const counter of counters) {
+    const entry = listed.get(counter.name);
+    if (!entry) continue;
+    const most = limit * (counter.session ? SESSIONS_PER_WINDOW : 1);
+    if (!due.more && entry.begun < most) continue;
+    const last = entry.ends.reduce((a, b) => Math.max(a, b));
+    // A window counter's windows end one apart: only the cells cut one short.
+    const before = counter.session || due.more ? entry.ends.filter((end) => end < last) : [];
+    through = Math.min(through, before.length > 0 ? before.reduce((a, b) => Math.max(a, b)) : last);
+  }
+  if (!due.more || listed.size === 0) return { through, counters };
+  return { through, counters: counters.filter((counter) => listed.has(counter.name)) };
 }
 
 /** Lets timers and I/O callbacks run (a store in this process closes between its own turns). */

@@ -678,7 +678,9 @@ Deno.test("AlertWatcher leaves session counters to the sweep: no early firing, n
 class PeekSeesOne extends MemoryStore {
   override async closeWindows(...args: Parameters<Store["closeWindows"]>) {
     const windows = await super.closeWindows(...args);
-    return args[2].peek ? windows.slice(0, 1) : windows;
+    if (!args[2].peek) return windows;
+    // As a peek that saw only the first: its cutoff as it found it.
+    return Object.assign(windows.slice(0, 1), { cutoff: windows.cutoff });
   }
 }
 
@@ -1085,28 +1087,41 @@ Deno.test("AlertWatcher evaluates batches of a stream's old and new definition, 
 });
 
 /**
- * Makes `store` (a memory or Redis store) see, right after its first peek of `orders`, a batch of
- * another instance that raises the watermark past minute 0 (whose window the peek did not find
- * due), and then fail its next `fireAlerts` as a Redis gone away would (or a process killed there).
+ * Makes `store` (a memory or Redis store) see, right after its first peek of `orders`, what `race`
+ * does as another instance (by default a batch that raises the watermark past minute 0, whose
+ * window the peek did not find due), and then fail its next `fireAlerts` as a Redis gone away
+ * would (or a process killed there). Calls `race` makes go to the store as they are. `atClose`:
+ * `race` runs after the peek's firings instead, as the first close (after a peek) starts.
  */
-function raceAfterPeek<S extends Store>(store: S): S {
+function raceAfterPeek<S extends Store>(
+  store: S,
+  race: (store: S) => Promise<unknown> = (store) =>
+    ingestItems(orders, items([{ ts: at(200), country: "FR" }]), { store, nowMs: T0 }),
+  atClose = false,
+): S {
   let raced = false;
+  let racing = false;
   let failFire = false;
   const close = store.closeWindows.bind(store);
   const fire = store.fireAlerts.bind(store);
   store.closeWindows = async (...args: Parameters<Store["closeWindows"]>) => {
+    if (racing) return close(...args);
     // Only a firing of the sweep that raced fails.
     if (args[2].peek) failFire = false;
-    const windows = await close(...args);
-    if (args[2].peek && !raced) {
+    const runRace = async () => {
       raced = true;
-      await ingestItems(orders, items([{ ts: at(200), country: "FR" }]), { store, nowMs: T0 });
+      racing = true;
+      await race(store).finally(() => racing = false);
       failFire = true;
-    }
+    };
+    // After the peek's firings, right before the close.
+    if (atClose && !args[2].peek && !raced) await runRace();
+    const windows = await close(...args);
+    if (!atClose && args[2].peek && !raced) await runRace();
     return windows;
   };
   store.fireAlerts = (...args: Parameters<Store["fireAlerts"]>) => {
-    if (failFire) {
+    if (failFire && !racing) {
       failFire = false;
       return Promise.reject(
         new StoreUnavailableError("Redis is unavailable (fireAlerts): fetch failed", {
@@ -1164,4 +1179,79 @@ for (
     if (kind === "Redis") redisTest(name, test);
     else Deno.test(name, () => test());
   }
+}
+
+for (
+  const [kind, make] of [
+    ["memory", () => Promise.resolve(new MemoryStore({ now: () => T0 }))],
+    [
+      "Redis",
+      (fixture?: RedisFixture) =>
+        Promise.resolve(
+          new RedisStore(
+            new Redis({ url: fixture!.restUrl, token: fixture!.restToken, enableTelemetry: false }),
+            { now: () => T0 },
+          ),
+        ),
+    ],
+  ] as const
+) {
+  /** The `german` firings and the closes of `per_minute` in `store`'s log, by window start. */
+  const germanAndClosed = async (store: Store) => {
+    const records = (await store.readLog("orders", null, 10_000)).map((entry) => entry.record);
+    const fired = records.flatMap((record) =>
+      record.type === "alert.fired" && record.counter === "per_minute" && record.alert === "german"
+        ? [record.start]
+        : []
+    );
+    const closed = records.flatMap((record) =>
+      record.type === "window.closed" && record.counter === "per_minute" ? [record.start] : []
+    );
+    return { fired: fired.sort((a, b) => a - b), closed: closed.sort((a, b) => a - b) };
+  };
+
+  const first =
+    `sweepOnce() on the ${kind} store, its alert peek finding nothing as no batch was applied yet, closes nothing: a first batch of another instance landing before the close waits for the next sweep, so a firing that fails after the close loses no alert`;
+  const firstTest = async (fixture?: RedisFixture) => {
+    // The other instance's first batch makes minute 0 due (events at 1 s and 200 s).
+    const store = raceAfterPeek(
+      await make(fixture),
+      (store) =>
+        ingestItems(
+          orders,
+          items([{ ts: at(1), country: "DE" }, { ts: at(200), country: "FR" }]),
+          { store, nowMs: T0 },
+        ),
+    );
+    await sweepOnce(streams.values(), store).catch(() => undefined);
+    await sweepOnce(streams.values(), store);
+    assert.deepEqual(await germanAndClosed(store), { fired: [T0], closed: [T0] });
+  };
+  if (kind === "Redis") redisTest(first, firstTest);
+  else Deno.test(first, () => firstTest());
+
+  const cut =
+    `sweepOnce() on the ${kind} store closes no window past where its alert peek stopped at its limit: another instance closing the windows the peek listed before the close leaves the next ones to a later sweep, so a firing that fails after the close loses no alert`;
+  const cutTest = async (fixture?: RedisFixture) => {
+    // 149 windows due, one DE order each: a peek lists the first 100.
+    const minutes = Array.from({ length: 149 }, (_, minute) => minute);
+    const plain = await make(fixture);
+    await ingestItems(
+      orders,
+      items([
+        ...minutes.map((minute) => ({ ts: at(minute * 60 + 1), country: "DE" })),
+        { ts: at(149 * 60 + 30), country: "FR" },
+      ]),
+      { store: plain, nowMs: T0 + (149 * 60 + 30) * 1000 },
+    );
+    // Another instance sweeps between the peek and the close: it closes the 100 the peek listed.
+    const store = raceAfterPeek(plain, (store) => sweepOnce(streams.values(), store), true);
+    await sweepOnce(streams.values(), store).catch(() => undefined);
+    await sweepOnce(streams.values(), store);
+    await sweepOnce(streams.values(), store);
+    const all = minutes.map((minute) => T0 + minute * 60_000);
+    assert.deepEqual(await germanAndClosed(store), { fired: all, closed: all });
+  };
+  if (kind === "Redis") redisTest(cut, cutTest);
+  else Deno.test(cut, () => cutTest());
 }
