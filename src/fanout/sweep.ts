@@ -190,6 +190,7 @@ async function closeOnce(
   const alerted = new Set<string>();
   let through: number | undefined;
   let closing = counters;
+  let cut = false;
   if (stream.alerts.length > 0) {
     // Alerts on final values fire before their windows close, so a crash in
     // between only repeats the evaluation (fireAlerts keeps it once).
@@ -210,6 +211,7 @@ async function closeOnce(
     const bound = peekBound(counters, due, options.limit ?? WINDOWS_PER_SWEEP);
     through = Math.min(due.cutoff, bound.through);
     closing = bound.counters;
+    cut = due.more === true;
   }
   // No further than the peek judged (see CloseOptions.through): a window that became due after it,
   // or past where the peek stopped, is closed by a later call, once its alerts are fired.
@@ -217,8 +219,9 @@ async function closeOnce(
     ...options,
     ...(through === undefined ? {} : { through }),
   });
-  // Counters the peek reached none of wait for the next call, which the sweep makes at once.
-  if (closing.length < counters.length) windows.more = true;
+  // What the peek stopped short of (counters it reached none of, a window held back) waits for the
+  // next call, which the sweep makes at once.
+  if (cut && !windows.gone && windows.laterDefinition === undefined) windows.more = true;
   if (stream.alerts.length === 0) return windows;
   // Windows (or groups of them) the peek did not list: groups of a window closed over several
   // calls that another sweep moved on between the two calls (the cutoff holds back only ends).
@@ -239,10 +242,11 @@ async function closeOnce(
  * lets it, or sessions as many as `limit * SESSIONS_PER_WINDOW`; or the peek stopped at its cells,
  * `more`) leaves windows due past where it stopped, which a close bounded only by the cutoff would
  * claim unjudged once another sweep closed the listed ones in between. `through` is then the
- * earliest end (a session's end + gap, as the close compares it) among the counters cut, held below
- * the last one listed when an earlier one is (sessions; windows when the cells cut): sessions of
- * other groups ending with it, or the rest of a window the cells cut, may be past the peek. Stopped at its cells, the peek judged nothing
- * of the counters it listed nothing of: the close leaves them out.
+ * earliest end (a session's end + gap, as the close compares it) among the counters cut, held
+ * below the last one listed when an earlier one is (sessions; windows when the cells cut):
+ * sessions of other groups ending with it, or the rest of a window the cells cut, may be past the
+ * peek. Stopped at its cells, the peek judged nothing of the counters it listed nothing of: the
+ * close leaves them out.
  */
 function peekBound(
   counters: CounterMeta[],

@@ -1181,6 +1181,20 @@ for (
   }
 }
 
+/** The `german` firings and the closes of `per_minute` in `store`'s log, by window start. */
+async function germanAndClosed(store: Store) {
+  const records = (await store.readLog("orders", null, 10_000)).map((entry) => entry.record);
+  const fired = records.flatMap((record) =>
+    record.type === "alert.fired" && record.counter === "per_minute" && record.alert === "german"
+      ? [record.start]
+      : []
+  );
+  const closed = records.flatMap((record) =>
+    record.type === "window.closed" && record.counter === "per_minute" ? [record.start] : []
+  );
+  return { fired: fired.sort((a, b) => a - b), closed: closed.sort((a, b) => a - b) };
+}
+
 for (
   const [kind, make] of [
     ["memory", () => Promise.resolve(new MemoryStore({ now: () => T0 }))],
@@ -1196,20 +1210,6 @@ for (
     ],
   ] as const
 ) {
-  /** The `german` firings and the closes of `per_minute` in `store`'s log, by window start. */
-  const germanAndClosed = async (store: Store) => {
-    const records = (await store.readLog("orders", null, 10_000)).map((entry) => entry.record);
-    const fired = records.flatMap((record) =>
-      record.type === "alert.fired" && record.counter === "per_minute" && record.alert === "german"
-        ? [record.start]
-        : []
-    );
-    const closed = records.flatMap((record) =>
-      record.type === "window.closed" && record.counter === "per_minute" ? [record.start] : []
-    );
-    return { fired: fired.sort((a, b) => a - b), closed: closed.sort((a, b) => a - b) };
-  };
-
   const first =
     `sweepOnce() on the ${kind} store, its alert peek finding nothing as no batch was applied yet, closes nothing: a first batch of another instance landing before the close waits for the next sweep, so a firing that fails after the close loses no alert`;
   const firstTest = async (fixture?: RedisFixture) => {
@@ -1254,4 +1254,48 @@ for (
   };
   if (kind === "Redis") redisTest(cut, cutTest);
   else Deno.test(cut, () => cutTest());
+}
+
+for (
+  const [kind, make] of [
+    ["memory", () => Promise.resolve(new MemoryStore({ now: () => T0, closeCells: 3 }))],
+    [
+      "Redis",
+      (fixture?: RedisFixture) =>
+        Promise.resolve(
+          new RedisStore(
+            new Redis({ url: fixture!.restUrl, token: fixture!.restToken, enableTelemetry: false }),
+            { now: () => T0, closeCells: 3 },
+          ),
+        ),
+    ],
+  ] as const
+) {
+  const name =
+    `sweepOnce() on the ${kind} store closes no window past where its alert peek stopped at its cells: another instance closing the windows the peek listed before the close leaves the next ones to a later call, so a firing that fails after the close loses no alert`;
+  const test = async (fixture?: RedisFixture) => {
+    // 10 windows due, one DE order each; a call closes 3 cells: a peek lists minutes 0 to 2.
+    const minutes = Array.from({ length: 10 }, (_, minute) => minute);
+    const plain = await make(fixture);
+    await ingestItems(
+      orders,
+      items([
+        ...minutes.map((minute) => ({ ts: at(minute * 60 + 1), country: "DE" })),
+        { ts: at(10 * 60 + 30), country: "FR" },
+      ]),
+      { store: plain, nowMs: T0 + (10 * 60 + 30) * 1000 },
+    );
+    // Another instance's close call between the peek and the close claims what the peek listed.
+    const store = raceAfterPeek(
+      plain,
+      (store) => store.closeWindows("orders", orders.counterMetas, { latenessMs: 10_000 }),
+      true,
+    );
+    await sweepOnce(streams.values(), store).catch(() => undefined);
+    await sweepOnce(streams.values(), store);
+    const all = minutes.map((minute) => T0 + minute * 60_000);
+    assert.deepEqual(await germanAndClosed(store), { fired: all, closed: all });
+  };
+  if (kind === "Redis") redisTest(name, test);
+  else Deno.test(name, () => test());
 }
