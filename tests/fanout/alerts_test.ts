@@ -1299,3 +1299,68 @@ for (
   if (kind === "Redis") redisTest(name, test);
   else Deno.test(name, () => test());
 }
+
+for (
+  const [kind, make] of [
+    ["memory", () => Promise.resolve(new MemoryStore({ now: () => T0 }))],
+    [
+      "Redis",
+      (fixture?: RedisFixture) =>
+        Promise.resolve(
+          new RedisStore(
+            new Redis({ url: fixture!.restUrl, token: fixture!.restToken, enableTelemetry: false }),
+            { now: () => T0 },
+          ),
+        ),
+    ],
+  ] as const
+) {
+  const name =
+    `sweepOnce() on the ${kind} store closes no session past where its alert peek stopped at its limit: another instance closing the sessions the peek listed before the close leaves the next ones to a later sweep, so a firing that fails after the close loses no alert`;
+  const test = async (fixture?: RedisFixture) => {
+    const visitStreams = compileConfig({
+      streams: {
+        visits: {
+          time: { field: "ts", lateness: "10s" },
+          counters: {
+            visit: { window: { session: "30s" }, groupBy: ["user"], aggregate: "count" },
+          },
+          alerts: [{ name: "visited", counter: "visit", when: "value >= 1.0" }],
+        },
+      },
+    });
+    const visits = visitStreams.get("visits")!;
+    // 1,500 sessions due, each ending at its own millisecond: a peek lists the first 1,000.
+    const users = Array.from({ length: 1_500 }, (_, user) => user);
+    const plain = await make(fixture);
+    for (const part of [users.slice(0, 750), users.slice(750)]) {
+      await ingestItems(
+        visits,
+        items(part.map((user) => ({ ts: at(user / 10), user: `u${user}` }))),
+        {
+          store: plain,
+          nowMs: T0,
+        },
+      );
+    }
+    await ingestItems(visits, items([{ ts: at(300), user: "tick" }]), { store: plain, nowMs: T0 });
+    const store = raceAfterPeek(plain, (store) => sweepOnce(visitStreams.values(), store), true);
+    await sweepOnce(visitStreams.values(), store).catch(() => undefined);
+    await sweepOnce(visitStreams.values(), store);
+    await sweepOnce(visitStreams.values(), store);
+    const records = (await store.readLog("visits", null, 100_000)).map((entry) => entry.record);
+    const groups = (type: string) =>
+      records.flatMap((record) =>
+        record.type === type && (record.type === "alert.fired" || record.type === "window.closed")
+          ? [record.group]
+          : []
+      ).sort();
+    const all = users.map((user) => JSON.stringify([`u${user}`])).sort();
+    assert.deepEqual({ fired: groups("alert.fired"), closed: groups("window.closed") }, {
+      fired: all,
+      closed: all,
+    });
+  };
+  if (kind === "Redis") redisTest(name, test);
+  else Deno.test(name, () => test());
+}
