@@ -648,11 +648,11 @@ export interface CloseOptions {
   recorded?: boolean;
   /**
    * Closes no window that ends after it (ms), nor a session whose end + gap is past it, whatever
-   * else is due. The sweep passes the {@linkcode ClosedWindows.cutoff} of its peek, so that its
-   * close claims only windows the peek saw, whose alerts it fired first: one that became due in
-   * between (a batch of another instance raised the watermark, or the clock of an idle stream
-   * moved) waits for the next sweep's peek rather than close with its alerts never judged should
-   * the firing after the close fail. @default {none}
+   * else is due. The sweep passes the {@linkcode ClosedWindows.cutoff} of its peek (lower where the
+   * peek stopped at its limit or cells), so that its close claims only windows the peek saw, whose
+   * alerts it fired first: one that became due in between (a batch of another instance raised the
+   * watermark, or the clock of an idle stream moved) waits for the next sweep's peek rather than
+   * close with its alerts never judged should the firing after the close fail. @default {none}
    */
   through?: number;
   /**
