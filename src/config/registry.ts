@@ -122,28 +122,45 @@ function checkPrecondition(
   expected: DefinitionPrecondition | undefined,
 ): void {
   if (!expected) return;
-  const live = record !== null && !record.deleted;
-  const now = live ? `is at version ${record.version}` : "does not exist";
+  const unmet = unmetPrecondition(
+    expected,
+    record !== null && !record.deleted ? record.version : null,
+  );
+  if (unmet !== undefined) {
+    throw new StreamDefinitionError(
+      "precondition_failed",
+      `Stream '${name}' ${unmet}: read it again and retry`,
+    );
+  }
+}
+
+/**
+ * What of `expected` does not hold of a thing at `version` (null: it does not exist), worded to
+ * follow its name in a refusal (`is not at version 3 (it is at version 4)`), or undefined when it
+ * holds: for a stream's `If-Match`/`If-None-Match` here and a webhook endpoint's `If-Match`.
+ */
+export function unmetPrecondition(
+  expected: DefinitionPrecondition,
+  version: number | null,
+): string | undefined {
+  const live = version !== null;
+  const now = live ? `is at version ${version}` : "does not exist";
   let problem: string | undefined;
   if (expected.absent && live) problem = "exists";
   else if ((expected.exists || expected.versions) && !live) problem = "does not exist";
-  else if (expected.versions && live && !expected.versions.includes(record.version)) {
+  else if (expected.versions && live && !expected.versions.includes(version)) {
     problem = expected.versions.length === 0
       ? "is at no version named by a strong tag"
       : `is not at version ${expected.versions.join(" or ")}`;
   }
-  if (problem) {
-    const stated = problem === "does not exist" ? problem : `${problem} (it ${now})`;
-    const weak = expected.weakVersions?.length
-      ? `; a weak tag (${
-        expected.weakVersions.map((version) => `W/"${version}"`).join(", ")
-      }) matches no version, as If-Match compares strongly: send '"<version>"'`
-      : "";
-    throw new StreamDefinitionError(
-      "precondition_failed",
-      `Stream '${name}' ${stated}${weak}: read it again and retry`,
-    );
-  }
+  if (problem === undefined) return undefined;
+  const stated = problem === "does not exist" ? problem : `${problem} (it ${now})`;
+  const weak = expected.weakVersions?.length
+    ? `; a weak tag (${
+      expected.weakVersions.map((one) => `W/"${one}"`).join(", ")
+    }) matches no version, as If-Match compares strongly: send '"<version>"'`
+    : "";
+  return `${stated}${weak}`;
 }
 
 /** A stream definition change was refused. */

@@ -8,7 +8,12 @@
  *
  * @module
  */
-import { type CompiledStream, lookUpStream, type StreamCatalog } from "../../config/mod.ts";
+import {
+  type CompiledStream,
+  lookUpStream,
+  type StreamCatalog,
+  unmetPrecondition,
+} from "../../config/mod.ts";
 import { listNames, quoteInput } from "../../telemetry/logging.ts";
 import type { Store } from "../../store/types.ts";
 import { compileExpression, ExpressionError } from "../../transform/mod.ts";
@@ -127,23 +132,10 @@ function checkPrecondition(
   expected: EndpointPrecondition | undefined,
 ): void {
   if (!expected) return;
-  const now = endpoint ? `is at version ${endpoint.version}` : "does not exist";
-  let problem: string | undefined;
-  if ((expected.exists || expected.versions) && !endpoint) problem = "does not exist";
-  else if (expected.versions && endpoint && !expected.versions.includes(endpoint.version)) {
-    problem = expected.versions.length === 0
-      ? "is at no version named by a strong tag"
-      : `is not at version ${expected.versions.join(" or ")}`;
-  }
-  if (problem) {
-    const stated = problem === "does not exist" ? problem : `${problem} (it ${now})`;
-    const weak = expected.weakVersions?.length
-      ? `; a weak tag (${
-        expected.weakVersions.map((version) => `W/"${version}"`).join(", ")
-      }) matches no version, as If-Match compares strongly: send '"<version>"'`
-      : "";
+  const unmet = unmetPrecondition(expected, endpoint ? endpoint.version : null);
+  if (unmet !== undefined) {
     throw new WebhookPreconditionError(
-      `Webhook endpoint '${id}' ${stated}${weak}: read it again and retry`,
+      `Webhook endpoint '${id}' ${unmet}: read it again and retry`,
     );
   }
 }
