@@ -521,7 +521,7 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
         // Deleted, created again or given new counters meanwhile, nothing applied: once more on
         // the stream served now (404 when deleted), from the body as it came: decoded again, so
         // that the text is not kept through every apply for this rare case.
-        const current = await findServedStream(deps.streams, name, { grant: grantOfRequest(c) });
+        const current = await findServedStream(deps.streams, name, { grant });
         reply = await ingest(current, parseEvents(decodeUtf8(bytes), format, deps.limits));
       }
       // One object for the span and the log line.

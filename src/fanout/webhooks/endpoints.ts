@@ -10,6 +10,7 @@
  */
 import {
   type CompiledStream,
+  type DefinitionPrecondition,
   lookUpStream,
   type StreamCatalog,
   unmetPrecondition,
@@ -108,14 +109,7 @@ export class WebhookConflictError extends Error {
  * that two admins changing the same endpoint do not silently overwrite each other, as a stream's
  * `DefinitionPrecondition` has it.
  */
-export interface EndpointPrecondition {
-  /** One of these versions must be the endpoint's, which must exist (none given: it never holds). */
-  versions?: readonly number[];
-  /** Versions named by weak entity tags only (`W/"3"`): they match none; a refusal names them. */
-  weakVersions?: readonly number[];
-  /** The endpoint must exist (any version). */
-  exists?: boolean;
-}
+export type EndpointPrecondition = Omit<DefinitionPrecondition, "absent">;
 
 /** An endpoint's precondition ({@linkcode EndpointPrecondition}) does not hold: nothing changed. */
 export class WebhookPreconditionError extends Error {
