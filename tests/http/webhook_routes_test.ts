@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { cursorOfText, type NewDelivery } from "../../src/store/deliveries.ts";
 import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
 import { UrlPolicy } from "../../src/fanout/webhooks/ssrf.ts";
-import { call, setup, T0 } from "../fanout/webhooks/_setup.ts";
+import { at, call, ingest, setup, sweep, T0 } from "../fanout/webhooks/_setup.ts";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
 
 type Ctx = Awaited<ReturnType<typeof setup>>;
@@ -1446,6 +1446,41 @@ Deno.test("two admins PATCHing headers with the same If-Match: the first wins, t
     assert.equal(now.etag, '"2"');
     // The tag it answered holds.
     assert.equal((await send(ctx, "PATCH", path, { "If-Match": now.etag! }, {})).status, 200);
+  });
+});
+
+Deno.test("a disable by a receiver's 410 does not move the endpoint's version (README): the ETag read before still enables it with If-Match", async () => {
+  await withSetup(async (ctx) => {
+    const receiver = await Receiver.start(() => ctx.clock.now);
+    try {
+      receiver.respond = () => new Response("gone", { status: 410 });
+      const { body: { id } } = await send(ctx, "POST", "/v1/webhooks", {}, {
+        url: receiver.url(),
+        eventTypes: ["window.closed"],
+      });
+      const path = `/v1/webhooks/${id}`;
+      const before = await send(ctx, "GET", path, {});
+      assert.equal(before.etag, '"1"');
+      assert.equal(before.body.disabled, false);
+      ctx.clock.now += 1_000;
+      await ingest(ctx.app, [{ id: "a", ts: at(1), country: "DE" }]);
+      await ingest(ctx.app, [{ id: "tick", ts: at(75), country: "XX" }]);
+      await sweep(ctx.app, ctx.webhooks);
+      assert.ok(receiver.received.length > 0, "the receiver was sent a delivery");
+      const disabled = await send(ctx, "GET", path, {});
+      assert.equal(disabled.body.disabled, true);
+      assert.equal(disabled.body.disabledReason, "Endpoint answered 410 Gone");
+      assert.equal(disabled.etag, before.etag);
+      const enabled = await send(ctx, "PATCH", path, { "If-Match": before.etag! }, {
+        disabled: false,
+      });
+      assert.equal(enabled.status, 200, JSON.stringify(enabled.body));
+      assert.equal(enabled.body.disabled, false);
+      assert.equal(enabled.body.disabledReason, null);
+      assert.equal(enabled.etag, '"2"');
+    } finally {
+      await receiver.close();
+    }
   });
 });
 
