@@ -16,6 +16,7 @@ import {
   RedisDefinitionStore,
   RedisStore,
 } from "../../src/store/mod.ts";
+import { KEYS } from "../_fixtures.ts";
 import { denoClient, nodeClient, SseReader, within } from "../_live.ts";
 import { redisTest, restClient } from "../_redis.ts";
 
@@ -116,6 +117,59 @@ Deno.test("An open WebSocket follows its stream's changes at run time: a new def
       assert.equal(refused.error.code, "stream_not_found");
     } finally {
       await client.close();
+    }
+  } finally {
+    await a.live.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("A frame on an open WebSocket after its stream is deleted names the near stream to a key that may list streams, and none to an ingest-only key", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const shared = { definitions, store: new MemoryStore({ definitions }) };
+  const a = instance(shared);
+  const keys = await KeyRing.parse(`admin:${KEYS.admin},ingest:${KEYS.ingest}`);
+  const app = createApp({ ...a, keys });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, app.fetch);
+  const admin = { Authorization: `Bearer ${KEYS.admin}` };
+  const put = (name: string) =>
+    app.request(`/v1/streams/${name}`, {
+      method: "PUT",
+      headers: { ...admin, "Content-Type": "application/json" },
+      body: JSON.stringify(SIGNUPS),
+    });
+  const url = `ws://127.0.0.1:${server.addr.port}/v1/streams/signups/ws`;
+  try {
+    assert.equal((await put("signups")).status, 201);
+    // Left when signups is deleted: one letter off, the stream a listing key meant.
+    assert.equal((await put("signup")).status, 201);
+    const lister = await denoClient(url, [`bearer.${KEYS.admin}`]);
+    const ingester = await denoClient(url, [`bearer.${KEYS.ingest}`]);
+    try {
+      for (const client of [lister, ingester]) {
+        client.socket.send(JSON.stringify([{ plan: "pro" }]));
+        assert.deepEqual(pick(await client.inbox.next()), ["ack", 1, 0]);
+      }
+      const deleted = await app.request("/v1/streams/signups", {
+        method: "DELETE",
+        headers: admin,
+      });
+      assert.equal(deleted.status, 204);
+      const refused = [];
+      for (const client of [lister, ingester]) {
+        client.socket.send(JSON.stringify([{ plan: "pro" }]));
+        const reply = await client.inbox.next();
+        assert.equal(reply.type, "error", JSON.stringify(reply));
+        assert.equal(reply.error.code, "stream_not_found");
+        refused.push(reply.error.message);
+      }
+      assert.deepEqual(refused, [
+        "Stream 'signups' does not exist (did you mean 'signup'?)",
+        "Stream 'signups' does not exist",
+      ]);
+    } finally {
+      await lister.close();
+      await ingester.close();
     }
   } finally {
     await a.live.close();
