@@ -574,21 +574,60 @@ function refuseDeepExpansion(root: Record<string, unknown>): void {
 }
 
 /**
+ * What a walk replacing `$ref`s by their definitions keeps of each definition's expansion (its
+ * depth, its size), so that a definition named again is not expanded again, by the rule both
+ * {@linkcode deepExpansion} and {@linkcode refuseLargeExpansion} follow. A `$ref` back to a
+ * definition being expanded is a leaf, so an expansion depends on which definitions are being
+ * expanded around it: a result is kept only when its expansion met no definition being expanded
+ * but itself, and reused only where none of the definitions it went through is being expanded.
+ * Kept or reused past either, a definition counted with a leaf where it is expanded from
+ * elsewhere (or the reverse), and the verdict depended on which property named the definitions
+ * first.
+ */
+class KeptExpansions<T> {
+  readonly #kept = new Map<string, { value: T; through: ReadonlySet<string> }>();
+  readonly #expanding: ReadonlySet<string>;
+  readonly #keepAlways: boolean;
+
+  /**
+   * `expanding`: the definitions the walk is expanding, read at each {@linkcode get}.
+   * `keepAlways`: keep and reuse every result however it was met (bounded work, though the
+   * verdict may then depend on the order of properties).
+   */
+  constructor(expanding: ReadonlySet<string>, keepAlways: boolean) {
+    this.#expanding = expanding;
+    this.#keepAlways = keepAlways;
+  }
+
+  /** The result kept for `name` that holds where the walk is, with what it went through. */
+  get(name: string): { value: T; through: ReadonlySet<string> } | undefined {
+    const known = this.#kept.get(name);
+    if (known === undefined || this.#keepAlways) return known;
+    for (const inner of known.through) if (this.#expanding.has(inner)) return undefined;
+    return known;
+  }
+
+  /**
+   * Keeps `name`'s result, whose expansion went through the definitions `through` and met (not
+   * expanded) the definitions being expanded `met`, `name` not among them.
+   */
+  keep(name: string, value: T, through: ReadonlySet<string>, met: ReadonlySet<string>): void {
+    if (this.#keepAlways || met.size === 0) this.#kept.set(name, { value, through });
+  }
+}
+
+/**
  * {@linkcode refuseDeepExpansion}'s walk: false when it stopped after `maxExpansions` expansions
- * without a verdict. A definition's depth is kept only when its expansion met no definition being
- * expanded but itself (`keepAlways`: kept however it was met): one met through a `$ref` back to an
- * outer definition counts that `$ref` as a leaf, shallower than where it is expanded from
- * elsewhere, and kept, it made the verdict depend on which property named the definitions first.
+ * without a verdict. Depths are kept and reused as {@linkcode KeptExpansions} says (`keepAlways`:
+ * however they were met).
  */
 function deepExpansion(
   root: Record<string, unknown>,
   maxExpansions: number,
   keepAlways = false,
 ): boolean {
-  // Each kept depth with the definitions its expansion went through: it holds only where none
-  // of them is being expanded (there, a `$ref` to one is a leaf).
-  const expanded = new Map<string, { depth: number; through: Set<string> }>();
   const expanding = new Set<string>();
+  const expanded = new KeptExpansions<number>(expanding, keepAlways);
   let expansions = 0;
   // A definition expanded again (in another context) is not scanned again.
   const scans = new Map<string, RefScan>();
@@ -631,10 +670,8 @@ function deepExpansion(
       // stack depending on what else was on it. That hop counts one level.
       const hop = at === 1 ? at : at - 1;
       const known = expanded.get(name);
-      if (
-        known !== undefined && (keepAlways || ![...known.through].some((n) => expanding.has(n)))
-      ) {
-        top.deepest = Math.max(top.deepest, hop + known.depth);
+      if (known !== undefined) {
+        top.deepest = Math.max(top.deepest, hop + known.value);
         for (const inner of known.through) top.through.add(inner);
         continue;
       }
@@ -651,9 +688,7 @@ function deepExpansion(
       expanding.delete(top.name);
       top.met.delete(top.name);
       top.through.add(top.name);
-      if (keepAlways || top.met.size === 0) {
-        expanded.set(top.name, { depth: top.deepest, through: top.through });
-      }
+      expanded.keep(top.name, top.deepest, top.through, top.met);
       const parent = stack[stack.length - 1];
       for (const outer of top.met) parent.met.add(outer);
       for (const inner of top.through) parent.through.add(inner);
@@ -681,19 +716,21 @@ export const MAX_EXPANDED_SCHEMA_SIZE = 131_072;
  * `anyOf` of two `$ref`s to the next (3 KB), made one event's wrong value take 2^40 checks,
  * stalling the process; a schema without `$ref`s that fits the 64 KiB body limit holds fewer.
  *
- * A definition's size is kept only when its expansion met no definition being expanded but itself:
- * one met through a `$ref` back to an outer definition counts that `$ref` 1, smaller than where it
- * is expanded from elsewhere, and kept it made the verdict depend on the order of properties. Work
- * stays bounded, though not by the bound itself: each expansion stops once its own sum passes the
- * bound, and its caller then stops too, so the walk does at most about the bound times the `$ref`
- * chain's depth, at most 128 levels (checked before).
+ * Sizes are kept and reused as {@linkcode KeptExpansions} says, so the verdict does not depend on
+ * the order of properties. Work stays bounded, though not by the bound itself: each expansion
+ * counts at least 1 and stops once its own sum passes the bound, and its caller then stops too, so
+ * the walk does at most about the bound times the `$ref` chain's depth, at most 128 levels
+ * (checked before).
  */
 function refuseLargeExpansion(root: Record<string, unknown>): void {
-  const sizes = new Map<string, number>();
   const own = new Map<unknown, { count: number; refs: string[] }>();
   const expanding = new Set<string>();
-  /** `node`'s expanded size, and the definitions being expanded its walk met (not expanded). */
-  const sizeOf = (node: unknown, isRoot: boolean): [number, Set<string>] => {
+  const sizes = new KeptExpansions<number>(expanding, false);
+  /**
+   * `node`'s expanded size, the definitions being expanded its walk met (not expanded), and the
+   * definitions it expanded or took a kept size of.
+   */
+  const sizeOf = (node: unknown, isRoot: boolean): [number, Set<string>, Set<string>] => {
     let scan = own.get(node);
     if (scan === undefined) {
       const { nodes, refs } = scanRefs(node, isRoot);
@@ -702,6 +739,7 @@ function refuseLargeExpansion(root: Record<string, unknown>): void {
     }
     let size = scan.count;
     const met = new Set<string>();
+    const through = new Set<string>();
     for (const name of scan.refs) {
       const target = defsInScope[name];
       if (typeof target !== "object" || target === null) continue;
@@ -714,17 +752,19 @@ function refuseLargeExpansion(root: Record<string, unknown>): void {
         expanding.add(name);
         // Recursion is safe: one level a `$ref` followed, a definition being expanded not followed
         // again, and refuseDeepExpansion (run first) bounds how deep such a chain goes.
-        const [counted, inner] = sizeOf(target, false);
+        const [counted, inner, innerThrough] = sizeOf(target, false);
         expanding.delete(name);
         inner.delete(name);
-        if (inner.size === 0) sizes.set(name, counted);
+        innerThrough.add(name);
+        sizes.keep(name, counted, innerThrough, inner);
         for (const outer of inner) met.add(outer);
-        known = counted;
+        known = { value: counted, through: innerThrough };
       }
-      size += known;
+      for (const inner of known.through) through.add(inner);
+      size += known.value;
       if (size > MAX_EXPANDED_SCHEMA_SIZE) break;
     }
-    return [size, met];
+    return [size, met, through];
   };
   const [size] = sizeOf(root, true);
   if (size > MAX_EXPANDED_SCHEMA_SIZE) {

@@ -4,6 +4,7 @@ import {
   compileEventSchema,
   describe,
   eventValidator,
+  largeExpansion,
   listedErrors,
   malformedKeyword,
   MAX_EVENT_MATCHING_COST,
@@ -1940,6 +1941,31 @@ Deno.test("compileEventSchema() counts a definition's expanded size the same whi
       /holds more than 131072 objects and arrays once its \$refs are expanded/,
       order.join(", "),
     );
+  }
+});
+
+Deno.test("compileEventSchema() does not reuse a definition's size inside the expansion of a definition it went through", () => {
+  // B holds C under a property, C holds B: from the root, b → B (C's $ref back to B a leaf) and
+  // c → C (B's $ref back to C a leaf) hold about 60,000 each, 120,000 in all. C's size, kept from
+  // c → C → B, counted B's padding; reused inside b → B, where C's $ref back to B is a leaf, it
+  // counted the padding twice: the 131,072 passed when `b` was listed first.
+  const $defs = {
+    B: {
+      type: "object",
+      properties: {
+        c: { $ref: "#/$defs/C" },
+        pad: { prefixItems: Array.from({ length: 60_000 }, () => ({})) },
+      },
+    },
+    C: { type: "object", properties: { b: { $ref: "#/$defs/B" } } },
+  };
+  for (const order of [["b", "c"], ["c", "b"]]) {
+    const properties = Object.fromEntries(
+      order.map((key) => [key, { $ref: key === "b" ? "#/$defs/B" : "#/$defs/C" }]),
+    );
+    const schema = { type: "object", properties, $defs };
+    compileEventSchema(schema);
+    assert.equal(largeExpansion(schema), undefined, order.join(", "));
   }
 });
 
