@@ -95,6 +95,48 @@ Deno.test("checksPast() counts each value against every node that applies: anyOf
   assert.equal(checksPast(cost, event, 9), true);
 });
 
+Deno.test("checksPast() counts each value against every node of the array and object keywords, and a $ref to a boolean definition", () => {
+  // [what is counted, schema, event, checks in all (the root's own 1 included)]
+  const cases: [string, Record<string, unknown>, unknown, number][] = [
+    // Items past prefixItems, with no `items`, are checked against nothing.
+    ["prefixItems", { prefixItems: [{}, {}] }, [1, 2, 3], 1 + 2],
+    // Array-form items are a prefix; additionalItems (each item 1 + 2 parts) the rest.
+    [
+      "items as a list, then additionalItems",
+      { items: [{}, {}], additionalItems: { allOf: [{}, {}] } },
+      [1, 2, 3, 4],
+      1 + 2 + 2 * 3,
+    ],
+    ["contains, each item", { contains: {} }, [1, 2], 1 + 2],
+    ["propertyNames, each key", { propertyNames: {} }, { a: 1, b: 2 }, 1 + 2],
+    // Every pattern counted for every key not under `properties` (its match not tested).
+    [
+      "patternProperties",
+      { properties: { a: {} }, patternProperties: { "^a": {}, "^b": {} } },
+      { a: 1, b: 2, c: 3 },
+      1 + 1 + 2 * 2,
+    ],
+    [
+      "additionalProperties as a schema, each key not under properties",
+      { properties: { a: {} }, additionalProperties: { type: "string" } },
+      { a: 1, b: "x", c: "y" },
+      1 + 1 + 2,
+    ],
+    ["additionalProperties false", { additionalProperties: false }, { a: 1, b: 2 }, 1 + 2],
+    [
+      "a $ref to a boolean definition",
+      { properties: { a: { $ref: "#/$defs/F" } }, $defs: { F: false } },
+      { a: 1 },
+      1 + 1 + 1,
+    ],
+  ];
+  for (const [counted, schema, event, checks] of cases) {
+    const cost = checkCost(schema);
+    assert.equal(checksPast(cost, event, checks), false, `${counted}: at most ${checks}`);
+    assert.equal(checksPast(cost, event, checks - 1), true, `${counted}: more than ${checks - 1}`);
+  }
+});
+
 Deno.test("the bench stream's schema and usual events are never counted; a recursive schema's always are", () => {
   const bench =
     JSON.parse(Deno.readTextFileSync(new URL("../../bench/config.json", import.meta.url)))
