@@ -19,6 +19,8 @@
  * @module
  */
 
+import { isPlainObject } from "./_fast_verdict.ts";
+
 /**
  * Most checks of one event against its schema beyond one a value (each JSON value, key or array
  * item, checked once, is the event's own size, bounded by the body's). Past it the event is
@@ -36,13 +38,27 @@ export interface CheckCost {
   size: number;
 }
 
-/** The definition name of a local `$ref`, as zod reads it (RFC 6901 escapes). */
-function refName(ref: string): string {
+/**
+ * The definition name of a local `$ref` (`#/$defs/<name>`), its JSON Pointer escapes read as zod
+ * reads them (RFC 6901: `~1` is `/`, then `~0` is `~`): `#/$defs/a~1b` names `a/b`.
+ */
+export function refName(ref: string): string {
   return ref.slice(ref.lastIndexOf("/") + 1).replace(/~1/g, "/").replace(/~0/g, "~");
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
+/**
+ * The definitions a schema's local `$ref`s may name: its `$defs` over its draft-07 `definitions`,
+ * read by key as zod reads them. Without a prototype: a `$ref` to `constructor` or `toString`
+ * names no definition.
+ */
+export function definitionsOf(root: Record<string, unknown>): Record<string, unknown> {
+  const definitions: Record<string, unknown> = Object.create(null);
+  for (const key of ["definitions", "$defs"]) {
+    const map = root[key];
+    // Not a string's characters (Object.assign would copy them).
+    if (typeof map === "object" && map !== null) Object.assign(definitions, map);
+  }
+  return definitions;
 }
 
 function target(node: Record<string, unknown>, defs: Record<string, unknown>): unknown {
@@ -76,7 +92,7 @@ function subschemas(node: Record<string, unknown>): unknown[] {
     else if (value !== undefined) found.push(value);
   }
   for (const key of MAPS) {
-    if (isObject(node[key])) found.push(...Object.values(node[key]));
+    if (isPlainObject(node[key])) found.push(...Object.values(node[key]));
   }
   return found;
 }
@@ -86,15 +102,11 @@ function subschemas(node: Record<string, unknown>): unknown[] {
  * property between already refused, its expanded depth bounded: recursion here is bounded).
  */
 export function checkCost(root: Record<string, unknown>): CheckCost {
-  const defs: Record<string, unknown> = Object.assign(
-    Object.create(null),
-    isObject(root.definitions) ? root.definitions : undefined,
-    isObject(root.$defs) ? root.$defs : undefined,
-  );
+  const defs = definitionsOf(root);
   const sizes = new Map<string, number>();
   const expanding = new Set<string>();
   const sizeOf = (node: unknown): number => {
-    if (!isObject(node)) return 1;
+    if (!isPlainObject(node)) return 1;
     let size = 1;
     if (typeof node.$ref === "string") {
       const name = refName(node.$ref);
@@ -128,7 +140,7 @@ function typeOf(value: unknown): string {
 
 /** Whether `member` refuses `value` on its own `type` alone (one check in zod). */
 function refusedByType(member: unknown, value: unknown): boolean {
-  if (!isObject(member) || member.type === undefined) return false;
+  if (!isPlainObject(member) || member.type === undefined) return false;
   const type = typeOf(value);
   const takes = (name: unknown) => name === type || (name === "integer" && type === "number");
   return Array.isArray(member.type) ? !member.type.some(takes) : !takes(member.type);
@@ -166,7 +178,7 @@ export function checksPast(cost: CheckCost, event: unknown, limit: number): bool
     const value = values.pop();
     const node = nodes.pop();
     if (++checks > limit) return true;
-    if (!isObject(node)) continue;
+    if (!isPlainObject(node)) continue;
     const refTo = target(node, defs);
     if (refTo !== undefined && !(recursive && seen(value, refTo))) push(value, refTo);
     if (Array.isArray(node.allOf)) { for (const part of node.allOf) push(value, part); }
@@ -189,15 +201,15 @@ export function checksPast(cost: CheckCost, event: unknown, limit: number): bool
         else if (rest !== undefined) push(value[index], rest);
         if (node.contains !== undefined) push(value[index], node.contains);
       }
-    } else if (isObject(value)) {
-      const properties = isObject(node.properties) ? node.properties : undefined;
+    } else if (isPlainObject(value)) {
+      const properties = isPlainObject(node.properties) ? node.properties : undefined;
       if (properties !== undefined) {
         for (const key in properties) {
           if (Object.hasOwn(value, key)) push(value[key], properties[key]);
           else checks++;
         }
       }
-      const patterns = isObject(node.patternProperties)
+      const patterns = isPlainObject(node.patternProperties)
         ? Object.values(node.patternProperties)
         : [];
       const additional = node.additionalProperties;

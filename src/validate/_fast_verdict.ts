@@ -43,7 +43,8 @@ const ANNOTATIONS = new Set(["title", "description", "$comment", "examples"]);
 export const RFC3339_MARK = "x-edgestream-rfc3339";
 const NUMBER_BOUNDS = new Set(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]);
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
+/** Whether `value` is a JSON object (not an array, not null). */
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 

@@ -10,8 +10,10 @@ import {
   type CheckCost,
   checkCost,
   checksPast,
+  definitionsOf,
   MAX_EVENT_SCHEMA_CHECKS,
   mayPassCheckBudget,
+  refName,
 } from "./_check_budget.ts";
 import {
   compileLinearPattern,
@@ -467,25 +469,12 @@ let defsInScope: Record<string, unknown> = Object.create(null);
 
 /** `fn()` with {@linkcode defsInScope} the definitions `root` holds, emptied again after. */
 function withDefsInScope<T>(root: Record<string, unknown>, fn: () => T): T {
-  // Without a prototype: a `$ref` to `constructor` or `toString` names no definition here.
-  defsInScope = Object.assign(
-    Object.create(null),
-    root.definitions as Record<string, unknown> | undefined,
-    root.$defs as Record<string, unknown> | undefined,
-  );
+  defsInScope = definitionsOf(root);
   try {
     return fn();
   } finally {
     defsInScope = Object.create(null);
   }
-}
-
-/**
- * The definition name of a local `$ref` (`#/$defs/<name>`), its JSON Pointer escapes read as zod
- * reads them (RFC 6901: `~1` is `/`, then `~0` is `~`): `#/$defs/a~1b` names `a/b`.
- */
-function refName(ref: string): string {
-  return ref.slice(ref.lastIndexOf("/") + 1).replace(/~1/g, "/").replace(/~0/g, "~");
 }
 
 /** The definition a local `$ref` names, if any. */
