@@ -492,12 +492,12 @@ function tooManyCounters(count: number): string {
   return `a stream may have at most ${MAX_COUNTERS_PER_STREAM} counters; this one has ${count}`;
 }
 
-/** Refuses more counters, or more groups or sessions between them, than one stream may hold. */
+/**
+ * Refuses more groups or sessions between a stream's counters than one stream may hold (more
+ * counters than it may have were refused before zod ran: {@linkcode tooManyCountersLines}).
+ */
 function checkStreamState(parsed: StreamDefinition, at: string): void {
   const entries = Object.entries(parsed.counters);
-  if (entries.length > MAX_COUNTERS_PER_STREAM) {
-    throw new ConfigError(`${at}.counters: ${tooManyCounters(entries.length)}`);
-  }
   let groups = 0;
   let sessions = 0;
   for (const [counterName, definition] of entries) {
