@@ -588,16 +588,20 @@ Deno.test("the SDK resends a batch answered 408, 429 or 503, or lost, with the s
     Response.json({ error: { code: "body_timeout", message: "…" } }, { status: 408 }),
     new Response(null, { status: 202 }),
   ]);
+  // A refusal it sends again is no refusal: onRefused hears only of batches dropped.
+  const refused: unknown[] = [];
   try {
     const tracker = createTracker({
       key: "pk_test",
       endpoint: "https://e.example",
       retryBaseMs: 1,
+      onRefused: (report) => refused.push(report),
     });
     tracker.track("s", { n: 1 });
     const started = Date.now();
     await tracker.flush();
     assert.equal(sent.length, 5);
+    assert.deepEqual(refused, []);
     assert.equal(new Set(sent.map((item) => item.init.headers["Idempotency-Key"])).size, 1);
     assert.equal(new Set(sent.map((item) => item.init.body)).size, 1);
     // The 429's Retry-After: 1 was waited for (the other retries back off from 1 ms).
@@ -932,8 +936,14 @@ Deno.test("the SDK splits a batch answered 413 too_many_events by details.maxEve
       { status: 413 },
     ),
   ]);
+  // A batch split is sent, not refused: onRefused hears nothing of it.
+  const refused: unknown[] = [];
   try {
-    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      onRefused: (report) => refused.push(report),
+    });
     for (let n = 1; n <= 5; n++) tracker.track("s", { n });
     await tracker.flush();
     assert.deepEqual(
@@ -941,6 +951,7 @@ Deno.test("the SDK splits a batch answered 413 too_many_events by details.maxEve
       [[1, 2, 3, 4, 5], [1, 2], [3, 4], [5]],
     );
     assert.equal(new Set(sent.map((item) => item.init.headers["Idempotency-Key"])).size, 4);
+    assert.deepEqual(refused, []);
   } finally {
     restore();
   }
@@ -950,8 +961,14 @@ Deno.test("the SDK sends a batch answered 413 payload_too_large again in halves"
   const tooLarge = () =>
     Response.json({ error: { code: "payload_too_large", message: "over 1 MiB" } }, { status: 413 });
   const { sent, restore } = recordingFetch([tooLarge(), tooLarge()]);
+  // Halves sent are no refusal: onRefused hears nothing of them.
+  const refused: unknown[] = [];
   try {
-    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      onRefused: (report) => refused.push(report),
+    });
     for (let n = 1; n <= 5; n++) tracker.track("s", { n });
     await tracker.flush();
     // The halves go at once: in whatever order their sends are made.
@@ -960,6 +977,7 @@ Deno.test("the SDK sends a batch answered 413 payload_too_large again in halves"
         .map((ns: number[]) => ns.join()).sort(),
       ["1,2", "1,2,3", "1,2,3,4,5", "3", "4,5"],
     );
+    assert.deepEqual(refused, []);
   } finally {
     restore();
   }
@@ -1100,6 +1118,8 @@ Deno.test("events a real server rejects are reported, with the first one's error
   const heard: Array<
     { stream: string; events: unknown[]; rejected: unknown[]; rejectedCount: number }
   > = [];
+  // Events rejected are told to onRejected, not onRefused: the 400 no_events_accepted too.
+  const refused: unknown[] = [];
   const sends: number[] = [];
   const original = globalThis.fetch;
   globalThis.fetch = ((...args: Parameters<typeof fetch>) => {
@@ -1111,6 +1131,7 @@ Deno.test("events a real server rejects are reported, with the first one's error
       key: "pk_test",
       endpoint: server.endpoint,
       onRejected: (report) => heard.push(report),
+      onRefused: (report) => refused.push(report),
     });
     tracker.track("orders", { amount: 7 });
     tracker.track("orders", { amount: "8" });
@@ -1135,6 +1156,7 @@ Deno.test("events a real server rejects are reported, with the first one's error
     ]);
     assert.deepEqual(heard.map((report) => report.rejected.length), [1, 1]);
     assert.deepEqual(heard.map((report) => report.rejectedCount), [1, 1]);
+    assert.deepEqual(refused, []);
     assert.equal(sends.length, 2);
     const stats = await server.stats("orders");
     assert.deepEqual([stats.accepted, stats.rejected], [2, 1]);
