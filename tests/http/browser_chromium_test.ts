@@ -479,13 +479,18 @@ async function untilRestored(page: Page) {
   );
 }
 
-/** Loads `/sdk.js` into `page` as `globalThis.tracker`, with `options` over the test's defaults. */
+/**
+ * Loads `/sdk.js` into `page` as `globalThis.tracker`, with `options` over the test's defaults.
+ * What its `onRefused` hears goes to the page's `globalThis.refused`, its events counted.
+ */
 async function loadSdk(page: Page, s: Setup, options: Record<string, unknown> = {}) {
   await page.evaluate(`(async () => {
     const sdk = await import(${JSON.stringify(`${s.api}/sdk.js`)});
-    globalThis.tracker = sdk.createTracker(${
-    JSON.stringify({ key: s.key, dedupeField: "id", flushMs: 60_000, ...options })
-  });
+    globalThis.refused = [];
+    globalThis.tracker = sdk.createTracker({
+      ...${JSON.stringify({ key: s.key, dedupeField: "id", flushMs: 60_000, ...options })},
+      onRefused: (report) => refused.push({ ...report, events: report.events.length }),
+    });
   })()`);
   await untilRestored(page);
 }
@@ -516,6 +521,14 @@ browserTest(
       assert.match(
         warnings[0],
         /^edgestream: pageviews refused 2 events: 403 origin_not_allowed: /,
+      );
+      // The page's code hears of it too, as README says: once, with the 403's code.
+      const refused = await page.evaluate(`refused`) as Array<
+        { stream: string; events: number; status: number; code: string | null }
+      >;
+      assert.deepEqual(
+        refused.map(({ stream, events, status, code }) => ({ stream, events, status, code })),
+        [{ stream: "pageviews", events: 2, status: 403, code: "origin_not_allowed" }],
       );
       assert.equal(await page.evaluate(`tracker.held`), 0);
       assert.equal(await page.evaluate(`tracker.dropped`), 0);
