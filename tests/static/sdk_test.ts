@@ -2775,7 +2775,7 @@ Deno.test("in a browser without Web Locks, two tabs loading at once that both se
       .replace(/\s+/g, " ");
     assert.ok(
       readme.includes(
-        "In a browser without Web Locks (they are given to secure contexts only: a page served over plain HTTP from any host but `localhost` has none) both may send it: a batch kept with its key goes under it from both, counted once while the server keeps the key, and is kept once again (with the earlier expiry) if both keep it; events kept without a key (what no beacon took of what waited, the parts of a `413`'s split not sent yet, what is left of a batch that went by beacons in part) go as new events from both: only `dedupeField`'s ids count them once.",
+        "In a browser without Web Locks (they are given to secure contexts only: a page served over plain HTTP from any host but `localhost` or a loopback address (`127.0.0.1`, `[::1]`) has none) both may send it: a batch kept with its key goes under it from both, counted once while the server keeps the key, and is kept once again (with the earlier expiry) if both keep it; events kept without a key (what no beacon took of what waited, the parts of a `413`'s split not sent yet, what is left of a batch that went by beacons in part) go as new events from both: only `dedupeField`'s ids count them once.",
       ),
     );
   } finally {
