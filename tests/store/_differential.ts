@@ -7,10 +7,35 @@ import type fc from "fast-check";
 import type { Redis } from "@upstash/redis";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
-import type { Store } from "../../src/store/types.ts";
+import type { ClosedWindow, Store } from "../../src/store/types.ts";
 
 /** Where each store's clock starts. */
 export const T0 = Date.parse("2026-01-01T00:00:00Z");
+
+/**
+ * What a sweep closed, in an order and form both stores give alike: each window's counter, ends
+ * and groups, with every group's state (count, sum, min, max, distinct and its buckets, sorted).
+ */
+export function closedShape(windows: ClosedWindow[]) {
+  return windows.map((w) => ({
+    counter: w.counter,
+    start: w.start,
+    end: w.end,
+    groups: w.groups.map((g) => [
+      g.group,
+      g.state.count,
+      g.state.sum,
+      g.state.min,
+      g.state.max,
+      g.state.distinct,
+      // Bucket order is no part of the state: the stores may list them apart.
+      g.state.bins && Object.entries(g.state.bins).sort(([a], [b]) => a.localeCompare(b)),
+    ]).sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
+  })).sort((a, b) =>
+    a.counter.localeCompare(b.counter) || a.start - b.start || a.end - b.end ||
+    JSON.stringify(a.groups).localeCompare(JSON.stringify(b.groups))
+  );
+}
 
 /**
  * fast-check's parameters: DIFF_RUNS runs (default `runs`), or the failure DIFF_SEED and

@@ -11,9 +11,9 @@ import fc from "fast-check";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { currentWindow, listTopWindows, listWindows } from "../../src/query/mod.ts";
-import type { ClosedWindow, Store } from "../../src/store/types.ts";
+import type { Store } from "../../src/store/types.ts";
 import { redisTest, restClient } from "../_redis.ts";
-import { assertStoresAgree, differentialParameters } from "./_differential.ts";
+import { assertStoresAgree, closedShape, differentialParameters } from "./_differential.ts";
 
 const stream: CompiledStream = compileConfig({
   streams: {
@@ -107,27 +107,6 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("sweep" as const) }) },
 );
-
-function closedShape(windows: ClosedWindow[]) {
-  return windows.map((w) => ({
-    counter: w.counter,
-    start: w.start,
-    end: w.end,
-    groups: w.groups.map((g) => [
-      g.group,
-      g.state.count,
-      g.state.sum,
-      g.state.min,
-      g.state.max,
-      g.state.distinct,
-      // Bucket order is no part of the state: the stores may list them apart.
-      g.state.bins && Object.entries(g.state.bins).sort(([a], [b]) => a.localeCompare(b)),
-    ]).sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
-  })).sort((a, b) =>
-    a.counter.localeCompare(b.counter) || a.start - b.start || a.end - b.end ||
-    JSON.stringify(a.groups).localeCompare(JSON.stringify(b.groups))
-  );
-}
 
 async function reads(store: Store, nowMs: number) {
   const out: Record<string, unknown> = {};

@@ -12,9 +12,9 @@ import fc from "fast-check";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { listWindows } from "../../src/query/mod.ts";
-import type { ClosedWindow, Store } from "../../src/store/types.ts";
+import type { Store } from "../../src/store/types.ts";
 import { redisTest, restClient } from "../_redis.ts";
-import { assertStoresAgree, differentialParameters } from "./_differential.ts";
+import { assertStoresAgree, closedShape, differentialParameters } from "./_differential.ts";
 
 const LATENESS = ["0s", "10s", "1m", "5m"];
 const TTLS = ["1m", "5m", "1h", "24h"];
@@ -88,19 +88,6 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
 );
-
-function closedShape(windows: ClosedWindow[]) {
-  return windows.map((w) => ({
-    counter: w.counter,
-    start: w.start,
-    end: w.end,
-    groups: w.groups.map((g) => [g.group, g.state.count, g.state.sum, g.state.distinct])
-      .sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
-  })).sort((a, b) =>
-    a.counter.localeCompare(b.counter) || a.start - b.start || a.end - b.end ||
-    JSON.stringify(a.groups).localeCompare(JSON.stringify(b.groups))
-  );
-}
 
 async function reads(stream: CompiledStream, store: Store, nowMs: number) {
   const out: Record<string, unknown[]> = {};
