@@ -44,6 +44,11 @@ export function clockTime(iso) {
   return new Date(iso).toLocaleTimeString([], { hour12: false });
 }
 
+/** `12/1/2026, 10:41:05`: the date and time, in the viewer's time zone. */
+function dateTime(iso) {
+  return new Date(iso).toLocaleString([], { hour12: false });
+}
+
 /** A day in milliseconds. */
 const DAY_MS = 86_400_000;
 
@@ -54,7 +59,7 @@ const DAY_MS = 86_400_000;
  */
 export function windowRange(start, end, separator = " – ") {
   const long = Date.parse(end) - Date.parse(start) >= DAY_MS;
-  const at = (iso) => long ? new Date(iso).toLocaleString([], { hour12: false }) : clockTime(iso);
+  const at = (iso) => long ? dateTime(iso) : clockTime(iso);
   return `${at(start)}${separator}${at(end)}`;
 }
 
@@ -63,8 +68,5 @@ export function windowRange(start, end, separator = " – ") {
  * time zone: a delivery may have been retried for days.
  */
 export function timeOf(iso, nowMs = Date.now()) {
-  const ms = Date.parse(iso);
-  return Math.abs(nowMs - ms) < 86_400_000
-    ? clockTime(iso)
-    : new Date(ms).toLocaleString([], { hour12: false });
+  return Math.abs(nowMs - Date.parse(iso)) < DAY_MS ? clockTime(iso) : dateTime(iso);
 }
