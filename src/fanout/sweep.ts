@@ -188,8 +188,8 @@ async function closeOnce(
   options: CloseOptions,
 ): Promise<ClosedWindows> {
   const alerted = new Set<string>();
-  let through: number | undefined;
-  let closing = counters;
+  // Each close call: its counters and how far it may close (none: as far as is due).
+  let calls: Array<{ counters: CounterMeta[]; through?: number }> = [{ counters }];
   let cut = false;
   if (stream.alerts.length > 0) {
     // Alerts on final values fire before their windows close, so a crash in
@@ -208,17 +208,32 @@ async function closeOnce(
     // would claim whatever a first batch of another instance made due in between, its alerts never
     // judged. Nothing closes; the next sweep's peek sees it.
     if (due.cutoff === undefined) return due;
-    const bound = peekBound(counters, due, options.limit ?? WINDOWS_PER_SWEEP);
-    through = Math.min(due.cutoff, bound.through);
-    closing = bound.counters;
+    calls = peekBounds(counters, due, {
+      cutoff: due.cutoff,
+      limit: options.limit ?? WINDOWS_PER_SWEEP,
+    });
     cut = due.more === true;
   }
   // No further than the peek judged (see CloseOptions.through): a window that became due after it,
-  // or past where the peek stopped, is closed by a later call, once its alerts are fired.
-  const windows = await store.closeWindows(stream.name, closing, {
-    ...options,
-    ...(through === undefined ? {} : { through }),
-  });
+  // or past where the peek stopped, is closed by a later call, once its alerts are fired. Counters
+  // the peek stopped at differently close in calls of their own, so that one counter's backlog
+  // holds back no other counter (an extra call only when the peek was cut).
+  const windows: ClosedWindows = [];
+  for (const call of calls) {
+    const closed = await store.closeWindows(stream.name, call.counters, {
+      ...options,
+      ...(call.through === undefined ? {} : { through: call.through }),
+    });
+    windows.push(...closed);
+    if (closed.more) windows.more = true;
+    if (closed.laterDefinition !== undefined) windows.laterDefinition = closed.laterDefinition;
+    if (closed.gone) {
+      windows.gone = true;
+      if (closed.recordMissing) windows.recordMissing = true;
+    }
+    // Refused: every call again would be refused too.
+    if (closed.gone || closed.laterDefinition !== undefined) break;
+  }
   // What the peek stopped short of (counters it reached none of, a window held back) waits for the
   // next call, which the sweep makes at once.
   if (cut && !windows.gone && windows.laterDefinition === undefined) windows.more = true;
@@ -237,22 +252,23 @@ async function closeOnce(
 }
 
 /**
- * What the close after `due` (a peek of `counters` with `limit`) may claim, so that it claims no
- * window the peek did not list: a peek cut short (a counter that listed as many windows as `limit`
- * lets it, or sessions as many as `limit * SESSIONS_PER_WINDOW`; or the peek stopped at its cells,
- * `more`) leaves windows due past where it stopped, which a close bounded only by the cutoff would
- * claim unjudged once another sweep closed the listed ones in between. `through` is then the
- * earliest end (a session's end + gap, as the close compares it) among the counters cut, held
- * below the last one listed when an earlier one is (sessions; windows when the cells cut):
- * sessions of other groups ending with it, or the rest of a window the cells cut, may be past the
- * peek. Stopped at its cells, the peek judged nothing of the counters it listed nothing of: the
- * close leaves them out.
+ * What the closes after `due` (a peek of `counters` with `limit`, finding due what ends by `cutoff`) may claim, so that they claim no
+ * window the peek did not list: one call per bound, each with its counters. A counter the peek cut
+ * short (one that listed as many windows as `limit` lets it, or sessions as many as
+ * `limit * SESSIONS_PER_WINDOW`; or any it listed when the peek stopped at its cells, `more`) has
+ * windows due past where it stopped, which a close bounded only by the cutoff would claim unjudged
+ * once another sweep closed the listed ones in between. Its bound is then its earliest end (a
+ * session's end + gap, as the close compares it), held below the last one listed when an earlier
+ * one is (sessions; windows when the cells cut): sessions of other groups ending with it, or the
+ * rest of a window the cells cut, may be past the peek. Every other counter is bounded by the
+ * peek's cutoff alone. Stopped at its cells, the peek judged nothing of the counters it listed
+ * nothing of: the closes leave them out.
  */
-function peekBound(
+function peekBounds(
   counters: CounterMeta[],
   due: ClosedWindows,
-  limit: number,
-): { through: number; counters: CounterMeta[] } {
+  { cutoff, limit }: { cutoff: number; limit: number },
+): Array<{ counters: CounterMeta[]; through: number }> {
   const listed = new Map<string, { begun: number; ends: number[] }>();
   for (const window of due) {
     const gap = counters.find((counter) => counter.name === window.counter)?.session?.gapMs ?? 0;
@@ -261,19 +277,23 @@ function peekBound(
     entry.ends.push(window.end + gap);
     if (!window.continued) entry.begun += 1;
   }
-  let through = Infinity;
+  const calls = new Map<number, CounterMeta[]>();
   for (const counter of counters) {
     const entry = listed.get(counter.name);
-    if (!entry) continue;
-    const most = limit * (counter.session ? SESSIONS_PER_WINDOW : 1);
-    if (!due.more && entry.begun < most) continue;
-    const last = entry.ends.reduce((a, b) => Math.max(a, b));
-    // A window counter's windows end one apart: only the cells cut one short.
-    const before = counter.session || due.more ? entry.ends.filter((end) => end < last) : [];
-    through = Math.min(through, before.length > 0 ? before.reduce((a, b) => Math.max(a, b)) : last);
+    let through = cutoff;
+    if (entry) {
+      const most = limit * (counter.session ? SESSIONS_PER_WINDOW : 1);
+      if (due.more || entry.begun >= most) {
+        const last = entry.ends.reduce((a, b) => Math.max(a, b));
+        // A window counter's windows end one apart: only the cells cut one short.
+        const before = counter.session || due.more ? entry.ends.filter((end) => end < last) : [];
+        const bound = before.length > 0 ? before.reduce((a, b) => Math.max(a, b)) : last;
+        through = Math.min(through, bound);
+      }
+    } else if (due.more && listed.size > 0) continue;
+    calls.set(through, [...calls.get(through) ?? [], counter]);
   }
-  if (!due.more || listed.size === 0) return { through, counters };
-  return { through, counters: counters.filter((counter) => listed.has(counter.name)) };
+  return [...calls].map(([through, counters]) => ({ counters, through }));
 }
 
 /** Lets timers and I/O callbacks run (a store in this process closes between its own turns). */
