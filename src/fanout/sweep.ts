@@ -204,9 +204,9 @@ async function closeOnce(
       report.fired.push({ ...firing, stream: stream.name });
     }
     for (const window of due) for (const key of closedKeys(window)) alerted.add(key);
-    // A peek that judged nothing (no batch applied yet, a later definition) lists nothing: a close
-    // would claim whatever a first batch of another instance made due in between, its alerts never
-    // judged. Nothing closes; the next sweep's peek sees it.
+    // A peek that judged nothing (no batch applied yet, a later definition, skipped as nothing was
+    // due) lists nothing: a close would claim whatever a batch of another instance made due in
+    // between, its alerts never judged. Nothing closes; the next sweep's peek sees it.
     if (due.cutoff === undefined) return due;
     calls = peekBounds(counters, due, {
       cutoff: due.cutoff,

@@ -674,9 +674,9 @@ export type ClosedWindows = ClosedWindow[] & {
   /**
    * A peek's: the end (ms) through which it found windows due: the watermark (raised by `idleMs`)
    * less the lateness, or {@linkcode StreamStats.closedThrough} when later; what a close given it
-   * as {@linkcode CloseOptions.through} closes at most (on Redis also when the peek was skipped,
-   * the stats saying nothing is due: the cutoff they give). Absent on a close, and on a peek that
-   * judged nothing: no batch applied yet, a later definition, the incarnation gone.
+   * as {@linkcode CloseOptions.through} closes at most. Absent on a close, and on a peek that
+   * judged nothing: no batch applied yet, a later definition, the incarnation gone, or (on Redis)
+   * the stats unchanged since a close that left nothing due, so the peek was skipped.
    */
   cutoff?: number;
   /**

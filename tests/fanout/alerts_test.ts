@@ -1154,7 +1154,7 @@ for (
       const plain = await make(fixture);
       await ingestItems(orders, items([{ ts: at(1), country: "DE" }]), { store: plain, nowMs: T0 });
       // A sweep before that found nothing due: on Redis the peek is then skipped (its stats
-      // unchanged since), the cutoff taken from what that close noted.
+      // unchanged since), with no cutoff, so the sweep closes nothing and the next one peeks again.
       if (swept) assert.deepEqual((await sweepOnce(streams.values(), plain)).closed, []);
       const store = raceAfterPeek(plain);
       // The peek finds nothing due; an ingest elsewhere then makes minute 0 due before the close, and

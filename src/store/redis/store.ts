@@ -760,7 +760,8 @@ export class RedisStore implements Store {
    * do until a time not come yet (a window's end, a pane's or session's keep-alive, a closed
    * session's expiry) costs one `HMGET` of its stats rather than the close script, as long as no
    * batch was applied to it since and nothing kept more final (its watermark, `applied` and `cl`
-   * are as that close left them).
+   * are as that close left them). A peek skipped so lists nothing and gives no
+   * {@linkcode ClosedWindows.cutoff}: nothing is due, and a sweep closes nothing after it.
    */
   async closeWindows(
     stream: string,
@@ -781,11 +782,9 @@ export class RedisStore implements Store {
     const quiet = this.#quiet.get(stream);
     if (quiet === undefined) {
       // Not closed by this process yet: what the last close of any process left in the stats.
-      if (await this.#quietInStats(stream, askedText, now)) {
-        return this.#skipped(stream, options, now);
-      }
+      if (await this.#quietInStats(stream, askedText, now)) return [];
     } else if (quiet.asked === askedText && now < quiet.dueMs) {
-      if (await this.#unchanged(stream, quiet)) return this.#skipped(stream, options, now);
+      if (await this.#unchanged(stream, quiet)) return [];
     }
     // A peek (the sweep's, before a close of a stream with alerts) leaves the note to the close.
     if (!options.peek) this.#quiet.delete(stream);
@@ -797,25 +796,6 @@ export class RedisStore implements Store {
       this.#remember(stream, { ...closed.quiet, asked: askedText });
     }
     return closed.windows;
-  }
-
-  /**
-   * A close skipped as quiet: nothing closed; a peek's with the cutoff the script would have found
-   * in the stats the note holds (which the skip found unchanged), for the close it bounds
-   * ({@linkcode CloseOptions.through}); none without a watermark.
-   */
-  #skipped(stream: string, options: CloseOptions, now: number): ClosedWindows {
-    const closed: ClosedWindows = [];
-    const watermark = this.#quiet.get(stream)?.watermark ?? null;
-    if (watermark === null || !options.peek) return closed;
-    const idle = options.idleMs;
-    // As the script's raiseToClock, then the cutoff.
-    const raised = typeof idle === "number" ? Math.max(watermark, now - idle) : watermark;
-    closed.cutoff = Math.max(
-      raised - options.latenessMs,
-      this.#quiet.get(stream)?.closedThrough ?? -Infinity,
-    );
-    return closed;
   }
 
   /** Whether the stream's stats are as its last close left them (one HMGET). */
