@@ -145,11 +145,7 @@ async function sweepStream(
     const { latenessMs, idleMs, definitionVersion } = stream.closeTerms ?? stream;
     const options = { latenessMs, idleMs, limit, definitionVersion };
     const windows = await closeOnce(stream, counters, store, report, options);
-    // Windows (sessions) each counter began closing in this call, as the call's limit counts them.
-    const begun = new Map<string, number>();
-    for (const window of windows) {
-      if (!window.continued) begun.set(window.counter, (begun.get(window.counter) ?? 0) + 1);
-    }
+    const atLimit = countersAtLimit(counters, windows, limit);
     for (const window of windows) {
       const session = stream.counterMetas.find((meta) => meta.name === window.counter)?.session;
       // A window closed over several calls is listed once, with the groups of each.
@@ -172,8 +168,7 @@ async function sweepStream(
     if (windows.more) continue;
     // Nothing more is due within this call's limit: a counter the limit stopped may have more.
     counters = counters.filter((counter) =>
-      (begun.get(counter.name) ?? 0) >= limit * (counter.session ? SESSIONS_PER_WINDOW : 1) &&
-      budget.limitOf([counter.name]) > 0
+      atLimit.has(counter.name) && budget.limitOf([counter.name]) > 0
     );
     if (counters.length === 0) return;
   }
@@ -269,31 +264,53 @@ function peekBounds(
   due: ClosedWindows,
   { cutoff, limit }: { cutoff: number; limit: number },
 ): Array<{ counters: CounterMeta[]; through: number }> {
-  const listed = new Map<string, { begun: number; ends: number[] }>();
+  const gaps = new Map(counters.map((counter) => [counter.name, counter.session?.gapMs ?? 0]));
+  // Of each counter listed: its last end (a session's end + gap) and the latest before that one.
+  const ends = new Map<string, { last: number; before: number }>();
   for (const window of due) {
-    const gap = counters.find((counter) => counter.name === window.counter)?.session?.gapMs ?? 0;
-    const entry = listed.get(window.counter) ?? { begun: 0, ends: [] };
-    listed.set(window.counter, entry);
-    entry.ends.push(window.end + gap);
-    if (!window.continued) entry.begun += 1;
+    const end = window.end + (gaps.get(window.counter) ?? 0);
+    const listed = ends.get(window.counter) ?? { last: -Infinity, before: -Infinity };
+    ends.set(window.counter, listed);
+    if (end > listed.last) {
+      listed.before = listed.last;
+      listed.last = end;
+    } else if (end < listed.last) listed.before = Math.max(listed.before, end);
   }
+  const atLimit = countersAtLimit(counters, due, limit);
   const calls = new Map<number, CounterMeta[]>();
   for (const counter of counters) {
-    const entry = listed.get(counter.name);
+    const listed = ends.get(counter.name);
     let through = cutoff;
-    if (entry) {
-      const most = limit * (counter.session ? SESSIONS_PER_WINDOW : 1);
-      if (due.more || entry.begun >= most) {
-        const last = entry.ends.reduce((a, b) => Math.max(a, b));
-        // A window counter's windows end one apart: only the cells cut one short.
-        const before = counter.session || due.more ? entry.ends.filter((end) => end < last) : [];
-        const bound = before.length > 0 ? before.reduce((a, b) => Math.max(a, b)) : last;
-        through = Math.min(through, bound);
-      }
-    } else if (due.more && listed.size > 0) continue;
+    if (listed && (due.more || atLimit.has(counter.name))) {
+      // A window counter's windows end one apart: only the cells cut one short.
+      const below = (counter.session || due.more) && listed.before > -Infinity;
+      through = Math.min(cutoff, below ? listed.before : listed.last);
+    } else if (!listed && due.more && ends.size > 0) continue;
     calls.set(through, [...calls.get(through) ?? [], counter]);
   }
   return [...calls].map(([through, counters]) => ({ counters, through }));
+}
+
+/**
+ * The names of `counters` that began closing (or, peeking, listed) in `windows` as many windows as
+ * one call's `limit` lets them, or sessions as many as `limit * SESSIONS_PER_WINDOW`: a counter
+ * whose windows a call may have stopped short of (a window continued from an earlier call is
+ * not counted, as the limit does not count it).
+ */
+function countersAtLimit(
+  counters: CounterMeta[],
+  windows: readonly ClosedWindow[],
+  limit: number,
+): Set<string> {
+  const begun = new Map<string, number>();
+  for (const window of windows) {
+    if (!window.continued) begun.set(window.counter, (begun.get(window.counter) ?? 0) + 1);
+  }
+  return new Set(
+    counters.filter((counter) =>
+      (begun.get(counter.name) ?? 0) >= limit * (counter.session ? SESSIONS_PER_WINDOW : 1)
+    ).map((counter) => counter.name),
+  );
 }
 
 /** Lets timers and I/O callbacks run (a store in this process closes between its own turns). */
