@@ -15,7 +15,7 @@ import { RedisStore } from "../../src/store/redis/store.ts";
 import { OTHER_GROUP, type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { emptyState } from "../../src/window/mod.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { redisTest } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 
@@ -973,20 +973,10 @@ Deno.test('AlertWatcher reads nothing after ingest for a stream whose alerts all
   }
 });
 
-Deno.test('README alerts: with evaluate "close", value < 3.0 of a count fires at close when the window ends below 3, not at its first event nor when it ends at 3 (memory store)', async () => {
-  await closeOnlyAlertScenario(new MemoryStore({ now: () => T0 }));
-});
-
-redisTest(
-  'README alerts: with evaluate "close", value < 3.0 of a count fires at close when the window ends below 3, not at its first event nor when it ends at 3 (Redis store)',
-  async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    await closeOnlyAlertScenario(new RedisStore(redis, { now: () => T0 }));
-  },
+onBothStores(
+  (kind) =>
+    `README alerts: with evaluate "close", value < 3.0 of a count fires at close when the window ends below 3, not at its first event nor when it ends at 3 (${kind} store)`,
+  closeOnlyAlertScenario,
 );
 
 /** A session alert: none while the session is open (a merge moves its start), once at its close. */
@@ -1033,20 +1023,10 @@ async function sessionAlertScenario(store: Store): Promise<void> {
   }
 }
 
-Deno.test("README sessions: an alert on a session counter is evaluated only when the session closes, and fires once (memory store)", async () => {
-  await sessionAlertScenario(new MemoryStore({ now: () => T0 }));
-});
-
-redisTest(
-  "README sessions: an alert on a session counter is evaluated only when the session closes, and fires once (Redis store)",
-  async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    await sessionAlertScenario(new RedisStore(redis, { now: () => T0 }));
-  },
+onBothStores(
+  (kind) =>
+    `README sessions: an alert on a session counter is evaluated only when the session closes, and fires once (${kind} store)`,
+  sessionAlertScenario,
 );
 
 Deno.test("AlertWatcher evaluates batches of a stream's old and new definition, pending together, each by its own counters", async () => {
@@ -1085,6 +1065,26 @@ Deno.test("AlertWatcher evaluates batches of a stream's old and new definition, 
   assert.deepEqual(errors.map(String), []);
   assert.deepEqual(fired.toSorted(), ['busy:["DE"]', 'busy:["FR"]']);
 });
+
+/**
+ * Registers `test` twice: on a memory store and on a Redis store (a fresh redis-server), both with
+ * the clock at `T0` and `options`; `name` names each by its store's kind ("memory", "Redis").
+ */
+function onBothStores(
+  name: (kind: "memory" | "Redis") => string,
+  test: (store: Store) => Promise<void>,
+  options: { closeCells?: number } = {},
+): void {
+  Deno.test(name("memory"), () => test(new MemoryStore({ now: () => T0, ...options })));
+  redisTest(name("Redis"), (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return test(new RedisStore(redis, { now: () => T0, ...options }));
+  });
+}
 
 /**
  * Makes `store` (a memory or Redis store) see, right after its first peek of `orders`, what `race`
@@ -1134,51 +1134,33 @@ function raceAfterPeek<S extends Store>(
   return store;
 }
 
-for (
-  const [kind, make] of [
-    ["memory", () => Promise.resolve(new MemoryStore({ now: () => T0 }))],
-    [
-      "Redis",
-      (fixture?: RedisFixture) =>
-        Promise.resolve(
-          new RedisStore(
-            new Redis({ url: fixture!.restUrl, token: fixture!.restToken, enableTelemetry: false }),
-            { now: () => T0 },
-          ),
-        ),
-    ],
-  ] as const
-) {
-  for (const swept of [false, true]) {
-    const test = async (fixture?: RedisFixture) => {
-      const plain = await make(fixture);
-      await ingestItems(orders, items([{ ts: at(1), country: "DE" }]), { store: plain, nowMs: T0 });
-      // A sweep before that found nothing due: on Redis the peek is then skipped (its stats
-      // unchanged since), with no cutoff, so the sweep closes nothing and the next one peeks again.
-      if (swept) assert.deepEqual((await sweepOnce(streams.values(), plain)).closed, []);
-      const store = raceAfterPeek(plain);
-      // The peek finds nothing due; an ingest elsewhere then makes minute 0 due before the close, and
-      // the firing after the close fails. The window must not be closed with its alerts unfired.
-      await sweepOnce(streams.values(), store).catch(() => undefined);
-      const report = await sweepOnce(streams.values(), store);
-      const records = (await store.readLog("orders", null, 1_000)).map((entry) => entry.record);
-      const fired = records.flatMap((record) =>
-        record.type === "alert.fired" && record.counter === "per_minute" && record.start === T0
-          ? [`${record.alert}:${record.group}`]
-          : []
-      ).sort();
-      assert.deepEqual(fired, ['first_minute:["DE"]', 'german:["DE"]'], JSON.stringify(report));
-      const closed = records.filter((record) =>
-        record.type === "window.closed" && record.counter === "per_minute" && record.start === T0
-      );
-      assert.equal(closed.length, 1);
-    };
-    const name = `sweepOnce() on the ${kind} store${
+for (const swept of [false, true]) {
+  const name = (kind: string) =>
+    `sweepOnce() on the ${kind} store${
       swept ? ", after a sweep that found nothing due," : ""
     } closes only windows its alert peek found due: one due after the peek waits for the next sweep, so a firing that fails after the close loses no alert`;
-    if (kind === "Redis") redisTest(name, test);
-    else Deno.test(name, () => test());
-  }
+  onBothStores(name, async (plain) => {
+    await ingestItems(orders, items([{ ts: at(1), country: "DE" }]), { store: plain, nowMs: T0 });
+    // A sweep before that found nothing due: on Redis the peek is then skipped (its stats
+    // unchanged since), with no cutoff, so the sweep closes nothing and the next one peeks again.
+    if (swept) assert.deepEqual((await sweepOnce(streams.values(), plain)).closed, []);
+    const store = raceAfterPeek(plain);
+    // The peek finds nothing due; an ingest elsewhere then makes minute 0 due before the close, and
+    // the firing after the close fails. The window must not be closed with its alerts unfired.
+    await sweepOnce(streams.values(), store).catch(() => undefined);
+    const report = await sweepOnce(streams.values(), store);
+    const records = (await store.readLog("orders", null, 1_000)).map((entry) => entry.record);
+    const fired = records.flatMap((record) =>
+      record.type === "alert.fired" && record.counter === "per_minute" && record.start === T0
+        ? [`${record.alert}:${record.group}`]
+        : []
+    ).sort();
+    assert.deepEqual(fired, ['first_minute:["DE"]', 'german:["DE"]'], JSON.stringify(report));
+    const closed = records.filter((record) =>
+      record.type === "window.closed" && record.counter === "per_minute" && record.start === T0
+    );
+    assert.equal(closed.length, 1);
+  });
 }
 
 /** The `german` firings and the closes of `per_minute` in `store`'s log, by window start. */
@@ -1195,27 +1177,13 @@ async function germanAndClosed(store: Store) {
   return { fired: fired.sort((a, b) => a - b), closed: closed.sort((a, b) => a - b) };
 }
 
-for (
-  const [kind, make] of [
-    ["memory", () => Promise.resolve(new MemoryStore({ now: () => T0 }))],
-    [
-      "Redis",
-      (fixture?: RedisFixture) =>
-        Promise.resolve(
-          new RedisStore(
-            new Redis({ url: fixture!.restUrl, token: fixture!.restToken, enableTelemetry: false }),
-            { now: () => T0 },
-          ),
-        ),
-    ],
-  ] as const
-) {
-  const first =
-    `sweepOnce() on the ${kind} store, its alert peek finding nothing as no batch was applied yet, closes nothing: a first batch of another instance landing before the close waits for the next sweep, so a firing that fails after the close loses no alert`;
-  const firstTest = async (fixture?: RedisFixture) => {
+onBothStores(
+  (kind) =>
+    `sweepOnce() on the ${kind} store, its alert peek finding nothing as no batch was applied yet, closes nothing: a first batch of another instance landing before the close waits for the next sweep, so a firing that fails after the close loses no alert`,
+  async (plain) => {
     // The other instance's first batch makes minute 0 due (events at 1 s and 200 s).
     const store = raceAfterPeek(
-      await make(fixture),
+      plain,
       (store) =>
         ingestItems(
           orders,
@@ -1226,16 +1194,15 @@ for (
     await sweepOnce(streams.values(), store).catch(() => undefined);
     await sweepOnce(streams.values(), store);
     assert.deepEqual(await germanAndClosed(store), { fired: [T0], closed: [T0] });
-  };
-  if (kind === "Redis") redisTest(first, firstTest);
-  else Deno.test(first, () => firstTest());
+  },
+);
 
-  const cut =
-    `sweepOnce() on the ${kind} store closes no window past where its alert peek stopped at its limit: another instance closing the windows the peek listed before the close leaves the next ones to a later sweep, so a firing that fails after the close loses no alert`;
-  const cutTest = async (fixture?: RedisFixture) => {
+onBothStores(
+  (kind) =>
+    `sweepOnce() on the ${kind} store closes no window past where its alert peek stopped at its limit: another instance closing the windows the peek listed before the close leaves the next ones to a later sweep, so a firing that fails after the close loses no alert`,
+  async (plain) => {
     // 149 windows due, one DE order each: a peek lists the first 100.
     const minutes = Array.from({ length: 149 }, (_, minute) => minute);
-    const plain = await make(fixture);
     await ingestItems(
       orders,
       items([
@@ -1251,32 +1218,15 @@ for (
     await sweepOnce(streams.values(), store);
     const all = minutes.map((minute) => T0 + minute * 60_000);
     assert.deepEqual(await germanAndClosed(store), { fired: all, closed: all });
-  };
-  if (kind === "Redis") redisTest(cut, cutTest);
-  else Deno.test(cut, () => cutTest());
-}
+  },
+);
 
-for (
-  const [kind, make] of [
-    ["memory", () => Promise.resolve(new MemoryStore({ now: () => T0, closeCells: 3 }))],
-    [
-      "Redis",
-      (fixture?: RedisFixture) =>
-        Promise.resolve(
-          new RedisStore(
-            new Redis({ url: fixture!.restUrl, token: fixture!.restToken, enableTelemetry: false }),
-            { now: () => T0, closeCells: 3 },
-          ),
-        ),
-    ],
-  ] as const
-) {
-  const name =
-    `sweepOnce() on the ${kind} store closes no window past where its alert peek stopped at its cells: another instance closing the windows the peek listed before the close leaves the next ones to a later call, so a firing that fails after the close loses no alert`;
-  const test = async (fixture?: RedisFixture) => {
+onBothStores(
+  (kind) =>
+    `sweepOnce() on the ${kind} store closes no window past where its alert peek stopped at its cells: another instance closing the windows the peek listed before the close leaves the next ones to a later call, so a firing that fails after the close loses no alert`,
+  async (plain) => {
     // 10 windows due, one DE order each; a call closes 3 cells: a peek lists minutes 0 to 2.
     const minutes = Array.from({ length: 10 }, (_, minute) => minute);
-    const plain = await make(fixture);
     await ingestItems(
       orders,
       items([
@@ -1295,29 +1245,14 @@ for (
     await sweepOnce(streams.values(), store);
     const all = minutes.map((minute) => T0 + minute * 60_000);
     assert.deepEqual(await germanAndClosed(store), { fired: all, closed: all });
-  };
-  if (kind === "Redis") redisTest(name, test);
-  else Deno.test(name, () => test());
-}
+  },
+  { closeCells: 3 },
+);
 
-for (
-  const [kind, make] of [
-    ["memory", () => Promise.resolve(new MemoryStore({ now: () => T0 }))],
-    [
-      "Redis",
-      (fixture?: RedisFixture) =>
-        Promise.resolve(
-          new RedisStore(
-            new Redis({ url: fixture!.restUrl, token: fixture!.restToken, enableTelemetry: false }),
-            { now: () => T0 },
-          ),
-        ),
-    ],
-  ] as const
-) {
-  const name =
-    `sweepOnce() on the ${kind} store closes no session past where its alert peek stopped at its limit: another instance closing the sessions the peek listed before the close leaves the next ones to a later sweep, so a firing that fails after the close loses no alert`;
-  const test = async (fixture?: RedisFixture) => {
+onBothStores(
+  (kind) =>
+    `sweepOnce() on the ${kind} store closes no session past where its alert peek stopped at its limit: another instance closing the sessions the peek listed before the close leaves the next ones to a later sweep, so a firing that fails after the close loses no alert`,
+  async (plain) => {
     const visitStreams = compileConfig({
       streams: {
         visits: {
@@ -1332,7 +1267,6 @@ for (
     const visits = visitStreams.get("visits")!;
     // 1,500 sessions due, each ending at its own millisecond: a peek lists the first 1,000.
     const users = Array.from({ length: 1_500 }, (_, user) => user);
-    const plain = await make(fixture);
     for (const part of [users.slice(0, 750), users.slice(750)]) {
       await ingestItems(
         visits,
@@ -1360,29 +1294,13 @@ for (
       fired: all,
       closed: all,
     });
-  };
-  if (kind === "Redis") redisTest(name, test);
-  else Deno.test(name, () => test());
-}
+  },
+);
 
-for (
-  const [kind, make] of [
-    ["memory", () => Promise.resolve(new MemoryStore({ now: () => T0 }))],
-    [
-      "Redis",
-      (fixture?: RedisFixture) =>
-        Promise.resolve(
-          new RedisStore(
-            new Redis({ url: fixture!.restUrl, token: fixture!.restToken, enableTelemetry: false }),
-            { now: () => T0 },
-          ),
-        ),
-    ],
-  ] as const
-) {
-  const name =
-    `sweepOnce() on the ${kind} store holds back no counter by another's backlog: where its alert peek stopped one counter at its limit, the other counters still close all that is due`;
-  const test = async (fixture?: RedisFixture) => {
+onBothStores(
+  (kind) =>
+    `sweepOnce() on the ${kind} store holds back no counter by another's backlog: where its alert peek stopped one counter at its limit, the other counters still close all that is due`,
+  async (store) => {
     const clickStreams = compileConfig({
       streams: {
         clicks: {
@@ -1396,7 +1314,6 @@ for (
       },
     });
     const clicks = clickStreams.get("clicks")!;
-    const store = await make(fixture);
     // 600 minutes due (a backfill), one click each: 10 hours, 9 of them due before the last event.
     const minutes = Array.from({ length: 600 }, (_, minute) => minute);
     await ingestItems(
@@ -1411,7 +1328,5 @@ for (
     }
     // The minute counter closes its 600 over 6 sweeps; the hours all close in the first.
     assert.deepEqual(hoursClosed, [10, 0, 0, 0, 0, 0, 0]);
-  };
-  if (kind === "Redis") redisTest(name, test);
-  else Deno.test(name, () => test());
-}
+  },
+);
