@@ -107,6 +107,16 @@ local function endpointJson(ep)
   end
   return json
 end
+-- Whether endpoint ep is stored at version (an If-Match: false when it is missing or at another
+-- version); refuses (see refuseKey) stored text that is no JSON object.
+local function endpointAt(ep, version)
+  local key = endpointKey(ep)
+  local current = readKey("string", "GET", key)
+  if not current then return false end
+  local ok, stored = decodeStored(current)
+  if not ok or type(stored) ~= "table" then refuseKey(key, "text that is no JSON object", "an endpoint") end
+  return stored.version == version
+end
 -- The endpoints of ids (all when false) that exist, as [json, {state}] rows.
 local function endpointRows(ids)
   if ids == false then ids = readKey("zset", "ZRANGE", ENDPOINTS_KEY, 0, -1) end
@@ -509,18 +519,14 @@ local disabled, reason, failing = args.state.disabled, args.state.reason, args.s
 local callKey, first = callReply(args.tk)
 if first then return tonumber(first) end
 local key = endpointKey(id)
-local current = readKey("string", "GET", key)
 local st = endpointStateKey(id)
 if expect == -1 then
-  if current then return 0 end
+  if readKey("string", "GET", key) then return 0 end
   expectType(ENDPOINTS_KEY, "zset")
   local count = redis.call("ZCARD", ENDPOINTS_KEY)
   if count >= args.max then return -count end
-else
-  if not current then return 0 end
-  local ok, stored = decodeStored(current)
-  if not ok or type(stored) ~= "table" then refuseKey(key, "text that is no JSON object", "an endpoint") end
-  if stored.version ~= expect then return 0 end
+elseif not endpointAt(id, expect) then
+  return 0
 end
 expectType(ENDPOINTS_KEY, "zset")
 local hasDisabled = readKey("hash", "HEXISTS", st, "dis") == 1
@@ -583,14 +589,8 @@ export const DELETE_ENDPOINT_SCRIPT = COMMON + `
 local callKey, first = callReply(args.tk)
 if first then return tonumber(first) end
 local id = args.id
-if args.expect ~= false then
-  -- If-Match: only the version the caller read (0, nothing deleted, when it is not).
-  local current = readKey("string", "GET", endpointKey(id))
-  if not current then return 0 end
-  local ok, stored = decodeStored(current)
-  if not ok or type(stored) ~= "table" then refuseKey(endpointKey(id), "text that is no JSON object", "an endpoint") end
-  if stored.version ~= args.expect then return 0 end
-end
+-- If-Match: only the version the caller read (0, nothing deleted, when it is not).
+if args.expect ~= false and not endpointAt(id, args.expect) then return 0 end
 expectZsets(ENDPOINTS_KEY, DUE_ENDPOINTS_KEY)
 local existed = redis.call("DEL", endpointKey(id))
 redis.call("DEL", endpointStateKey(id), queueKey(id), inFlightKey(id), rateKey(id), indexKey(id),

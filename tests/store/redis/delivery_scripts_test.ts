@@ -116,6 +116,18 @@ for (const key of ["endpoints", "qe"]) {
   );
 }
 
+redisTest(
+  "deleteEndpoint() at a version that finds the endpoint's JSON no object deletes nothing and names the key",
+  async (fixture) => {
+    const store = deliveryStore(fixture);
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await refusedWhole(fixture, P + "ep:ep_a", {
+      corrupt: ["SET", P + "ep:ep_a", "[1"],
+      call: () => store.deleteEndpoint("ep_a", { expectVersion: 1 }),
+    });
+  },
+);
+
 for (
   const [what, call] of [
     ["getEndpoint()", (store: RedisDeliveryStore) => store.getEndpoint("ep_a")],
