@@ -1330,3 +1330,38 @@ onBothStores(
     assert.deepEqual(hoursClosed, [10, 0, 0, 0, 0, 0, 0]);
   },
 );
+
+onBothStores(
+  (kind) =>
+    `sweepOnce() on the ${kind} store bounds each counter its alert peek stopped at its limit by where it stopped that counter, not by the earliest of them`,
+  async (store) => {
+    const clickStreams = compileConfig({
+      streams: {
+        clicks: {
+          time: { field: "ts", lateness: "10s" },
+          counters: {
+            per_minute: { window: { tumbling: "1m" }, aggregate: "count" },
+            per_two: { window: { tumbling: "2m" }, aggregate: "count" },
+          },
+          alerts: [{ name: "many", counter: "per_minute", when: "value >= 100.0" }],
+        },
+      },
+    });
+    // 300 minutes due, one click each: 150 two-minute windows, both counters past their 100.
+    const minutes = Array.from({ length: 300 }, (_, minute) => minute);
+    await ingestItems(
+      clickStreams.get("clicks")!,
+      items([...minutes.map((minute) => ({ ts: at(minute * 60 + 1) })), { ts: at(300 * 60 + 30) }]),
+      { store, nowMs: T0 + (300 * 60 + 30) * 1000 },
+    );
+    const closed: Array<[number, number]> = [];
+    for (let sweep = 0; sweep < 4; sweep++) {
+      const report = await sweepOnce(clickStreams.values(), store);
+      const of = (counter: string) =>
+        report.closed.filter((window) => window.counter === counter).length;
+      closed.push([of("per_minute"), of("per_two")]);
+    }
+    // Each closes its 100 a sweep: the two-minute windows are not held at the 100th minute.
+    assert.deepEqual(closed, [[100, 100], [100, 50], [100, 0], [0, 0]]);
+  },
+);
