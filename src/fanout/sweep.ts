@@ -247,17 +247,18 @@ async function closeOnce(
 }
 
 /**
- * What the closes after `due` (a peek of `counters` with `limit`, finding due what ends by `cutoff`) may claim, so that they claim no
- * window the peek did not list: one call per bound, each with its counters. A counter the peek cut
- * short (one that listed as many windows as `limit` lets it, or sessions as many as
- * `limit * SESSIONS_PER_WINDOW`; or any it listed when the peek stopped at its cells, `more`) has
- * windows due past where it stopped, which a close bounded only by the cutoff would claim unjudged
- * once another sweep closed the listed ones in between. Its bound is then its earliest end (a
- * session's end + gap, as the close compares it), held below the last one listed when an earlier
- * one is (sessions; windows when the cells cut): sessions of other groups ending with it, or the
- * rest of a window the cells cut, may be past the peek. Every other counter is bounded by the
- * peek's cutoff alone. Stopped at its cells, the peek judged nothing of the counters it listed
- * nothing of: the closes leave them out.
+ * What the closes after `due` (a peek of `counters` with `limit`, which found due what ends by
+ * `cutoff`) may claim, so that they claim no window the peek did not list: one call per bound, each
+ * with its counters. A counter the peek cut short (one that listed as many windows as `limit` lets
+ * it, or sessions as many as `limit * SESSIONS_PER_WINDOW`; or any it listed when the peek stopped
+ * at its cells, `more`) has windows due past where it stopped, which a close bounded only by the
+ * cutoff would claim unjudged once another sweep closed the listed ones in between. Its bound is
+ * then the last end it listed (a session's end + gap, as the close compares it), held below that
+ * one when an earlier one is listed (sessions; windows when the cells cut): sessions of other
+ * groups ending with it, or the rest of a window the cells cut, may be past the peek. Every other
+ * counter is bounded by the cutoff alone, so that one counter's backlog holds back no other.
+ * Stopped at its cells, the peek judged nothing of the counters it listed nothing of: the closes
+ * leave them out.
  */
 function peekBounds(
   counters: CounterMeta[],
