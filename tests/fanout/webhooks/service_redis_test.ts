@@ -723,3 +723,46 @@ redisTest(
     }
   },
 );
+
+redisTest(
+  "Redis store: a disable by a receiver's 410 does not move the endpoint's version (README): the ETag read before still enables it with If-Match, on the other instance too",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const a = await instance(fixture, clock);
+    const b = await instance(fixture, clock);
+    const receiver = await Receiver.start(() => clock.now);
+    try {
+      receiver.respond = () => new Response("gone", { status: 410 });
+      const { id } = await register(a.app, { url: receiver.url(), eventTypes: ["window.closed"] });
+      const path = `/v1/webhooks/${id}`;
+      const before = await a.app.request(path);
+      await before.body?.cancel();
+      assert.equal(before.headers.get("ETag"), '"1"');
+      clock.now += 1_000;
+      await ingest(a.app, [{ id: "a", ts: at(1), country: "DE" }]);
+      await ingest(a.app, [{ id: "tick", ts: at(75), country: "XX" }]);
+      await sweep(a.app, a.webhooks);
+      assert.ok(receiver.received.length > 0, "the receiver was sent a delivery");
+      for (const app of [a.app, b.app]) {
+        const disabled = await app.request(path);
+        const body = await disabled.json();
+        assert.equal(body.disabled, true);
+        assert.equal(body.disabledReason, "Endpoint answered 410 Gone");
+        assert.equal(disabled.headers.get("ETag"), '"1"');
+      }
+      const enabled = await b.app.request(path, {
+        method: "PATCH",
+        headers: { "If-Match": '"1"', "Content-Type": "application/json" },
+        body: JSON.stringify({ disabled: false }),
+      });
+      const body = await enabled.json();
+      assert.equal(enabled.status, 200, JSON.stringify(body));
+      assert.equal(body.disabled, false);
+      assert.equal(body.disabledReason, null);
+      assert.equal(enabled.headers.get("ETag"), '"2"');
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+      await receiver.close();
+    }
+  },
+);
