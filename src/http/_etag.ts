@@ -1,8 +1,8 @@
 /**
  * The strong `ETag` of the files and documents served from memory (`/`, `/docs`, the static
  * files, `/openapi.json`) and `If-None-Match` on them: one tag and one comparison for all of them;
- * and the reading of `If-Match`, one for the versioned records (a stream's definition, a webhook
- * endpoint), whose `ETag` is their version quoted (`"3"`).
+ * and the reading of `If-Match` and `If-None-Match`, one for the versioned records (a stream's
+ * definition, a webhook endpoint), whose `ETag` is their version quoted (`"3"`).
  *
  * @module
  */
@@ -35,6 +35,24 @@ export function noneMatchNames(header: string | null | undefined, etag: string):
  * read in linear time.
  */
 export const STAR = /^[ \t]*(?:,[ \t]*)*\*[ \t]*(?:,[ \t]*)*$/;
+
+/**
+ * What an `If-None-Match` header asks of a versioned record (a stream's definition, a webhook
+ * endpoint): only `*` is taken, `{ absent: true }`, which holds only while the record does not
+ * exist (RFC 9110 §13.1.2: on a `PUT`, create only; on a change or deletion of a record that
+ * exists, a `412`). Anything else is 400 `invalid_request`; `meaning` says what `*` does there
+ * (e.g. "create only").
+ */
+export function ifNoneMatchOf(ifNoneMatch: string, meaning: string): { absent: true } {
+  if (!STAR.test(ifNoneMatch)) {
+    throw new ApiError(
+      400,
+      "invalid_request",
+      `If-None-Match: only '*' (${meaning}) is taken, got '${quoteInput(ifNoneMatch)}'`,
+    );
+  }
+  return { absent: true };
+}
 
 /** A record's version as its entity tag's opaque part holds it (`3` in `"3"`). */
 const VERSION_TAG = /^\d{1,15}$/;

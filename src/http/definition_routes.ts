@@ -19,7 +19,7 @@ import { errorsFor, headersOf, jsonContent, NAME, storedLimitConflict } from "./
 import { type KeyRing, requireScope } from "./auth.ts";
 import { bodyTimeoutOf, parseJsonBody, readJsonText } from "./body.ts";
 import { ApiError, invalidNameParameter } from "./errors.ts";
-import { ifMatchOf, STAR } from "./_etag.ts";
+import { ifMatchOf, ifNoneMatchOf, STAR } from "./_etag.ts";
 import { streamFields, streamJson, StreamSchema } from "./stream_routes.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -148,12 +148,7 @@ function preconditionOf(c: Context): DefinitionPrecondition | undefined {
   const ifNoneMatch = c.req.header("If-None-Match");
   if (ifMatch === undefined && ifNoneMatch === undefined) return undefined;
   const expected: DefinitionPrecondition = {};
-  if (ifNoneMatch !== undefined) {
-    if (!STAR.test(ifNoneMatch)) {
-      throw new ApiError(400, "invalid_request", "If-None-Match: only '*' (create only) is taken");
-    }
-    expected.absent = true;
-  }
+  if (ifNoneMatch !== undefined) Object.assign(expected, ifNoneMatchOf(ifNoneMatch, "create only"));
   if (ifMatch !== undefined) Object.assign(expected, ifMatchOf(ifMatch, "a stream's version"));
   return expected;
 }

@@ -35,7 +35,7 @@ import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { jsonBody, noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
-import { ifMatchOf } from "./_etag.ts";
+import { ifMatchOf, ifNoneMatchOf, STAR } from "./_etag.ts";
 import { differentEntries, MAX_ENUM_LIST_ITEMS, repeatsRemoved } from "./_list_bounds.ts";
 import {
   countQuery,
@@ -252,18 +252,25 @@ const DeliverySchema = z.object({
 const ETAG = {
   ETag: {
     description:
-      'The version of the endpoint, quoted (`"3"`): send it back in `If-Match` to change or delete that version only. Every change by the API (a `PATCH`, a rotation of its secret) moves it; a disable by a 410, no change of its settings, does not',
+      'The version of the endpoint, quoted (`"3"`): send it back in `If-Match` to change, rotate or delete that version only. Every change by the API (a `PATCH`, a rotation of its secret) moves it; a disable by a 410, no change of its settings, does not',
     required: true,
     schema: { type: "string" as const },
     example: '"3"',
   },
 };
 
-/** `If-Match` on a change or deletion of an endpoint. */
-const IfMatchHeaders = z.object({
+/** `If-Match` and `If-None-Match` on a change or deletion of an endpoint (or of its secret). */
+const PreconditionHeaders = z.object({
   "if-match": z.string().optional().openapi({
     description:
       'Entity tags (`"3"`, the `ETag` of `GET /v1/webhooks/{id}`) of the versions this write changes, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`), or one that is no version (`"x"`), matches none (412 `precondition_failed`, nothing changed; an unknown id too); a header that is not entity tags is 400',
+  }),
+  // Checked by the handler (`ifNoneMatchOf`), to be refused in the words a stream's is; the
+  // pattern documents what it takes.
+  "if-none-match": z.string().optional().openapi({
+    pattern: STAR.source,
+    description:
+      "`*`: only an endpoint that does not exist, so never (412 `precondition_failed` when it exists, nothing changed; 404 when not), as RFC 9110 evaluates it and as a stream's `DELETE` takes it (empty list elements beside it are ignored: `*,` is `*`); anything else is 400",
   }),
 });
 
@@ -358,10 +365,10 @@ export const updateWebhookRoute = createRoute({
   tags: ["webhooks"],
   summary: "Change a webhook endpoint; `disabled: false` re-enables it. Scope: admin.",
   description:
-    'The body is checked before the id is looked up: a body it refuses is 400 (invalid_request, or invalid_webhook for a field no endpoint can have) whatever the id, and a body that passes is 404 for an unknown id. `batch` is checked against the endpoint\'s `eventTypes`, so with an unknown id it is 404 first. `If-Match: "<version>"` (the `ETag` of `GET /v1/webhooks/{id}`) changes only that version: otherwise 412 `precondition_failed`, nothing changed.',
+    'The body is checked before the id is looked up: a body it refuses is 400 (invalid_request, or invalid_webhook for a field no endpoint can have) whatever the id, and a body that passes is 404 for an unknown id. `batch` is checked against the endpoint\'s `eventTypes`, so with an unknown id it is 404 first. `If-Match: "<version>"` (the `ETag` of `GET /v1/webhooks/{id}`) changes only that version: otherwise 412 `precondition_failed`, nothing changed; so is `If-None-Match: *`, the endpoint existing.',
   request: {
     params: EndpointParams,
-    headers: IfMatchHeaders,
+    headers: PreconditionHeaders,
     body: { required: true, content: { "application/json": { schema: PatchBody } } },
   },
   middleware: jsonBody(),
@@ -381,8 +388,8 @@ export const deleteWebhookRoute = createRoute({
   tags: ["webhooks"],
   summary: "Delete a webhook endpoint and its queue. Scope: admin.",
   description:
-    '`If-Match: "<version>"` (the `ETag` of `GET /v1/webhooks/{id}`) deletes only that version: otherwise 412 `precondition_failed`, nothing deleted.',
-  request: { params: EndpointParams, headers: IfMatchHeaders },
+    '`If-Match: "<version>"` (the `ETag` of `GET /v1/webhooks/{id}`) deletes only that version: otherwise 412 `precondition_failed`, nothing deleted; so is `If-None-Match: *`, the endpoint existing.',
+  request: { params: EndpointParams, headers: PreconditionHeaders },
   responses: {
     204: { description: "Deleted" },
     400: errors[400],
@@ -401,7 +408,9 @@ export const rotateSecretRoute = createRoute({
   operationId: "rotateWebhookSecret",
   tags: ["webhooks"],
   summary: "New signing secret; the old one keeps signing alongside it for 24 h. Scope: admin.",
-  request: { params: EndpointParams },
+  description:
+    'A rotation is a change of the endpoint: it moves its version, answered as `ETag`. `If-Match: "<version>"` (the `ETag` of `GET /v1/webhooks/{id}`) rotates only that version: otherwise 412 `precondition_failed`, nothing rotated; so is `If-None-Match: *`, the endpoint existing.',
+  request: { params: EndpointParams, headers: PreconditionHeaders },
   responses: {
     200: {
       ...jsonContent(
@@ -412,11 +421,11 @@ export const rotateSecretRoute = createRoute({
         }).openapi("RotatedSecret"),
         "Rotated",
       ),
-      headers: NO_STORE,
+      headers: { ...NO_STORE, ...ETAG },
     },
     ...errors,
     // A body (it takes none, or {}) in a Content-Encoding other than gzip or deflate.
-    ...errorsFor(415),
+    ...errorsFor(412, 415),
   },
 });
 
@@ -618,11 +627,19 @@ function toInput(body: BodyInput): Partial<EndpointInput> {
 }
 
 /**
- * The request's `If-Match`, read as a stream's `PUT` and `DELETE` read it (`*`, or entity tags
- * compared strongly); undefined without one. A header that is not entity tags is 400.
+ * The request's `If-Match` and `If-None-Match`, read as a stream's `DELETE` reads them (`*`, or
+ * entity tags compared strongly; only `*`, which holds only while the endpoint does not exist);
+ * undefined without either. A header they do not take is 400.
  */
-function preconditionOf(ifMatch: string | undefined): EndpointPrecondition | undefined {
-  return ifMatch === undefined ? undefined : ifMatchOf(ifMatch, "an endpoint's version");
+function preconditionOf(
+  headers: { "if-match"?: string; "if-none-match"?: string },
+): EndpointPrecondition | undefined {
+  const { "if-match": ifMatch, "if-none-match": ifNoneMatch } = headers;
+  if (ifMatch === undefined && ifNoneMatch === undefined) return undefined;
+  return {
+    ...ifNoneMatch === undefined ? {} : ifNoneMatchOf(ifNoneMatch, "no such endpoint"),
+    ...ifMatch === undefined ? {} : ifMatchOf(ifMatch, "an endpoint's version"),
+  };
 }
 
 /** What {@linkcode registerWebhookRoutes} needs. */
@@ -700,21 +717,23 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   app.openapi(updateWebhookRoute, async (c) => {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
-    const expected = preconditionOf(c.req.valid("header")["if-match"]);
+    const expected = preconditionOf(c.req.valid("header"));
     const endpoint = await webhooks.updateEndpoint(id, toInput(body), expected);
     c.header("ETag", `"${endpoint.version}"`);
     return c.json(view(endpoint), 200);
   });
 
   app.openapi(deleteWebhookRoute, async (c) => {
-    const expected = preconditionOf(c.req.valid("header")["if-match"]);
+    const expected = preconditionOf(c.req.valid("header"));
     await webhooks.deleteEndpoint(c.req.valid("param").id, expected);
     return c.body(null, 204);
   });
 
   app.openapi(rotateSecretRoute, async (c) => {
     const { id } = c.req.valid("param");
-    const { secret, previousExpiresMs } = await webhooks.rotateSecret(id);
+    const expected = preconditionOf(c.req.valid("header"));
+    const { secret, previousExpiresMs, version } = await webhooks.rotateSecret(id, expected);
+    c.header("ETag", `"${version}"`);
     c.header("Cache-Control", "no-store");
     return c.json({ id, secret, previousSecretExpiresAt: iso(previousExpiresMs)! }, 200);
   });

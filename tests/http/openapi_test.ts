@@ -872,6 +872,48 @@ Deno.test("the If-None-Match the stream PUT and DELETE document takes what the s
   }
 });
 
+Deno.test("the If-None-Match a webhook endpoint's PATCH, DELETE and rotate-secret document takes what the server takes: `*` with empty list elements, nothing else", async () => {
+  const doc = await documentOf();
+  const ajv = new Ajv({ strict: false });
+  const values = ["*", "*,", ", *, ,", "*\t,", '*, "1"', '"1"', 'W/"1"', ",", "**", ""];
+  const ctx = await setup({ auth: true });
+  try {
+    let accepted = 0;
+    for (
+      const [path, method] of [
+        ["/v1/webhooks/{id}", "patch"],
+        ["/v1/webhooks/{id}", "delete"],
+        ["/v1/webhooks/{id}/rotate-secret", "post"],
+      ] as const
+    ) {
+      const parameter = doc.paths[path][method].parameters.find((
+        item: { name: string; in: string },
+      ) => item.in === "header" && item.name === "if-none-match");
+      const validate = ajv.compile(parameter.schema);
+      for (const value of values) {
+        const res = await ctx.app.request(path.replace("{id}", "ep_none"), {
+          method: method.toUpperCase(),
+          headers: {
+            Authorization: `Bearer ${ADMIN_KEY}`,
+            "Content-Type": "application/json",
+            "If-None-Match": value,
+          },
+          body: method === "patch" ? "{}" : undefined,
+        });
+        await res.body?.cancel();
+        // An endpoint that does not exist: the header held, so 404.
+        const taken = res.status !== 400;
+        assert.equal(res.status, taken ? 404 : 400, `${method} ${value}`);
+        assert.equal(validate(value), taken, `${method} If-None-Match: ${JSON.stringify(value)}`);
+        if (taken) accepted++;
+      }
+    }
+    assert.equal(accepted, 12, "four forms of `*`, on PATCH, DELETE and rotate-secret");
+  } finally {
+    await ctx.close();
+  }
+});
+
 Deno.test("the document's maxItems of a key's and a webhook's lists is the server's cap of entries as sent, repeats included: at it the server takes the list, one past it is 400 naming the field", async () => {
   const doc = await documentOf();
   const schemas = doc.components.schemas;

@@ -1401,7 +1401,7 @@ async function send(
   };
 }
 
-Deno.test('an endpoint\'s POST, GET and PATCH answer its version as a strong ETag ("1", then "2"…); a PATCH or a rotation moves it', async () => {
+Deno.test('an endpoint\'s POST, GET, PATCH and rotate-secret answer its version as a strong ETag ("1", then "2"…); a PATCH or a rotation moves it', async () => {
   await withSetup(async (ctx) => {
     const created = await send(ctx, "POST", "/v1/webhooks", {}, { url: "http://127.0.0.1:9/h" });
     assert.equal(created.status, 201);
@@ -1412,7 +1412,10 @@ Deno.test('an endpoint\'s POST, GET and PATCH answer its version as a strong ETa
     assert.equal(patched.status, 200);
     assert.equal(patched.etag, '"2"');
     assert.equal((await send(ctx, "GET", path, {})).etag, '"2"');
-    assert.equal((await send(ctx, "POST", `${path}/rotate-secret`, {})).status, 200);
+    const rotated = await send(ctx, "POST", `${path}/rotate-secret`, {});
+    assert.equal(rotated.status, 200);
+    // The rotation answers the version it wrote, as a PATCH does.
+    assert.equal(rotated.etag, '"3"');
     assert.equal((await send(ctx, "GET", path, {})).etag, '"3"');
   });
 });
@@ -1505,6 +1508,92 @@ Deno.test("DELETE of an endpoint with a stale If-Match is 412 and deletes nothin
   });
 });
 
+Deno.test("rotate-secret takes If-Match as PATCH does: a stale tag is 412 precondition_failed and rotates nothing; the tag it answers holds for the next change", async () => {
+  await withSetup(async (ctx) => {
+    const { body: { id } } = await send(ctx, "POST", "/v1/webhooks", {}, {
+      url: "http://127.0.0.1:9/h",
+    });
+    const path = `/v1/webhooks/${id}`;
+    const rotate = `${path}/rotate-secret`;
+    assert.equal((await send(ctx, "PATCH", path, {}, { description: "b" })).status, 200);
+    const stale = await send(ctx, "POST", rotate, { "If-Match": '"1"' });
+    assert.equal(stale.status, 412);
+    assert.equal(stale.etag, null);
+    assert.equal(stale.body.error.code, "precondition_failed");
+    assert.equal(
+      stale.body.error.message,
+      `Webhook endpoint '${id}' is not at version 1 (it is at version 2): read it again and retry`,
+    );
+    // Nothing rotated: every rotation moves the version.
+    assert.equal((await send(ctx, "GET", path, {})).etag, '"2"');
+    const rotated = await send(ctx, "POST", rotate, { "If-Match": '"2"' });
+    assert.equal(rotated.status, 200);
+    assert.match(rotated.body.secret, /^whsec_/);
+    assert.equal(rotated.etag, '"3"');
+    // The tag it answered is the endpoint's: a PATCH with it applies, one with the tag read
+    // before the rotation does not.
+    assert.equal((await send(ctx, "PATCH", path, { "If-Match": '"2"' }, {})).status, 412);
+    const patched = await send(ctx, "PATCH", path, { "If-Match": rotated.etag! }, {});
+    assert.equal(patched.status, 200);
+    assert.equal(patched.etag, '"4"');
+    const malformed = await send(ctx, "POST", rotate, { "If-Match": "4" });
+    assert.equal(malformed.status, 400);
+    assert.equal(malformed.body.error.code, "invalid_request");
+    // If-Match on an endpoint that does not exist is a 412, as on PATCH; without one, 404.
+    assert.equal((await send(ctx, "DELETE", path, {})).status, 204);
+    assert.equal((await send(ctx, "POST", rotate, { "If-Match": "*" })).status, 412);
+    assert.equal((await send(ctx, "POST", rotate, {})).status, 404);
+  });
+});
+
+Deno.test("If-None-Match on an endpoint's PATCH, DELETE and rotate-secret is taken as on a stream's DELETE: `*` is 412 precondition_failed while it exists, nothing changed, 404 once it does not; anything else 400 invalid_request", async () => {
+  await withSetup(async (ctx) => {
+    const { body: { id } } = await send(ctx, "POST", "/v1/webhooks", {}, {
+      url: "http://127.0.0.1:9/h",
+    });
+    const path = `/v1/webhooks/${id}`;
+    const requests: [string, string, unknown][] = [
+      ["PATCH", path, { description: "no" }],
+      ["DELETE", path, undefined],
+      ["POST", `${path}/rotate-secret`, undefined],
+    ];
+    for (const [method, target, body] of requests) {
+      for (const header of ["*", "*, ", " , *,"]) {
+        const refused = await send(ctx, method, target, { "If-None-Match": header }, body);
+        assert.equal(refused.status, 412, `${method} ${header}`);
+        assert.equal(refused.body.error.code, "precondition_failed");
+        assert.equal(
+          refused.body.error.message,
+          `Webhook endpoint '${id}' exists (it is at version 1): read it again and retry`,
+        );
+      }
+      for (const header of ['"1"', 'W/"1"', '*, "1"', ","]) {
+        const refused = await send(ctx, method, target, { "If-None-Match": header }, body);
+        assert.equal(refused.status, 400, `${method} ${header}`);
+        assert.equal(refused.body.error.code, "invalid_request");
+        assert.equal(
+          refused.body.error.message,
+          `If-None-Match: only '*' (no such endpoint) is taken, got '${header}'`,
+        );
+      }
+    }
+    // Nothing changed, rotated or deleted: the version is still 1.
+    const unchanged = await send(ctx, "GET", path, {});
+    assert.equal(unchanged.status, 200);
+    assert.equal(unchanged.etag, '"1"');
+    assert.equal(unchanged.body.description, null);
+    // With If-Match too, both must hold (RFC 9110 §13.2.2): If-Match holds here, If-None-Match not.
+    const both = await send(ctx, "DELETE", path, { "If-Match": '"1"', "If-None-Match": "*" });
+    assert.equal(both.status, 412);
+    assert.equal((await send(ctx, "DELETE", path, {})).status, 204);
+    for (const [method, target, body] of requests) {
+      const gone = await send(ctx, method, target, { "If-None-Match": "*" }, body);
+      assert.equal(gone.status, 404, method);
+      assert.equal(gone.body.error.code, "webhook_not_found");
+    }
+  });
+});
+
 Deno.test("an endpoint's If-Match is read as a stream's: *, tag lists, empty elements; weak and non-version tags 412; a header that is no entity tags 400 invalid_request, nothing changed", async () => {
   await withSetup(async (ctx) => {
     const { body: { id } } = await send(ctx, "POST", "/v1/webhooks", {}, {
@@ -1550,19 +1639,27 @@ Deno.test("an endpoint's If-Match is read as a stream's: *, tag lists, empty ele
   });
 });
 
-Deno.test("the OpenAPI document gives an endpoint's GET, POST and PATCH the ETag header, and PATCH and DELETE If-Match and the 412", async () => {
+Deno.test("the OpenAPI document gives an endpoint's GET, POST, PATCH and rotate-secret the ETag header, and PATCH, DELETE and rotate-secret If-Match, If-None-Match and the 412", async () => {
   await withSetup(async (ctx) => {
     const doc = (await call(ctx.app, "GET", "/openapi.json")).body;
     const one = doc.paths["/v1/webhooks/{id}"];
+    const rotate = doc.paths["/v1/webhooks/{id}/rotate-secret"].post;
     assert.match(one.get.responses["200"].headers.ETag.description, /If-Match/);
     assert.match(one.patch.responses["200"].headers.ETag.description, /If-Match/);
+    assert.match(rotate.responses["200"].headers.ETag.description, /If-Match/);
+    assert.ok(rotate.responses["200"].headers["Cache-Control"]);
     assert.ok(doc.paths["/v1/webhooks"].post.responses["201"].headers.ETag);
-    for (const operation of [one.patch, one.delete]) {
-      const ifMatch = operation.parameters.find((item: { name: string; in: string }) =>
-        item.name === "if-match" && item.in === "header"
-      );
+    for (const operation of [one.patch, one.delete, rotate]) {
+      const header = (name: string) =>
+        operation.parameters.find((item: { name: string; in: string }) =>
+          item.name === name && item.in === "header"
+        );
+      const ifMatch = header("if-match");
       assert.ok(ifMatch, operation.operationId);
       assert.match(ifMatch.description, /strongly/);
+      const ifNoneMatch = header("if-none-match");
+      assert.ok(ifNoneMatch, operation.operationId);
+      assert.match(ifNoneMatch.description, /412 `precondition_failed` when it exists/);
       assert.ok(operation.responses["412"], operation.operationId);
       assert.ok(operation.responses["400"], operation.operationId);
     }

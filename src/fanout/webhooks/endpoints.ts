@@ -105,11 +105,12 @@ export class WebhookConflictError extends Error {
 }
 
 /**
- * What a change or deletion of an endpoint expects of the stored one (HTTP's `If-Match`), so
- * that two admins changing the same endpoint do not silently overwrite each other, as a stream's
+ * What a change or deletion of an endpoint expects of the stored one (HTTP's `If-Match`, and
+ * `If-None-Match: *`, `absent`, which no change of an endpoint that exists meets), so that two
+ * admins changing the same endpoint do not silently overwrite each other, as a stream's
  * `DefinitionPrecondition` has it.
  */
-export type EndpointPrecondition = Omit<DefinitionPrecondition, "absent">;
+export type EndpointPrecondition = DefinitionPrecondition;
 
 /** An endpoint's precondition ({@linkcode EndpointPrecondition}) does not hold: nothing changed. */
 export class WebhookPreconditionError extends Error {
@@ -643,12 +644,22 @@ export class EndpointRegistry {
    * Replaces the signing secret; the one it replaces keeps signing alongside
    * the new one for 24 h, and any older one stops at once, so a delivery
    * carries at most two signatures however often the secret is rotated.
-   * Returns the new secret and when the replaced one stops.
+   * Returns the new secret, when the replaced one stops and the version the rotation wrote (its
+   * `ETag`). Throws {@linkcode WebhookPreconditionError} when `expected` does not hold (nothing
+   * rotated), and {@linkcode WebhookNotFoundError}.
    */
-  async rotateSecret(id: string): Promise<{ secret: string; previousExpiresMs: number }> {
+  async rotateSecret(
+    id: string,
+    expected?: EndpointPrecondition,
+  ): Promise<{ secret: string; previousExpiresMs: number; version: number }> {
     const secret = generateSecret();
     const previousExpiresMs = this.#now() + SECRET_OVERLAP_MS;
+    // The version this rotation writes, not the one read after it: should another change land
+    // between the two, its tag must not be answered as this one's, or an If-Match sent with it
+    // would overwrite that change unseen. The last round's is the one written.
+    let version = 0;
     await this.#change(id, (endpoint) => {
+      version = endpoint.version + 1;
       const config = configOf(endpoint);
       const current = config.secrets.find((item) => item.expiresMs === null) ??
         config.secrets[0];
@@ -657,8 +668,8 @@ export class EndpointRegistry {
         ...(current ? [{ secret: current.secret, expiresMs: previousExpiresMs }] : []),
       ];
       return { config };
-    });
-    return { secret, previousExpiresMs };
+    }, expected);
+    return { secret, previousExpiresMs, version };
   }
 }
 

@@ -587,10 +587,14 @@ export class WebhookService {
 
   /**
    * Replaces the signing secret; the old one keeps signing alongside the new
-   * one for 24 h. Returns the new secret and when the old one stops.
+   * one for 24 h. Returns the new secret, when the old one stops and the version written;
+   * throws {@linkcode WebhookPreconditionError} when `expected` does not hold.
    */
-  rotateSecret(id: string): Promise<{ secret: string; previousExpiresMs: number }> {
-    return this.#registry.rotateSecret(id);
+  rotateSecret(
+    id: string,
+    expected?: EndpointPrecondition,
+  ): Promise<{ secret: string; previousExpiresMs: number; version: number }> {
+    return this.#registry.rotateSecret(id, expected);
   }
 
   // --- Deliveries -------------------------------------------------------------------------

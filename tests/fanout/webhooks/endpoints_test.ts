@@ -7,6 +7,7 @@ import {
   InvalidEndpointError,
   SECRET_OVERLAP_MS,
   WebhookNotFoundError,
+  WebhookPreconditionError,
 } from "../../../src/fanout/webhooks/endpoints.ts";
 import { UrlPolicy } from "../../../src/fanout/webhooks/ssrf.ts";
 import { MemoryDeliveryStore } from "../../../src/store/mod.ts";
@@ -143,6 +144,40 @@ Deno.test("EndpointRegistry.rotateSecret() keeps the previous secret for the ove
     third,
     second,
   ]);
+});
+
+Deno.test("EndpointRegistry.rotateSecret() returns the version it wrote (its ETag), not that of a change landing before it returns, whose If-Match it must not pass", async () => {
+  const now = () => T0;
+  let interleave: (() => Promise<unknown>) | undefined;
+  const endpoints: EndpointRegistry = new EndpointRegistry(new MemoryDeliveryStore({ now }), {
+    store: new MemoryStore({ now }),
+    streams: compileConfig(CONFIG),
+    now,
+    policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
+    // Another admin's change, stored between the rotation's write and its return.
+    onChange: async () => {
+      const change = interleave;
+      interleave = undefined;
+      await change?.();
+    },
+  });
+  const { endpoint } = await endpoints.create({ url: URL_OK });
+  interleave = () => endpoints.update(endpoint.id, { description: "another admin's" });
+  const rotated = await endpoints.rotateSecret(endpoint.id, { versions: [1] });
+  assert.equal(rotated.version, 2);
+  assert.equal((await endpoints.get(endpoint.id)).version, 3);
+  await assert.rejects(
+    endpoints.update(endpoint.id, { description: "unseen" }, { versions: [rotated.version] }),
+    WebhookPreconditionError,
+  );
+  // A stale version rotates nothing.
+  const secrets = (await endpoints.get(endpoint.id)).secrets;
+  await assert.rejects(endpoints.rotateSecret(endpoint.id, { versions: [2] }), {
+    name: "WebhookPreconditionError",
+    message:
+      `Webhook endpoint '${endpoint.id}' is not at version 2 (it is at version 3): read it again and retry`,
+  });
+  assert.deepEqual((await endpoints.get(endpoint.id)).secrets, secrets);
 });
 
 Deno.test("EndpointRegistry.rotateSecret() again within the overlap drops the oldest secret: at most two sign", async () => {

@@ -766,3 +766,66 @@ redisTest(
     }
   },
 );
+
+redisTest(
+  "Redis store: rotate-secret answers the version it wrote and takes If-Match across instances (a stale tag is 412, nothing rotated); If-None-Match: * is 412 on PATCH, DELETE and rotate-secret while the endpoint exists, 404 once deleted",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const a = await instance(fixture, clock);
+    const b = await instance(fixture, clock);
+    const send = async (
+      app: typeof a.app,
+      method: string,
+      path: string,
+      headers: Record<string, string>,
+    ) => {
+      const res = await app.request(path, {
+        method,
+        headers: method === "PATCH" ? { ...headers, "Content-Type": "application/json" } : headers,
+        body: method === "PATCH" ? "{}" : undefined,
+      });
+      const text = await res.text();
+      return { status: res.status, etag: res.headers.get("ETag"), body: text && JSON.parse(text) };
+    };
+    try {
+      const { id } = await register(a.app, { url: "http://127.0.0.1:9/h" });
+      const path = `/v1/webhooks/${id}`;
+      const rotate = `${path}/rotate-secret`;
+      const first = await send(a.app, "POST", rotate, { "If-Match": '"1"' });
+      assert.equal(first.status, 200);
+      assert.equal(first.etag, '"2"');
+      // a's tag "1" is stale on b: refused, and nothing rotated (a rotation moves the version).
+      const stale = await send(b.app, "POST", rotate, { "If-Match": '"1"' });
+      assert.equal(stale.status, 412);
+      assert.equal(stale.body.error.code, "precondition_failed");
+      assert.equal((await send(b.app, "GET", path, {})).etag, '"2"');
+      // Racing with the version both read: the store compares it, one rotation applies.
+      const racing = await Promise.all([
+        send(a.app, "POST", rotate, { "If-Match": '"2"' }),
+        send(b.app, "POST", rotate, { "If-Match": '"2"' }),
+      ]);
+      assert.deepEqual(racing.map((res) => res.status).sort(), [200, 412]);
+      assert.equal(racing.find((res) => res.status === 200)!.etag, '"3"');
+      assert.equal((await send(a.app, "GET", path, {})).etag, '"3"');
+      for (const method of ["PATCH", "DELETE", "POST"]) {
+        const target = method === "POST" ? rotate : path;
+        const refused = await send(b.app, method, target, { "If-None-Match": "*" });
+        assert.equal(refused.status, 412, method);
+        assert.equal(
+          refused.body.error.message,
+          `Webhook endpoint '${id}' exists (it is at version 3): read it again and retry`,
+        );
+      }
+      assert.equal((await send(a.app, "GET", path, {})).etag, '"3"', "nothing changed");
+      assert.equal((await send(a.app, "DELETE", path, { "If-Match": '"3"' })).status, 204);
+      for (const method of ["PATCH", "DELETE", "POST"]) {
+        const target = method === "POST" ? rotate : path;
+        const gone = await send(b.app, method, target, { "If-None-Match": "*" });
+        assert.equal(gone.status, 404, method);
+        assert.equal(gone.body.error.code, "webhook_not_found");
+      }
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  },
+);
