@@ -652,16 +652,42 @@ export function markForeignRead(c: Context, origin: string): void {
   c.set(FOREIGN_READ_VARIABLE, origin);
 }
 
+/** Options of {@linkcode refuseForeignRead}. */
+export interface RefuseForeignReadOptions {
+  /**
+   * Whether open mode's grant (no keys) is refused too: a live subscription's, which would hold a
+   * connection and its client address's slot streaming to a page that reads none of it, and which
+   * `/sdk.js` reconnects for good on the network error the page sees. Other reads are not, in open
+   * mode: their answers are withheld from the page (no CORS header). @default {false}
+   */
+  inOpenMode?: boolean;
+}
+
 /**
  * Throws 403 `origin_not_allowed` when the request `c` serves is a read from a foreign page
  * ({@linkcode markForeignRead}) and `grant`'s `origins` do not list that page: its answer would be
  * withheld from the page anyway (no CORS header), a subscription would stream to no reader, and a
  * page would be told nothing but a network error, which `/sdk.js` retries for good. This refusal
- * the page can read (`cors.ts`). In open mode (no keys) nothing is refused here.
+ * the page can read (`cors.ts`). In open mode (no keys) nothing is refused here unless
+ * `options.inOpenMode`: open mode's grant lists no origin, so only `EDGESTREAM_ALLOWED_ORIGINS` can.
  */
-export function refuseForeignRead(c: Context, grant: KeyGrant): void {
+export function refuseForeignRead(
+  c: Context,
+  grant: KeyGrant,
+  options: RefuseForeignReadOptions = {},
+): void {
   const origin = c.get(FOREIGN_READ_VARIABLE) as string | undefined;
-  if (origin === undefined || isOpenGrant(grant) || grant.origins?.has(origin)) return;
+  if (origin === undefined || grant.origins?.has(origin)) return;
+  if (isOpenGrant(grant)) {
+    if (!options.inOpenMode) return;
+    throw new ApiError(
+      403,
+      "origin_not_allowed",
+      `Cross-origin read from '${
+        quoteInput(origin)
+      }' refused: in open mode (no EDGESTREAM_KEYS) only the server's own origin and those EDGESTREAM_ALLOWED_ORIGINS lists read a subscription; add it there to let its pages read`,
+    );
+  }
   throw new ApiError(
     403,
     "origin_not_allowed",

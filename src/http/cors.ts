@@ -18,7 +18,8 @@
  * that is neither the server's own nor listed is marked here, and refused `403 origin_not_allowed`
  * once its key is granted, unless the key's `origins` list it (`auth.ts`, `refuseForeignRead`):
  * that refusal the page reads too, so it (and `/sdk.js`) learns why instead of a network error.
- * In open mode no read is refused for its origin: other pages just cannot read the answer. A
+ * In open mode no read is refused for its origin but a subscription as Server-Sent Events (it
+ * would stream to a page that reads none of it): other pages just cannot read the answer. A
  * state-changing request from an origin the server does not list was refused
  * `403 origin_not_allowed` already (`origin.ts`), before this runs: that answer, and open mode's
  * `421`, carry neither these headers nor `Vary`.

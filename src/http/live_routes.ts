@@ -947,8 +947,9 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     // Its origins admit pages to read the stream (cors.ts).
     if (authorization.grant) {
       rememberGrant(c, authorization.grant);
-      // A page its key does not list: refused before anything is opened, readably (cors.ts).
-      refuseForeignRead(c, authorization.grant);
+      // A page its key does not list: refused before anything is opened, readably (cors.ts); in
+      // open mode too, as a subscription would stream to a page that reads none of it.
+      refuseForeignRead(c, authorization.grant, { inOpenMode: true });
     }
     if (denied) {
       // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the

@@ -412,3 +412,117 @@ browserTest(
       await page.evaluate("live.close()");
     }),
 );
+
+/**
+ * A server in open mode (no keys) on `http://127.0.0.1:<port>`, whose `EDGESTREAM_ALLOWED_ORIGINS`
+ * lists `listed` only, with pages on `http://localhost:<port>` (not listed) and the listed one;
+ * `subscribes` counts the subscription requests it got, `open` those answered and not ended.
+ */
+async function openModeSetup() {
+  const pages = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    () =>
+      new Response("<!doctype html><title>page</title>", {
+        headers: { "Content-Type": "text/html" },
+      }),
+  );
+  const listed = `http://127.0.0.1:${pages.addr.port}`;
+  const app = createApp({
+    streams: compileConfig(CONFIG),
+    store: new MemoryStore(),
+    keys: await KeyRing.parse(""),
+    origins: { allowedOrigins: [listed] },
+  });
+  let subscribes = 0;
+  let open = 0;
+  const api = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+    const subscribe = new URL(request.url).pathname.endsWith("/subscribe");
+    if (subscribe && request.method === "GET") subscribes += 1;
+    const res = await app.fetch(request);
+    if (!subscribe || !res.ok || !res.body) return res;
+    open += 1;
+    const { readable, writable } = new TransformStream();
+    res.body.pipeTo(writable).catch(() => {}).finally(() => open -= 1);
+    return new Response(readable, res);
+  });
+  return {
+    api: `http://127.0.0.1:${api.addr.port}`,
+    other: `http://localhost:${pages.addr.port}`,
+    listed,
+    get subscribes() {
+      return subscribes;
+    },
+    get open() {
+      return open;
+    },
+    async close() {
+      await pages.shutdown();
+      await api.shutdown();
+    },
+  };
+}
+
+browserTest(
+  "in open mode a page on an origin EDGESTREAM_ALLOWED_ORIGINS does not list is refused the live subscription with a 403 origin_not_allowed it reads, none opened, and /sdk.js subscribe() stops on it; a listed page reads the stream",
+  async (browser) => {
+    const s = await openModeSetup();
+    try {
+      const url = `${s.api}/v1/streams/orders/subscribe`;
+      const other = await open(browser, s.other);
+      // Without a key (no preflight) and with one (any text in open mode, preflighted).
+      for (const headers of [{}, { Authorization: "Bearer dev" }]) {
+        const read = await other.evaluate(`fetch(${JSON.stringify(url)}, {
+          headers: { ...${JSON.stringify(headers)}, Accept: "text/event-stream" },
+        }).then(async (res) => res.status + " " + await res.text(), (error) => "error " + error.name)`) as string;
+        // Before, a 200 streaming to a page the browser let read nothing of it: "error TypeError".
+        assert.match(read, /^403 /, read);
+        const { error } = JSON.parse(read.slice(4));
+        assert.equal(error.code, "origin_not_allowed");
+        assert.equal(
+          error.message,
+          `Cross-origin read from '${s.other}' refused: in open mode (no EDGESTREAM_KEYS) only the server's own origin and those EDGESTREAM_ALLOWED_ORIGINS lists read a subscription; add it there to let its pages read`,
+        );
+      }
+      assert.equal(s.subscribes, 2);
+      assert.equal(s.open, 0, "no subscription answered");
+
+      const warnings: string[] = [];
+      other.on("console", (message) => {
+        if (message.type() === "warning") warnings.push(message.text());
+      });
+      await other.evaluate(`(async () => {
+        const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
+        globalThis.errors = [];
+        subscribe("orders", {
+          endpoint: ${JSON.stringify(s.api)},
+          retryBaseMs: 100,
+          onError: (error) => errors.push([error.status ?? error.name, error.code]),
+        });
+      })()`);
+      await pageValue<unknown[]>(other, "errors", (errors) => errors.length > 0);
+      // Long enough for several reconnections at 100 ms, doubling, had it gone on.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      assert.deepEqual(await other.evaluate("errors"), [[403, "origin_not_allowed"]]);
+      assert.equal(s.subscribes, 3, "one request, none again");
+      assert.equal(warnings.length, 1, warnings.join("\n"));
+      assert.match(warnings[0], /in open mode .*\(origin_not_allowed\): the subscription stops$/);
+
+      // The page the refusal's advice lists reads the stream.
+      const listed = await open(browser, s.listed);
+      await listed.evaluate(`(async () => {
+        const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
+        globalThis.got = [];
+        globalThis.live = subscribe("orders", {
+          endpoint: ${JSON.stringify(s.api)},
+          onMessage: (message) => got.push(message.type),
+        });
+      })()`);
+      assert.deepEqual(await pageValue<string[]>(listed, "got", (got) => got.length > 0), [
+        "subscribed",
+      ]);
+      await listed.evaluate("live.close()");
+    } finally {
+      await s.close();
+    }
+  },
+);

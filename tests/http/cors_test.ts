@@ -403,3 +403,36 @@ Deno.test("a 405 on an API path carries Vary: Origin, and on the ingest path onl
   await page.body?.cancel();
   assert.match(page.headers.get("Vary") ?? "", /\bOrigin\b/);
 });
+
+Deno.test("in open mode a live subscription (SSE) from a page EDGESTREAM_ALLOWED_ORIGINS does not list is refused a 403 origin_not_allowed it reads, before anything is opened; a listed page's and a script's are answered, and other reads are not refused", async () => {
+  const { app } = await setup({ open: true });
+  const url = "http://localhost/v1/streams/orders/subscribe";
+  const sse = { headers: { Accept: "text/event-stream" } };
+  for (const stream of ["orders", "nope"]) {
+    const refused = await app.request(
+      `http://localhost/v1/streams/${stream}/subscribe`,
+      from(OTHER, sse),
+    );
+    assert.equal(refused.status, 403, stream);
+    assert.equal(refused.headers.get("Access-Control-Allow-Origin"), OTHER);
+    const { error } = await refused.json();
+    assert.equal(error.code, "origin_not_allowed");
+    assert.equal(
+      error.message,
+      "Cross-origin read from 'https://evil.example' refused: in open mode (no EDGESTREAM_KEYS) only the server's own origin and those EDGESTREAM_ALLOWED_ORIGINS lists read a subscription; add it there to let its pages read",
+    );
+  }
+  for (const init of [from(APP, sse), sse, from("http://localhost", sse)]) {
+    const controller = new AbortController();
+    const res = await app.request(url, { ...init, signal: controller.signal });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("Content-Type")?.startsWith("text/event-stream"), true);
+    controller.abort();
+    await res.body?.cancel().catch(() => {});
+  }
+  // A read that ends at once is not refused in open mode: the page just cannot read it.
+  const counter = await app.request("http://localhost/v1/streams/orders/counters/n", from(OTHER));
+  assert.equal(counter.status, 200);
+  assert.equal(counter.headers.get("Access-Control-Allow-Origin"), null);
+  await counter.body?.cancel();
+});
