@@ -1531,9 +1531,10 @@ function retryable(status) {
  * asked again after `notFoundRetryMs` when that is a positive number (an instance may take a stream
  * created through another for unknown for 5 s: 6000 covers that), the back-off then starting again;
  * it stops it otherwise. Any other error answer than 408, 429 and 5xx stops it (a retry cannot
- * change it); a `403 origin_not_allowed` (the key does not list the page's origin) with a console
- * warning too. `onError(error)` hears of every failure and end (`error.status` and `error.code` for
- * an error answer); one that throws is logged and the subscription goes on. A message whose data is
+ * change it); a `403 origin_not_allowed` (the key does not list the page's origin, or in open mode
+ * `EDGESTREAM_ALLOWED_ORIGINS` does not) with a console warning too. `onError(error)` hears of
+ * every failure and end (`error.status` and `error.code` for an error answer); one that throws is
+ * logged and the subscription goes on. A message whose data is
  * no JSON object is logged (`console.error`) and skipped, the connection kept. Options: `key` (a
  * read key whose `origins` list the page; none in open mode; visible ASCII, else it throws), `endpoint` (the origin this module
  * came from by default), `types` (an array of strings, else it throws), `counter`, `filter`, `onMessage`, `onError`,
