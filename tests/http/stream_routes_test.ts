@@ -15,6 +15,7 @@ import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
 import { register, setup } from "../fanout/webhooks/_setup.ts";
 import { at, createKey, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
 import { redisTest, restClient, withDirect } from "../_redis.ts";
+import { collectingLogs, messageOf } from "../_logs.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
 
@@ -1359,6 +1360,66 @@ redisTest(
       const again = await (await app.request("/v1/admin/sweep", { method: "POST" })).json();
       assert.deepEqual(again.closed, []);
       assert.equal(again.webhooks.queued, 1);
+      assert.equal(again.webhooks.error, undefined);
+    } finally {
+      await close();
+    }
+  },
+);
+
+redisTest(
+  "README admin sweep: a stream's own dispatch that fails is logged naming it, and the streams after it are dispatched all the same, queued counting theirs, with webhooks.error",
+  async (fixture) => {
+    const redis = restClient(fixture);
+    const clock = { now: NOW };
+    const count = { window: { tumbling: "1m" }, aggregate: "count" };
+    const { app, close } = await setup({
+      clock,
+      store: new RedisStore(redis, { now: () => clock.now }),
+      deliveries: new RedisDeliveryStore(redis, { now: () => clock.now }),
+      config: {
+        streams: {
+          visits: { time: { field: "ts", lateness: "0s" }, counters: { n: count } },
+          clicks: { time: { field: "ts", lateness: "0s" }, counters: { n: count } },
+        },
+      },
+    });
+    try {
+      await register(app, { url: "http://127.0.0.1:9/hook", eventTypes: ["window.closed"] });
+      for (const stream of ["visits", "clicks"]) {
+        const res = await postEvents(app, [{ ts: at(5) }, { ts: at(65) }], { stream });
+        assert.ok(res.ok, await res.text());
+      }
+      // Something else wrote over visits' own dispatch cursor: only its dispatch fails, and
+      // visits comes first, so clicks is dispatched after a failure.
+      await redis.set("es:{wh}:cur:visits", "oops");
+      clock.now = NOW + 120_000;
+      const { body, lines } = await collectingLogs(async (records) => {
+        const swept = await app.request("/v1/admin/sweep", { method: "POST" });
+        const body = await swept.json();
+        assert.equal(swept.status, 200, JSON.stringify(body));
+        return {
+          body,
+          lines: records.map((record) => [record.level, messageOf(record)] as const),
+        };
+      });
+      assert.deepEqual(
+        body.closed.map((window: { stream: string }) => window.stream).sort(),
+        ["clicks", "visits"],
+      );
+      // clicks' one window.closed delivery was made; visits' was not.
+      assert.equal(body.webhooks.queued, 1, JSON.stringify(body.webhooks));
+      assert.equal(body.webhooks.error?.code, "internal_error", JSON.stringify(body.webhooks));
+      const failed = lines.filter(([, message]) =>
+        message.startsWith("Webhook dispatch of stream")
+      );
+      assert.equal(failed.length, 1, JSON.stringify(lines));
+      assert.equal(failed[0][0], "error");
+      assert.match(failed[0][1], /^Webhook dispatch of stream visits failed: /);
+      // The key repaired, the next sweep makes visits' delivery, without error.
+      await redis.del("es:{wh}:cur:visits");
+      const again = await (await app.request("/v1/admin/sweep", { method: "POST" })).json();
+      assert.equal(again.webhooks.queued, 1, JSON.stringify(again.webhooks));
       assert.equal(again.webhooks.error, undefined);
     } finally {
       await close();
