@@ -1975,6 +1975,45 @@ redisTest(
   },
 );
 
+redisTest(
+  "RedisDeliveryStore by default: a status page looks at no more than 5,000 deliveries, as README says, whatever its limit (at most 200)",
+  async (fixture) => {
+    const redis = restClient(fixture);
+    const scans: unknown[] = [];
+    const noted = (argv: unknown[]) => {
+      const arg = JSON.parse(String(argv[0]));
+      if (arg.ep !== undefined && arg.scan !== undefined && arg.since === undefined) {
+        scans.push([arg.status, arg.limit, arg.scan]);
+      }
+    };
+    // Noted once answered: an EVALSHA the script cache misses is sent again as EVAL.
+    const client = {
+      async evalsha(...args: Parameters<Redis["evalsha"]>) {
+        const reply = await redis.evalsha(...args);
+        noted(args[2]);
+        return reply;
+      },
+      async eval(...args: Parameters<Redis["eval"]>) {
+        const reply = await redis.eval(...args);
+        noted(args[2]);
+        return reply;
+      },
+    };
+    const store = new RedisDeliveryStore(client as unknown as RedisScriptClient, { now: () => T0 });
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    for (const limit of [1, 200]) {
+      assert.deepEqual(await store.listDeliveries("ep_a", { limit, status: "dead" }), {
+        items: [],
+        nextCursor: null,
+      });
+    }
+    assert.deepEqual(scans, [["dead", 1, 5_000], ["dead", 200, 5_000]]);
+    const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(readme.includes("one page with `status` looks at no more than 5,000 deliveries"));
+  },
+);
+
 /**
  * Twenty deliveries of ep_a created four to a millisecond (so that pages end between deliveries
  * created at once), attempted with every outcome, one still in flight; then a replay of those
