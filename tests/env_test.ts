@@ -1828,6 +1828,50 @@ Deno.test("configFromEnv() warns, naming it, that EDGESTREAM_ALLOW_MEMORY=true h
   }
 });
 
+/**
+ * What 30 look-ups of names no stream has, started at once, come to under `config`: how many
+ * found nothing and how many were refused `stream_lookup_busy`.
+ */
+async function unknownLookups(
+  config: Awaited<ReturnType<typeof configFromEnv>>,
+): Promise<{ unknown: number; busy: number }> {
+  try {
+    const settled = await Promise.allSettled(
+      Array.from({ length: 30 }, (_, i) => config.streams.find(`made-up-${i}`)),
+    );
+    let unknown = 0;
+    let busy = 0;
+    for (const result of settled) {
+      if (result.status === "fulfilled") {
+        assert.equal(result.value, undefined);
+        unknown += 1;
+      } else {
+        assert.equal((result.reason as { code?: string }).code, "stream_lookup_busy");
+        busy += 1;
+      }
+    }
+    return { unknown, busy };
+  } finally {
+    config.streams.stop();
+    await config.webhooks.close();
+  }
+}
+
+Deno.test("README: on the memory store there is no bound on looking up unknown stream names: each is unknown (404), none stream_lookup_busy", async () => {
+  assert.deepEqual(await unknownLookups(await configFromEnv(env({}))), { unknown: 30, busy: 0 });
+});
+
+redisTest(
+  "configFromEnv() on Redis looks up at most 20 unknown stream names a second: the rest are stream_lookup_busy, as README says",
+  async (fixture) => {
+    const config = await configFromEnv(env({
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+    }));
+    assert.deepEqual(await unknownLookups(config), { unknown: 20, busy: 10 });
+  },
+);
+
 redisTest(
   "configFromEnv() still warns of a redis-server behind a REST bridge without appendonly yes",
   async (fixture) => {
