@@ -1584,6 +1584,64 @@ onBothStores(
 );
 
 /**
+ * Another instance's PUT lands between each of a PUT's (or DELETE's) reads of the record and its
+ * write, every time it tries: after its last try it gives up with `409 definition_conflict`
+ * (README's error table), naming the version stored, and writes nothing of its own.
+ */
+async function writesLosingEveryTryConflict(store: Store, inner: DefinitionStore) {
+  const definitions = new RacingDefinitions(inner);
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+    definitions,
+    data: store,
+    now: () => T0_REDEPLOY,
+  });
+  const app = createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0_REDEPLOY });
+  const other = await visitsInstance(store, inner);
+  await other.streams.put("visits", visitsDefinition("10s"));
+  let raced = 0;
+  const race = async () => {
+    raced++;
+    await other.streams.put("visits", visitsDefinition(`${10 + raced}s`));
+    definitions.beforeWrite = race;
+  };
+  const send = (method: string, lateness: string) =>
+    app.request("/v1/streams/visits", {
+      method,
+      headers: { "Content-Type": "application/json" },
+      body: method === "PUT" ? JSON.stringify(visitsDefinition(lateness)) : undefined,
+    });
+
+  for (const method of ["PUT", "DELETE"]) {
+    const before = raced;
+    definitions.beforeWrite = race;
+    const res = await send(method, "1h");
+    const body = await res.json();
+    assert.equal(res.status, 409, JSON.stringify(body));
+    assert.equal(body.error.code, "definition_conflict");
+    const stored = await inner.get("visits");
+    assert.ok(stored !== null && !stored.deleted, method);
+    assert.equal(
+      body.error.message,
+      `Stream 'visits' was changed by another request meanwhile (now version ${stored.version}); retry`,
+    );
+    // Each try lost to another write; the last one stored is the other instance's.
+    assert.ok(raced - before > 1, `${method} tried ${raced - before} times`);
+    assert.deepEqual(stored.definition, visitsDefinition(`${10 + raced}s`), method);
+  }
+
+  // Once the other instance stops writing, the same PUT goes through.
+  definitions.beforeWrite = undefined;
+  const res = await send("PUT", "1h");
+  assert.equal(res.status, 200, await res.text());
+  assert.deepEqual((await inner.get("visits"))?.definition, visitsDefinition("1h"));
+}
+
+onBothStores(
+  "a PUT or DELETE of a stream that loses every try to another instance's write is 409 definition_conflict and writes nothing",
+  writesLosingEveryTryConflict,
+);
+
+/**
  * Instances that have not polled a lateness-raising PUT yet still judge by the old lateness: one
  * applies a batch after the write, and another, reading, calls a window final by the watermark
  * that batch moved. The stale batch keeps that final (the store sees the record's later version),
