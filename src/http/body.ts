@@ -858,11 +858,14 @@ function showJsonType(c: Context): void {
  * other JSON 400 `invalid_body`, rather than being ignored. No bytes are none
  * whatever `Content-Type` and `Content-Encoding` say (there is nothing to read
  * or decode; `fetch` calls an empty string `text/plain`); a body is decoded as
- * {@linkcode readLimitedBody} decodes one.
+ * {@linkcode readLimitedBody} decodes one. Only a request of the operation's
+ * `method` is read: with another, the path's `405` (naming the methods it takes)
+ * comes first, as on every path, the body left unread.
  */
-export function noBody(): MiddlewareHandler {
+export function noBody(method: string): MiddlewareHandler {
   return async (c, next) => {
     const request = c.req.raw;
+    if (request.method !== method.toUpperCase()) return await next();
     const maxBytes = DEFAULT_LIMITS.maxBodyBytes;
     const sent = await readEncodedBody(request, maxBytes, { timeoutMs: bodyTimeoutOf(c) });
     if (sent.byteLength === 0) return await next();

@@ -1863,6 +1863,6 @@ export function registerStreamRoutes(app: OpenAPIHono, deps: StreamRouteDeps): v
   app.openapi(currentWindowRoute, getCurrentWindow(deps));
 
   app.use("/v1/admin/*", requireScope(deps.keys, "admin"));
-  app.use(sweepRoute.getRoutingPath(), noBody());
+  app.use(sweepRoute.getRoutingPath(), noBody(sweepRoute.method));
   app.openapi(sweepRoute, sweep(deps));
 }

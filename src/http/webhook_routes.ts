@@ -685,7 +685,7 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   app.use("/v1/webhooks/*", admin);
   app.use("/v1/deliveries/*", admin);
   for (const route of [rotateSecretRoute, testWebhookRoute, retryDeliveryRoute]) {
-    app.use(route.getRoutingPath(), noBody());
+    app.use(route.getRoutingPath(), noBody(route.method));
   }
 
   app.openapi(createWebhookRoute, async (c) => {

@@ -6,6 +6,7 @@ import { MemoryStore } from "../../src/store/mod.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { KEYS, TEST_CONFIG, testApp } from "../_fixtures.ts";
 import { rawStatus, startServer } from "../_live.ts";
+import { ADMIN_KEY, setup } from "../fanout/webhooks/_setup.ts";
 import fc from "fast-check";
 import { deflateRawSync } from "node:zlib";
 import { type ApiError, apiErrorOf } from "../../src/http/errors.ts";
@@ -963,6 +964,44 @@ Deno.test("a method a GET-only path does not take is 405 before its body's size 
     body: large,
   });
   assert.equal(nowhere.status, 404);
+});
+
+Deno.test("a method a POST-only path does not take is 405, whatever body it carries, on every such path (the operations that take no body too)", async () => {
+  // With webhooks, whose rotate-secret, test and retry take no body, as the sweep.
+  const { app, close } = await setup({ auth: true });
+  const concrete = (pattern: string) =>
+    pattern.replace(":stream", "orders").replace(":id", "ep_x").replace(":deliveryId", "d_x");
+  const postOnly = servedRoutes(app).filter((route) => route.methods.join() === "POST")
+    .map((route) => concrete(route.pattern.pathname));
+  for (
+    const path of ["/v1/admin/sweep", "/v1/webhooks/ep_x/rotate-secret", "/v1/deliveries/d_x/retry"]
+  ) {
+    assert.ok(postOnly.includes(path), postOnly.join(" "));
+  }
+  const large = new Uint8Array(DEFAULT_LIMITS.maxBodyBytes + 1);
+  const bodies: Array<[string, string, BodyInit]> = [
+    ["text", "text/plain", "x"],
+    ["not JSON", "application/json", "{"],
+    ["other JSON", "application/json", "[1]"],
+    ["over 1 MiB", "application/json", large],
+  ];
+  for (const path of postOnly) {
+    for (const method of ["PUT", "PATCH", "DELETE"]) {
+      for (const [what, type, body] of bodies) {
+        const res = await app.request(path, {
+          method,
+          headers: { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": type },
+          body,
+        });
+        const answer = await res.json();
+        const label = `${method} ${path} with ${what}: ${JSON.stringify(answer)}`;
+        assert.equal(res.status, 405, label);
+        assert.equal(answer.error.code, "method_not_allowed", label);
+        assert.equal(res.headers.get("Allow"), "POST", label);
+      }
+    }
+  }
+  await close();
 });
 
 Deno.test("POST /healthz announcing a body over 1 MiB is answered 405 over a real server before the body is sent", async () => {
