@@ -974,7 +974,12 @@ Deno.test("a method a POST-only path does not take is 405, whatever body it carr
   const postOnly = servedRoutes(app).filter((route) => route.methods.join() === "POST")
     .map((route) => concrete(route.pattern.pathname));
   for (
-    const path of ["/v1/admin/sweep", "/v1/webhooks/ep_x/rotate-secret", "/v1/deliveries/d_x/retry"]
+    const path of [
+      "/v1/admin/sweep",
+      "/v1/webhooks/ep_x/rotate-secret",
+      "/v1/webhooks/ep_x/test",
+      "/v1/deliveries/d_x/retry",
+    ]
   ) {
     assert.ok(postOnly.includes(path), postOnly.join(" "));
   }
@@ -999,6 +1004,17 @@ Deno.test("a method a POST-only path does not take is 405, whatever body it carr
         assert.equal(answer.error.code, "method_not_allowed", label);
         assert.equal(res.headers.get("Allow"), "POST", label);
       }
+    }
+    // OPTIONS asks what the path takes: its 204, whatever body it carries.
+    for (const [what, type, body] of bodies) {
+      const res = await app.request(path, {
+        method: "OPTIONS",
+        headers: { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": type },
+        body,
+      });
+      const label = `OPTIONS ${path} with ${what}: ${await res.text()}`;
+      assert.equal(res.status, 204, label);
+      assert.equal(res.headers.get("Allow"), "POST", label);
     }
   }
   await close();
