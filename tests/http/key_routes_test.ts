@@ -1092,6 +1092,42 @@ Deno.test("keys and webhooks refuse a text with a lone surrogate (400 invalid_bo
       assert.match(error.message, named, body);
     }
     assert.deepEqual(await hooks.deliveries.listEndpoints(), []);
+    // A change of an endpoint and a replay of its deliveries likewise: nothing changed.
+    const created = await hooks.app.request("/v1/webhooks", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": "application/json" },
+      body: '{"url": "http://127.0.0.1:9/a", "description": "kept"}',
+    });
+    assert.equal(created.status, 201);
+    const { id } = await created.json();
+    for (
+      const [method, path, body, named] of [
+        [
+          "PATCH",
+          `/v1/webhooks/${id}`,
+          '{"description": "\\ud800"}',
+          /^Invalid request body: description: text holds the lone surrogate U\+D800/,
+        ],
+        [
+          "POST",
+          `/v1/webhooks/${id}/replay`,
+          '{"since": "2026-01-01T00:00:00Z\\udc00"}',
+          /^Invalid request body: since: text holds the lone surrogate U\+DC00/,
+        ],
+      ] as const
+    ) {
+      const refused = await hooks.app.request(path, {
+        method,
+        headers: { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": "application/json" },
+        body,
+      });
+      assert.equal(refused.status, 400, `${method} ${path}`);
+      const { error } = await refused.json();
+      assert.equal(error.code, "invalid_body", `${method} ${path}`);
+      assert.match(error.message, named, `${method} ${path}`);
+    }
+    const [kept] = await hooks.deliveries.listEndpoints();
+    assert.equal(kept.description, "kept");
   } finally {
     await hooks.close();
   }
