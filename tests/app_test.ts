@@ -6,6 +6,7 @@ import { KeyRing } from "../src/http/auth.ts";
 import { ERROR_CODES, STORE_RETRY_AFTER_SECONDS } from "../src/http/errors.ts";
 import { READY_WAIT_MS } from "../src/http/stream_routes.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
+import { REQUEST_CHECK_BUDGET_MESSAGE } from "../src/validate/mod.ts";
 import { type Store, StoreUnavailableError } from "../src/store/types.ts";
 import { RedisStore } from "../src/store/mod.ts";
 import { redisTest, restClient } from "./_redis.ts";
@@ -83,6 +84,56 @@ Deno.test("POST events accepts NDJSON and rejects only the bad line; index count
   assert.match(reply.rejected[0].errors[0].message, /^Line 3 is not valid JSON/);
   assert.equal(reply.rejected[1].errors[0].path, "id");
   assert.equal((await windows(app, "count_1m"))[0].value, 2);
+});
+
+/**
+ * A stream whose events are each checked against 100 optional properties an item: an event of
+ * 2,600 empty items takes 260,000 checks beyond its values, within one event's bound (262,144).
+ */
+const PARTS_CONFIG = {
+  streams: {
+    parts: {
+      schema: {
+        type: "object",
+        properties: {
+          items: {
+            type: "array",
+            items: {
+              type: "object",
+              properties: Object.fromEntries(
+                Array.from({ length: 100 }, (_, index) => [`p${index}`, { type: "string" }]),
+              ),
+            },
+          },
+        },
+      },
+      counters: { count_1m: { window: { tumbling: "1m" }, aggregate: "count" } },
+    },
+  },
+};
+
+Deno.test("POST events cuts a request at its budget of schema checks: 8 events of 260,000 checks each are applied, the rest refused", async () => {
+  const { app } = await testApp({ config: PARTS_CONFIG });
+  const line = JSON.stringify({ items: Array.from({ length: 2_600 }, () => ({})) });
+  const body = Array.from({ length: 10 }, () => line).join("\n");
+  const res = await postEvents(app, body, {
+    stream: "parts",
+    raw: true,
+    contentType: "application/x-ndjson",
+  });
+  assert.equal(res.status, 202);
+  const reply = await res.json();
+  // 8 × 260,000 is within 2,097,152; the ninth would pass it.
+  assert.equal(reply.accepted, 8);
+  const cut = [{ path: "", message: REQUEST_CHECK_BUDGET_MESSAGE }];
+  assert.deepEqual(reply.rejected, [
+    { index: 8, line: 9, errors: cut },
+    { index: 9, line: 10, errors: cut },
+  ]);
+  const counted = await getJson(app, "/v1/streams/parts/counters/count_1m");
+  assert.deepEqual(counted.body.windows.map((row: { value: number }) => row.value), [8]);
+  const { body: stream } = await getJson(app, "/v1/streams/parts");
+  assert.deepEqual([stream.stats.accepted, stream.stats.rejected], [8, 2]);
 });
 
 Deno.test("an NDJSON rejection names the event's line in the body beside its index, blank lines counted, in a replay too", async () => {

@@ -22,7 +22,13 @@ import type {
 import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
-import { eventValidator, listedErrors, MAX_EPOCH_MS, quoteInput } from "../validate/mod.ts";
+import {
+  eventValidator,
+  listedErrors,
+  MAX_EPOCH_MS,
+  quoteInput,
+  RequestCheckBudget,
+} from "../validate/mod.ts";
 import {
   assignWindows,
   type CompiledCounter,
@@ -101,13 +107,13 @@ function fieldError(path: string, message: string): FieldError[] {
   return [{ path, message }];
 }
 
-/** Each stream schema's validator, made once rather than per request. */
-const validators = new WeakMap<
-  CompiledStream["schema"],
-  (value: unknown) => Event | FieldError[]
->();
+/** A stream schema's validator: see `eventValidator`. */
+type Validator = (value: unknown, budget?: RequestCheckBudget) => Event | FieldError[];
 
-function validatorOf(schema: CompiledStream["schema"]): (value: unknown) => Event | FieldError[] {
+/** Each stream schema's validator, made once rather than per request. */
+const validators = new WeakMap<CompiledStream["schema"], Validator>();
+
+function validatorOf(schema: CompiledStream["schema"]): Validator {
   let validate = validators.get(schema);
   if (validate === undefined) {
     // Its errors past MAX_EVENT_ERRORS counted, not worded (see rejection).
@@ -143,14 +149,16 @@ function prepare(
   context: {
     nowMs: number;
     withPayload: boolean;
-    validate: (value: unknown) => Event | FieldError[];
+    validate: Validator;
+    /** The request's budget of schema checks, shared by its events in order. */
+    budget: RequestCheckBudget;
     /** Where its counter updates go, from entry `at` on (written also when it is refused). */
     updates: BatchUpdates;
     at: number;
   },
 ): Prepared {
   const { nowMs, withPayload } = context;
-  const event = context.validate(value);
+  const event = context.validate(value, context.budget);
   if (Array.isArray(event)) return event;
 
   const rawTime = stream.timeField === undefined ? undefined : readField(event, stream.timeField);
@@ -622,7 +630,16 @@ async function ingestOnce(
     groups: new Array(room),
     values: new Array(room),
   };
-  const context = { nowMs, withPayload, validate: validatorOf(stream.schema), updates, at: 0 };
+  // One budget of schema checks for the request's events (an HTTP batch, a WebSocket frame): past
+  // it the rest are refused, each event's own bound aside.
+  const context = {
+    nowMs,
+    withPayload,
+    validate: validatorOf(stream.schema),
+    budget: new RequestCheckBudget(),
+    updates,
+    at: 0,
+  };
   for (let index = 0; index < items.length; index++) {
     const item = items[index];
     if (!item.ok) {

@@ -9,11 +9,12 @@ import { compileFastVerdict, type FastVerdict, RFC3339_MARK } from "./_fast_verd
 import {
   type CheckCost,
   checkCost,
-  checksPast,
   definitionsOf,
+  eventCheckVerdict,
   MAX_EVENT_SCHEMA_CHECKS,
-  mayPassCheckBudget,
+  MAX_REQUEST_SCHEMA_CHECKS,
   refName,
+  RequestCheckBudget,
 } from "./_check_budget.ts";
 import {
   compileLinearPattern,
@@ -1795,12 +1796,24 @@ export function validateEvent(
 /**
  * {@linkcode validateEvent} for many events of one schema, without a result object per event:
  * the event, or (an array) why it is refused. The event is the value itself when the schema's
- * fast verdict accepts it, else zod's copy.
+ * fast verdict accepts it, else zod's copy. `budget`: the request's (see
+ * {@linkcode RequestCheckBudget}), the same for each of its events, in order; without it each
+ * event is bounded only on its own.
+ *
+ * @example
+ * ```ts
+ * import { compileEventSchema, eventValidator, RequestCheckBudget } from "./mod.ts";
+ *
+ * const validate = eventValidator(compileEventSchema({ type: "object" }));
+ * // One budget for one request's events.
+ * const budget = new RequestCheckBudget();
+ * [{ a: 1 }, { b: 2 }].map((event) => validate(event, budget)); // both events, as given
+ * ```
  */
 export function eventValidator(
   schema: z.ZodType,
   options: EventValidatorOptions = {},
-): (value: unknown) => Event | FieldError[] {
+): (value: unknown, budget?: RequestCheckBudget) => Event | FieldError[] {
   const settings = {
     fast: fastVerdicts.get(schema),
     cost: checkCosts.get(schema),
@@ -1808,7 +1821,7 @@ export function eventValidator(
     maxErrors: options.maxErrors ?? Infinity,
     ownKeysOnly: ownKeysOnly.has(schema),
   };
-  return (value) => validated(value, schema, settings);
+  return (value, budget) => validated(value, schema, settings, budget);
 }
 
 /** Options for {@linkcode eventValidator}. */
@@ -1851,6 +1864,17 @@ function unmergableError(error: unknown): FieldError | undefined {
 export const CHECK_BUDGET_MESSAGE =
   `Event would take more than ${MAX_EVENT_SCHEMA_CHECKS} checks against its schema beyond one a value (each value is checked against every schema node that applies to it, every anyOf/oneOf member counted, and each property an object lacks): send fewer items in one event, or give the schema fewer anyOf/oneOf members or properties where they repeat`;
 
+/**
+ * Why an event is refused when its request's checks would pass the request's budget of
+ * `maxChecks` (see {@linkcode RequestCheckBudget}): it and every later event of the request.
+ */
+export function requestCheckBudgetMessage(maxChecks: number): string {
+  return `Request would take more than ${maxChecks} checks against its schema beyond one a value, its events' checks counted in order (as for one event's bound): this event and every later one in the request were refused unjudged, the earlier ones judged as usual; send fewer events per request (these again in another), or give the schema fewer anyOf/oneOf members or properties where they repeat`;
+}
+
+/** {@linkcode requestCheckBudgetMessage} for the default budget, {@linkcode MAX_REQUEST_SCHEMA_CHECKS}. */
+export const REQUEST_CHECK_BUDGET_MESSAGE = requestCheckBudgetMessage(MAX_REQUEST_SCHEMA_CHECKS);
+
 /** Why an event is refused when its schema's `allOf` members fill in values that differ. */
 export const UNMERGABLE_MESSAGE =
   "The schema's allOf members (or a $ref and the keywords beside it) fill in different values (different defaults of one field, or a tuple's item), which cannot be merged: send the field, or have the schema give the default in one member only";
@@ -1865,7 +1889,10 @@ function validated(
     maxErrors: number;
     ownKeysOnly: boolean;
   },
+  budget?: RequestCheckBudget,
 ): Event | FieldError[] {
+  // Past the request's budget: refused without any work.
+  if (budget?.cut) return [{ path: "", message: requestCheckBudgetMessage(budget.maxChecks) }];
   const shapeProblem = shapeError(value, options.maxDepth);
   if (shapeProblem !== null) return [shapeProblem];
   // A number out of range is refused after the schema's errors, which name a typed one as zod does.
@@ -1880,13 +1907,15 @@ function validated(
     // zod would accept it and return an equal copy: skip the copy.
     accepted = !nonFinite && options.fast?.(value as Event) === true;
     if (!accepted) {
-      // Its checks counted first when they could pass the bound (see _check_budget.ts).
-      const values = eventValues;
-      if (
-        options.cost !== undefined && mayPassCheckBudget(options.cost, values) &&
-        checksPast(options.cost, value, MAX_EVENT_SCHEMA_CHECKS + values)
-      ) {
-        return [{ path: "", message: CHECK_BUDGET_MESSAGE }];
+      // Its checks counted first when they could pass the bounds (see _check_budget.ts).
+      if (options.cost !== undefined) {
+        const verdict = budget === undefined
+          ? eventCheckVerdict(options.cost, value, eventValues)
+          : budget.charge(options.cost, value, eventValues);
+        if (verdict === "event") return [{ path: "", message: CHECK_BUDGET_MESSAGE }];
+        if (verdict === "request") {
+          return [{ path: "", message: requestCheckBudgetMessage(budget!.maxChecks) }];
+        }
       }
       if (options.fast) startMatchingBudget();
       try {

@@ -5,6 +5,12 @@
  * @module
  */
 export * from "./event.ts";
+export {
+  type CheckVerdict,
+  MAX_REQUEST_SCHEMA_CHECKS,
+  RequestCheckBudget,
+  type RequestCheckBudgetOptions,
+} from "./_check_budget.ts";
 export { jsonErrorIndex, type JsonSyntaxProblem, jsonSyntaxProblem } from "./json_error.ts";
 export {
   chargeCompiling,

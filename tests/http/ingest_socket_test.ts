@@ -12,6 +12,7 @@ import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
+import { REQUEST_CHECK_BUDGET_MESSAGE } from "../../src/validate/mod.ts";
 import { redisTest, restClient } from "../_redis.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
 import {
@@ -118,6 +119,47 @@ Deno.test("WebSocket ingest acks frames in order with the counts HTTP ingest giv
     assert.deepEqual(await windows(server.base, "sum_1m"), (await viaHttp.json()).windows);
     const httpStats = (await (await app.request("/v1/streams/orders")).json()).stats;
     assert.deepEqual(await stats(server.base), httpStats);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest gives each frame its own budget of schema checks: each frame of 9 events of 260,000 checks is cut after 8", async () => {
+  // Each item checked against 100 optional properties: an event of 2,600 empty items takes
+  // 260,000 checks beyond its values, within one event's bound (262,144).
+  const properties = Object.fromEntries(
+    Array.from({ length: 100 }, (_, index) => [`p${index}`, { type: "string" }]),
+  );
+  const server = await startServer({
+    config: {
+      streams: {
+        parts: {
+          schema: {
+            type: "object",
+            properties: { items: { type: "array", items: { type: "object", properties } } },
+          },
+          counters: { count_1m: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    },
+  });
+  const client = await denoClient(server.wsUrl("/v1/streams/parts/ws"));
+  try {
+    const event = { items: Array.from({ length: 2_600 }, () => ({})) };
+    const frame = JSON.stringify(Array.from({ length: 9 }, () => event));
+    client.socket.send(frame);
+    client.socket.send(frame);
+    const cut = [{ path: "", message: REQUEST_CHECK_BUDGET_MESSAGE }];
+    for (const seq of [1, 2]) {
+      const ack = await client.inbox.next();
+      assert.deepEqual(
+        [ack.type, ack.seq, ack.accepted, ack.rejected],
+        ["ack", seq, 8, [{ index: 8, errors: cut }]],
+      );
+    }
+    const res = await fetch(`${server.base}/v1/streams/parts/counters/count_1m`);
+    assert.deepEqual((await res.json()).windows.map((row: { value: number }) => row.value), [16]);
   } finally {
     await client.close();
     await server.close();

@@ -1,9 +1,20 @@
 import assert from "node:assert/strict";
-import { checkCost, checksPast, mayPassCheckBudget } from "../../src/validate/_check_budget.ts";
+import {
+  checkCost,
+  checksPast,
+  checksUpTo,
+  MAX_EVENT_SCHEMA_CHECKS,
+  MAX_REQUEST_SCHEMA_CHECKS,
+  mayPassCheckBudget,
+  RequestCheckBudget,
+} from "../../src/validate/_check_budget.ts";
 import {
   CHECK_BUDGET_MESSAGE,
   compileEventSchema,
+  eventValidator,
   prepareEventSchema,
+  REQUEST_CHECK_BUDGET_MESSAGE,
+  requestCheckBudgetMessage,
   validateEvent,
 } from "../../src/validate/event.ts";
 
@@ -192,4 +203,89 @@ Deno.test("a recursive schema's events are counted, each definition once an obje
     ok: false,
     errors: [{ path: "", message: CHECK_BUDGET_MESSAGE }],
   });
+});
+
+/** Objects of 100 optional string properties under `items`: each item 100 checks beyond its own. */
+const HUNDRED_PROPERTIES = {
+  type: "object",
+  properties: {
+    items: {
+      type: "array",
+      items: {
+        type: "object",
+        properties: Object.fromEntries(
+          Array.from({ length: 100 }, (_, index) => [`p${index}`, { type: "string" }]),
+        ),
+      },
+    },
+  },
+};
+
+/** An event of `count` empty items: `100 × count` checks beyond its `count + 2` values. */
+function emptyItems(count: number): { items: Record<string, never>[] } {
+  return { items: Array.from({ length: count }, () => ({})) };
+}
+
+Deno.test("checksUpTo() gives the count, each property an object lacks one check, and stops past the limit", () => {
+  const cost = checkCost(prepareEventSchema(HUNDRED_PROPERTIES));
+  // The root, `items`, and each item: its node and the 100 properties it lacks.
+  assert.equal(checksUpTo(cost, emptyItems(10), Infinity), 2 + 10 * 101);
+  // One property held: 99 lacking, and the one held judged.
+  assert.equal(checksUpTo(cost, { items: [{ p3: "x" }] }, Infinity), 2 + 1 + 99 + 1);
+  assert.ok(checksUpTo(cost, emptyItems(10), 500) > 500);
+});
+
+Deno.test("RequestCheckBudget spends estimates while half the budget is left, then counts; the event past what is left cuts the request", () => {
+  const cost = checkCost(prepareEventSchema(HUNDRED_PROPERTIES));
+  const validate = eventValidator(compileEventSchema(HUNDRED_PROPERTIES));
+  const budget = new RequestCheckBudget({ maxChecks: 10_000 });
+  const event = emptyItems(10);
+  // Its estimate: (3 × 103 nodes - 1) × 12 values; its count 1,000.
+  assert.equal(cost.size, 103);
+  assert.deepEqual(validate(event, budget), event);
+  assert.equal(budget.left, 10_000 - 308 * 12);
+  // The next estimate would leave less than half: counted, 1,000 each, while they fit.
+  for (let index = 1; index <= 6; index++) {
+    assert.deepEqual(validate(emptyItems(10), budget), event, `event ${index}`);
+    assert.equal(budget.left, 10_000 - 308 * 12 - 1_000 * index);
+  }
+  assert.equal(budget.cut, false);
+  // 304 left: this one, of 1,000, cuts the request, and every later event is refused unjudged,
+  // one with no checks at all too.
+  const refused = [{ path: "", message: requestCheckBudgetMessage(10_000) }];
+  assert.deepEqual(validate(emptyItems(10), budget), refused);
+  assert.equal(budget.cut, true);
+  assert.deepEqual(validate({ items: [] }, budget), refused);
+  assert.deepEqual(validate({}, budget), refused);
+  // Another request's budget judges them.
+  assert.deepEqual(validate({}, new RequestCheckBudget({ maxChecks: 10_000 })), {});
+  // Without a budget only the event's own bound holds.
+  assert.deepEqual(validate(emptyItems(100), undefined), emptyItems(100));
+});
+
+Deno.test("RequestCheckBudget: an event past its own bound is refused as before and spends that bound; once less is left, the next such event cuts the request", () => {
+  const validate = eventValidator(compileEventSchema(HUNDRED_PROPERTIES));
+  const budget = new RequestCheckBudget({ maxChecks: 600_000 });
+  // 270,000 checks beyond its values: past the event's bound.
+  const big = emptyItems(2_700);
+  const eventRefusal = [{ path: "", message: CHECK_BUDGET_MESSAGE }];
+  assert.deepEqual(validate(big, budget), eventRefusal);
+  assert.deepEqual(validate(big, budget), eventRefusal);
+  assert.equal(budget.left, 600_000 - 2 * MAX_EVENT_SCHEMA_CHECKS);
+  // A small one still fits in what is left.
+  assert.deepEqual(validate(emptyItems(10), budget), emptyItems(10));
+  assert.deepEqual(validate(big, budget), [
+    { path: "", message: requestCheckBudgetMessage(600_000) },
+  ]);
+  assert.equal(budget.cut, true);
+});
+
+Deno.test("the default request budget is 8 events at the event's bound, and its message says what to do", () => {
+  assert.equal(MAX_REQUEST_SCHEMA_CHECKS, 8 * MAX_EVENT_SCHEMA_CHECKS);
+  assert.equal(new RequestCheckBudget().left, 2_097_152);
+  assert.equal(REQUEST_CHECK_BUDGET_MESSAGE, requestCheckBudgetMessage(2_097_152));
+  assert.match(
+    REQUEST_CHECK_BUDGET_MESSAGE,
+    /^Request would take more than 2097152 checks against its schema .*this event and every later one in the request were refused unjudged.*send fewer events per request .*or give the schema fewer anyOf\/oneOf members/,
+  );
 });
