@@ -86,6 +86,7 @@ import { upgradeAsksForWebSocket } from "./_header_list.ts";
 import { closeWithin, RefusedSockets } from "./_drop_socket.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 import { requestIdOf } from "./request_id.ts";
+import { logFrame } from "./request_log.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
 import {
   type ConnectionSlot,
@@ -479,6 +480,7 @@ class IngestConnection implements HeldConnection {
   #target: () => Promise<FrameTarget>;
   #stream: CompiledStream;
   #requestId: string | undefined;
+  #path: string;
   #socket: WSContext;
   #stats: IngestSocketStats;
   #maxFramesQueued: number;
@@ -509,6 +511,8 @@ class IngestConnection implements HeldConnection {
     settings: IngestSocketSettings & {
       /** The upgrade request's id, for error frames and log lines. */
       requestId?: string;
+      /** The upgrade request's path, for each frame's log line. */
+      path?: string;
       /** A link to the upgrade request's span, which each frame's own trace carries. */
       upgrade?: IngestSpanOptions["links"];
       /** Where each frame goes, asked again per frame (see {@linkcode FrameTarget}). */
@@ -519,6 +523,7 @@ class IngestConnection implements HeldConnection {
     this.#deps = deps;
     this.#stream = stream;
     this.#requestId = settings.requestId;
+    this.#path = settings.path ?? "";
     this.#upgrade = settings.upgrade ?? [];
     this.#socket = socket;
     this.#stats = settings.stats;
@@ -735,11 +740,30 @@ class IngestConnection implements HeldConnection {
     );
   }
 
+  /** Logs the line of a frame answered `status`, as HTTP ingest logs a request's. */
+  #logFrame(
+    seq: number,
+    started: number,
+    answer: { status: number; counts?: Record<string, unknown>; error?: unknown },
+  ): void {
+    logFrame({
+      path: this.#path,
+      frame: seq,
+      durationMs: performance.now() - started,
+      requestId: this.#requestId,
+      stream: this.#stream.name,
+      ...answer,
+    });
+  }
+
   async #answer(frame: QueuedFrame, scope: IngestScope): Promise<FrameReply> {
+    const started = performance.now();
     const read = readFrame(frame.text, this.#deps.limits);
     const seq = read.seq ?? frame.number;
     if (!read.ok) {
-      scope.failed(new ApiError(400, read.error.code, read.error.message));
+      const refused = new ApiError(400, read.error.code, read.error.message);
+      scope.failed(refused);
+      this.#logFrame(seq, started, { status: 400, error: refused });
       return this.#errorReply(seq, false, read.error);
     }
     try {
@@ -761,7 +785,18 @@ class IngestConnection implements HeldConnection {
         const again = readFrame(frame.text, this.#deps.limits);
         return ingest(again.ok ? again.items : read.items);
       });
+      // The counts HTTP ingest's span and line have: `rejected` as a count.
+      const counts: Record<string, number | true> = {
+        accepted: reply.accepted,
+        duplicates: reply.duplicates,
+        late: reply.late,
+        filtered: reply.filtered,
+        rejected: rejectedCountOf(reply),
+      };
+      if (reply.replayed) counts.replayed = true;
       scope.answered({ ...reply, rejected: rejectedCountOf(reply) });
+      // A frame that accepted no event is what HTTP answers 400 `no_events_accepted`.
+      this.#logFrame(seq, started, { status: reply.accepted === 0 ? 400 : 202, counts });
       return { type: "ack", seq, ...reply };
     } catch (error) {
       scope.failed(error);
@@ -769,10 +804,11 @@ class IngestConnection implements HeldConnection {
       if (api && !(api.status === 500)) {
         // Unavailable, in flight or rate limited: the same frame may succeed later.
         const retryable = RETRYABLE_CODES.has(api.code);
+        this.#logFrame(seq, started, { status: api.status, error });
         // A rate limit's wait is in its details (`retryAfterMs`), as in the HTTP 429's body.
         return this.#errorReply(seq, retryable, api);
       }
-      this.#logFailure(error);
+      this.#logFrame(seq, started, { status: 500, error });
       return this.#errorReply(seq, false, {
         code: "internal_error",
         message: "Internal server error",
@@ -886,6 +922,7 @@ export function ingestSocketHandler(
           connection = new IngestConnection(deps, stream, socket, {
             ...settings,
             requestId,
+            path: c.req.path,
             upgrade,
             async target() {
               const again = await authorize(deps.keys, presented.key, "ingest", { stream: name });

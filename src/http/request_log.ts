@@ -195,3 +195,53 @@ const EVERY_HEADER = Object.entries(EVERY_RESPONSE_HEADERS);
 
 /** The message of a request's line. */
 const LINE = "{method} {path} {status} {durationMs} ms";
+
+/** What {@linkcode logFrame} writes of one WebSocket ingest frame. */
+export interface FrameLogFields {
+  /** The upgrade request's path (quoted within bounds here). */
+  path: string;
+  /** The frame's `seq`, as its answer carries it. */
+  frame: number;
+  /**
+   * The status an HTTP ingest request answered so would have: 202 for an ack (400 for one that
+   * accepted no event), else the error's.
+   */
+  status: number;
+  /** Time (ms) from reading the frame to its answer. */
+  durationMs: number;
+  /** The upgrade request's id, as the frame's error answers carry it. */
+  requestId?: string;
+  /** The stream the frame went to. */
+  stream: string;
+  /** An ack's counts (`rejected` as a count, `replayed` for an `idempotencyKey` replay). */
+  counts?: Record<string, unknown>;
+  /** Why the frame was refused or failed, as the client's error answer says. */
+  error?: unknown;
+}
+
+/**
+ * Writes the line of one answered WebSocket ingest frame, as {@linkcode logRequest} writes an
+ * HTTP ingest request's: the same logger, level by `status` ({@linkcode levelOfStatus}), the
+ * counts of an ack, and `error` and `cause` for a refused or failed frame. The frame's text is
+ * not written (its events may hold personal data), nor any key.
+ */
+export function logFrame(fields: FrameLogFields): void {
+  const level = levelOfStatus(fields.status);
+  if (dropsRecord(logger.category, level)) return;
+  const path = quoteInput(fields.path);
+  const stream = quoteInput(fields.stream);
+  const { frame, status } = fields;
+  const durationMs = Math.round(fields.durationMs * 1000) / 1000;
+  const line: Record<string, unknown> = fields.requestId === undefined
+    ? { transport: "ws", path, frame, status, durationMs, stream }
+    : { transport: "ws", path, frame, status, durationMs, requestId: fields.requestId, stream };
+  if (fields.counts) Object.assign(line, fields.counts);
+  if (fields.error !== undefined) {
+    const error = fields.error instanceof Error ? fields.error : new Error(String(fields.error));
+    Object.assign(line, errorFields(error, { ingest: true }));
+  }
+  logger[level](FRAME_LINE, line);
+}
+
+/** The message of a WebSocket ingest frame's line. */
+const FRAME_LINE = "WS {path} frame {frame} {status} {durationMs} ms";

@@ -14,6 +14,7 @@ import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { REQUEST_CHECK_BUDGET_MESSAGE } from "../../src/validate/mod.ts";
 import { redisTest, restClient } from "../_redis.ts";
+import { collectingLogs, messageOf } from "../_logs.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
 import {
   closeCodeIn,
@@ -2100,5 +2101,85 @@ Deno.test({
     // Deno's own shutdown waits without bound for the upgrade it never finished (src/main.ts
     // bounds its stop by EDGESTREAM_SHUTDOWN): not waited for here, nor sanitized.
     void server.shutdown();
+  }
+});
+
+Deno.test("WebSocket ingest logs each answered frame as HTTP ingest logs a request: the counts, or the error and its cause, level by status, without the frame's text", async () => {
+  const { store, control } = controlledStore();
+  const server = await startServer({ store });
+  try {
+    await collectingLogs(async (records) => {
+      const client = await denoClient(server.wsUrl(WS_PATH));
+      const private_ = "private-amount-4f1c";
+      client.socket.send(
+        JSON.stringify({ seq: 5, events: [{ id: "w1", ts: at(1), country: "DE" }] }),
+      );
+      client.socket.send(
+        JSON.stringify([{ id: "w2", ts: at(2), country: "DE", amount: private_ }]),
+      );
+      client.socket.send(`[{"id": "w3", "note": "${private_}"`);
+      const answers = [];
+      for (let i = 0; i < 3; i++) answers.push(await client.inbox.next());
+      control.down = true;
+      client.socket.send(eventFrame("w4"));
+      answers.push(await client.inbox.next());
+      await client.close();
+      assert.deepEqual(answers.map((answer) => [answer.type, answer.seq]), [
+        ["ack", 5],
+        ["ack", 2],
+        ["error", 3],
+        ["error", 4],
+      ]);
+      const requestId = answers[3].error.requestId;
+      assert.match(requestId, /^[0-9a-f-]{36}$/);
+      const lines = records.filter((record) => messageOf(record).startsWith("WS "));
+      assert.deepEqual(lines.map((record) => [record.category.join("."), record.level]), [
+        ["edgestream.http", "info"],
+        ["edgestream.http", "info"],
+        ["edgestream.http", "info"],
+        ["edgestream.http", "warning"],
+      ]);
+      assert.match(messageOf(lines[0]), /^WS \/v1\/streams\/orders\/ws frame 5 202 [\d.]+ ms$/);
+      const common = { transport: "ws", path: WS_PATH, requestId, stream: "orders" };
+      const { durationMs, ...first } = lines[0].properties;
+      assert.equal(typeof durationMs, "number");
+      assert.deepEqual(first, {
+        ...common,
+        frame: 5,
+        status: 202,
+        accepted: 1,
+        duplicates: 0,
+        late: 0,
+        filtered: 0,
+        rejected: 0,
+      });
+      // No event accepted: the 400 HTTP answers such a request, with the counts.
+      assert.deepEqual({ ...lines[1].properties, durationMs: 0 }, {
+        ...common,
+        frame: 2,
+        status: 400,
+        durationMs: 0,
+        accepted: 0,
+        duplicates: 0,
+        late: 0,
+        filtered: 0,
+        rejected: 1,
+      });
+      assert.deepEqual(
+        [lines[2].properties.status, lines[2].properties.error],
+        [400, { code: answers[2].error.code, message: answers[2].error.message }],
+      );
+      assert.deepEqual(
+        [lines[3].properties.frame, lines[3].properties.status, lines[3].properties.error],
+        [4, 503, { code: "store_unavailable", message: answers[3].error.message }],
+      );
+      assert.match(
+        String(lines[3].properties.cause),
+        /^StoreUnavailableError: Redis is unavailable \(applyBatch\): connection refused/,
+      );
+      assert.ok(!JSON.stringify(lines.map((record) => record.properties)).includes(private_));
+    });
+  } finally {
+    await server.close();
   }
 });
