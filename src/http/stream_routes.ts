@@ -268,7 +268,7 @@ const StatsSchema = z.object({
   filtered: z.int(),
   rejected: z.int().openapi({
     description:
-      "Events refused (schema, time, transform errors) in requests that applied; a request that applies nothing counts none",
+      "Events refused (schema, time, transform errors), those of a 400 no_events_accepted too; an Idempotency-Key replay counts none",
   }),
   overflow: z.record(z.string(), z.int()),
   dedupeForgotten: z.int().openapi({

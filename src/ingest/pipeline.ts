@@ -19,6 +19,7 @@ import type {
   Store,
   StoreBatch,
 } from "../store/types.ts";
+import { StoreUnavailableError } from "../store/types.ts";
 import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
@@ -609,6 +610,38 @@ function rejection(index: number, line: number | undefined, errors: FieldError[]
   return line === undefined ? { index, errors } : { index, line, errors };
 }
 
+/**
+ * Counts the `count` rejected events of a request that accepted none in the stream's
+ * `stats.rejected`, by an apply of no event (shared with concurrent requests by `groupCommit`):
+ * without it, a producer sending only bad events would show none rejected. Its answer stays the
+ * `400` whatever the store says: with the store unavailable this count is lost, rather than the
+ * request turned into a `503` that a client would send again. A stream changed meanwhile is
+ * thrown, for the caller to run the request again on the stream served now.
+ */
+async function countRejected(
+  stream: CompiledStream,
+  count: number,
+  options: IngestOptions,
+): Promise<void> {
+  const request: BatchRequest = { events: 0, filtered: 0, rejected: count };
+  attachIngestSpan(request);
+  try {
+    await (options.groupCommit ?? options.store).applyBatch({
+      stream: stream.name,
+      nowMs: options.nowMs,
+      latenessMs: stream.latenessMs,
+      idleMs: stream.idleMs,
+      dedupeTtlMs: stream.dedupe?.ttlMs ?? 0,
+      counters: stream.counterMetas,
+      events: [],
+      updates: { panes: [], groups: [], values: [] },
+      requests: [request],
+    });
+  } catch (error) {
+    if (!(error instanceof StoreUnavailableError)) throw error;
+  }
+}
+
 async function ingestOnce(
   stream: CompiledStream,
   items: readonly BodyItem[],
@@ -662,7 +695,10 @@ async function ingestOnce(
   }
   const accepted = events.length + filtered;
   const reply: IngestReply = { accepted, duplicates: 0, late: 0, filtered, rejected };
-  if (accepted === 0) return reply;
+  if (accepted === 0) {
+    if (rejected.length > 0) await countRejected(stream, rejected.length, options);
+    return reply;
+  }
 
   const request: BatchRequest = { events: events.length, filtered, rejected: rejected.length };
   const idempotency = options.idempotency;

@@ -468,7 +468,10 @@ export interface StreamStats {
   late: number;
   /** Events dropped by a filter. */
   filtered: number;
-  /** Events refused (schema, time, transform errors) by requests that applied. */
+  /**
+   * Events refused (schema, time, transform errors): a request's, in the step that applies it
+   * (see {@linkcode BatchRequest.rejected}); one that accepted none is a request of no event.
+   */
   rejected: number;
   /** Per counter: updates that went into the `__other__` group. */
   overflow: Record<string, number>;

@@ -24,10 +24,13 @@ import {
   MemoryDeliveryStore,
   MemoryKeyStore,
   MemoryStore,
+  type Store,
   StoreUnavailableError,
 } from "../../src/store/mod.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
 import { axeViolations, describeViolations } from "../_axe.ts";
 import { browserTest } from "../_chromium.ts";
+import { restClient, withRedis } from "../_redis.ts";
 import { KEYS } from "../_fixtures.ts";
 
 const CONFIG = {
@@ -150,13 +153,15 @@ async function startServer(
     stored?: Record<string, unknown>;
     /** Without webhooks: an app built with none (`/v1/webhooks` is 404). @default {true} */
     webhooks?: boolean;
+    /** The stream store, made with the server's clock. @default {a MemoryStore} */
+    store?: (now: () => number) => Store;
   } = {},
 ): Promise<DashboardServer> {
   const clock = clockInsideOneWindow(options.lagMs);
   const now = clock.now;
   const compiled = compileConfig(options.config ?? CONFIG);
   // With a registry, streams may be created and deleted at run time (`PUT`/`DELETE`).
-  const memory = new MemoryStore({ now });
+  const memory = options.store?.(now) ?? new MemoryStore({ now });
   const storeDown = options.storeDown;
   const store = storeDown
     ? new Proxy(memory, {
@@ -586,6 +591,61 @@ browserTest(
     } finally {
       await browser.close();
       await server.close();
+    }
+  },
+);
+
+browserTest(
+  "the dashboard shows the rejected rate and total of a producer sending only bad events (400 no_events_accepted), on the memory store and on Redis",
+  async (browser) => {
+    const fixture = await withRedis();
+    const stores: [string, ((now: () => number) => Store) | undefined][] = [["memory", undefined]];
+    if (fixture) {
+      stores.push(["redis", (now) => new RedisStore(restClient(fixture), { now })]);
+    }
+    try {
+      for (const [kind, store] of stores) {
+        const server = await startServer({ store, webhooks: false });
+        try {
+          const page = await newPage(browser);
+          const log = watch(page);
+          await installClock(page);
+          await page.goto(`${server.base}/`);
+          const rejected = page.locator('[data-rate="orders/rejected"]');
+          const totals = '[data-stream="orders"] .totals';
+          await textMatching(page, totals, /\b0 rejected/);
+          for (let i = 0; i < 3; i++) {
+            const res = await fetch(`${server.base}/v1/streams/orders/events`, {
+              method: "POST",
+              headers: { "Content-Type": "application/json" },
+              body: JSON.stringify([
+                { country: "DE", amount: "n/a" },
+                { country: "FR" },
+              ]),
+            });
+            assert.equal(res.status, 400, kind);
+            assert.equal((await res.json()).error.code, "no_events_accepted", kind);
+          }
+          const shown = await untilClocked(
+            page,
+            server,
+            `${kind}: the rejected rate`,
+            async () => [await rejected.textContent(), await page.locator(totals).textContent()],
+            ([rate, total]) =>
+              /^[1-9][\d.,]*\/s$/.test(rate ?? "") && /\b6 rejected/.test(total ?? ""),
+            10_000,
+          );
+          assert.match(shown[1] ?? "", /\b0 accepted/, kind);
+          assert.equal(await page.locator('[data-rate="orders/accepted"]').textContent(), "0/s");
+          assert.deepEqual(log.errors, [], kind);
+          await page.close();
+        } finally {
+          await server.close();
+        }
+      }
+    } finally {
+      await fixture?.stop();
+      await browser.close();
     }
   },
 );

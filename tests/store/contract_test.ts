@@ -1429,6 +1429,35 @@ const requestScenarios: Record<string, Scenario> = {
     assert.deepEqual([stats.accepted, stats.applied, stats.rejected], [2, 2, 2]);
   },
 
+  async "ingestItems() counts in stats.rejected the events of a request that accepted none, alone or in a batch with others, and nothing else"(
+    store,
+  ) {
+    const rejecting = [
+      { ok: false as const, error: { path: "", message: "bad line" } },
+      ...items([
+        { id: "x", t: "not a time", g: "a", v: 1 },
+      ]),
+    ];
+    const reply = await ingestItems(stream, rejecting, { store, nowMs: clock() });
+    assert.deepEqual([reply.accepted, reply.rejected.length], [0, 2]);
+    let stats = await store.stats("s", stream.counterMetas);
+    assert.deepEqual(
+      [stats.accepted, stats.applied, stats.rejected, stats.watermark],
+      [0, 0, 2, null],
+    );
+    // Grouped (as group commit does) with a request that applies: each counts its own.
+    const grouped = await store.applyBatch(batchOf([batchEvent("a", T0 + 1_000)], [
+      { events: 0, filtered: 0, rejected: 3 },
+      { events: 1, filtered: 0, rejected: 1 },
+    ]));
+    assert.deepEqual(grouped.requests.map((r) => r.status), ["applied", "applied"]);
+    stats = await store.stats("s", stream.counterMetas);
+    assert.deepEqual(
+      [stats.accepted, stats.applied, stats.rejected, stats.watermark],
+      [1, 1, 6, T0 + 1_000],
+    );
+  },
+
   async "a sum adds whole and fractional batches in any order"(store) {
     // Whole values, then a fraction, then whole again, in one pane and group; and a group whose
     // batches add whole numbers (1 = 0.5 + 0.5) to a sum holding a fraction.

@@ -160,7 +160,8 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
     });
     assert.equal(unreadable.status, 400);
     await unreadable.body?.cancel();
-    // Every event rejected: a 400 whose events count as rejected.
+    // Every event rejected: a 400 whose events count as rejected, and an apply that counts them in
+    // the stream's stats.
     const refused = await post("/v1/streams/clicks/events", [{ id: 6 }]);
     assert.equal((await refused.json()).error.code, "no_events_accepted");
 
@@ -242,13 +243,13 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
         receiver,
         "edgestream.store.calls",
         { operation: "applyBatch", result: "ok" },
-        (point) => point.value === 3,
+        (point) => point.value === 4,
       );
       pointWhere(
         receiver,
         "edgestream.store.duration",
         { operation: "applyBatch", result: "ok" },
-        (point) => point.count === 3,
+        (point) => point.count === 4,
       );
       pointWhere(
         receiver,
