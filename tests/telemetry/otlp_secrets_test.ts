@@ -7,7 +7,7 @@
  * `?token=` is deprecated.
  */
 import assert from "node:assert/strict";
-import { otelEnv, startOtlpReceiver } from "./_otlp.ts";
+import { eventually, otelEnv, startOtlpReceiver } from "./_otlp.ts";
 import { startServerProcess } from "../_server_process.ts";
 
 const ADMIN = "admin-secret-key-7f3a9c21e4b0";
@@ -73,4 +73,67 @@ Deno.test("a keyed server exports no key, webhook secret or webhook header value
   for (const secret of [...secrets, "receiver-header-value-91c2"]) {
     assert.ok(secret.length > 8 && !exported.includes(secret), `OTLP output holds ${secret}`);
   }
+});
+
+Deno.test("a query string reaches only Deno's own server spans over OTLP (url.query, url.full), none of edgestream's", async () => {
+  const receiver = startOtlpReceiver();
+  const server = await startServerProcess("otlp-query", {
+    ...otelEnv(receiver),
+    EDGESTREAM_KEYS: `ingest:${INGEST}`,
+  });
+  const idempotencyKey = "idem-value-7c1e3a9b";
+  try {
+    const ingest = await fetch(
+      `${server.url}/v1/streams/orders/events?idempotencyKey=${idempotencyKey}`,
+      {
+        method: "POST",
+        headers: { Authorization: `Bearer ${INGEST}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ id: "q1", country: "DE", amount: 5 }),
+      },
+    );
+    assert.equal(ingest.status, 202);
+    await ingest.body?.cancel();
+    // A secret key in a beacon's `?key=` is refused (401), after Deno's span recorded it.
+    const beacon = await fetch(`${server.url}/v1/streams/orders/events?key=${INGEST}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ id: "q0", country: "DE", amount: 1 }),
+    });
+    assert.equal(beacon.status, 401);
+    await beacon.body?.cancel();
+    // The deprecated `?token=`, which WebSocket ingest still takes.
+    const socket = new WebSocket(
+      `${server.url.replace("http", "ws")}/v1/streams/orders/ws?token=${INGEST}`,
+    );
+    await new Promise((resolve) => socket.onopen = resolve);
+    socket.send(JSON.stringify({ id: "q2", country: "FR", amount: 7 }));
+    const ack = await new Promise<MessageEvent>((resolve) => socket.onmessage = resolve);
+    assert.equal(JSON.parse(ack.data).type, "ack");
+    socket.close();
+    await eventually(() => {
+      const names = receiver.spans().filter((span) => span.scope === "edgestream")
+        .map((span) => span.name);
+      assert.equal(names.filter((name) => name === "edgestream.ingest").length, 2);
+      assert.equal(receiver.spans().filter((span) => "url.query" in span.attributes).length, 3);
+    });
+  } finally {
+    await server.stop();
+  }
+  const spans = receiver.spans();
+  await receiver.close();
+  const own = spans.filter((span) => span.scope === "edgestream");
+  for (const span of own) {
+    const text = JSON.stringify(span.attributes);
+    assert.ok(!text.includes(idempotencyKey) && !text.includes(INGEST), `${span.name}: ${text}`);
+    assert.deepEqual(Object.keys(span.attributes).filter((key) => key.startsWith("url.")), []);
+  }
+  // Deno's span of each request records its query as sent: edgestream cannot redact it there.
+  const served = spans.filter((span) => span.scope === "deno" && "url.query" in span.attributes)
+    .map((span) => [span.name, span.attributes["url.query"], span.attributes["url.full"]]);
+  assert.deepEqual(served.map(([name, query]) => [name, query]).sort(), [
+    ["GET", `token=${INGEST}`],
+    ["POST", `idempotencyKey=${idempotencyKey}`],
+    ["POST", `key=${INGEST}`],
+  ]);
+  for (const [, query, full] of served) assert.ok(String(full).endsWith(`?${query}`));
 });
