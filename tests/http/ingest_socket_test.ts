@@ -2189,3 +2189,36 @@ Deno.test("WebSocket ingest logs each answered frame as HTTP ingest logs a reque
     await server.close();
   }
 });
+
+Deno.test("WebSocket ingest logs a frame that failed on a bug at error, with the error itself and its stack, as HTTP logs a 500", async () => {
+  const inner = new MemoryStore({ now: () => NOW });
+  const store = new Proxy(inner, {
+    get(target, property) {
+      if (property === "applyBatch") return () => Promise.reject(new TypeError("apply bug"));
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+  const server = await startServer({ store });
+  try {
+    await collectingLogs(async (records) => {
+      const client = await denoClient(server.wsUrl(WS_PATH));
+      client.socket.send(eventFrame("b1"));
+      const answer = await client.inbox.next();
+      await client.close();
+      assert.deepEqual([answer.type, answer.error.code], ["error", "internal_error"]);
+      const lines = records.filter((record) => messageOf(record).startsWith("WS "));
+      assert.deepEqual(lines.map((record) => [record.level, record.properties.status]), [
+        ["error", 500],
+      ]);
+      assert.deepEqual(lines[0].properties.error, {
+        code: "internal_error",
+        message: "Internal server error",
+      });
+      const cause = lines[0].properties.cause as Error;
+      assert.ok(cause instanceof TypeError && cause.message === "apply bug" && cause.stack);
+    });
+  } finally {
+    await server.close();
+  }
+});
