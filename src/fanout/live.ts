@@ -498,8 +498,21 @@ export class LiveHub {
     });
   }
 
-  /** The ingest observer that publishes `window.updated` for the windows a batch touched. */
-  readonly observer: IngestObserver = (batch) => this.#observe(batch);
+  /**
+   * The ingest observer that publishes `window.updated` for the windows a batch touched; idle for
+   * a stream nobody here subscribed to and nothing is pending of, unless the store is shared (each
+   * batch then says what subscribers elsewhere want).
+   */
+  readonly observer: IngestObserver = Object.assign(
+    (batch: AppliedBatch) => this.#observe(batch),
+    { idle: (stream: CompiledStream) => this.#idleFor(stream.name) },
+  );
+
+  /** Whether {@linkcode observer} would do nothing with a batch of `stream` now. */
+  #idleFor(stream: string): boolean {
+    if (this.#shared) return false;
+    return this.#closed || (!this.wants(stream, "window.updated") && !this.#pending.has(stream));
+  }
 
   /**
    * Adds a subscriber. Resolves, with the function that removes it, once the

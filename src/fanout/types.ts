@@ -28,8 +28,23 @@ export interface AppliedBatch {
   logged?: { processed: boolean; late: boolean };
 }
 
-/** Called after every applied batch (e.g. to publish running window values). Must not throw. */
-export type IngestObserver = (batch: AppliedBatch) => void;
+/**
+ * Called after every applied batch (e.g. to publish running window values). Must not throw.
+ *
+ * One that has often nothing to do (no subscriber, no endpoint, no alert) says so with `idle`:
+ * when every observer is idle for a batch's stream, ingest calls none, and saves the context it
+ * calls them in (`detached`). It is asked for each batch, after the store applied it and right
+ * before the call (in the same turn of the event loop), so one that gains work (a subscriber
+ * comes) is told of the next batch.
+ */
+export interface IngestObserver {
+  (batch: AppliedBatch): void;
+  /**
+   * True when a batch of `stream` applied now would change nothing and start nothing: calling it
+   * must then be the same as not calling it. @default {never idle}
+   */
+  idle?(stream: CompiledStream): boolean;
+}
 
 /** A fan-out consumer's interest in `event.processed` / `event.late` of a stream. */
 export interface LogDemand {

@@ -473,6 +473,17 @@ export class RateLimitedError extends Error {
   }
 }
 
+/**
+ * Whether every observer is idle for a batch of `stream` applied now (see `IngestObserver.idle`).
+ * Asked after the apply: one that gained work while it ran (a subscriber came) is told of it.
+ */
+function allIdle(observers: readonly IngestObserver[], stream: CompiledStream): boolean {
+  for (const observer of observers) {
+    if (!observer.idle?.(stream)) return false;
+  }
+  return true;
+}
+
 /** Tells each observer about an applied batch; one that throws is logged and the rest told. */
 function notifyObservers(observers: readonly IngestObserver[], batch: AppliedBatch): void {
   // What they start (alerts, live, webhooks) runs outside this request's trace and log context
@@ -756,7 +767,7 @@ async function ingestOnce(
     case "rate_limited":
       throw rateLimited(options.rateLimits ?? [], accepted, outcome);
   }
-  if (options.observers?.length) {
+  if (options.observers?.length && !allIdle(options.observers, stream)) {
     const logged = { processed: options.log?.processed ?? false, late: options.log?.late ?? false };
     const batch = {
       stream,

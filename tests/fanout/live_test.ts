@@ -278,6 +278,54 @@ Deno.test("LiveHub publishes nothing while no subscriber anywhere wants it, shar
   }
 });
 
+Deno.test("LiveHub's observer is idle for a stream nobody here subscribes to, store not shared: a subscriber who comes gets window.updated of the next batch, also of one applied while it subscribed", async () => {
+  // On a shared store each batch says what subscribers elsewhere want: never idle.
+  const elsewhere = setup({ shared: true }).live;
+  assert.equal(elsewhere.observer.idle?.(orders), false);
+  await elsewhere.close();
+  const { store, live, ingest } = setup({ updateIntervalMs: 0 });
+  const count = (received: PublicPayload[]) =>
+    received.filter((payload) => payload.data.counter === "count_1m").at(-1)?.data.value;
+  const first = collector();
+  const second = collector();
+  const stops: (() => void)[] = [];
+  try {
+    assert.equal(live.observer.idle?.(orders), true);
+    await ingest([{ id: "a", ts: at(1), country: "DE" }]);
+    stops.push(await live.subscribe(subscription(["window.updated"]), first.sink));
+    assert.equal(live.observer.idle?.(orders), false);
+    await ingest([{ id: "b", ts: at(2), country: "DE" }]);
+    await eventually(() => count(first.received) === 2);
+    // A batch whose apply ends while a subscriber comes: asked after it, the hub is told of it.
+    stops.pop()!();
+    await eventually(() => live.observer.idle?.(orders) === true);
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => release = resolve);
+    const gated = Object.assign(Object.create(store), {
+      async applyBatch(batch: unknown) {
+        const result = await store.applyBatch(batch as Parameters<MemoryStore["applyBatch"]>[0]);
+        await gate;
+        return result;
+      },
+    }) as MemoryStore;
+    const applying = ingestItems(orders, [{
+      ok: true,
+      value: { id: "c", ts: at(3), country: "DE" },
+    }], {
+      ...ingestFanoutFor("orders", { demand: [live], observers: [live.observer] }),
+      store: gated,
+      nowMs: NOW,
+    });
+    stops.push(await live.subscribe(subscription(["window.updated"]), second.sink));
+    release();
+    await applying;
+    await eventually(() => count(second.received) === 3);
+  } finally {
+    for (const stop of stops) stop();
+    await live.close();
+  }
+});
+
 Deno.test("LiveHub on a shared store publishes what another instance's subscribers signalled", async () => {
   const { store, live, ingest } = setup({ shared: true });
   await store.signalDemand("orders", ["window.updated"], 10_000);

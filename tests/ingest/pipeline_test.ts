@@ -5,7 +5,7 @@ import { ingestItems, type IngestReply, MAX_ID_LENGTH } from "../../src/ingest/p
 import type { BodyItem } from "../../src/ingest/mod.ts";
 import { listWindows, type WindowRow } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
-import type { AppliedBatch } from "../../src/fanout/types.ts";
+import type { AppliedBatch, IngestObserver } from "../../src/fanout/types.ts";
 import { cellUpdatesOf, type StoreBatch, StoreUnavailableError } from "../../src/store/types.ts";
 import { CHECK_BUDGET_MESSAGE, type Event } from "../../src/validate/mod.ts";
 import { counterCell, type WindowSpec } from "../../src/window/mod.ts";
@@ -938,4 +938,52 @@ Deno.test("ingestItems() rejects an event whose schema patterns or matches() cal
       }],
     },
   ]);
+});
+
+Deno.test("ingestItems() calls no observer while every one says it is idle for the stream, asks again for each batch after its apply, and then calls them all", async () => {
+  const stream = compileStream();
+  const store = newStore();
+  let idle = true;
+  const asked: string[] = [];
+  const told: string[] = [];
+  const quiet: IngestObserver = Object.assign(
+    (batch: AppliedBatch) => told.push(`quiet ${batch.events.length}`),
+    {
+      idle: (of: CompiledStream) => {
+        assert.equal(of, stream);
+        asked.push(idle ? "idle" : "busy");
+        return idle;
+      },
+    },
+  );
+  const plain: IngestObserver = () => told.push("plain");
+  const alwaysIdle: IngestObserver = Object.assign(() => told.push("always idle"), {
+    idle: () => true,
+  });
+  // The store applies the second batch while the first observer gains work: it is told of it.
+  const gaining = Object.assign(Object.create(store), {
+    async applyBatch(batch: StoreBatch) {
+      const result = await store.applyBatch(batch);
+      if (batch.events.length === 2) idle = false;
+      return result;
+    },
+  }) as MemoryStore;
+  const options = { store: gaining, nowMs: NOW, observers: [quiet, alwaysIdle] };
+  await ingestItems(stream, items({ id: "a", ts: at(NOW - MINUTE) }), options);
+  assert.deepEqual(told, []);
+  await ingestItems(
+    stream,
+    items({ id: "b", ts: at(NOW - MINUTE) }, { id: "c", ts: at(NOW - MINUTE) }),
+    options,
+  );
+  assert.deepEqual(told, ["quiet 2", "always idle"]);
+  // One without `idle` is never idle: every observer is told, each batch.
+  idle = true;
+  told.length = 0;
+  await ingestItems(stream, items({ id: "d", ts: at(NOW - MINUTE) }), {
+    ...options,
+    observers: [quiet, plain],
+  });
+  assert.deepEqual(told, ["quiet 1", "plain"]);
+  assert.deepEqual(asked, ["idle", "busy", "idle"]);
 });

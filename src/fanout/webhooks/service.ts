@@ -9,8 +9,8 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { StreamCatalog } from "../../config/mod.ts";
-import type { AppliedBatch } from "../types.ts";
+import type { CompiledStream, StreamCatalog } from "../../config/mod.ts";
+import type { AppliedBatch, IngestObserver } from "../types.ts";
 import { isStoreDown, type Store } from "../../store/types.ts";
 import { detached, OutageLog, withinPeriod } from "../../telemetry/mod.ts";
 import { AlertWatcher } from "../alerts.ts";
@@ -212,7 +212,9 @@ export class WebhookService {
       // Off the ingest request path already: no timer to wait for.
       onFired: (stream) => this.#dispatchNow(stream),
     });
-    this.observer = this.observer.bind(this);
+    this.observer = Object.assign((batch: AppliedBatch) => this.#observe(batch), {
+      idle: (stream: CompiledStream) => this.#idleFor(stream),
+    });
   }
 
   // --- Fan-out consumer -------------------------------------------------------------------
@@ -228,8 +230,24 @@ export class WebhookService {
       (endpoint.streams === null || endpoint.streams.includes(stream));
   }
 
-  /** Ingest observer: alerts for the touched windows, and a dispatch when events were logged. */
-  observer(batch: AppliedBatch): void {
+  /**
+   * Ingest observer: alerts for the touched windows, and a dispatch when events were logged. Idle
+   * for a stream without live alerts that no endpoint takes `event.*` of (cached list).
+   */
+  readonly observer: IngestObserver;
+
+  /** Whether {@linkcode observer} would do nothing with a batch of `stream` now. */
+  #idleFor(stream: CompiledStream): boolean {
+    if (this.#closed) return true;
+    if (stream.liveAlerts.size > 0) return false;
+    const name = stream.name;
+    return !this.#endpoints.some((endpoint) =>
+      this.#listens(endpoint, name, "event.processed") ||
+      this.#listens(endpoint, name, "event.late")
+    );
+  }
+
+  #observe(batch: AppliedBatch): void {
     if (this.#closed) return;
     this.#watcher.observe(batch);
     const name = batch.stream.name;

@@ -4,8 +4,10 @@
  * (whose sends overlap the next sweeps), a new instance picks up what an
  * earlier one could not deliver, what an alert costs in round trips, and, as on the memory
  * store, that a deleted endpoint's delivery is not found and that an endpoint changed to hear
- * more streams gets none of their results logged before the change; and what deploy/README.md's
- * rolling deploys list says of endpoints a release before e4aa3d6 registers, disables or deletes.
+ * more streams gets none of their results logged before the change, and that an endpoint
+ * registered after a batch no ingest observer had work for gets the next batch's events at once;
+ * and what deploy/README.md's rolling deploys list says of endpoints a release before e4aa3d6
+ * registers, disables or deletes.
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
@@ -360,6 +362,52 @@ redisTest(
     const app = await instance(fixture, { now: T0 + 600_000 });
     try {
       await deletedEndpointDelivery(app);
+    } finally {
+      await app.close();
+    }
+  },
+);
+
+/**
+ * A stream without alerts and without endpoints leaves the service's ingest observer idle, and
+ * ingest skips it; an endpoint registered then gets the next batch's event.processed right after
+ * that ingest (the observer's dispatch), before any sweep.
+ */
+async function endpointAfterIdleBatch(app: Awaited<ReturnType<typeof setup>>) {
+  const receiver = await Receiver.start(() => app.clock.now);
+  try {
+    const signups = app.streams.get("signups")!;
+    assert.equal(app.webhooks.observer.idle?.(signups), true);
+    await ingest(app.app, [{ id: "before", ts: at(1) }], "signups");
+    await register(app.app, {
+      url: receiver.url(),
+      eventTypes: ["event.processed"],
+      streams: ["signups"],
+    });
+    assert.equal(app.webhooks.observer.idle?.(signups), false);
+    await ingest(app.app, [{ id: "after", ts: at(2) }], "signups");
+    await app.webhooks.idle();
+    assert.deepEqual(receiver.received.map((item) => item.payload.data.event.id), ["after"]);
+  } finally {
+    await receiver.close();
+  }
+}
+
+Deno.test("memory store: an endpoint registered after a batch no observer had work for gets the next batch's event.processed right after ingest", async () => {
+  const app = await setup();
+  try {
+    await endpointAfterIdleBatch(app);
+  } finally {
+    await app.close();
+  }
+});
+
+redisTest(
+  "Redis store: an endpoint registered after a batch no observer had work for gets the next batch's event.processed right after ingest, as on the memory store",
+  async (fixture) => {
+    const app = await instance(fixture, { now: T0 + 600_000 });
+    try {
+      await endpointAfterIdleBatch(app);
     } finally {
       await app.close();
     }
