@@ -236,6 +236,31 @@ const STORAGE_PREFIX = "edgestream:";
  */
 const KEYED_STORAGE_PREFIX = "edgestream-keyed:";
 
+/**
+ * Where this release keeps what a page leaves for the next one, an entry per batch that no other
+ * page rewrites: `edgestream-page:<endpoint>|<key>|<stream>|<time>-<seq>-<random>`, a JSON
+ * `{idempotencyKey, events, expiresAt?, beaconed?}`. The two names above are still read (and
+ * taken), so what a page of an older release kept is sent.
+ */
+const PAGE_STORAGE_PREFIX = "edgestream-page:";
+
+/**
+ * When an entry under {@linkcode PAGE_STORAGE_PREFIX} was kept, from its name's last part
+ * `<time>-<seq>-<random>`: `{at, seq}` (`seq` orders the entries a page keeps in one millisecond).
+ */
+function entryOrder(suffix) {
+  const [at, seq] = suffix.split("-").map((part) => parseInt(part, 10) || 0);
+  return { at: at ?? 0, seq: seq ?? 0 };
+}
+
+/** Orders two `{at, seq}` ({@linkcode entryOrder}) oldest first. */
+function olderFirst(a, b) {
+  return a.at - b.at || a.seq - b.seq;
+}
+
+/** Counts the entries this module keeps, so that those of one millisecond keep their order. */
+let keptSeq = 0;
+
 /** Most events kept a stream: the oldest go first. */
 const MAX_STORED_EVENTS = 1000;
 
@@ -385,8 +410,8 @@ export function createTracker(options) {
   /**
    * Batches in flight without `keepalive` (bodies of {@linkcode KEEPALIVE_BYTES} or more, which
    * browsers refuse it), `{stream, events, idempotencyKey, kept}`: the browser cancels them when
-   * the page goes, so `beacon()` keeps each with its key (`kept`) for the next page, and its
-   * answer, if the page stays, takes it out of `localStorage` again.
+   * the page goes, so `beacon()` keeps each with its key for the next page (`kept`: the name of
+   * its entry), and its answer, if the page stays, takes that entry out of `localStorage` again.
    */
   const unanswered = new Set();
   /** Events given up on (see the `dropped` getter). */
@@ -616,7 +641,7 @@ export function createTracker(options) {
         if (inFlight) freeKeepalive(bytes);
         inFlight = false;
       };
-      const flight = { stream, events, idempotencyKey, expiresAt, kept: false };
+      const flight = { stream, events, idempotencyKey, expiresAt, kept: null };
       if (!keepalive) unanswered.add(flight);
       try {
         const res = await fetch(url(stream), {
@@ -628,7 +653,7 @@ export function createTracker(options) {
         // Answered while the page stayed (hidden, then shown): what beacon() kept of it is not
         // the next page's to send; this send goes on with it.
         unanswered.delete(flight);
-        if (flight.kept) unkeep(stream, idempotencyKey);
+        if (flight.kept) unkeep(flight.kept);
         // A reply to read: accepted ones may name events the server rejected (their schema,
         // say), and a refusal says why. SEND_AGAIN's are sent again whatever they say.
         serverDown = SERVER_DOWN.has(res.status);
@@ -711,7 +736,7 @@ export function createTracker(options) {
         // Kept with its key as the page went (the browser cancels it then): the copy kept is
         // sent, by the next page or this one shown again, not this one in part by a beacon. Unless
         // it is kept no more (a full store dropped it since): then it is sent again as any other.
-        if (flight.kept && keptUnder(stream, idempotencyKey)) return;
+        if (flight.kept && keptUnder(flight.kept)) return;
         // No answer the page may read: the network, or a proxy's 502 or 504 without CORS headers
         // (its own error page while edgestream restarts), which a browser fails so.
         failed = true;
@@ -887,66 +912,89 @@ export function createTracker(options) {
   }
 
   /**
-   * Keeps events for the next page, with the `Idempotency-Key` of the batch they are when given
-   * (a batch waiting to be sent again, kept whole); without storage they are lost, with a warning.
-   * A stream keeps at most {@linkcode MAX_STORED_EVENTS}, the oldest dropped first: the batches
-   * kept with their key (whole: a part of one is another body), then the events kept without.
-   * Answers whether they were kept.
+   * The entries this release keeps for `stream` (`prefix` of {@linkcode storageKey} with
+   * {@linkcode PAGE_STORAGE_PREFIX}, then `|<time>-<seq>-<random>`), oldest first:
+   * `{name, at, seq, batch}`, the batch `null` when it is not JSON the SDK can read.
+   */
+  function pageEntries(store, stream) {
+    const prefix = `${storageKey(stream, PAGE_STORAGE_PREFIX)}|`;
+    const entries = [];
+    for (const name of Object.keys(store)) {
+      if (!name.startsWith(prefix)) continue;
+      let batch = null;
+      try {
+        batch = JSON.parse(store.getItem(name) ?? "null");
+      } catch {
+        // Not ours to read.
+      }
+      entries.push({ name, ...entryOrder(name.slice(prefix.length)), batch });
+    }
+    return entries.sort(olderFirst);
+  }
+
+  /**
+   * Keeps events for the next page, in an entry of their own that no other page rewrites (two
+   * tabs that go at once each write theirs; a page reading, appending and writing back one entry
+   * a stream would lose the other's): `{idempotencyKey, events, expiresAt?, beaconed?}` under
+   * {@linkcode PAGE_STORAGE_PREFIX}. A batch waiting to be sent again is kept whole with its
+   * `Idempotency-Key` (and expiry); events kept without one are given a new key, so that two tabs
+   * that both take the entry count them once. Without storage they are lost, with a warning. A
+   * stream keeps at most {@linkcode MAX_STORED_EVENTS}: whole entries go, oldest first, those of
+   * batches a beacon took too (most likely delivered) before the others; of more events than that
+   * without a key only the newest are kept, with a key none. Answers the entry's name, or `null`.
    */
   function keep(stream, events, idempotencyKey, expiresAt, beaconed = false) {
     const store = storage();
     try {
-      const plainName = storageKey(stream);
-      const keyedName = storageKey(stream, KEYED_STORAGE_PREFIX);
-      const plain = JSON.parse(store?.getItem(plainName) ?? "[]");
-      const keyed = JSON.parse(store?.getItem(keyedName) ?? "[]");
-      if (idempotencyKey && events.length <= MAX_STORED_EVENTS) {
-        const batch = { idempotencyKey, events };
-        // Kept already under its key (two tabs that loaded at once both sent what a page kept, and
-        // both keep it again): one copy, with the earlier expiry, a beacon's if either was, in the
-        // first copy's place (the oldest is dropped first: the batch is no newer for the copy).
-        const index = keyed.findIndex((other) => other?.idempotencyKey === idempotencyKey);
-        const other = index === -1 ? undefined : keyed[index];
-        if (typeof other?.expiresAt === "number" && !(other.expiresAt >= expiresAt)) {
-          expiresAt = other.expiresAt;
+      if (!store) throw new Error("no storage");
+      const whole = Boolean(idempotencyKey) && events.length <= MAX_STORED_EVENTS;
+      const batch = { idempotencyKey: whole ? idempotencyKey : randomId(), events };
+      let at = Date.now();
+      let seq = ++keptSeq;
+      /** Copies kept already under its key (two tabs that loaded at once both sent it). */
+      const copies = [];
+      if (whole) {
+        // One copy, with the earlier expiry, a beacon's if either was, in the first copy's place
+        // (the oldest is dropped first: the batch is no newer for the copy).
+        for (const entry of pageEntries(store, stream)) {
+          const other = entry.batch;
+          if (other?.idempotencyKey !== idempotencyKey) continue;
+          copies.push(entry.name);
+          if (olderFirst(entry, { at, seq }) < 0) ({ at, seq } = entry);
+          if (typeof other.expiresAt === "number" && !(other.expiresAt >= expiresAt)) {
+            expiresAt = other.expiresAt;
+          }
+          if (other.beaconed) beaconed = true;
         }
         if (expiresAt !== undefined) batch.expiresAt = expiresAt;
-        if (beaconed || other?.beaconed) batch.beaconed = true;
-        if (index === -1) keyed.push(batch);
-        else keyed[index] = batch;
-      } else plain.push(...events);
-      let count = plain.length;
-      for (const batch of keyed) count += batch.events.length;
+        if (beaconed) batch.beaconed = true;
+      } else {
+        dropped += Math.max(0, events.length - MAX_STORED_EVENTS);
+        batch.events = events.slice(-MAX_STORED_EVENTS);
+      }
+      const name = `${storageKey(stream, PAGE_STORAGE_PREFIX)}|${at}-${seq}-${randomId()}`;
+      store.setItem(name, JSON.stringify(batch));
+      for (const copy of copies) store.removeItem(copy);
+      const entries = pageEntries(store, stream);
+      let count = 0;
+      for (const entry of entries) count += entry.batch?.events?.length ?? 0;
       /** Events given up on to make room: not those a beacon took too (most likely delivered). */
       let evicted = 0;
-      // Copies of batches a beacon took too (most likely delivered) go first, the oldest first;
-      // then the batches only kept.
+      let ours = true;
       for (const onlyBeaconed of [true, false]) {
-        for (let i = 0; count > MAX_STORED_EVENTS && i < keyed.length;) {
-          if (Boolean(keyed[i]?.beaconed) !== onlyBeaconed) {
-            i++;
-            continue;
-          }
-          const [batch] = keyed.splice(i, 1);
-          count -= batch.events.length;
-          if (!onlyBeaconed && !inFlightUnder(batch.idempotencyKey)) {
-            evicted += batch.events.length;
-          }
+        for (const entry of entries) {
+          if (count <= MAX_STORED_EVENTS) break;
+          if (Boolean(entry.batch?.beaconed) !== onlyBeaconed) continue;
+          store.removeItem(entry.name);
+          const size = entry.batch?.events?.length ?? 0;
+          count -= size;
+          if (entry.name === name) ours = false;
+          if (!onlyBeaconed && !inFlightUnder(entry.batch?.idempotencyKey)) evicted += size;
+          entry.batch = { events: [] };
         }
       }
-      evicted += Math.max(0, plain.length - MAX_STORED_EVENTS);
-      if (plain.length > 0) {
-        store.setItem(plainName, JSON.stringify(plain.slice(-MAX_STORED_EVENTS)));
-      } else store.removeItem(plainName);
-      if (keyed.length > 0) store.setItem(keyedName, JSON.stringify(keyed));
-      else store.removeItem(keyedName);
       dropped += evicted;
-      // A batch given its key is kept only if it is still there: a full store drops the oldest
-      // batch kept with a key first, which may be it.
-      if (idempotencyKey && events.length <= MAX_STORED_EVENTS) {
-        return keyed.some((batch) => batch.idempotencyKey === idempotencyKey);
-      }
-      return true;
+      return ours ? name : null;
     } catch {
       // A batch in flight is not lost yet: its send, failing, sends it again if the page stays.
       const inFlight = inFlightUnder(idempotencyKey);
@@ -958,7 +1006,7 @@ export function createTracker(options) {
           ? `edgestream: kept no copy of ${events.length} events to ${stream} in flight: no room to keep them; lost if the page goes before it is answered`
           : `edgestream: lost ${events.length} events to ${stream}: no room to keep them`,
       );
-      return false;
+      return null;
     }
   }
 
@@ -973,31 +1021,24 @@ export function createTracker(options) {
     return false;
   }
 
-  /** Whether a batch is kept under `idempotencyKey` for `stream` in `localStorage`. */
-  function keptUnder(stream, idempotencyKey) {
+  /** Whether the entry `name` ({@linkcode keep}'s answer) is still in `localStorage`. */
+  function keptUnder(name) {
     try {
-      const name = storageKey(stream, KEYED_STORAGE_PREFIX);
-      return JSON.parse(storage()?.getItem(name) ?? "[]")
-        .some((batch) => batch?.idempotencyKey === idempotencyKey);
+      return storage()?.getItem(name) != null;
     } catch {
       return false;
     }
   }
 
   /**
-   * Takes the batch kept under `idempotencyKey` for `stream` out of `localStorage` (one kept while
-   * in flight, answered since).
+   * Takes the entry `name` ({@linkcode keep}'s answer: a batch kept while in flight, answered
+   * since) out of `localStorage`.
    */
-  function unkeep(stream, idempotencyKey) {
-    const store = storage();
+  function unkeep(name) {
     try {
-      const name = storageKey(stream, KEYED_STORAGE_PREFIX);
-      const keyed = JSON.parse(store?.getItem(name) ?? "[]")
-        .filter((batch) => batch?.idempotencyKey !== idempotencyKey);
-      if (keyed.length > 0) store.setItem(name, JSON.stringify(keyed));
-      else store?.removeItem(name);
+      storage()?.removeItem(name);
     } catch {
-      // Storage gone or not ours to read: the next page sends it under its key, counted once.
+      // Storage gone: the next page sends it under its key, counted once.
     }
   }
 
@@ -1033,16 +1074,24 @@ export function createTracker(options) {
     return `edgestream-kept:${endpoint}|${options.key}`;
   }
 
-  /** Takes what was kept for this endpoint and key out of `localStorage` and sends it. */
+  /**
+   * Takes what was kept for this endpoint and key out of `localStorage` and sends it: each entry
+   * read and removed whole (one kept meanwhile by another tab is another entry, left for the next
+   * take), a batch kept under one key in two entries sent once, with the earlier expiry.
+   */
   function takeKept() {
     const store = storage();
     if (!store) return;
     const plainPrefix = storageKey("");
     const keyedPrefix = storageKey("", KEYED_STORAGE_PREFIX);
+    const pagePrefix = storageKey("", PAGE_STORAGE_PREFIX);
+    /** The batches taken: `[stream, batch, {at, seq}]` (an older release's at 0, first). */
+    const taken = [];
     let found = false;
     for (const name of Object.keys(store)) {
-      const keyed = name.startsWith(keyedPrefix);
-      if (!keyed && !name.startsWith(plainPrefix)) continue;
+      const page = name.startsWith(pagePrefix);
+      const keyed = !page && name.startsWith(keyedPrefix);
+      if (!page && !keyed && !name.startsWith(plainPrefix)) continue;
       let kept = [];
       try {
         kept = JSON.parse(store.getItem(name) ?? "[]");
@@ -1050,6 +1099,13 @@ export function createTracker(options) {
         // Not ours to read: dropped below.
       }
       store.removeItem(name);
+      if (page) {
+        const rest = name.slice(pagePrefix.length);
+        const bar = rest.lastIndexOf("|");
+        if (bar === -1) continue;
+        taken.push([rest.slice(0, bar), kept, entryOrder(rest.slice(bar + 1))]);
+        continue;
+      }
       if (!Array.isArray(kept) || kept.length === 0) continue;
       const stream = name.slice((keyed ? keyedPrefix : plainPrefix).length);
       if (!keyed) {
@@ -1057,22 +1113,36 @@ export function createTracker(options) {
         found = true;
         continue;
       }
-      for (const batch of kept) {
-        const events = batch?.events;
-        if (!Array.isArray(events) || events.length === 0) continue;
-        const key = typeof batch.idempotencyKey === "string" && batch.idempotencyKey !== ""
-          ? batch.idempotencyKey
-          : undefined;
-        // Past when the server may have forgotten its key (from its first try on), a resend could
-        // count it twice, so it is dropped (lost only if no try of it landed). One an older release
-        // kept with no expiry gets that of its try now (send()), kept from then on: when its first
-        // try was is unknown, and dropping it would lose what a page left just before an upgrade.
-        const expiresAt = key && typeof batch.expiresAt === "number" ? batch.expiresAt : undefined;
-        if (pastExpiry(stream, events, expiresAt)) continue;
-        // Without a key a batch is sent as new events, as those kept without one are.
-        sendBatch(stream, events, key, expiresAt);
-        found = true;
+      for (const batch of kept) taken.push([stream, batch, { at: 0, seq: 0 }]);
+    }
+    /** The batches to send by key: `{stream, events, key, expiresAt}`. */
+    const byKey = new Map();
+    const batches = [];
+    for (const [stream, batch] of taken.sort((a, b) => olderFirst(a[2], b[2]))) {
+      const events = batch?.events;
+      if (!Array.isArray(events) || events.length === 0) continue;
+      const key = typeof batch.idempotencyKey === "string" && batch.idempotencyKey !== ""
+        ? batch.idempotencyKey
+        : undefined;
+      // Past when the server may have forgotten its key (from its first try on), a resend could
+      // count it twice, so it is dropped (lost only if no try of it landed). One an older release
+      // kept with no expiry gets that of its try now (send()), kept from then on: when its first
+      // try was is unknown, and dropping it would lose what a page left just before an upgrade.
+      const expiresAt = key && typeof batch.expiresAt === "number" ? batch.expiresAt : undefined;
+      const copy = key && byKey.get(`${stream}|${key}`);
+      if (copy) {
+        if (expiresAt !== undefined && !(copy.expiresAt <= expiresAt)) copy.expiresAt = expiresAt;
+        continue;
       }
+      const entry = { stream, events, key, expiresAt };
+      if (key) byKey.set(`${stream}|${key}`, entry);
+      batches.push(entry);
+    }
+    for (const { stream, events, key, expiresAt } of batches) {
+      if (pastExpiry(stream, events, expiresAt)) continue;
+      // Without a key a batch is sent as new events, as those kept without one are.
+      sendBatch(stream, events, key, expiresAt);
+      found = true;
     }
     if (found) flush();
   }

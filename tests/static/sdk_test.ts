@@ -23,14 +23,14 @@ interface Sent {
 }
 
 /**
- * The batches kept under `name`, each checked to expire within a few ms of a day less a minute
+ * Kept `batches`, each checked to expire within a few ms of a day less a minute
  * (`idempotencyTtlMs`' default) after `firstTry` (its key's first try), its `expiresAt` left out.
  */
-function keptWithoutExpiry(name: string, firstTry: number) {
-  const kept = JSON.parse(localStorage.getItem(name)!);
+function keptWithoutExpiry(batches: Array<{ expiresAt?: number }>, firstTry: number) {
+  const kept = structuredClone(batches);
   for (const batch of kept) {
     const expected = firstTry + 86_400_000 - 60_000;
-    assert.ok(Math.abs(batch.expiresAt - expected) <= 50, `${batch.expiresAt} vs ${expected}`);
+    assert.ok(Math.abs(batch.expiresAt! - expected) <= 50, `${batch.expiresAt} vs ${expected}`);
     delete batch.expiresAt;
   }
   return kept;
@@ -136,8 +136,48 @@ const LOCKS_GRANTED_AT_ONCE: FakeLocks = {
   request: (_name, callback) => Promise.resolve(callback()),
 };
 
-/** Where the fixture's page keeps the batches of stream `s` with their keys. */
+/**
+ * Where a release before this one kept the batches of the fixture's stream `s` with their keys (a
+ * JSON array of them), which this one still takes.
+ */
 const KEYED = "edgestream-keyed:https://e.example|pk_test|s";
+
+/** A batch the SDK keeps for the next page, in an entry of its own. */
+type KeptBatch = {
+  idempotencyKey: string;
+  events: Array<Record<string, unknown>>;
+  expiresAt?: number;
+  beaconed?: boolean;
+};
+
+/**
+ * The names of the entries the SDK keeps for `stream` of `endpoint` and `key` in localStorage
+ * (`edgestream-page:<endpoint>|<key>|<stream>|<time>-<seq>-<random>`), oldest first.
+ */
+function keptNames(
+  stream = "s",
+  { endpoint = "https://e.example", key = "pk_test" } = {},
+): string[] {
+  const prefix = `edgestream-page:${endpoint}|${key}|${stream}|`;
+  const order = (name: string) => name.slice(prefix.length).split("-").map(Number);
+  return Object.keys(localStorage).filter((name) => name.startsWith(prefix)).sort((a, b) => {
+    const [[atA, seqA], [atB, seqB]] = [order(a), order(b)];
+    return atA - atB || seqA - seqB;
+  });
+}
+
+/** The batches the SDK keeps for `stream` (see {@linkcode keptNames}), oldest first. */
+function keptBatches(stream = "s", where: { endpoint?: string; key?: string } = {}): KeptBatch[] {
+  return keptNames(stream, where).map((name) => JSON.parse(localStorage.getItem(name)!));
+}
+
+/** The events of {@linkcode keptBatches}, oldest first. */
+function keptEvents(
+  stream = "s",
+  where: { endpoint?: string; key?: string } = {},
+): Array<Record<string, unknown>> {
+  return keptBatches(stream, where).flatMap((batch) => batch.events);
+}
 
 /**
  * The page the tests of keeping and sending again stand up: `fetch` recording what is sent and
@@ -564,19 +604,19 @@ Deno.test("the parts of a batch past a burst not sent yet go with the page's bea
     );
     await tracker.settled();
     assert.equal(sent.length, 2, "nothing sent again after the beacons");
-    assert.equal(localStorage.length, 2);
-    assert.deepEqual(
-      numbers(localStorage.getItem("edgestream:https://events.example|pk_test|orders")!),
-      [2, 3, 4, 5],
-    );
+    assert.equal(localStorage.length, 3);
     // The first part's last try failed unanswered: a beacon may be refused so too (a proxy's 502
-    // without CORS headers), so it is kept with its key as well, resent by the next page under it.
-    const [keyed] = JSON.parse(
-      localStorage.getItem("edgestream-keyed:https://events.example|pk_test|orders")!,
-    );
-    assert.deepEqual(keyed.events.map((event: { n: number }) => event.n), [0, 1]);
+    // without CORS headers), so it is kept with its key as well, resent by the next page under it;
+    // the parts never sent, each with a key of its own (none was tried), after it.
+    const [keyed, ...parts] = keptBatches("orders", { endpoint: "https://events.example" });
+    assert.deepEqual(parts.map((part) => part.events.map((event) => event.n)), [[2, 3], [4, 5]]);
+    for (const part of parts) {
+      assert.equal(part.expiresAt, undefined);
+      assert.notEqual(part.idempotencyKey, keyed.idempotencyKey);
+    }
+    assert.deepEqual(keyed.events.map((event) => event.n), [0, 1]);
     assert.equal(keyed.idempotencyKey, sent[1].init.headers["Idempotency-Key"]);
-    assert.ok(keyed.expiresAt > Date.now() + 86_400_000 - 120_000);
+    assert.ok(keyed.expiresAt! > Date.now() + 86_400_000 - 120_000);
     localStorage.clear();
   } finally {
     delete (navigator as { sendBeacon?: unknown }).sendBeacon;
@@ -732,9 +772,10 @@ Deno.test("a batch whose retries an outage outlasts (408, 429, 503, the network)
     await tracker.settled();
     // Its last try failed unanswered or with a 5xx (a beacon may be refused so too): kept with
     // its key as well, for the next page.
-    const keptNames = Object.keys(localStorage);
-    assert.equal(keptNames.length, 1);
-    assert.ok(keptNames[0].startsWith("edgestream-keyed:"), keptNames[0]);
+    assert.equal(localStorage.length, 1);
+    const [copy] = keptBatches();
+    assert.equal(copy.idempotencyKey, keyOf(lastTry));
+    assert.equal(copy.beaconed, true);
     localStorage.clear();
 
     // A refusal that another try cannot change is dropped, with its warning, as before.
@@ -772,14 +813,17 @@ Deno.test("while the server's last answer is a 503 (its store down), leaving the
     // Before, both went by beacon, answered 503 unheard: lost.
     assert.equal(beacons.length, 0);
     // The batch that waits is kept whole with its key (a 503 with outcome unknown may have
-    // applied it), the event queued since without one, where every release reads events.
+    // applied it), the event queued since in an entry of its own, with a new key and no expiry
+    // (no try of it was sent).
     const key = sent[0].init.headers["Idempotency-Key"];
+    const [waiting, queued] = keptBatches();
     // With when the server may forget its key, from the first try under it on.
-    assert.deepEqual(
-      keptWithoutExpiry("edgestream-keyed:https://e.example|pk_test|s", sent[0].at),
-      [{ idempotencyKey: key, events: [{ n: 1 }] }],
-    );
-    assert.deepEqual(numbers(localStorage.getItem("edgestream:https://e.example|pk_test|s")), [2]);
+    assert.deepEqual(keptWithoutExpiry([waiting], sent[0].at), [
+      { idempotencyKey: key, events: [{ n: 1 }] },
+    ]);
+    assert.deepEqual(queued.events, [{ n: 2 }]);
+    assert.equal(queued.expiresAt, undefined);
+    assert.notEqual(queued.idempotencyKey, key);
     await tracker.settled();
     assert.equal(sent.length, 1);
     // The next page sends them, the store back: the batch under its key (before, as new events
@@ -822,7 +866,7 @@ Deno.test("after a 502 or 504 (a proxy in front of the server while it restarts)
       // Before, it went by beacon into the same proxy error, unanswered: lost.
       assert.deepEqual(beacons, [], `after a ${status}`);
       assert.deepEqual(
-        keptWithoutExpiry("edgestream-keyed:https://e.example|pk_test|s", sent[0].at),
+        keptWithoutExpiry(keptBatches(), sent[0].at),
         [{ idempotencyKey: sent[0].init.headers["Idempotency-Key"], events: [{ n: 1 }] }],
       );
       await tracker.close();
@@ -841,7 +885,7 @@ Deno.test("a page upgraded mid-outage sends what the last release kept (events w
   try {
     // What the release before kept: a plain array of events, read and sent as it was.
     localStorage.setItem("edgestream:https://e.example|pk_test|s", JSON.stringify([{ n: 1 }]));
-    // And an entry of this format whose batch has no usable key: sent as new events.
+    // And what the release before kept with keys (a batch with no usable key: sent as new events).
     localStorage.setItem(
       "edgestream-keyed:https://e.example|pk_test|s",
       JSON.stringify([{ idempotencyKey: "k-1", events: [{ n: 2 }] }, { events: [{ n: 3 }] }, {}]),
@@ -872,23 +916,21 @@ Deno.test("a page upgraded mid-outage sends what the last release kept (events w
     storeDown.track("s", { n: 1_200 });
     storeDown.beacon();
     assert.equal(beacons.length, 0);
-    const keyed = JSON.parse(
-      localStorage.getItem("edgestream-keyed:https://e.example|pk_other|s")!,
-    );
-    assert.deepEqual(
-      keyed.map((batch: { events: Array<{ n: number }> }) => batch.events[0].n),
-      [400, 800],
-    );
-    assert.ok(keyed.every((batch: { idempotencyKey: string }) => batch.idempotencyKey));
-    assert.deepEqual(
-      JSON.parse(localStorage.getItem("edgestream:https://e.example|pk_other|s")!),
-      [{ n: 1_200 }],
-    );
+    const kept = keptBatches("s", { key: "pk_other" });
+    assert.deepEqual(kept.map((batch) => [batch.events[0].n, batch.events.length]), [
+      [400, 400],
+      [800, 400],
+      [1_200, 1],
+    ]);
+    assert.equal(new Set(kept.map((batch) => batch.idempotencyKey)).size, 3);
+    assert.equal(localStorage.length, 3);
     for (
       const claim of [
         "when no beacon takes any of it, it is kept whole with its `Idempotency-Key` and the next page sends it under that key",
-        "Events are kept as before, a JSON array under `edgestream:<endpoint>|<key>|<stream>` (so a page upgraded during an outage sends what the release before kept), and batches with their key under `edgestream-keyed:<endpoint>|<key>|<stream>`",
-        "of a stream's 1,000 the oldest go first, the batches kept with their key (whole) before the events kept without",
+        "What a page keeps is an entry of its own a batch, a JSON `{idempotencyKey, events}` (with `expiresAt` once a try was sent under the key) under `edgestream-page:<endpoint>|<key>|<stream>|<time>-<seq>-<random>`",
+        "events kept without a key are given one in their entry, and sent under it.",
+        "What releases before kept under `edgestream:<endpoint>|<key>|<stream>` (a JSON array of events) and `edgestream-keyed:<endpoint>|<key>|<stream>` is still taken and sent (so a page upgraded during an outage sends what the release before kept)",
+        "of a stream's 1,000 whole entries go, the oldest first",
         "a batch waiting to be sent again among it with its `Idempotency-Key`",
       ]
     ) assert.ok(await readmeSays(claim), claim);
@@ -1060,10 +1102,8 @@ Deno.test("the SDK's beacon splits what waits into bodies under 60,000 bytes and
     assert.ok(new TextEncoder().encode(String(sent[0].init.body)).length < 60_000);
     assert.equal(sent[0].init.keepalive, true);
     assert.deepEqual(bodies().map((body) => body.map((event) => event.path)), [["/a"]]);
-    const kept = JSON.parse(
-      localStorage.getItem("edgestream:https://events.example|pk_test|page_views") ?? "[]",
-    );
-    assert.deepEqual(kept.map((event: { path: string }) => event.path), ["/b", "/c"]);
+    const kept = keptEvents("page_views", { endpoint: "https://events.example" });
+    assert.deepEqual(kept.map((event) => event.path), ["/b", "/c"]);
     // The next page's tracker (same endpoint) sends what was kept, and keeps nothing.
     const next = createTracker({ key: "pk_test", endpoint: "https://events.example" });
     await keptTaken("https://events.example", "pk_test");
@@ -1478,22 +1518,16 @@ Deno.test("close() during a 503 with Retry-After keeps the batch sleeping betwee
     assert.equal(resolved, true);
     assert.deepEqual(await closing, { kept: 5 });
     assert.equal(sent.length, 3);
-    assert.deepEqual(
-      JSON.parse(localStorage.getItem("edgestream:https://e.example|pk_test|u")!),
-      [{ n: 1 }, { n: 2 }, { n: 3 }],
-    );
-    const kept = JSON.parse(localStorage.getItem("edgestream-keyed:https://e.example|pk_test|s")!);
-    assert.deepEqual(
-      kept.map((batch: { idempotencyKey: string; events: unknown[] }) => [
-        batch.idempotencyKey,
-        batch.events,
-      ]),
-      [[keyOf(sent[0]), [{ n: 1 }]], [keyOf(sent[1]), [{ n: 2 }]]],
-    );
+    assert.deepEqual(keptEvents("u"), [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    const kept = keptBatches("s");
+    assert.deepEqual(kept.map((batch) => [batch.idempotencyKey, batch.events]), [
+      [keyOf(sent[0]), [{ n: 1 }]],
+      [keyOf(sent[1]), [{ n: 2 }]],
+    ]);
     // Each keeps its first try's expiry, the sleeping one too (before, it was kept with none, and
     // the next page gave it a fresh one: its key's margin started again).
     assert.deepEqual(
-      kept.map((batch: { expiresAt: number }) => batch.expiresAt),
+      kept.map((batch) => batch.expiresAt),
       [sent[0].at + 86_400_000 - 60_000, sent[1].at + 86_400_000 - 60_000],
     );
     assert.equal(clock.countTimers(), 0);
@@ -1547,10 +1581,7 @@ Deno.test("a batch the browser's online event sends again during close(), answer
     await new Promise((resolve) => setTimeout(resolve, 0));
     // Before, the closed tracker split it and sent the parts: two more requests.
     assert.equal(sent.length, 3);
-    assert.deepEqual(
-      JSON.parse(localStorage.getItem("edgestream:https://e.example|pk_test|s")!),
-      [{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }],
-    );
+    assert.deepEqual(keptEvents(), [{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }]);
     assert.deepEqual(await before.flush(), { held: 0 });
     assert.equal(sent.length, 3);
     // A tracker made later (or the next page) sends it.
@@ -1700,9 +1731,9 @@ Deno.test("the SDK keeps at most 1,000 events a stream for the next page, and wa
     await tracker.settled();
     assert.equal(sent.length, 1);
     assert.equal(JSON.parse(String(sent[0].init.body)).length, 1_000);
-    const kept = JSON.parse(localStorage.getItem("edgestream:https://e.example|pk_test|s") ?? "[]");
+    const kept = keptEvents();
     assert.equal(kept.length, 1_000);
-    assert.deepEqual([kept[0].n, kept.at(-1).n], [3_001, 4_000]);
+    assert.deepEqual([kept[0].n, kept.at(-1)!.n], [3_001, 4_000]);
     assert.deepEqual(warnings, []);
     // The 2,000 oldest of the 3,000 left, taken out to keep 1,000, are counted as given up on.
     assert.equal(tracker.dropped, 2_000);
@@ -2294,8 +2325,6 @@ Deno.test("maxHeld bounds the batches waiting for room among the keepalive reque
 });
 
 Deno.test("a batch in flight without keepalive when the page goes is retried by this page when it was not kept with its key: past the 1,000 events a stream keeps, or gone from localStorage since (with no room for it, or taken out to keep a stream's 1,000, not counted in dropped)", async () => {
-  const keyed = "edgestream-keyed:https://e.example|pk_test|s";
-  const plain = "edgestream:https://e.example|pk_test|s";
   const scenarios = ["too many to keep", "dropped since", "no room", "evicted since"] as const;
   for (const scenario of scenarios) {
     let fail!: (error: Error) => void;
@@ -2331,7 +2360,7 @@ Deno.test("a batch in flight without keepalive when the page goes is retried by 
         Storage.prototype.setItem = setItem;
       }
       if (scenario === "no room") {
-        assert.equal(localStorage.getItem(keyed), null);
+        assert.deepEqual(keptNames(), []);
         // Not "lost": its send, failing, sends it again while the page stays.
         assert.deepEqual(warnings, [
           "edgestream: kept no copy of 100 events to s in flight: no room to keep them; lost if the page goes before it is answered",
@@ -2340,17 +2369,17 @@ Deno.test("a batch in flight without keepalive when the page goes is retried by 
         // 950 events more kept as the page is hidden again: past a stream's 1,000, the copy goes.
         for (let n = 0; n < 950; n++) tracker.track("s", { n });
         tracker.beacon();
-        assert.equal(localStorage.getItem(keyed), null);
-        assert.equal(JSON.parse(localStorage.getItem(plain)!).length, 950);
+        const kept = keptBatches();
+        assert.deepEqual(kept.map((batch) => batch.events.length), [950]);
+        assert.notEqual(kept[0].idempotencyKey, key);
       } else if (scenario === "too many to keep") {
         // Not kept at all (its last 1,000 as new events would count twice had it been applied).
-        assert.equal(localStorage.getItem(keyed), null);
-        assert.equal(localStorage.getItem(plain), null);
+        assert.deepEqual(keptNames(), []);
       } else {
-        assert.equal(JSON.parse(localStorage.getItem(keyed)!)[0].idempotencyKey, key);
-        // Gone from localStorage since (a full store drops a batch kept with its key first;
-        // another tab may have taken it): sent under its key either way, so counted once.
-        localStorage.removeItem(keyed);
+        assert.deepEqual(keptBatches().map((batch) => batch.idempotencyKey), [key]);
+        // Gone from localStorage since (a full store drops the oldest entries first; another tab
+        // may have taken it): sent under its key either way, so counted once.
+        localStorage.removeItem(keptNames()[0]);
       }
       // The send fails (the browser cancelled it, or the network): this page sends it again,
       // whole, under its key, as it would any other.
@@ -2378,17 +2407,16 @@ Deno.test("a batch kept after its beacon keeps the expiry of its key's first try
     idempotencyTtlMs: 600,
   });
   const { sent, beacons, warnings, options } = page;
-  const name = KEYED;
   try {
     const first = createTracker(options);
     first.track("s", { n: 1 });
     await first.flush();
     globalThis.dispatchEvent(new Event("pagehide"));
     const key = sent[0].init.headers["Idempotency-Key"];
-    const [kept] = JSON.parse(localStorage.getItem(name)!);
+    const [kept] = keptBatches();
     assert.equal(kept.idempotencyKey, key);
     assert.equal(beacons.length, 1);
-    assert.ok(Math.abs(kept.expiresAt - (sent[0].at + 300)) <= 50, `${kept.expiresAt}`);
+    assert.ok(Math.abs(kept.expiresAt! - (sent[0].at + 300)) <= 50, `${kept.expiresAt}`);
     await first.close();
     await new Promise((resolve) => setTimeout(resolve, 150));
     // The next page sends it under its key, fails unanswered again, and beacons and keeps it again:
@@ -2399,11 +2427,11 @@ Deno.test("a batch kept after its beacon keeps the expiry of its key's first try
     assert.equal(sent[1].init.headers["Idempotency-Key"], key);
     globalThis.dispatchEvent(new Event("pagehide"));
     assert.equal(beacons.length, 2);
-    const [again] = JSON.parse(localStorage.getItem(name)!);
+    const [again] = keptBatches();
     assert.equal(again.idempotencyKey, key);
     assert.equal(again.expiresAt, kept.expiresAt);
     await second.close();
-    await new Promise((resolve) => setTimeout(resolve, kept.expiresAt - Date.now() + 20));
+    await new Promise((resolve) => setTimeout(resolve, kept.expiresAt! - Date.now() + 20));
     // Past it, the page after drops it with a warning: neither sent nor kept again.
     const third = createTracker(options);
     await third.flush();
@@ -2476,7 +2504,6 @@ Deno.test("a full localStorage drops the copies of batches a beacon took too bef
     beacon: "recorded",
   });
   const { sent, beacons, warnings } = page;
-  const name = KEYED;
   const events = (from: number, count: number) =>
     Array.from({ length: count }, (_, i) => ({ n: from + i }));
   try {
@@ -2498,9 +2525,9 @@ Deno.test("a full localStorage drops the copies of batches a beacon took too bef
     await tracker.flush();
     globalThis.dispatchEvent(new Event("pagehide"));
     assert.equal(sent.length, 4);
-    const kept = JSON.parse(localStorage.getItem(name)!);
+    const kept = keptBatches();
     // The beaconed copy went (before, the oldest: the 600 no beacon took, lost).
-    assert.deepEqual(kept.map((batch: { events: unknown[] }) => batch.events.length), [600, 200]);
+    assert.deepEqual(kept.map((batch) => batch.events.length), [600, 200]);
     assert.equal(kept[0].events[0].n, 0);
     // A copy of what a beacon took is no event given up on.
     assert.equal(tracker.dropped, 0);
@@ -2755,9 +2782,9 @@ Deno.test("in a browser without Web Locks, two tabs loading at once that both se
     assert.equal(first.held + second.held, 2);
     globalThis.dispatchEvent(new Event("pagehide"));
     // Before, two copies: twice the room of the 1,000 a stream keeps, and two requests next time.
-    assert.deepEqual(JSON.parse(localStorage.getItem(name)!), [batch]);
+    assert.deepEqual(keptBatches(), [batch]);
     await Promise.all([first.close(), second.close()]);
-    assert.deepEqual(JSON.parse(localStorage.getItem(name)!), [batch]);
+    assert.deepEqual(keptBatches(), [batch]);
     assert.equal(first.dropped + second.dropped, 0);
     const next = createTracker(options);
     await next.flush();
@@ -2765,11 +2792,61 @@ Deno.test("in a browser without Web Locks, two tabs loading at once that both se
     await next.close();
     assert.ok(
       await readmeSays(
-        "In a browser without Web Locks (they are given to secure contexts only: a page served over plain HTTP from any host but `localhost` or a loopback address (`127.0.0.1`, `[::1]`) has none) both may send it: a batch kept with its key goes under it from both, counted once while the server keeps the key, and is kept once again (with the earlier expiry) if both keep it; events kept without a key (what no beacon took of what waited, the parts of a `413`'s split not sent yet, what is left of a batch that went by beacons in part) go as new events from both: only `dedupeField`'s ids count them once.",
+        "In a browser without Web Locks (they are given to secure contexts only: a page served over plain HTTP from any host but `localhost` or a loopback address (`127.0.0.1`, `[::1]`) has none) both may send it: a batch kept with its key goes under it from both, counted once while the server keeps the key, and is kept once again (with the earlier expiry) if both keep it.",
       ),
     );
   } finally {
     page.dispose();
+  }
+});
+
+Deno.test("in a browser without Web Locks, events a page kept without a key that two tabs loading at once both take go under the key given them when kept, and count once on a real server", async () => {
+  const server = await serveApp({
+    streams: { s: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+  });
+  const restoreLocks = withLocks(undefined);
+  const keys: string[] = [];
+  const original = globalThis.fetch;
+  globalThis.fetch = ((url: string, init: RequestInit & { headers: Record<string, string> }) => {
+    keys.push(init.headers["Idempotency-Key"]);
+    return original(url, init);
+  }) as typeof fetch;
+  const options = { key: "pk_test", endpoint: server.endpoint, flushMs: 60_000 };
+  try {
+    // Offline as the page goes: what waits, never tried, is kept in an entry with a key of its own.
+    Object.defineProperty(navigator, "onLine", { get: () => false, configurable: true });
+    const leaving = createTracker(options);
+    for (let n = 1; n <= 3; n++) leaving.track("s", { n });
+    leaving.beacon();
+    await leaving.close();
+    delete (navigator as { onLine?: boolean }).onLine;
+    const [name] = keptNames("s", { endpoint: server.endpoint });
+    const entry = localStorage.getItem(name)!;
+    const kept = JSON.parse(entry);
+    assert.deepEqual(kept.events, [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    assert.equal(kept.expiresAt, undefined);
+    assert.equal(keys.length, 0);
+    // Without Web Locks each tab takes what was kept when made: the second read it before the
+    // first took it out.
+    const first = createTracker(options);
+    assert.equal(localStorage.length, 0);
+    localStorage.setItem(name, entry);
+    const second = createTracker(options);
+    await Promise.all([first.flush(), second.flush()]);
+    // Both sent it, under the key it was kept with: before, as new events from both, 6 counted.
+    assert.deepEqual(keys, [kept.idempotencyKey, kept.idempotencyKey]);
+    assert.equal((await server.stats("s")).accepted, 3);
+    await Promise.all([first.close(), second.close()]);
+    assert.ok(
+      await readmeSays(
+        "Events kept without a key (what no beacon took of what waited, the parts of a `413`'s split not sent yet, what is left of a batch that went by beacons in part) were given one when kept: they too go under it from both, counted once; events an older release kept (a JSON array under `edgestream:<endpoint>|<key>|<stream>`) go as new events from both: only `dedupeField`'s ids count them once.",
+      ),
+    );
+  } finally {
+    delete (navigator as { onLine?: boolean }).onLine;
+    globalThis.fetch = original;
+    restoreLocks();
+    await server.close();
   }
 });
 
@@ -2793,11 +2870,15 @@ Deno.test("a batch kept again under a key already kept stays in the first copy's
     const second = createTracker(options);
     await Promise.all([first.flush(), second.flush()]);
     await first.close();
-    assert.deepEqual(JSON.parse(localStorage.getItem(name)!), [older]);
-    localStorage.setItem(name, JSON.stringify([older, newer]));
+    assert.deepEqual(keptBatches(), [older]);
+    // Kept by another page after k-1, in an entry of its own.
+    localStorage.setItem(
+      `edgestream-page:https://e.example|pk_test|s|${Date.now() + 1}-0-other`,
+      JSON.stringify(newer),
+    );
     await second.close();
     // 1,001 events: k-1, kept first, goes. Before, k-1 kept again moved after k-2, which went.
-    assert.deepEqual(JSON.parse(localStorage.getItem(name)!), [newer]);
+    assert.deepEqual(keptBatches(), [newer]);
   } finally {
     page.dispose();
   }
@@ -2821,17 +2902,17 @@ Deno.test("a batch an older release kept with its key but no expiry is sent unde
     assert.equal(sent[0].init.headers["Idempotency-Key"], "k-old");
     globalThis.dispatchEvent(new Event("pagehide"));
     await first.close();
-    const [kept] = JSON.parse(localStorage.getItem(name)!);
+    const [kept] = keptBatches();
     assert.equal(kept.idempotencyKey, "k-old");
-    assert.ok(Math.abs(kept.expiresAt - (sent[0].at + 300)) <= 50, `${kept.expiresAt}`);
+    assert.ok(Math.abs(kept.expiresAt! - (sent[0].at + 300)) <= 50, `${kept.expiresAt}`);
     await new Promise((resolve) => setTimeout(resolve, 150));
     const second = createTracker(options);
     await second.flush();
     assert.equal(sent[1].init.headers["Idempotency-Key"], "k-old");
     globalThis.dispatchEvent(new Event("pagehide"));
     await second.close();
-    assert.equal(JSON.parse(localStorage.getItem(name)!)[0].expiresAt, kept.expiresAt);
-    await new Promise((resolve) => setTimeout(resolve, kept.expiresAt - Date.now() + 20));
+    assert.equal(keptBatches()[0].expiresAt, kept.expiresAt);
+    await new Promise((resolve) => setTimeout(resolve, kept.expiresAt! - Date.now() + 20));
     const third = createTracker(options);
     await third.flush();
     assert.equal(sent.length, 2);
