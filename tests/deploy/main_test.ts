@@ -327,6 +327,32 @@ Deno.test("deploy/main.ts warns once, naming it, that EDGESTREAM_DRAIN is ignore
   }
 });
 
+Deno.test("deploy/main.ts still refuses, in one line after its cron, an EDGESTREAM_SWEEP_EVERY out of range or an EDGESTREAM_DRAIN not under EDGESTREAM_SHUTDOWN, though neither has effect there", async () => {
+  for (
+    const [vars, pattern] of [
+      [
+        { EDGESTREAM_SWEEP_EVERY: "5m" },
+        /^edgestream: EDGESTREAM_SWEEP_EVERY: expected 0s \(no sweep timer\) or from 100ms to 100s, got '5m'/,
+      ],
+      [
+        { EDGESTREAM_DRAIN: "4s" },
+        /^edgestream: EDGESTREAM_DRAIN: expected a duration below EDGESTREAM_SHUTDOWN \(4000 ms\)/,
+      ],
+    ] as const
+  ) {
+    const run = runDeploy({ DENO_TIMELINE: "preview/abc123", ...vars });
+    // Had it taken the value, it would serve on: stopped after a while, to fail here, not hang.
+    const stop = setTimeout(() => run.child.kill("SIGTERM"), 20_000);
+    const { code, output } = await run.done;
+    clearTimeout(stop);
+    assert.equal(code, 1, output);
+    const lines = output.trim().split("\n");
+    assert.equal(lines.length, 2, output);
+    assert.equal(lines[0], "harness: cron edgestream sweep * * * * *");
+    assert.match(lines[1], pattern);
+  }
+});
+
 Deno.test("deploy/main.ts holds WebSocket ingest to EDGESTREAM_INGEST_SOCKETS_PER_KEY, as src/main.ts", async () => {
   const run = runDeploy({
     DENO_TIMELINE: "preview/abc123",
