@@ -59,6 +59,14 @@ export const MAX_LOG_ENTRIES = 100_000;
  */
 export const MAX_LOG_BACKLOG = 1_200_000;
 
+/**
+ * Default bound on a stream's stored `Idempotency-Key` replies, 128 MiB a stream, each counted as
+ * its key's and body's hashes, its reply and 128 bytes more: the memory store's
+ * `maxReplyBytes` and the Redis store's. Past it a store forgets the stream's oldest replies
+ * before their TTL, counting them in {@linkcode StreamStats.repliesForgotten}.
+ */
+export const DEFAULT_MAX_REPLY_BYTES = 134_217_728;
+
 /** The bounds of a stream's result log (see {@linkcode MAX_LOG_ENTRIES}, {@linkcode MAX_LOG_BACKLOG}). */
 export interface LogBounds {
   /** Entries kept whatever was dispatched. @default {MAX_LOG_ENTRIES} */
@@ -483,8 +491,8 @@ export interface StreamStats {
   dedupeForgotten: number;
   /**
    * Idempotency-Key replies forgotten before their `idempotencyTtl` because the store's bound on
-   * a stream's stored replies was reached (the memory store's `maxReplyBytes`; always 0 on Redis,
-   * which keeps every reply for its TTL): a request sent again with such a key applies again.
+   * a stream's stored replies was reached (the stores' `maxReplyBytes`, default
+   * {@linkcode DEFAULT_MAX_REPLY_BYTES}): a request sent again with such a key applies again.
    */
   repliesForgotten: number;
   /**

@@ -28,6 +28,7 @@ import {
   compareGroupKeys,
   compareLogIds,
   type CounterMeta,
+  DEFAULT_MAX_REPLY_BYTES,
   type EventOutcome,
   type FiredAlerts,
   type FireOptions,
@@ -251,7 +252,7 @@ export interface MemoryStoreOptions {
 }
 
 /** Default of {@linkcode MemoryStoreOptions.maxReplyBytes}: 128 MiB a stream. */
-export const DEFAULT_MAX_REPLY_BYTES = 134_217_728;
+export { DEFAULT_MAX_REPLY_BYTES } from "../types.ts";
 
 /** About what a stored reply takes: its key, body hash and reply text, and the entry around them. */
 function replySize(keyHash: string, stored: StoredReply): number {

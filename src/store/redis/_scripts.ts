@@ -7,8 +7,8 @@
  * the prefix `es:{orders}:g<n>:`, so its keys never meet an earlier one's.
  *
  * Key layout under the prefix:
- * - `stats` — hash: watermark `wm`, `accepted`, `applied`, `duplicates`,
- *   `late`, `filtered`, `rejected`, `overflow:<counter>`, `cl`: the latest end (a session's:
+ * - `stats` — hash: watermark `wm`, `accepted`, `applied`, `duplicates`, `late`, `filtered`,
+ *   `rejected`, `overflow:<counter>`, `repliesForgotten`, `cl`: the latest end (a session's:
  *   end + gap) a close claimed, before which every event is late (`StreamStats.closedThrough`),
  *   `exp`: when (ms) the hash expires, so a write extends its life only when due (see `lifeOf`),
  *   and `dk`: the dedupe TTL (ms) of the last apply, then the earlier TTLs whose buckets are
@@ -45,6 +45,8 @@
  *   finds a marker of an open window not in it, one an earlier release set, adds it), PX as a
  *   marker's when it is made, and again only with the markers, so it is due before any of them.
  * - `demand` — hash: log record type → time (ms) a live subscriber wants it until.
+ * - `idem:<key hash>` — an Idempotency-Key's stored reply; `replies` and `replies:bytes` — the
+ *   index of those this release kept, for the bound on them (see {@linkcode APPLY_SCRIPT}).
  * - `call:<token>` — the reply of one writing call (an apply, a close, alert firings, a log
  *   append, a dispatch mark), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again returns it and does
  *   nothing.
@@ -52,7 +54,13 @@
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
 
-import { MAX_LOG_BACKLOG, MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
+import {
+  DEFAULT_MAX_REPLY_BYTES,
+  MAX_LOG_BACKLOG,
+  MAX_LOG_ENTRIES,
+  OTHER_GROUP,
+  REST_GROUP,
+} from "../types.ts";
 import {
   LUA_BYTES_BEFORE,
   LUA_COMMON,
@@ -100,6 +108,7 @@ export const APPLY_FIELDS = [
   "logl",
   "logw",
   "payloads",
+  "rmax",
   "sess",
 ] as const;
 
@@ -624,8 +633,11 @@ end
  * TTL stays; it neither reads nor writes `dk`.
  *
  * Stored replies live at `idem:<key hash>` (hash: body hash, reply, duplicates, late; expiring
- * with the claim's ttl), rate-limit buckets at `rl:<bucket>` (tokens, updated ms; expiring when
- * full again): both in the stream's hash slot.
+ * with the claim's ttl), indexed in the order they were kept by `replies` (zset) and
+ * `replies:bytes` (hash of their sizes and expiries, and their total), so that past `rmax` bytes
+ * (`RedisStoreOptions.maxReplyBytes`, absent for `DEFAULT_MAX_REPLY_BYTES`) the oldest are
+ * deleted and counted in the stats' `repliesForgotten` (see the script); rate-limit buckets at
+ * `rl:<bucket>` (tokens, updated ms; expiring when full again): all in the stream's hash slot.
  *
  * `tk` in ARGV[1], when given, is the call's one-time token: a call whose token was seen within
  * 60 s (`CALL_REPLY_TTL_MS`) returns the reply that one returned, applying nothing.
@@ -637,7 +649,8 @@ end
  * ARGV[1] says the record was written (the definitions live here) and it is missing.
  *
  * Returns JSON `{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late, 3 skipped>",
- * "wm": "<ms>", "d": [type, …], "r": [result, …], "v": version}`, `d` naming the log record
+ * "wm": "<ms>", "d": [type, …], "r": [result, …], "v": version, "f"?: forgotten}`, `f` the
+ * stored replies this call forgot before their TTL (absent for none), `d` naming the log record
  * types live subscribers want now, and per request `[0, duplicates, late]` applied,
  * `[1, reply, duplicates, late]` replayed, `[2]` conflict, `[3, retryAfterMs, bucket index
  * (0-based), whole tokens left]` rate limited,
@@ -857,6 +870,8 @@ local results, skip, chargedBuckets = nil, nil, nil
 local first = 1
 -- Stored replies' and rate-limit buckets' keys, made (as the helpers below) only for \`reqs\`.
 local replyKey, bucketKey
+-- Admitted requests with a key (a table only when some are): their replies are kept.
+local kept = nil
 -- Without \`reqs\` every event's one request is admitted: nothing to ask, no helpers to make.
 if requests then
   function replyKey(keyHash) return P .. "idem:" .. keyHash end
@@ -937,8 +952,87 @@ if requests then
     if verdict then
       results[r] = verdict
       for i = first, first + request.n - 1 do skip[i] = true end
+    elseif type(request.ik) == "string" then
+      -- Admitted with a key: it applies, and its reply is kept (below).
+      kept = kept or {}
+      kept[#kept + 1] = request
     end
     first = first + request.n
+  end
+end
+-- The stream's stored replies are bounded (\`rmax\` bytes, as the memory store's maxReplyBytes counts
+-- them: 128 + the key's and body's hashes and the reply, here in bytes). \`replies\`: a zset of the
+-- key hashes whose replies this release kept, scored in the order they were kept (a key kept again
+-- moves last), as the memory store's map; \`replies:bytes\`: a hash of each one's "<size>
+-- <expires at>" (ms, the callers' clock) and, under REPLY_TOTAL and REPLY_LAST (fields no key hash
+-- is: a byte that is no UTF-8), their total size and the last score given. Both live as long as
+-- the latest reply. Read only by a call that keeps a reply, here, before any write (see
+-- refuseKey): the oldest (one more than are kept, so the sweep keeps pace with the replies that
+-- expire, at one TTL in the order kept; those past it count until the bound forgets them), the
+-- sizes asked, and whether the total goes past the bound, so that the stats'
+-- \`repliesForgotten\` is checked too. (Replies kept by a release before, which has no index, are
+-- not counted: they expire by their TTL.)
+local REPLIES_KEY, REPLY_BYTES_KEY = P .. "replies", P .. "replies:bytes"
+local REPLY_TOTAL, REPLY_LAST = "\\255t", "\\255n"
+-- An entry's size and expiry from its "<size> <expires at>" (text this script did not write: 0).
+local function replyEntry(text)
+  local size, expiresAt = string.match(text or "", "^(%d+) (%-?%d+)$")
+  return tonumber(size) or 0, tonumber(expiresAt) or 0
+end
+local book = nil
+if kept then
+  local oldest = redis.pcall("ZRANGE", REPLIES_KEY, 0, #kept)
+  if oldest.err then refuseKey(REPLIES_KEY, "a " .. redis.call("TYPE", REPLIES_KEY).ok, "a zset") end
+  local asked, keptHere = { REPLY_TOTAL, REPLY_LAST }, {}
+  for i, request in ipairs(kept) do
+    asked[i + 2] = request.ik
+    keptHere[request.ik] = true
+  end
+  -- Of the oldest, those not kept again now (those are counted with the kept, below).
+  local others = {}
+  for _, keyHash in ipairs(oldest) do
+    if not keptHere[keyHash] then
+      others[#others + 1] = keyHash
+      asked[#asked + 1] = keyHash
+    end
+  end
+  local stored = redis.pcall("HMGET", REPLY_BYTES_KEY, unpack(asked))
+  if stored.err then refuseKey(REPLY_BYTES_KEY, "a " .. redis.call("TYPE", REPLY_BYTES_KEY).ok, "a hash") end
+  -- Text this script did not write is taken as none.
+  local total, last = math.max(0, tonumber(stored[1]) or 0), math.max(0, tonumber(stored[2]) or 0)
+  local life, scored, entries = 0, {}, { REPLY_TOTAL, false, REPLY_LAST, false }
+  -- A key kept again: its old entry's size out (it may have expired, or been lost).
+  for i = 1, #kept do total = total - replyEntry(stored[i + 2]) end
+  for _, request in ipairs(kept) do
+    local size = 128 + #request.ik + #request.ib + #request.ir
+    total = total + size
+    life = math.max(life, request.it)
+    last = last + 1
+    scored[#scored + 1] = num(last)
+    scored[#scored + 1] = request.ik
+    entries[#entries + 1] = request.ik
+    entries[#entries + 1] = num(size) .. " " .. num(now + request.it)
+  end
+  -- The expired of the oldest: their entries dropped (Redis deleted their replies by their TTL).
+  local expired = {}
+  for i, keyHash in ipairs(others) do
+    local size, expiresAt = replyEntry(stored[#kept + 2 + i])
+    if expiresAt <= now then
+      expired[#expired + 1] = keyHash
+      total = total - size
+    end
+  end
+  total = math.max(0, total)
+  entries[4] = num(last)
+  book = { total = total, max = ${arg("rmax")} or ${DEFAULT_MAX_REPLY_BYTES}, life = life,
+    expired = expired, scored = scored, entries = entries, fresh = not stored[1], forgotten = nil,
+    now = 0 }
+  if total > book.max then
+    local count = redis.call("HGET", STATS_KEY, "repliesForgotten")
+    if count and not isIntegerText(count) then
+      refuseKey(STATS_KEY .. " field repliesForgotten", "'" .. count .. "'", "a number it adds to")
+    end
+    book.forgotten = tonumber(count) or 0
   end
 end
 
@@ -1600,6 +1694,49 @@ if requests then
     end
   end
 end
+-- The replies kept, indexed (see book above), the expired ones' entries dropped; past the bound
+-- the oldest forgotten (their replies deleted: a request sent again with one of their keys
+-- applies again; one expired is not counted as forgotten), a bounded number a call.
+if book then
+  local expired = book.expired
+  if #expired > 0 then
+    redis.call("ZREM", REPLIES_KEY, unpack(expired))
+    redis.call("HDEL", REPLY_BYTES_KEY, unpack(expired))
+  end
+  redis.call("ZADD", REPLIES_KEY, unpack(book.scored))
+  local total, entries = book.total, book.entries
+  entries[2] = num(total)
+  redis.call("HSET", REPLY_BYTES_KEY, unpack(entries))
+  if book.forgotten then
+    local forgotten, popped = 0, 0
+    while total > book.max and popped < 64 * #kept do
+      local oldest = redis.call("ZPOPMIN", REPLIES_KEY)
+      -- None left while the total says more: sizes out of step (keys deleted), started again.
+      if not oldest[1] then
+        total = 0
+        break
+      end
+      popped = popped + 1
+      local size, expiresAt = replyEntry(redis.call("HGET", REPLY_BYTES_KEY, oldest[1]))
+      total = math.max(0, total - size)
+      redis.call("HDEL", REPLY_BYTES_KEY, oldest[1])
+      redis.call("DEL", replyKey(oldest[1]))
+      if expiresAt > now then forgotten = forgotten + 1 end
+    end
+    redis.call("HSET", REPLY_BYTES_KEY, REPLY_TOTAL, num(total))
+    book.now = forgotten
+    if forgotten > 0 then book.forgotten = book.forgotten + forgotten else book.forgotten = nil end
+  end
+  -- Both keys live at least as long as the latest reply they index, never shortened (a TTL
+  -- lowered since), extended only when due (to lifeOf: an eighth more), not on every call.
+  local left = redis.call("PTTL", REPLIES_KEY)
+  if left < book.life then
+    redis.call("PEXPIRE", REPLIES_KEY, lifeOf(book.life))
+    redis.call("PEXPIRE", REPLY_BYTES_KEY, lifeOf(book.life))
+  elseif book.fresh then
+    redis.call("PEXPIRE", REPLY_BYTES_KEY, left)
+  end
+end
 if idWritten then
   if not idsMarked then redis.call("PEXPIRE", newIds, 2 * dedupeTtl + math.ceil(dedupeTtl / 8)) end
 elseif insertedIds then
@@ -1906,6 +2043,10 @@ for i = 1, counterCount do
     end
   end
 end
+if book and book.forgotten then
+  changed[#changed + 1] = "repliesForgotten"
+  changed[#changed + 1] = num(book.forgotten)
+end
 if dedupeKeysText then
   changed[#changed + 1] = "dk"
   changed[#changed + 1] = dedupeKeysText
@@ -1942,8 +2083,11 @@ local demandJson = "[]"
 if demand then demandJson = cjson.encode(demand) end
 local versionText = "0"
 if definitionVersion ~= 0 then versionText = num(definitionVersion) end
+-- \`f\`: the replies this call forgot before their TTL (the store warns of them), absent for none.
+local forgotText = ""
+if book and book.now > 0 then forgotText = ',"f":' .. num(book.now) end
 local reply = '{"o":"' .. outcomeText .. '","wm":"' .. wmText .. '","d":' .. demandJson ..
-  ',"r":[' .. resultsText .. '],"v":' .. versionText .. "}"
+  ',"r":[' .. resultsText .. '],"v":' .. versionText .. forgotText .. "}"
 return keepReply(callKey, reply)
 `;
 

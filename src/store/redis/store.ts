@@ -6,6 +6,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
+import { getLogger } from "@logtape/logtape";
 import type { Redis } from "@upstash/redis";
 import type { AggregateState } from "../aggregate_state.ts";
 import { LOG_POSITION_SCRIPT } from "./_log_position.ts";
@@ -42,6 +43,7 @@ import {
   type CloseOptions,
   compareGroupKeys,
   type CounterMeta,
+  DEFAULT_MAX_REPLY_BYTES,
   type EventOutcome,
   type FiredAlerts,
   type FireOptions,
@@ -184,7 +186,19 @@ export interface RedisStoreOptions {
    * @default {QUIET_KEPT}
    */
   quietKept?: number;
+  /**
+   * Most bytes of `Idempotency-Key` replies each stream holds, counted as the memory store's
+   * `maxReplyBytes` counts them (in bytes here): past it the apply that keeps a reply forgets the
+   * stream's oldest before their TTL (a request sent again with one of their keys applies again;
+   * counted in the stream's `stats.repliesForgotten`, a warning logged once per stream by each
+   * process). Instances sharing a Redis should agree: each keeps to its own at its applies.
+   * Replies stored by a release before this bound are not counted; they expire by their TTL.
+   * @default {DEFAULT_MAX_REPLY_BYTES}
+   */
+  maxReplyBytes?: number;
 }
+
+const logger = getLogger(["edgestream", "store"]);
 
 /** Relative error of HyperLogLog estimates in Redis (standard error 0.81%). */
 export const HLL_STANDARD_ERROR = 0.0081;
@@ -473,6 +487,9 @@ export class RedisStore implements Store {
   /** Per stream (generation key): what its last close here left to do; see #remember. */
   #quiet = new Map<string, QuietStream>();
   #quietKept: number;
+  #maxReplyBytes: number;
+  /** Streams (generation keys) whose forgotten replies this process warned of. */
+  #warnedReplies = new Set<string>();
 
   constructor(redis: RedisClient, options: RedisStoreOptions = {}) {
     this.#redis = redis;
@@ -488,6 +505,11 @@ export class RedisStore implements Store {
     this.#now = options.now ?? Date.now;
     this.#closeCells = Math.max(1, options.closeCells ?? CLOSE_CELLS_PER_CALL);
     this.#quietKept = Math.max(1, options.quietKept ?? QUIET_KEPT);
+    const maxReplyBytes = options.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES;
+    if (!Number.isSafeInteger(maxReplyBytes) || maxReplyBytes < 1) {
+      throw new RangeError(`maxReplyBytes must be a positive integer, got ${maxReplyBytes}`);
+    }
+    this.#maxReplyBytes = maxReplyBytes;
   }
 
   /**
@@ -628,6 +650,10 @@ export class RedisStore implements Store {
       tmax,
       payloads: logging ? batch.events.map((event) => event.payload ?? false) : undefined,
       sess,
+      // The bound on the stream's stored replies, read by the script only when it keeps one.
+      rmax: this.#maxReplyBytes === DEFAULT_MAX_REPLY_BYTES || plain
+        ? undefined
+        : this.#maxReplyBytes,
       cells: one === undefined
         ? trimCells(sessionRuns(cells, batch.counters), batch.counters)
         : undefined,
@@ -652,7 +678,15 @@ export class RedisStore implements Store {
     const fields = applyFields(header);
     const reply = await this.#call("applyBatch", async () =>
       fromJson<
-        { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number; gone?: 1 }
+        {
+          o: string | number;
+          wm: string | number;
+          d: unknown;
+          r: unknown;
+          v?: number;
+          gone?: 1;
+          f?: number;
+        }
       >(
         await this.#calls.script(
           this.#text(APPLY_SCRIPT),
@@ -663,6 +697,14 @@ export class RedisStore implements Store {
         ),
       ));
     if (reply.gone) throw new StreamChangedError(name, Number(reply.v ?? 0));
+    if (reply.f && !this.#warnedReplies.has(batch.stream)) {
+      this.#warnedReplies.add(batch.stream);
+      // Once per stream and process: the count in stats says how many since.
+      logger.warn(
+        "Stream '{stream}' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most {maxReplyBytes} bytes of them: a request sent again with a forgotten key applies again (stats.repliesForgotten counts them)",
+        { stream: name, maxReplyBytes: this.#maxReplyBytes },
+      );
+    }
     // A client with automatic deserialization may turn "000" into 0: pad back.
     const digits = String(reply.o).padStart(batch.events.length, "0");
     return {
@@ -1070,7 +1112,7 @@ export class RedisStore implements Store {
         rejected: read("rejected"),
         overflow,
         dedupeForgotten: 0, // Redis keeps every id for its TTL: nothing is forgotten early
-        repliesForgotten: 0, // and every Idempotency-Key reply for its idempotencyTtl
+        repliesForgotten: read("repliesForgotten"),
         ...final,
       };
     });
