@@ -276,7 +276,7 @@ const StatsSchema = z.object({
   }),
   repliesForgotten: z.int().openapi({
     description:
-      "Idempotency-Key replies the memory store forgot before their idempotencyTtl (its 128 MiB a stream bound): a request sent again with one applies again",
+      "Idempotency-Key replies the store forgot before their idempotencyTtl (its 128 MiB a stream bound): a request sent again with one applies again",
   }),
 }).openapi("StreamStats");
 
