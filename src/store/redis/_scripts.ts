@@ -8,7 +8,8 @@
  *
  * Key layout under the prefix:
  * - `stats` — hash: watermark `wm`, `accepted`, `applied`, `duplicates`, `late`, `filtered`,
- *   `rejected`, `overflow:<counter>`, `repliesForgotten`, `cl`: the latest end (a session's:
+ *   `rejected`, `overflow:<counter>`, `repliesForgotten`, `ri` (the Idempotency-Key reply
+ *   index's total size, last score and expiry: see {@linkcode APPLY_SCRIPT}), `cl`: the latest end (a session's:
  *   end + gap) a close claimed, before which every event is late (`StreamStats.closedThrough`),
  *   `exp`: when (ms) the hash expires, so a write extends its life only when due (see `lifeOf`),
  *   and `dk`: the dedupe TTL (ms) of the last apply, then the earlier TTLs whose buckets are
@@ -45,8 +46,9 @@
  *   finds a marker of an open window not in it, one an earlier release set, adds it), PX as a
  *   marker's when it is made, and again only with the markers, so it is due before any of them.
  * - `demand` — hash: log record type → time (ms) a live subscriber wants it until.
- * - `idem:<key hash>` — an Idempotency-Key's stored reply; `replies` and `replies:bytes` — the
- *   index of those this release kept, for the bound on them (see {@linkcode APPLY_SCRIPT}).
+ * - `idem:<key hash>` — an Idempotency-Key's stored reply; `replies` — the index of those this
+ *   release kept, for the bound on them, with the stats' `ri` (see
+ *   {@linkcode APPLY_SCRIPT}).
  * - `call:<token>` — the reply of one writing call (an apply, a close, alert firings, a log
  *   append, a dispatch mark), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again returns it and does
  *   nothing.
@@ -632,9 +634,10 @@ end
  * instance of the release before, in a rolling deploy, reads and writes the same keys while the
  * TTL stays; it neither reads nor writes `dk`.
  *
- * Stored replies live at `idem:<key hash>` (hash: body hash, reply, duplicates, late; expiring
- * with the claim's ttl), indexed in the order they were kept by `replies` (zset) and
- * `replies:bytes` (hash of their sizes and expiries, and their total), so that past `rmax` bytes
+ * Stored replies live at `idem:<key hash>` (hash: body hash, reply, duplicates, late, and `p`,
+ * its index entry's score; expiring with the claim's ttl), indexed in the order they were kept by
+ * `replies` (zset of "<key hash> <size> <expires at> <score>"; their total in the stats' `ri`), so
+ * that past `rmax` bytes
  * (`RedisStoreOptions.maxReplyBytes`, absent for `DEFAULT_MAX_REPLY_BYTES`) the oldest are
  * deleted and counted in the stats' `repliesForgotten` (see the script); rate-limit buckets at
  * `rl:<bucket>` (tokens, updated ms; expiring when full again): all in the stream's hash slot.
@@ -821,6 +824,20 @@ if type(args.sess) == "table" then
     statsAsked[#statsAsked + 1] = "overflow:" .. counters[session[1] + 1].name
   end
 end
+-- The counts checked: those asked so far (the reply index's fields below only save a command).
+local countsAsked = #statsAsked
+-- A call that may keep an Idempotency-Key reply asks the reply index's \`ri\` (see REPLIES_KEY
+-- below).
+local replyStatsAt = nil
+if ${arg("reqs")} then
+  for _, request in ipairs(${arg("reqs")}) do
+    if type(request.ik) == "string" then
+      replyStatsAt = #statsAsked + 1
+      statsAsked[replyStatsAt] = "ri"
+      break
+    end
+  end
+end
 local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
 -- What the stats hold is checked before any write (see refuseKey): the counts this call adds to
 -- (3 and 4, and from 8 + counterCount on: \`filtered\` and \`rejected\` where asked) and the sessions'
@@ -829,7 +846,7 @@ local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
 -- not write is taken as none. (\`duplicates\` and \`late\` are checked where they are read, below.)
 -- Those from \`cl\` to \`db\`, 5 to 7 + counterCount, are no counts: skipped.
 do
-  local at, asked = 3, #statsAsked
+  local at, asked = 3, countsAsked
   while at <= asked do
     if stored[at] and not isIntegerText(stored[at]) then
       refuseKey(STATS_KEY .. " field " .. statsAsked[at], "'" .. stored[at] .. "'", "a number it adds to")
@@ -962,72 +979,58 @@ if requests then
 end
 -- The stream's stored replies are bounded (\`rmax\` bytes, as the memory store's maxReplyBytes counts
 -- them: 128 + the key's and body's hashes and the reply, here in bytes). \`replies\`: a zset of the
--- key hashes whose replies this release kept, scored in the order they were kept (a key kept again
--- moves last), as the memory store's map; \`replies:bytes\`: a hash of each one's "<size>
--- <expires at>" (ms, the callers' clock) and, under REPLY_TOTAL and REPLY_LAST (fields no key hash
--- is: a byte that is no UTF-8), their total size and the last score given. Both live as long as
--- the latest reply. Read only by a call that keeps a reply, here, before any write (see
--- refuseKey): the oldest (one more than are kept, so the sweep keeps pace with the replies that
--- expire, at one TTL in the order kept; those past it count until the bound forgets them), the
--- sizes asked, and whether the total goes past the bound, so that the stats'
--- \`repliesForgotten\` is checked too. (Replies kept by a release before, which has no index, are
--- not counted: they expire by their TTL.)
-local REPLIES_KEY, REPLY_BYTES_KEY = P .. "replies", P .. "replies:bytes"
-local REPLY_TOTAL, REPLY_LAST = "\\255t", "\\255n"
--- An entry's size and expiry from its "<size> <expires at>" (text this script did not write: 0).
-local function replyEntry(text)
-  local size, expiresAt = string.match(text or "", "^(%d+) (%-?%d+)$")
-  return tonumber(size) or 0, tonumber(expiresAt) or 0
+-- replies this release kept, scored in the order they were kept, each member "<key hash> <size> <expires at> <score>" (ms, the callers' clock; the score
+-- makes an entry unique: the same key kept again at the same time is another); the stats' \`ri\`:
+-- "<total size> <last score given> <when (ms) the zset expires at the earliest>", one field the
+-- stats' HMGET and HSET carry anyway, so the zset's life is asked and extended only when due. A key kept again (its reply gone) gets an entry of its own, its old one
+-- counted until it is dropped, and its reply holds its entry's score (\`p\`), so that dropping the
+-- old one never deletes the new reply. Read only by a call that keeps a reply, here, before any
+-- write (see refuseKey): the oldest (one more than are kept, so the sweep keeps pace with the
+-- replies that expire, at one TTL in the order kept; those past it count until the bound forgets
+-- them), their expired entries dropped uncounted, and whether the total goes past the bound, so
+-- that the stats' \`repliesForgotten\` is checked too. (Replies kept by a release before, which has
+-- no index, are not counted: they expire by their TTL.)
+local REPLIES_KEY = P .. "replies"
+-- An entry's key hash, size and expiry from its member (text this script did not write: none, 0, 0).
+local function replyEntry(member)
+  local keyHash, size, expiresAt = string.match(member, "^(%S+) (%d+) (%-?%d+) %d+$")
+  return keyHash, tonumber(size) or 0, tonumber(expiresAt) or 0
 end
 local book = nil
 if kept then
   local oldest = redis.pcall("ZRANGE", REPLIES_KEY, 0, #kept)
   if oldest.err then refuseKey(REPLIES_KEY, "a " .. redis.call("TYPE", REPLIES_KEY).ok, "a zset") end
-  local asked, keptHere = { REPLY_TOTAL, REPLY_LAST }, {}
-  for i, request in ipairs(kept) do
-    asked[i + 2] = request.ik
-    keptHere[request.ik] = true
-  end
-  -- Of the oldest, those not kept again now (those are counted with the kept, below).
-  local others = {}
-  for _, keyHash in ipairs(oldest) do
-    if not keptHere[keyHash] then
-      others[#others + 1] = keyHash
-      asked[#asked + 1] = keyHash
+  -- The stats' ri: text this script did not write is taken as none (0 0 0).
+  local total, last, indexUntil = string.match(stored[replyStatsAt] or "", "^(%d+) (%d+) (%d+)$")
+  total, last, indexUntil = tonumber(total) or 0, tonumber(last) or 0, tonumber(indexUntil) or 0
+  -- None indexed (none kept yet, expired, or deleted): the total starts again.
+  if #oldest == 0 then total = 0 end
+  -- The expired of the oldest: their entries dropped (Redis deleted their replies by their TTL).
+  local expired = {}
+  for _, member in ipairs(oldest) do
+    local _, size, expiresAt = replyEntry(member)
+    if expiresAt <= now then
+      expired[#expired + 1] = member
+      total = total - size
     end
   end
-  local stored = redis.pcall("HMGET", REPLY_BYTES_KEY, unpack(asked))
-  if stored.err then refuseKey(REPLY_BYTES_KEY, "a " .. redis.call("TYPE", REPLY_BYTES_KEY).ok, "a hash") end
-  -- Text this script did not write is taken as none.
-  local total, last = math.max(0, tonumber(stored[1]) or 0), math.max(0, tonumber(stored[2]) or 0)
-  local life, scored, entries = 0, {}, { REPLY_TOTAL, false, REPLY_LAST, false }
-  -- A key kept again: its old entry's size out (it may have expired, or been lost).
-  for i = 1, #kept do total = total - replyEntry(stored[i + 2]) end
+  local life, scored = 0, {}
   for _, request in ipairs(kept) do
     local size = 128 + #request.ik + #request.ib + #request.ir
     total = total + size
     life = math.max(life, request.it)
     last = last + 1
-    scored[#scored + 1] = num(last)
-    scored[#scored + 1] = request.ik
-    entries[#entries + 1] = request.ik
-    entries[#entries + 1] = num(size) .. " " .. num(now + request.it)
+    request.ip = num(last)
+    scored[#scored + 1] = request.ip
+    scored[#scored + 1] = request.ik .. " " .. num(size) .. " " .. num(now + request.it) .. " " .. request.ip
   end
-  -- The expired of the oldest: their entries dropped (Redis deleted their replies by their TTL).
-  local expired = {}
-  for i, keyHash in ipairs(others) do
-    local size, expiresAt = replyEntry(stored[#kept + 2 + i])
-    if expiresAt <= now then
-      expired[#expired + 1] = keyHash
-      total = total - size
-    end
-  end
-  total = math.max(0, total)
-  entries[4] = num(last)
-  book = { total = total, max = ${arg("rmax")} or ${DEFAULT_MAX_REPLY_BYTES}, life = life,
-    expired = expired, scored = scored, entries = entries, fresh = not stored[1], forgotten = nil,
-    now = 0 }
-  if total > book.max then
+  local max = ${arg("rmax")} or ${DEFAULT_MAX_REPLY_BYTES}
+  book = { total = math.max(0, total), last = last, max = max,
+    life = life, expired = expired, scored = scored, forgotten = nil, now = 0,
+    -- The zset may hold none once the expired are dropped (all of it was read): a new one's life is
+    -- set whatever \`rx\` says.
+    emptied = #oldest <= #kept and #expired == #oldest, indexUntil = indexUntil }
+  if book.total > book.max then
     local count = redis.call("HGET", STATS_KEY, "repliesForgotten")
     if count and not isIntegerText(count) then
       refuseKey(STATS_KEY .. " field repliesForgotten", "'" .. count .. "'", "a number it adds to")
@@ -1689,7 +1692,11 @@ if requests then
     local result = results[r]
     if result[1] == 0 and type(request.ik) == "string" then
       local key = replyKey(request.ik)
-      redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", result[2], "l", result[3])
+      if request.ip then
+        redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", result[2], "l", result[3], "p", request.ip)
+      else
+        redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", result[2], "l", result[3])
+      end
       redis.call("PEXPIRE", key, request.it)
     end
   end
@@ -1698,17 +1705,10 @@ end
 -- the oldest forgotten (their replies deleted: a request sent again with one of their keys
 -- applies again; one expired is not counted as forgotten), a bounded number a call.
 if book then
-  local expired = book.expired
-  if #expired > 0 then
-    redis.call("ZREM", REPLIES_KEY, unpack(expired))
-    redis.call("HDEL", REPLY_BYTES_KEY, unpack(expired))
-  end
+  if #book.expired > 0 then redis.call("ZREM", REPLIES_KEY, unpack(book.expired)) end
   redis.call("ZADD", REPLIES_KEY, unpack(book.scored))
-  local total, entries = book.total, book.entries
-  entries[2] = num(total)
-  redis.call("HSET", REPLY_BYTES_KEY, unpack(entries))
   if book.forgotten then
-    local forgotten, popped = 0, 0
+    local total, forgotten, popped = book.total, 0, 0
     while total > book.max and popped < 64 * #kept do
       local oldest = redis.call("ZPOPMIN", REPLIES_KEY)
       -- None left while the total says more: sizes out of step (keys deleted), started again.
@@ -1717,24 +1717,31 @@ if book then
         break
       end
       popped = popped + 1
-      local size, expiresAt = replyEntry(redis.call("HGET", REPLY_BYTES_KEY, oldest[1]))
+      local keyHash, size, expiresAt = replyEntry(oldest[1])
       total = math.max(0, total - size)
-      redis.call("HDEL", REPLY_BYTES_KEY, oldest[1])
-      redis.call("DEL", replyKey(oldest[1]))
-      if expiresAt > now then forgotten = forgotten + 1 end
+      -- Its reply deleted, and counted, only while it is the one this entry indexes (its score in
+      -- \`p\`): not one stored again with the same key since.
+      if keyHash and expiresAt > now then
+        local key = replyKey(keyHash)
+        if redis.call("HGET", key, "p") == oldest[2] then
+          redis.call("DEL", key)
+          forgotten = forgotten + 1
+        end
+      end
     end
-    redis.call("HSET", REPLY_BYTES_KEY, REPLY_TOTAL, num(total))
-    book.now = forgotten
+    book.total, book.now = total, forgotten
     if forgotten > 0 then book.forgotten = book.forgotten + forgotten else book.forgotten = nil end
   end
-  -- Both keys live at least as long as the latest reply they index, never shortened (a TTL
-  -- lowered since), extended only when due (to lifeOf: an eighth more), not on every call.
-  local left = redis.call("PTTL", REPLIES_KEY)
-  if left < book.life then
-    redis.call("PEXPIRE", REPLIES_KEY, lifeOf(book.life))
-    redis.call("PEXPIRE", REPLY_BYTES_KEY, lifeOf(book.life))
-  elseif book.fresh then
-    redis.call("PEXPIRE", REPLY_BYTES_KEY, left)
+  -- The zset lives at least as long as the latest reply it indexes, never shortened (a TTL lowered
+  -- since), extended only when due (to lifeOf: an eighth more), its life asked only then (by
+  -- \`rx\`) or when it may be new.
+  if book.emptied or book.indexUntil < now + book.life then
+    local left = redis.call("PTTL", REPLIES_KEY)
+    if left < book.life then
+      left = lifeOf(book.life)
+      redis.call("PEXPIRE", REPLIES_KEY, left)
+    end
+    book.indexUntil = math.floor(now + left)
   end
 end
 if idWritten then
@@ -2043,9 +2050,13 @@ for i = 1, counterCount do
     end
   end
 end
-if book and book.forgotten then
-  changed[#changed + 1] = "repliesForgotten"
-  changed[#changed + 1] = num(book.forgotten)
+if book then
+  if book.forgotten then
+    changed[#changed + 1] = "repliesForgotten"
+    changed[#changed + 1] = num(book.forgotten)
+  end
+  changed[#changed + 1] = "ri"
+  changed[#changed + 1] = num(book.total) .. " " .. num(book.last) .. " " .. num(book.indexUntil)
 end
 if dedupeKeysText then
   changed[#changed + 1] = "dk"

@@ -83,15 +83,16 @@ redisTest(
       // Once per stream (and process), as the memory store's.
       assert.deepEqual(warnings(), [WARNING]);
     });
-    // The index holds what is kept, and its total: three replies of 272 bytes.
+    // The index holds what is kept (key hash, size, expiry), and the stats its total (with the last score and the index's expiry): three
+    // replies of 272 bytes.
     await withDirect(fixture.redisUrl, async (send) => {
-      assert.deepEqual(await send("ZRANGE", "es:{s}:replies", "0", "-1"), [
-        "e".repeat(64),
-        "b".repeat(64),
-        "a".repeat(64),
+      const members = await send("ZRANGE", "es:{s}:replies", "0", "-1") as string[];
+      assert.deepEqual(members.map((member) => member.split(" ").slice(0, 3).join(" ")), [
+        `${"e".repeat(64)} 272 ${T0 + DAY}`,
+        `${"b".repeat(64)} 272 ${T0 + DAY}`,
+        `${"a".repeat(64)} 272 ${T0 + DAY}`,
       ]);
-      // (The total's field name is a byte no UTF-8 text holds: read among the values.)
-      assert.ok((await send("HVALS", "es:{s}:replies:bytes") as string[]).includes("816"));
+      assert.equal((await send("HGET", "es:{s}:stats", "ri") as string).split(" ")[0], "816");
     });
     assert.throws(() => new RedisStore(restClient(fixture), { maxReplyBytes: 0 }), RangeError);
     assert.equal(DEFAULT_MAX_REPLY_BYTES, 128 * 1024 * 1024);
@@ -123,14 +124,13 @@ redisTest(
       assert.deepEqual(records.filter((record) => record.level === "warning").map(messageOf), []);
     });
     await withDirect(fixture.redisUrl, async (send) => {
-      // (The total's field name is a byte no UTF-8 text holds: read among the values.)
-      assert.ok((await send("HVALS", "es:{s}:replies:bytes") as string[]).includes("816"));
-      // Both index keys live at least as long as the latest reply (a day), and an eighth more at
-      // most (extended only when due).
-      for (const key of ["es:{s}:replies", "es:{s}:replies:bytes"]) {
-        const left = Number(await send("PTTL", key));
-        assert.ok(left > DAY - 60_000 && left <= DAY + DAY / 8, `${key} PTTL ${left}`);
-      }
+      // The expired one's entry dropped, its size out of the total.
+      assert.equal(await send("ZCARD", "es:{s}:replies"), 3);
+      assert.equal((await send("HGET", "es:{s}:stats", "ri") as string).split(" ")[0], "816");
+      // The index lives at least as long as the latest reply (a day), and an eighth more at most
+      // (extended only when due).
+      const left = Number(await send("PTTL", "es:{s}:replies"));
+      assert.ok(left > DAY - 60_000 && left <= DAY + DAY / 8, `PTTL ${left}`);
     });
   },
 );
@@ -171,15 +171,12 @@ redisTest(
       corrupt: ["SET", "es:{s}:replies", "x"],
       call: () => store.applyBatch(keyed("d")),
     });
-    await refusedWhole(fixture, "es:{s}:replies:bytes", {
-      corrupt: ["SET", "es:{s}:replies:bytes", "x"],
-      call: () => store.applyBatch(keyed("d")),
-    });
-    // (refusedWhole deleted both.) Read only when the apply forgets a reply: g takes the total
-    // past the bound.
+    // (refusedWhole deleted it: the total starts again.) Read only when the apply forgets a reply:
+    // g takes the total past the bound.
     for (const key of ["d", "e", "f"]) await store.applyBatch(keyed(key));
     await refusedWhole(fixture, "es:{s}:stats", {
-      corrupt: ["HSET", "es:{s}:stats", "repliesForgotten", "many"],
+      // (The stats deleted and written anew: the total kept with them.)
+      corrupt: ["HSET", "es:{s}:stats", "repliesForgotten", "many", "ri", "816 6 0"],
       call: () => store.applyBatch(keyed("g")),
     });
   },
@@ -203,5 +200,41 @@ redisTest(
     assert.equal(await statusOf(second, keyed("a")), "replayed");
     assert.equal(await statusOf(second, keyed("b")), "applied");
     assert.equal((await second.stats("s", [])).repliesForgotten, 2);
+  },
+);
+
+redisTest(
+  "forgetting the old index entry of a key stored again deletes not its new reply, and counts none",
+  async (fixture) => {
+    const store = new RedisStore(restClient(fixture), { maxReplyBytes: 900, now: () => T0 });
+    await store.applyBatch(keyed("a"));
+    // Redis expired a's reply before the callers' clock says (a clock ahead): its entry stays.
+    await withDirect(fixture.redisUrl, (send) => send("DEL", `es:{s}:idem:${"a".repeat(64)}`));
+    assert.equal(await statusOf(store, keyed("a")), "applied");
+    await store.applyBatch(keyed("b"));
+    // c passes the bound: the oldest entry, a's old one, goes; a's new reply stays.
+    await store.applyBatch(keyed("c"));
+    assert.equal(await statusOf(store, keyed("a")), "replayed");
+    assert.equal((await store.stats("s", [])).repliesForgotten, 0);
+    await withDirect(fixture.redisUrl, async (send) => {
+      assert.equal(await send("ZCARD", "es:{s}:replies"), 3);
+      assert.equal((await send("HGET", "es:{s}:stats", "ri") as string).split(" ")[0], "816");
+    });
+  },
+);
+
+redisTest(
+  "the reply index gets a TTL again when it was deleted, though the stats say it is not due",
+  async (fixture) => {
+    const store = new RedisStore(restClient(fixture), { maxReplyBytes: 900, now: () => T0 });
+    await store.applyBatch(keyed("a"));
+    await withDirect(fixture.redisUrl, (send) => send("DEL", "es:{s}:replies"));
+    await store.applyBatch(keyed("b"));
+    await withDirect(fixture.redisUrl, async (send) => {
+      const left = Number(await send("PTTL", "es:{s}:replies"));
+      assert.ok(left > DAY - 60_000 && left <= DAY + DAY / 8, `PTTL ${left}`);
+      // Counted from none again: b alone.
+      assert.equal((await send("HGET", "es:{s}:stats", "ri") as string).split(" ")[0], "272");
+    });
   },
 );
