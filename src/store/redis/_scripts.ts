@@ -9,7 +9,7 @@
  * Key layout under the prefix:
  * - `stats` — hash: watermark `wm`, `accepted`, `applied`, `duplicates`, `late`, `filtered`,
  *   `rejected`, `overflow:<counter>`, `repliesForgotten`, `ri` (the Idempotency-Key reply
- *   index's total size, last score and expiry: see {@linkcode APPLY_SCRIPT}), `cl`: the latest end (a session's:
+ *   index's total size, last entry number and expiry: see {@linkcode APPLY_SCRIPT}), `cl`: the latest end (a session's:
  *   end + gap) a close claimed, before which every event is late (`StreamStats.closedThrough`),
  *   `exp`: when (ms) the hash expires, so a write extends its life only when due (see `lifeOf`),
  *   and `dk`: the dedupe TTL (ms) of the last apply, then the earlier TTLs whose buckets are
@@ -635,8 +635,8 @@ end
  * TTL stays; it neither reads nor writes `dk`.
  *
  * Stored replies live at `idem:<key hash>` (hash: body hash, reply, duplicates, late, and `p`,
- * its index entry's score; expiring with the claim's ttl), indexed in the order they were kept by
- * `replies` (zset of "<key hash> <size> <expires at> <score>"; their total in the stats' `ri`), so
+ * its index entry's number; expiring with the claim's ttl), indexed in the order they were kept by
+ * `replies` (list of "<key hash> <size> <expires at> <number>"; their total in the stats' `ri`), so
  * that past `rmax` bytes
  * (`RedisStoreOptions.maxReplyBytes`, absent for `DEFAULT_MAX_REPLY_BYTES`) the oldest are
  * deleted and counted in the stats' `repliesForgotten` (see the script); rate-limit buckets at
@@ -978,58 +978,57 @@ if requests then
   end
 end
 -- The stream's stored replies are bounded (\`rmax\` bytes, as the memory store's maxReplyBytes counts
--- them: 128 + the key's and body's hashes and the reply, here in bytes). \`replies\`: a zset of the
--- replies this release kept, scored in the order they were kept, each member "<key hash> <size> <expires at> <score>" (ms, the callers' clock; the score
--- makes an entry unique: the same key kept again at the same time is another); the stats' \`ri\`:
--- "<total size> <last score given> <when (ms) the zset expires at the earliest>", one field the
--- stats' HMGET and HSET carry anyway, so the zset's life is asked and extended only when due. A key kept again (its reply gone) gets an entry of its own, its old one
--- counted until it is dropped, and its reply holds its entry's score (\`p\`), so that dropping the
--- old one never deletes the new reply. Read only by a call that keeps a reply, here, before any
--- write (see refuseKey): the oldest (one more than are kept, so the sweep keeps pace with the
--- replies that expire, at one TTL in the order kept; those past it count until the bound forgets
--- them), their expired entries dropped uncounted, and whether the total goes past the bound, so
--- that the stats' \`repliesForgotten\` is checked too. (Replies kept by a release before, which has
--- no index, are not counted: they expire by their TTL.)
+-- them: 128 + the key's and body's hashes and the reply, here in bytes). \`replies\`: a list of the
+-- replies this release kept, in the order kept, each "<key hash> <size> <expires at> <number>"
+-- (ms, the callers' clock; the number counts the entries made, the reply holding its entry's in
+-- \`p\`); the stats' \`ri\`: "<total size> <last number> <when (ms) the list expires at the
+-- earliest>", one field the stats' HMGET and HSET carry anyway, so the list's life is asked and
+-- extended only when due. A key kept again (its reply gone) gets an entry of its own, its old one
+-- counted until dropped; dropping it never deletes the new reply (its \`p\` differs). Read only by
+-- a call that keeps a reply, here, before any write (see refuseKey): the oldest (one more than are
+-- kept, so the sweep keeps pace with the replies that expire, at one TTL in the order kept; those
+-- past it count until the bound forgets them), those of them expired first in the list dropped
+-- uncounted, and whether the total goes past the bound, so that the stats' \`repliesForgotten\` is
+-- checked too. (Replies kept by a release before, which has no index, are not counted: they
+-- expire by their TTL.)
 local REPLIES_KEY = P .. "replies"
--- An entry's key hash, size and expiry from its member (text this script did not write: none, 0, 0).
+-- An entry's key hash, size, expiry and number (text this script did not write: none, 0, 0).
 local function replyEntry(member)
-  local keyHash, size, expiresAt = string.match(member, "^(%S+) (%d+) (%-?%d+) %d+$")
-  return keyHash, tonumber(size) or 0, tonumber(expiresAt) or 0
+  local keyHash, size, expiresAt, number = string.match(member, "^(%S+) (%d+) (%-?%d+) (%d+)$")
+  return keyHash, tonumber(size) or 0, tonumber(expiresAt) or 0, number
 end
 local book = nil
 if kept then
-  local oldest = redis.pcall("ZRANGE", REPLIES_KEY, 0, #kept)
-  if oldest.err then refuseKey(REPLIES_KEY, "a " .. redis.call("TYPE", REPLIES_KEY).ok, "a zset") end
+  local oldest = redis.pcall("LRANGE", REPLIES_KEY, 0, #kept)
+  if oldest.err then refuseKey(REPLIES_KEY, "a " .. redis.call("TYPE", REPLIES_KEY).ok, "a list") end
   -- The stats' ri: text this script did not write is taken as none (0 0 0).
   local total, last, indexUntil = string.match(stored[replyStatsAt] or "", "^(%d+) (%d+) (%d+)$")
   total, last, indexUntil = tonumber(total) or 0, tonumber(last) or 0, tonumber(indexUntil) or 0
   -- None indexed (none kept yet, expired, or deleted): the total starts again.
   if #oldest == 0 then total = 0 end
-  -- The expired of the oldest: their entries dropped (Redis deleted their replies by their TTL).
-  local expired = {}
+  -- The expired first in the list: their entries dropped (Redis deleted their replies by their TTL).
+  local expired = 0
   for _, member in ipairs(oldest) do
     local _, size, expiresAt = replyEntry(member)
-    if expiresAt <= now then
-      expired[#expired + 1] = member
-      total = total - size
-    end
+    if expiresAt > now then break end
+    expired = expired + 1
+    total = total - size
   end
-  local life, scored = 0, {}
+  local life, entries = 0, {}
   for _, request in ipairs(kept) do
     local size = 128 + #request.ik + #request.ib + #request.ir
     total = total + size
     life = math.max(life, request.it)
     last = last + 1
     request.ip = num(last)
-    scored[#scored + 1] = request.ip
-    scored[#scored + 1] = request.ik .. " " .. num(size) .. " " .. num(now + request.it) .. " " .. request.ip
+    entries[#entries + 1] = request.ik .. " " .. num(size) .. " " .. num(now + request.it) .. " " .. request.ip
   end
   local max = ${arg("rmax")} or ${DEFAULT_MAX_REPLY_BYTES}
   book = { total = math.max(0, total), last = last, max = max,
-    life = life, expired = expired, scored = scored, forgotten = nil, now = 0,
-    -- The zset may hold none once the expired are dropped (all of it was read): a new one's life is
-    -- set whatever \`rx\` says.
-    emptied = #oldest <= #kept and #expired == #oldest, indexUntil = indexUntil }
+    life = life, expired = expired, entries = entries, forgotten = nil, now = 0,
+    -- The list may hold none once the expired are dropped (all of it was read): a new one's life is
+    -- set whatever \`ri\` says.
+    emptied = #oldest <= #kept and expired == #oldest, indexUntil = indexUntil }
   if book.total > book.max then
     local count = redis.call("HGET", STATS_KEY, "repliesForgotten")
     if count and not isIntegerText(count) then
@@ -1705,25 +1704,25 @@ end
 -- the oldest forgotten (their replies deleted: a request sent again with one of their keys
 -- applies again; one expired is not counted as forgotten), a bounded number a call.
 if book then
-  if #book.expired > 0 then redis.call("ZREM", REPLIES_KEY, unpack(book.expired)) end
-  redis.call("ZADD", REPLIES_KEY, unpack(book.scored))
+  if book.expired > 0 then redis.call("LPOP", REPLIES_KEY, book.expired) end
+  redis.call("RPUSH", REPLIES_KEY, unpack(book.entries))
   if book.forgotten then
     local total, forgotten, popped = book.total, 0, 0
     while total > book.max and popped < 64 * #kept do
-      local oldest = redis.call("ZPOPMIN", REPLIES_KEY)
+      local oldest = redis.call("LPOP", REPLIES_KEY)
       -- None left while the total says more: sizes out of step (keys deleted), started again.
-      if not oldest[1] then
+      if not oldest then
         total = 0
         break
       end
       popped = popped + 1
-      local keyHash, size, expiresAt = replyEntry(oldest[1])
+      local keyHash, size, expiresAt, number = replyEntry(oldest)
       total = math.max(0, total - size)
-      -- Its reply deleted, and counted, only while it is the one this entry indexes (its score in
+      -- Its reply deleted, and counted, only while it is the one this entry indexes (its number in
       -- \`p\`): not one stored again with the same key since.
       if keyHash and expiresAt > now then
         local key = replyKey(keyHash)
-        if redis.call("HGET", key, "p") == oldest[2] then
+        if redis.call("HGET", key, "p") == number then
           redis.call("DEL", key)
           forgotten = forgotten + 1
         end
@@ -1732,9 +1731,9 @@ if book then
     book.total, book.now = total, forgotten
     if forgotten > 0 then book.forgotten = book.forgotten + forgotten else book.forgotten = nil end
   end
-  -- The zset lives at least as long as the latest reply it indexes, never shortened (a TTL lowered
+  -- The list lives at least as long as the latest reply it indexes, never shortened (a TTL lowered
   -- since), extended only when due (to lifeOf: an eighth more), its life asked only then (by
-  -- \`rx\`) or when it may be new.
+  -- \`ri\`) or when it may be new.
   if book.emptied or book.indexUntil < now + book.life then
     local left = redis.call("PTTL", REPLIES_KEY)
     if left < book.life then

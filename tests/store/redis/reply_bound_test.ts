@@ -86,7 +86,7 @@ redisTest(
     // The index holds what is kept (key hash, size, expiry), and the stats its total (with the last score and the index's expiry): three
     // replies of 272 bytes.
     await withDirect(fixture.redisUrl, async (send) => {
-      const members = await send("ZRANGE", "es:{s}:replies", "0", "-1") as string[];
+      const members = await send("LRANGE", "es:{s}:replies", "0", "-1") as string[];
       assert.deepEqual(members.map((member) => member.split(" ").slice(0, 3).join(" ")), [
         `${"e".repeat(64)} 272 ${T0 + DAY}`,
         `${"b".repeat(64)} 272 ${T0 + DAY}`,
@@ -125,7 +125,7 @@ redisTest(
     });
     await withDirect(fixture.redisUrl, async (send) => {
       // The expired one's entry dropped, its size out of the total.
-      assert.equal(await send("ZCARD", "es:{s}:replies"), 3);
+      assert.equal(await send("LLEN", "es:{s}:replies"), 3);
       assert.equal((await send("HGET", "es:{s}:stats", "ri") as string).split(" ")[0], "816");
       // The index lives at least as long as the latest reply (a day), and an eighth more at most
       // (extended only when due).
@@ -217,7 +217,7 @@ redisTest(
     assert.equal(await statusOf(store, keyed("a")), "replayed");
     assert.equal((await store.stats("s", [])).repliesForgotten, 0);
     await withDirect(fixture.redisUrl, async (send) => {
-      assert.equal(await send("ZCARD", "es:{s}:replies"), 3);
+      assert.equal(await send("LLEN", "es:{s}:replies"), 3);
       assert.equal((await send("HGET", "es:{s}:stats", "ri") as string).split(" ")[0], "816");
     });
   },
