@@ -238,3 +238,19 @@ redisTest(
     });
   },
 );
+
+redisTest(
+  "text in the stats' ri that the apply did not write is taken as none, not refused, and written anew",
+  async (fixture) => {
+    const store = new RedisStore(restClient(fixture), { maxReplyBytes: 900, now: () => T0 });
+    await store.applyBatch(keyed("a"));
+    await withDirect(fixture.redisUrl, (send) => send("HSET", "es:{s}:stats", "ri", "many"));
+    assert.equal(await statusOf(store, keyed("b")), "applied");
+    await withDirect(fixture.redisUrl, async (send) => {
+      // Counted from none: b alone (a's entry is still listed, uncounted).
+      const [total, last] = (await send("HGET", "es:{s}:stats", "ri") as string).split(" ");
+      assert.deepEqual([total, last], ["272", "1"]);
+    });
+    assert.equal(await statusOf(store, keyed("a")), "replayed");
+  },
+);
