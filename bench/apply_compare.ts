@@ -34,8 +34,10 @@
  * tree's under valgrind), for a machine where a session keeps to a range of ports; without it, a
  * free port and random ones.
  *
+ * `--keyed`: each call one request with a fresh `Idempotency-Key` (its reply kept).
+ *
  * `deno task bench:apply-compare --base ../wt-base [--calls 1500] [--rounds 3] [--batch 1]
- * [--gaps 0,1000] [--instructions] [--port 7400] [--registry]`
+ * [--gaps 0,1000] [--instructions] [--port 7400] [--registry] [--keyed]`
  */
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
@@ -68,6 +70,7 @@ const { values: flags } = parseArgs({
     gaps: { type: "string" },
     port: { type: "string" },
     registry: { type: "boolean", default: false },
+    keyed: { type: "boolean", default: false },
   },
 });
 if (flags.base === undefined) {
@@ -179,9 +182,13 @@ async function apply(
 ) {
   const nowMs = fixed ? items[0].value.ts + 5 : Date.now();
   const { store } = target;
+  // --keyed: each call one request with a fresh Idempotency-Key (named by its first event's id).
+  const idempotency = flags.keyed
+    ? { key: `k-${items[0].value.id}`, body: JSON.stringify(items.map((item) => item.value)) }
+    : undefined;
   if (target.which === "base") {
-    await baseIngest.ingestItems(baseStream, items, { store, nowMs });
-  } else await ingestItems(target.stream, items, { store, nowMs });
+    await baseIngest.ingestItems(baseStream, items, { store, nowMs, idempotency });
+  } else await ingestItems(target.stream, items, { store, nowMs, idempotency });
 }
 
 /** Keeps every thread of process `pid` on the CPUs `list` (`taskset -c` syntax). */
@@ -349,7 +356,9 @@ console.log(
     loadAverageText(machine)
   }; ${CALLS} calls of ${BATCH} event(s) per tree and round, interleaved${
     pinned ? ", redis-server on a CPU of its own" : ""
-  }${flags.registry ? ", as the registry sends them (gen, dv, rec)" : ""}; base ${flags.base}`,
+  }${flags.registry ? ", as the registry sends them (gen, dv, rec)" : ""}${
+    flags.keyed ? ", each a fresh Idempotency-Key" : ""
+  }; base ${flags.base}`,
 );
 console.log(table(
   [
@@ -390,6 +399,7 @@ console.log(
     batch: BATCH,
     pinned,
     registry: flags.registry,
+    keyed: flags.keyed,
     rounds,
     instructionsPerCall: instructions,
   })}`,
