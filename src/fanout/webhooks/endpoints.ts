@@ -492,7 +492,13 @@ export class EndpointRegistry {
       const next = { ...config, version: endpoint.version + 1, updatedMs: this.#now() };
       if (await this.#deliveries.putEndpoint(next, { expectVersion: endpoint.version, state })) {
         await this.#onChange();
-        return await this.get(id);
+        // What this change wrote, not whatever is stored by now: another change landing since
+        // must not be answered as this one (its ETag and fields), nor a delete since answer a
+        // change that applied with a 404. Read again while still at the version written, it
+        // carries the state as stored (a 410 disable moves no version).
+        const stored = await this.#deliveries.getEndpoint(id);
+        if (stored?.version === next.version) return stored;
+        return { ...endpoint, ...state, ...next };
       }
     }
     throw new WebhookConflictError(`Webhook endpoint '${id}' kept changing; try again`);
@@ -654,12 +660,10 @@ export class EndpointRegistry {
   ): Promise<{ secret: string; previousExpiresMs: number; version: number }> {
     const secret = generateSecret();
     const previousExpiresMs = this.#now() + SECRET_OVERLAP_MS;
-    // The version this rotation writes, not the one read after it: should another change land
-    // between the two, its tag must not be answered as this one's, or an If-Match sent with it
-    // would overwrite that change unseen. The last round's is the one written.
-    let version = 0;
-    await this.#change(id, (endpoint) => {
-      version = endpoint.version + 1;
+    // The version this rotation wrote (#change answers it, not one read after): should another
+    // change land between the two, its tag must not be answered as this one's, or an If-Match
+    // sent with it would overwrite that change unseen.
+    const { version } = await this.#change(id, (endpoint) => {
       const config = configOf(endpoint);
       const current = config.secrets.find((item) => item.expiresMs === null) ??
         config.secrets[0];

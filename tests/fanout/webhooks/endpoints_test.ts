@@ -10,8 +10,13 @@ import {
   WebhookPreconditionError,
 } from "../../../src/fanout/webhooks/endpoints.ts";
 import { UrlPolicy } from "../../../src/fanout/webhooks/ssrf.ts";
-import { MemoryDeliveryStore } from "../../../src/store/mod.ts";
+import {
+  type DeliveryStore,
+  MemoryDeliveryStore,
+  RedisDeliveryStore,
+} from "../../../src/store/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
+import { redisTest, restClient } from "../../_redis.ts";
 import { CONFIG, T0 } from "./_setup.ts";
 
 const URL_OK = "http://127.0.0.1:9000/hook";
@@ -179,6 +184,57 @@ Deno.test("EndpointRegistry.rotateSecret() returns the version it wrote (its ETa
   });
   assert.deepEqual((await endpoints.get(endpoint.id)).secrets, secrets);
 });
+
+/** A registry over `deliveries` whose onChange runs `interleave` once: another admin's change. */
+function interleaved(deliveries: DeliveryStore) {
+  const now = () => T0;
+  const hook: { interleave?: () => Promise<unknown> } = {};
+  const endpoints: EndpointRegistry = new EndpointRegistry(deliveries, {
+    store: new MemoryStore({ now }),
+    streams: compileConfig(CONFIG),
+    now,
+    policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
+    onChange: async () => {
+      const change = hook.interleave;
+      hook.interleave = undefined;
+      await change?.();
+    },
+  });
+  return { endpoints, hook };
+}
+
+/** PATCH answers what it wrote though another change or a delete lands before it returns. */
+async function patchAnswersWhatItWrote(deliveries: DeliveryStore): Promise<void> {
+  const { endpoints, hook } = interleaved(deliveries);
+  const { endpoint } = await endpoints.create({ url: URL_OK });
+  hook.interleave = () => endpoints.update(endpoint.id, { description: "another admin's" });
+  const changed = await endpoints.update(endpoint.id, { description: "mine" }, { versions: [1] });
+  assert.equal(changed.version, 2);
+  assert.equal(changed.description, "mine");
+  assert.equal(changed.disabled, false);
+  assert.equal((await endpoints.get(endpoint.id)).version, 3);
+  await assert.rejects(
+    endpoints.update(endpoint.id, { description: "unseen" }, { versions: [changed.version] }),
+    WebhookPreconditionError,
+  );
+  // Deleted before it returns, a change that applied is answered, not a 404.
+  hook.interleave = () => endpoints.delete(endpoint.id);
+  const last = await endpoints.update(endpoint.id, { description: "applied" });
+  assert.equal(last.version, 4);
+  assert.equal(last.description, "applied");
+  await assert.rejects(endpoints.get(endpoint.id), WebhookNotFoundError);
+}
+
+Deno.test("EndpointRegistry.update() returns what it wrote, not a change or delete landing before it returns (memory)", async () => {
+  await patchAnswersWhatItWrote(new MemoryDeliveryStore({ now: () => T0 }));
+});
+
+redisTest(
+  "EndpointRegistry.update() returns what it wrote, not a change or delete landing before it returns (Redis)",
+  async (fixture) => {
+    await patchAnswersWhatItWrote(new RedisDeliveryStore(restClient(fixture), { now: () => T0 }));
+  },
+);
 
 Deno.test("EndpointRegistry.rotateSecret() again within the overlap drops the oldest secret: at most two sign", async () => {
   const { endpoints, clock } = registry();
