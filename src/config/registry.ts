@@ -129,15 +129,17 @@ function checkPrecondition(
   if (unmet !== undefined) {
     throw new StreamDefinitionError(
       "precondition_failed",
-      `Stream '${name}' ${unmet}: read it again and retry`,
+      `Stream '${name}' ${unmet}`,
     );
   }
 }
 
 /**
- * What of `expected` does not hold of a thing at `version` (null: it does not exist), worded to
- * follow its name in a refusal (`is not at version 3 (it is at version 4)`), or undefined when it
- * holds: for a stream's `If-Match`/`If-None-Match` here and a webhook endpoint's `If-Match`.
+ * What of `expected` does not hold of a thing at `version` (null: it does not exist), with what
+ * to do, worded to follow its name in a refusal (`is not at version 3 (it is at version 4): read
+ * it again and retry`), or undefined when it holds: for a stream's and a webhook endpoint's
+ * `If-Match`/`If-None-Match`. `If-None-Match: *` on one that exists is not told to retry, which
+ * cannot succeed while it exists.
  */
 export function unmetPrecondition(
   expected: DefinitionPrecondition,
@@ -160,7 +162,10 @@ export function unmetPrecondition(
       expected.weakVersions.map((one) => `W/"${one}"`).join(", ")
     }) matches no version, as If-Match compares strongly: send '"<version>"'`
     : "";
-  return `${stated}${weak}`;
+  const advice = problem === "exists"
+    ? "If-None-Match: * holds only while it does not exist"
+    : "read it again and retry";
+  return `${stated}${weak}: ${advice}`;
 }
 
 /** A stream definition change was refused. */

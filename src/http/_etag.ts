@@ -9,6 +9,7 @@
 import { headerListElements } from "./_header_list.ts";
 import { toHex } from "./auth.ts";
 import { ApiError } from "./errors.ts";
+import type { DefinitionPrecondition } from "../config/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
 /** The strong `ETag` of `bytes`: the first 16 bytes of their SHA-256, in hex, quoted. */
@@ -40,10 +41,10 @@ export const STAR = /^[ \t]*(?:,[ \t]*)*\*[ \t]*(?:,[ \t]*)*$/;
  * What an `If-None-Match` header asks of a versioned record (a stream's definition, a webhook
  * endpoint): only `*` is taken, `{ absent: true }`, which holds only while the record does not
  * exist (RFC 9110 §13.1.2: on a `PUT`, create only; on a change or deletion of a record that
- * exists, a `412`). Anything else is 400 `invalid_request`; `meaning` says what `*` does there
- * (e.g. "create only").
+ * exists, a `412`). Anything else is 400 `invalid_request`; `meaning` says what `*` asks (e.g.
+ * "the stream must not exist").
  */
-export function ifNoneMatchOf(ifNoneMatch: string, meaning: string): { absent: true } {
+function ifNoneMatchOf(ifNoneMatch: string, meaning: string): { absent: true } {
   if (!STAR.test(ifNoneMatch)) {
     throw new ApiError(
       400,
@@ -89,7 +90,7 @@ function entityTagsOf(header: string): { weak: boolean; opaque: string }[] | und
  * tag names, e.g. "a stream's version"); a well-formed tag that names no version (`"x"`, `"01"`)
  * is kept out of `versions`, to fail as a 412.
  */
-export function ifMatchOf(
+function ifMatchOf(
   ifMatch: string,
   whose: string,
 ): { exists?: true; versions?: number[]; weakVersions?: number[] } {
@@ -118,4 +119,26 @@ export function ifMatchOf(
     .map(({ opaque }) => Number(opaque));
   if (weak.length > 0) expected.weakVersions = weak;
   return expected;
+}
+
+/** How a refusal of {@linkcode preconditionOf} names each kind of versioned record's version. */
+const VERSION_OF = { stream: "a stream's version", endpoint: "an endpoint's version" } as const;
+
+/**
+ * A versioned record's precondition from a request's `If-Match` (`*`, or entity tags compared
+ * strongly: see {@linkcode ifMatchOf}) and `If-None-Match` (only `*`, which holds only while the
+ * record does not exist: see {@linkcode ifNoneMatchOf}), the same for every operation on a
+ * stream's definition or a webhook endpoint; undefined without either. A header they do not take
+ * is 400 `invalid_request`, naming the `record` kind.
+ */
+export function preconditionOf(
+  headers: { "if-match"?: string | undefined; "if-none-match"?: string | undefined },
+  record: keyof typeof VERSION_OF,
+): DefinitionPrecondition | undefined {
+  const { "if-match": ifMatch, "if-none-match": ifNoneMatch } = headers;
+  if (ifMatch === undefined && ifNoneMatch === undefined) return undefined;
+  return {
+    ...ifNoneMatch === undefined ? {} : ifNoneMatchOf(ifNoneMatch, `the ${record} must not exist`),
+    ...ifMatch === undefined ? {} : ifMatchOf(ifMatch, VERSION_OF[record]),
+  };
 }

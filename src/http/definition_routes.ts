@@ -19,7 +19,7 @@ import { errorsFor, headersOf, jsonContent, NAME, storedLimitConflict } from "./
 import { type KeyRing, requireScope } from "./auth.ts";
 import { bodyTimeoutOf, parseJsonBody, readJsonText } from "./body.ts";
 import { ApiError, invalidNameParameter } from "./errors.ts";
-import { ifMatchOf, ifNoneMatchOf, STAR } from "./_etag.ts";
+import { preconditionOf, STAR } from "./_etag.ts";
 import { streamFields, streamJson, StreamSchema } from "./stream_routes.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -137,20 +137,15 @@ const deleteStreamRoute = createRoute({
 });
 
 /**
- * The request's `If-Match` (entity tags, or `*`) and its `If-None-Match: *`; undefined when it
- * has neither. A header that is not entity-tag syntax is 400; a well-formed tag that names no
- * version (`"x"`, `"01"`) is kept, to fail as a 412. `If-None-Match: *` holds only while the
- * stream does not exist, on `DELETE` as on `PUT` (RFC 9110 §13.1.2): a delete is not made
- * without a word because of a precondition that failed.
+ * The request's `If-Match` and `If-None-Match` (see `preconditionOf` in `_etag.ts`).
+ * `If-None-Match: *` holds only while the stream does not exist, on `DELETE` as on `PUT` (RFC
+ * 9110 §13.1.2): a delete is not made without a word because of a precondition that failed.
  */
-function preconditionOf(c: Context): DefinitionPrecondition | undefined {
-  const ifMatch = c.req.header("If-Match");
-  const ifNoneMatch = c.req.header("If-None-Match");
-  if (ifMatch === undefined && ifNoneMatch === undefined) return undefined;
-  const expected: DefinitionPrecondition = {};
-  if (ifNoneMatch !== undefined) Object.assign(expected, ifNoneMatchOf(ifNoneMatch, "create only"));
-  if (ifMatch !== undefined) Object.assign(expected, ifMatchOf(ifMatch, "a stream's version"));
-  return expected;
+function preconditionOfRequest(c: Context): DefinitionPrecondition | undefined {
+  return preconditionOf(
+    { "if-match": c.req.header("If-Match"), "if-none-match": c.req.header("If-None-Match") },
+    "stream",
+  );
 }
 
 function streamName(c: Context): string {
@@ -216,7 +211,7 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
         "Invalid path parameter stream: '__proto__' cannot name a stream (a config file cannot hold it either); choose another name",
       );
     }
-    const expected = preconditionOf(c);
+    const expected = preconditionOfRequest(c);
     const raw = await readDefinition(c, maxBodyBytes);
     const { created, registered } = await deps.streams.put(name, raw, expected);
     let body;
@@ -251,7 +246,7 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
         `'force' is true or false, got '${quoteInput(force)}'`,
       );
     }
-    const expected = preconditionOf(c);
+    const expected = preconditionOfRequest(c);
     await deps.streams.remove(name, { force: force === "true", expected });
     return c.body(null, 204);
   });

@@ -17,7 +17,6 @@ import {
 import {
   type DeliveryWithAttempts,
   type EndpointInput,
-  type EndpointPrecondition,
   MAX_HEADER_VALUE_LENGTH,
   MAX_HEADERS,
   MAX_URL_LENGTH,
@@ -35,7 +34,7 @@ import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { jsonBody, noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
-import { ifMatchOf, ifNoneMatchOf, STAR } from "./_etag.ts";
+import { preconditionOf, STAR } from "./_etag.ts";
 import { differentEntries, MAX_ENUM_LIST_ITEMS, repeatsRemoved } from "./_list_bounds.ts";
 import {
   countQuery,
@@ -265,7 +264,7 @@ const PreconditionHeaders = z.object({
     description:
       'Entity tags (`"3"`, the `ETag` of `GET /v1/webhooks/{id}`) of the versions this write changes, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`), or one that is no version (`"x"`), matches none (412 `precondition_failed`, nothing changed; an unknown id too); a header that is not entity tags is 400',
   }),
-  // Checked by the handler (`ifNoneMatchOf`), to be refused in the words a stream's is; the
+  // Checked by the handler (`preconditionOf`), to be refused in the words a stream's is; the
   // pattern documents what it takes.
   "if-none-match": z.string().optional().openapi({
     pattern: STAR.source,
@@ -626,22 +625,6 @@ function toInput(body: BodyInput): Partial<EndpointInput> {
   return input;
 }
 
-/**
- * The request's `If-Match` and `If-None-Match`, read as a stream's `DELETE` reads them (`*`, or
- * entity tags compared strongly; only `*`, which holds only while the endpoint does not exist);
- * undefined without either. A header they do not take is 400.
- */
-function preconditionOf(
-  headers: { "if-match"?: string; "if-none-match"?: string },
-): EndpointPrecondition | undefined {
-  const { "if-match": ifMatch, "if-none-match": ifNoneMatch } = headers;
-  if (ifMatch === undefined && ifNoneMatch === undefined) return undefined;
-  return {
-    ...ifNoneMatch === undefined ? {} : ifNoneMatchOf(ifNoneMatch, "no such endpoint"),
-    ...ifMatch === undefined ? {} : ifMatchOf(ifMatch, "an endpoint's version"),
-  };
-}
-
 /** What {@linkcode registerWebhookRoutes} needs. */
 export interface WebhookRouteDeps {
   /** The service behind the routes. */
@@ -717,21 +700,21 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   app.openapi(updateWebhookRoute, async (c) => {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
-    const expected = preconditionOf(c.req.valid("header"));
+    const expected = preconditionOf(c.req.valid("header"), "endpoint");
     const endpoint = await webhooks.updateEndpoint(id, toInput(body), expected);
     c.header("ETag", `"${endpoint.version}"`);
     return c.json(view(endpoint), 200);
   });
 
   app.openapi(deleteWebhookRoute, async (c) => {
-    const expected = preconditionOf(c.req.valid("header"));
+    const expected = preconditionOf(c.req.valid("header"), "endpoint");
     await webhooks.deleteEndpoint(c.req.valid("param").id, expected);
     return c.body(null, 204);
   });
 
   app.openapi(rotateSecretRoute, async (c) => {
     const { id } = c.req.valid("param");
-    const expected = preconditionOf(c.req.valid("header"));
+    const expected = preconditionOf(c.req.valid("header"), "endpoint");
     const { secret, previousExpiresMs, version } = await webhooks.rotateSecret(id, expected);
     c.header("ETag", `"${version}"`);
     c.header("Cache-Control", "no-store");

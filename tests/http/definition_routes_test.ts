@@ -1321,12 +1321,18 @@ Deno.test("DELETE with If-None-Match: * holds only for a stream that does not ex
   assert.equal(refused.status, 412);
   assert.deepEqual(await errorOf(refused), {
     code: "precondition_failed",
-    message: "Stream 'signups' exists (it is at version 1): read it again and retry",
+    message:
+      "Stream 'signups' exists (it is at version 1): If-None-Match: * holds only while it does not exist",
     requestId: refused.headers.get("X-Request-Id"),
   });
   const tagged = await del({ "If-None-Match": '"1"' });
   assert.equal(tagged.status, 400);
-  assert.equal((await errorOf(tagged)).code, "invalid_request");
+  // Worded for a delete as for a create: not "create only".
+  assert.deepEqual(await errorOf(tagged), {
+    code: "invalid_request",
+    message: `If-None-Match: only '*' (the stream must not exist) is taken, got '"1"'`,
+    requestId: tagged.headers.get("X-Request-Id"),
+  });
   // Nothing was deleted: the stream is still served at version 1.
   const read = await app.request("/v1/streams/signups");
   assert.equal(read.status, 200);

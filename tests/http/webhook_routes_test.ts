@@ -1564,7 +1564,7 @@ Deno.test("If-None-Match on an endpoint's PATCH, DELETE and rotate-secret is tak
         assert.equal(refused.body.error.code, "precondition_failed");
         assert.equal(
           refused.body.error.message,
-          `Webhook endpoint '${id}' exists (it is at version 1): read it again and retry`,
+          `Webhook endpoint '${id}' exists (it is at version 1): If-None-Match: * holds only while it does not exist`,
         );
       }
       for (const header of ['"1"', 'W/"1"', '*, "1"', ","]) {
@@ -1573,7 +1573,7 @@ Deno.test("If-None-Match on an endpoint's PATCH, DELETE and rotate-secret is tak
         assert.equal(refused.body.error.code, "invalid_request");
         assert.equal(
           refused.body.error.message,
-          `If-None-Match: only '*' (no such endpoint) is taken, got '${header}'`,
+          `If-None-Match: only '*' (the endpoint must not exist) is taken, got '${header}'`,
         );
       }
     }

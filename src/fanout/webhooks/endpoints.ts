@@ -130,7 +130,7 @@ function checkPrecondition(
   const unmet = unmetPrecondition(expected, endpoint ? endpoint.version : null);
   if (unmet !== undefined) {
     throw new WebhookPreconditionError(
-      `Webhook endpoint '${id}' ${unmet}: read it again and retry`,
+      `Webhook endpoint '${id}' ${unmet}`,
     );
   }
 }

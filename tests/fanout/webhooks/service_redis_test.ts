@@ -861,7 +861,7 @@ redisTest(
         assert.equal(refused.status, 412, method);
         assert.equal(
           refused.body.error.message,
-          `Webhook endpoint '${id}' exists (it is at version 3): read it again and retry`,
+          `Webhook endpoint '${id}' exists (it is at version 3): If-None-Match: * holds only while it does not exist`,
         );
       }
       assert.equal((await send(a.app, "GET", path, {})).etag, '"3"', "nothing changed");
