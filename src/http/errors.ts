@@ -102,7 +102,8 @@ export const ERROR_CODES = {
   },
   origin_not_allowed: {
     status: [403],
-    when: "a browser `Origin` the key or stream does not allow",
+    when:
+      "a browser `Origin` that neither the key or stream nor `EDGESTREAM_ALLOWED_ORIGINS` allows",
   },
   not_found: { status: [404], when: "no such path" },
   stream_not_found: { status: [404], when: "no such stream" },
