@@ -4,9 +4,10 @@
  * counts only), with `--keys` run-time keys stored. Measured as the `usec` that `INFO
  * commandstats` gives the page script's `EVALSHA` (or `EVAL`), so the figure is redis-server's own
  * time, not the client's round trip; and as the main thread's CPU time (`INFO cpu`) over all the
- * rounds of a kind, divided by the rounds, which a machine busy with other work does not inflate as
- * it does the first (a script descheduled midway counts its wait). README's "API keys at run time"
- * quotes it.
+ * rounds of a kind, divided by the rounds, which a machine busy with other work inflates far less
+ * than the first (a script descheduled midway counts its wait), though somewhat: runs at load 8.5
+ * read 6.8 ms a first page and 0.30 ms a later one, at load 21–26 9.2–10.1 and 0.35–0.39 ms.
+ * README's "API keys at run time" quotes the range.
  *
  * `deno task bench:key-list [--port 7660] [--keys 10000] [--limit 100] [--rounds 20]`
  */
