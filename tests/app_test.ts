@@ -136,6 +136,23 @@ Deno.test("POST events cuts a request at its budget of schema checks: 8 events o
   assert.deepEqual([stream.stats.accepted, stream.stats.rejected], [8, 2]);
 });
 
+Deno.test("POST events: events judged on an estimate of their checks (often far above them) leave the request's budget to the counted ones: 1,000 events of 1,485 checks each are all applied", async () => {
+  const { app } = await testApp({ config: PARTS_CONFIG });
+  // 15 items of one property: 2 + 15 × 101 checks, less its 32 values, 1,485; estimated at
+  // (3 × 103 - 1) × 32 = 9,856. 1,485,000 in all, within 2,097,152.
+  const line = JSON.stringify({ items: Array.from({ length: 15 }, () => ({ p0: "x" })) });
+  const body = Array.from({ length: 1_000 }, () => line).join("\n");
+  const res = await postEvents(app, body, {
+    stream: "parts",
+    raw: true,
+    contentType: "application/x-ndjson",
+  });
+  assert.equal(res.status, 202);
+  const reply = await res.json();
+  assert.equal(reply.rejected.length, 0, JSON.stringify(reply.rejected.slice(0, 1)));
+  assert.equal(reply.accepted, 1_000);
+});
+
 Deno.test("an NDJSON rejection names the event's line in the body beside its index, blank lines counted, in a replay too", async () => {
   const { app } = await testApp();
   const body = [

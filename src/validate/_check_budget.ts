@@ -134,11 +134,11 @@ export function mayPassCheckBudget(cost: CheckCost, values: number): boolean {
 
 /**
  * Most checks of one request's events against their schema beyond one a value each, in all (an
- * HTTP batch, a WebSocket frame): 8 events at {@linkcode MAX_EVENT_SCHEMA_CHECKS}. Without it, a
- * 1 MiB NDJSON body of 435 events each just within that bound (218 items under an `anyOf` of 200
- * objects of 5 `const`s) took 91 s of CPU; with it, 2.4 s (8 events judged, the rest refused), as
- * did 1,000 events of 87 empty items under an object of 3,000 properties (40 of them took 10.6 s
- * without it): about 1 µs a check.
+ * HTTP batch, a WebSocket frame): 8 events at {@linkcode MAX_EVENT_SCHEMA_CHECKS}. Without it,
+ * every event of a 1 MiB body just within that bound would be judged: 531 events of 218 items under
+ * an `anyOf` of 200 objects of 5 `const`s, or 1,000 of 87 empty items under an object of 3,000
+ * properties; with it, 8 to 12 of them are, and such a request takes about 0.6–1.6 s of CPU
+ * (`deno task bench:check-budget`).
  */
 export const MAX_REQUEST_SCHEMA_CHECKS = 2_097_152;
 
@@ -160,18 +160,22 @@ export interface RequestCheckBudgetOptions {
  * spent in the order they are judged: one for each request, handed to the validation of each of
  * its events (those the fast verdict takes, which zod never sees, spend none).
  *
- * An event spends its estimate beyond its values (`(3 × size - 1) × values`, an upper bound, see
- * {@linkcode mayPassCheckBudget}) while that leaves half of the budget untouched; past that (or when the
- * estimate could pass the event's own bound) its checks are counted, up to what is left, and it
- * spends its count. An event refused on its own bound spends that bound (counting it took as
- * much). The first event whose checks pass what is left cuts the request: it and every later
- * event are refused, without any work. The work of judging a request is so bounded by the budget
- * (zod's checks and the counting both), whatever its events.
+ * An event is judged on its estimate beyond its values (`(3 × size - 1) × values`, an upper
+ * bound, see {@linkcode mayPassCheckBudget}) while the estimates so taken stay within half the
+ * budget: a pool of their own, so that an estimate (often 5–50 times the real checks) never takes
+ * from the budget of the checks counted. Past that (or when the estimate could pass the event's
+ * own bound) its checks are counted, up to what is left of the budget, and it spends its count.
+ * An event refused on its own bound spends that bound (counting it took as much). The first event
+ * whose checks pass what is left cuts the request: it and every later event are refused, without
+ * any work. The work of judging a request is so bounded, whatever its events: zod's checks of the
+ * estimated events at most half the budget, those of the counted ones (and the counting) at most
+ * the budget.
  */
 export class RequestCheckBudget {
   /** The request's checks in all. */
   readonly maxChecks: number;
   #left: number;
+  #estimated = 0;
   #cut = false;
 
   constructor(options: RequestCheckBudgetOptions = {}) {
@@ -179,9 +183,14 @@ export class RequestCheckBudget {
     this.#left = this.maxChecks;
   }
 
-  /** Checks not yet spent. */
+  /** Counted checks not yet spent (estimates spend none: see {@linkcode estimated}). */
   get left(): number {
     return this.#left;
+  }
+
+  /** The estimates of the events judged on them, in all: at most half of {@linkcode maxChecks}. */
+  get estimated(): number {
+    return this.#estimated;
   }
 
   /** Whether an event passed what was left: it and every later event of the request are refused. */
@@ -193,8 +202,10 @@ export class RequestCheckBudget {
   charge(cost: CheckCost, event: unknown, values: number): CheckVerdict {
     if (this.#cut) return "request";
     const estimate = (3 * cost.size - 1) * values;
-    if (estimate <= MAX_EVENT_SCHEMA_CHECKS && estimate <= this.#left - this.maxChecks / 2) {
-      this.#left -= estimate;
+    if (
+      estimate <= MAX_EVENT_SCHEMA_CHECKS && this.#estimated + estimate <= this.maxChecks / 2
+    ) {
+      this.#estimated += estimate;
       return "judge";
     }
     const limit = Math.min(MAX_EVENT_SCHEMA_CHECKS, this.#left);

@@ -235,7 +235,7 @@ Deno.test("checksUpTo() gives the count, each property an object lacks one check
   assert.ok(checksUpTo(cost, emptyItems(10), 500) > 500);
 });
 
-Deno.test("RequestCheckBudget spends estimates while half the budget is left, then counts; the event past what is left cuts the request", () => {
+Deno.test("RequestCheckBudget judges on estimates while they fit in half the budget, a pool apart from the counted checks; the event past what is left cuts the request", () => {
   const cost = checkCost(prepareEventSchema(HUNDRED_PROPERTIES));
   const validate = eventValidator(compileEventSchema(HUNDRED_PROPERTIES));
   const budget = new RequestCheckBudget({ maxChecks: 10_000 });
@@ -243,14 +243,18 @@ Deno.test("RequestCheckBudget spends estimates while half the budget is left, th
   // Its estimate: (3 × 103 nodes - 1) × 12 values; its count 1,000.
   assert.equal(cost.size, 103);
   assert.deepEqual(validate(event, budget), event);
-  assert.equal(budget.left, 10_000 - 308 * 12);
-  // The next estimate would leave less than half: counted, 1,000 each, while they fit.
-  for (let index = 1; index <= 6; index++) {
+  assert.equal(budget.estimated, 308 * 12);
+  // The estimate spends none of the counted checks' budget.
+  assert.equal(budget.left, 10_000);
+  // A second estimate would pass half the budget (7,392 > 5,000): counted, 1,000 each, while
+  // they fit in the whole budget, not in what the estimate left of it.
+  for (let index = 1; index <= 10; index++) {
     assert.deepEqual(validate(emptyItems(10), budget), event, `event ${index}`);
-    assert.equal(budget.left, 10_000 - 308 * 12 - 1_000 * index);
+    assert.equal(budget.left, 10_000 - 1_000 * index);
   }
+  assert.equal(budget.estimated, 308 * 12);
   assert.equal(budget.cut, false);
-  // 304 left: this one, of 1,000, cuts the request, and every later event is refused unjudged,
+  // None left: this one, of 1,000, cuts the request, and every later event is refused unjudged,
   // one with no checks at all too.
   const refused = [{ path: "", message: requestCheckBudgetMessage(10_000) }];
   assert.deepEqual(validate(emptyItems(10), budget), refused);
