@@ -135,9 +135,9 @@ export function mayPassCheckBudget(cost: CheckCost, values: number): boolean {
 /**
  * Most checks of one request's events against their schema beyond one a value each, in all (an
  * HTTP batch, a WebSocket frame): 8 events at {@linkcode MAX_EVENT_SCHEMA_CHECKS}. Without it,
- * every event of a 1 MiB body just within that bound would be judged: 531 events of 218 items under
- * an `anyOf` of 200 objects of 5 `const`s, or 1,000 of 87 empty items under an object of 3,000
- * properties; with it, 8 to 12 of them are, and such a request takes about 0.6–1.6 s of CPU
+ * every event of a request just within that bound would be judged: 531 events (1 MiB of NDJSON)
+ * of 218 items under an `anyOf` of 200 objects of 5 `const`s, or 1,000 of 87 empty items under an
+ * object of 3,000 properties; with it, 8 to 12 of them are, and such a request takes about 0.6–1.6 s of CPU
  * (`deno task bench:check-budget`).
  */
 export const MAX_REQUEST_SCHEMA_CHECKS = 2_097_152;
