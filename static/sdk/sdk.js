@@ -408,6 +408,12 @@ export function createTracker(options) {
    */
   const splitting = new Set();
   /**
+   * Batches an earlier page kept, taken and not sent yet, `{stream, items, handedOver}` (`items`:
+   * `{events, key, expiresAt, entries?}`, `entries` the kept batches `{events, key}` a merged one
+   * is made of), sent one after another: where `beacon()` finds them when the page goes.
+   */
+  const takenWaiting = new Set();
+  /**
    * Batches in flight without `keepalive` (bodies of {@linkcode KEEPALIVE_BYTES} or more, which
    * browsers refuse it), `{stream, events, idempotencyKey, kept}`: the browser cancels them when
    * the page goes, so `beacon()` keeps each with its key for the next page (`kept`: the name of
@@ -854,9 +860,17 @@ export function createTracker(options) {
    * else a new one; `flush()` waits for it until it is answered, refused or held.
    */
   function sendBatch(stream, events, idempotencyKey, expiresAt) {
+    startSend((hooks) => send(stream, events, hooks, idempotencyKey, expiresAt));
+  }
+
+  /**
+   * Starts `run(hooks)`, sends under `hooks` (see `send()`) that `flush()` waits for until they
+   * are answered, refused or held.
+   */
+  function startSend(run) {
     const hooks = { onHeld: undefined, promise: undefined };
     const heldNow = new Promise((resolve) => hooks.onHeld = resolve);
-    const promise = send(stream, events, hooks, idempotencyKey, expiresAt);
+    const promise = run(hooks);
     hooks.promise = promise;
     const answeredOrHeld = Promise.race([promise, heldNow]);
     sending.add(promise);
@@ -941,7 +955,9 @@ export function createTracker(options) {
    * that both take the entry count them once. Without storage they are lost, with a warning. A
    * stream keeps at most {@linkcode MAX_STORED_EVENTS}: whole entries go, oldest first, those of
    * batches a beacon took too (most likely delivered) before the others; of more events than that
-   * without a key only the newest are kept, with a key none. Answers the entry's name, or `null`.
+   * only the newest are kept, under a new key, its key or not: the server takes at most 1,000 a
+   * request, so no try of a batch of more was applied, and none of it counts twice. Answers the
+   * entry's name, or `null`.
    */
   function keep(stream, events, idempotencyKey, expiresAt, beaconed = false) {
     const store = storage();
@@ -968,12 +984,11 @@ export function createTracker(options) {
         }
         if (expiresAt !== undefined) batch.expiresAt = expiresAt;
         if (beaconed) batch.beaconed = true;
-      } else {
-        dropped += Math.max(0, events.length - MAX_STORED_EVENTS);
-        batch.events = events.slice(-MAX_STORED_EVENTS);
-      }
+      } else batch.events = events.slice(-MAX_STORED_EVENTS);
       const name = `${storageKey(stream, PAGE_STORAGE_PREFIX)}|${at}-${seq}-${randomId()}`;
       store.setItem(name, JSON.stringify(batch));
+      // Counted once kept: kept not at all, all of them are (below).
+      dropped += events.length - batch.events.length;
       for (const copy of copies) store.removeItem(copy);
       const entries = pageEntries(store, stream);
       let count = 0;
@@ -1103,7 +1118,7 @@ export function createTracker(options) {
         const rest = name.slice(pagePrefix.length);
         const bar = rest.lastIndexOf("|");
         if (bar === -1) continue;
-        taken.push([rest.slice(0, bar), kept, entryOrder(rest.slice(bar + 1))]);
+        taken.push([rest.slice(0, bar), kept, entryOrder(rest.slice(bar + 1)), true]);
         continue;
       }
       if (!Array.isArray(kept) || kept.length === 0) continue;
@@ -1115,10 +1130,10 @@ export function createTracker(options) {
       }
       for (const batch of kept) taken.push([stream, batch, { at: 0, seq: 0 }]);
     }
-    /** The batches to send by key: `{stream, events, key, expiresAt}`. */
+    /** The batches to send by key, by stream: `{events, key, expiresAt, page}`, oldest first. */
     const byKey = new Map();
-    const batches = [];
-    for (const [stream, batch] of taken.sort((a, b) => olderFirst(a[2], b[2]))) {
+    const byStream = new Map();
+    for (const [stream, batch, , page] of taken.sort((a, b) => olderFirst(a[2], b[2]))) {
       const events = batch?.events;
       if (!Array.isArray(events) || events.length === 0) continue;
       const key = typeof batch.idempotencyKey === "string" && batch.idempotencyKey !== ""
@@ -1134,17 +1149,114 @@ export function createTracker(options) {
         if (expiresAt !== undefined && !(copy.expiresAt <= expiresAt)) copy.expiresAt = expiresAt;
         continue;
       }
-      const entry = { stream, events, key, expiresAt };
+      const entry = { events, key, expiresAt, page: Boolean(page && key) };
       if (key) byKey.set(`${stream}|${key}`, entry);
-      batches.push(entry);
+      if (!byStream.has(stream)) byStream.set(stream, []);
+      byStream.get(stream).push(entry);
     }
-    for (const { stream, events, key, expiresAt } of batches) {
-      if (pastExpiry(stream, events, expiresAt)) continue;
-      // Without a key a batch is sent as new events, as those kept without one are.
-      sendBatch(stream, events, key, expiresAt);
+    // Hashing needs crypto.subtle (a secure context): without it each entry goes on its own.
+    const canMerge = typeof globalThis.crypto?.subtle?.digest === "function";
+    for (const [stream, entries] of byStream) {
+      /** Entries never tried (no expiry: no body was sent under their key), and the others. */
+      const fresh = [];
+      const tried = [];
+      const plain = [];
+      for (const entry of entries) {
+        if (pastExpiry(stream, entry.events, entry.expiresAt)) continue;
+        // Without a key a batch is sent as new events, as those kept without one are.
+        if (!entry.key) plain.push(entry.events);
+        else (entry.page && entry.expiresAt === undefined ? fresh : tried).push(entry);
+      }
+      // Tried ones go whole under their own key, one after another (as a split's parts do): at
+      // once, more than a rate limit's burst would be refused.
+      if (tried.length > 0) sendTaken(stream, tried);
+      for (const events of plain) sendBatch(stream, events);
+      // Never-tried entries go merged, in their kept order, into batches of at most the batch
+      // size (one larger goes alone), each under a key hashed from its entries' keys: a tab that
+      // took the same entries sends the same batches under the same keys, counted once.
+      const size = batchSize(stream);
+      let group = [];
+      let count = 0;
+      const groups = [];
+      for (const entry of fresh) {
+        if (group.length > 0 && (!canMerge || count + entry.events.length > size)) {
+          groups.push(group);
+          group = [];
+          count = 0;
+        }
+        group.push(entry);
+        count += entry.events.length;
+      }
+      if (group.length > 0) groups.push(group);
+      for (const merged of groups) {
+        sendTaken(
+          stream,
+          [
+            merged.length === 1 ? merged[0] : {
+              events: merged.flatMap((entry) => entry.events),
+              entries: merged,
+            },
+          ],
+        );
+      }
       found = true;
     }
     if (found) flush();
+  }
+
+  /**
+   * Sends `items` ({@linkcode takenWaiting}) to `stream` one after another, a merged one under the
+   * hash of its entries' keys ({@linkcode mergedKey}); closing, what is left is kept as it was.
+   */
+  function sendTaken(stream, items) {
+    const rest = { stream, items, handedOver: false };
+    takenWaiting.add(rest);
+    startSend(async (hooks) => {
+      try {
+        while (items.length > 0 && !rest.handedOver) {
+          if (closing) {
+            for (const item of items.splice(0)) keepTaken(stream, item, keepClosing);
+            break;
+          }
+          const item = items[0];
+          let key = item.key;
+          if (item.entries) {
+            try {
+              key = await mergedKey(item.entries);
+            } catch {
+              // No hash: each entry goes under its own key, in its place.
+              items.splice(0, 1, ...item.entries);
+              continue;
+            }
+          }
+          // The page went while the key was hashed: beacon() kept it.
+          if (rest.handedOver) break;
+          items.shift();
+          await send(stream, item.events, hooks, key, item.expiresAt);
+        }
+      } finally {
+        takenWaiting.delete(rest);
+      }
+    });
+  }
+
+  /** Keeps a taken `item` with `keeper` ({@linkcode keep}'s signature) as its entries were kept. */
+  function keepTaken(stream, item, keeper) {
+    let kept = 0;
+    for (const entry of item.entries ?? [item]) {
+      if (keeper(stream, entry.events, entry.key, entry.expiresAt)) kept += entry.events.length;
+    }
+    return kept;
+  }
+
+  /**
+   * The `Idempotency-Key` of kept entries sent merged: the hex SHA-256 of their keys, sorted, one a
+   * line (64 characters).
+   */
+  async function mergedKey(entries) {
+    const keys = entries.map((entry) => entry.key).sort().join("\n");
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(keys));
+    return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
   }
 
   /**
@@ -1219,6 +1331,12 @@ export function createTracker(options) {
       rest.handedOver = true;
       splitting.delete(rest);
       for (const part of rest.parts.splice(0)) batches.push([rest.stream, part]);
+    }
+    // Then what was taken from an earlier page and not sent yet: kept again as it was.
+    for (const rest of takenWaiting) {
+      rest.handedOver = true;
+      takenWaiting.delete(rest);
+      for (const item of rest.items.splice(0)) kept += keepTaken(rest.stream, item, keep);
     }
     for (const [stream, events] of queues) {
       queues.delete(stream);

@@ -928,7 +928,7 @@ Deno.test("a page upgraded mid-outage sends what the last release kept (events w
       const claim of [
         "when no beacon takes any of it, it is kept whole with its `Idempotency-Key` and the next page sends it under that key",
         "What a page keeps is an entry of its own a batch, a JSON `{idempotencyKey, events}` (with `expiresAt` once a try was sent under the key) under `edgestream-page:<endpoint>|<key>|<stream>|<time>-<seq>-<random>`",
-        "events kept without a key are given one in their entry, and sent under it.",
+        "events kept without a key are given one in their entry.",
         "What releases before kept under `edgestream:<endpoint>|<key>|<stream>` (a JSON array of events) and `edgestream-keyed:<endpoint>|<key>|<stream>` is still taken and sent (so a page upgraded during an outage sends what the release before kept)",
         "of a stream's 1,000 whole entries go, the oldest first",
         "a batch waiting to be sent again among it with its `Idempotency-Key`",
@@ -2625,7 +2625,7 @@ Deno.test("the SDK takes what an earlier page kept under the Web Lock edgestream
     await next.close();
     assert.ok(
       await readmeSays(
-        "A tracker takes what was kept under a Web Lock (`navigator.locks`, named `edgestream-kept:<endpoint>|<key>`), so that of two tabs of the origin loading at once (a browser restoring its session) one sends it and the other finds it gone; events tracked while the lock is awaited and not sent yet go after it, and a tracker closed before the lock is granted takes nothing, leaving it to the next tracker or page.",
+        "A tracker takes what was kept under a Web Lock (`navigator.locks`, named `edgestream-kept:<endpoint>|<key>`), so that two tabs of the origin loading at once (a browser restoring its session) take it one after the other; Chromium tabs hear of each other's writes late, so both may still read an entry: it goes under the same key from both, counted once, when both read the same entries (what an older release kept under `edgestream:` goes as new events from both); events tracked while the lock is awaited and not sent yet go after it, and a tracker closed before the lock is granted takes nothing, leaving it to the next tracker or page.",
       ),
     );
   } finally {
@@ -2839,7 +2839,7 @@ Deno.test("in a browser without Web Locks, events a page kept without a key that
     await Promise.all([first.close(), second.close()]);
     assert.ok(
       await readmeSays(
-        "Events kept without a key (what no beacon took of what waited, the parts of a `413`'s split not sent yet, what is left of a batch that went by beacons in part) were given one when kept: they too go under it from both, counted once; events an older release kept (a JSON array under `edgestream:<endpoint>|<key>|<stream>`) go as new events from both: only `dedupeField`'s ids count them once.",
+        "Events kept without a key (what no beacon took of what waited, the parts of a `413`'s split not sent yet, what is left of a batch that went by beacons in part) were given one when kept: they too go under it from both, counted once, merged or not, when both read the same entries (two that read different ones may merge them differently, under different keys, and count the events they share twice); events an older release kept (a JSON array under `edgestream:<endpoint>|<key>|<stream>`) go as new events from both: only `dedupeField`'s ids count them once.",
       ),
     );
   } finally {
@@ -2927,5 +2927,186 @@ Deno.test("a batch an older release kept with its key but no expiry is sent unde
     );
   } finally {
     page.dispose();
+  }
+});
+
+Deno.test("kept entries never tried go merged into batches of at most the batch size, under a key hashed from theirs: 300 one-event entries are 3 batches of 100 (a handful of requests) on a real server limited to a burst of 100, and a second tab taking the same entries counts none again", async () => {
+  const server = await serveApp({
+    streams: {
+      s: {
+        limits: { eventsPerSecond: 100, burst: 100 },
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  });
+  const restoreLocks = withLocks(undefined);
+  const requests: Array<{ key: string; events: number; status: number }> = [];
+  const original = globalThis.fetch;
+  globalThis.fetch =
+    (async (url: string, init: RequestInit & { headers: Record<string, string> }) => {
+      const res = await original(url, init);
+      requests.push({
+        key: init.headers["Idempotency-Key"],
+        events: JSON.parse(String(init.body)).length,
+        status: res.status,
+      });
+      return res;
+    }) as typeof fetch;
+  const { warnings, stopCapture } = captureWarnings();
+  const options = { key: "pk_test", endpoint: server.endpoint, maxRetries: 3 };
+  // 300 pages that each kept one event offline, each in an entry with a key of its own.
+  const at = Date.now() - 1_000;
+  const entries = Array.from({ length: 300 }, (_, n) => [
+    `edgestream-page:${server.endpoint}|pk_test|s|${at}-${n + 1}-r${n}`,
+    JSON.stringify({ idempotencyKey: `k-${n}`, events: [{ n }] }),
+  ]);
+  try {
+    for (const [name, entry] of entries) localStorage.setItem(name, entry);
+    const first = createTracker(options);
+    await first.flush();
+    // Before, one request an entry at once: 300, the 200 past the burst refused 429 (and sent
+    // again, 251 requests more). Now 3 of 100 events (the batch size), the 2 past the burst sent
+    // again after their Retry-After.
+    assert.ok(requests.length <= 6, `${requests.length} requests`);
+    const accepted = requests.filter((request) => request.status === 202);
+    assert.deepEqual(accepted.map((request) => request.events), [100, 100, 100]);
+    for (const request of requests) assert.match(request.key, /^[0-9a-f]{64}$/);
+    assert.equal(new Set(accepted.map((request) => request.key)).size, 3);
+    assert.equal((await server.stats("s")).accepted, 300);
+    // A second tab read the same entries before the first took them out: the same batches under
+    // the same keys, replayed, none counted again.
+    for (const [name, entry] of entries) localStorage.setItem(name, entry);
+    const second = createTracker(options);
+    await second.flush();
+    const again = requests.slice(requests.length - 3);
+    assert.deepEqual(
+      again.map((request) => [request.key, request.status]).sort(),
+      accepted.map((request) => [request.key, 202]).sort(),
+    );
+    assert.equal((await server.stats("s")).accepted, 300);
+    assert.equal(localStorage.length, 0);
+    // A tab that read all but the oldest merges them differently, under other keys: the events
+    // it shares with the others are counted again.
+    for (const [name, entry] of entries.slice(1)) localStorage.setItem(name, entry);
+    const third = createTracker(options);
+    await third.flush();
+    assert.equal((await server.stats("s")).accepted, 599);
+    assert.deepEqual(warnings, []);
+    await Promise.all([first.close(), second.close(), third.close()]);
+    for (
+      const claim of [
+        "The next page sends a stream's entries never tried (no `expiresAt`) merged, in their kept order, into batches of at most `maxBatch` events, each under the hex SHA-256 of its entries' keys, sorted (an entry alone keeps its own key; without `crypto.subtle`, outside secure contexts, each goes alone): 300 one-event entries go as 3 batches, and a tab that took the same entries sends the same batches under the same keys, counted once.",
+        "(two that read different ones may merge them differently, under different keys, and count the events they share twice)",
+      ]
+    ) assert.ok(await readmeSays(claim), claim);
+  } finally {
+    stopCapture();
+    globalThis.fetch = original;
+    restoreLocks();
+    await server.close();
+  }
+});
+
+Deno.test("kept entries tried before (with an expiry) go whole under their own key, one after another, and what is not sent yet is kept again as it was when the page goes", async () => {
+  let answerFirst: (res: Response) => void = () => {};
+  const fixture = pageFixture({
+    answers: [new Promise<Response>((resolve) => answerFirst = resolve)],
+    beacon: "refused",
+    locks: LOCKS_GRANTED_AT_ONCE,
+  });
+  try {
+    const expiresAt = Date.now() + 3_600_000;
+    for (let n = 0; n < 3; n++) {
+      localStorage.setItem(
+        `edgestream-page:https://e.example|pk_test|s|${Date.now() - 1_000}-${n + 1}-r${n}`,
+        JSON.stringify({ idempotencyKey: `k-${n}`, events: [{ n }], expiresAt }),
+      );
+    }
+    const tracker = createTracker(fixture.options);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Before, all three at once.
+    assert.deepEqual(fixture.sent.map((request) => request.init.headers["Idempotency-Key"]), [
+      "k-0",
+    ]);
+    // The page goes while the first is in flight: the two not sent yet are kept as they were.
+    tracker.beacon();
+    assert.deepEqual(keptBatches(), [
+      { idempotencyKey: "k-1", events: [{ n: 1 }], expiresAt },
+      { idempotencyKey: "k-2", events: [{ n: 2 }], expiresAt },
+    ]);
+    answerFirst(new Response(null, { status: 202 }));
+    await tracker.flush();
+    assert.equal(fixture.sent.length, 1);
+    localStorage.clear();
+    // Shown to the next page: sent one after another, each under its key.
+    for (let n = 0; n < 3; n++) {
+      localStorage.setItem(
+        `edgestream-page:https://e.example|pk_test|s|${Date.now() - 1_000}-${n + 1}-r${n}`,
+        JSON.stringify({ idempotencyKey: `k-${n}`, events: [{ n }], expiresAt }),
+      );
+    }
+    const next = createTracker(fixture.options);
+    await next.flush();
+    assert.deepEqual(
+      fixture.sent.slice(1).map((request) => request.init.headers["Idempotency-Key"]),
+      ["k-0", "k-1", "k-2"],
+    );
+    await Promise.all([tracker.close(), next.close()]);
+    assert.ok(
+      await readmeSays(
+        "Entries tried before go whole under their own key, one after another.",
+      ),
+    );
+  } finally {
+    fixture.dispose();
+  }
+});
+
+Deno.test("events a full localStorage cannot keep count once in dropped, those past a stream's 1,000 too", async () => {
+  const fixture = pageFixture({ beacon: "refused" });
+  const setItem = Storage.prototype.setItem;
+  try {
+    const tracker = createTracker({ ...fixture.options, maxBatch: 2_000, flushMs: 60_000 });
+    for (let n = 0; n < 1_500; n++) tracker.track("s", { n });
+    Storage.prototype.setItem = () => {
+      throw new DOMException("full", "QuotaExceededError");
+    };
+    tracker.beacon();
+    // Before, the 500 past the 1,000 a stream keeps were counted, then all 1,500 again: 2,000.
+    assert.equal(tracker.dropped, 1_500);
+    assert.deepEqual(fixture.warnings, ["edgestream: lost 1500 events to s: no room to keep them"]);
+    Storage.prototype.setItem = setItem;
+    // With room, the 500 oldest past the 1,000 are counted, once.
+    for (let n = 0; n < 1_500; n++) tracker.track("s", { n });
+    tracker.beacon();
+    assert.equal(tracker.dropped, 2_000);
+    assert.equal(keptEvents().length, 1_000);
+    await tracker.close();
+  } finally {
+    Storage.prototype.setItem = setItem;
+    fixture.dispose();
+  }
+});
+
+Deno.test("a batch of more than 1,000 events waiting to be sent again is kept as its newest 1,000 under a new key, no expiry (no try of it was applied: the server takes at most 1,000 a request)", async () => {
+  const fixture = pageFixture({
+    answers: [new Response(null, { status: 503, headers: { "Retry-After": "60" } })],
+    beacon: "refused",
+  });
+  try {
+    const tracker = createTracker({ ...fixture.options, maxBatch: 2_000, flushMs: 60_000 });
+    for (let n = 0; n < 1_500; n++) tracker.track("s", { n });
+    await tracker.flush();
+    assert.equal(tracker.held, 1_500);
+    tracker.beacon();
+    const [kept, ...more] = keptBatches();
+    assert.deepEqual(more, []);
+    assert.notEqual(kept.idempotencyKey, fixture.sent[0].init.headers["Idempotency-Key"]);
+    assert.equal(kept.expiresAt, undefined);
+    assert.deepEqual(kept.events, Array.from({ length: 1_000 }, (_, n) => ({ n: n + 500 })));
+    assert.equal(tracker.dropped, 500);
+    await tracker.close();
+  } finally {
+    fixture.dispose();
   }
 });
