@@ -238,7 +238,8 @@ const KEYED_STORAGE_PREFIX = "edgestream-keyed:";
 
 /**
  * Where this release keeps what a page leaves for the next one, an entry per batch that no other
- * page rewrites: `edgestream-page:<endpoint>|<key>|<stream>|<time>-<seq>-<random>`, a JSON
+ * page rewrites: `edgestream-page:<endpoint>|<key>|<stream>|<time>-<seq>-<random>` (the endpoint
+ * and key URI-encoded: `|` in a key is `%7C`), a JSON
  * `{idempotencyKey, events, expiresAt?, beaconed?}`. The two names above are still read (and
  * taken), so what a page of an older release kept is sent.
  */
@@ -921,8 +922,14 @@ export function createTracker(options) {
     return true;
   }
 
+  /**
+   * The name of what is kept for `stream` under `prefix`: the endpoint and key URI-encoded under
+   * {@linkcode PAGE_STORAGE_PREFIX} (a key that is another plus `|…` takes none of its entries), as
+   * they are under the names older releases kept.
+   */
   function storageKey(stream, prefix = STORAGE_PREFIX) {
-    return `${prefix}${endpoint}|${options.key}|${stream}`;
+    const name = prefix === PAGE_STORAGE_PREFIX ? encodeURIComponent : String;
+    return `${prefix}${name(endpoint)}|${name(options.key)}|${stream}`;
   }
 
   /**

@@ -152,13 +152,16 @@ type KeptBatch = {
 
 /**
  * The names of the entries the SDK keeps for `stream` of `endpoint` and `key` in localStorage
- * (`edgestream-page:<endpoint>|<key>|<stream>|<time>-<seq>-<random>`), oldest first.
+ * (`edgestream-page:<endpoint>|<key>|<stream>|<time>-<seq>-<random>`, the endpoint and key
+ * URI-encoded), oldest first.
  */
 function keptNames(
   stream = "s",
   { endpoint = "https://e.example", key = "pk_test" } = {},
 ): string[] {
-  const prefix = `edgestream-page:${endpoint}|${key}|${stream}|`;
+  const prefix = `edgestream-page:${encodeURIComponent(endpoint)}|${
+    encodeURIComponent(key)
+  }|${stream}|`;
   const order = (name: string) => name.slice(prefix.length).split("-").map(Number);
   return Object.keys(localStorage).filter((name) => name.startsWith(prefix)).sort((a, b) => {
     const [[atA, seqA], [atB, seqB]] = [order(a), order(b)];
@@ -2873,7 +2876,7 @@ Deno.test("a batch kept again under a key already kept stays in the first copy's
     assert.deepEqual(keptBatches(), [older]);
     // Kept by another page after k-1, in an entry of its own.
     localStorage.setItem(
-      `edgestream-page:https://e.example|pk_test|s|${Date.now() + 1}-0-other`,
+      `edgestream-page:https%3A%2F%2Fe.example|pk_test|s|${Date.now() + 1}-0-other`,
       JSON.stringify(newer),
     );
     await second.close();
@@ -2957,7 +2960,7 @@ Deno.test("kept entries never tried go merged into batches of at most the batch 
   // 300 pages that each kept one event offline, each in an entry with a key of its own.
   const at = Date.now() - 1_000;
   const entries = Array.from({ length: 300 }, (_, n) => [
-    `edgestream-page:${server.endpoint}|pk_test|s|${at}-${n + 1}-r${n}`,
+    `edgestream-page:${encodeURIComponent(server.endpoint)}|pk_test|s|${at}-${n + 1}-r${n}`,
     JSON.stringify({ idempotencyKey: `k-${n}`, events: [{ n }] }),
   ]);
   try {
@@ -3018,7 +3021,7 @@ Deno.test("kept entries tried before (with an expiry) go whole under their own k
     const expiresAt = Date.now() + 3_600_000;
     for (let n = 0; n < 3; n++) {
       localStorage.setItem(
-        `edgestream-page:https://e.example|pk_test|s|${Date.now() - 1_000}-${n + 1}-r${n}`,
+        `edgestream-page:https%3A%2F%2Fe.example|pk_test|s|${Date.now() - 1_000}-${n + 1}-r${n}`,
         JSON.stringify({ idempotencyKey: `k-${n}`, events: [{ n }], expiresAt }),
       );
     }
@@ -3041,7 +3044,7 @@ Deno.test("kept entries tried before (with an expiry) go whole under their own k
     // Shown to the next page: sent one after another, each under its key.
     for (let n = 0; n < 3; n++) {
       localStorage.setItem(
-        `edgestream-page:https://e.example|pk_test|s|${Date.now() - 1_000}-${n + 1}-r${n}`,
+        `edgestream-page:https%3A%2F%2Fe.example|pk_test|s|${Date.now() - 1_000}-${n + 1}-r${n}`,
         JSON.stringify({ idempotencyKey: `k-${n}`, events: [{ n }], expiresAt }),
       );
     }
@@ -3106,6 +3109,42 @@ Deno.test("a batch of more than 1,000 events waiting to be sent again is kept as
     assert.deepEqual(kept.events, Array.from({ length: 1_000 }, (_, n) => ({ n: n + 500 })));
     assert.equal(tracker.dropped, 500);
     await tracker.close();
+  } finally {
+    fixture.dispose();
+  }
+});
+
+Deno.test("a tracker whose key is another's plus '|…' takes none of that key's kept entries: the endpoint and key are URI-encoded in the entry's name", async () => {
+  const fixture = pageFixture({ beacon: "refused", locks: LOCKS_GRANTED_AT_ONCE });
+  const options = (key: string) => ({ ...fixture.options, key, flushMs: 60_000 });
+  try {
+    const leaving = createTracker(options("pk_a|s"));
+    leaving.track("s", { n: 1 });
+    leaving.beacon();
+    await leaving.close();
+    assert.equal(localStorage.length, 1);
+    // Before, pk_a's tracker took it (and sent it to a stream `s|s`).
+    const other = createTracker(options("pk_a"));
+    await other.flush();
+    assert.deepEqual(fixture.sent.map((request) => request.url), []);
+    assert.deepEqual(keptEvents("s", { key: "pk_a|s" }), [{ n: 1 }]);
+    assert.deepEqual(
+      Object.keys(localStorage).map((name) => name.slice(0, name.lastIndexOf("|"))),
+      ["edgestream-page:https%3A%2F%2Fe.example|pk_a%7Cs|s"],
+    );
+    const own = createTracker(options("pk_a|s"));
+    await own.flush();
+    assert.deepEqual(fixture.sent.map((request) => [request.url, request.init.body]), [[
+      "https://e.example/v1/streams/s/events?key=pk_a%7Cs",
+      JSON.stringify([{ n: 1 }]),
+    ]]);
+    assert.equal(localStorage.length, 0);
+    await Promise.all([other.close(), own.close()]);
+    assert.ok(
+      await readmeSays(
+        "`edgestream-page:<endpoint>|<key>|<stream>|<time>-<seq>-<random>` (the endpoint and key URI-encoded, so a key that is another plus `|…` takes none of its entries)",
+      ),
+    );
   } finally {
     fixture.dispose();
   }
