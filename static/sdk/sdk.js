@@ -414,6 +414,13 @@ export function createTracker(options) {
    * is made of), sent one after another: where `beacon()` finds them when the page goes.
    */
   const takenWaiting = new Set();
+  /** The keys of the batches this tracker took from `localStorage` ({@linkcode keep} reads). */
+  const takenKeys = new Set();
+  /**
+   * While {@linkcode handOver} keeps batches, the streams whose 1,000 it keeps once it is done
+   * ({@linkcode keep} does not then); else null.
+   */
+  let trimAfter = null;
   /**
    * Batches in flight without `keepalive` (bodies of {@linkcode KEEPALIVE_BYTES} or more, which
    * browsers refuse it), `{stream, events, idempotencyKey, kept}`: the browser cancels them when
@@ -977,9 +984,11 @@ export function createTracker(options) {
       /** Copies kept already under its key (two tabs that loaded at once both sent it). */
       const copies = [];
       if (whole) {
+        // Only a batch this tab took from storage may have copies there (another tab took it
+        // too): a batch of this page's own is kept without reading the stream's entries for them.
         // One copy, with the earlier expiry, a beacon's if either was, in the first copy's place
         // (the oldest is dropped first: the batch is no newer for the copy).
-        for (const entry of pageEntries(store, stream)) {
+        for (const entry of takenKeys.has(idempotencyKey) ? pageEntries(store, stream) : []) {
           const other = entry.batch;
           if (other?.idempotencyKey !== idempotencyKey) continue;
           copies.push(entry.name);
@@ -997,26 +1006,11 @@ export function createTracker(options) {
       // Counted once kept: kept not at all, all of them are (below).
       dropped += events.length - batch.events.length;
       for (const copy of copies) store.removeItem(copy);
-      const entries = pageEntries(store, stream);
-      let count = 0;
-      for (const entry of entries) count += entry.batch?.events?.length ?? 0;
-      /** Events given up on to make room: not those a beacon took too (most likely delivered). */
-      let evicted = 0;
-      let ours = true;
-      for (const onlyBeaconed of [true, false]) {
-        for (const entry of entries) {
-          if (count <= MAX_STORED_EVENTS) break;
-          if (Boolean(entry.batch?.beaconed) !== onlyBeaconed) continue;
-          store.removeItem(entry.name);
-          const size = entry.batch?.events?.length ?? 0;
-          count -= size;
-          if (entry.name === name) ours = false;
-          if (!onlyBeaconed && !inFlightUnder(entry.batch?.idempotencyKey)) evicted += size;
-          entry.batch = { events: [] };
-        }
+      if (trimAfter) {
+        trimAfter.add(stream);
+        return name;
       }
-      dropped += evicted;
-      return ours ? name : null;
+      return trimKept(store, stream).has(name) ? null : name;
     } catch {
       // A batch in flight is not lost yet: its send, failing, sends it again if the page stays.
       const inFlight = inFlightUnder(idempotencyKey);
@@ -1030,6 +1024,34 @@ export function createTracker(options) {
       );
       return null;
     }
+  }
+
+  /**
+   * Takes whole entries of `stream` out of `store`, oldest first, those of batches a beacon took
+   * too before the others, until it keeps at most {@linkcode MAX_STORED_EVENTS}; counts the others'
+   * events (not those of a batch in flight) in `dropped`. Answers the names taken out.
+   */
+  function trimKept(store, stream) {
+    const entries = pageEntries(store, stream);
+    let count = 0;
+    for (const entry of entries) count += entry.batch?.events?.length ?? 0;
+    const taken = new Set();
+    /** Events given up on to make room: not those a beacon took too (most likely delivered). */
+    let evicted = 0;
+    for (const onlyBeaconed of [true, false]) {
+      for (const entry of entries) {
+        if (count <= MAX_STORED_EVENTS) break;
+        if (Boolean(entry.batch?.beaconed) !== onlyBeaconed) continue;
+        store.removeItem(entry.name);
+        const size = entry.batch?.events?.length ?? 0;
+        count -= size;
+        taken.add(entry.name);
+        if (!onlyBeaconed && !inFlightUnder(entry.batch?.idempotencyKey)) evicted += size;
+        entry.batch = { events: [] };
+      }
+    }
+    dropped += evicted;
+    return taken;
   }
 
   /**
@@ -1157,7 +1179,10 @@ export function createTracker(options) {
         continue;
       }
       const entry = { events, key, expiresAt, page: Boolean(page && key) };
-      if (key) byKey.set(`${stream}|${key}`, entry);
+      if (key) {
+        byKey.set(`${stream}|${key}`, entry);
+        takenKeys.add(key);
+      }
       if (!byStream.has(stream)) byStream.set(stream, []);
       byStream.get(stream).push(entry);
     }
@@ -1230,6 +1255,8 @@ export function createTracker(options) {
           if (item.entries) {
             try {
               key = await mergedKey(item.entries);
+              // A tab that took the same entries sends, and may keep, it under the same key.
+              takenKeys.add(key);
             } catch {
               // No hash: each entry goes under its own key, in its place.
               items.splice(0, 1, ...item.entries);
@@ -1287,9 +1314,37 @@ export function createTracker(options) {
    * localStorage, as `close()` keeps what its flush left); answers how many events it kept.
    */
   function handOver(budget) {
+    /** The entries kept whose events it answers, by name: their sizes. */
+    const counted = new Map();
+    const keepCounted = (stream, events, idempotencyKey, expiresAt) => {
+      const name = keep(stream, events, idempotencyKey, expiresAt);
+      if (name) counted.set(name, events.length);
+      return name;
+    };
+    trimAfter = new Set();
+    try {
+      handOverAll(budget, keepCounted);
+    } finally {
+      // A stream's 1,000 kept, once a stream when all is kept, not after each batch.
+      const streams = trimAfter;
+      trimAfter = null;
+      for (const stream of streams) {
+        try {
+          for (const name of trimKept(storage(), stream)) counted.delete(name);
+        } catch {
+          // Storage gone: what was kept stays as it is.
+        }
+      }
+    }
+    let kept = 0;
+    for (const size of counted.values()) kept += size;
+    return kept;
+  }
+
+  /** What {@linkcode handOver} does, keeping with `keepCounted` what it answers. */
+  function handOverAll(budget, keepCounted) {
     clearTimeout(timer);
     timer = undefined;
-    let kept = 0;
     const batches = [];
     /**
      * Events each stream may still take by beacon now, once a 413 said how many: none while a
@@ -1343,7 +1398,7 @@ export function createTracker(options) {
     for (const rest of takenWaiting) {
       rest.handedOver = true;
       takenWaiting.delete(rest);
-      for (const item of rest.items.splice(0)) kept += keepTaken(rest.stream, item, keep);
+      for (const item of rest.items.splice(0)) keepTaken(rest.stream, item, keepCounted);
     }
     for (const [stream, events] of queues) {
       queues.delete(stream);
@@ -1378,8 +1433,8 @@ export function createTracker(options) {
       // is kept whole with its key: the next page sends it under it, so that counts once what its
       // 503 with `outcome: unknown` applied. What is left of one that went in part goes as new.
       if (idempotencyKey && unsent.length === parts.length) {
-        if (keep(stream, events, idempotencyKey, expiresAt)) kept += events.length;
-      } else for (const part of unsent) if (keep(stream, part)) kept += part.length;
+        keepCounted(stream, events, idempotencyKey, expiresAt);
+      } else for (const part of unsent) keepCounted(stream, part);
     }
     // Last, the batches in flight without keepalive: the browser cancels them when the page goes,
     // perhaps after the server had their body. Too large for a beacon, each is kept whole with its
@@ -1391,7 +1446,6 @@ export function createTracker(options) {
       if (flight.kept || flight.events.length > MAX_STORED_EVENTS) continue;
       flight.kept = keep(flight.stream, flight.events, flight.idempotencyKey, flight.expiresAt);
     }
-    return kept;
   }
 
   function track(stream, event) {

@@ -3149,3 +3149,35 @@ Deno.test("a tracker whose key is another's plus '|…' takes none of that key's
     fixture.dispose();
   }
 });
+
+Deno.test("a page keeping its own batches as it goes reads the stream's kept entries once, to keep 1,000 when all is kept, not after each batch, nor for copies under their keys (only a batch it took from storage can have one)", async () => {
+  const fixture = pageFixture({
+    answers: Array.from(
+      { length: 20 },
+      () => new Response(null, { status: 503, headers: { "Retry-After": "60" } }),
+    ),
+    beacon: "refused",
+  });
+  const getItem = Storage.prototype.getItem;
+  let reads = 0;
+  try {
+    const tracker = createTracker({ ...fixture.options, maxBatch: 1, flushMs: 60_000 });
+    for (let n = 0; n < 20; n++) tracker.track("s", { n });
+    await tracker.flush();
+    assert.equal(tracker.held, 20);
+    Storage.prototype.getItem = function (this: Storage, name: string) {
+      reads++;
+      return getItem.call(this, name);
+    };
+    tracker.beacon();
+    Storage.prototype.getItem = getItem;
+    assert.equal(keptBatches().length, 20);
+    // The 20 entries read once, at the end (Deno's Storage reads an item to list it too: twice
+    // each). Before, each keep read the stream's entries for copies, then again to keep 1,000: 800.
+    assert.equal(reads, 40);
+    await tracker.close();
+  } finally {
+    Storage.prototype.getItem = getItem;
+    fixture.dispose();
+  }
+});
