@@ -27,7 +27,12 @@ import { apiQueryChecks } from "./http/query.ts";
 import { requestLog } from "./http/request_log.ts";
 import { ingestApp, queryExplainers, registerStreamRoutes } from "./http/stream_routes.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
-import { type GroupCommitOptions, GroupCommitter, ingestFanoutFor } from "./ingest/mod.ts";
+import {
+  type GroupCommitOptions,
+  GroupCommitter,
+  ingestFanoutFor,
+  RejectedCounts,
+} from "./ingest/mod.ts";
 import type { Store } from "./store/mod.ts";
 import { eventIssueMessage, objectKeysAt, unrecognizedKeys } from "./validate/mod.ts";
 import { quoteInput } from "./telemetry/logging.ts";
@@ -72,6 +77,13 @@ export interface AppOptions {
    * @default {on, except for the memory store, where queueing gains nothing}
    */
   groupCommit?: boolean | GroupCommitOptions | GroupCommitter;
+  /**
+   * Makes where the rejected events of requests that accepted none wait for their count's apply
+   * (`ingest/rejected_counts.ts`), given what it must apply to (the store as the app writes it,
+   * through group commit when on): a test keeps it to flush it.
+   * @default {a `RejectedCounts` of its defaults}
+   */
+  rejectedCounts?: (target: Pick<Store, "applyBatch">, now: () => number) => RejectedCounts;
   /**
    * WebSocket ingest connections, held so a stopping server closes them after
    * answering what they read (see `http/open_connections.ts`); once closing,
@@ -140,10 +152,13 @@ export function createApp(options: AppOptions): OpenAPIHono {
   let groupCommit: GroupCommitter | undefined;
   if (grouping instanceof GroupCommitter) groupCommit = grouping;
   else if (grouping) groupCommit = new GroupCommitter(store, grouping === true ? {} : grouping);
+  const rejectedCounts = options.rejectedCounts?.(groupCommit ?? store, now) ??
+    new RejectedCounts(groupCommit ?? store, { now });
   const ingestOptions = (stream: string) => ({
     ...ingestFanoutFor(stream, consumers),
     inFlight,
     groupCommit,
+    rejectedCounts,
   });
 
   // The keys a route's JSON body may hold at a path, from its documented schema.

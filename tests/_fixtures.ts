@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { createApp } from "../src/app.ts";
 import { compileConfig } from "../src/config/mod.ts";
 import { KeyRing } from "../src/http/auth.ts";
+import { RejectedCounts } from "../src/ingest/mod.ts";
 import type { OriginSettings } from "../src/http/origin.ts";
 import { MemoryDefinitionStore, StoreUnavailableError } from "../src/store/mod.ts";
 import { MemoryKeyStore } from "../src/store/memory/key_store.ts";
@@ -67,19 +68,24 @@ export interface TestAppOptions {
   config?: unknown;
 }
 
-/** Builds an app over a fresh memory store (or the given store). */
+/**
+ * Builds an app over a fresh memory store (or the given store), with the `RejectedCounts` it
+ * counts the rejected events of requests that accepted none in: `flush()` it to see them counted.
+ */
 export async function testApp(options: TestAppOptions = {}) {
   const store = options.store ?? new MemoryStore({ now: options.now ?? (() => NOW) });
   const keys = await KeyRing.parse(
     options.auth ? `admin:${KEYS.admin},ingest:${KEYS.ingest},read:${KEYS.read}` : "",
   );
+  let rejectedCounts!: RejectedCounts;
   const app = createApp({
     streams: compileConfig(options.config ?? TEST_CONFIG),
     store,
     keys,
     now: options.now ?? (() => NOW),
+    rejectedCounts: (target, now) => rejectedCounts = new RejectedCounts(target, { now }),
   });
-  return { app, store };
+  return { app, store, rejectedCounts };
 }
 
 /** Something that answers requests as an app does. */

@@ -16,6 +16,7 @@ import { serveError } from "../src/http/listener.ts";
 import { OpenConnections } from "../src/http/open_connections.ts";
 import type { OriginSettings } from "../src/http/origin.ts";
 import { type IngestSocketStats, ingestSocketStats } from "../src/http/ingest_socket.ts";
+import { RejectedCounts } from "../src/ingest/mod.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Store } from "../src/store/types.ts";
 import { KEYS, NOW, TEST_CONFIG } from "./_fixtures.ts";
@@ -52,6 +53,8 @@ export interface TestServer {
   socketStats: IngestSocketStats;
   /** The held connections, closed by a shutdown. */
   connections: OpenConnections;
+  /** Where the rejected events of requests that accepted none wait: `flush()` counts them now. */
+  rejectedCounts: RejectedCounts;
   /** Stops the hub and the server. */
   close(): Promise<void>;
 }
@@ -68,12 +71,14 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     options.auth ? `admin:${KEYS.admin},ingest:${KEYS.ingest},read:${KEYS.read}` : "",
     options.keyRing,
   );
+  let rejectedCounts!: RejectedCounts;
   const app = createApp({
     streams,
     store,
     keys,
     now,
     live,
+    rejectedCounts: (target, now) => rejectedCounts = new RejectedCounts(target, { now }),
     origins: options.origins,
     connections,
     liveRoutes: {
@@ -97,6 +102,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     live,
     socketStats,
     connections,
+    rejectedCounts,
     async close() {
       await live.close();
       await server.shutdown();

@@ -6,3 +6,4 @@
  */
 export * from "./pipeline.ts";
 export * from "./group_commit.ts";
+export * from "./rejected_counts.ts";

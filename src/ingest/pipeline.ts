@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import { type CompiledStream, formatDuration, MAX_DURATION_MS } from "../config/mod.ts";
 import type { AppliedBatch, IngestObserver, LogDemand } from "../fanout/types.ts";
 import type { GroupCommitter } from "./group_commit.ts";
+import type { RejectedCounts } from "./rejected_counts.ts";
 import type {
   BatchEvent,
   BatchRequest,
@@ -19,7 +20,6 @@ import type {
   Store,
   StoreBatch,
 } from "../store/types.ts";
-import { StoreUnavailableError } from "../store/types.ts";
 import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
@@ -257,6 +257,12 @@ export interface IngestContext extends IngestFanout {
    * @default {none: each request is its own apply}
    */
   groupCommit?: GroupCommitter;
+  /**
+   * Where the rejected events of a request that accepted none are counted, for the stream's
+   * `stats.rejected` about a second later (see `rejected_counts.ts`); it must apply to the same
+   * store as `store`. @default {none: they are not counted}
+   */
+  rejectedCounts?: RejectedCounts;
 }
 
 /** Options for {@linkcode ingestItems}. */
@@ -621,38 +627,6 @@ function rejection(index: number, line: number | undefined, errors: FieldError[]
   return line === undefined ? { index, errors } : { index, line, errors };
 }
 
-/**
- * Counts the `count` rejected events of a request that accepted none in the stream's
- * `stats.rejected`, by an apply of no event (shared with concurrent requests by `groupCommit`):
- * without it, a producer sending only bad events would show none rejected. Its answer stays the
- * `400` whatever the store says: with the store unavailable this count is lost, rather than the
- * request turned into a `503` that a client would send again. A stream changed meanwhile is
- * thrown, for the caller to run the request again on the stream served now.
- */
-async function countRejected(
-  stream: CompiledStream,
-  count: number,
-  options: IngestOptions,
-): Promise<void> {
-  const request: BatchRequest = { events: 0, filtered: 0, rejected: count };
-  attachIngestSpan(request);
-  try {
-    await (options.groupCommit ?? options.store).applyBatch({
-      stream: stream.name,
-      nowMs: options.nowMs,
-      latenessMs: stream.latenessMs,
-      idleMs: stream.idleMs,
-      dedupeTtlMs: stream.dedupe?.ttlMs ?? 0,
-      counters: stream.counterMetas,
-      events: [],
-      updates: { panes: [], groups: [], values: [] },
-      requests: [request],
-    });
-  } catch (error) {
-    if (!(error instanceof StoreUnavailableError)) throw error;
-  }
-}
-
 async function ingestOnce(
   stream: CompiledStream,
   items: readonly BodyItem[],
@@ -707,7 +681,8 @@ async function ingestOnce(
   const accepted = events.length + filtered;
   const reply: IngestReply = { accepted, duplicates: 0, late: 0, filtered, rejected };
   if (accepted === 0) {
-    if (rejected.length > 0) await countRejected(stream, rejected.length, options);
+    // Counted later, off this request's path: its 400 never waits for, nor depends on, the store.
+    if (rejected.length > 0) options.rejectedCounts?.add(stream, rejected.length);
     return reply;
   }
 

@@ -2,11 +2,16 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems, type IngestReply, MAX_ID_LENGTH } from "../../src/ingest/pipeline.ts";
-import type { BodyItem } from "../../src/ingest/mod.ts";
+import { type BodyItem, RejectedCounts } from "../../src/ingest/mod.ts";
 import { listWindows, type WindowRow } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import type { AppliedBatch, IngestObserver } from "../../src/fanout/types.ts";
-import { cellUpdatesOf, type StoreBatch, StoreUnavailableError } from "../../src/store/types.ts";
+import {
+  cellUpdatesOf,
+  type StoreBatch,
+  StoreRefusedError,
+  StoreUnavailableError,
+} from "../../src/store/types.ts";
 import { CHECK_BUDGET_MESSAGE, type Event } from "../../src/validate/mod.ts";
 import { counterCell, type WindowSpec } from "../../src/window/mod.ts";
 
@@ -519,38 +524,71 @@ Deno.test("ingestItems() reports a transform failure with the step path", async 
   assert.equal(reply.rejected[0].errors[0].path, "transform[0].set.half");
 });
 
-Deno.test("ingestItems() counts the rejected events of a request that accepted none in one apply of no event, and answers it so with the store unavailable", async () => {
+Deno.test("ingestItems() answers a request that accepted none at once, the store slow, refusing or unavailable, and counts its rejected events later in one apply of no event", async () => {
   const seen: StoreBatch[] = [];
-  let down = false;
-  class CountingStore extends MemoryStore {
-    override applyBatch(batch: StoreBatch) {
+  let mode: "ok" | "slow" | "refused" | "down" = "ok";
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  class TroubledStore extends MemoryStore {
+    override async applyBatch(batch: StoreBatch) {
       seen.push(batch);
-      if (down) {
-        return Promise.reject(
-          new StoreUnavailableError("Redis is unavailable (applyBatch): connection refused", {
-            outcome: "not_applied",
-          }),
-        );
+      if (mode === "slow") await gate;
+      if (mode === "refused") {
+        throw new StoreRefusedError("WRONGTYPE Operation against a key holding the wrong kind");
+      }
+      if (mode === "down") {
+        throw new StoreUnavailableError("Redis is unavailable (applyBatch): connection refused", {
+          outcome: "not_applied",
+        });
       }
       return super.applyBatch(batch);
     }
   }
-  const store = new CountingStore();
+  const store = new TroubledStore();
   const stream = compileStream();
-  const reply = await ingestItems(stream, items([1], { ts: "bad" }), { store, nowMs: NOW });
-  assert.deepEqual([reply.accepted, reply.rejected.length], [0, 2]);
+  // No timer of its own in this test: flush() makes its applies.
+  const rejectedCounts = new RejectedCounts(store, { now: () => NOW, intervalMs: 3_600_000 });
+  const options = { store, nowMs: NOW, rejectedCounts };
+  const answers: Record<string, string> = {};
+  for (const troubled of ["slow", "refused", "down"] as const) {
+    mode = troubled;
+    // Answered while the store would hold or fail an apply (a slow store held the 400 for as long).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    answers[troubled] = await Promise.race([
+      ingestItems(stream, items([1], { ts: "bad" }), options).then(
+        (reply) => `${reply.accepted} accepted, ${reply.rejected.length} rejected`,
+        (error) => `thrown: ${error.name}`,
+      ),
+      new Promise<string>((resolve) => timer = setTimeout(() => resolve("unanswered"), 2_000)),
+    ]);
+    clearTimeout(timer);
+  }
+  assert.deepEqual(answers, {
+    slow: "0 accepted, 2 rejected",
+    refused: "0 accepted, 2 rejected",
+    down: "0 accepted, 2 rejected",
+  });
+  assert.equal(seen.length, 0, "no store call on the request's path");
+  mode = "ok";
+  release();
+  await rejectedCounts.flush();
   assert.deepEqual(
-    seen.map((batch) => [batch.events.length, batch.requests]),
-    [[0, [{ events: 0, filtered: 0, rejected: 2 }]]],
+    seen.map((batch) => [batch.stream, batch.events.length, batch.requests]),
+    [["orders", 0, [{ events: 0, filtered: 0, rejected: 6 }]]],
   );
   const stats = await store.stats("orders", stream.counterMetas);
-  assert.deepEqual([stats.accepted, stats.applied, stats.rejected], [0, 0, 2]);
-  down = true;
-  const unstored = await ingestItems(stream, items({ ts: "bad" }), { store, nowMs: NOW });
-  assert.deepEqual([unstored.accepted, unstored.rejected.length], [0, 1]);
+  assert.deepEqual([stats.accepted, stats.applied, stats.rejected], [0, 0, 6]);
+  // A count whose apply fails is lost, its error kept from every request.
+  mode = "refused";
+  await ingestItems(stream, items({ ts: "bad" }), options);
+  await rejectedCounts.flush();
+  mode = "ok";
+  await rejectedCounts.flush();
   assert.equal(seen.length, 2);
-  down = false;
-  assert.equal((await store.stats("orders", stream.counterMetas)).rejected, 2);
+  assert.equal((await store.stats("orders", stream.counterMetas)).rejected, 6);
+  // Without a RejectedCounts, nothing is counted, nothing applied.
+  await ingestItems(stream, items({ ts: "bad" }), { store, nowMs: NOW });
+  assert.equal(seen.length, 2);
 });
 
 Deno.test("ingestItems() names an idempotent request by the SHA-256 hex of its key and of its body", async () => {
@@ -670,12 +708,26 @@ Deno.test("ingestItems() gives the same counters and stats however the events ar
   await fc.assert(
     fc.asyncProperty(scenarioArbitrary, async ([events, cuts]) => {
       const whole = newStore();
-      const wholeReply = await ingestItems(stream, items(...events), { store: whole, nowMs: NOW });
+      const wholeCounts = new RejectedCounts(whole, { now: () => NOW, intervalMs: 3_600_000 });
+      const wholeReply = await ingestItems(stream, items(...events), {
+        store: whole,
+        nowMs: NOW,
+        rejectedCounts: wholeCounts,
+      });
+      await wholeCounts.flush();
       const batched = newStore();
+      const rejectedCounts = new RejectedCounts(batched, { now: () => NOW, intervalMs: 3_600_000 });
       const replies: IngestReply[] = [];
       for (const batch of split(events, cuts)) {
-        replies.push(await ingestItems(stream, items(...batch), { store: batched, nowMs: NOW }));
+        replies.push(
+          await ingestItems(stream, items(...batch), {
+            store: batched,
+            nowMs: NOW,
+            rejectedCounts,
+          }),
+        );
       }
+      await rejectedCounts.flush();
       const { rejected, ...counts } = wholeReply;
       assert.deepEqual(sumReplies(replies), { ...counts, rejected: rejected.length });
       assert.deepEqual(await readAll(stream, batched), await readAll(stream, whole));
@@ -799,10 +851,15 @@ Deno.test("ingestItems() with the memory store matches a naive recomputation", a
       const batches = split(events, cuts);
       const model = naiveModel(stream, batches);
       const store = newStore();
+      const rejectedCounts = new RejectedCounts(store, { now: () => NOW, intervalMs: 3_600_000 });
       const replies: IngestReply[] = [];
       for (const batch of batches) {
-        replies.push(await ingestItems(stream, items(...batch), { store: store, nowMs: NOW }));
+        replies.push(
+          await ingestItems(stream, items(...batch), { store, nowMs: NOW, rejectedCounts }),
+        );
       }
+      // The rejected events of batches that accepted none, counted off their requests' path.
+      await rejectedCounts.flush();
       const { applied: _, ...replyStats } = model.stats;
       assert.deepEqual(sumReplies(replies), replyStats);
       const stats = await store.stats("orders", stream.counterMetas);

@@ -11,6 +11,7 @@ import fc from "fast-check";
 // @ts-types="./sdk_types.d.ts"
 import { close, createTracker, init, SseParser, subscribe, track } from "../../static/sdk/sdk.js";
 import { createApp } from "../../src/app.ts";
+import { RejectedCounts } from "../../src/ingest/mod.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryStore } from "../../src/store/mod.ts";
@@ -66,12 +67,21 @@ async function serveApp(config: unknown) {
   localStorage.clear();
   const streams = compileConfig(config);
   const store = new MemoryStore();
-  const app = createApp({ streams, store, keys: await KeyRing.parse("") });
+  let rejectedCounts!: RejectedCounts;
+  const app = createApp({
+    streams,
+    store,
+    keys: await KeyRing.parse(""),
+    rejectedCounts: (target, now) => rejectedCounts = new RejectedCounts(target, { now }),
+  });
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
   return {
     endpoint: `http://127.0.0.1:${server.addr.port}`,
-    /** The stream's stats in the store. */
-    stats: (stream: string) => store.stats(stream, streams.get(stream)!.counterMetas),
+    /** The stream's stats in the store, rejected events of requests that accepted none counted. */
+    async stats(stream: string) {
+      await rejectedCounts.flush();
+      return store.stats(stream, streams.get(stream)!.counterMetas);
+    },
     async close() {
       await server.shutdown();
       localStorage.clear();

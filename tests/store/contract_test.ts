@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
-import { ingestItems } from "../../src/ingest/mod.ts";
+import { ingestItems, RejectedCounts } from "../../src/ingest/mod.ts";
 import {
   listWindows,
   listWindowsPage,
@@ -1429,7 +1429,7 @@ const requestScenarios: Record<string, Scenario> = {
     assert.deepEqual([stats.accepted, stats.applied, stats.rejected], [2, 2, 2]);
   },
 
-  async "ingestItems() counts in stats.rejected the events of a request that accepted none, alone or in a batch with others, and nothing else"(
+  async "ingestItems() counts in stats.rejected the events of a request that accepted none (through RejectedCounts), alone or in a batch with others, and nothing else"(
     store,
   ) {
     const rejecting = [
@@ -1438,8 +1438,12 @@ const requestScenarios: Record<string, Scenario> = {
         { id: "x", t: "not a time", g: "a", v: 1 },
       ]),
     ];
-    const reply = await ingestItems(stream, rejecting, { store, nowMs: clock() });
+    const rejectedCounts = new RejectedCounts(store, { now: clock });
+    const reply = await ingestItems(stream, rejecting, { store, nowMs: clock(), rejectedCounts });
     assert.deepEqual([reply.accepted, reply.rejected.length], [0, 2]);
+    // Counted off the request's path: by the apply of no event that flush() makes now.
+    await rejectedCounts.flush();
+    assert.equal(rejectedCounts.applies, 1);
     let stats = await store.stats("s", stream.counterMetas);
     assert.deepEqual(
       [stats.accepted, stats.applied, stats.rejected, stats.watermark],

@@ -1,0 +1,144 @@
+/**
+ * The rejected events of requests that accepted none (`400 no_events_accepted`, a WebSocket frame
+ * so answered), counted in their stream's `stats.rejected` off the request's path: the request is
+ * answered at once, whatever the store does, and the counts wait here, per stream and per process,
+ * for one apply of no event that carries them all, at most once per `intervalMs` per stream.
+ *
+ * So the count lags the request by up to about `intervalMs` (more while the store is slow); a count
+ * still pending when the process stops is lost, as is one whose apply fails (logged once until an
+ * apply succeeds again), and one of a stream deleted or changed meanwhile (the store refuses its
+ * apply with `StreamChangedError`: it belonged to a definition no longer served).
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { CompiledStream } from "../config/mod.ts";
+import { type Store, StreamChangedError } from "../store/types.ts";
+
+const logger = getLogger(["edgestream", "ingest"]);
+
+/** Default of {@linkcode RejectedCountsOptions.intervalMs}. */
+export const DEFAULT_REJECTED_FLUSH_MS = 1_000;
+
+/** Options for {@linkcode RejectedCounts}. */
+export interface RejectedCountsOptions {
+  /** The clock of the applies' receive time. @default {Date.now} */
+  now?: () => number;
+  /** Least time between two applies of one stream's counts, in ms. @default {1000} */
+  intervalMs?: number;
+}
+
+interface Pending {
+  count: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  running: Promise<void> | undefined;
+}
+
+/**
+ * Rejected counts waiting for their apply, one entry per compiled stream (a stream created again
+ * is another entry: its counts never land on the other).
+ */
+export class RejectedCounts {
+  #target: Pick<Store, "applyBatch">;
+  #now: () => number;
+  #intervalMs: number;
+  #pending = new Map<CompiledStream, Pending>();
+  #failing = false;
+  #applies = 0;
+
+  /** `target` is the store, or the group committer of the store, that ingest applies to. */
+  constructor(target: Pick<Store, "applyBatch">, options: RejectedCountsOptions = {}) {
+    this.#target = target;
+    this.#now = options.now ?? Date.now;
+    this.#intervalMs = options.intervalMs ?? DEFAULT_REJECTED_FLUSH_MS;
+  }
+
+  /** Applies made so far (for tests and benchmarks). */
+  get applies(): number {
+    return this.#applies;
+  }
+
+  /** Counts `count` rejected events of `stream`, applied within about `intervalMs`. */
+  add(stream: CompiledStream, count: number): void {
+    if (count <= 0) return;
+    let entry = this.#pending.get(stream);
+    if (!entry) {
+      entry = { count: 0, timer: undefined, running: undefined };
+      this.#pending.set(stream, entry);
+    }
+    entry.count += count;
+    // A running apply schedules the next one when it ends.
+    if (entry.timer === undefined && entry.running === undefined) this.#schedule(stream, entry);
+  }
+
+  /** Applies every pending count now and waits for those applies (tests, a stopping server). */
+  async flush(): Promise<void> {
+    const waits: Promise<void>[] = [];
+    for (const [stream, entry] of this.#pending) {
+      if (entry.running) waits.push(entry.running);
+      else if (entry.count > 0) {
+        clearTimeout(entry.timer);
+        entry.timer = undefined;
+        waits.push(this.#apply(stream, entry));
+      }
+    }
+    await Promise.all(waits);
+    // Counts added while those ran.
+    if ([...this.#pending.values()].some((entry) => entry.count > 0)) await this.flush();
+  }
+
+  #schedule(stream: CompiledStream, entry: Pending): void {
+    const timer = setTimeout(() => {
+      entry.timer = undefined;
+      this.#apply(stream, entry);
+    }, this.#intervalMs);
+    // A pending count never keeps the process alive: it is lost when the process stops.
+    Deno.unrefTimer(timer);
+    entry.timer = timer;
+  }
+
+  #apply(stream: CompiledStream, entry: Pending): Promise<void> {
+    const count = entry.count;
+    entry.count = 0;
+    this.#applies += 1;
+    const running = this.#target.applyBatch({
+      stream: stream.name,
+      nowMs: this.#now(),
+      latenessMs: stream.latenessMs,
+      idleMs: stream.idleMs,
+      dedupeTtlMs: stream.dedupe?.ttlMs ?? 0,
+      counters: stream.counterMetas,
+      events: [],
+      updates: { panes: [], groups: [], values: [] },
+      requests: [{ events: 0, filtered: 0, rejected: count }],
+    }).then(
+      () => {
+        this.#failing = false;
+      },
+      (error) => {
+        // Deleted or changed meanwhile: what is pending belongs to a definition no longer served.
+        if (error instanceof StreamChangedError) {
+          entry.count = 0;
+          return;
+        }
+        if (this.#failing) return;
+        this.#failing = true;
+        // One line, without a stack, until an apply succeeds again.
+        logger.warn(
+          "Cannot count {count} rejected events of stream {stream} (requests that accepted none), so they are lost: {reason} (further failures unlogged until an apply succeeds)",
+          {
+            count,
+            stream: stream.name,
+            reason: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+          },
+        );
+      },
+    ).finally(() => {
+      entry.running = undefined;
+      if (entry.count > 0) this.#schedule(stream, entry);
+      else this.#pending.delete(stream);
+    });
+    entry.running = running;
+    return running;
+  }
+}

@@ -1,0 +1,143 @@
+import assert from "node:assert/strict";
+import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
+import { type BodyItem, ingestItems, RejectedCounts } from "../../src/ingest/mod.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
+import {
+  type Store,
+  type StoreBatch,
+  StoreRefusedError,
+  StreamChangedError,
+} from "../../src/store/types.ts";
+import { collectingLogs, messageOf } from "../_logs.ts";
+import { redisTest, restClient } from "../_redis.ts";
+
+const NOW = Date.parse("2026-01-01T00:10:00Z");
+
+function ordersStream(): CompiledStream {
+  return compileConfig({
+    streams: {
+      orders: {
+        schema: { type: "object", properties: { n: { type: "number" } }, required: ["n"] },
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  }).get("orders")!;
+}
+
+/** A body of `count` events that all fail the schema. */
+function bad(count: number): BodyItem[] {
+  return Array.from({ length: count }, () => ({ ok: true as const, value: { n: "x" } }));
+}
+
+/** `store` with its applies recorded, each failing with `fail()`'s error when it gives one. */
+function recording<S extends Store>(store: S, fail: () => Error | undefined = () => undefined) {
+  const applies: StoreBatch[] = [];
+  const target: S = Object.assign(Object.create(store), {
+    applyBatch(batch: StoreBatch) {
+      applies.push(batch);
+      const error = fail();
+      return error ? Promise.reject(error) : store.applyBatch(batch);
+    },
+  });
+  return { applies, target };
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5_000) {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+async function manyRejectedMakeOneApplyASecond(store: Store) {
+  const stream = ordersStream();
+  const { applies, target } = recording(store);
+  const rejectedCounts = new RejectedCounts(target, { now: () => NOW });
+  // Every apply, the requests' own too, goes through `target`.
+  const options = { store: target, nowMs: NOW, rejectedCounts };
+  const stats = async () => (await store.stats("orders", stream.counterMetas)).rejected;
+  // 300 requests of two bad events each, one after another and 100 at once: no apply yet.
+  for (let i = 0; i < 200; i++) {
+    assert.equal((await ingestItems(stream, bad(2), options)).accepted, 0);
+  }
+  await Promise.all(Array.from({ length: 100 }, () => ingestItems(stream, bad(2), options)));
+  assert.equal(applies.length, 0, "no apply on the requests' path");
+  // The timer's apply, a second after the first of them, carries all 600.
+  await until("600 rejected counted", async () => await stats() === 600);
+  assert.equal(applies.length, 1);
+  assert.deepEqual(applies[0].requests, [{ events: 0, filtered: 0, rejected: 600 }]);
+  assert.equal(applies[0].events.length, 0);
+  // The next ones wait a second again: one more apply for them all.
+  for (let i = 0; i < 100; i++) await ingestItems(stream, bad(1), options);
+  await until("700 rejected counted", async () => await stats() === 700);
+  assert.equal(applies.length, 2);
+  assert.equal(rejectedCounts.applies, 2);
+}
+
+Deno.test("RejectedCounts: hundreds of requests that accepted none within a second make one apply, a second later, that counts them all (memory store)", async () => {
+  await manyRejectedMakeOneApplyASecond(new MemoryStore({ now: () => NOW }));
+});
+
+redisTest(
+  "RejectedCounts: hundreds of requests that accepted none within a second make one apply, a second later, that counts them all (Redis)",
+  async (fixture) => {
+    await manyRejectedMakeOneApplyASecond(new RedisStore(restClient(fixture), { now: () => NOW }));
+  },
+);
+
+Deno.test("RejectedCounts: a failing apply loses its count, is logged once until one succeeds, and a changed stream drops what is pending", async () => {
+  const stream = ordersStream();
+  const store = new MemoryStore({ now: () => NOW });
+  let failWith: Error | undefined;
+  const { applies, target } = recording(store, () => failWith);
+  const rejectedCounts = new RejectedCounts(target, { now: () => NOW, intervalMs: 3_600_000 });
+  const warnings = await collectingLogs(async (records) => {
+    failWith = new StoreRefusedError("WRONGTYPE Operation against a key holding the wrong kind");
+    for (let i = 0; i < 3; i++) {
+      rejectedCounts.add(stream, 2);
+      await rejectedCounts.flush();
+    }
+    failWith = undefined;
+    rejectedCounts.add(stream, 1);
+    await rejectedCounts.flush();
+    failWith = new StoreRefusedError("WRONGTYPE again");
+    rejectedCounts.add(stream, 1);
+    await rejectedCounts.flush();
+    return records.filter((record) => record.level === "warning");
+  });
+  assert.equal(applies.length, 5);
+  assert.deepEqual(warnings.map(messageOf), [
+    "Cannot count 2 rejected events of stream orders (requests that accepted none), so they are lost: StoreRefusedError: WRONGTYPE Operation against a key holding the wrong kind (further failures unlogged until an apply succeeds)",
+    "Cannot count 1 rejected events of stream orders (requests that accepted none), so they are lost: StoreRefusedError: WRONGTYPE again (further failures unlogged until an apply succeeds)",
+  ]);
+  assert.equal((await store.stats("orders", stream.counterMetas)).rejected, 1);
+
+  // Deleted meanwhile: the count added while its apply ran is dropped with it, unlogged.
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  const changing = {
+    async applyBatch(batch: StoreBatch) {
+      applies.push(batch);
+      await gate;
+      throw new StreamChangedError("orders", 0);
+    },
+  };
+  const dropping = new RejectedCounts(changing, { now: () => NOW, intervalMs: 3_600_000 });
+  const logged = await collectingLogs(async (records) => {
+    dropping.add(stream, 5);
+    const flushed = dropping.flush();
+    dropping.add(stream, 7);
+    release();
+    await flushed;
+    await dropping.flush();
+    return records.length;
+  });
+  assert.equal(logged, 0);
+  assert.deepEqual(applies.slice(5).map((batch) => batch.requests), [[{
+    events: 0,
+    filtered: 0,
+    rejected: 5,
+  }]]);
+});
