@@ -719,14 +719,21 @@ class IngestConnection implements HeldConnection {
     return { type: "error", seq, retryable, error: body };
   }
 
-  /** The answer to a frame held when a protocol error arrived: not applied, safe to resend. */
+  /**
+   * The answer to a frame held when a protocol error arrived: not applied, safe to resend. Logged
+   * as every answered frame is, `503` (what HTTP answers a request a stopping server refuses).
+   */
   #notApplied(frame: QueuedFrame, code: number): FrameReply {
+    const started = performance.now();
     // Read for its own seq only, which the client matches answers by.
     const seq = readFrame(frame.text, this.#deps.limits).seq ?? frame.number;
-    return this.#errorReply(seq, true, {
-      code: "connection_closing",
-      message: `Frame ${seq} was not applied: the connection closes with ${code}; send it again`,
-    });
+    const error = new ApiError(
+      503,
+      "connection_closing",
+      `Frame ${seq} was not applied: the connection closes with ${code}; send it again`,
+    );
+    this.#logFrame(seq, started, { status: 503, error });
+    return this.#errorReply(seq, true, error);
   }
 
   /** Answers one frame, traced as one ingest request. */

@@ -2193,6 +2193,50 @@ Deno.test("WebSocket ingest logs each answered frame as HTTP ingest logs a reque
   }
 });
 
+Deno.test("WebSocket ingest logs the frames a closing connection answers connection_closing, each a line of status 503 at warning", async () => {
+  const { store, control } = controlledStore();
+  const server = await startServer({ store });
+  control.gate = Promise.withResolvers<void>();
+  try {
+    await collectingLogs(async (records) => {
+      const client = await denoClient(server.wsUrl(WS_PATH));
+      for (const id of ["s1", "s2", "s3"]) client.socket.send(eventFrame(id));
+      await eventually(() => server.socketStats.framesQueued === 3);
+      const closing = server.connections.close("Server is shutting down");
+      control.gate!.resolve();
+      control.gate = null;
+      const { answers } = await within(answersUntilClosed(client), 5_000);
+      await closing;
+      assert.deepEqual(answers.map((answer) => [answer.seq, answer.error?.code]), [
+        [1, undefined],
+        [2, "connection_closing"],
+        [3, "connection_closing"],
+      ]);
+      const lines = records.filter((record) => messageOf(record).startsWith("WS "));
+      assert.deepEqual(
+        lines.map((record) => [
+          record.level,
+          record.properties.frame,
+          record.properties.status,
+          (record.properties.error as { code?: string } | undefined)?.code,
+        ]),
+        [
+          ["info", 1, 202, undefined],
+          ["warning", 2, 503, "connection_closing"],
+          ["warning", 3, 503, "connection_closing"],
+        ],
+      );
+      assert.equal(
+        (lines[1].properties.error as { message: string }).message,
+        "Frame 2 was not applied: the connection closes with 1001; send it again",
+      );
+    });
+  } finally {
+    control.gate?.resolve();
+    await server.close();
+  }
+});
+
 Deno.test("WebSocket ingest logs a frame that failed on a bug at error, with the error itself and its stack, as HTTP logs a 500", async () => {
   const inner = new MemoryStore({ now: () => NOW });
   const store = new Proxy(inner, {
