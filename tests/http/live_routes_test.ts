@@ -1837,7 +1837,7 @@ Deno.test("README keep-alive: an SSE subscriber that reads nothing is sent no mo
     keys: await KeyRing.parse(""),
     now: () => NOW,
     live,
-    liveRoutes: { heartbeatMs: 10 },
+    liveRoutes: { heartbeatMs: 50 },
   });
   // In process, nothing pulls the body but this reader: what it does not read waits on the server.
   const res = await app.fetch(
@@ -1852,8 +1852,10 @@ Deno.test("README keep-alive: an SSE subscriber that reads nothing is sent no mo
     const first = decoder.decode((await reader.read()).value);
     assert.match(first, /^event: subscribed\n/);
     // It reads nothing for 40 heartbeats: the first comment waits unread, the others are skipped.
-    await new Promise((resolve) => setTimeout(resolve, 400));
-    // What waited is read at once; a read that waits is for a comment sent after it.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    // What waited is read at once; a read that waits is for a comment sent after it. The read's
+    // 5 ms window is a tenth of a heartbeat, so a loaded machine rarely catches a new comment in one
+    // (at a 10 ms heartbeat it caught a chain of them: 4 comments, under CI's load).
     let text = "";
     for (let i = 0; i < 1_000; i++) {
       const read = await Promise.race([
