@@ -483,6 +483,28 @@ export function errorResponse(error: Error, c: Context): Response {
   return c.json(errorEnvelope(api, requestIdOf(c)), api.status, api.headers);
 }
 
+/** Options for {@linkcode noEventsAccepted}. */
+export interface NoEventsAcceptedOptions {
+  /** Said after the message (HTTP's hint for a body shaped as the WebSocket envelope). @default {""} */
+  hint?: string;
+  /** The reply's counts and `rejected`, in the body. @default {none} */
+  extra?: Record<string, unknown>;
+}
+
+/**
+ * The `400 no_events_accepted` of an ingest request that accepted no event (see `rejected`): what
+ * HTTP answers it, and what a WebSocket frame's log line says of such a frame (its client gets the
+ * ack).
+ */
+export function noEventsAccepted(options: NoEventsAcceptedOptions = {}): ApiError {
+  return new ApiError(
+    400,
+    "no_events_accepted",
+    `No event was accepted; see 'rejected'${options.hint ?? ""}`,
+    { extra: options.extra },
+  );
+}
+
 /**
  * Why `name` is not served: `409 stream_not_servable` for a stream another
  * deployment's config file recorded (this instance's file lacks it), or one

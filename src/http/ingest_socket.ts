@@ -81,7 +81,7 @@ import {
   slotHolder,
 } from "./auth.ts";
 import { originOf, rateLimitsFor, refuseOrigin } from "./browser.ts";
-import { ApiError, apiErrorOf, type ErrorCode, streamMissing } from "./errors.ts";
+import { ApiError, apiErrorOf, type ErrorCode, noEventsAccepted, streamMissing } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
 import { closeWithin, RefusedSockets } from "./_drop_socket.ts";
 import { deferredOriginRefusal } from "./origin.ts";
@@ -117,10 +117,10 @@ import {
   type BodyItem,
   idempotencyKeyProblem,
   type IngestContext,
+  ingestCountsOf,
   ingestItems,
   type IngestRateLimit,
   type IngestReply,
-  rejectedCountOf,
 } from "../ingest/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -793,17 +793,16 @@ class IngestConnection implements HeldConnection {
         return ingest(again.ok ? again.items : read.items);
       });
       // The counts HTTP ingest's span and line have: `rejected` as a count.
-      const counts: Record<string, number | true> = {
-        accepted: reply.accepted,
-        duplicates: reply.duplicates,
-        late: reply.late,
-        filtered: reply.filtered,
-        rejected: rejectedCountOf(reply),
-      };
-      if (reply.replayed) counts.replayed = true;
-      scope.answered({ ...reply, rejected: rejectedCountOf(reply) });
+      const counts = ingestCountsOf(reply);
+      scope.answered(counts);
       // A frame that accepted no event is what HTTP answers 400 `no_events_accepted`.
-      this.#logFrame(seq, started, { status: reply.accepted === 0 ? 400 : 202, counts });
+      this.#logFrame(
+        seq,
+        started,
+        reply.accepted === 0
+          ? { status: 400, counts, error: noEventsAccepted() }
+          : { status: 202, counts },
+      );
       return { type: "ack", seq, ...reply };
     } catch (error) {
       scope.failed(error);

@@ -20,11 +20,11 @@ import { logSweepError, sweepOnce } from "../fanout/mod.ts";
 import {
   idempotencyKeyProblem,
   type IngestContext,
+  ingestCountsOf,
   ingestItems,
   type IngestReply,
   MAX_EVENT_ERRORS,
   MAX_STORED_REJECTED_CHARS,
-  rejectedCountOf,
 } from "../ingest/mod.ts";
 import {
   compactPosition,
@@ -97,6 +97,7 @@ import {
   ApiError,
   type ErrorCode,
   errorResponse,
+  noEventsAccepted,
   STORE_RETRY_AFTER_SECONDS,
   streamMissing,
   toApiError,
@@ -525,33 +526,14 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
         reply = await ingest(current, parseEvents(decodeUtf8(bytes), format, deps.limits));
       }
       // One object for the span and the log line.
-      const counts: {
-        accepted: number;
-        duplicates: number;
-        late: number;
-        filtered: number;
-        rejected: number;
-        replayed?: true;
-      } = {
-        accepted: reply.accepted,
-        duplicates: reply.duplicates,
-        late: reply.late,
-        filtered: reply.filtered,
-        rejected: rejectedCountOf(reply),
-      };
-      if (reply.replayed) counts.replayed = true;
+      const counts = ingestCountsOf(reply);
       scope.answered(counts);
       annotateRequest(c, counts);
       return reply;
     });
     if (reply.replayed) c.header("Idempotent-Replayed", "true");
     if (reply.accepted === 0) {
-      throw new ApiError(
-        400,
-        "no_events_accepted",
-        `No event was accepted; see 'rejected'${enveloped ? ENVELOPE_HINT : ""}`,
-        { extra: { ...reply } },
-      );
+      throw noEventsAccepted({ hint: enveloped ? ENVELOPE_HINT : "", extra: { ...reply } });
     }
     // A replay's header was set with `c.header`, which `c.json` adds.
     return reply.replayed ? c.json(reply, 202) : replyWithId(c, reply, 202);

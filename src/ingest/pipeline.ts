@@ -95,6 +95,33 @@ export function rejectedCountOf(reply: Pick<IngestReply, "rejected" | "rejectedO
   return reply.rejected.length + (reply.rejectedOmitted ?? 0);
 }
 
+/**
+ * An ingest reply's counts as its span (`IngestScope.answered`) and log line have them: `rejected`
+ * as a count ({@linkcode rejectedCountOf}), `replayed` only on a replay. A type literal, not an
+ * interface, so that it is also a log line's `Record<string, unknown>`.
+ */
+export type IngestReplyCounts = {
+  accepted: number;
+  duplicates: number;
+  late: number;
+  filtered: number;
+  rejected: number;
+  replayed?: true;
+};
+
+/** The counts of `reply` ({@linkcode IngestReplyCounts}), one object for its span and log line. */
+export function ingestCountsOf(reply: IngestReply): IngestReplyCounts {
+  const counts: IngestReplyCounts = {
+    accepted: reply.accepted,
+    duplicates: reply.duplicates,
+    late: reply.late,
+    filtered: reply.filtered,
+    rejected: rejectedCountOf(reply),
+  };
+  if (reply.replayed) counts.replayed = true;
+  return counts;
+}
+
 /** Longest dedupe id accepted. */
 export const MAX_ID_LENGTH = 256;
 

@@ -2162,7 +2162,7 @@ Deno.test("WebSocket ingest logs each answered frame as HTTP ingest logs a reque
         filtered: 0,
         rejected: 0,
       });
-      // No event accepted: the 400 HTTP answers such a request, with the counts.
+      // No event accepted: the 400 HTTP answers such a request, with the counts and its error.
       assert.deepEqual({ ...lines[1].properties, durationMs: 0 }, {
         ...common,
         frame: 2,
@@ -2173,6 +2173,7 @@ Deno.test("WebSocket ingest logs each answered frame as HTTP ingest logs a reque
         late: 0,
         filtered: 0,
         rejected: 1,
+        error: { code: "no_events_accepted", message: "No event was accepted; see 'rejected'" },
       });
       assert.deepEqual(
         [lines[2].properties.status, lines[2].properties.error],
