@@ -26,7 +26,13 @@
  */
 import { getConfig, getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
-import { causeText, dropsRecord, quoteInput, writeLogRecord } from "../telemetry/logging.ts";
+import {
+  carriesContext,
+  causeText,
+  dropsRecord,
+  quoteInput,
+  writeLogRecord,
+} from "../telemetry/logging.ts";
 import { withoutInboundBaggage } from "../telemetry/mod.ts";
 import { type ErrorContext, errorContextOf, toApiError } from "./errors.ts";
 import {
@@ -163,26 +169,34 @@ export async function logRequest(
     : { method, path, status, durationMs, requestId, stream };
   Object.assign(fields, c.get(FIELDS_VARIABLE));
   if (c.error) Object.assign(fields, errorFields(c.error, errorContextOf(c)));
-  // Logged outside the request's context, in the caller's: a server has none, an app served
-  // inside a `withContext` does, which LogTape's own call adds to the line.
-  if (getConfig()?.contextLocalStorage?.getStore() !== undefined) {
-    logger[level](LINE, fields);
-    return c.res;
-  }
-  // The record LogTape's `logger.info(LINE, fields)` would make, made whole: its lazy message and
-  // copies of the fields cost a request line more than the rest of LogTape. A record that names
-  // its category is dispatched as it is, by the logger's levels and sinks.
-  // `configureLogging`'s own sink takes it without LogTape's dispatch when it may (`writeLogRecord`).
-  const record = {
+  writeLine({
     category: logger.category,
     level,
     timestamp: Date.now(),
     rawMessage: LINE,
     message: ["", method, " ", path, " ", status, " ", durationMs, " ms"],
     properties: fields,
-  } as LogRecord;
-  if (!writeLogRecord(record)) logger.emit(record);
+  } as LogRecord);
   return c.res;
+}
+
+/**
+ * Writes `record`, a line of this file's logger made whole: the record LogTape's
+ * `logger[level](rawMessage, properties)` would make, without LogTape's lazy message and copy of
+ * the properties, which cost a request line more than the rest of LogTape. A record that names its
+ * category is dispatched as it is, by the logger's levels and sinks; `configureLogging`'s own sink
+ * takes it without LogTape's dispatch when it may (`writeLogRecord`).
+ */
+function writeLine(record: LogRecord): void {
+  // A request's line is logged outside its context, in the caller's: a server has none, an app
+  // served inside a `withContext` does, which LogTape's own call adds to the line. A frame's is
+  // logged in its upgrade request's context, whose `requestId` the line carries itself.
+  const context = getConfig()?.contextLocalStorage?.getStore();
+  if (context !== undefined && !carriesContext(record.properties, context)) {
+    logger[record.level](record.rawMessage as string, record.properties);
+    return;
+  }
+  if (!writeLogRecord(record)) logger.emit(record);
 }
 
 /** Sets the request's id and {@linkcode EVERY_RESPONSE_HEADERS} on a response's `headers`. */
@@ -240,7 +254,14 @@ export function logFrame(fields: FrameLogFields): void {
     const error = fields.error instanceof Error ? fields.error : new Error(String(fields.error));
     Object.assign(line, errorFields(error, { ingest: true }));
   }
-  logger[level](FRAME_LINE, line);
+  writeLine({
+    category: logger.category,
+    level,
+    timestamp: Date.now(),
+    rawMessage: FRAME_LINE,
+    message: ["WS ", path, " frame ", frame, " ", status, " ", durationMs, " ms"],
+    properties: line,
+  } as LogRecord);
 }
 
 /** The message of a WebSocket ingest frame's line. */

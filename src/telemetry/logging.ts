@@ -1070,30 +1070,53 @@ export function dropsRecord(category: readonly string[], level: LogLevel): boole
 
 /**
  * The configuration {@linkcode configureLogging} installed when it alone decides a record of the
- * `edgestream` logger `category`: in force, and no context active. Else undefined: LogTape must.
+ * `edgestream` logger `category`: in force, and no context active, or one the record's
+ * `properties` carry already ({@linkcode carriesContext}). Else undefined: LogTape must.
  */
-function installedFor(category: readonly string[]): typeof installed {
+function installedFor(
+  category: readonly string[],
+  properties?: Record<string, unknown>,
+): typeof installed {
   const target = installed;
-  if (
-    target === undefined || getConfig() !== target.config || category[0] !== "edgestream" ||
-    target.storage.getStore() !== undefined
-  ) {
+  if (target === undefined || getConfig() !== target.config || category[0] !== "edgestream") {
+    return undefined;
+  }
+  const context = target.storage.getStore();
+  if (context !== undefined && (properties === undefined || !carriesContext(properties, context))) {
     return undefined;
   }
   return target;
 }
 
 /**
+ * Whether `properties` hold every field of the log context `context` with the same value: a record
+ * of them then says what LogTape's own call would (it adds the context's fields first, so only the
+ * order of the fields differs). A WebSocket frame's line, logged in its upgrade request's context
+ * (`requestId`), carries that id itself.
+ */
+export function carriesContext(
+  properties: Record<string, unknown>,
+  context: Record<string, unknown>,
+): boolean {
+  for (const key in context) {
+    if (!Object.hasOwn(context, key)) continue;
+    if (!Object.hasOwn(properties, key) || properties[key] !== context[key]) return false;
+  }
+  return true;
+}
+
+/**
  * Dispatches `record` of an `edgestream` logger (made whole, as `Logger.emit` takes it) as LogTape
  * would while the configuration {@linkcode configureLogging} installed is in force and no context
- * is active: to that configuration's sink, when at its level or above. Returns false, having
- * written nothing, when LogTape must dispatch it (another configuration, an active context or
- * scoped configuration, another category, a sink that threw). A request line costs LogTape's
+ * is active, or one the record carries ({@linkcode carriesContext}): to that configuration's sink,
+ * when at its level or above. Returns false, having written nothing, when LogTape must dispatch it
+ * (another configuration, an active context the record lacks a field of, scoped configuration,
+ * another category, a sink that threw). A request line costs LogTape's
  * dispatch (its category prefix, scoped configuration, filters and sink plan looked up again for
  * every record) about a fifth of what the line costs in all.
  */
 export function writeLogRecord(record: LogRecord): boolean {
-  const target = installedFor(record.category);
+  const target = installedFor(record.category, record.properties);
   if (target === undefined) return false;
   if (LOG_LEVELS.indexOf(record.level) < target.lowest) return true;
   try {

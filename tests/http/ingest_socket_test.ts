@@ -14,7 +14,7 @@ import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { REQUEST_CHECK_BUDGET_MESSAGE } from "../../src/validate/mod.ts";
 import { redisTest, restClient } from "../_redis.ts";
-import { collectingLogs, messageOf } from "../_logs.ts";
+import { collectingLogs, jsonLines, messageOf, writtenLogs } from "../_logs.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
 import {
   closeCodeIn,
@@ -2188,6 +2188,43 @@ Deno.test("WebSocket ingest logs each answered frame as HTTP ingest logs a reque
         /^StoreUnavailableError: Redis is unavailable \(applyBatch\): connection refused/,
       );
       assert.ok(!JSON.stringify(lines.map((record) => record.properties)).includes(private_));
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest writes a frame's line through configureLogging's sink as a request's, made whole: in the upgrade's log context, which it carries, its fields in the line's own order", async () => {
+  const server = await startServer();
+  try {
+    await writtenLogs(async (lines) => {
+      const client = await denoClient(server.wsUrl(WS_PATH));
+      client.socket.send(eventFrame("c1"));
+      const answer = await client.inbox.next();
+      await client.close();
+      assert.equal(answer.type, "ack");
+      const [upgrade, frame] = jsonLines(lines, "edgestream.http");
+      assert.match(frame.message, /^WS \/v1\/streams\/orders\/ws frame 1 202 [\d.]+ ms$/);
+      assert.equal(frame.requestId, upgrade.requestId);
+      // Through LogTape's own call the context's `requestId` would come first, before `transport`.
+      assert.deepEqual(Object.keys(frame), [
+        "@timestamp",
+        "level",
+        "logger",
+        "message",
+        "transport",
+        "path",
+        "frame",
+        "status",
+        "durationMs",
+        "requestId",
+        "stream",
+        "accepted",
+        "duplicates",
+        "late",
+        "filtered",
+        "rejected",
+      ]);
     });
   } finally {
     await server.close();

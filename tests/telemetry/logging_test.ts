@@ -7,6 +7,7 @@ import { configFromEnv } from "../../src/env.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import {
+  carriesContext,
   jsonLineFormatter,
   LOG_LEVELS,
   MAX_QUOTED_CHARACTERS,
@@ -968,6 +969,37 @@ Deno.test("writeLogRecord() leaves a record to LogTape under another configurati
   });
   // With no configuration at all, LogTape drops it.
   assert.equal(writeLogRecord(record), false);
+});
+
+Deno.test("writeLogRecord() writes a record that carries every field of the active context itself, as LogTape writes it with the context added; one that lacks one is LogTape's", async () => {
+  const record = (properties: Record<string, unknown>) =>
+    ({
+      category: ["edgestream", "http"],
+      level: "info",
+      timestamp: Date.UTC(2026, 0, 1, 12, 0, 0, 7),
+      rawMessage: "{status} ms",
+      message: ["", properties.status, " ms"],
+      properties,
+    }) as LogRecord;
+  await writtenLogs(async (lines) => {
+    await withContext({ requestId: "r-1" }, () => {
+      assert.equal(carriesContext({ requestId: "r-1", status: 202 }, { requestId: "r-1" }), true);
+      assert.equal(writeLogRecord(record({ status: 202, requestId: "r-1" })), true);
+      assert.equal(writeLogRecord(record({ status: 202, requestId: "r-2" })), false);
+      assert.equal(writeLogRecord(record({ status: 202 })), false);
+      assert.equal(lines.length, 1);
+      getLogger(["edgestream", "http"]).info("{status} ms", { status: 202 });
+    });
+    const [carried, logTape] = jsonLines(lines).map(({ ["@timestamp"]: _, ...line }) => line);
+    assert.deepEqual(carried, logTape);
+    assert.deepEqual(carried, {
+      level: "info",
+      logger: "edgestream.http",
+      message: "202 ms",
+      status: 202,
+      requestId: "r-1",
+    });
+  });
 });
 
 Deno.test("configureLogging() redacts a short secret as a whole word only, leaving the words that hold its letters", async () => {
