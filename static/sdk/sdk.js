@@ -1199,10 +1199,6 @@ export function createTracker(options) {
         if (!entry.key) plain.push(entry.events);
         else (entry.page && entry.expiresAt === undefined ? fresh : tried).push(entry);
       }
-      // Tried ones go whole under their own key, one after another (as a split's parts do): at
-      // once, more than a rate limit's burst would be refused.
-      if (tried.length > 0) sendTaken(stream, tried);
-      for (const events of plain) sendBatch(stream, events);
       // Never-tried entries go merged, in their kept order, into batches of at most the batch
       // size (one larger goes alone), each under a key hashed from its entries' keys: a tab that
       // took the same entries sends the same batches under the same keys, counted once.
@@ -1220,17 +1216,15 @@ export function createTracker(options) {
         count += entry.events.length;
       }
       if (group.length > 0) groups.push(group);
-      for (const merged of groups) {
-        sendTaken(
-          stream,
-          [
-            merged.length === 1 ? merged[0] : {
-              events: merged.flatMap((entry) => entry.events),
-              entries: merged,
-            },
-          ],
-        );
-      }
+      const merged = groups.map((entries) =>
+        entries.length === 1
+          ? entries[0]
+          : { events: entries.flatMap((entry) => entry.events), entries }
+      );
+      // Tried ones go whole under their own key, then the merged ones, all one after another (as
+      // a split's parts do): at once, more than a rate limit's burst would be refused.
+      if (tried.length + merged.length > 0) sendTaken(stream, [...tried, ...merged]);
+      for (const events of plain) sendBatch(stream, events);
       found = true;
     }
     if (found) flush();
