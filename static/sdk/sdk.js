@@ -422,6 +422,12 @@ export function createTracker(options) {
    */
   let trimAfter = null;
   /**
+   * While {@linkcode handOver} keeps batches, the entries of each stream it looked for copies in,
+   * read once, by key (`Map<stream, Map<idempotencyKey, entries>>`), kept up to date as it keeps
+   * and removes them; else null.
+   */
+  let copiesRead = null;
+  /**
    * Batches in flight without `keepalive` (bodies of {@linkcode KEEPALIVE_BYTES} or more, which
    * browsers refuse it), `{stream, events, idempotencyKey, kept}`: the browser cancels them when
    * the page goes, so `beacon()` keeps each with its key for the next page (`kept`: the name of
@@ -988,9 +994,9 @@ export function createTracker(options) {
         // too): a batch of this page's own is kept without reading the stream's entries for them.
         // One copy, with the earlier expiry, a beacon's if either was, in the first copy's place
         // (the oldest is dropped first: the batch is no newer for the copy).
-        for (const entry of takenKeys.has(idempotencyKey) ? pageEntries(store, stream) : []) {
+        const found = takenKeys.has(idempotencyKey) ? copiesOf(store, stream, idempotencyKey) : [];
+        for (const entry of found) {
           const other = entry.batch;
-          if (other?.idempotencyKey !== idempotencyKey) continue;
           copies.push(entry.name);
           if (olderFirst(entry, { at, seq }) < 0) ({ at, seq } = entry);
           if (typeof other.expiresAt === "number" && !(other.expiresAt >= expiresAt)) {
@@ -1003,6 +1009,8 @@ export function createTracker(options) {
       } else batch.events = events.slice(-MAX_STORED_EVENTS);
       const name = `${storageKey(stream, PAGE_STORAGE_PREFIX)}|${at}-${seq}-${randomId()}`;
       store.setItem(name, JSON.stringify(batch));
+      // The copies go (below): this entry is the key's one now.
+      copiesRead?.get(stream)?.set(batch.idempotencyKey, [{ name, at, seq, batch }]);
       // Counted once kept: kept not at all, all of them are (below).
       dropped += events.length - batch.events.length;
       for (const copy of copies) store.removeItem(copy);
@@ -1024,6 +1032,29 @@ export function createTracker(options) {
       );
       return null;
     }
+  }
+
+  /**
+   * The entries of `stream` in `store` kept under `idempotencyKey`, oldest first: while
+   * {@linkcode handOver} keeps batches, from the stream's entries read once ({@linkcode copiesRead}:
+   * a page that took a merged batch of 1,000 entries keeps each again, and read for each keep, some
+   * 500,000 entries were read and parsed), else read now.
+   */
+  function copiesOf(store, stream, idempotencyKey) {
+    const under = (entry) => entry.batch?.idempotencyKey === idempotencyKey;
+    if (!copiesRead) return pageEntries(store, stream).filter(under);
+    let byKey = copiesRead.get(stream);
+    if (!byKey) {
+      byKey = new Map();
+      for (const entry of pageEntries(store, stream)) {
+        const key = entry.batch?.idempotencyKey;
+        if (typeof key !== "string") continue;
+        if (!byKey.has(key)) byKey.set(key, []);
+        byKey.get(key).push(entry);
+      }
+      copiesRead.set(stream, byKey);
+    }
+    return byKey.get(idempotencyKey) ?? [];
   }
 
   /**
@@ -1316,12 +1347,14 @@ export function createTracker(options) {
       return name;
     };
     trimAfter = new Set();
+    copiesRead = new Map();
     try {
       handOverAll(budget, keepCounted);
     } finally {
       // A stream's 1,000 kept, once a stream when all is kept, not after each batch.
       const streams = trimAfter;
       trimAfter = null;
+      copiesRead = null;
       for (const stream of streams) {
         try {
           for (const name of trimKept(storage(), stream)) counted.delete(name);

@@ -3198,3 +3198,41 @@ Deno.test("a page keeping its own batches as it goes reads the stream's kept ent
     fixture.dispose();
   }
 });
+
+Deno.test("a page that took 100 kept entries and goes before sending them keeps each again reading the stream's entries once for copies, not once an entry", async () => {
+  const fixture = pageFixture({ beacon: "refused", locks: LOCKS_GRANTED_AT_ONCE });
+  const getItem = Storage.prototype.getItem;
+  let reads = 0;
+  try {
+    const at = Date.now() - 1_000;
+    for (let n = 0; n < 100; n++) {
+      localStorage.setItem(
+        `edgestream-page:https%3A%2F%2Fe.example|pk_test|s|${at}-${n + 1}-r${n}`,
+        JSON.stringify({ idempotencyKey: `k-${n}`, events: [{ n }] }),
+      );
+    }
+    // Takes the 100 entries at once (the lock granted in the call): one merged batch, its key
+    // being hashed when the page goes.
+    const tracker = createTracker({ ...fixture.options, flushMs: 60_000 });
+    assert.equal(localStorage.length, 0);
+    Storage.prototype.getItem = function (this: Storage, name: string) {
+      reads++;
+      return getItem.call(this, name);
+    };
+    tracker.beacon();
+    Storage.prototype.getItem = getItem;
+    assert.deepEqual(
+      keptBatches().map((batch) => batch.idempotencyKey),
+      Array.from({ length: 100 }, (_, n) => `k-${n}`),
+    );
+    // The stream's entries read once for copies (none yet), then the 100 once to keep 1,000
+    // (Deno's Storage reads an item to list it too: twice each). Before, each keep read those
+    // kept before it for copies under its key (each a key the page took): 9,900 reads more.
+    assert.equal(reads, 200);
+    await tracker.close();
+    assert.deepEqual(fixture.sent, []);
+  } finally {
+    Storage.prototype.getItem = getItem;
+    fixture.dispose();
+  }
+});
