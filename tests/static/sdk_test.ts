@@ -2638,7 +2638,7 @@ Deno.test("the SDK takes what an earlier page kept under the Web Lock edgestream
     await next.close();
     assert.ok(
       await readmeSays(
-        "A tracker takes what was kept under a Web Lock (`navigator.locks`, named `edgestream-kept:<endpoint>|<key>`), so that two tabs of the origin loading at once (a browser restoring its session) take it one after the other; Chromium tabs hear of each other's writes late, so both may still read an entry: it goes under the same key from both, counted once, when both read the same entries (what an older release kept under `edgestream:` goes as new events from both); events tracked while the lock is awaited and not sent yet go after it, and a tracker closed before the lock is granted takes nothing, leaving it to the next tracker or page.",
+        "A tracker takes what was kept under a Web Lock (`navigator.locks`, named `edgestream-kept:<endpoint>|<key>`), so that two tabs of the origin loading at once (a browser restoring its session) take it one after the other; Chromium tabs hear of each other's writes late, so both may still read an entry: it goes under the same key from both, counted once, when both read the same entries (two that read different ones may merge them differently, under different keys, and count the events they share twice; what an older release kept under `edgestream:` goes as new events from both); events tracked while the lock is awaited and not sent yet go after it, and a tracker closed before the lock is granted takes nothing, leaving it to the next tracker or page.",
       ),
     );
   } finally {
@@ -2850,11 +2850,12 @@ Deno.test("in a browser without Web Locks, events a page kept without a key that
     assert.deepEqual(keys, [kept.idempotencyKey, kept.idempotencyKey]);
     assert.equal((await server.stats("s")).accepted, 3);
     await Promise.all([first.close(), second.close()]);
-    assert.ok(
-      await readmeSays(
-        "Events kept without a key (what no beacon took of what waited, the parts of a `413`'s split not sent yet, what is left of a batch that went by beacons in part) were given one when kept: they too go under it from both, counted once, merged or not, when both read the same entries (two that read different ones may merge them differently, under different keys, and count the events they share twice); events an older release kept (a JSON array under `edgestream:<endpoint>|<key>|<stream>`) go as new events from both: only `dedupeField`'s ids count them once.",
-      ),
-    );
+    for (
+      const claim of [
+        "Events kept without a key (what no beacon took of what waited, the parts of a `413`'s split not sent yet, what is left of a batch that went by beacons in part) were given one when kept: they too go under it from both, counted once;",
+        "events an older release kept (a JSON array under `edgestream:<endpoint>|<key>|<stream>`) go as new events from both: only `dedupeField`'s ids count them once.",
+      ]
+    ) assert.ok(await readmeSays(claim), claim);
   } finally {
     delete (navigator as { onLine?: boolean }).onLine;
     globalThis.fetch = original;
@@ -3016,12 +3017,67 @@ Deno.test("kept entries never tried go merged into batches of at most the batch 
     for (
       const claim of [
         "The next page sends a stream's entries never tried (no `expiresAt`) merged, in their kept order, into batches of at most `maxBatch` events, each under the hex SHA-256 of its entries' keys, sorted (an entry alone keeps its own key; without `crypto.subtle`, outside secure contexts, each goes alone): 300 one-event entries go as 3 batches, and a tab that took the same entries sends the same batches under the same keys, counted once.",
-        "(two that read different ones may merge them differently, under different keys, and count the events they share twice)",
+        "Chromium tabs hear of each other's writes late, so both may still read an entry: it goes under the same key from both, counted once, when both read the same entries (two that read different ones may merge them differently, under different keys, and count the events they share twice;",
       ]
     ) assert.ok(await readmeSays(claim), claim);
   } finally {
     stopCapture();
     globalThis.fetch = original;
+    restoreLocks();
+    await server.close();
+  }
+});
+
+Deno.test("on a page without crypto.subtle (plain HTTP: no Web Locks either), kept entries never tried go each alone under its own key, so two tabs that read different ones count none twice on a real server", async () => {
+  const server = await serveApp({
+    streams: { s: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+  });
+  const restoreLocks = withLocks(undefined);
+  Object.defineProperty(crypto, "subtle", { value: undefined, configurable: true });
+  const requests: Array<{ key: string; events: unknown[] }> = [];
+  const original = globalThis.fetch;
+  globalThis.fetch = ((url: string, init: RequestInit & { headers: Record<string, string> }) => {
+    requests.push({
+      key: init.headers["Idempotency-Key"],
+      events: JSON.parse(String(init.body)),
+    });
+    return original(url, init);
+  }) as typeof fetch;
+  const { warnings, stopCapture } = captureWarnings();
+  const options = { key: "pk_test", endpoint: server.endpoint, maxRetries: 3 };
+  const at = Date.now() - 1_000;
+  const entries = Array.from({ length: 3 }, (_, n) => [
+    `edgestream-page:${encodeURIComponent(server.endpoint)}|pk_test|s|${at}-${n + 1}-r${n}`,
+    JSON.stringify({ idempotencyKey: `k-${n}`, events: [{ n }] }),
+  ]);
+  try {
+    for (const [name, entry] of entries) localStorage.setItem(name, entry);
+    const first = createTracker(options);
+    // The second tab read all but the oldest before the first took them out.
+    for (const [name, entry] of entries.slice(1)) localStorage.setItem(name, entry);
+    const second = createTracker(options);
+    await Promise.all([first.flush(), second.flush()]);
+    // Merged (with crypto.subtle), the first sent 3 events under one key and the second 2 under
+    // another: 5 counted.
+    for (const request of requests) {
+      assert.deepEqual(request.events, [{ n: Number(request.key.slice(2)) }]);
+    }
+    assert.deepEqual(
+      [...new Set(requests.map((request) => request.key))].sort(),
+      ["k-0", "k-1", "k-2"],
+    );
+    assert.equal((await server.stats("s")).accepted, 3);
+    assert.deepEqual(warnings, []);
+    await Promise.all([first.close(), second.close()]);
+    assert.ok(
+      await readmeSays(
+        "such a plain-HTTP page has no `crypto.subtle` either, which merging needs, so each entry goes alone under its own key, and two tabs that read different ones count none twice;",
+      ),
+    );
+  } finally {
+    stopCapture();
+    globalThis.fetch = original;
+    delete (crypto as { subtle?: unknown }).subtle;
     restoreLocks();
     await server.close();
   }
