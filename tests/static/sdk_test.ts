@@ -3083,6 +3083,37 @@ Deno.test("on a page without crypto.subtle (plain HTTP: no Web Locks either), ke
   }
 });
 
+Deno.test("a page that goes while hashing the key of kept entries it merged keeps each entry again as it was, under its own key with no expiry, and sends none of them", async () => {
+  const fixture = pageFixture({ beacon: "refused", locks: LOCKS_GRANTED_AT_ONCE });
+  try {
+    const at = Date.now() - 1_000;
+    for (let n = 0; n < 150; n++) {
+      localStorage.setItem(
+        `edgestream-page:https%3A%2F%2Fe.example|pk_test|s|${at}-${n + 1}-r${n}`,
+        JSON.stringify({ idempotencyKey: `k-${n}`, events: [{ n }] }),
+      );
+    }
+    // Takes the 150 at once (the lock granted in the call): merged batches of 100 and 50, the
+    // first one's key being hashed when the page goes.
+    const tracker = createTracker({ ...fixture.options, flushMs: 60_000 });
+    assert.equal(localStorage.length, 0);
+    tracker.beacon();
+    // Kept as the merged batches (100 and 50 events, each under a new key), the entries another
+    // tab took too would count twice; and the one being hashed must not go once hashed either.
+    assert.deepEqual(
+      keptBatches(),
+      Array.from({ length: 150 }, (_, n) => ({ idempotencyKey: `k-${n}`, events: [{ n }] })),
+    );
+    await tracker.flush();
+    assert.deepEqual(fixture.sent, []);
+    assert.equal(keptBatches().length, 150);
+    assert.equal(tracker.dropped, 0);
+    await tracker.close();
+  } finally {
+    fixture.dispose();
+  }
+});
+
 Deno.test("kept entries tried before (with an expiry) go whole under their own key, one after another, and what is not sent yet is kept again as it was when the page goes", async () => {
   let answerFirst: (res: Response) => void = () => {};
   const fixture = pageFixture({
