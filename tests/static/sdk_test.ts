@@ -3114,6 +3114,41 @@ Deno.test("a page that goes while hashing the key of kept entries it merged keep
   }
 });
 
+Deno.test("the key of kept entries sent merged is the hex SHA-256 of their keys sorted, one a line: not in their kept order", async () => {
+  const fixture = pageFixture({ beacon: "refused", locks: LOCKS_GRANTED_AT_ONCE });
+  try {
+    const at = Date.now() - 1_000;
+    // Kept in this order: their keys are not sorted so.
+    const keys = ["k-b", "k-c", "k-a"];
+    for (const [n, key] of keys.entries()) {
+      localStorage.setItem(
+        `edgestream-page:https%3A%2F%2Fe.example|pk_test|s|${at}-${n + 1}-r${n}`,
+        JSON.stringify({ idempotencyKey: key, events: [{ n }] }),
+      );
+    }
+    const tracker = createTracker(fixture.options);
+    await tracker.flush();
+    const digest = await crypto.subtle.digest(
+      "SHA-256",
+      new TextEncoder().encode("k-a\nk-b\nk-c"),
+    );
+    const hex = [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0"))
+      .join("");
+    assert.deepEqual(
+      fixture.sent.map((request) => [request.init.headers["Idempotency-Key"], request.init.body]),
+      [[hex, JSON.stringify([{ n: 0 }, { n: 1 }, { n: 2 }])]],
+    );
+    await tracker.close();
+    assert.ok(
+      await readmeSays(
+        "each under the hex SHA-256 of its entries' keys, sorted (an entry alone keeps its own key;",
+      ),
+    );
+  } finally {
+    fixture.dispose();
+  }
+});
+
 Deno.test("kept entries tried before (with an expiry) go whole under their own key, one after another, and what is not sent yet is kept again as it was when the page goes", async () => {
   let answerFirst: (res: Response) => void = () => {};
   const fixture = pageFixture({
