@@ -3018,6 +3018,7 @@ Deno.test("kept entries never tried go merged into batches of at most the batch 
       const claim of [
         "The next page sends a stream's entries never tried (no `expiresAt`) merged, in their kept order, into batches of at most `maxBatch` events, each under the hex SHA-256 of its entries' keys, sorted (an entry alone keeps its own key; without `crypto.subtle`, outside secure contexts, each goes alone): 300 one-event entries go as 3 batches, and a tab that took the same entries sends the same batches under the same keys, counted once.",
         "Chromium tabs hear of each other's writes late, so both may still read an entry: it goes under the same key from both, counted once, when both read the same entries (two that read different ones may merge them differently, under different keys, and count the events they share twice;",
+        "A stream's batches taken, tried or merged, go one after another (at once, more than a rate limit's burst would be refused).",
       ]
     ) assert.ok(await readmeSays(claim), claim);
   } finally {
@@ -3196,7 +3197,7 @@ Deno.test("kept entries tried before (with an expiry) go whole under their own k
     await Promise.all([tracker.close(), next.close()]);
     assert.ok(
       await readmeSays(
-        "Entries tried before go whole under their own key, one after another.",
+        "Entries tried before go whole under their own key. A stream's batches taken, tried or merged, go one after another",
       ),
     );
   } finally {
