@@ -1691,11 +1691,8 @@ if requests then
     local result = results[r]
     if result[1] == 0 and type(request.ik) == "string" then
       local key = replyKey(request.ik)
-      if request.ip then
-        redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", result[2], "l", result[3], "p", request.ip)
-      else
-        redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", result[2], "l", result[3])
-      end
+      -- Admitted with a key: in \`kept\`, so it holds its index entry's number (\`ip\`).
+      redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", result[2], "l", result[3], "p", request.ip)
       redis.call("PEXPIRE", key, request.it)
     end
   end
