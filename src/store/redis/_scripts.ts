@@ -826,14 +826,16 @@ if type(args.sess) == "table" then
 end
 -- The counts checked: those asked so far (the reply index's fields below only save a command).
 local countsAsked = #statsAsked
--- A call that may keep an Idempotency-Key reply asks the reply index's \`ri\` (see REPLIES_KEY
--- below).
+-- A call that may keep an Idempotency-Key reply asks the reply index's \`ri\` and, next to it,
+-- \`repliesForgotten\`, checked only past the bound (see REPLIES_KEY below): no command of its own
+-- there.
 local replyStatsAt = nil
 if ${arg("reqs")} then
   for _, request in ipairs(${arg("reqs")}) do
     if type(request.ik) == "string" then
       replyStatsAt = #statsAsked + 1
       statsAsked[replyStatsAt] = "ri"
+      statsAsked[replyStatsAt + 1] = "repliesForgotten"
       break
     end
   end
@@ -1030,7 +1032,7 @@ if kept then
     -- set whatever \`ri\` says.
     emptied = #oldest <= #kept and expired == #oldest, indexUntil = indexUntil }
   if book.total > book.max then
-    local count = redis.call("HGET", STATS_KEY, "repliesForgotten")
+    local count = stored[replyStatsAt + 1]
     if count and not isIntegerText(count) then
       refuseKey(STATS_KEY .. " field repliesForgotten", "'" .. count .. "'", "a number it adds to")
     end
