@@ -67,6 +67,26 @@ export const MAX_LOG_BACKLOG = 1_200_000;
  */
 export const DEFAULT_MAX_REPLY_BYTES = 134_217_728;
 
+/**
+ * A store's `maxReplyBytes` option (both stores' constructors), {@linkcode DEFAULT_MAX_REPLY_BYTES}
+ * when absent.
+ *
+ * @throws {RangeError} When it is not a positive safe integer.
+ */
+export function checkMaxReplyBytes(value: number = DEFAULT_MAX_REPLY_BYTES): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`maxReplyBytes must be a positive integer, got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * The warning both stores log once per stream (and process) when its bound first forgets a reply:
+ * a LogTape message with the `stream` and `maxReplyBytes` properties.
+ */
+export const REPLIES_FORGOTTEN_WARNING =
+  "Stream '{stream}' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most {maxReplyBytes} bytes of them: a request sent again with a forgotten key applies again (stats.repliesForgotten counts them)";
+
 /** The bounds of a stream's result log (see {@linkcode MAX_LOG_ENTRIES}, {@linkcode MAX_LOG_BACKLOG}). */
 export interface LogBounds {
   /** Entries kept whatever was dispatched. @default {MAX_LOG_ENTRIES} */

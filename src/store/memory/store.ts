@@ -22,13 +22,13 @@ import {
   type BatchRequest,
   batchRequests,
   type BatchUpdates,
+  checkMaxReplyBytes,
   CLOSE_CELLS_PER_CALL,
   type ClosedWindows,
   type CloseOptions,
   compareGroupKeys,
   compareLogIds,
   type CounterMeta,
-  DEFAULT_MAX_REPLY_BYTES,
   type EventOutcome,
   type FiredAlerts,
   type FireOptions,
@@ -41,6 +41,7 @@ import {
   parseLogId,
   type ReadOptions,
   type ReadStats,
+  REPLIES_FORGOTTEN_WARNING,
   type RequestResult,
   REST_GROUP,
   type ResultLogBounds,
@@ -323,11 +324,7 @@ export class MemoryStore implements Store {
       throw new RangeError(`maxDedupeIds must be an integer of at least 2, got ${maxDedupeIds}`);
     }
     this.#maxDedupeIds = maxDedupeIds;
-    const maxReplyBytes = options.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES;
-    if (!Number.isSafeInteger(maxReplyBytes) || maxReplyBytes < 1) {
-      throw new RangeError(`maxReplyBytes must be a positive integer, got ${maxReplyBytes}`);
-    }
-    this.#maxReplyBytes = maxReplyBytes;
+    this.#maxReplyBytes = checkMaxReplyBytes(options.maxReplyBytes);
     this.#definitions = options.definitions;
     this.#definitionsHere = options.definitionsHere ?? false;
     this.#definitions?.holdData({
@@ -548,7 +545,7 @@ export class MemoryStore implements Store {
     }
     if (before > 0) return;
     logger.warn(
-      "Stream '{stream}' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most {maxReplyBytes} bytes of them: a request sent again with a forgotten key applies again (stats.repliesForgotten counts them)",
+      REPLIES_FORGOTTEN_WARNING,
       { stream: splitGenerationKey(key).stream, maxReplyBytes: this.#maxReplyBytes },
     );
   }

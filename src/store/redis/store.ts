@@ -38,6 +38,7 @@ import {
   batchRequests,
   type CellUpdate,
   cellUpdatesOf,
+  checkMaxReplyBytes,
   CLOSE_CELLS_PER_CALL,
   type ClosedWindows,
   type CloseOptions,
@@ -57,6 +58,7 @@ import {
   parseLogId,
   type ReadOptions,
   type ReadStats,
+  REPLIES_FORGOTTEN_WARNING,
   type RequestResult,
   type ResultLogBounds,
   type SessionRange,
@@ -505,11 +507,7 @@ export class RedisStore implements Store {
     this.#now = options.now ?? Date.now;
     this.#closeCells = Math.max(1, options.closeCells ?? CLOSE_CELLS_PER_CALL);
     this.#quietKept = Math.max(1, options.quietKept ?? QUIET_KEPT);
-    const maxReplyBytes = options.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES;
-    if (!Number.isSafeInteger(maxReplyBytes) || maxReplyBytes < 1) {
-      throw new RangeError(`maxReplyBytes must be a positive integer, got ${maxReplyBytes}`);
-    }
-    this.#maxReplyBytes = maxReplyBytes;
+    this.#maxReplyBytes = checkMaxReplyBytes(options.maxReplyBytes);
   }
 
   /**
@@ -701,7 +699,7 @@ export class RedisStore implements Store {
       this.#warnedReplies.add(batch.stream);
       // Once per stream and process: the count in stats says how many since.
       logger.warn(
-        "Stream '{stream}' forgets Idempotency-Key replies before their idempotencyTtl, as it holds at most {maxReplyBytes} bytes of them: a request sent again with a forgotten key applies again (stats.repliesForgotten counts them)",
+        REPLIES_FORGOTTEN_WARNING,
         { stream: name, maxReplyBytes: this.#maxReplyBytes },
       );
     }
