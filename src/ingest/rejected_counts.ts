@@ -71,7 +71,7 @@ export class RejectedCounts {
     if (entry.timer === undefined && entry.running === undefined) this.#schedule(stream, entry);
   }
 
-  /** Applies every pending count now and waits for those applies (tests, a stopping server). */
+  /** Applies every pending count now and waits for those applies (tests). */
   async flush(): Promise<void> {
     const waits: Promise<void>[] = [];
     for (const [stream, entry] of this.#pending) {
