@@ -327,7 +327,7 @@ export function checksUpTo(cost: CheckCost, event: unknown, limit: number): numb
     const refTo = target(node, defs);
     if (refTo !== undefined && !(recursive && seen(value, refTo))) push(value, refTo);
     if (Array.isArray(node.allOf)) { for (const part of node.allOf) push(value, part); }
-    // No array of the two made a step.
+    // Each list on its own: no [anyOf, oneOf] array allocated per node visited.
     if (Array.isArray(node.anyOf)) checks += pushMembers(node.anyOf, value, push);
     if (Array.isArray(node.oneOf)) checks += pushMembers(node.oneOf, value, push);
     if (Array.isArray(value)) {
