@@ -22,6 +22,7 @@ import {
   redactSecrets,
 } from "./telemetry/logging.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
+import { RejectedCounts } from "./ingest/mod.ts";
 import { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
 import { type ListeningServer, serveListening } from "./http/listener.ts";
 import { PROBE_PATHS } from "./http/stream_routes.ts";
@@ -135,6 +136,8 @@ export interface ServerApp {
   connections: OpenConnections;
   /** The webhook service, whose claims a stop gives back. */
   webhooks: WebhookService;
+  /** The rejected counts of requests that accepted none, which a stop applies. */
+  rejectedCounts: RejectedCounts;
 }
 
 /**
@@ -166,6 +169,7 @@ export function createServerApp(
   // published there even while no subscriber of this instance wants them.
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
   const connections = new OpenConnections();
+  let rejectedCounts: RejectedCounts | undefined;
   const app = createApp({
     streams,
     store,
@@ -179,8 +183,10 @@ export function createServerApp(
       subscriptions: config.subscriptions,
       socket: { slots: config.ingestSockets },
     },
+    // Kept, so that a stop applies what waits in it.
+    rejectedCounts: (target, now) => rejectedCounts = new RejectedCounts(target, { now }),
   });
-  return { app, live, connections, webhooks };
+  return { app, live, connections, webhooks, rejectedCounts: rejectedCounts! };
 }
 
 /**
@@ -300,11 +306,20 @@ export function serveApp(built: ServerApp, options: ServeAppOptions): ServingApp
   } catch (error) {
     options.onListenError(error);
   }
-  const { live, connections, webhooks } = built;
+  const { live, connections, webhooks, rejectedCounts } = built;
   return {
     addr: server.addr,
     stop: (stopPeriodic, giveBackLease) =>
-      stopServer({ server, connections, live, webhooks, requests, stopPeriodic, giveBackLease }, {
+      stopServer({
+        server,
+        connections,
+        live,
+        webhooks,
+        requests,
+        rejectedCounts,
+        stopPeriodic,
+        giveBackLease,
+      }, {
         boundMs: options.shutdownMs,
         drainMs: options.drainMs,
       }),

@@ -29,12 +29,16 @@
  *    the bound; those still waiting for an answer then are cut off and their
  *    claims given back, so another instance sends them at once instead of
  *    after their lease.
+ * 5. Once the WebSockets and HTTP requests were answered, the rejected events
+ *    of requests that accepted none, whose count waits for an apply of its
+ *    own (`ingest/rejected_counts.ts`), are counted at once: one apply a
+ *    stream, within what is left of the bound.
  *
  * Whatever still runs when the bound ends is left. The stop is unclean (the
  * report names the steps) only when what was left held work: an HTTP request
  * being answered (or answered less than {@linkcode REPLIES_SENT_MS} before,
  * its reply maybe still leaving), a WebSocket ingest connection open, a
- * webhook send in flight, a sweep running. Steps left with none (an idle
+ * webhook send in flight, a sweep running, a rejected count not applied. Steps left with none (an idle
  * listener still closing, a read of a live tail, a dispatch that is done
  * again) end with the process and lose nothing, so a server with nothing in
  * flight stops clean whatever the bound. A request cut gets no reply (a reset
@@ -47,6 +51,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { LiveHub } from "./fanout/mod.ts";
+import type { RejectedCounts } from "./ingest/mod.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import type { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
 
@@ -76,6 +81,11 @@ export interface StoppingServer {
    * that was cut and answered. @default {none: HTTP is done when the shutdown resolves}
    */
   requests?: Pick<RequestsInFlight, "idle" | "running" | "idleForMs">;
+  /**
+   * The rejected counts of requests that accepted none, waiting for their apply: flushed once the
+   * WebSockets and HTTP requests were answered. @default {none}
+   */
+  rejectedCounts?: Pick<RejectedCounts, "flush" | "waiting">;
 }
 
 /** How long (ms) the last replies are given to leave once no request runs, before their
@@ -203,11 +213,21 @@ export async function stopServer(
     () => webhooks.sending,
   );
 
+  // After the requests and frames that add to them were answered; a failing apply is logged by
+  // RejectedCounts (once), and one still running at the bound is left with its count.
+  const rejected = step(
+    "rejected counts",
+    Promise.all([sockets, http]).then(() => parts.rejectedCounts?.flush()),
+    () => parts.rejectedCounts?.waiting ?? false,
+  );
+
   let timer: ReturnType<typeof setTimeout> | undefined;
   const bound = new Promise<void>((resolve) => timer = setTimeout(resolve, boundMs));
-  await Promise.race([Promise.all([sweep, lease, sockets, live, http, sends]), bound]);
+  await Promise.race([Promise.all([sweep, lease, sockets, live, http, sends, rejected]), bound]);
   clearTimeout(timer);
-  const left = [...running].map(([name, holdsWork]) => ({ name, busy: holdsWork() }));
+  const left = [...running].map(([name, holdsWork]) => ({ name, busy: holdsWork() }))
+    // Waiting for the HTTP step with no count to apply, it is not a step of its own yet.
+    .filter((item) => item.busy || item.name !== "rejected counts");
   const unfinished = left.filter((item) => item.busy).map((item) => item.name);
   // A frame applied after its connection closed (at half the bound) got no ack: not a clean stop.
   if (connections.answersCut > 0 && !unfinished.includes("websockets")) {

@@ -16,6 +16,9 @@ import { type ServerProcess, startServerProcess } from "./_server_process.ts";
 import { Receiver } from "./fanout/webhooks/_receiver.ts";
 import { OpenConnections, RequestsInFlight } from "../src/http/open_connections.ts";
 import { SAME_STOP_MS, type StoppingServer, stopServer } from "../src/shutdown.ts";
+import { compileConfig } from "../src/config/mod.ts";
+import { RejectedCounts } from "../src/ingest/mod.ts";
+import type { ApplyResult } from "../src/store/mod.ts";
 
 const STREAM = "orders";
 const PREFIX = "stop";
@@ -595,6 +598,49 @@ redisTest(
   },
 );
 
+redisTest(
+  "a stop applies the rejected counts still waiting (requests that accepted none): a fresh process reads them in stats.rejected",
+  async (fixture) => {
+    const dir = await Deno.makeTempDir({ prefix: "edgestream-stop-" });
+    const configPath = `${dir}/config.json`;
+    await Deno.writeTextFile(configPath, JSON.stringify(CONFIG));
+    const vars = {
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+      EDGESTREAM_PREFIX: "stop-rejected",
+      EDGESTREAM_CONFIG: configPath,
+      EDGESTREAM_SWEEP_EVERY: "0s",
+    };
+    const servers: ServerProcess[] = [];
+    try {
+      const server = await startServerProcess("rejecting", vars);
+      servers.push(server);
+      // Three events that are no objects: 400, counted about a second later, off the request.
+      const refused = await json(server, `/v1/streams/${STREAM}/events`, {
+        method: "POST",
+        body: JSON.stringify([1, "two", null]),
+      });
+      assert.equal(refused.status, 400, JSON.stringify(refused.body));
+      assert.equal(refused.body.error.code, "no_events_accepted");
+      // At once, well within the second the count waits for its apply.
+      server.signal("SIGTERM");
+      assert.equal((await server.status).code, 0, server.output());
+      assert.match(server.output(), /stopped in \d+ ms/);
+
+      const fresh = await startServerProcess("fresh", vars);
+      servers.push(fresh);
+      const stats = (await json(fresh, `/v1/streams/${STREAM}`)).body.stats;
+      assert.equal(stats.rejected, 3, JSON.stringify(stats));
+    } catch (error) {
+      for (const server of servers) console.error(`--- ${server.name}:\n${server.output()}`);
+      throw error;
+    } finally {
+      await Promise.all(servers.map((server) => server.stop()));
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
 Deno.test("deploy/main.ts stops well on SIGINT, as Deno Deploy stops an isolate: the WebSocket frames read are answered before 1001, exit 0", async () => {
   const server = await startServerProcess("deploy", { EDGESTREAM_SHUTDOWN: "2s" }, {
     entry: "deploy/main.ts",
@@ -834,6 +880,47 @@ Deno.test({
         elapsedMs: 0,
       },
     );
+  },
+});
+
+Deno.test({
+  name:
+    "stopServer() applies the rejected counts waiting once HTTP is done; an apply still running at the bound leaves 'rejected counts' unfinished; one that fails ends the step (the stop clean)",
+  // What a stop leaves (the listener's shutdown, its 250 ms wait for replies) ends with the process.
+  sanitizeOps: false,
+  async fn() {
+    const stream = compileConfig(CONFIG).get(STREAM)!;
+    const applied: number[] = [];
+    const counted = stoppingParts();
+    const counts = new RejectedCounts({
+      applyBatch(batch) {
+        applied.push(batch.requests?.[0].rejected ?? 0);
+        return Promise.resolve({} as ApplyResult);
+      },
+    }, { intervalMs: 60_000 });
+    counted.parts.rejectedCounts = counts;
+    counts.add(stream, 4);
+    const done = await stopServer(counted.parts, { boundMs: 2_000 });
+    assert.deepEqual([done.clean, done.unfinished, applied], [true, [], [4]]);
+
+    const hanging = stoppingParts();
+    const held = new RejectedCounts(
+      { applyBatch: () => new Promise<ApplyResult>(() => {}) },
+      { intervalMs: 60_000 },
+    );
+    hanging.parts.rejectedCounts = held;
+    held.add(stream, 2);
+    const cut = await stopServer(hanging.parts, { boundMs: 600 });
+    assert.deepEqual([cut.clean, cut.unfinished], [false, ["rejected counts"]]);
+
+    const failing = stoppingParts();
+    const refused = new RejectedCounts({
+      applyBatch: () => Promise.reject(new Error("Redis is down")),
+    }, { intervalMs: 60_000 });
+    failing.parts.rejectedCounts = refused;
+    refused.add(stream, 1);
+    const failed = await stopServer(failing.parts, { boundMs: 2_000 });
+    assert.deepEqual([failed.clean, failed.unfinished, refused.waiting], [true, [], false]);
   },
 });
 

@@ -4,10 +4,12 @@
  * answered at once, whatever the store does, and the counts wait here, per stream and per process,
  * for one apply of no event that carries them all, at most once per `intervalMs` per stream.
  *
- * So the count lags the request by up to about `intervalMs` (more while the store is slow); a count
- * still pending when the process stops is lost, as is one whose apply fails (logged once until an
- * apply succeeds again), and one of a stream deleted or changed meanwhile (the store refuses its
- * apply with `StreamChangedError`: it belonged to a definition no longer served).
+ * So the count lags the request by up to about `intervalMs` (more while the store is slow). A
+ * stopping server applies what is pending once its requests and WebSocket frames were answered
+ * ({@linkcode RejectedCounts.flush}, within the stop's bound: `shutdown.ts`); a count is lost when
+ * that bound ends first, when its apply fails (logged once until an apply succeeds again), and
+ * when its stream was deleted or changed meanwhile (the store refuses its apply with
+ * `StreamChangedError`: it belonged to a definition no longer served).
  *
  * @module
  */
@@ -71,7 +73,15 @@ export class RejectedCounts {
     if (entry.timer === undefined && entry.running === undefined) this.#schedule(stream, entry);
   }
 
-  /** Applies every pending count now and waits for those applies (tests). */
+  /** Whether a count waits for its apply or is being applied (a stopping server's work). */
+  get waiting(): boolean {
+    return this.#pending.size > 0;
+  }
+
+  /**
+   * Applies every pending count now and waits for those applies (a stopping server, tests); never
+   * rejects (a failing apply is logged as the timer's are).
+   */
   async flush(): Promise<void> {
     const waits: Promise<void>[] = [];
     for (const [stream, entry] of this.#pending) {
@@ -92,7 +102,7 @@ export class RejectedCounts {
       entry.timer = undefined;
       this.#apply(stream, entry);
     }, this.#intervalMs);
-    // A pending count never keeps the process alive: it is lost when the process stops.
+    // A pending count never keeps the process alive: a stopping server flushes it (shutdown.ts).
     Deno.unrefTimer(timer);
     entry.timer = timer;
   }

@@ -141,3 +141,31 @@ Deno.test("RejectedCounts: a failing apply loses its count, is logged once until
     rejected: 5,
   }]]);
 });
+
+Deno.test("RejectedCounts: counts added while a slow apply runs wait for it and then go in one apply, none lost; flush() meanwhile waits for both", async () => {
+  const stream = ordersStream();
+  const store = new MemoryStore({ now: () => NOW });
+  const held = Promise.withResolvers<void>();
+  const applies: number[] = [];
+  const target: Pick<Store, "applyBatch"> = {
+    async applyBatch(batch: StoreBatch) {
+      applies.push(batch.requests?.[0].rejected ?? 0);
+      // The first apply is slow: the store answers it once released.
+      if (applies.length === 1) await held.promise;
+      return await store.applyBatch(batch);
+    },
+  };
+  const counts = new RejectedCounts(target, { now: () => NOW, intervalMs: 20 });
+  counts.add(stream, 2);
+  await until("the first apply started", () => applies.length === 1);
+  // Behind the slow apply: no second apply of the stream runs beside it.
+  for (let i = 0; i < 5; i++) counts.add(stream, 1);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual(applies, [2]);
+  const flushed = counts.flush();
+  held.resolve();
+  await flushed;
+  assert.deepEqual(applies, [2, 5]);
+  assert.equal(counts.waiting, false);
+  assert.equal((await store.stats("orders", stream.counterMetas)).rejected, 7);
+});
