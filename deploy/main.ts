@@ -44,7 +44,9 @@ function configOnce(): ReturnType<typeof configure> {
 }
 
 async function configure() {
-  const config = await configFromEnvOrFail();
+  // EDGESTREAM_SWEEP_EVERY and EDGESTREAM_DRAIN unread: no value of theirs stops an isolate, and
+  // one set is a startup warning that it has no effect here.
+  const config = await configFromEnvOrFail({ platform: "deploy" });
   configureLogging({ level: config.logLevel, secrets: config.secrets });
   return config;
 }
@@ -77,24 +79,6 @@ async function setUp() {
       if (store.kind === "memory") {
         logger.warn(
           "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
-        );
-      }
-      // Read for src/main.ts's timer; here the cron sweeps, every minute, whatever it says.
-      const sweepEvery = Deno.env.get("EDGESTREAM_SWEEP_EVERY");
-      if (sweepEvery) {
-        logger.warn(
-          "EDGESTREAM_SWEEP_EVERY has no effect on Deno Deploy, where Deno.cron runs the sweep every minute (got {sweepEvery}); it sets the timer of a self-hosted process (src/main.ts)",
-          { sweepEvery },
-        );
-      }
-      // A drain is for a load balancer that probes `/readyz` and takes a stopping process out of
-      // its rotation meanwhile; Deploy routes requests itself, asking no `/readyz`, so here it
-      // would only hold the stop that long, out of the 5 s before the kill: the server is given
-      // none (see `serveApp` below).
-      if (config.drainMs > 0) {
-        logger.warn(
-          "EDGESTREAM_DRAIN is ignored on Deno Deploy, whose routing asks no /readyz (got {drain}): a stopping isolate does not drain, keeping the 5 s before its kill for its stop; it is for a self-hosted process behind a load balancer that probes /readyz (src/main.ts)",
-          { drain: Deno.env.get("EDGESTREAM_DRAIN") },
         );
       }
       // Valid for a process of one's own, but here the kill comes first: a stop still at work

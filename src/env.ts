@@ -294,6 +294,14 @@ export interface StartupNotice {
 export interface ConfigFromEnvOptions {
   /** Config file when `EDGESTREAM_CONFIG` is not set. @default {examples/config.json} */
   defaultConfigPath?: string;
+  /**
+   * Where the server runs. On `"deploy"` (Deno Deploy, `deploy/main.ts`: a cron sweeps, and no
+   * load balancer asks `/readyz`) `EDGESTREAM_SWEEP_EVERY` and `EDGESTREAM_DRAIN` are not read,
+   * so no value of theirs stops startup: each one set (a drain other than zero) is a warning notice
+   * that it has no effect there, and `sweepEveryMs` and `drainMs` are 0.
+   * @default {"self-hosted"}
+   */
+  platform?: "self-hosted" | "deploy";
 }
 
 const LOOPBACK_NAMES = new Set(["127.0.0.1", "localhost", "::1"]);
@@ -482,6 +490,41 @@ export function readDrain(env: EnvSource, shutdownMs: number): number {
     );
   }
   return ms;
+}
+
+/**
+ * The warnings of `EDGESTREAM_SWEEP_EVERY` and `EDGESTREAM_DRAIN` set on Deno Deploy, which reads
+ * neither: a value of theirs, in range or not, has no effect there. A drain that reads as zero is
+ * none, as it is everywhere: no warning.
+ */
+function unusedOnDeploy(env: EnvSource): StartupNotice[] {
+  const notices: StartupNotice[] = [];
+  const sweepEvery = env.get("EDGESTREAM_SWEEP_EVERY");
+  if (sweepEvery !== undefined) {
+    notices.push({
+      level: "warning",
+      text:
+        `EDGESTREAM_SWEEP_EVERY has no effect on Deno Deploy, where Deno.cron runs the sweep every minute (got ${sweepEvery}); it sets the timer of a self-hosted process (src/main.ts)`,
+    });
+  }
+  const drain = env.get("EDGESTREAM_DRAIN");
+  let noDrain = false;
+  try {
+    noDrain = drain === undefined || parseDuration(drain) === 0;
+  } catch (error) {
+    if (!(error instanceof DurationError)) throw error;
+  }
+  // A drain is for a load balancer that probes `/readyz` and takes a stopping process out of its
+  // rotation meanwhile; Deploy routes requests itself, asking no `/readyz`, so there it would only
+  // hold the stop that long, out of the 5 s before the kill.
+  if (!noDrain) {
+    notices.push({
+      level: "warning",
+      text:
+        `EDGESTREAM_DRAIN is ignored on Deno Deploy, whose routing asks no /readyz (got ${drain}): a stopping isolate does not drain, keeping the 5 s before its kill for its stop; it is for a self-hosted process behind a load balancer that probes /readyz (src/main.ts)`,
+    });
+  }
+  return notices;
 }
 
 /** A duration setting above 0 (ms): a one-line error naming it for 0 or less. */
@@ -914,9 +957,10 @@ async function serverConfigOf(
   const env = setOnly(source);
   const port = readPort(env);
   const logLevel = readLogLevel(env);
-  const sweepEveryMs = readSweepEvery(env);
+  const onDeploy = options.platform === "deploy";
+  const sweepEveryMs = onDeploy ? 0 : readSweepEvery(env);
   const shutdownMs = readShutdown(env);
-  const drainMs = readDrain(env, shutdownMs);
+  const drainMs = onDeploy ? 0 : readDrain(env, shutdownMs);
   checkOpenTelemetry(env);
   const subscriptions = readSubscriptionLimits(env);
   const ingestSockets = readIngestSocketLimits(env);
@@ -979,6 +1023,7 @@ async function serverConfigOf(
   ].map((text) => ({ level: "info" as const, text }));
   for (const text of fileWarnings) notices.push({ level: "warning", text });
   notices.push(...typos);
+  if (onDeploy) notices.push(...unusedOnDeploy(env));
   notices.push(
     ...perKeyAboveMax(env, {
       limits: subscriptions,

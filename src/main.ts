@@ -12,7 +12,12 @@
 import { getLogger } from "@logtape/logtape";
 import { createApp } from "./app.ts";
 import { ConfigError } from "./config/mod.ts";
-import { configFromEnv, type ServerConfig, type StartupNotice } from "./env.ts";
+import {
+  configFromEnv,
+  type ConfigFromEnvOptions,
+  type ServerConfig,
+  type StartupNotice,
+} from "./env.ts";
 import { LiveHub, startSweeping, sweepOnce } from "./fanout/mod.ts";
 import { detached, OutageLog, WebhookBacklogGauges } from "./telemetry/mod.ts";
 import {
@@ -49,8 +54,10 @@ export function fail(message: string): never {
 }
 
 /** Reads the environment (`configFromEnv`); a mistake in it is the one line of `fail`. */
-export async function configFromEnvOrFail(): Promise<ServerConfig> {
-  return await configFromEnv(Deno.env).catch((error) => {
+export async function configFromEnvOrFail(
+  options: ConfigFromEnvOptions = {},
+): Promise<ServerConfig> {
+  return await configFromEnv(Deno.env, options).catch((error) => {
     if (error instanceof ConfigError) fail(error.message);
     throw error;
   });

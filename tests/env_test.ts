@@ -662,6 +662,40 @@ Deno.test("configFromEnv() reads EDGESTREAM_DRAIN (default none) and refuses one
   );
 });
 
+Deno.test("configFromEnv({ platform: 'deploy' }) reads neither EDGESTREAM_SWEEP_EVERY nor EDGESTREAM_DRAIN: any value is a warning notice, both 0; EDGESTREAM_SHUTDOWN still checked", async () => {
+  for (
+    const [vars, warned] of [
+      [{}, []],
+      [{ EDGESTREAM_DRAIN: "0s", EDGESTREAM_SWEEP_EVERY: "" }, []],
+      [{ EDGESTREAM_SWEEP_EVERY: "5m", EDGESTREAM_DRAIN: "4s" }, ["SWEEP_EVERY", "DRAIN"]],
+      [{ EDGESTREAM_SWEEP_EVERY: "1s", EDGESTREAM_DRAIN: "soon" }, ["SWEEP_EVERY", "DRAIN"]],
+    ] as const
+  ) {
+    const config = await configFromEnv(env(vars), { platform: "deploy" });
+    try {
+      assert.deepEqual([config.sweepEveryMs, config.drainMs], [0, 0], JSON.stringify(vars));
+      assert.deepEqual(
+        config.notices.filter((notice) => /Deno Deploy/.test(notice.text)).map((notice) =>
+          `${notice.level} ${/^EDGESTREAM_(\w+)/.exec(notice.text)?.[1]}`
+        ),
+        warned.map((name) => `warning ${name}`),
+        JSON.stringify(vars),
+      );
+    } finally {
+      await config.webhooks.close();
+    }
+  }
+  // Self-hosted, the same values stop startup.
+  await assert.rejects(() => configFromEnv(env({ EDGESTREAM_SWEEP_EVERY: "5m" })), ConfigError);
+  await assert.rejects(() => configFromEnv(env({ EDGESTREAM_DRAIN: "4s" })), ConfigError);
+  await assert.rejects(
+    () => configFromEnv(env({ EDGESTREAM_SHUTDOWN: "0s" }), { platform: "deploy" }),
+    (error) =>
+      error instanceof ConfigError &&
+      error.message === "EDGESTREAM_SHUTDOWN: expected a duration above 0, got '0s'",
+  );
+});
+
 Deno.test("configFromEnv() reads EDGESTREAM_SHUTDOWN (default 4 s) and refuses a bad or zero one, naming it", async () => {
   for (const [value, ms] of [[undefined, 4_000], ["1500ms", 1_500], ["10s", 10_000]] as const) {
     const config = await configFromEnv(
