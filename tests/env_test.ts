@@ -546,6 +546,21 @@ Deno.test("configFromEnv() reads EDGESTREAM_LOG_LEVEL in any case, warn as warni
   }
 });
 
+Deno.test("the README's settings table says EDGESTREAM_LOG_LEVEL takes warn and any case, and configFromEnv() reads each level so", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const row = readme.split("\n").find((line) => line.startsWith("| `EDGESTREAM_LOG_LEVEL`"));
+  const claim =
+    "lowest log level: `trace`, `debug`, `info`, `warning` (or `warn`), `error`, `fatal`; any case";
+  assert.ok(row?.includes(claim), String(row));
+  const named = [...claim.matchAll(/`(\w+)`/g)].map((match) => match[1]);
+  for (const text of named.flatMap((name) => [name, name.toUpperCase()])) {
+    const config = await configFromEnv(env({ EDGESTREAM_LOG_LEVEL: text }));
+    await config.webhooks.close();
+    const name = text.toLowerCase();
+    assert.equal(config.logLevel, name === "warn" ? "warning" : name, text);
+  }
+});
+
 Deno.test("configFromEnv() refuses a bad EDGESTREAM_LOG_LEVEL, naming the variable and the levels", async () => {
   for (const text of ["verbose", "3", "info,debug"]) {
     await assert.rejects(

@@ -1642,6 +1642,28 @@ Deno.test("compileConfig() takes maxSessions up to 1,000,000, and a stream limit
   assertRefused(orders({ limits: { burst: 1 } }), /streams\.orders\.limits\.eventsPerSecond/);
 });
 
+Deno.test("the README states a stream's limits' bounds, and compileConfig() takes each bound and refuses past it", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "both fields required, each at most 1,000,000, `eventsPerSecond` at least 0.001 and `burst` a whole number of at least 1.";
+  assert.ok(readme.includes(claim), claim);
+  for (const [eventsPerSecond, burst] of [[0.001, 1], [1_000_000, 1_000_000]]) {
+    compileConfig(orders({ limits: { eventsPerSecond, burst } }));
+  }
+  for (
+    const [limits, field] of [
+      [{ eventsPerSecond: 0.0009, burst: 1 }, "eventsPerSecond"],
+      [{ eventsPerSecond: 1_000_001, burst: 1 }, "eventsPerSecond"],
+      [{ eventsPerSecond: 1, burst: 0 }, "burst"],
+      [{ eventsPerSecond: 1, burst: 1.5 }, "burst"],
+      [{ eventsPerSecond: 1, burst: 1_000_001 }, "burst"],
+      [{ burst: 1 }, "eventsPerSecond"],
+      [{ eventsPerSecond: 1 }, "burst"],
+    ] as const
+  ) assertRefused(orders({ limits }), new RegExp(`streams\\.orders\\.limits\\.${field}`));
+});
+
 /** The fenced blocks of `lang` in README.md between the headings `from` and `to`. */
 async function readmeBlocks(lang: string, from: string, to: string): Promise<string[]> {
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
