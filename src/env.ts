@@ -254,13 +254,14 @@ export interface ServerConfig {
   hostname: string;
   /** Port to listen on. */
   port: number;
-  /** Self-hosted sweep interval (ms); 0 means no timer. */
+  /** Self-hosted sweep interval (ms); 0 means no timer (always on Deploy, which reads none). */
   sweepEveryMs: number;
   /** Most time (ms) a stopping server takes before it exits; above 0. */
   shutdownMs: number;
   /**
    * The first part (ms) of `shutdownMs` during which a stopping server still listens and serves,
-   * `/readyz` answering 503 `shutting_down`; 0 (no drain) or more, below `shutdownMs`.
+   * `/readyz` answering 503 `shutting_down`; 0 (no drain) or more, below `shutdownMs`; 0 on
+   * Deploy, which reads none.
    */
   drainMs: number;
   /** Lines worth printing at startup: the store, the streams, open mode. */
