@@ -7,7 +7,12 @@ import { ERROR_CODES, STORE_RETRY_AFTER_SECONDS } from "../src/http/errors.ts";
 import { READY_WAIT_MS } from "../src/http/stream_routes.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { REQUEST_CHECK_BUDGET_MESSAGE } from "../src/validate/mod.ts";
-import { type Store, StoreUnavailableError } from "../src/store/types.ts";
+import {
+  type Store,
+  type StoreBatch,
+  StoreUnavailableError,
+  StreamChangedError,
+} from "../src/store/types.ts";
 import { RedisStore } from "../src/store/mod.ts";
 import { redisTest, restClient } from "./_redis.ts";
 import { at, KEYS, NOW, postEvents, TEST_CONFIG, testApp } from "./_fixtures.ts";
@@ -134,6 +139,41 @@ Deno.test("POST events cuts a request at its budget of schema checks: 8 events o
   assert.deepEqual(counted.body.windows.map((row: { value: number }) => row.value), [8]);
   const { body: stream } = await getJson(app, "/v1/streams/parts");
   assert.deepEqual([stream.stats.accepted, stream.stats.rejected], [8, 2]);
+});
+
+Deno.test("POST events retried on a changed stream continues the request's budget of schema checks: 5 events of 260,000 checks, 3 applied on the retry", async () => {
+  const memory = new MemoryStore({ now: () => NOW });
+  let applies = 0;
+  // The first apply finds the stream changed (nothing applied): the request runs once more.
+  const store = new Proxy(memory, {
+    get(target, property) {
+      if (property === "applyBatch") {
+        return (batch: StoreBatch) => {
+          if (++applies === 1) return Promise.reject(new StreamChangedError("parts", 1));
+          return target.applyBatch(batch);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+  const { app } = await testApp({ config: PARTS_CONFIG, store });
+  const line = JSON.stringify({ items: Array.from({ length: 2_600 }, () => ({})) });
+  const body = Array.from({ length: 5 }, () => line).join("\n");
+  const res = await postEvents(app, body, {
+    stream: "parts",
+    raw: true,
+    contentType: "application/x-ndjson",
+  });
+  assert.equal(res.status, 202);
+  const reply = await res.json();
+  assert.equal(applies, 2);
+  // The first pass spent 5 × 260,000 of 2,097,152: the retry has 797,152 left, 3 events' worth.
+  assert.equal(reply.accepted, 3);
+  assert.deepEqual(reply.rejected.map((entry: { index: number }) => entry.index), [3, 4]);
+  assert.equal(reply.rejected[0].errors[0].message, REQUEST_CHECK_BUDGET_MESSAGE);
+  const counted = await getJson(app, "/v1/streams/parts/counters/count_1m");
+  assert.deepEqual(counted.body.windows.map((row: { value: number }) => row.value), [3]);
 });
 
 Deno.test("POST events: events judged on an estimate of their checks (often far above them) leave the request's budget to the counted ones: 1,000 events of 1,485 checks each are all applied", async () => {

@@ -308,6 +308,12 @@ export interface IngestOptions extends IngestContext {
    * costs one token per accepted event in each. @default {none}
    */
   rateLimits?: readonly IngestRateLimit[];
+  /**
+   * The request's budget of schema checks (see {@linkcode RequestCheckBudget}): give a retry of the
+   * request (after `StreamChangedError`) the first call's, so that it continues what that one
+   * spent rather than doing the request's work twice. @default {a fresh one}
+   */
+  checkBudget?: RequestCheckBudget;
 }
 
 /** The fan-out consumers whose wishes decide a stream's {@linkcode IngestFanout}. */
@@ -675,13 +681,13 @@ async function ingestOnce(
     groups: new Array(room),
     values: new Array(room),
   };
-  // One budget of schema checks for the request's events (an HTTP batch, a WebSocket frame): past
-  // it the rest are refused, each event's own bound aside.
+  // One budget of schema checks for the request's events (an HTTP batch, a WebSocket frame, and
+  // its retry): past it the rest are refused, each event's own bound aside.
   const context = {
     nowMs,
     withPayload,
     validate: validatorOf(stream.schema),
-    budget: new RequestCheckBudget(),
+    budget: options.checkBudget ?? new RequestCheckBudget(),
     updates,
     at: 0,
   };

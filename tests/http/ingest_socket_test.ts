@@ -10,7 +10,7 @@ import {
 import { DEFAULT_LIMITS } from "../../src/http/body.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
-import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
+import { type Store, StoreUnavailableError, StreamChangedError } from "../../src/store/types.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { REQUEST_CHECK_BUDGET_MESSAGE } from "../../src/validate/mod.ts";
 import { redisTest, restClient } from "../_redis.ts";
@@ -161,6 +161,57 @@ Deno.test("WebSocket ingest gives each frame its own budget of schema checks: ea
     }
     const res = await fetch(`${server.base}/v1/streams/parts/counters/count_1m`);
     assert.deepEqual((await res.json()).windows.map((row: { value: number }) => row.value), [16]);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest retried on a changed stream continues the frame's budget of schema checks: 5 events of 260,000 checks, 3 applied on the retry", async () => {
+  const properties = Object.fromEntries(
+    Array.from({ length: 100 }, (_, index) => [`p${index}`, { type: "string" }]),
+  );
+  const memory = new MemoryStore({ now: () => NOW });
+  let applies = 0;
+  // The first apply finds the stream changed (nothing applied): the frame runs once more.
+  const store = new Proxy(memory, {
+    get(target, property) {
+      if (property === "applyBatch") {
+        return (...args: Parameters<Store["applyBatch"]>) => {
+          if (++applies === 1) return Promise.reject(new StreamChangedError("parts", 1));
+          return target.applyBatch(...args);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+  const server = await startServer({
+    store,
+    config: {
+      streams: {
+        parts: {
+          schema: {
+            type: "object",
+            properties: { items: { type: "array", items: { type: "object", properties } } },
+          },
+          counters: { count_1m: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    },
+  });
+  const client = await denoClient(server.wsUrl("/v1/streams/parts/ws"));
+  try {
+    const event = { items: Array.from({ length: 2_600 }, () => ({})) };
+    client.socket.send(JSON.stringify(Array.from({ length: 5 }, () => event)));
+    const ack = await client.inbox.next();
+    assert.equal(applies, 2);
+    // The first pass spent 5 × 260,000 of 2,097,152: the retry has 797,152 left, 3 events' worth.
+    const cut = [{ path: "", message: REQUEST_CHECK_BUDGET_MESSAGE }];
+    assert.deepEqual(
+      [ack.type, ack.accepted, ack.rejected],
+      ["ack", 3, [{ index: 3, errors: cut }, { index: 4, errors: cut }]],
+    );
   } finally {
     await client.close();
     await server.close();
