@@ -6,7 +6,7 @@ import { KeyRing } from "../src/http/auth.ts";
 import { ERROR_CODES, STORE_RETRY_AFTER_SECONDS } from "../src/http/errors.ts";
 import { READY_WAIT_MS } from "../src/http/stream_routes.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
-import { REQUEST_CHECK_BUDGET_MESSAGE } from "../src/validate/mod.ts";
+import { checkBudgetCutMessage, REQUEST_CHECK_BUDGET_MESSAGE } from "../src/validate/mod.ts";
 import {
   type Store,
   type StoreBatch,
@@ -130,15 +130,52 @@ Deno.test("POST events cuts a request at its budget of schema checks: 8 events o
   const reply = await res.json();
   // 8 × 260,000 is within 2,097,152; the ninth would pass it.
   assert.equal(reply.accepted, 8);
-  const cut = [{ path: "", message: REQUEST_CHECK_BUDGET_MESSAGE }];
+  // The event that cut it has the budget's message; each later one a short one naming it.
   assert.deepEqual(reply.rejected, [
-    { index: 8, line: 9, errors: cut },
-    { index: 9, line: 10, errors: cut },
+    { index: 8, line: 9, errors: [{ path: "", message: REQUEST_CHECK_BUDGET_MESSAGE }] },
+    { index: 9, line: 10, errors: [{ path: "", message: checkBudgetCutMessage(8) }] },
   ]);
   const counted = await getJson(app, "/v1/streams/parts/counters/count_1m");
   assert.deepEqual(counted.body.windows.map((row: { value: number }) => row.value), [8]);
   const { body: stream } = await getJson(app, "/v1/streams/parts");
   assert.deepEqual([stream.stats.accepted, stream.stats.rejected], [8, 2]);
+});
+
+Deno.test("POST events cut by its budget of schema checks gives the budget's message once: a reply to 1,000 events, 992 refused, within 140,000 characters", async () => {
+  const { app } = await testApp({ config: PARTS_CONFIG });
+  const big = JSON.stringify({ items: Array.from({ length: 2_600 }, () => ({})) });
+  // 8 events of 260,000 checks fit, the ninth cuts; the 991 after it are refused unjudged.
+  const lines = [
+    ...Array.from({ length: 9 }, () => big),
+    ...Array.from({ length: 991 }, () => "{}"),
+  ];
+  const res = await postEvents(app, lines.join("\n"), {
+    stream: "parts",
+    raw: true,
+    contentType: "application/x-ndjson",
+  });
+  assert.equal(res.status, 202);
+  const text = await res.text();
+  // The budget's message (382 characters) once, then about 135 characters of JSON an event: with
+  // the whole message each, the reply was 439,000.
+  assert.equal(REQUEST_CHECK_BUDGET_MESSAGE.length, 382);
+  assert.ok(text.length <= 140_000, `${text.length} characters`);
+  const reply = JSON.parse(text);
+  assert.equal(reply.accepted, 8);
+  assert.equal(reply.rejected.length, 992);
+  assert.deepEqual(reply.rejected[0], {
+    index: 8,
+    line: 9,
+    errors: [{ path: "", message: REQUEST_CHECK_BUDGET_MESSAGE }],
+  });
+  for (const [at, entry] of reply.rejected.slice(1).entries()) {
+    const index = 9 + at;
+    assert.deepEqual(entry, {
+      index,
+      line: index + 1,
+      errors: [{ path: "", message: checkBudgetCutMessage(8) }],
+    });
+  }
 });
 
 Deno.test("POST events retried on a changed stream continues the request's budget of schema checks: 5 events of 260,000 checks, 3 applied on the retry", async () => {
@@ -170,10 +207,51 @@ Deno.test("POST events retried on a changed stream continues the request's budge
   assert.equal(applies, 2);
   // The first pass spent 5 × 260,000 of 2,097,152: the retry has 797,152 left, 3 events' worth.
   assert.equal(reply.accepted, 3);
-  assert.deepEqual(reply.rejected.map((entry: { index: number }) => entry.index), [3, 4]);
-  assert.equal(reply.rejected[0].errors[0].message, REQUEST_CHECK_BUDGET_MESSAGE);
+  assert.deepEqual(reply.rejected, [
+    { index: 3, line: 4, errors: [{ path: "", message: REQUEST_CHECK_BUDGET_MESSAGE }] },
+    { index: 4, line: 5, errors: [{ path: "", message: checkBudgetCutMessage(3) }] },
+  ]);
   const counted = await getJson(app, "/v1/streams/parts/counters/count_1m");
   assert.deepEqual(counted.body.windows.map((row: { value: number }) => row.value), [3]);
+});
+
+Deno.test("POST events cut by its budget and retried on a changed stream has none left: every event refused, the first with the budget's message", async () => {
+  const memory = new MemoryStore({ now: () => NOW });
+  let applies = 0;
+  const store = new Proxy(memory, {
+    get(target, property) {
+      if (property === "applyBatch") {
+        return (batch: StoreBatch) => {
+          if (++applies === 1) return Promise.reject(new StreamChangedError("parts", 1));
+          return target.applyBatch(batch);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+  const { app } = await testApp({ config: PARTS_CONFIG, store });
+  const line = JSON.stringify({ items: Array.from({ length: 2_600 }, () => ({})) });
+  // The first pass applies 8 and is cut at the ninth; its apply finds the stream changed.
+  const res = await postEvents(app, Array.from({ length: 9 }, () => line).join("\n"), {
+    stream: "parts",
+    raw: true,
+    contentType: "application/x-ndjson",
+  });
+  assert.equal(applies, 1);
+  assert.equal(res.status, 400);
+  const body = await res.json();
+  assert.equal(body.error.code, "no_events_accepted");
+  assert.equal(body.accepted, 0);
+  assert.deepEqual(body.rejected[0], {
+    index: 0,
+    line: 1,
+    errors: [{ path: "", message: REQUEST_CHECK_BUDGET_MESSAGE }],
+  });
+  assert.deepEqual(
+    body.rejected.slice(1).map((entry: { errors: unknown }) => entry.errors),
+    Array.from({ length: 8 }, () => [{ path: "", message: checkBudgetCutMessage(0) }]),
+  );
 });
 
 Deno.test("POST events: events judged on an estimate of their checks (often far above them) leave the request's budget to the counted ones: 1,000 events of 1,485 checks each are all applied", async () => {

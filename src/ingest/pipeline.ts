@@ -24,6 +24,7 @@ import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
 import {
+  checkBudgetCutMessage,
   eventValidator,
   listedErrors,
   MAX_EPOCH_MS,
@@ -691,15 +692,26 @@ async function ingestOnce(
     updates,
     at: 0,
   };
+  // The index of the event that the budget cut the request at (refused with the budget's whole
+  // message), or -1: each later one is refused with a short message naming it.
+  let cutAt = -1;
   for (let index = 0; index < items.length; index++) {
     const item = items[index];
     if (!item.ok) {
       rejected.push(rejection(index, item.line, [item.error]));
       continue;
     }
+    if (cutAt >= 0) {
+      rejected.push(
+        rejection(index, item.line, [{ path: "", message: checkBudgetCutMessage(cutAt) }]),
+      );
+      continue;
+    }
     // A refused event's entries are written over by the next event's, or cut below.
     context.at = kept * width;
     const prepared = prepare(stream, item.value, context);
+    // Cut by this event, or before the request (a retry continuing its first pass's budget).
+    if (context.budget.cut) cutAt = index;
     if (prepared === null) filtered += 1;
     else if (Array.isArray(prepared)) rejected.push(rejection(index, item.line, prepared));
     else events[kept++] = prepared;

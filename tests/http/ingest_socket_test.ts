@@ -12,7 +12,7 @@ import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError, StreamChangedError } from "../../src/store/types.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
-import { REQUEST_CHECK_BUDGET_MESSAGE } from "../../src/validate/mod.ts";
+import { checkBudgetCutMessage, REQUEST_CHECK_BUDGET_MESSAGE } from "../../src/validate/mod.ts";
 import { redisTest, restClient } from "../_redis.ts";
 import { collectingLogs, jsonLines, messageOf, writtenLogs } from "../_logs.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
@@ -207,11 +207,10 @@ Deno.test("WebSocket ingest retried on a changed stream continues the frame's bu
     const ack = await client.inbox.next();
     assert.equal(applies, 2);
     // The first pass spent 5 × 260,000 of 2,097,152: the retry has 797,152 left, 3 events' worth.
-    const cut = [{ path: "", message: REQUEST_CHECK_BUDGET_MESSAGE }];
-    assert.deepEqual(
-      [ack.type, ack.accepted, ack.rejected],
-      ["ack", 3, [{ index: 3, errors: cut }, { index: 4, errors: cut }]],
-    );
+    assert.deepEqual([ack.type, ack.accepted, ack.rejected], ["ack", 3, [
+      { index: 3, errors: [{ path: "", message: REQUEST_CHECK_BUDGET_MESSAGE }] },
+      { index: 4, errors: [{ path: "", message: checkBudgetCutMessage(3) }] },
+    ]]);
   } finally {
     await client.close();
     await server.close();
