@@ -812,6 +812,79 @@ Deno.test("every operation of the API document refuses a missing, unknown, delet
   }
 });
 
+Deno.test("a method a path does not take is checked for the path's key first, on every path of the API document alike (as the README says): 401 without a key, 403 to a key with no scope the path's operations take, else 405 with Allow", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "on an API path only after a key check: `401` without a valid key, `403` to a key with none of the scopes the path's methods take (a `read` key's `PATCH /v1/streams/orders` is `405`, its `PATCH /v1/keys` `403`)";
+  assert.ok(readme.includes(claim), claim);
+  const { setup, ADMIN_KEY, READ_KEY } = await import("../fanout/webhooks/_setup.ts");
+  const { app, close } = await setup({ auth: true });
+  try {
+    const ingestKey = (await createKey(app, { scopes: ["ingest"] }, ADMIN_KEY)).key;
+    const keyId = (await createKey(app, { scopes: ["read"] }, ADMIN_KEY)).id;
+    const endpoint = await (await app.request("/v1/webhooks", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ url: "http://127.0.0.1:9/hook" }),
+    })).json();
+    const keys = { ingest: ingestKey, read: READ_KEY, admin: ADMIN_KEY };
+    // The scopes of each path's operations, and the methods it takes.
+    const paths = new Map<string, { scopes: Set<string>; methods: Set<string> }>();
+    for (const [operation, scope] of Object.entries(OPERATION_SCOPES)) {
+      const [method, template] = operation.split(" ");
+      const path = paths.get(template) ?? { scopes: new Set(), methods: new Set() };
+      path.scopes.add(scope);
+      path.methods.add(method);
+      if (method === "GET") path.methods.add("HEAD");
+      paths.set(template, path);
+    }
+    const answers: string[] = [];
+    const expected: string[] = [];
+    for (const [template, { scopes, methods }] of paths) {
+      const path = template.replace("{stream}", "orders").replace("{counter}", "per_minute")
+        .replace("{id}", template.startsWith("/v1/keys") ? keyId : endpoint.id)
+        .replace("{deliveryId}", "dl_0123456789abcdef");
+      const allow = [...methods].sort().join(", ");
+      for (const method of ["GET", "POST", "PUT", "PATCH", "DELETE"]) {
+        if (methods.has(method)) continue;
+        for (const [who, key] of [["no key", undefined], ...Object.entries(keys)]) {
+          const res = await app.request(path, {
+            method,
+            headers: key === undefined ? {} : { Authorization: `Bearer ${key}` },
+          });
+          const code = (await res.json()).error.code;
+          answers.push(
+            `${method} ${template} (${who}): ${res.status} ${code} ${res.headers.get("Allow")}`,
+          );
+          // Admin holds every scope; a path any caller may use asks no key.
+          const allowed = scopes.has("none") ||
+            (key !== undefined &&
+              (who === "admin" || scopes.has("any") || scopes.has(who as string)));
+          expected.push(
+            `${method} ${template} (${who}): ${
+              allowed
+                ? `405 method_not_allowed ${allow}`
+                : key === undefined
+                ? "401 unauthorized null"
+                : "403 forbidden null"
+            }`,
+          );
+        }
+      }
+    }
+    assert.deepEqual(answers, expected);
+    // Each family answered both ways: 405 to one key, 403 to another.
+    for (const family of ["/v1/streams/{stream}", "/v1/admin/sweep", "/v1/webhooks", "/v1/keys"]) {
+      const of = answers.filter((answer) => answer.includes(` ${family} (`));
+      assert.ok(of.some((answer) => answer.includes(": 405 ")), family);
+      assert.ok(of.some((answer) => answer.includes(": 403 ")), family);
+    }
+  } finally {
+    await close();
+  }
+});
+
 Deno.test("an OPTIONS is answered to a key limited to streams as its 405 is, whatever the path names (as the README says): 204 with the path's Allow, and a key without the scope 403", async () => {
   const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
     .replace(/\s+/g, " ");
