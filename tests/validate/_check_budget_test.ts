@@ -10,6 +10,7 @@ import {
 } from "../../src/validate/_check_budget.ts";
 import {
   CHECK_BUDGET_MESSAGE,
+  checkBudgetCutMessage,
   compileEventSchema,
   eventValidator,
   prepareEventSchema,
@@ -282,6 +283,15 @@ Deno.test("RequestCheckBudget: an event past its own bound is refused as before 
     { path: "", message: requestCheckBudgetMessage(600_000) },
   ]);
   assert.equal(budget.cut, true);
+});
+
+Deno.test("checkBudgetCutMessage() is short and names the index of the event that cut the request, as the README quotes it", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const message = "Refused unjudged: past the request's budget of schema checks (see index 8)";
+  assert.equal(checkBudgetCutMessage(8), message);
+  assert.ok(readme.includes(`(\`${message}\`)`));
+  assert.ok(message.length < REQUEST_CHECK_BUDGET_MESSAGE.length / 4);
 });
 
 Deno.test("the default request budget is 8 events at the event's bound, and its message says what to do", () => {
