@@ -821,6 +821,11 @@ Deno.test("a method a path does not take is checked for the path's key first, on
   const { setup, ADMIN_KEY, READ_KEY } = await import("../fanout/webhooks/_setup.ts");
   const { app, close } = await setup({ auth: true });
   try {
+    // The API document tells its clients so too.
+    const document = await (await app.request("/openapi.json")).json();
+    const told =
+      "on a `/v1/…` path only after its key check (`401` without a valid key, `403` to a key with none of the scopes the path's operations take)";
+    assert.ok(document.info.description.includes(told), told);
     const ingestKey = (await createKey(app, { scopes: ["ingest"] }, ADMIN_KEY)).key;
     const keyId = (await createKey(app, { scopes: ["read"] }, ADMIN_KEY)).id;
     const endpoint = await (await app.request("/v1/webhooks", {
