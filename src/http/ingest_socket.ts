@@ -123,7 +123,6 @@ import {
   type IngestReply,
 } from "../ingest/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
-import { RequestCheckBudget } from "../validate/mod.ts";
 
 /** A frame read by {@linkcode readFrame}: its events, or why it cannot be read. */
 export type Frame =
@@ -775,9 +774,6 @@ class IngestConnection implements HeldConnection {
       return this.#errorReply(seq, false, read.error);
     }
     try {
-      // One budget of schema checks for the frame, its retry below included: that one continues
-      // what the first pass spent.
-      const checkBudget = new RequestCheckBudget();
       const ingest = async (items: typeof read.items) => {
         const target = await this.#target();
         this.#stream = target.stream;
@@ -787,7 +783,6 @@ class IngestConnection implements HeldConnection {
           nowMs: this.#deps.now(),
           idempotency: read.idempotency,
           rateLimits: target.rateLimits,
-          checkBudget,
         });
       };
       const reply = await ingest(read.items).catch((error) => {

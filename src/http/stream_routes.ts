@@ -48,7 +48,7 @@ import {
   textOfCursor,
 } from "../store/mod.ts";
 import { traceIngest, withinPeriod } from "../telemetry/mod.ts";
-import { parseInstantText, RequestCheckBudget, unreadIsoForm } from "../validate/mod.ts";
+import { parseInstantText, unreadIsoForm } from "../validate/mod.ts";
 import {
   aggregateValue,
   assignWindows,
@@ -505,9 +505,6 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
           );
         }
       }
-      // One budget of schema checks for the request, its retry below included: that one continues
-      // what the first pass spent.
-      const checkBudget = new RequestCheckBudget();
       const ingest = (target: CompiledStream, events: typeof items) =>
         ingestItems(target, events, {
           ...deps.ingestOptions(target.name),
@@ -515,7 +512,6 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
           nowMs: deps.now(),
           idempotency: key === undefined ? undefined : { key, body: bytes },
           rateLimits: rateLimitsFor(target, grant),
-          checkBudget,
         });
       // A `try` rather than `.catch`, which makes one more promise and closure a request.
       let reply: IngestReply;

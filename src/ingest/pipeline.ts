@@ -309,12 +309,6 @@ export interface IngestOptions extends IngestContext {
    * costs one token per accepted event in each. @default {none}
    */
   rateLimits?: readonly IngestRateLimit[];
-  /**
-   * The request's budget of schema checks (see {@linkcode RequestCheckBudget}): give a retry of the
-   * request (after `StreamChangedError`) the first call's, so that it continues what that one
-   * spent rather than doing the request's work twice. @default {a fresh one}
-   */
-  checkBudget?: RequestCheckBudget;
 }
 
 /** The fan-out consumers whose wishes decide a stream's {@linkcode IngestFanout}. */
@@ -682,13 +676,15 @@ async function ingestOnce(
     groups: new Array(room),
     values: new Array(room),
   };
-  // One budget of schema checks for the request's events (an HTTP batch, a WebSocket frame, and
-  // its retry): past it the rest are refused, each event's own bound aside.
+  // One budget of schema checks for the request's events (an HTTP batch, a WebSocket frame): past
+  // it the rest are refused, each event's own bound aside. A retry after `StreamChangedError` gets
+  // one of its own (at most twice the work): continuing the first pass's would cut a request within
+  // the budget for a race with an admin's change.
   const context = {
     nowMs,
     withPayload,
     validate: validatorOf(stream.schema),
-    budget: options.checkBudget ?? new RequestCheckBudget(),
+    budget: new RequestCheckBudget(),
     updates,
     at: 0,
   };
@@ -710,7 +706,7 @@ async function ingestOnce(
     // A refused event's entries are written over by the next event's, or cut below.
     context.at = kept * width;
     const prepared = prepare(stream, item.value, context);
-    // Cut by this event, or before the request (a retry continuing its first pass's budget).
+    // Cut by this event: each later one is refused with a short message naming it.
     if (context.budget.cut) cutAt = index;
     if (prepared === null) filtered += 1;
     else if (Array.isArray(prepared)) rejected.push(rejection(index, item.line, prepared));
