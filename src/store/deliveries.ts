@@ -366,6 +366,12 @@ export interface PutEndpointOptions {
   expectVersion: number | null;
   /** State to set with it (on creation, or to re-enable). */
   state?: Partial<EndpointState>;
+  /**
+   * The `disabled` the stored endpoint must have, compared in the step that writes (a disable by
+   * {@linkcode DeliveryStore.recordAttempt} moves no version): a change decided on an endpoint
+   * read enabled is not written over a 410's disable. @default {either}
+   */
+  expectDisabled?: boolean;
 }
 
 /**
@@ -494,11 +500,12 @@ export interface DeliveryStore {
   readonly kind: string;
 
   /**
-   * Creates or replaces an endpoint if its version is as expected; false when it is not. A
-   * creation throws `StoredLimitError` (creating nothing) when the store's bound of endpoints is
-   * held already.
+   * Creates or replaces an endpoint if its version (and `disabled`, when given) is as expected;
+   * returns the endpoint as this write left it (`config` with the state stored in the same step),
+   * or null when not as expected. A creation throws `StoredLimitError` (creating nothing) when the
+   * store's bound of endpoints is held already.
    */
-  putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean>;
+  putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<Endpoint | null>;
   /** An endpoint with its state, or null. */
   getEndpoint(id: string): Promise<Endpoint | null>;
   /** Every endpoint, oldest first. */

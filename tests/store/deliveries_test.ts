@@ -89,24 +89,27 @@ function claimOptions(nowMs: number, overrides: { limit?: number; maxConcurrency
 type Scenario = (store: DeliveryStore) => Promise<void>;
 
 const scenarios: Record<string, Scenario> = {
-  async "putEndpoint() creates once and updates only the expected version"(store) {
-    assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: null }), true);
-    assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: null }), false);
+  async "putEndpoint() creates once and updates only the expected version, returning what it stored"(
+    store,
+  ) {
+    const created = await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    assert.deepEqual(created, await store.getEndpoint("ep_a"));
+    assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: null }), null);
     assert.equal(
       await store.putEndpoint(config("ep_a", { url: "https://x.test/", version: 2 }), {
         expectVersion: 7,
       }),
-      false,
+      null,
     );
-    assert.equal(
-      await store.putEndpoint(config("ep_a", { url: "https://x.test/", version: 2 }), {
+    const changed = await store.putEndpoint(
+      config("ep_a", { url: "https://x.test/", version: 2 }),
+      {
         expectVersion: 1,
-      }),
-      true,
+      },
     );
     assert.equal(
       await store.putEndpoint(config("ep_missing"), { expectVersion: 1 }),
-      false,
+      null,
       "an update of a missing endpoint must not create it",
     );
     const endpoint = await store.getEndpoint("ep_a");
@@ -116,7 +119,73 @@ const scenarios: Record<string, Scenario> = {
       disabledReason: null,
       failingSinceMs: null,
     });
+    assert.deepEqual(changed, endpoint);
     assert.equal(await store.getEndpoint("ep_missing"), null);
+  },
+
+  async "putEndpoint() returns the state it stored with: kept, or as given, not a later one's"(
+    store,
+  ) {
+    const created = await store.putEndpoint(config("ep_a"), {
+      expectVersion: null,
+      state: { disabled: true, disabledReason: "By its owner" },
+    });
+    assert.deepEqual(
+      [created?.disabled, created?.disabledReason, created?.failingSinceMs],
+      [true, "By its owner", null],
+    );
+    // Without state, the stored one stays and is returned with the new config.
+    const kept = await store.putEndpoint(config("ep_a", { description: "d", version: 2 }), {
+      expectVersion: 1,
+    });
+    assert.deepEqual(kept, {
+      ...config("ep_a", { description: "d", version: 2 }),
+      disabled: true,
+      disabledReason: "By its owner",
+      failingSinceMs: null,
+    });
+    const enabled = await store.putEndpoint(config("ep_a", { version: 3 }), {
+      expectVersion: 2,
+      state: { disabled: false, disabledReason: null },
+    });
+    await store.putEndpoint(config("ep_a", { version: 4 }), {
+      expectVersion: 3,
+      state: { disabled: true, disabledReason: "Later" },
+    });
+    assert.deepEqual([enabled?.version, enabled?.disabled, enabled?.disabledReason], [
+      3,
+      false,
+      null,
+    ]);
+  },
+
+  async "putEndpoint() with expectDisabled writes only over that state: not over a 410's disable, which moves no version"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const [claim] = await store.claimDue(claimOptions(T0));
+    assert.deepEqual(await store.recordAttempt(goneRecord(claim)), {
+      recorded: true,
+      disabled: true,
+    });
+    const enabling = {
+      expectVersion: 1,
+      expectDisabled: false,
+      state: { disabled: false, disabledReason: null, failingSinceMs: null },
+    };
+    assert.equal(await store.putEndpoint(config("ep_a", { version: 2 }), enabling), null);
+    const disabled = await store.getEndpoint("ep_a");
+    assert.deepEqual(
+      [disabled?.version, disabled?.disabled, disabled?.disabledReason],
+      [1, true, "Endpoint answered 410 Gone"],
+    );
+    const written = await store.putEndpoint(config("ep_a", { version: 2 }), {
+      ...enabling,
+      expectDisabled: true,
+    });
+    assert.deepEqual([written?.version, written?.disabled], [2, false]);
+    assert.deepEqual(written, await store.getEndpoint("ep_a"));
   },
 
   async "listEndpoints() lists oldest first with state; deleteEndpoint() removes one"(store) {
@@ -145,13 +214,12 @@ const scenarios: Record<string, Scenario> = {
     store,
   ) {
     const odd = { description: "x\ud800y", headers: { "X-Team": "\udc00" } };
-    assert.equal(await store.putEndpoint(config("ep_a", odd), { expectVersion: null }), true);
+    assert.ok(await store.putEndpoint(config("ep_a", odd), { expectVersion: null }));
     await store.putEndpoint(config("ep_b", { createdMs: T0 + 1 }), { expectVersion: null });
     assert.deepEqual((await store.listEndpoints()).map((item) => item.id), ["ep_a", "ep_b"]);
     assert.equal((await store.getEndpoint("ep_a"))?.description, "x\ud800y");
-    assert.equal(
+    assert.ok(
       await store.putEndpoint(config("ep_a", { ...odd, version: 2 }), { expectVersion: 1 }),
-      true,
     );
     assert.equal((await store.getEndpoint("ep_a"))?.version, 2);
     assert.equal(await store.deleteEndpoint("ep_a"), true);
@@ -967,12 +1035,11 @@ const scenarios: Record<string, Scenario> = {
     );
     assert.equal((await store.listEndpoints())[0].updatedMs, T0 + 2_000);
     // Enabled again through the API: the change's own time.
-    assert.equal(
+    assert.ok(
       await store.putEndpoint(config("ep_a", { updatedMs: T0 + 3_000, version: 2 }), {
         expectVersion: 1,
         state: { disabled: false, disabledReason: null },
       }),
-      true,
     );
     const enabled = await store.getEndpoint("ep_a");
     assert.deepEqual([enabled?.disabled, enabled?.updatedMs], [false, T0 + 3_000]);
@@ -1440,7 +1507,7 @@ const scenarios: Record<string, Scenario> = {
     assert.notEqual(one.version, empty.version);
     assert.equal(await open(one.version), null, "unchanged: not listed");
     // A put refused (another version expected) changes nothing.
-    assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: 7 }), false);
+    assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: 7 }), null);
     assert.equal(await open(one.version), null, "a refused put: not listed");
     // Changed since (a PATCH, enabled again): listed with the change.
     await store.putEndpoint(config("ep_a", { version: 2, streams: ["s"] }), {
@@ -2231,9 +2298,8 @@ redisTest(
       await store.putEndpoint(config("ep_a"), { expectVersion: null });
       proxy.dropNextConnection(() => true);
       const next = config("ep_a", { url: "https://x.test/", version: 2, updatedMs: T0 + 1 });
-      assert.equal(
+      assert.ok(
         await store.putEndpoint(next, { expectVersion: 1, state: { disabled: true } }),
-        true,
       );
       assert.equal(proxy.dropped, 1);
       const endpoint = await store.getEndpoint("ep_a");
@@ -2246,7 +2312,7 @@ redisTest(
       // its state is not taken.
       assert.equal(
         await store.putEndpoint(next, { expectVersion: 1, state: { disabled: false } }),
-        false,
+        null,
       );
       assert.equal((await store.getEndpoint("ep_a"))?.disabled, true);
     }),
@@ -2380,8 +2446,8 @@ const boundScenarios: Record<
     make,
   ) {
     const store = make(2);
-    assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: null }), true);
-    assert.equal(await store.putEndpoint(config("ep_b"), { expectVersion: null }), true);
+    assert.ok(await store.putEndpoint(config("ep_a"), { expectVersion: null }));
+    assert.ok(await store.putEndpoint(config("ep_b"), { expectVersion: null }));
     const refused = await store.putEndpoint(config("ep_c"), { expectVersion: null }).then(
       () => assert.fail("created past the bound"),
       (error) => error,
@@ -2391,15 +2457,14 @@ const boundScenarios: Record<
     assert.equal(await store.getEndpoint("ep_c"), null);
     assert.deepEqual((await store.listEndpoints()).map((item) => item.id), ["ep_a", "ep_b"]);
     // An update at the bound adds none: it goes through; an existing id still answers false.
-    assert.equal(
+    assert.ok(
       await store.putEndpoint(config("ep_a", { url: "https://example.com/new", version: 2 }), {
         expectVersion: 1,
       }),
-      true,
     );
-    assert.equal(await store.putEndpoint(config("ep_b"), { expectVersion: null }), false);
+    assert.equal(await store.putEndpoint(config("ep_b"), { expectVersion: null }), null);
     assert.equal(await store.deleteEndpoint("ep_a"), true);
-    assert.equal(await store.putEndpoint(config("ep_c"), { expectVersion: null }), true);
+    assert.ok(await store.putEndpoint(config("ep_c"), { expectVersion: null }));
     assert.deepEqual((await store.listEndpoints()).map((item) => item.id), ["ep_b", "ep_c"]);
   },
 };

@@ -414,9 +414,9 @@ export class EndpointRegistry {
     const state: Partial<EndpointState> = input.disabled
       ? { disabled: true, disabledReason: "Disabled by its owner" }
       : { disabled: false };
-    await this.#deliveries.putEndpoint(config, { expectVersion: null, state });
+    const endpoint = (await this.#deliveries.putEndpoint(config, { expectVersion: null, state }))!;
     await this.#onChange();
-    return { endpoint: (await this.#deliveries.getEndpoint(config.id))!, secret };
+    return { endpoint, secret };
   }
 
   /**
@@ -490,15 +490,20 @@ export class EndpointRegistry {
       const endpoint = await this.#getExpected(id, expected);
       const { config, state } = change(endpoint);
       const next = { ...config, version: endpoint.version + 1, updatedMs: this.#now() };
-      if (await this.#deliveries.putEndpoint(next, { expectVersion: endpoint.version, state })) {
+      // Only over the state read: a 410 disabling it meanwhile moves no version, and a change
+      // decided on it enabled (enabling it without a restart, or the owner's disable replacing
+      // the 410's reason) must decide again.
+      const written = await this.#deliveries.putEndpoint(next, {
+        expectVersion: endpoint.version,
+        expectDisabled: endpoint.disabled,
+        state,
+      });
+      if (written) {
         await this.#onChange();
-        // What this change wrote, not whatever is stored by now: another change landing since
-        // must not be answered as this one (its ETag and fields), nor a delete since answer a
-        // change that applied with a 404. Read again while still at the version written, it
-        // carries the state as stored (a 410 disable moves no version).
-        const stored = await this.#deliveries.getEndpoint(id);
-        if (stored?.version === next.version) return stored;
-        return { ...endpoint, ...state, ...next };
+        // What this change wrote, as the store wrote it, not whatever is stored by now: another
+        // change landing since must not be answered as this one (its ETag and fields), nor a
+        // delete since answer a change that applied with a 404.
+        return written;
       }
     }
     throw new WebhookConflictError(`Webhook endpoint '${id}' kept changing; try again`);
@@ -569,6 +574,8 @@ export class EndpointRegistry {
       let restarted = false;
       if (patch.disabled === false) {
         state = { disabled: false, disabledReason: null, failingSinceMs: null };
+        // Disabled (by a 410, say) since this change read it enabled: enabled again, it restarts.
+        if (endpoint.disabled && restart === null) throw new RestartMissing(config.streams);
         if (endpoint.disabled && restart !== null) {
           // A stream it hears that was served after the starts were read has none yet.
           const appeared = [...this.#streams.keys()].filter((name) =>
@@ -612,6 +619,10 @@ export class EndpointRegistry {
       try {
         return await this.#change(id, write, expected);
       } catch (error) {
+        if (error instanceof RestartMissing) {
+          restart = await this.#starts(error.streams);
+          continue;
+        }
         if (!(error instanceof StartsMissing)) throw error;
         const more = await this.#starts(error.streams, error.streams);
         if (restart !== null) {
@@ -674,6 +685,17 @@ export class EndpointRegistry {
       return { config };
     }, expected);
     return { secret, previousExpiresMs, version };
+  }
+}
+
+/** A change enabling an endpoint found it disabled, though it read it enabled: no restart read. */
+class RestartMissing extends Error {
+  /** The streams it hears once changed; null for all. */
+  readonly streams: string[] | null;
+  constructor(streams: string[] | null) {
+    super("No restart read for an endpoint disabled since it was read");
+    this.name = "RestartMissing";
+    this.streams = streams;
   }
 }
 

@@ -88,14 +88,20 @@ export class MemoryDeliveryStore implements DeliveryStore {
     this.#maxEndpoints = checkedMax("maxEndpoints", options.maxEndpoints ?? DEFAULT_WEBHOOKS_MAX);
   }
 
-  putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean> {
+  putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<Endpoint | null> {
     const current = this.#configs.get(config.id);
     if (
       options.expectVersion === null
         ? current !== undefined
         : current?.version !== options.expectVersion
     ) {
-      return Promise.resolve(false);
+      return Promise.resolve(null);
+    }
+    if (
+      options.expectDisabled !== undefined && current !== undefined &&
+      this.#states.get(config.id)!.disabled !== options.expectDisabled
+    ) {
+      return Promise.resolve(null);
     }
     if (current === undefined && this.#configs.size >= this.#maxEndpoints) {
       return Promise.reject(
@@ -107,7 +113,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
     const state = this.#states.get(config.id) ??
       { disabled: false, disabledReason: null, failingSinceMs: null };
     this.#states.set(config.id, { ...state, ...options.state });
-    return Promise.resolve(true);
+    return Promise.resolve(this.#endpoint(config.id));
   }
 
   getEndpoint(id: string): Promise<Endpoint | null> {

@@ -509,15 +509,16 @@ end
 
 /**
  * Creates or replaces an endpoint. ARGV[1]: `{id, json, expect (-1: must not exist), created,
- * rate|false, state: {disabled?, reason?, failing?}, tk, max}`. Returns 1, or 0 on a version
- * mismatch, or -count when a creation finds `max` endpoints (or more) held, creating nothing; the
- * same call again (its one-time token `tk` seen) the first one's 1, changing nothing.
+ * rate|false, state: {disabled?, reason?, failing?}, disabledIs?, tk, max}`. Returns the state hash
+ * as written (JSON text), or 0 on a version mismatch (or a stored `dis` other than `disabledIs`,
+ * when given), or -count when a creation finds `max` endpoints (or more) held, creating nothing;
+ * the same call again (its one-time token `tk` seen) the first one's reply, changing nothing.
  */
 export const PUT_ENDPOINT_SCRIPT = COMMON + `
 local id, json, expect, created, rate = args.id, args.json, args.expect, args.created, args.rate
 local disabled, reason, failing = args.state.disabled, args.state.reason, args.state.failing
 local callKey, first = callReply(args.tk)
-if first then return tonumber(first) end
+if first then return first end
 local key = endpointKey(id)
 local st = endpointStateKey(id)
 if expect == -1 then
@@ -526,6 +527,8 @@ if expect == -1 then
   local count = redis.call("ZCARD", ENDPOINTS_KEY)
   if count >= args.max then return -count end
 elseif not endpointAt(id, expect) then
+  return 0
+elseif args.disabledIs ~= nil and (readKey("hash", "HGET", st, "dis") == "1") ~= args.disabledIs then
   return 0
 end
 expectType(ENDPOINTS_KEY, "zset")
@@ -543,8 +546,7 @@ if failing ~= nil then
 end
 if disabled == nil and not hasDisabled then redis.call("HSET", st, "dis", "0") end
 redis.call("SET", ENDPOINTS_VERSION_KEY, args.tk)
-keepReply(callKey, "1")
-return 1
+return keepReply(callKey, cjson.encode(hash(st)))
 `;
 
 /** Reads endpoints by id. ARGV[1]: `{ids: [...]}`. Returns JSON `[[json, {state}], …]`. */

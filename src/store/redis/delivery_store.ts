@@ -215,25 +215,30 @@ export class RedisDeliveryStore implements DeliveryStore {
     return this.#calls.call(what, () => this.#calls.script(script, [this.#prefix], [arg], options));
   }
 
-  async putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean> {
+  async putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<Endpoint | null> {
     const state: Record<string, unknown> = {};
     if (options.state?.disabled !== undefined) state.disabled = options.state.disabled;
     if (options.state?.disabledReason !== undefined) state.reason = options.state.disabledReason;
     if (options.state?.failingSinceMs !== undefined) state.failing = options.state.failingSinceMs;
+    const json = JSON.stringify(config);
     const reply = await this.#run("putEndpoint", PUT_ENDPOINT_SCRIPT, {
       id: config.id,
-      json: JSON.stringify(config),
+      json,
       expect: options.expectVersion ?? -1,
       created: config.createdMs,
       rate: config.rateLimit ?? false,
       state,
+      disabledIs: options.expectDisabled,
       tk: crypto.randomUUID(),
       max: this.#maxEndpoints,
     });
-    if (Number(reply) < 0) {
-      throw new StoredLimitError("webhooks", this.#maxEndpoints, -Number(reply));
+    // A number (as text from some clients) when nothing was written, else the state as written.
+    const written = fromJson<unknown>(reply);
+    if (typeof written === "number") {
+      if (written < 0) throw new StoredLimitError("webhooks", this.#maxEndpoints, -written);
+      return null;
     }
-    return Number(reply) === 1;
+    return toEndpoint(json, written);
   }
 
   async #endpoints(ids: string[]): Promise<Endpoint[]> {

@@ -189,8 +189,9 @@ Deno.test("EndpointRegistry.rotateSecret() returns the version it wrote (its ETa
 function interleaved(deliveries: DeliveryStore) {
   const now = () => T0;
   const hook: { interleave?: () => Promise<unknown> } = {};
+  const store = new MemoryStore({ now });
   const endpoints: EndpointRegistry = new EndpointRegistry(deliveries, {
-    store: new MemoryStore({ now }),
+    store,
     streams: compileConfig(CONFIG),
     now,
     policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
@@ -200,7 +201,7 @@ function interleaved(deliveries: DeliveryStore) {
       await change?.();
     },
   });
-  return { endpoints, hook };
+  return { endpoints, hook, store };
 }
 
 /** PATCH answers what it wrote though another change or a delete lands before it returns. */
@@ -233,6 +234,112 @@ redisTest(
   "EndpointRegistry.update() returns what it wrote, not a change or delete landing before it returns (Redis)",
   async (fixture) => {
     await patchAnswersWhatItWrote(new RedisDeliveryStore(restClient(fixture), { now: () => T0 }));
+  },
+);
+
+/**
+ * `deliveries` whose next `putEndpoint` first runs `hook.beforePut` (once): what lands between a
+ * change's read and its write.
+ */
+function beforeWrite(deliveries: DeliveryStore) {
+  const hook: { beforePut?: () => Promise<unknown> } = {};
+  const wrapped = new Proxy(deliveries, {
+    get(target, name) {
+      const value = Reflect.get(target, name, target);
+      if (name === "putEndpoint") {
+        return async (...args: Parameters<DeliveryStore["putEndpoint"]>) => {
+          const before = hook.beforePut;
+          hook.beforePut = undefined;
+          await before?.();
+          return target.putEndpoint(...args);
+        };
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { wrapped, hook };
+}
+
+/** The receiver of `endpointId` answers 410 Gone to a delivery: the store disables it (no version moves). */
+async function goneMeanwhile(deliveries: DeliveryStore, endpointId: string): Promise<void> {
+  const messageId = `msg_gone_${crypto.randomUUID()}`;
+  await deliveries.createDeliveries([{
+    id: `${messageId}.${endpointId}`,
+    messageId,
+    endpointId,
+    stream: "orders",
+    eventType: "window.closed",
+    payload: "{}",
+    createdMs: T0,
+  }]);
+  const [claim] = await deliveries.claimDue({
+    nowMs: T0 + 60_000,
+    limit: 1,
+    leaseMs: 30_000,
+    maxConcurrency: 10,
+  });
+  const result = await deliveries.recordAttempt({
+    deliveryId: claim.delivery.id,
+    endpointId,
+    token: claim.token,
+    attempt: {
+      attempt: 1,
+      timeMs: T0 + 60_000,
+      durationMs: 5,
+      status: 410,
+      error: "HTTP 410",
+      responseExcerpt: "",
+      outcome: "dead",
+      nextAttemptMs: null,
+    },
+    nowMs: T0 + 60_000,
+    disableReason: "Endpoint answered 410 Gone",
+    disableAfterMs: 86_400_000,
+    failingReason: "Failing",
+  });
+  assert.deepEqual(result, { recorded: true, disabled: true });
+}
+
+/**
+ * A PATCH whose endpoint a 410 disables between its read and its write, and another change lands
+ * before it returns: it answers the state it wrote (disabled); one enabling it again restarts it
+ * after what its streams logged by then, as a PATCH after the 410 does, not from its old start.
+ */
+async function patchOverGone(deliveries: DeliveryStore): Promise<void> {
+  const { wrapped, hook } = beforeWrite(deliveries);
+  const { endpoints, hook: after, store } = interleaved(wrapped);
+  const { endpoint } = await endpoints.create({ url: URL_OK, streams: ["orders"] });
+  hook.beforePut = () => goneMeanwhile(deliveries, endpoint.id);
+  after.interleave = () => endpoints.update(endpoint.id, { description: "another admin's" });
+  const changed = await endpoints.update(endpoint.id, { description: "mine" });
+  assert.deepEqual(
+    [changed.version, changed.description, changed.disabled, changed.disabledReason],
+    [2, "mine", true, "Endpoint answered 410 Gone"],
+  );
+  const stored = await endpoints.get(endpoint.id);
+  assert.deepEqual([stored.version, stored.disabled], [3, true]);
+
+  // Enabled again, it is disabled by a 410 before the enabling write: that write restarts it.
+  await endpoints.update(endpoint.id, { disabled: false });
+  const started = (await endpoints.get(endpoint.id)).startAfter.orders;
+  hook.beforePut = async () => {
+    await goneMeanwhile(deliveries, endpoint.id);
+    await store.appendLog("orders", [{ type: "event.processed", timeMs: T0, event: { id: "1" } }]);
+  };
+  const enabled = await endpoints.update(endpoint.id, { disabled: false });
+  assert.deepEqual([enabled.disabled, enabled.disabledReason], [false, null]);
+  assert.notEqual(enabled.startAfter.orders, started);
+  assert.equal(enabled.startAfter.orders, await store.lastLogId("orders"));
+}
+
+Deno.test("EndpointRegistry.update() over a 410's disable landing between its read and write answers it and keeps it, or restarts the endpoint it enables (memory)", async () => {
+  await patchOverGone(new MemoryDeliveryStore({ now: () => T0 }));
+});
+
+redisTest(
+  "EndpointRegistry.update() over a 410's disable landing between its read and write answers it and keeps it, or restarts the endpoint it enables (Redis)",
+  async (fixture) => {
+    await patchOverGone(new RedisDeliveryStore(restClient(fixture), { now: () => T0 }));
   },
 );
 

@@ -90,9 +90,9 @@ for (
     await refusedWhole(fixture, P + key, { corrupt, call: put });
     if (key === "ep:ep_a") {
       // Deleted as the repair: the endpoint is made again.
-      assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: null }), true);
+      assert.ok(await store.putEndpoint(config("ep_a"), { expectVersion: null }));
     } else {
-      assert.equal(await put(), true);
+      assert.ok(await put());
       const id = call === "create" ? "ep_b" : "ep_a";
       assert.equal((await store.getEndpoint(id))?.version, call === "create" ? 1 : 2);
     }
