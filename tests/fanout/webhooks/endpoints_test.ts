@@ -343,6 +343,27 @@ redisTest(
   },
 );
 
+Deno.test("EndpointRegistry answers a creation, change and rotation with what the store wrote: no read after the write", async () => {
+  const reads: string[] = [];
+  const counting = new Proxy(new MemoryDeliveryStore({ now: () => T0 }), {
+    get(target, name) {
+      const value = Reflect.get(target, name, target);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        if (name === "getEndpoint") reads.push(String(name));
+        return value.apply(target, args);
+      };
+    },
+  });
+  const { endpoints } = interleaved(counting);
+  const { endpoint } = await endpoints.create({ url: URL_OK });
+  assert.deepEqual(reads, [], "create");
+  const changed = await endpoints.update(endpoint.id, { description: "d" });
+  assert.deepEqual([reads.length, changed.description, changed.version], [1, "d", 2]);
+  const { version } = await endpoints.rotateSecret(endpoint.id);
+  assert.deepEqual([reads.length, version], [2, 3]);
+});
+
 Deno.test("EndpointRegistry.rotateSecret() again within the overlap drops the oldest secret: at most two sign", async () => {
   const { endpoints, clock } = registry();
   const { endpoint } = await endpoints.create({ url: URL_OK });
