@@ -136,6 +136,12 @@ export class WebhookService {
    */
   #prepared: { endpoints: Endpoint[]; version: string } | null = null;
   #endpoints: Endpoint[] = [];
+  /**
+   * Per stream: what the cached endpoints want of its batches, worked out from the list once (log
+   * demand, the observer's idle and its dispatch each asked it of every endpoint, up to four
+   * scans of the list a batch); emptied whenever the list is loaded.
+   */
+  #demand = new Map<string, StreamDemand>();
   #loadedMs = -Infinity;
   #refreshing: Promise<void> | null = null;
   #timers = new Map<string, { timer: ReturnType<typeof setTimeout>; atMs: number }>();
@@ -222,12 +228,37 @@ export class WebhookService {
   /** Log demand: whether an enabled endpoint wants `type` events of `stream` (cached list). */
   wants(stream: string, type: "event.processed" | "event.late"): boolean {
     this.#refreshIfStale();
-    return this.#endpoints.some((endpoint) => this.#listens(endpoint, stream, type));
+    const demand = this.#demandOf(stream);
+    return type === "event.processed" ? demand.processed : demand.late;
   }
 
   #listens(endpoint: Endpoint, stream: string, type: WebhookEventType): boolean {
     return !endpoint.disabled && endpoint.eventTypes.includes(type) &&
       (endpoint.streams === null || endpoint.streams.includes(stream));
+  }
+
+  /** What the cached endpoints want of `stream`'s batches (one scan of the list, then kept). */
+  #demandOf(stream: string): StreamDemand {
+    let demand = this.#demand.get(stream);
+    if (demand) return demand;
+    demand = { processed: false, late: false, waitMs: null, lateWaitMs: null };
+    for (const endpoint of this.#endpoints) {
+      const takesProcessed = this.#listens(endpoint, stream, "event.processed");
+      const takesLate = this.#listens(endpoint, stream, "event.late");
+      if (!takesProcessed && !takesLate) continue;
+      demand.processed ||= takesProcessed;
+      demand.late ||= takesLate;
+      // Only a batch of event.processed waits: one of other types goes with the next dispatch,
+      // as does an event.late, never batched, of an endpoint that batches its event.processed.
+      const wait = batchedTypes(endpoint.batch).includes("event.processed")
+        ? endpoint.batch!.maxWaitMs
+        : 0;
+      demand.waitMs = Math.min(demand.waitMs ?? wait, wait);
+      const lateWait = takesLate ? 0 : wait;
+      demand.lateWaitMs = Math.min(demand.lateWaitMs ?? lateWait, lateWait);
+    }
+    this.#demand.set(stream, demand);
+    return demand;
   }
 
   /**
@@ -240,30 +271,15 @@ export class WebhookService {
   #idleFor(stream: CompiledStream): boolean {
     if (this.#closed) return true;
     if (stream.liveAlerts.size > 0) return false;
-    const name = stream.name;
-    return !this.#endpoints.some((endpoint) =>
-      this.#listens(endpoint, name, "event.processed") ||
-      this.#listens(endpoint, name, "event.late")
-    );
+    return this.#demandOf(stream.name).waitMs === null;
   }
 
   #observe(batch: AppliedBatch): void {
     if (this.#closed) return;
     this.#watcher.observe(batch);
-    const name = batch.stream.name;
-    let delayMs: number | null = null;
-    const late = batch.outcomes.includes("late");
-    for (const endpoint of this.#endpoints) {
-      const takesLate = this.#listens(endpoint, name, "event.late");
-      if (!this.#listens(endpoint, name, "event.processed") && !takesLate) continue;
-      // Only a batch of event.processed waits: one of other types goes with the next dispatch,
-      // as does an event.late, never batched, of an endpoint that batches its event.processed.
-      const wait = batchedTypes(endpoint.batch).includes("event.processed") && !(late && takesLate)
-        ? endpoint.batch!.maxWaitMs
-        : 0;
-      delayMs = delayMs === null ? wait : Math.min(delayMs, wait);
-    }
-    if (delayMs !== null) this.#scheduleDispatch(name, delayMs);
+    const demand = this.#demandOf(batch.stream.name);
+    const delayMs = batch.outcomes.includes("late") ? demand.lateWaitMs : demand.waitMs;
+    if (delayMs !== null) this.#scheduleDispatch(batch.stream.name, delayMs);
   }
 
   /**
@@ -404,6 +420,7 @@ export class WebhookService {
   async #listEndpoints(): Promise<{ endpoints: Endpoint[]; version: string }> {
     const { endpoints, version } = await this.#deliveries.listEndpointsVersioned();
     this.#endpoints = endpoints;
+    this.#demand.clear();
     this.#loadedMs = this.#now();
     return { endpoints, version };
   }
@@ -729,4 +746,16 @@ export class WebhookService {
 /** The error of a test delivery to endpoint `id`, deleted before or just after it was created. */
 function endpointNotFound(id: string): WebhookNotFoundError {
   return new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
+}
+
+/** What the cached endpoint list wants of one stream's batches. */
+interface StreamDemand {
+  /** An enabled endpoint takes its `event.processed`. */
+  processed: boolean;
+  /** An enabled endpoint takes its `event.late`. */
+  late: boolean;
+  /** How long a dispatch after a batch without a late event waits (ms); null: no endpoint takes `event.*`. */
+  waitMs: number | null;
+  /** Likewise after a batch with a late event: an endpoint taking `event.late` does not wait. */
+  lateWaitMs: number | null;
 }

@@ -12,6 +12,7 @@ import type {
   DeliveryCallOptions,
   DeliveryStore,
   DispatchOpening,
+  Endpoint,
   OpenDispatchOptions,
   StoredPage,
   StoredPageResult,
@@ -2138,5 +2139,63 @@ Deno.test("a dispatch the store stops after it stored a page leaves the cursor t
       ),
       "README says how it is logged",
     );
+  });
+});
+
+/**
+ * `deliveries` whose listed endpoints count in `reads` each time the service asks one whether it
+ * is disabled: the first thing every check of an endpoint against a stream reads.
+ */
+function countingEndpointReads(
+  deliveries: DeliveryStore,
+): { store: DeliveryStore; reads: number[] } {
+  const reads = [0];
+  const counted = (endpoint: Endpoint): Endpoint =>
+    new Proxy(endpoint, {
+      get(target, name, receiver) {
+        if (name === "disabled") reads[0]++;
+        return Reflect.get(target, name, receiver);
+      },
+    });
+  const store = new Proxy(deliveries, {
+    get(target, name) {
+      if (name === "listEndpointsVersioned") {
+        return async () => {
+          const listed = await target.listEndpointsVersioned();
+          return { ...listed, endpoints: listed.endpoints.map(counted) };
+        };
+      }
+      const value = Reflect.get(target, name, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { store, reads };
+}
+
+Deno.test("an ingest batch reads the cached endpoint list once a stream until the list is loaded again, not on each of log demand, idle and dispatch", async () => {
+  const clock = { now: T0 + 600_000 };
+  const { store, reads } = countingEndpointReads(new MemoryDeliveryStore({ now: () => clock.now }));
+  await withApp({ deliveries: store, clock }, async ({ app, webhooks, receiver }) => {
+    const hooks = [
+      { eventTypes: ["event.processed"] },
+      { eventTypes: ["window.closed"] },
+      { eventTypes: ["event.late"], streams: ["signups"] },
+    ];
+    for (const hook of hooks) await register(app, { url: receiver.url(), ...hook });
+    await webhooks.refreshEndpoints();
+    reads[0] = 0;
+    await ingest(app, [{ id: "1", ts: at(1), country: "DE", amount: 1 }]);
+    // One scan: each endpoint checked for event.processed and event.late of orders (log demand,
+    // the observer's idle and its dispatch had each scanned it: 12 reads a batch).
+    assert.equal(reads[0], 2 * hooks.length);
+    const first = reads[0];
+    await ingest(app, [{ id: "2", ts: at(2), country: "DE", amount: 1 }]);
+    await ingest(app, [{ id: "3", ts: at(3), country: "FR", amount: 1 }]);
+    assert.equal(reads[0], first, "later batches of the stream read no endpoint");
+    // Loaded again (a change, or the cache's period passed): scanned once more.
+    await webhooks.refreshEndpoints();
+    await ingest(app, [{ id: "4", ts: at(4), country: "FR", amount: 1 }]);
+    assert.equal(reads[0], 2 * first);
+    await webhooks.idle();
   });
 });
