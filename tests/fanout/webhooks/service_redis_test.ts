@@ -6,6 +6,7 @@
  * store, that a deleted endpoint's delivery is not found and that an endpoint changed to hear
  * more streams gets none of their results logged before the change, and that an endpoint
  * registered after a batch no ingest observer had work for gets the next batch's events at once;
+ * that a PATCH racing a receiver's 410 keeps the disable and answers it (README's endpoints section);
  * and what deploy/README.md's rolling deploys list says of endpoints a release before e4aa3d6
  * registers, disables or deletes.
  */
@@ -874,6 +875,66 @@ redisTest(
       }
     } finally {
       await Promise.all([a.close(), b.close()]);
+    }
+  },
+);
+
+redisTest(
+  "a PATCH that read its endpoint before the receiver's 410 disabled it keeps the disable and answers it, though another change lands before it returns",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const redis = restClient(fixture);
+    const now = () => clock.now;
+    // What lands between the PATCH's read and its write, and after its write before it returns.
+    const hooks: { beforePut?: () => Promise<unknown>; afterPut?: () => Promise<unknown> } = {};
+    const deliveries = new Proxy(new RedisDeliveryStore(redis, { now }), {
+      get(target, name) {
+        if (name === "putEndpoint") {
+          return async (...args: Parameters<RedisDeliveryStore["putEndpoint"]>) => {
+            const before = hooks.beforePut;
+            hooks.beforePut = undefined;
+            await before?.();
+            const written = await target.putEndpoint(...args);
+            const after = written ? hooks.afterPut : undefined;
+            if (after) hooks.afterPut = undefined;
+            await after?.();
+            return written;
+          };
+        }
+        const value = Reflect.get(target, name, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const a = await setup({ clock, store: new RedisStore(redis, { now }), deliveries });
+    const receiver = await Receiver.start(() => clock.now);
+    try {
+      let answer410 = () => {};
+      const gone = new Promise<void>((resolve) => answer410 = resolve);
+      receiver.respond = async () => {
+        await gone;
+        return new Response("gone", { status: 410 });
+      };
+      const { id } = await register(a.app, { url: receiver.url(), eventTypes: ["window.closed"] });
+      await ingest(a.app, [{ id: "1", ts: at(1), country: "DE" }]);
+      await ingest(a.app, [{ id: "tick", ts: at(75), country: "DE" }]);
+      await sweep(a.app);
+      await receiver.waitFor(1);
+      hooks.beforePut = async () => {
+        answer410();
+        await a.webhooks.idle();
+      };
+      hooks.afterPut = () => call(a.app, "PATCH", `/v1/webhooks/${id}`, { description: "other" });
+      const patched = await call(a.app, "PATCH", `/v1/webhooks/${id}`, { description: "mine" });
+      assert.equal(patched.status, 200, patched.text);
+      assert.deepEqual(
+        [patched.body.description, patched.body.disabled, patched.body.disabledReason],
+        ["mine", true, "Endpoint answered 410 Gone"],
+      );
+      const stored = await call(a.app, "GET", `/v1/webhooks/${id}`);
+      assert.deepEqual([stored.body.description, stored.body.disabled], ["other", true]);
+    } finally {
+      await a.close();
+      await receiver.close();
     }
   },
 );
