@@ -2246,6 +2246,30 @@ redisTest(
 );
 
 redisTest(
+  "RedisDeliveryStore: an endpoint change the client sends again after its connection was lost answers as the first, with what it stored",
+  (fixture) =>
+    viaDroppingProxy(fixture, async ({ store, direct, proxy }) => {
+      await direct.putEndpoint(config("ep_a"), { expectVersion: null });
+      // The script in Redis's cache first, so the dropped request is the EVALSHA that runs it.
+      assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: 9 }), null);
+      proxy.dropNextConnection(() => true);
+      const written = await store.putEndpoint(config("ep_a", { description: "d", version: 2 }), {
+        expectVersion: 1,
+        state: { disabled: true, disabledReason: "By its owner" },
+      });
+      assert.equal(proxy.dropped, 1);
+      // Written by the first send (the version moved since): the client gets what it stored.
+      assert.deepEqual(written, {
+        ...config("ep_a", { description: "d", version: 2 }),
+        disabled: true,
+        disabledReason: "By its owner",
+        failingSinceMs: null,
+      });
+      assert.deepEqual(written, await direct.getEndpoint("ep_a"));
+    }),
+);
+
+redisTest(
   "RedisDeliveryStore: a claim release the client sends again after its connection was lost answers as the first",
   (fixture) =>
     viaDroppingProxy(fixture, async ({ store, direct, proxy }) => {
