@@ -137,9 +137,9 @@ export class WebhookService {
   #prepared: { endpoints: Endpoint[]; version: string } | null = null;
   #endpoints: Endpoint[] = [];
   /**
-   * Per stream: what the cached endpoints want of its batches, worked out from the list once (log
-   * demand, the observer's idle and its dispatch each asked it of every endpoint, up to four
-   * scans of the list a batch); emptied whenever the list is loaded.
+   * Per stream: what the cached endpoints want of its batches, worked out from the list once, so
+   * that a batch's log demand, the observer's idle and its dispatch do not each scan every
+   * endpoint; emptied whenever the list is loaded.
    */
   #demand = new Map<string, StreamDemand>();
   #loadedMs = -Infinity;
@@ -754,7 +754,10 @@ interface StreamDemand {
   processed: boolean;
   /** An enabled endpoint takes its `event.late`. */
   late: boolean;
-  /** How long a dispatch after a batch without a late event waits (ms); null: no endpoint takes `event.*`. */
+  /**
+   * How long a dispatch after a batch without a late event waits (ms); null: no endpoint takes
+   * `event.*`.
+   */
   waitMs: number | null;
   /** Likewise after a batch with a late event: an endpoint taking `event.late` does not wait. */
   lateWaitMs: number | null;
