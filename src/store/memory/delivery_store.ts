@@ -39,6 +39,7 @@ import {
 } from "../deliveries.ts";
 import { checkedMax, DEFAULT_WEBHOOKS_MAX, StoredLimitError } from "../limits.ts";
 import { refillFrom } from "./_refill_from.ts";
+import { BinaryHeap } from "./_binary_heap.ts";
 
 /** Options for {@linkcode MemoryDeliveryStore}. */
 export interface MemoryDeliveryStoreOptions {
@@ -639,6 +640,11 @@ function firstAfter(list: readonly CursorPosition[], position: CursorPosition): 
   return low;
 }
 
+/** Whether due time `a` comes before `b`: the due queue's heap order. */
+function dueEarlier(a: [number, string], b: [number, string]): boolean {
+  return a[0] < b[0];
+}
+
 /**
  * Delivery ids by due time: a map holds each id's due time, a binary heap
  * orders them; heap entries whose time no longer matches the map are stale
@@ -646,19 +652,11 @@ function firstAfter(list: readonly CursorPosition[], position: CursorPosition): 
  */
 class DueQueue {
   #due = new Map<string, number>();
-  #heap: Array<[number, string]> = [];
+  #heap = new BinaryHeap<[number, string]>(dueEarlier);
 
   set(id: string, dueMs: number): void {
     this.#due.set(id, dueMs);
-    const heap = this.#heap;
-    heap.push([dueMs, id]);
-    let i = heap.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (heap[parent][0] <= heap[i][0]) break;
-      [heap[parent], heap[i]] = [heap[i], heap[parent]];
-      i = parent;
-    }
+    this.#heap.push([dueMs, id]);
   }
 
   delete(id: string): void {
@@ -670,36 +668,18 @@ class DueQueue {
     return this.#due.size;
   }
 
-  #pop(): void {
-    const heap = this.#heap;
-    const last = heap.pop()!;
-    if (heap.length === 0) return;
-    heap[0] = last;
-    let i = 0;
-    for (;;) {
-      const left = 2 * i + 1;
-      const right = left + 1;
-      let smallest = i;
-      if (left < heap.length && heap[left][0] < heap[smallest][0]) smallest = left;
-      if (right < heap.length && heap[right][0] < heap[smallest][0]) smallest = right;
-      if (smallest === i) break;
-      [heap[smallest], heap[i]] = [heap[i], heap[smallest]];
-      i = smallest;
-    }
-  }
-
   #dropStale(): void {
-    while (this.#heap.length > 0) {
-      const [dueMs, id] = this.#heap[0];
+    for (let top = this.#heap.peek(); top; top = this.#heap.peek()) {
+      const [dueMs, id] = top;
       if (this.#due.get(id) === dueMs) return;
-      this.#pop();
+      this.#heap.pop();
     }
   }
 
   /** The earliest due time, or Infinity when empty. */
   earliest(): number {
     this.#dropStale();
-    return this.#heap.length > 0 ? this.#heap[0][0] : Infinity;
+    return this.#heap.peek()?.[0] ?? Infinity;
   }
 
   /**
@@ -711,9 +691,10 @@ class DueQueue {
     const seen = new Set<string>();
     while (out.length < limit) {
       this.#dropStale();
-      if (this.#heap.length === 0 || this.#heap[0][0] > nowMs) break;
-      const [, id] = this.#heap[0];
-      this.#pop();
+      const top = this.#heap.peek();
+      if (!top || top[0] > nowMs) break;
+      const [, id] = top;
+      this.#heap.pop();
       if (seen.has(id)) continue;
       seen.add(id);
       out.push(id);

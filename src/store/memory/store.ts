@@ -61,6 +61,7 @@ import type { MemoryDefinitionStore } from "./definition_store.ts";
 import { finalThrough, splitGenerationKey } from "../definitions.ts";
 import { SessionTable } from "./_sessions.ts";
 import { refillFrom } from "./_refill_from.ts";
+import { BinaryHeap } from "./_binary_heap.ts";
 
 const logger = getLogger(["edgestream", "store"]);
 
@@ -1473,7 +1474,7 @@ function mergePage(
 /** The `size` smallest group keys offered ({@linkcode compareGroupKeys}), in a max-heap. */
 class SmallestKeys {
   readonly #size: number;
-  readonly #heap: string[] = [];
+  readonly #heap = new BinaryHeap<string>(keyAfter);
 
   constructor(size: number) {
     this.#size = size;
@@ -1481,36 +1482,23 @@ class SmallestKeys {
 
   offer(key: string): void {
     const heap = this.#heap;
-    if (heap.length < this.#size) {
+    if (heap.size < this.#size) {
       heap.push(key);
-      let i = heap.length - 1;
-      while (i > 0) {
-        const parent = (i - 1) >> 1;
-        if (compareGroupKeys(heap[parent], heap[i]) >= 0) break;
-        [heap[parent], heap[i]] = [heap[i], heap[parent]];
-        i = parent;
-      }
       return;
     }
-    if (this.#size === 0 || compareGroupKeys(key, heap[0]) >= 0) return;
-    heap[0] = key;
-    let i = 0;
-    for (;;) {
-      const left = 2 * i + 1;
-      const right = left + 1;
-      let largest = i;
-      if (left < heap.length && compareGroupKeys(heap[left], heap[largest]) > 0) largest = left;
-      if (right < heap.length && compareGroupKeys(heap[right], heap[largest]) > 0) largest = right;
-      if (largest === i) break;
-      [heap[largest], heap[i]] = [heap[i], heap[largest]];
-      i = largest;
-    }
+    if (this.#size === 0 || compareGroupKeys(key, heap.peek()!) >= 0) return;
+    heap.replaceTop(key);
   }
 
   /** The keys held, smallest first. */
   sorted(): string[] {
-    return [...this.#heap].sort(compareGroupKeys);
+    return [...this.#heap.entries()].sort(compareGroupKeys);
   }
+}
+
+/** Whether group key `a` comes after `b`: the order of {@linkcode SmallestKeys}' max-heap. */
+function keyAfter(a: string, b: string): boolean {
+  return compareGroupKeys(a, b) > 0;
 }
 
 /**
