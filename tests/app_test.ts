@@ -17,6 +17,7 @@ import { RedisStore } from "../src/store/mod.ts";
 import { redisTest, restClient } from "./_redis.ts";
 import { at, KEYS, NOW, postEvents, TEST_CONFIG, testApp } from "./_fixtures.ts";
 import { jsonLines, writtenLogs } from "./_logs.ts";
+import { emptyItems, HUNDRED_PROPERTIES } from "./validate/_hundred_properties.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
 
@@ -98,20 +99,7 @@ Deno.test("POST events accepts NDJSON and rejects only the bad line; index count
 const PARTS_CONFIG = {
   streams: {
     parts: {
-      schema: {
-        type: "object",
-        properties: {
-          items: {
-            type: "array",
-            items: {
-              type: "object",
-              properties: Object.fromEntries(
-                Array.from({ length: 100 }, (_, index) => [`p${index}`, { type: "string" }]),
-              ),
-            },
-          },
-        },
-      },
+      schema: HUNDRED_PROPERTIES,
       counters: { count_1m: { window: { tumbling: "1m" }, aggregate: "count" } },
     },
   },
@@ -119,7 +107,7 @@ const PARTS_CONFIG = {
 
 Deno.test("POST events cuts a request at its budget of schema checks: 8 events of 260,000 checks each are applied, the rest refused", async () => {
   const { app } = await testApp({ config: PARTS_CONFIG });
-  const line = JSON.stringify({ items: Array.from({ length: 2_600 }, () => ({})) });
+  const line = JSON.stringify(emptyItems(2_600));
   const body = Array.from({ length: 10 }, () => line).join("\n");
   const res = await postEvents(app, body, {
     stream: "parts",

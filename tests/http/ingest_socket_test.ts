@@ -33,6 +33,7 @@ import {
   type TestServer,
   within,
 } from "../_live.ts";
+import { emptyItems, HUNDRED_PROPERTIES } from "../validate/_hundred_properties.ts";
 
 const WS_PATH = "/v1/streams/orders/ws";
 
@@ -129,17 +130,11 @@ Deno.test("WebSocket ingest acks frames in order with the counts HTTP ingest giv
 Deno.test("WebSocket ingest gives each frame its own budget of schema checks: each frame of 9 events of 260,000 checks is cut after 8", async () => {
   // Each item checked against 100 optional properties: an event of 2,600 empty items takes
   // 260,000 checks beyond its values, within one event's bound (262,144).
-  const properties = Object.fromEntries(
-    Array.from({ length: 100 }, (_, index) => [`p${index}`, { type: "string" }]),
-  );
   const server = await startServer({
     config: {
       streams: {
         parts: {
-          schema: {
-            type: "object",
-            properties: { items: { type: "array", items: { type: "object", properties } } },
-          },
+          schema: HUNDRED_PROPERTIES,
           counters: { count_1m: { window: { tumbling: "1m" }, aggregate: "count" } },
         },
       },
@@ -147,7 +142,7 @@ Deno.test("WebSocket ingest gives each frame its own budget of schema checks: ea
   });
   const client = await denoClient(server.wsUrl("/v1/streams/parts/ws"));
   try {
-    const event = { items: Array.from({ length: 2_600 }, () => ({})) };
+    const event = emptyItems(2_600);
     const frame = JSON.stringify(Array.from({ length: 9 }, () => event));
     client.socket.send(frame);
     client.socket.send(frame);

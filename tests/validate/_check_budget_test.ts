@@ -18,6 +18,7 @@ import {
   requestCheckBudgetMessage,
   validateEvent,
 } from "../../src/validate/event.ts";
+import { emptyItems, HUNDRED_PROPERTIES } from "./_hundred_properties.ts";
 
 /** `members` objects, each of 5 `const` properties. */
 function unionSchemaMembers(members: number): Record<string, unknown>[] {
@@ -205,27 +206,6 @@ Deno.test("a recursive schema's events are counted, each definition once an obje
     errors: [{ path: "", message: CHECK_BUDGET_MESSAGE }],
   });
 });
-
-/** Objects of 100 optional string properties under `items`: each item 100 checks beyond its own. */
-const HUNDRED_PROPERTIES = {
-  type: "object",
-  properties: {
-    items: {
-      type: "array",
-      items: {
-        type: "object",
-        properties: Object.fromEntries(
-          Array.from({ length: 100 }, (_, index) => [`p${index}`, { type: "string" }]),
-        ),
-      },
-    },
-  },
-};
-
-/** An event of `count` empty items: `100 × count` checks beyond its `count + 2` values. */
-function emptyItems(count: number): { items: Record<string, never>[] } {
-  return { items: Array.from({ length: count }, () => ({})) };
-}
 
 Deno.test("checksUpTo() gives the count, each property an object lacks one check, and stops past the limit", () => {
   const cost = checkCost(prepareEventSchema(HUNDRED_PROPERTIES));
