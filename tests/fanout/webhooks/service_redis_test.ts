@@ -324,12 +324,41 @@ redisTest(
   },
 );
 
+type App = Awaited<ReturnType<typeof setup>>;
+
+/**
+ * Registers `run` twice: on an app over the memory stores, and on one over Redis (a fresh
+ * redis-server, the clock at `T0` + 10 min); `name` names each by its store's kind ("memory",
+ * "Redis"). The app is closed after `run`, however it ends.
+ */
+function onBothStores(
+  name: (kind: "memory" | "Redis") => string,
+  run: (app: App) => Promise<void>,
+) {
+  Deno.test(name("memory"), async () => {
+    const app = await setup();
+    try {
+      await run(app);
+    } finally {
+      await app.close();
+    }
+  });
+  redisTest(name("Redis"), async (fixture) => {
+    const app = await instance(fixture, { now: T0 + 600_000 });
+    try {
+      await run(app);
+    } finally {
+      await app.close();
+    }
+  });
+}
+
 /**
  * A delivery of an endpoint since deleted, retried: `404 delivery_not_found` on either store (the
  * memory store drops it with its endpoint; Redis leaves it to expire, unread), as for an unknown
  * delivery id.
  */
-async function deletedEndpointDelivery(app: Awaited<ReturnType<typeof setup>>) {
+async function deletedEndpointDelivery(app: App) {
   const { id } = await register(app.app, { url: "http://127.0.0.1:9/refused" });
   const queued = await call(app.app, "POST", `/v1/webhooks/${id}/test`);
   assert.equal(queued.status, 202, queued.text);
@@ -348,25 +377,12 @@ async function deletedEndpointDelivery(app: Awaited<ReturnType<typeof setup>>) {
   }
 }
 
-Deno.test("memory store: a deleted endpoint's delivery retried is 404 delivery_not_found", async () => {
-  const app = await setup();
-  try {
-    await deletedEndpointDelivery(app);
-  } finally {
-    await app.close();
-  }
-});
-
-redisTest(
-  "Redis store: a deleted endpoint's delivery retried is 404 delivery_not_found, as on the memory store",
-  async (fixture) => {
-    const app = await instance(fixture, { now: T0 + 600_000 });
-    try {
-      await deletedEndpointDelivery(app);
-    } finally {
-      await app.close();
-    }
-  },
+onBothStores(
+  (kind) =>
+    `${kind} store: a deleted endpoint's delivery retried is 404 delivery_not_found${
+      kind === "Redis" ? ", as on the memory store" : ""
+    }`,
+  deletedEndpointDelivery,
 );
 
 /**
@@ -374,7 +390,7 @@ redisTest(
  * ingest skips it; an endpoint registered then gets the next batch's event.processed right after
  * that ingest (the observer's dispatch), before any sweep.
  */
-async function endpointAfterIdleBatch(app: Awaited<ReturnType<typeof setup>>) {
+async function endpointAfterIdleBatch(app: App) {
   const receiver = await Receiver.start(() => app.clock.now);
   try {
     const signups = app.streams.get("signups")!;
@@ -394,25 +410,12 @@ async function endpointAfterIdleBatch(app: Awaited<ReturnType<typeof setup>>) {
   }
 }
 
-Deno.test("memory store: an endpoint registered after a batch no observer had work for gets the next batch's event.processed right after ingest", async () => {
-  const app = await setup();
-  try {
-    await endpointAfterIdleBatch(app);
-  } finally {
-    await app.close();
-  }
-});
-
-redisTest(
-  "Redis store: an endpoint registered after a batch no observer had work for gets the next batch's event.processed right after ingest, as on the memory store",
-  async (fixture) => {
-    const app = await instance(fixture, { now: T0 + 600_000 });
-    try {
-      await endpointAfterIdleBatch(app);
-    } finally {
-      await app.close();
-    }
-  },
+onBothStores(
+  (kind) =>
+    `${kind} store: an endpoint registered after a batch no observer had work for gets the next batch's event.processed right after ingest${
+      kind === "Redis" ? ", as on the memory store" : ""
+    }`,
+  endpointAfterIdleBatch,
 );
 
 /**
@@ -421,7 +424,7 @@ redisTest(
  * even one no dispatch took yet (another endpoint's batch holds the stream's dispatch), is not
  * sent to it, and what is logged after reaches it, on either store.
  */
-async function patchedToMoreStreams(app: Awaited<ReturnType<typeof setup>>) {
+async function patchedToMoreStreams(app: App) {
   const receiver = await Receiver.start(() => app.clock.now);
   try {
     await register(app.app, {
@@ -466,25 +469,10 @@ async function patchedToMoreStreams(app: Awaited<ReturnType<typeof setup>>) {
   }
 }
 
-Deno.test("memory store: an endpoint changed to hear more streams, or all, gets no result those streams logged before the change", async () => {
-  const app = await setup();
-  try {
-    await patchedToMoreStreams(app);
-  } finally {
-    await app.close();
-  }
-});
-
-redisTest(
-  "Redis store: an endpoint changed to hear more streams, or all, gets no result those streams logged before the change",
-  async (fixture) => {
-    const app = await instance(fixture, { now: T0 + 600_000 });
-    try {
-      await patchedToMoreStreams(app);
-    } finally {
-      await app.close();
-    }
-  },
+onBothStores(
+  (kind) =>
+    `${kind} store: an endpoint changed to hear more streams, or all, gets no result those streams logged before the change`,
+  patchedToMoreStreams,
 );
 
 redisTest(
