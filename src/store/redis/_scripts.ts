@@ -1005,6 +1005,13 @@ if kept then
   if oldest.err then refuseKey(REPLIES_KEY, "a " .. redis.call("TYPE", REPLIES_KEY).ok, "a list") end
   -- The stats' ri: text this script did not write is taken as none (0 0 0).
   local total, last, indexUntil = string.match(stored[replyStatsAt] or "", "^(%d+) (%d+) (%d+)$")
+  -- No \`ri\` while the list holds entries (the stats expired first, as a release before this one let
+  -- them: see writeStats below): their sizes and numbers unknown, the list is deleted (with the
+  -- writes) and counting starts again (its entries' replies expired by then, as the stats outlive
+  -- them; any not are kept until their TTL, uncounted), so that dropping them later takes nothing
+  -- off the new total.
+  local reset = total == nil and #oldest > 0
+  if reset then oldest = {} end
   total, last, indexUntil = tonumber(total) or 0, tonumber(last) or 0, tonumber(indexUntil) or 0
   -- None indexed (none kept yet, expired, or deleted): the total starts again.
   if #oldest == 0 then total = 0 end
@@ -1026,7 +1033,7 @@ if kept then
     entries[#entries + 1] = request.ik .. " " .. num(size) .. " " .. num(now + request.it) .. " " .. request.ip
   end
   local max = ${arg("rmax")} or ${DEFAULT_MAX_REPLY_BYTES}
-  book = { total = math.max(0, total), last = last, max = max,
+  book = { total = math.max(0, total), last = last, max = max, reset = reset,
     life = life, expired = expired, entries = entries, forgotten = nil, now = 0,
     -- The list may hold none once the expired are dropped (all of it was read): a new one's life is
     -- set whatever \`ri\` says.
@@ -1703,6 +1710,7 @@ end
 -- the oldest forgotten (their replies deleted: a request sent again with one of their keys
 -- applies again; one expired is not counted as forgotten), a bounded number a call.
 if book then
+  if book.reset then redis.call("DEL", REPLIES_KEY) end
   if book.expired > 0 then redis.call("LPOP", REPLIES_KEY, book.expired) end
   redis.call("RPUSH", REPLIES_KEY, unpack(book.entries))
   if book.forgotten then
@@ -2064,7 +2072,10 @@ if markedBucket then
   changed[#changed + 1] = "db"
   changed[#changed + 1] = markedBucket
 end
-if #changed > 0 then writeStats(changed, statsExpireAt, now, statsLife) end
+-- A call that keeps a reply makes the stats outlive it (its \`ri\` counts it while it is indexed).
+if #changed > 0 then
+  writeStats(changed, statsExpireAt, now, book and math.max(statsLife, book.life) or statsLife)
+end
 -- One digit per event: all "0" in the common case, without turning each number into text.
 local outcomeText
 if applied == eventCount then outcomeText = string.rep("0", eventCount) else outcomeText = table.concat(outcomes) end

@@ -247,9 +247,55 @@ redisTest(
     await withDirect(fixture.redisUrl, (send) => send("HSET", "es:{s}:stats", "ri", "many"));
     assert.equal(await statusOf(store, keyed("b")), "applied");
     await withDirect(fixture.redisUrl, async (send) => {
-      // Counted from none: b alone (a's entry is still listed, uncounted).
+      // Counted from none: b alone (a's entry dropped with the list, its reply kept uncounted).
       const [total, last] = (await send("HGET", "es:{s}:stats", "ri") as string).split(" ");
       assert.deepEqual([total, last], ["272", "1"]);
+      assert.equal(await send("LLEN", "es:{s}:replies"), 1);
+    });
+    assert.equal(await statusOf(store, keyed("a")), "replayed");
+  },
+);
+
+redisTest(
+  "a stream's stats outlive the replies the bound counts, though statsTtlMs is shorter than their TTL",
+  async (fixture) => {
+    const store = new RedisStore(restClient(fixture), {
+      maxReplyBytes: 900,
+      statsTtlMs: 200,
+      now: () => T0,
+    });
+    for (const key of ["a", "b", "c"]) await store.applyBatch(keyed(key));
+    // Past statsTtlMs and its eighth (real time: Redis expires the stats by its own clock).
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    // Still counted: d, e and f forget a, b and c, so three replies are held, not six.
+    for (const key of ["d", "e", "f"]) await store.applyBatch(keyed(key));
+    assert.equal((await store.stats("s", [])).repliesForgotten, 3);
+    await withDirect(fixture.redisUrl, async (send) => {
+      assert.equal((await send("HGET", "es:{s}:stats", "ri") as string).split(" ")[0], "816");
+      const left = Number(await send("PTTL", "es:{s}:stats"));
+      assert.ok(left > DAY, `PTTL ${left}`);
+    });
+    const statuses = [];
+    for (const key of ["f", "e", "d", "c"]) statuses.push(await statusOf(store, keyed(key)));
+    assert.deepEqual(statuses, ["replayed", "replayed", "replayed", "applied"]);
+  },
+);
+
+redisTest(
+  "an index found without the stats' ri (stats a release before let expire) is dropped, its entries taking nothing off the new total",
+  async (fixture) => {
+    const store = new RedisStore(restClient(fixture), { maxReplyBytes: 900, now: () => T0 });
+    for (const key of ["a", "b", "c"]) await store.applyBatch(keyed(key));
+    // The stats gone, as a release before let them expire while the index lived on.
+    await withDirect(fixture.redisUrl, (send) => send("DEL", "es:{s}:stats"));
+    // Counted from none, a, b and c no more indexed (their replies kept until their TTL): g, h, i
+    // and j each forget the oldest of d to j, so that three are indexed and counted, not six.
+    for (const key of ["d", "e", "f", "g", "h", "i", "j"]) await store.applyBatch(keyed(key));
+    assert.equal((await store.stats("s", [])).repliesForgotten, 4);
+    await withDirect(fixture.redisUrl, async (send) => {
+      const members = await send("LRANGE", "es:{s}:replies", "0", "-1") as string[];
+      assert.deepEqual(members.map((member) => member[0]), ["h", "i", "j"]);
+      assert.equal((await send("HGET", "es:{s}:stats", "ri") as string).split(" ")[0], "816");
     });
     assert.equal(await statusOf(store, keyed("a")), "replayed");
   },
