@@ -506,7 +506,7 @@ export class MemoryStore implements Store {
       stream.replies.set(keyHash, stored);
       stream.replyBytes += replySize(keyHash, stored);
     }
-    if (stream.replyBytes > this.#maxReplyBytes) this.#forgetReplies(stream, batch.stream);
+    if (stream.replyBytes > this.#maxReplyBytes) this.#forgetReplies(stream, batch.stream, now);
     if (stream.ids.forgotten > 0 && !stream.warnedForgotten) {
       stream.warnedForgotten = true;
       // Once per stream: the count in stats says how many since.
@@ -534,17 +534,17 @@ export class MemoryStore implements Store {
   /**
    * Forgets `stream`'s oldest stored replies until they fit in `maxReplyBytes` (see
    * {@linkcode MemoryStoreOptions.maxReplyBytes}), counting them in its stats' `repliesForgotten`
-   * and warning once per stream.
+   * and warning once per stream. One that expired (not swept yet) goes uncounted, as on Redis.
    */
-  #forgetReplies(stream: StreamState, key: string): void {
+  #forgetReplies(stream: StreamState, key: string, now: number): void {
     const before = stream.repliesForgotten;
     for (const [keyHash, stored] of stream.replies) {
       if (stream.replyBytes <= this.#maxReplyBytes) break;
       stream.replies.delete(keyHash);
       stream.replyBytes -= replySize(keyHash, stored);
-      stream.repliesForgotten += 1;
+      if (stored.expiresAt > now) stream.repliesForgotten += 1;
     }
-    if (before > 0) return;
+    if (before > 0 || stream.repliesForgotten === before) return;
     logger.warn(
       REPLIES_FORGOTTEN_WARNING,
       { stream: splitGenerationKey(key).stream, maxReplyBytes: this.#maxReplyBytes },

@@ -374,6 +374,37 @@ Deno.test("MemoryStore's maxReplyBytes counts no reply that expired, whether swe
   });
 });
 
+Deno.test("MemoryStore's maxReplyBytes counts a reply it drops that expired unswept as not forgotten, as Redis", async () => {
+  // Each reply counts 272 bytes: three fit in 900. The sweep runs at most once a minute.
+  let now = T0;
+  const store = new MemoryStore({ maxReplyBytes: 900, sweepEveryMs: 60_000, now: () => now });
+  const keyed = (key: string, ttlMs = 86_400_000) =>
+    store.applyBatch(batch(now, [], {
+      counters: [],
+      requests: [{
+        events: 0,
+        filtered: 1,
+        idempotency: {
+          keyHash: key.repeat(64),
+          bodyHash: "b".repeat(64),
+          ttlMs,
+          reply: "r".repeat(16),
+        },
+      }],
+    }));
+  await recordingWarnings(async (warnings) => {
+    await keyed("x", 1_000);
+    // x expired, not swept yet: c takes the bytes past the bound, and x goes, forgetting nothing.
+    now = T0 + 2_000;
+    for (const key of ["a", "b", "c"]) await keyed(key);
+    assert.equal((await store.stats("s", [])).repliesForgotten, 0);
+    assert.deepEqual(warnings(), []);
+    const statuses = [];
+    for (const key of ["c", "b", "a", "x"]) statuses.push((await keyed(key)).requests[0].status);
+    assert.deepEqual(statuses, ["replayed", "replayed", "replayed", "applied"]);
+  });
+});
+
 Deno.test(
   "MemoryStore answers idempotency keys as a model does while replies expire, come back and the TTL changes (sweeping every apply)",
   async () => {
