@@ -1033,6 +1033,8 @@ if kept then
     entries[#entries + 1] = request.ik .. " " .. num(size) .. " " .. num(now + request.it) .. " " .. request.ip
   end
   local max = ${arg("rmax")} or ${DEFAULT_MAX_REPLY_BYTES}
+  -- The stats outlive the replies kept (their \`ri\` counts them while they are indexed).
+  if life > statsLife then statsLife = life end
   book = { total = math.max(0, total), last = last, max = max, reset = reset,
     life = life, expired = expired, entries = entries, forgotten = nil, now = 0,
     -- The list may hold none once the expired are dropped (all of it was read): a new one's life is
@@ -2072,10 +2074,7 @@ if markedBucket then
   changed[#changed + 1] = "db"
   changed[#changed + 1] = markedBucket
 end
--- A call that keeps a reply makes the stats outlive it (its \`ri\` counts it while it is indexed).
-if #changed > 0 then
-  writeStats(changed, statsExpireAt, now, book and math.max(statsLife, book.life) or statsLife)
-end
+if #changed > 0 then writeStats(changed, statsExpireAt, now, statsLife) end
 -- One digit per event: all "0" in the common case, without turning each number into text.
 local outcomeText
 if applied == eventCount then outcomeText = string.rep("0", eventCount) else outcomeText = table.concat(outcomes) end
