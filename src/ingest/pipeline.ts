@@ -21,7 +21,12 @@ import type {
   StoreBatch,
 } from "../store/types.ts";
 import { attachIngestSpan, detached } from "../telemetry/mod.ts";
-import { TransformError } from "../transform/mod.ts";
+import {
+  RequestPatternBudget,
+  requestPatternBudgetMessage,
+  type TransformCallOptions,
+  TransformError,
+} from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
 import {
   checkBudgetCutMessage,
@@ -152,9 +157,6 @@ function validatorOf(schema: CompiledStream["schema"]): Validator {
   return validate;
 }
 
-/** Events here are the pipeline's own (parsed from the body): a transform may write into them. */
-const IN_PLACE = { inPlace: true };
-
 /** The earliest time (ms) a `Date` holds, as every time the API writes is one. */
 const EARLIEST_MS = -MAX_EPOCH_MS;
 
@@ -181,12 +183,20 @@ function prepare(
     validate: Validator;
     /** The request's budget of schema checks, shared by its events in order. */
     budget: RequestCheckBudget;
+    /**
+     * How its transform runs: in place (events here are the pipeline's own, parsed from the body),
+     * with the request's budget for compiling patterns taken from its events, shared in order.
+     */
+    transform: TransformCallOptions & { patterns: RequestPatternBudget };
     /** Where its counter updates go, from entry `at` on (written also when it is refused). */
     updates: BatchUpdates;
     at: number;
   },
 ): Prepared {
   const { nowMs, withPayload } = context;
+  // Past the request's pattern budget: refused without any work.
+  const patterns = context.transform.patterns;
+  if (patterns.cut) return fieldError("", requestPatternBudgetMessage(patterns.maxInstructions));
   const event = context.validate(value, context.budget);
   if (Array.isArray(event)) return event;
 
@@ -241,7 +251,7 @@ function prepare(
 
   let transformed;
   try {
-    transformed = stream.transform(event, IN_PLACE);
+    transformed = stream.transform(event, context.transform);
   } catch (error) {
     if (error instanceof TransformError) return fieldError(error.path, error.message);
     throw error;
@@ -676,15 +686,17 @@ async function ingestOnce(
     groups: new Array(room),
     values: new Array(room),
   };
-  // One budget of schema checks for the request's events (an HTTP batch, a WebSocket frame): past
-  // it the rest are refused, each event's own bound aside. A retry after `StreamChangedError` gets
-  // one of its own (at most twice the work): continuing the first pass's would cut a request within
-  // the budget for a race with an admin's change.
+  // One budget of schema checks for the request's events (an HTTP batch, a WebSocket frame), and
+  // one of compiling the patterns they give matches(): past either the rest are refused, each
+  // event's own bounds aside. A retry after `StreamChangedError` gets budgets of its own (at most
+  // twice the work): continuing the first pass's would cut a request within them for a race with
+  // an admin's change.
   const context = {
     nowMs,
     withPayload,
     validate: validatorOf(stream.schema),
     budget: new RequestCheckBudget(),
+    transform: { inPlace: true, patterns: new RequestPatternBudget() },
     updates,
     at: 0,
   };

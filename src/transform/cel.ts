@@ -145,25 +145,37 @@ const LINEAR_MATCHES = "linearMatches";
 /**
  * Compiled patterns by source, least recently used first, at most `limit` instructions between
  * them (by `patternSize`; a compiled one took 60–600 bytes an instruction), the least recently
- * used dropped. One not held is compiled and charged as {@linkcode compileCharged} says: within an
- * evaluation, to its budget.
+ * used dropped. One not held is compiled, charged first (within an evaluation, to its budget; see
+ * {@linkcode spendOnCompiling}).
  */
 class PatternCache {
   readonly #limit: number;
   readonly #checked: boolean;
+  readonly #compiling: { beforeCompiling: (size: number, compileSize: number) => void };
   readonly #patterns = new Map<string, CompiledPattern>();
   #instructions = 0;
 
   /**
    * `checked`: every pattern given was sized where its expression was compiled, so one past
    * `MAX_PATTERN_SIZE` there (a stream's stored before that bound) is compiled again as it was.
+   * `beforeCompiling`: charges a pattern not held before it is compiled (throws past a budget).
    */
-  constructor(limit: number, checked = false) {
+  constructor(
+    limit: number,
+    options: {
+      checked?: boolean;
+      beforeCompiling: (size: number, compileSize: number) => void;
+    },
+  ) {
     this.#limit = limit;
-    this.#checked = checked;
+    this.#checked = options.checked ?? false;
+    this.#compiling = { beforeCompiling: options.beforeCompiling };
   }
 
-  /** `pattern` compiled, held or now (then held). Throws as {@linkcode compileCharged}. */
+  /**
+   * `pattern` compiled, held or now (then held, charged first). Throws {@linkcode PatternError}, or
+   * what charging it throws.
+   */
   get(pattern: string): CompiledPattern {
     const held = this.#patterns.get(pattern);
     if (held) {
@@ -173,8 +185,8 @@ class PatternCache {
       return held;
     }
     const compiled = this.#checked
-      ? withOversizedPatterns(() => compileCharged(pattern))
-      : compileCharged(pattern);
+      ? withOversizedPatterns(() => compileLinearPattern(pattern, this.#compiling))
+      : compileLinearPattern(pattern, this.#compiling);
     for (const [source, oldest] of this.#patterns) {
       if (this.#instructions + compiled.size <= this.#limit) break;
       this.#patterns.delete(source);
@@ -192,7 +204,7 @@ class PatternCache {
  * `MAX_RETAINED_MATCHER_BYTES` with every other pattern's). Bounded by count (256) and length (256
  * characters) instead, 255 patterns of about 5,000 instructions each, sent in 85 events, held 78 MB.
  */
-const variablePatterns = new PatternCache(16_384);
+const variablePatterns = new PatternCache(16_384, { beforeCompiling: spendOnVariableCompiling });
 
 function linearMatches(text: string, pattern: string): boolean {
   return matchedThrough(variablePatterns, text, pattern);
@@ -213,14 +225,6 @@ function matchedThrough(cache: PatternCache, text: string, pattern: string): boo
   return testCharged(held, text);
 }
 
-/**
- * `pattern` compiled, charged to the running evaluation's {@linkcode MAX_MATCHING_COST} before it
- * is (outside an evaluation, nothing is charged). Throws {@linkcode PatternError}.
- */
-function compileCharged(pattern: string): CompiledPattern {
-  return compileLinearPattern(pattern, { beforeCompiling: spendOnCompiling });
-}
-
 /** What a `matches` call throws for `error`: the spent budget's, or an {@linkcode EvaluationError}. */
 function evaluationError(error: unknown): unknown {
   return error === SPENT ? error : new EvaluationError((error as Error).message);
@@ -232,6 +236,112 @@ function evaluationError(error: unknown): unknown {
  */
 function spendOnCompiling(size: number, compileSize: number): void {
   if (!chargeCompiling(size, compileSize)) throw SPENT;
+}
+
+/**
+ * {@linkcode spendOnCompiling} for a pattern taken from the variables (an event's), charged to the
+ * running {@linkcode RequestPatternBudget} as well (its `compileSize`); past that, fails the
+ * evaluation, which {@linkcode withBudget} then reports as the request's.
+ */
+function spendOnVariableCompiling(size: number, compileSize: number): void {
+  spendOnCompiling(size, compileSize);
+  if (requestPatterns === undefined || requestPatterns.spend(compileSize)) return;
+  requestPatternsPast = true;
+  throw SPENT;
+}
+
+/**
+ * Most instructions (by `patternCompileSize`: a character class 1 more for each
+ * `RANGES_PER_INSTRUCTION` ranges of characters it holds) the patterns `matches()` takes from one
+ * request's events (an HTTP batch, a WebSocket frame) may compile to in all, where a
+ * {@linkcode RequestPatternBudget} is given (ingest's transforms); a pattern already compiled (one
+ * repeated across the request, or held from an earlier one) costs nothing. Each evaluation may
+ * compile 16,384 ({@linkcode MAX_MATCHING_COST} over 16 an instruction), but without this a request
+ * could have each of its events do so: 1,000 events (208 KB) each listing six patterns of about
+ * 4,000 instructions (`^.{0,1000}.{0,990}`, each event's own) took 14–35 s of CPU, most of it
+ * compiling. This is eight evaluations' worth.
+ */
+export const MAX_REQUEST_PATTERN_COMPILE = 131_072;
+
+/** Options for {@linkcode RequestPatternBudget}. */
+export interface RequestPatternBudgetOptions {
+  /** The request's instructions, in all. @default {MAX_REQUEST_PATTERN_COMPILE} */
+  maxInstructions?: number;
+}
+
+/**
+ * What compiling the patterns `matches()` takes from one request's events may cost, in
+ * instructions (see {@linkcode MAX_REQUEST_PATTERN_COMPILE}), spent in the order they are compiled:
+ * one for each request, handed to the transform of each of its events
+ * (`TransformCallOptions.patterns`). Literal patterns are not charged here (they are compiled
+ * with their expression), nor is matching (each evaluation's own {@linkcode MAX_MATCHING_COST}
+ * bounds it). The pattern that passes what is left is not compiled and cuts the request: its
+ * evaluation fails, and the caller refuses every later event.
+ */
+export class RequestPatternBudget {
+  /** The request's instructions in all. */
+  readonly maxInstructions: number;
+  #left: number;
+  #cut = false;
+
+  constructor(options: RequestPatternBudgetOptions = {}) {
+    this.maxInstructions = options.maxInstructions ?? MAX_REQUEST_PATTERN_COMPILE;
+    this.#left = this.maxInstructions;
+  }
+
+  /** Instructions not yet spent. */
+  get left(): number {
+    return this.#left;
+  }
+
+  /** Whether a pattern passed what was left: the request's later events are refused. */
+  get cut(): boolean {
+    return this.#cut;
+  }
+
+  /** Spends `instructions`: false past what is left (then cut, and false from then on). */
+  spend(instructions: number): boolean {
+    if (this.#cut) return false;
+    if (instructions > this.#left) {
+      this.#cut = true;
+      return false;
+    }
+    this.#left -= instructions;
+    return true;
+  }
+}
+
+/**
+ * Why an event is refused when the patterns its request's events give `matches()` would compile
+ * to more than `maxInstructions` (see {@linkcode RequestPatternBudget}): it and every later event
+ * of the request.
+ */
+export function requestPatternBudgetMessage(maxInstructions: number): string {
+  return `Request's matches() patterns taken from its events would compile to more than ${maxInstructions} instructions, counted in order (a pattern already compiled counts nothing): this event and every later one in the request were refused, the earlier ones processed as usual; send fewer distinct patterns per request (these again in another)`;
+}
+
+/** The budget charged while a transform given one runs (see {@linkcode withRequestPatterns}). */
+let requestPatterns: RequestPatternBudget | undefined;
+/** Whether the running evaluation passed {@linkcode requestPatterns} (see `withBudget`). */
+let requestPatternsPast = false;
+
+/**
+ * `run(event, options)`, with the patterns `matches()` takes from the variables in its evaluations
+ * charged to `budget` (evaluations are synchronous: one at a time).
+ */
+export function withRequestPatterns<E, O, R>(
+  budget: RequestPatternBudget,
+  run: (event: E, options: O) => R,
+  event: E,
+  options: O,
+): R {
+  const outer = requestPatterns;
+  requestPatterns = budget;
+  try {
+    return run(event, options);
+  } finally {
+    requestPatterns = outer;
+  }
 }
 
 /**
@@ -262,7 +372,10 @@ const LINEAR_MATCHES_LITERAL = "linearMatchesLiteral";
  * exceed the cache (five filters of 16,000 instructions) had each evaluation compile its own
  * again, 24–46 ms each, uncharged, on top of what its budget bounds.
  */
-const literalPatterns = new PatternCache(65_536, true);
+const literalPatterns = new PatternCache(65_536, {
+  checked: true,
+  beforeCompiling: spendOnCompiling,
+});
 
 function linearMatchesLiteral(text: string, pattern: string): boolean {
   return matchedThrough(literalPatterns, text, pattern);
@@ -726,6 +839,14 @@ export class EvaluationBudgetError extends Error {
   ) {
     super(message);
     this.name = "EvaluationBudgetError";
+  }
+}
+
+/** The error of an evaluation whose patterns passed the request's {@linkcode RequestPatternBudget}. */
+export class RequestPatternBudgetError extends EvaluationBudgetError {
+  constructor(maxInstructions: number) {
+    super(requestPatternBudgetMessage(maxInstructions));
+    this.name = "RequestPatternBudgetError";
   }
 }
 
@@ -1371,13 +1492,15 @@ function firstLine(error: unknown): string {
 
 /**
  * `evaluate` run within a fresh budget (and a fresh {@linkcode MAX_MATCHING_COST}); past either,
- * a fresh {@linkcode EvaluationBudgetError}.
+ * a fresh {@linkcode EvaluationBudgetError}, or past the running {@linkcode RequestPatternBudget},
+ * a {@linkcode RequestPatternBudgetError}.
  */
 function withBudget(
   evaluate: (context: Record<string, unknown>) => unknown,
 ): (context: Record<string, unknown>) => unknown {
   return (context) => {
     remaining = MAX_EVALUATION_COST;
+    requestPatternsPast = false;
     startMatchingBudget(MAX_MATCHING_COST);
     let value: unknown;
     let failure: { error: unknown } | undefined;
@@ -1389,6 +1512,10 @@ function withBudget(
     // Spent, whatever error came out (cel-js may pass on another once its step failed), or
     // though an error was absorbed on the way and an answer came: still over budget.
     const matchingPast = endMatchingBudget();
+    if (requestPatternsPast) {
+      requestPatternsPast = false;
+      throw new RequestPatternBudgetError(requestPatterns!.maxInstructions);
+    }
     if (matchingPast !== undefined) throw matchingBudgetError(matchingPast);
     if (remaining < 0) throw new EvaluationBudgetError();
     if (failure) throw failure.error;

@@ -14,7 +14,9 @@ import {
   type JsonBudget,
   JsonBudgetError,
   notBoolReason,
+  type RequestPatternBudget,
   toJson,
+  withRequestPatterns,
 } from "./cel.ts";
 
 /** A transform failed on one event; `path` names the step. */
@@ -35,6 +37,12 @@ export interface TransformCallOptions {
    * rather than into a copy (a failed `set` writes nothing). @default {false}
    */
   inPlace?: boolean;
+  /**
+   * The request's budget for compiling the patterns `matches()` takes from its events, shared by
+   * its events in order (see {@linkcode RequestPatternBudget}). @default {none: each evaluation's
+   * own budget alone}
+   */
+  patterns?: RequestPatternBudget;
 }
 
 /**
@@ -225,6 +233,19 @@ export interface CompileTransformOptions {
 export function compileTransform(
   steps: readonly TransformStep[],
   options: CompileTransformOptions = {},
+): Transform {
+  const run = transformOf(steps, options);
+  if (steps.length === 0) return run;
+  return (event, options) =>
+    options?.patterns === undefined
+      ? run(event, options)
+      : withRequestPatterns(options.patterns, run, event, options);
+}
+
+/** {@linkcode compileTransform}'s steps, without a request's pattern budget. */
+function transformOf(
+  steps: readonly TransformStep[],
+  options: CompileTransformOptions,
 ): Transform {
   const compiled = steps.map((step, index) => compileStep(step, index, options));
   if (compiled.length === 0) return (event) => event;

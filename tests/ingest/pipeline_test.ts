@@ -12,7 +12,11 @@ import {
   StoreRefusedError,
   StoreUnavailableError,
 } from "../../src/store/types.ts";
-import { CHECK_BUDGET_MESSAGE, type Event } from "../../src/validate/mod.ts";
+import { CHECK_BUDGET_MESSAGE, type Event, patternCompileSize } from "../../src/validate/mod.ts";
+import {
+  MAX_REQUEST_PATTERN_COMPILE,
+  requestPatternBudgetMessage,
+} from "../../src/transform/mod.ts";
 import { counterCell, type WindowSpec } from "../../src/window/mod.ts";
 
 const MINUTE = 60_000;
@@ -522,6 +526,59 @@ Deno.test("ingestItems() reports a transform failure with the step path", async 
   assert.equal(reply.rejected.length, 1);
   assert.equal(reply.rejected[0].index, 1);
   assert.equal(reply.rejected[0].errors[0].path, "transform[0].set.half");
+});
+
+/** A stream whose filter matches each event's text against the pattern the event gives. */
+function patternStream(): CompiledStream {
+  return compileConfig({
+    streams: {
+      s: {
+        transform: [{ filter: "event.text.matches(event.p)" }],
+        counters: { count_1m: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  }).get("s")!;
+}
+
+Deno.test("ingestItems() bounds what compiling the patterns a request's events give matches() costs: the event past MAX_REQUEST_PATTERN_COMPILE and every later one are refused, the earlier applied", async () => {
+  const stream = patternStream();
+  // Each event its own pattern of about 4,000 instructions, matching its text (a prefix no other
+  // test compiles: compiled patterns are kept between requests).
+  const pattern = (index: number) =>
+    `^(?:hello|pipe${String(index).padStart(3, "0")}.{0,1000}.{0,990})`;
+  const size = patternCompileSize(pattern(0));
+  const fit = Math.floor(MAX_REQUEST_PATTERN_COMPILE / size);
+  assert.ok(fit >= 30 && fit < 40, `${fit} of ${size}`);
+  const events = Array.from({ length: 40 }, (_, index) => ({ text: "hello", p: pattern(index) }));
+  const store = newStore();
+  const reply = await ingestItems(stream, items(...events), { store, nowMs: NOW });
+  assert.equal(reply.accepted, fit);
+  const message = requestPatternBudgetMessage(MAX_REQUEST_PATTERN_COMPILE);
+  assert.deepEqual(reply.rejected, [
+    {
+      index: fit,
+      errors: [{ path: "transform[0].filter", message: `Expression failed: ${message}` }],
+    },
+    ...Array.from({ length: 40 - fit - 1 }, (_, later) => ({
+      index: fit + 1 + later,
+      errors: [{ path: "", message }],
+    })),
+  ]);
+  assert.deepEqual((await rowsOf(stream, store, "count_1m")).map((row) => row.value), [fit]);
+  // The next request has a budget of its own: the refused events, sent again, are applied.
+  const again = await ingestItems(stream, items(...events.slice(fit)), { store, nowMs: NOW });
+  assert.deepEqual([again.accepted, again.rejected.length], [40 - fit, 0]);
+});
+
+Deno.test("ingestItems() charges a pattern an event gives matches() once it is compiled, not per event: 1,000 events of three large patterns are all applied", async () => {
+  const stream = patternStream();
+  const patterns = [0, 1, 2].map((index) => `^(?:hello|repeated${index}.{0,1000}.{0,990})`);
+  const events = Array.from({ length: 1_000 }, (_, index) => ({
+    text: "hello",
+    p: patterns[index % 3],
+  }));
+  const reply = await ingestItems(stream, items(...events), { store: newStore(), nowMs: NOW });
+  assert.deepEqual([reply.accepted, reply.rejected.length], [1_000, 0]);
 });
 
 Deno.test("ingestItems() answers a request that accepted none at once, the store slow, refusing or unavailable, and counts its rejected events later in one apply of no event", async () => {

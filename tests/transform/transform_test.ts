@@ -4,8 +4,11 @@ import {
   compileTransform,
   ExpressionError,
   MAX_SET_BYTES,
+  RequestPatternBudget,
+  requestPatternBudgetMessage,
   TransformError,
 } from "../../src/transform/mod.ts";
+import { patternCompileSize } from "../../src/validate/mod.ts";
 
 /** Runs `transform` on `event` and returns the TransformError it throws. */
 function transformError(transform: (event: Record<string, unknown>) => unknown, event: object) {
@@ -463,4 +466,38 @@ Deno.test("compileTransform() of one and of two steps copies an event it may not
   const source = event();
   assert.deepEqual(renamed(source), { b: 2, x: 1, c: 1 });
   assert.deepEqual(source, event());
+});
+
+Deno.test("compileTransform() given a request's pattern budget charges it what the patterns taken from events compile to, a pattern already compiled nothing, and past it fails the event however `||` would absorb it", () => {
+  // Patterns no other test compiles (the compiled ones are kept between evaluations).
+  const pattern = (name: string) => `^(?:hello|budget-${name}.{0,100})`;
+  const size = patternCompileSize(pattern("a"));
+  const transform = compileTransform([
+    { filter: "event.text.matches(event.p) || event.text.matches('^never$') || true" },
+  ]);
+  const patterns = new RequestPatternBudget({ maxInstructions: 2 * size + 1 });
+  const run = (name: string) => transform({ text: "hello", p: pattern(name) }, { patterns });
+  assert.deepEqual(run("a"), { text: "hello", p: pattern("a") });
+  assert.equal(patterns.left, size + 1);
+  // Compiled once: again it costs nothing, and a literal pattern never does.
+  run("a");
+  assert.equal(patterns.left, size + 1);
+  run("b");
+  assert.equal(patterns.left, 1);
+  const error = transformError((event) => transform(event, { patterns }), {
+    text: "hello",
+    p: pattern("c"),
+  });
+  assert.equal(error.path, "transform[0].filter");
+  assert.equal(error.message, `Expression failed: ${requestPatternBudgetMessage(2 * size + 1)}`);
+  assert.equal(patterns.cut, true);
+  assert.equal(patterns.left, 1);
+  // Cut: a pattern already compiled still costs nothing; another fails.
+  run("a");
+  assert.throws(() => run("d"), { name: "TransformError" });
+  // Without a budget (a transform outside ingest), each evaluation's own bound alone.
+  assert.deepEqual(transform({ text: "hello", p: pattern("e") }), {
+    text: "hello",
+    p: pattern("e"),
+  });
 });
