@@ -196,7 +196,7 @@ function prepare(
   const { nowMs, withPayload } = context;
   // Past the request's pattern budget: refused without any work.
   const patterns = context.transform.patterns;
-  if (patterns.cut) return fieldError("", requestPatternBudgetMessage(patterns.maxInstructions));
+  if (patterns.cut) return fieldError("", requestPatternBudgetMessage(patterns.maxCost));
   const event = context.validate(value, context.budget);
   if (Array.isArray(event)) return event;
 

@@ -240,38 +240,50 @@ function spendOnCompiling(size: number, compileSize: number): void {
 
 /**
  * {@linkcode spendOnCompiling} for a pattern taken from the variables (an event's), charged to the
- * running {@linkcode RequestPatternBudget} as well (its `compileSize`); past that, fails the
- * evaluation, which {@linkcode withBudget} then reports as the request's.
+ * running {@linkcode RequestPatternBudget} as well (its `compileSize` and
+ * {@linkcode PATTERN_COMPILE_OVERHEAD}); past that, fails the evaluation, which
+ * {@linkcode withBudget} then reports as the request's.
  */
 function spendOnVariableCompiling(size: number, compileSize: number): void {
   spendOnCompiling(size, compileSize);
-  if (requestPatterns === undefined || requestPatterns.spend(compileSize)) return;
+  if (requestPatterns === undefined) return;
+  if (requestPatterns.spend(compileSize + PATTERN_COMPILE_OVERHEAD)) return;
   requestPatternsPast = true;
   throw SPENT;
 }
 
 /**
- * Most instructions (by `patternCompileSize`: a character class 1 more for each
- * `RANGES_PER_INSTRUCTION` ranges of characters it holds) the patterns `matches()` takes from one
- * request's events (an HTTP batch, a WebSocket frame) may compile to in all, where a
- * {@linkcode RequestPatternBudget} is given (ingest's transforms); a pattern already compiled (one
- * repeated across the request, or held from an earlier one) costs nothing. Each evaluation may
- * compile 16,384 ({@linkcode MAX_MATCHING_COST} over 16 an instruction), but without this a request
+ * What compiling the patterns `matches()` takes from one request's events (an HTTP batch, a
+ * WebSocket frame) may cost in all, where a {@linkcode RequestPatternBudget} is given (ingest's
+ * transforms): each pattern compiled its instructions (by `patternCompileSize`: a character class 1
+ * more for each `RANGES_PER_INSTRUCTION` ranges of characters it holds) and
+ * {@linkcode PATTERN_COMPILE_OVERHEAD}; a pattern already compiled (one repeated across the
+ * request, or held from an earlier one) costs nothing. Each evaluation may compile 16,384
+ * instructions ({@linkcode MAX_MATCHING_COST} over 16 an instruction), but without this a request
  * could have each of its events do so: 1,000 events (208 KB) each listing six patterns of about
  * 4,000 instructions (`^.{0,1000}.{0,990}`, each event's own) took 14–35 s of CPU, most of it
- * compiling. This is eight evaluations' worth.
+ * compiling. This is eight evaluations' worth: 32 such patterns, or some 2,900 of 13 instructions
+ * (`^<id>x[a-z]+$`), per request (`deno task bench:cel-patterns`).
  */
 export const MAX_REQUEST_PATTERN_COMPILE = 131_072;
 
+/**
+ * What each pattern taken from an event costs to compile beyond its instructions, in
+ * {@linkcode MAX_REQUEST_PATTERN_COMPILE}: compiling and first testing one took 50–170 µs for
+ * patterns of 8–13 instructions, where one of 4,000 took 2.7–4.8 µs an instruction, so a request
+ * of many small patterns would otherwise cost several times one of a few large ones.
+ */
+export const PATTERN_COMPILE_OVERHEAD = 32;
+
 /** Options for {@linkcode RequestPatternBudget}. */
 export interface RequestPatternBudgetOptions {
-  /** The request's instructions, in all. @default {MAX_REQUEST_PATTERN_COMPILE} */
-  maxInstructions?: number;
+  /** The request's cost, in all. @default {MAX_REQUEST_PATTERN_COMPILE} */
+  maxCost?: number;
 }
 
 /**
- * What compiling the patterns `matches()` takes from one request's events may cost, in
- * instructions (see {@linkcode MAX_REQUEST_PATTERN_COMPILE}), spent in the order they are compiled:
+ * What compiling the patterns `matches()` takes from one request's events may cost (see
+ * {@linkcode MAX_REQUEST_PATTERN_COMPILE}), spent in the order they are compiled:
  * one for each request, handed to the transform of each of its events
  * (`TransformCallOptions.patterns`). Literal patterns are not charged here (they are compiled
  * with their expression), nor is matching (each evaluation's own {@linkcode MAX_MATCHING_COST}
@@ -279,17 +291,17 @@ export interface RequestPatternBudgetOptions {
  * evaluation fails, and the caller refuses every later event.
  */
 export class RequestPatternBudget {
-  /** The request's instructions in all. */
-  readonly maxInstructions: number;
+  /** The request's cost in all (instructions, and {@linkcode PATTERN_COMPILE_OVERHEAD} a pattern). */
+  readonly maxCost: number;
   #left: number;
   #cut = false;
 
   constructor(options: RequestPatternBudgetOptions = {}) {
-    this.maxInstructions = options.maxInstructions ?? MAX_REQUEST_PATTERN_COMPILE;
-    this.#left = this.maxInstructions;
+    this.maxCost = options.maxCost ?? MAX_REQUEST_PATTERN_COMPILE;
+    this.#left = this.maxCost;
   }
 
-  /** Instructions not yet spent. */
+  /** What is not yet spent. */
   get left(): number {
     return this.#left;
   }
@@ -299,25 +311,25 @@ export class RequestPatternBudget {
     return this.#cut;
   }
 
-  /** Spends `instructions`: false past what is left (then cut, and false from then on). */
-  spend(instructions: number): boolean {
+  /** Spends `cost`: false past what is left (then cut, and false from then on). */
+  spend(cost: number): boolean {
     if (this.#cut) return false;
-    if (instructions > this.#left) {
+    if (cost > this.#left) {
       this.#cut = true;
       return false;
     }
-    this.#left -= instructions;
+    this.#left -= cost;
     return true;
   }
 }
 
 /**
- * Why an event is refused when the patterns its request's events give `matches()` would compile
- * to more than `maxInstructions` (see {@linkcode RequestPatternBudget}): it and every later event
- * of the request.
+ * Why an event is refused when the patterns its request's events give `matches()` would cost more
+ * than `maxCost` to compile (see {@linkcode RequestPatternBudget}): it and every later
+ * event of the request.
  */
-export function requestPatternBudgetMessage(maxInstructions: number): string {
-  return `Request's matches() patterns taken from its events would compile to more than ${maxInstructions} instructions, counted in order (a pattern already compiled counts nothing): this event and every later one in the request were refused, the earlier ones processed as usual; send fewer distinct patterns per request (these again in another)`;
+export function requestPatternBudgetMessage(maxCost: number): string {
+  return `Request's matches() patterns taken from its events would cost more than ${maxCost} to compile (each its instructions and ${PATTERN_COMPILE_OVERHEAD} more), counted in order (a pattern already compiled costs nothing): this event and every later one in the request were refused, the earlier ones processed as usual; send fewer distinct patterns per request (these again in another)`;
 }
 
 /** The budget charged while a transform given one runs (see {@linkcode withRequestPatterns}). */
@@ -844,8 +856,8 @@ export class EvaluationBudgetError extends Error {
 
 /** The error of an evaluation whose patterns passed the request's {@linkcode RequestPatternBudget}. */
 export class RequestPatternBudgetError extends EvaluationBudgetError {
-  constructor(maxInstructions: number) {
-    super(requestPatternBudgetMessage(maxInstructions));
+  constructor(maxCost: number) {
+    super(requestPatternBudgetMessage(maxCost));
     this.name = "RequestPatternBudgetError";
   }
 }
@@ -1514,7 +1526,7 @@ function withBudget(
     const matchingPast = endMatchingBudget();
     if (requestPatternsPast) {
       requestPatternsPast = false;
-      throw new RequestPatternBudgetError(requestPatterns!.maxInstructions);
+      throw new RequestPatternBudgetError(requestPatterns!.maxCost);
     }
     if (matchingPast !== undefined) throw matchingBudgetError(matchingPast);
     if (remaining < 0) throw new EvaluationBudgetError();

@@ -15,6 +15,7 @@ import {
 import { CHECK_BUDGET_MESSAGE, type Event, patternCompileSize } from "../../src/validate/mod.ts";
 import {
   MAX_REQUEST_PATTERN_COMPILE,
+  PATTERN_COMPILE_OVERHEAD,
   requestPatternBudgetMessage,
 } from "../../src/transform/mod.ts";
 import { counterCell, type WindowSpec } from "../../src/window/mod.ts";
@@ -546,9 +547,11 @@ Deno.test("ingestItems() bounds what compiling the patterns a request's events g
   // test compiles: compiled patterns are kept between requests).
   const pattern = (index: number) =>
     `^(?:hello|pipe${String(index).padStart(3, "0")}.{0,1000}.{0,990})`;
-  const size = patternCompileSize(pattern(0));
+  const size = patternCompileSize(pattern(0)) + PATTERN_COMPILE_OVERHEAD;
   const fit = Math.floor(MAX_REQUEST_PATTERN_COMPILE / size);
-  assert.ok(fit >= 30 && fit < 40, `${fit} of ${size}`);
+  // As README says: 131,072 in all, 32 more a pattern; 32 patterns of about 4,000 instructions.
+  assert.deepEqual([MAX_REQUEST_PATTERN_COMPILE, PATTERN_COMPILE_OVERHEAD], [131_072, 32]);
+  assert.deepEqual([size, fit], [3_996 + 32, 32]);
   const events = Array.from({ length: 40 }, (_, index) => ({ text: "hello", p: pattern(index) }));
   const store = newStore();
   const reply = await ingestItems(stream, items(...events), { store, nowMs: NOW });
@@ -568,6 +571,22 @@ Deno.test("ingestItems() bounds what compiling the patterns a request's events g
   // The next request has a budget of its own: the refused events, sent again, are applied.
   const again = await ingestItems(stream, items(...events.slice(fit)), { store, nowMs: NOW });
   assert.deepEqual([again.accepted, again.rejected.length], [40 - fit, 0]);
+});
+
+Deno.test("ingestItems() charges each pattern an event gives matches() PATTERN_COMPILE_OVERHEAD beyond its instructions: a request of small distinct patterns is cut as well", async () => {
+  const stream = patternStream();
+  // 19 instructions each: with the overhead 51, so 2,570 fit.
+  const pattern = (index: number) => `^(?:hello|small${String(index).padStart(4, "0")})$`;
+  const size = patternCompileSize(pattern(0)) + PATTERN_COMPILE_OVERHEAD;
+  const fit = Math.floor(MAX_REQUEST_PATTERN_COMPILE / size);
+  assert.deepEqual([size, fit], [19 + 32, 2_570]);
+  const events = Array.from(
+    { length: fit + 2 },
+    (_, index) => ({ text: "hello", p: pattern(index) }),
+  );
+  const reply = await ingestItems(stream, items(...events), { store: newStore(), nowMs: NOW });
+  assert.equal(reply.accepted, fit);
+  assert.deepEqual(reply.rejected.map((rejected) => rejected.index), [fit, fit + 1]);
 });
 
 Deno.test("ingestItems() charges a pattern an event gives matches() once it is compiled, not per event: 1,000 events of three large patterns are all applied", async () => {

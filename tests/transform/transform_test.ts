@@ -4,6 +4,7 @@ import {
   compileTransform,
   ExpressionError,
   MAX_SET_BYTES,
+  PATTERN_COMPILE_OVERHEAD,
   RequestPatternBudget,
   requestPatternBudgetMessage,
   TransformError,
@@ -468,14 +469,15 @@ Deno.test("compileTransform() of one and of two steps copies an event it may not
   assert.deepEqual(source, event());
 });
 
-Deno.test("compileTransform() given a request's pattern budget charges it what the patterns taken from events compile to, a pattern already compiled nothing, and past it fails the event however `||` would absorb it", () => {
+Deno.test("compileTransform() given a request's pattern budget charges it each pattern taken from an event it compiles (its instructions and PATTERN_COMPILE_OVERHEAD), a pattern already compiled nothing, and past it fails the event however `||` would absorb it", () => {
   // Patterns no other test compiles (the compiled ones are kept between evaluations).
   const pattern = (name: string) => `^(?:hello|budget-${name}.{0,100})`;
-  const size = patternCompileSize(pattern("a"));
+  // Each pattern compiled costs its instructions and PATTERN_COMPILE_OVERHEAD.
+  const size = patternCompileSize(pattern("a")) + PATTERN_COMPILE_OVERHEAD;
   const transform = compileTransform([
     { filter: "event.text.matches(event.p) || event.text.matches('^never$') || true" },
   ]);
-  const patterns = new RequestPatternBudget({ maxInstructions: 2 * size + 1 });
+  const patterns = new RequestPatternBudget({ maxCost: 2 * size + 1 });
   const run = (name: string) => transform({ text: "hello", p: pattern(name) }, { patterns });
   assert.deepEqual(run("a"), { text: "hello", p: pattern("a") });
   assert.equal(patterns.left, size + 1);
