@@ -13,6 +13,10 @@ import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError, StreamChangedError } from "../../src/store/types.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { REQUEST_CHECK_BUDGET_MESSAGE } from "../../src/validate/mod.ts";
+import {
+  MAX_REQUEST_PATTERN_COMPILE,
+  requestPatternBudgetMessage,
+} from "../../src/transform/mod.ts";
 import { redisTest, restClient } from "../_redis.ts";
 import { collectingLogs, jsonLines, messageOf, writtenLogs } from "../_logs.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
@@ -204,6 +208,48 @@ Deno.test("WebSocket ingest retried on a changed stream is judged again with a b
     // Continuing the first pass's budget (5 × 260,000 of 2,097,152 spent), the retry would cut
     // the fourth event: a frame within the budget refused for the race.
     assert.deepEqual([ack.type, ack.accepted, ack.rejected], ["ack", 5, []]);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest gives each frame its own budget for compiling the patterns its events give matches(): each frame of 34 events of their own 4,000-instruction pattern is cut after 32", async () => {
+  const server = await startServer({
+    config: {
+      streams: {
+        texts: {
+          transform: [{ filter: "event.text.matches(event.p)" }],
+          counters: { count_1m: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    },
+  });
+  const client = await denoClient(server.wsUrl("/v1/streams/texts/ws"));
+  try {
+    // 3,996 instructions and 32 more each: 32 fit in MAX_REQUEST_PATTERN_COMPILE (131,072). A
+    // prefix of this test's own: compiled patterns are kept between requests.
+    const frame = (seq: number) =>
+      JSON.stringify(Array.from({ length: 34 }, (_, index) => ({
+        text: "hello",
+        p: `^(?:hello|ws${seq}${String(index).padStart(3, "0")}.{0,1000}.{0,990})`,
+      })));
+    client.socket.send(frame(1));
+    client.socket.send(frame(2));
+    const message = requestPatternBudgetMessage(MAX_REQUEST_PATTERN_COMPILE);
+    for (const seq of [1, 2]) {
+      const ack = await client.inbox.next();
+      assert.deepEqual([ack.type, ack.seq, ack.accepted], ["ack", seq, 32]);
+      assert.deepEqual(ack.rejected, [
+        {
+          index: 32,
+          errors: [{ path: "transform[0].filter", message: `Expression failed: ${message}` }],
+        },
+        { index: 33, errors: [{ path: "", message }] },
+      ]);
+    }
+    const res = await fetch(`${server.base}/v1/streams/texts/counters/count_1m`);
+    assert.deepEqual((await res.json()).windows.map((row: { value: number }) => row.value), [64]);
   } finally {
     await client.close();
     await server.close();
