@@ -22,8 +22,8 @@ import type {
 } from "../store/types.ts";
 import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import {
+  patternBudgetCutMessage,
   RequestPatternBudget,
-  requestPatternBudgetMessage,
   type TransformCallOptions,
   TransformError,
 } from "../transform/mod.ts";
@@ -194,9 +194,6 @@ function prepare(
   },
 ): Prepared {
   const { nowMs, withPayload } = context;
-  // Past the request's pattern budget: refused without any work.
-  const patterns = context.transform.patterns;
-  if (patterns.cut) return fieldError("", requestPatternBudgetMessage(patterns.maxCost));
   const event = context.validate(value, context.budget);
   if (Array.isArray(event)) return event;
 
@@ -700,9 +697,10 @@ async function ingestOnce(
     updates,
     at: 0,
   };
-  // The index of the event that the budget cut the request at (refused with the budget's whole
-  // message), or -1: each later one is refused with a short message naming it.
+  // The index of the event that a budget cut the request at (refused with the budget's whole
+  // message), or -1: each later one is refused unjudged with a short message naming it.
   let cutAt = -1;
+  let cutMessage = checkBudgetCutMessage;
   for (let index = 0; index < items.length; index++) {
     const item = items[index];
     if (!item.ok) {
@@ -711,15 +709,20 @@ async function ingestOnce(
     }
     if (cutAt >= 0) {
       rejected.push(
-        rejection(index, item.line, [{ path: "", message: checkBudgetCutMessage(cutAt) }]),
+        rejection(index, item.line, [{ path: "", message: cutMessage(cutAt) }]),
       );
       continue;
     }
     // A refused event's entries are written over by the next event's, or cut below.
     context.at = kept * width;
     const prepared = prepare(stream, item.value, context);
-    // Cut by this event: each later one is refused with a short message naming it.
+    // Cut by this event (its schema checks, or a pattern its transform compiled): each later one is
+    // refused with a short message naming it.
     if (context.budget.cut) cutAt = index;
+    else if (context.transform.patterns.cut) {
+      cutAt = index;
+      cutMessage = patternBudgetCutMessage;
+    }
     if (prepared === null) filtered += 1;
     else if (Array.isArray(prepared)) rejected.push(rejection(index, item.line, prepared));
     else events[kept++] = prepared;

@@ -332,6 +332,14 @@ export function requestPatternBudgetMessage(maxCost: number): string {
   return `Request's matches() patterns taken from its events would cost more than ${maxCost} to compile (each its instructions and ${PATTERN_COMPILE_OVERHEAD} more), counted in order (a pattern already compiled costs nothing): this event and every later one in the request were refused, the earlier ones processed as usual; send fewer distinct patterns per request (these again in another)`;
 }
 
+/**
+ * Why an event after the one refused with {@linkcode requestPatternBudgetMessage} is refused, where
+ * a reply lists that one's message whole once: `index`, that event's place in the request.
+ */
+export function patternBudgetCutMessage(index: number): string {
+  return `Refused unprocessed: past the request's budget for compiling matches() patterns taken from its events (see index ${index})`;
+}
+
 /** The budget charged while a transform given one runs (see {@linkcode withRequestPatterns}). */
 let requestPatterns: RequestPatternBudget | undefined;
 /** Whether the running evaluation passed {@linkcode requestPatterns} (see `withBudget`). */

@@ -15,6 +15,7 @@ import { RedisStore } from "../../src/store/redis/store.ts";
 import { REQUEST_CHECK_BUDGET_MESSAGE } from "../../src/validate/mod.ts";
 import {
   MAX_REQUEST_PATTERN_COMPILE,
+  patternBudgetCutMessage,
   requestPatternBudgetMessage,
 } from "../../src/transform/mod.ts";
 import { redisTest, restClient } from "../_redis.ts";
@@ -245,7 +246,7 @@ Deno.test("WebSocket ingest gives each frame its own budget for compiling the pa
           index: 32,
           errors: [{ path: "transform[0].filter", message: `Expression failed: ${message}` }],
         },
-        { index: 33, errors: [{ path: "", message }] },
+        { index: 33, errors: [{ path: "", message: patternBudgetCutMessage(32) }] },
       ]);
     }
     const res = await fetch(`${server.base}/v1/streams/texts/counters/count_1m`);

@@ -16,6 +16,7 @@ import { CHECK_BUDGET_MESSAGE, type Event, patternCompileSize } from "../../src/
 import {
   MAX_REQUEST_PATTERN_COMPILE,
   PATTERN_COMPILE_OVERHEAD,
+  patternBudgetCutMessage,
   requestPatternBudgetMessage,
 } from "../../src/transform/mod.ts";
 import { counterCell, type WindowSpec } from "../../src/window/mod.ts";
@@ -564,13 +565,23 @@ Deno.test("ingestItems() bounds what compiling the patterns a request's events g
     },
     ...Array.from({ length: 40 - fit - 1 }, (_, later) => ({
       index: fit + 1 + later,
-      errors: [{ path: "", message }],
+      errors: [{ path: "", message: patternBudgetCutMessage(fit) }],
     })),
   ]);
   assert.deepEqual((await rowsOf(stream, store, "count_1m")).map((row) => row.value), [fit]);
   // The next request has a budget of its own: the refused events, sent again, are applied.
   const again = await ingestItems(stream, items(...events.slice(fit)), { store, nowMs: NOW });
   assert.deepEqual([again.accepted, again.rejected.length], [40 - fit, 0]);
+});
+
+Deno.test("patternBudgetCutMessage() is short and names the index of the event that cut the request, as the README quotes it", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const message =
+    "Refused unprocessed: past the request's budget for compiling matches() patterns taken from its events (see index 32)";
+  assert.equal(patternBudgetCutMessage(32), message);
+  assert.ok(readme.includes(`(\`${message}\`)`));
+  assert.ok(message.length < requestPatternBudgetMessage(MAX_REQUEST_PATTERN_COMPILE).length / 2);
 });
 
 Deno.test("ingestItems() charges each pattern an event gives matches() PATTERN_COMPILE_OVERHEAD beyond its instructions: a request of small distinct patterns is cut as well", async () => {
