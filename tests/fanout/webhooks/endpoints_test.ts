@@ -185,6 +185,18 @@ Deno.test("EndpointRegistry.rotateSecret() returns the version it wrote (its ETa
   assert.deepEqual((await endpoints.get(endpoint.id)).secrets, secrets);
 });
 
+/** Registers `run` as two tests, named by `name`: on a memory delivery store, and on Redis. */
+function onBothStores(
+  name: (kind: "memory" | "Redis") => string,
+  run: (deliveries: DeliveryStore) => Promise<void>,
+) {
+  Deno.test(name("memory"), () => run(new MemoryDeliveryStore({ now: () => T0 })));
+  redisTest(
+    name("Redis"),
+    (fixture) => run(new RedisDeliveryStore(restClient(fixture), { now: () => T0 })),
+  );
+}
+
 /** A registry over `deliveries` whose onChange runs `interleave` once: another admin's change. */
 function interleaved(deliveries: DeliveryStore) {
   const now = () => T0;
@@ -226,15 +238,10 @@ async function patchAnswersWhatItWrote(deliveries: DeliveryStore): Promise<void>
   await assert.rejects(endpoints.get(endpoint.id), WebhookNotFoundError);
 }
 
-Deno.test("EndpointRegistry.update() returns what it wrote, not a change or delete landing before it returns (memory)", async () => {
-  await patchAnswersWhatItWrote(new MemoryDeliveryStore({ now: () => T0 }));
-});
-
-redisTest(
-  "EndpointRegistry.update() returns what it wrote, not a change or delete landing before it returns (Redis)",
-  async (fixture) => {
-    await patchAnswersWhatItWrote(new RedisDeliveryStore(restClient(fixture), { now: () => T0 }));
-  },
+onBothStores(
+  (kind) =>
+    `EndpointRegistry.update() returns what it wrote, not a change or delete landing before it returns (${kind})`,
+  patchAnswersWhatItWrote,
 );
 
 /**
@@ -332,15 +339,66 @@ async function patchOverGone(deliveries: DeliveryStore): Promise<void> {
   assert.equal(enabled.startAfter.orders, await store.lastLogId("orders"));
 }
 
-Deno.test("EndpointRegistry.update() over a 410's disable landing between its read and write answers it and keeps it, or restarts the endpoint it enables (memory)", async () => {
-  await patchOverGone(new MemoryDeliveryStore({ now: () => T0 }));
-});
+onBothStores(
+  (kind) =>
+    `EndpointRegistry.update() over a 410's disable landing between its read and write answers it and keeps it, or restarts the endpoint it enables (${kind})`,
+  patchOverGone,
+);
 
-redisTest(
-  "EndpointRegistry.update() over a 410's disable landing between its read and write answers it and keeps it, or restarts the endpoint it enables (Redis)",
-  async (fixture) => {
-    await patchOverGone(new RedisDeliveryStore(restClient(fixture), { now: () => T0 }));
-  },
+/**
+ * A PATCH sending `"disabled": true` whose endpoint a 410 disables between its read and its
+ * write: the endpoint stays disabled for the 410 (its reason is not replaced by the owner's), and
+ * the answer is that state, as written with the PATCH's other fields.
+ */
+async function ownerDisableOverGone(deliveries: DeliveryStore): Promise<void> {
+  const { wrapped, hook } = beforeWrite(deliveries);
+  const { endpoints } = interleaved(wrapped);
+  const { endpoint } = await endpoints.create({ url: URL_OK, streams: ["orders"] });
+  hook.beforePut = () => goneMeanwhile(deliveries, endpoint.id);
+  const changed = await endpoints.update(endpoint.id, { disabled: true, description: "mine" });
+  assert.deepEqual(
+    [changed.version, changed.description, changed.disabled, changed.disabledReason],
+    [2, "mine", true, "Endpoint answered 410 Gone"],
+  );
+  const stored = await endpoints.get(endpoint.id);
+  assert.deepEqual(
+    [stored.version, stored.description, stored.disabled, stored.disabledReason],
+    [2, "mine", true, "Endpoint answered 410 Gone"],
+  );
+}
+
+onBothStores(
+  (kind) =>
+    `EndpointRegistry.update() sending disabled: true over a 410's disable landing between its read and write keeps the 410's reason (${kind})`,
+  ownerDisableOverGone,
+);
+
+/**
+ * A secret rotation whose endpoint a 410 disables between its read and its write: the new secret
+ * is stored and the endpoint stays disabled for the 410; the rotation answers the version it wrote.
+ */
+async function rotationOverGone(deliveries: DeliveryStore): Promise<void> {
+  const { wrapped, hook } = beforeWrite(deliveries);
+  const { endpoints } = interleaved(wrapped);
+  const { endpoint, secret: first } = await endpoints.create({ url: URL_OK, streams: ["orders"] });
+  hook.beforePut = () => goneMeanwhile(deliveries, endpoint.id);
+  const rotated = await endpoints.rotateSecret(endpoint.id, { versions: [1] });
+  assert.equal(rotated.version, 2);
+  const stored = await endpoints.get(endpoint.id);
+  assert.deepEqual(
+    [stored.version, stored.disabled, stored.disabledReason],
+    [2, true, "Endpoint answered 410 Gone"],
+  );
+  assert.deepEqual(stored.secrets, [
+    { secret: rotated.secret, expiresMs: null },
+    { secret: first, expiresMs: rotated.previousExpiresMs },
+  ]);
+}
+
+onBothStores(
+  (kind) =>
+    `EndpointRegistry.rotateSecret() over a 410's disable landing between its read and write rotates and keeps the disable (${kind})`,
+  rotationOverGone,
 );
 
 Deno.test("EndpointRegistry answers a creation, change and rotation with what the store wrote: no read after the write", async () => {
