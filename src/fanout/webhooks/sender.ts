@@ -164,8 +164,10 @@ export interface SenderOptions extends RetryDelayOptions {
   maxInFlight?: number;
   /**
    * An endpoint is slow once a send to it has taken this long (ms), or the request timeout if
-   * that is shorter: when the send ends, or while it is still waiting. A claim names at most
-   * {@linkcode MAX_SLOW_IDS} slow endpoints, the most recently slow. @default {5000}
+   * that is shorter: when the send ends, or while it is still waiting. Claims give a slow endpoint
+   * at most one delivery in flight across instances, and slow endpoints together at most half of
+   * `maxInFlight`; a claim names at most the {@linkcode MAX_SLOW_IDS} (1,000) most recently slow
+   * (the others get their usual cap). @default {5000}
    */
   slowAfterMs?: number;
   /** How long (ms) an endpoint stays slow after its last slow send. @default {60000} */

@@ -36,7 +36,7 @@ import {
   WebhookConflictError,
   WebhookNotFoundError,
 } from "./endpoints.ts";
-import { type RetryDelayOptions, type SendCounts, Sender } from "./sender.ts";
+import { type RetryDelayOptions, type SendCounts, Sender, type SenderOptions } from "./sender.ts";
 import { UrlPolicy } from "./ssrf.ts";
 
 const logger = getLogger(["edgestream", "webhooks"]);
@@ -62,7 +62,12 @@ export interface WebhookSweepReport {
 const LEASE_RETRY_MS = 100;
 
 /** Options for {@linkcode WebhookService}. */
-export interface WebhookServiceOptions extends RetryDelayOptions {
+export interface WebhookServiceOptions extends
+  RetryDelayOptions,
+  Pick<
+    SenderOptions,
+    "timeoutMs" | "disableAfterMs" | "maxConcurrency" | "maxInFlight" | "slowAfterMs" | "slowForMs"
+  > {
   /** Stream state and result logs. */
   store: Store;
   /** Endpoints, deliveries and queues. */
@@ -78,26 +83,6 @@ export interface WebhookServiceOptions extends RetryDelayOptions {
   dispatch?: Pick<DispatcherOptions, "pageSize" | "maxPages">;
   /** Decides which URLs may be used. @default {new UrlPolicy()} */
   policy?: UrlPolicy;
-  /** Request timeout (ms). @default {15000} */
-  timeoutMs?: number;
-  /** Disable an endpoint after failing continuously this long (ms). @default {5 days} */
-  disableAfterMs?: number;
-  /** Most attempts in flight per endpoint, across instances. @default {8} */
-  maxConcurrency?: number;
-  /**
-   * Most attempts in flight in this process. A quarter of them (rounded down) goes only to
-   * endpoints with nothing in flight, one each. @default {64}
-   */
-  maxInFlight?: number;
-  /**
-   * An endpoint is slow once a send to it has taken this long (ms), or the request timeout if
-   * that is shorter: when the send ends, or while it is still waiting. Claims give a slow endpoint
-   * one delivery in flight, and slow endpoints together at most half of `maxInFlight`; a claim
-   * names at most the 1,000 most recently slow (the others get their usual cap). @default {5000}
-   */
-  slowAfterMs?: number;
-  /** How long (ms) an endpoint stays slow after its last slow send. @default {60000} */
-  slowForMs?: number;
   /** How long (ms) the endpoint list that decides what ingest logs may be stale. @default {5000} */
   endpointCacheMs?: number;
   /** Told about every recorded attempt (for logs and metrics; secrets are not in it). */
