@@ -674,6 +674,21 @@ export class Dispatcher {
       !endpoint.disabled && (endpoint.streams === null || endpoint.streams.includes(stream.name))
     );
     if (listening.length === 0) return out;
+    /** Adds the delivery of message `messageId` (one result, or a batch) to `endpoint`. */
+    const deliver = (
+      messageId: string,
+      delivery: { endpoint: Endpoint; type: WebhookEventType; payload: string },
+    ) => {
+      out.push({
+        id: `${messageId}.${delivery.endpoint.id}`,
+        messageId,
+        endpointId: delivery.endpoint.id,
+        stream: stream.name,
+        eventType: delivery.type,
+        payload: delivery.payload,
+        createdMs,
+      });
+    };
     // Where each endpoint starts in this stream's log: none for a stream created after it
     // registered, also one named as an object's own member (`toString`), which a plain lookup
     // of `startAfter` would find on its prototype.
@@ -710,15 +725,7 @@ export class Dispatcher {
           continue;
         }
         body ??= JSON.stringify(payload);
-        out.push({
-          id: `${messageId}.${endpoint.id}`,
-          messageId,
-          endpointId: endpoint.id,
-          stream: stream.name,
-          eventType: type,
-          payload: body,
-          createdMs,
-        });
+        deliver(messageId, { endpoint, type, payload: body });
       }
     }
     for (const [endpoint, byType] of batches) {
@@ -730,18 +737,14 @@ export class Dispatcher {
           const last = chunk[chunk.length - 1];
           // Entries are of one type each, so two types' batches never share their ends.
           const messageId = `msg_${stream.name}_${first.id}_${last.entry.id}`;
-          out.push({
-            id: `${messageId}.${endpoint.id}`,
-            messageId,
-            endpointId: endpoint.id,
-            stream: stream.name,
-            eventType: type,
+          deliver(messageId, {
+            endpoint,
+            type,
             payload: JSON.stringify({
               type,
               timestamp: last.timestamp,
               data: chunk.map((item) => item.data),
             }),
-            createdMs,
           });
         }
       }
