@@ -475,50 +475,83 @@ onBothStores(
   patchedToMoreStreams,
 );
 
+/** What {@linkcode registerDuringSweep} hands its `then`. */
+interface SweepRegistration {
+  /** The instance that swept. */
+  a: App;
+  clock: Clock;
+  /** The receiver of the endpoint registered during the sweep. */
+  late: Receiver;
+  /** The ids of the endpoint registered before the sweep and of the one registered during it. */
+  early: string;
+  registered: string;
+  /** The message ids of an endpoint's deliveries, sorted. */
+  messageIds: (id: string) => Promise<string[]>;
+}
+
+/**
+ * Two instances on one Redis, A's cached endpoint list stale: A's sweep lists the endpoints, then
+ * B registers one (as a release before e4aa3d6 does with `olderRelease`) before that sweep's
+ * closes log per_minute's windows of DE and FR; `then` checks what follows.
+ */
+async function registerDuringSweep(
+  fixture: RedisFixture,
+  options: { olderRelease: boolean; then: (race: SweepRegistration) => Promise<void> },
+): Promise<void> {
+  const clock: Clock = { now: T0 + 600_000 };
+  const a = await instance(fixture, clock);
+  const b = await instance(fixture, clock);
+  const receiver = await Receiver.start(() => clock.now);
+  const late = await Receiver.start(() => clock.now);
+  try {
+    const early = await register(a.app, { url: receiver.url(), streams: ["orders"] });
+    await ingest(a.app, [
+      { id: "1", ts: at(1), country: "DE" },
+      { id: "2", ts: at(2), country: "FR" },
+      { id: "tick", ts: at(75), country: "XX" },
+    ]);
+    // A's cached endpoint list is stale: its sweep's prepare() lists the endpoints again.
+    clock.now += 10_000;
+    let registered: { id: string; secret: string } | undefined;
+    const registerLate = async () => {
+      registered = await register(b.app, { url: late.url(), streams: ["orders"] });
+    };
+    await sweepOnce(a.streams.values(), a.store, {
+      consumers: [{
+        // B registers one once A's sweep listed the endpoints, before its closes log results.
+        prepare: async () => {
+          await a.webhooks.prepare();
+          await (options.olderRelease ? asOlderRelease(fixture, registerLate) : registerLate());
+        },
+        sweep: () => a.webhooks.sweep(),
+      }],
+    });
+    await Promise.all([a.webhooks.idle(), b.webhooks.idle()]);
+    const messageIds = async (id: string): Promise<string[]> => {
+      const res = await call(a.app, "GET", `/v1/webhooks/${id}/deliveries`);
+      assert.equal(res.status, 200, res.text);
+      return res.body.deliveries.map((delivery: { messageId: string }) => delivery.messageId)
+        .sort();
+    };
+    await options.then({ a, clock, late, early: early.id, registered: registered!.id, messageIds });
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+    await Promise.all([receiver.close(), late.close()]);
+  }
+}
+
 redisTest(
   "an endpoint another instance registers while a sweep closes windows gets the results that sweep logs after its registration",
-  async (fixture) => {
-    const clock: Clock = { now: T0 + 600_000 };
-    const a = await instance(fixture, clock);
-    const b = await instance(fixture, clock);
-    const receiver = await Receiver.start(() => clock.now);
-    const late = await Receiver.start(() => clock.now);
-    try {
-      const early = await register(a.app, { url: receiver.url(), streams: ["orders"] });
-      await ingest(a.app, [
-        { id: "1", ts: at(1), country: "DE" },
-        { id: "2", ts: at(2), country: "FR" },
-        { id: "tick", ts: at(75), country: "XX" },
-      ]);
-      // A's cached endpoint list is stale: its sweep's prepare() lists the endpoints again.
-      clock.now += 10_000;
-      let registered: { id: string; secret: string } | undefined;
-      await sweepOnce(a.streams.values(), a.store, {
-        consumers: [{
-          // B registers one once A's sweep listed the endpoints, before its closes log results.
-          prepare: async () => {
-            await a.webhooks.prepare();
-            registered = await register(b.app, { url: late.url(), streams: ["orders"] });
-          },
-          sweep: () => a.webhooks.sweep(),
-        }],
-      });
-      await Promise.all([a.webhooks.idle(), b.webhooks.idle()]);
-      const messageIds = async (id: string) => {
-        const res = await call(a.app, "GET", `/v1/webhooks/${id}/deliveries`);
-        assert.equal(res.status, 200, res.text);
-        return res.body.deliveries.map((delivery: { messageId: string }) => delivery.messageId)
-          .sort();
-      };
-      const expected = await messageIds(early.id);
-      assert.equal(expected.length, 2, "per_minute's windows of DE and FR");
-      assert.deepEqual(await messageIds(registered!.id), expected);
-      assert.equal(late.received.length, expected.length);
-    } finally {
-      await Promise.all([a.close(), b.close()]);
-      await Promise.all([receiver.close(), late.close()]);
-    }
-  },
+  (fixture) =>
+    registerDuringSweep(fixture, {
+      olderRelease: false,
+      then: async ({ late, early, registered, messageIds }) => {
+        const expected = await messageIds(early);
+        assert.equal(expected.length, 2, "per_minute's windows of DE and FR");
+        assert.deepEqual(await messageIds(registered), expected);
+        assert.equal(late.received.length, expected.length);
+      },
+    }),
 );
 
 /** deploy/README.md's rolling-deploy entry on webhook endpoints written by an older release. */
@@ -564,59 +597,25 @@ redisTest(
         "at its next sweep once its list is 5 s old",
       ]
     ) assert.ok(entry.includes(claim), `${claim}: ${entry}`);
-    const clock: Clock = { now: T0 + 600_000 };
-    const a = await instance(fixture, clock);
-    const b = await instance(fixture, clock);
-    const receiver = await Receiver.start(() => clock.now);
-    const late = await Receiver.start(() => clock.now);
-    try {
-      const early = await register(a.app, { url: receiver.url(), streams: ["orders"] });
-      await ingest(a.app, [
-        { id: "1", ts: at(1), country: "DE" },
-        { id: "2", ts: at(2), country: "FR" },
-        { id: "tick", ts: at(75), country: "XX" },
-      ]);
-      clock.now += 10_000;
-      let registered: { id: string; secret: string } | undefined;
-      await sweepOnce(a.streams.values(), a.store, {
-        consumers: [{
-          // B, an older release, registers one once A's sweep listed the endpoints.
-          prepare: async () => {
-            await a.webhooks.prepare();
-            await asOlderRelease(fixture, async () => {
-              registered = await register(b.app, { url: late.url(), streams: ["orders"] });
-            });
-          },
-          sweep: () => a.webhooks.sweep(),
-        }],
-      });
-      await Promise.all([a.webhooks.idle(), b.webhooks.idle()]);
-      const messageIds = async (id: string) => {
-        const res = await call(a.app, "GET", `/v1/webhooks/${id}/deliveries`);
-        assert.equal(res.status, 200, res.text);
-        return res.body.deliveries.map((delivery: { messageId: string }) => delivery.messageId)
-          .sort();
-      };
-      const minuteZero = await messageIds(early.id);
-      assert.equal(minuteZero.length, 2, "per_minute's windows of DE and FR");
-      // The sweep's lease call and stored page found the version unchanged: logged, not for it.
-      assert.deepEqual(await messageIds(registered!.id), []);
-      assert.equal(late.received.length, 0);
-      // A sweep of A with its endpoint list older than 5 s lists them again: the windows closed
-      // then reach the late endpoint too. Minute 0's never do (no delivery to send or replay).
-      await ingest(a.app, [{ id: "tock", ts: at(135), country: "XX" }]);
-      clock.now += 10_000;
-      await sweep(a.app, a.webhooks);
-      const minuteOne = (await messageIds(early.id)).filter((id: string) =>
-        !minuteZero.includes(id)
-      );
-      assert.equal(minuteOne.length, 1, "per_minute's window of XX");
-      assert.deepEqual(await messageIds(registered!.id), minuteOne);
-      assert.equal(late.received.length, 1);
-    } finally {
-      await Promise.all([a.close(), b.close()]);
-      await Promise.all([receiver.close(), late.close()]);
-    }
+    await registerDuringSweep(fixture, {
+      olderRelease: true,
+      then: async ({ a, clock, late, early, registered, messageIds }) => {
+        const minuteZero = await messageIds(early);
+        assert.equal(minuteZero.length, 2, "per_minute's windows of DE and FR");
+        // The sweep's lease call and stored page found the version unchanged: logged, not for it.
+        assert.deepEqual(await messageIds(registered), []);
+        assert.equal(late.received.length, 0);
+        // A sweep of A with its endpoint list older than 5 s lists them again: the windows closed
+        // then reach the late endpoint too. Minute 0's never do (no delivery to send or replay).
+        await ingest(a.app, [{ id: "tock", ts: at(135), country: "XX" }]);
+        clock.now += 10_000;
+        await sweep(a.app, a.webhooks);
+        const minuteOne = (await messageIds(early)).filter((id) => !minuteZero.includes(id));
+        assert.equal(minuteOne.length, 1, "per_minute's window of XX");
+        assert.deepEqual(await messageIds(registered), minuteOne);
+        assert.equal(late.received.length, 1);
+      },
+    });
   },
 );
 
