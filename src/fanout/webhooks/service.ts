@@ -115,12 +115,15 @@ export class WebhookService {
   #sender: Sender;
   #watcher: AlertWatcher;
   #cacheMs: number;
+  /** Whether prepare() listed the endpoints for the sweep that follows it. */
+  #prepared = false;
   /**
-   * The endpoints prepare() listed for the sweep that follows it, and their list's version
-   * (null: none listed).
+   * The endpoint list in use, the version it was read at, and the number of the load that read
+   * it: of overlapping loads, the one started last is kept (see #listEndpoints).
    */
-  #prepared: { endpoints: Endpoint[]; version: string } | null = null;
-  #endpoints: Endpoint[] = [];
+  #listed: Listed = { endpoints: [], version: "", load: 0 };
+  /** How many loads of the endpoint list were started. */
+  #loads = 0;
   /**
    * Per stream: what the cached endpoints want of its batches, worked out from the list once, so
    * that a batch's log demand, the observer's idle and its dispatch do not each scan every
@@ -227,7 +230,7 @@ export class WebhookService {
     let demand = this.#demand.get(stream);
     if (demand) return demand;
     demand = { processed: false, late: false, waitMs: null, lateWaitMs: null };
-    for (const endpoint of this.#endpoints) {
+    for (const endpoint of this.#listed.endpoints) {
       const takesProcessed = this.#listens(endpoint, stream, "event.processed");
       const takesLate = this.#listens(endpoint, stream, "event.late");
       if (!takesProcessed && !takesLate) continue;
@@ -275,10 +278,11 @@ export class WebhookService {
    * {@linkcode settle} makes them.
    */
   async sweep(): Promise<WebhookSweepReport> {
-    // Listed once a sweep: by its prepare() when that found the list stale, else here.
+    // Listed once a sweep: by its prepare() when that found the list stale, else here. After
+    // prepare(), the list in use is the one it loaded, or one a change's reload loaded since.
     const prepared = this.#prepared;
-    this.#prepared = null;
-    const { endpoints, version } = prepared ?? await this.#listEndpoints();
+    this.#prepared = false;
+    const { endpoints, version } = prepared ? this.#listed : await this.#listEndpoints();
     // A stream deleted through another instance is not dispatched again here either: with
     // endpoints to dispatch to, the streams served are read again first (one read of the
     // definition index), as this instance's close of a quiet stream does not read its record.
@@ -343,15 +347,14 @@ export class WebhookService {
    * only leaves those logs unheld.
    */
   async prepare(): Promise<void> {
-    this.#prepared = null;
+    this.#prepared = false;
     if (this.#closed) return;
     try {
-      let endpoints = this.#endpoints;
+      let endpoints = this.#listed.endpoints;
       if (this.#listStale()) {
-        const listed = await this.#listEndpoints();
-        endpoints = listed.endpoints;
+        endpoints = (await this.#listEndpoints()).endpoints;
         // The sweep that follows dispatches to this list rather than listing again.
-        this.#prepared = listed;
+        this.#prepared = true;
       }
       if (endpoints.length > 0) {
         // Before holding: a stream created again under a deleted one's name is held anew.
@@ -401,13 +404,21 @@ export class WebhookService {
     return (await this.#listEndpoints()).endpoints;
   }
 
-  /** Reloads the endpoint list, with the version it was read at. */
-  async #listEndpoints(): Promise<{ endpoints: Endpoint[]; version: string }> {
+  /**
+   * Reloads the endpoint list, with the version it was read at. A load that started before the
+   * list in use was loaded (a background reload read before a change, answered after the
+   * change's own reload) leaves that newer list in place and resolves with it: else the older
+   * list would be kept as fresh for the cache's period, and ingest log no `event.processed` for
+   * an endpoint just created or enabled.
+   */
+  async #listEndpoints(): Promise<Listed> {
+    const load = ++this.#loads;
     const { endpoints, version } = await this.#deliveries.listEndpointsVersioned();
-    this.#endpoints = endpoints;
+    if (load < this.#listed.load) return this.#listed;
+    this.#listed = { endpoints, version, load };
     this.#demand.clear();
     this.#loadedMs = this.#now();
-    return { endpoints, version };
+    return this.#listed;
   }
 
   /**
@@ -481,7 +492,7 @@ export class WebhookService {
       // store call that takes the lease: with none, that call is all the dispatch does. Each
       // page's deliveries go out once stored: an alert need not wait for the later pages.
       await this.#dispatcher.dispatch(stream, null, {
-        readAhead: this.#endpoints.length > 0,
+        readAhead: this.#listed.endpoints.length > 0,
         // An ingest's or an alert's dispatch leaves its mark to the sweep (one a sweep, not one
         // an ingest); the sweep's dispatch marks what any of them moved.
         deferMark: true,
@@ -746,4 +757,12 @@ interface StreamDemand {
   waitMs: number | null;
   /** Likewise after a batch with a late event: an endpoint taking `event.late` does not wait. */
   lateWaitMs: number | null;
+}
+
+/** An endpoint list as loaded: the endpoints, the version read with them, the load's number. */
+interface Listed {
+  endpoints: Endpoint[];
+  version: string;
+  /** Which load read it (loads are numbered as they start; 0: none yet). */
+  load: number;
 }

@@ -1786,6 +1786,96 @@ Deno.test("another instance logs event.processed for an endpoint enabled again, 
   }
 });
 
+/** A memory delivery store that can hold one endpoint listing's answer until released. */
+class HoldsAListing extends MemoryDeliveryStore {
+  #next: { read: () => void; answer: Promise<void> } | null = null;
+
+  /**
+   * Holds the next listing's answer (read at once, answered when released): `read` resolves once
+   * that listing was read.
+   */
+  holdNext(): { read: Promise<void>; release: () => void } {
+    const read = Promise.withResolvers<void>();
+    const answer = Promise.withResolvers<void>();
+    this.#next = { read: read.resolve, answer: answer.promise };
+    return { read: read.promise, release: answer.resolve };
+  }
+
+  override async listEndpointsVersioned() {
+    const listed = await super.listEndpointsVersioned();
+    const held = this.#next;
+    this.#next = null;
+    if (held) {
+      held.read();
+      await held.answer;
+    }
+    return listed;
+  }
+}
+
+Deno.test("a reload of the endpoint list that read before a change and answers after the change's own reload does not put the older list back", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  const deliveries = new HoldsAListing({ now: () => clock.now });
+  const { app, webhooks, close } = await setup({ clock, deliveries });
+  try {
+    let id = "";
+    const patch = async (body: Record<string, unknown>) => {
+      const res = await call(app, "PATCH", `/v1/webhooks/${id}`, body);
+      assert.equal(res.status, 200, res.text);
+    };
+    const changes: [string, () => Promise<void>, () => Promise<void>][] = [
+      ["created", async () => {}, async () => {
+        ({ id } = await register(app, {
+          url: "http://127.0.0.1:9/hook",
+          eventTypes: ["event.processed"],
+        }));
+      }],
+      ["enabled again", () => patch({ disabled: true }), () => patch({ disabled: false })],
+      [
+        "given the stream",
+        () => patch({ streams: ["signups"] }),
+        () => patch({ streams: ["signups", "orders"] }),
+      ],
+    ];
+    for (const [change, before, after] of changes) {
+      await before();
+      assert.equal(webhooks.wants("orders", "event.processed"), false, change);
+      clock.now += 5_000; // the cached list is due
+      const held = deliveries.holdNext();
+      // Ingest's log demand starts the background reload, which reads the list before the change.
+      assert.equal(webhooks.wants("orders", "event.processed"), false, change);
+      await held.read;
+      await after(); // its own reload is answered at once
+      assert.equal(webhooks.wants("orders", "event.processed"), true, change);
+      held.release();
+      await webhooks.idle(); // the held reload has answered
+      assert.equal(webhooks.wants("orders", "event.processed"), true, change);
+      clock.now += 4_999; // within the cache's period of the change's reload
+      assert.equal(webhooks.wants("orders", "event.processed"), true, change);
+    }
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("a sweep dispatches to an endpoint created while its prepare listed the endpoints, not to the list that prepare read before", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  const deliveries = new HoldsAListing({ now: () => clock.now });
+  await withApp({ clock, deliveries }, async ({ app, webhooks, store, streams, receiver }) => {
+    await fillFirstMinute(app);
+    clock.now += 5_000; // the cached list is due: prepare lists the endpoints
+    const held = deliveries.holdNext();
+    const sweeping = sweepOnce(streams.values(), store, { consumers: [webhooks] });
+    await held.read;
+    await register(app, { url: receiver.url(), ...ONE_WINDOW });
+    held.release();
+    const report = await sweeping;
+    assert.deepEqual(report.fanout, [{ queued: 1 }]);
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 1);
+  });
+});
+
 Deno.test("a sweep lists the webhook endpoints once, whether its prepare found the cached list stale or not", async () => {
   const clock: Clock = { now: T0 + 600_000 };
   let listed = 0;
