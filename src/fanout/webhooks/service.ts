@@ -124,6 +124,8 @@ export class WebhookService {
   #listed: Listed = { endpoints: [], version: "", load: 0 };
   /** How many loads of the endpoint list were started. */
   #loads = 0;
+  /** The number of the latest-started load that failed (0: none). */
+  #failedLoad = 0;
   /**
    * Per stream: what the cached endpoints want of its batches, worked out from the list once, so
    * that a batch's log demand, the observer's idle and its dispatch do not each scan every
@@ -413,11 +415,20 @@ export class WebhookService {
    */
   async #listEndpoints(): Promise<Listed> {
     const load = ++this.#loads;
-    const { endpoints, version } = await this.#deliveries.listEndpointsVersioned();
+    let listed: { endpoints: Endpoint[]; version: string };
+    try {
+      listed = await this.#deliveries.listEndpointsVersioned();
+    } catch (error) {
+      // The list in use, and one a load started before this one brings, may lack what this load
+      // was to bring (a change's reload failed): due again, not kept for the cache's period.
+      this.#failedLoad = Math.max(this.#failedLoad, load);
+      this.#loadedMs = -Infinity;
+      throw error;
+    }
     if (load < this.#listed.load) return this.#listed;
-    this.#listed = { endpoints, version, load };
+    this.#listed = { ...listed, load };
     this.#demand.clear();
-    this.#loadedMs = this.#now();
+    this.#loadedMs = load > this.#failedLoad ? this.#now() : -Infinity;
     return this.#listed;
   }
 

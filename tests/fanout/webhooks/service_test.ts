@@ -1786,9 +1786,19 @@ Deno.test("another instance logs event.processed for an endpoint enabled again, 
   }
 });
 
-/** A memory delivery store that can hold one endpoint listing's answer until released. */
+/**
+ * A memory delivery store that can hold one endpoint listing's answer until released, and fail
+ * the next listing not held.
+ */
 class HoldsAListing extends MemoryDeliveryStore {
   #next: { read: () => void; answer: Promise<void> } | null = null;
+  #failure: Error | null = null;
+  #releases: (() => void)[] = [];
+
+  /** Fails the next listing that is not held. */
+  failNext(): void {
+    this.#failure = new StoreUnavailableError("Redis did not answer listEndpoints within 5000 ms");
+  }
 
   /**
    * Holds the next listing's answer (read at once, answered when released): `read` resolves once
@@ -1798,13 +1808,24 @@ class HoldsAListing extends MemoryDeliveryStore {
     const read = Promise.withResolvers<void>();
     const answer = Promise.withResolvers<void>();
     this.#next = { read: read.resolve, answer: answer.promise };
+    this.#releases.push(answer.resolve);
     return { read: read.promise, release: answer.resolve };
   }
 
+  /** Releases every held listing (so that a failed test can close its service). */
+  releaseAll(): void {
+    for (const release of this.#releases) release();
+  }
+
   override async listEndpointsVersioned() {
-    const listed = await super.listEndpointsVersioned();
     const held = this.#next;
     this.#next = null;
+    const failure = held ? null : this.#failure;
+    if (failure) {
+      this.#failure = null;
+      throw failure;
+    }
+    const listed = await super.listEndpointsVersioned();
     if (held) {
       held.read();
       await held.answer;
@@ -1818,6 +1839,7 @@ Deno.test("a reload of the endpoint list that read before a change and answers a
   const deliveries = new HoldsAListing({ now: () => clock.now });
   const { app, webhooks, close } = await setup({ clock, deliveries });
   try {
+    await webhooks.refreshEndpoints();
     let id = "";
     const patch = async (body: Record<string, unknown>) => {
       const res = await call(app, "PATCH", `/v1/webhooks/${id}`, body);
@@ -1854,6 +1876,43 @@ Deno.test("a reload of the endpoint list that read before a change and answers a
       assert.equal(webhooks.wants("orders", "event.processed"), true, change);
     }
   } finally {
+    deliveries.releaseAll();
+    await close();
+  }
+});
+
+Deno.test("an endpoint created while its change's reload of the endpoint list fails is wanted at the next reload, not once the cached list's period passed", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  const deliveries = new HoldsAListing({ now: () => clock.now });
+  const { app, webhooks, close } = await setup({ clock, deliveries });
+  try {
+    const hook = { url: "http://127.0.0.1:9/hook", eventTypes: ["event.processed"] };
+    // Alone: the list in use was loaded just now.
+    await webhooks.refreshEndpoints();
+    deliveries.failNext();
+    const alone = await call(app, "POST", "/v1/webhooks", hook);
+    assert.equal(alone.status, 503, alone.text);
+    // The next call finds the list due and reloads it.
+    assert.equal(webhooks.wants("orders", "event.processed"), false);
+    await webhooks.idle();
+    assert.equal(webhooks.wants("orders", "event.processed"), true, "alone");
+    // After a background reload that read before the change and answers after it failed.
+    const [{ id }] = await webhooks.refreshEndpoints();
+    clock.now += 5_000;
+    const held = deliveries.holdNext();
+    assert.equal(webhooks.wants("orders", "event.processed"), true);
+    await held.read;
+    deliveries.failNext();
+    const disabled = await call(app, "PATCH", `/v1/webhooks/${id}`, { disabled: true });
+    assert.equal(disabled.status, 503, disabled.text);
+    held.release();
+    await webhooks.idle();
+    // The held list (still enabled) is in use, but due: the next call reloads it.
+    assert.equal(webhooks.wants("orders", "event.processed"), true);
+    await webhooks.idle();
+    assert.equal(webhooks.wants("orders", "event.processed"), false, "after the held reload");
+  } finally {
+    deliveries.releaseAll();
     await close();
   }
 });
@@ -1867,8 +1926,11 @@ Deno.test("a sweep dispatches to an endpoint created while its prepare listed th
     const held = deliveries.holdNext();
     const sweeping = sweepOnce(streams.values(), store, { consumers: [webhooks] });
     await held.read;
-    await register(app, { url: receiver.url(), ...ONE_WINDOW });
-    held.release();
+    try {
+      await register(app, { url: receiver.url(), ...ONE_WINDOW });
+    } finally {
+      held.release();
+    }
     const report = await sweeping;
     assert.deepEqual(report.fanout, [{ queued: 1 }]);
     await webhooks.idle();
