@@ -176,8 +176,17 @@ export class WebhookService {
       streams: options.streams,
       now: this.#now,
       policy,
-      // Ingest's log demand and the observer read the cached list: a change shows at once.
-      onChange: () => this.refreshEndpoints(),
+      // Ingest's log demand and the observer read the cached list: a change shows at once. A
+      // reload that fails leaves the list due (the next look reloads it) and does not fail the
+      // change, which is stored: a 503 would have a client create the endpoint again, and lose
+      // the secret shown only in the reply.
+      onChange: () =>
+        this.refreshEndpoints().catch((error) => {
+          logger.warn(
+            "Webhook endpoint list not reloaded after a change ({error}): stored, it is read again at the next look",
+            { error: String(error) },
+          );
+        }),
     });
     this.#dispatcher = new Dispatcher(options.store, options.deliveries, {
       ...options.dispatch,
