@@ -1892,7 +1892,16 @@ Deno.test("an endpoint created while its change's reload of the endpoint list fa
     deliveries.failNext();
     // The change is stored: answered as such, with its secret (shown only here), not a 503 a
     // client would create it again for.
-    const alone = await call(app, "POST", "/v1/webhooks", hook);
+    const alone = await writtenLogs(async (lines) => {
+      const reply = await call(app, "POST", "/v1/webhooks", hook);
+      const warned = lines.filter((line) => line.method === "warn").map((line) => line.text);
+      assert.equal(warned.length, 1, warned.join("\n"));
+      assert.match(
+        JSON.parse(warned[0]).message,
+        /^Webhook endpoint list not reloaded after a change \(.*listEndpoints.*\): stored, it is read again at the next look$/,
+      );
+      return reply;
+    });
     assert.equal(alone.status, 201, alone.text);
     assert.match(alone.body.secret, /^whsec_/);
     // The next call finds the list due and reloads it.
