@@ -39,7 +39,11 @@ import {
   withinPeriod,
 } from "../telemetry/mod.ts";
 import { readWindowsInTurn } from "../query/mod.ts";
-import type { CompiledExpression } from "../transform/mod.ts";
+import {
+  type CompiledExpression,
+  RequestPatternBudget,
+  withRequestPatterns,
+} from "../transform/mod.ts";
 import { aggregateValue, windowsOfPane } from "../window/mod.ts";
 import { type PayloadType, type PublicPayload, publicPayload } from "./payload.ts";
 
@@ -206,6 +210,27 @@ export function matchesSubscription(subscription: Subscription, payload: PublicP
   }
 }
 
+/**
+ * The period (ms) within which compiling the `matches()` patterns a subscription's filter takes
+ * from its messages may cost `MAX_REQUEST_PATTERN_COMPILE`, as a request's on ingest (each pattern
+ * its instructions and `PATTERN_COMPILE_OVERHEAD`; one already compiled costs nothing). Without it
+ * a filter such as `payload.data.event.text.matches(payload.data.event.p)` compiles a pattern per
+ * message: 1,000 messages, each with its own pattern of about 4,000 instructions, took one
+ * subscriber's filter 11–16 s of CPU in the process serving it, each evaluation within its own
+ * budget; with it, 0.5–1.9 s before the subscription ended (more as a loaded machine's evaluations
+ * spread over more seconds).
+ */
+export const FILTER_PATTERN_PERIOD_MS = 1_000;
+
+/**
+ * Why a subscription is ended when the patterns its filter takes from messages pass
+ * `maxCost` within {@linkcode FILTER_PATTERN_PERIOD_MS}: short enough for a WebSocket close
+ * reason (123 bytes).
+ */
+export function filterPatternBudgetMessage(maxCost: number): string {
+  return `Filter's matches() patterns taken from messages cost over ${maxCost} a second to compile; resume after the last id`;
+}
+
 /** Whether `id` has the form of a result log id, `<ms>-<seq>`. */
 function isLogId(id: string): boolean {
   const match = /^(\d{1,16})-(\d{1,16})$/.exec(id);
@@ -231,6 +256,11 @@ interface Subscriber {
   behind: { after: string; progressAt: number } | null;
   /** While it waits for its sink to drain: ends the wait (it was removed). */
   wake?: () => void;
+  /**
+   * With a filter: what compiling the patterns it takes from messages may still cost, and since
+   * when (ms) (see {@linkcode FILTER_PATTERN_PERIOD_MS}).
+   */
+  patterns?: { budget: RequestPatternBudget; sinceMs: number };
 }
 
 /** What handing a message to a subscriber came to. */
@@ -693,7 +723,7 @@ export class LiveHub {
           break;
         }
         const payload = publicPayload(this.#current(tail), entry);
-        if (this.#offer(subscriber, payload, entry.id) === "full") {
+        if (this.#offer(tail, subscriber, payload, entry.id) === "full") {
           // The replay goes on at the subscriber's pace.
           subscriber.joined = true;
           this.#fallBehind(tail, subscriber, cursor);
@@ -752,9 +782,22 @@ export class LiveHub {
     };
   }
 
-  /** Hands a message to a subscriber, unless it does not match or the sink is not ready. */
-  #offer(subscriber: Subscriber, payload: PublicPayload | null, id: string): Offered {
-    if (!payload || !matchesSubscription(subscriber.subscription, payload)) return "skipped";
+  /**
+   * Hands a message to a subscriber, unless it does not match or the sink is not ready. A filter
+   * whose patterns taken from messages pass their budget ends the subscription, naming it (see
+   * {@linkcode FILTER_PATTERN_PERIOD_MS}): the message is not sent, nor any after it.
+   */
+  #offer(tail: Tail, subscriber: Subscriber, payload: PublicPayload | null, id: string): Offered {
+    if (!payload) return "skipped";
+    const budget = this.#filterPatterns(subscriber);
+    const matched = budget === undefined
+      ? matchesSubscription(subscriber.subscription, payload)
+      : withRequestPatterns(budget, matchesSubscription, subscriber.subscription, payload);
+    if (budget?.cut) {
+      this.#drop(tail, subscriber, filterPatternBudgetMessage(budget.maxCost));
+      return "skipped";
+    }
+    if (!matched) return "skipped";
     if (subscriber.sink.ready?.() === false) return "full";
     try {
       subscriber.sink.send(payload, id);
@@ -762,6 +805,17 @@ export class LiveHub {
       logger.error("Live subscriber failed: {error}", { error });
     }
     return "sent";
+  }
+
+  /** A subscriber's budget for the patterns its filter takes from messages, renewed each period. */
+  #filterPatterns(subscriber: Subscriber): RequestPatternBudget | undefined {
+    if (!subscriber.subscription.filter) return undefined;
+    const now = this.#now();
+    const held = subscriber.patterns;
+    if (held && withinPeriod(now, held.sinceMs, FILTER_PATTERN_PERIOD_MS)) return held.budget;
+    const budget = new RequestPatternBudget();
+    subscriber.patterns = { budget, sinceMs: now };
+    return budget;
   }
 
   /**
@@ -849,6 +903,7 @@ export class LiveHub {
       for (const entry of entries) {
         if (tail.cursor === null || compareIds(entry.id, tail.cursor) > 0) break;
         const offered = this.#offer(
+          tail,
           subscriber,
           publicPayload(this.#current(tail), entry),
           entry.id,
@@ -991,7 +1046,7 @@ export class LiveHub {
             if (compareIds(entry.id, subscriber.replayedTo) <= 0) continue;
             subscriber.replayedTo = null;
           }
-          if (this.#offer(subscriber, payload, entry.id) === "full") {
+          if (this.#offer(tail, subscriber, payload, entry.id) === "full") {
             this.#fallBehind(tail, subscriber, before);
           }
         }

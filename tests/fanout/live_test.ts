@@ -3,6 +3,7 @@ import { withContext } from "@logtape/logtape";
 
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import {
+  filterPatternBudgetMessage,
   LiveHub,
   matchesSubscription,
   type Subscription,
@@ -19,7 +20,7 @@ import {
   StoreRequestTooLargeError,
   StoreUnavailableError,
 } from "../../src/store/types.ts";
-import { compileExpression } from "../../src/transform/mod.ts";
+import { compileExpression, MAX_REQUEST_PATTERN_COMPILE } from "../../src/transform/mod.ts";
 import { at, NOW, TEST_CONFIG } from "../_fixtures.ts";
 import { eventually, within } from "../_live.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
@@ -872,6 +873,61 @@ Deno.test("matchesSubscription() applies types, counter and the CEL filter", () 
     matchesSubscription(subscription(["event.processed"], { filter: costly }), few),
     true,
   );
+});
+
+/** `event.processed` records whose `customer` is a pattern of about 4,000 instructions of its own. */
+function patternRecords(prefix: string, count: number) {
+  return Array.from({ length: count }, (_, i) => ({
+    type: "event.processed" as const,
+    timeMs: NOW,
+    event: { id: `${prefix}${i}`, country: "DE", customer: `^(D|${prefix}${i}x.{0,1000}.{0,990})` },
+  }));
+}
+
+const PATTERN_FILTER = compileExpression(
+  "payload.data.event.country.matches(payload.data.event.customer)",
+  ["payload"],
+  { returns: "bool" },
+);
+
+Deno.test("LiveHub bounds what a filter's patterns taken from messages cost to compile per subscriber a second: past it the subscription ends with the reason; resuming after the last id sent goes on from the message it ended at; a second later the bound is whole again", async () => {
+  let clock = NOW;
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, now: () => clock });
+  const first = collector();
+  const resumed = collector();
+  const paced = collector();
+  try {
+    await live.subscribe(subscription(["event.processed"], { filter: PATTERN_FILTER }), first.sink);
+    // 40 at once, within one second: 32 fit 131,072 (each about 4,000 instructions and 32 more).
+    await store.appendLog("orders", patternRecords("a", 40));
+    await eventually(() => first.closed.length === 1, 10_000);
+    assert.deepEqual(first.closed, [filterPatternBudgetMessage(MAX_REQUEST_PATTERN_COMPILE)]);
+    assert.deepEqual(eventIds(first.received), patternRecords("a", 32).map((r) => r.event.id));
+    // Resumed after the last id sent, with a budget of its own: the rest, none missed.
+    const stopResumed = await live.subscribe(
+      subscription(["event.processed"], { filter: PATTERN_FILTER }),
+      resumed.sink,
+      { afterId: first.ids.at(-1)! },
+    );
+    await eventually(() => resumed.received.length === 8, 10_000);
+    assert.deepEqual(
+      eventIds(resumed.received),
+      patternRecords("a", 40).slice(32).map((r) => r.event.id),
+    );
+    // Alone: a pattern another subscriber compiled first would be held for it, costing it nothing.
+    stopResumed();
+    await live.subscribe(subscription(["event.processed"], { filter: PATTERN_FILTER }), paced.sink);
+    // 20 and, a second later, 20 more: each second's within the bound.
+    await store.appendLog("orders", patternRecords("b", 20));
+    await eventually(() => paced.received.length === 20, 10_000);
+    clock += 1_000;
+    await store.appendLog("orders", patternRecords("c", 20));
+    await eventually(() => paced.received.length === 40, 10_000);
+    assert.deepEqual(paced.closed, []);
+  } finally {
+    await live.close();
+  }
 });
 
 Deno.test("LiveHub publishes no window.updated for session counters, and still for the others", async () => {

@@ -10,7 +10,7 @@ import { RefusedSockets } from "../../src/http/_drop_socket.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { compareLogIds, parseLogId } from "../../src/store/types.ts";
-import { LiveHub } from "../../src/fanout/live.ts";
+import { filterPatternBudgetMessage, LiveHub } from "../../src/fanout/live.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { at, KEYS, NOW, TEST_CONFIG } from "../_fixtures.ts";
 import {
@@ -2248,6 +2248,88 @@ Deno.test("README: with the defaults, a subscription whose key is deleted is clo
     assert.equal(last.event, "closed");
     assert.ok(Date.now() - started <= 1_500, `${Date.now() - started} ms`);
   } finally {
+    await server.close();
+  }
+});
+
+/**
+ * Events of stream `orders` that a filter matching `country` against `customer` passes: one of a
+ * short pattern, then 40 each of its own pattern of about 4,000 instructions (ids `<prefix><i>`).
+ */
+function patternEvents(prefix: string) {
+  return [
+    { id: `${prefix}m`, ts: at(5), country: "DE", customer: "^D" },
+    ...Array.from({ length: 40 }, (_, i) => ({
+      id: `${prefix}${i}`,
+      ts: at(5),
+      country: "DE",
+      customer: `^(D|${prefix}${i}x.{0,1000}.{0,990})`,
+    })),
+  ];
+}
+
+/**
+ * How many of {@linkcode patternEvents}' long patterns fit 131,072 with the short one (each its
+ * instructions and 32 more): the events sent before the subscription ends.
+ */
+const SENT_BEFORE_CUT = 32;
+
+Deno.test("README filter: a filter whose matches() patterns taken from messages pass 131,072 a second to compile ends the subscription with the reason (WebSocket 1008, SSE closed event), the messages before it sent", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const reason = filterPatternBudgetMessage(131_072);
+  assert.ok(readme.includes(`\`${reason}\``), "README quotes the reason");
+  assert.ok(
+    readme.includes(
+      "The `matches()` patterns a filter takes from the messages (`payload.data.event.text.matches(payload.data.event.p)`) may cost 131,072 a second to compile",
+    ),
+  );
+  // The hub's clock stands still: every pattern falls within one second.
+  const server = await startServer({ hub: { now: () => NOW } });
+  const filter = encodeURIComponent(
+    "payload.data.event.country.matches(payload.data.event.customer)",
+  );
+  const query = `?types=event.processed&filter=${filter}`;
+  const expected = (prefix: string) => [
+    `${prefix}m`,
+    ...Array.from({ length: SENT_BEFORE_CUT }, (_, i) => `${prefix}${i}`),
+  ];
+  // One subscriber at a time: a pattern compiled for one is held for the next, costing it nothing.
+  const socket = await denoClient(server.wsUrl(`${SUBSCRIBE}${query}`));
+  let sse: SseReader | undefined;
+  try {
+    assert.equal((await socket.inbox.next()).type, "subscribed");
+    await post(server, patternEvents("w"));
+    const viaSocket: string[] = [];
+    const closed = socket.inbox.closed.then((value) => ({ closed: value }));
+    while (true) {
+      const next = await within(Promise.race([socket.inbox.next(), closed]), 10_000);
+      if ("closed" in next) {
+        assert.deepEqual(next.closed, { code: 1008, reason });
+        break;
+      }
+      assert.equal(next.type, "event.processed");
+      viaSocket.push(next.data.event.id);
+    }
+    assert.deepEqual(viaSocket, expected("w"));
+
+    sse = new SseReader(await openSse(server, query));
+    assert.equal((await sse.next()).event, "subscribed");
+    await post(server, patternEvents("s"));
+    const viaSse: string[] = [];
+    while (true) {
+      const next = await sse.next(10_000);
+      if (next.event === "closed") {
+        assert.deepEqual(next.data, { type: "closed", reason });
+        break;
+      }
+      assert.equal(next.event, "event.processed");
+      viaSse.push(next.data.data.event.id);
+    }
+    assert.deepEqual(viaSse, expected("s"));
+  } finally {
+    await socket.close();
+    await sse?.cancel().catch(() => {});
     await server.close();
   }
 });
