@@ -39,7 +39,12 @@ import {
   upgradeSocket,
   upgradeToRefuse,
 } from "./ingest_socket.ts";
-import { compileExpression, ExpressionError, MAX_EXPRESSION_LENGTH } from "../transform/mod.ts";
+import {
+  compileExpression,
+  ExpressionError,
+  MAX_EXPRESSION_LENGTH,
+  MAX_REQUEST_PATTERN_COMPILE,
+} from "../transform/mod.ts";
 import {
   authorize,
   HOW_TO_SEND_FROM_BROWSER,
@@ -734,7 +739,8 @@ const SubscribeQuery = z.object({
       "Only this counter's results (`window.*`, `alert.fired`); events (`event.processed`, `event.late`) pass whatever it names",
   }),
   filter: z.string().max(MAX_EXPRESSION_LENGTH).optional().openapi({
-    description: "CEL expression over the message as `payload`",
+    description:
+      `CEL expression over the message as \`payload\`. Patterns its \`matches()\` calls take from messages may cost ${MAX_REQUEST_PATTERN_COMPILE} a second to compile; past that the subscription ends, its reason naming the bound`,
     example: "payload.data.value > 100",
   }),
   after: z.string().optional().openapi({
