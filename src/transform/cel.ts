@@ -198,13 +198,18 @@ class PatternCache {
   }
 }
 
+/** The instructions' worth of patterns taken from events kept compiled (see `variablePatterns`). */
+const VARIABLE_PATTERN_INSTRUCTIONS = 16_384;
+
 /**
  * Patterns `matches` took from the variables (an event's), compiled, at most 16,384 instructions
  * of them (at most some 10 MB; the DFA states they build as they match count within
  * `MAX_RETAINED_MATCHER_BYTES` with every other pattern's). Bounded by count (256) and length (256
  * characters) instead, 255 patterns of about 5,000 instructions each, sent in 85 events, held 78 MB.
  */
-const variablePatterns = new PatternCache(16_384, { beforeCompiling: spendOnVariableCompiling });
+const variablePatterns = new PatternCache(VARIABLE_PATTERN_INSTRUCTIONS, {
+  beforeCompiling: spendOnVariableCompiling,
+});
 
 function linearMatches(text: string, pattern: string): boolean {
   return matchedThrough(variablePatterns, text, pattern);
@@ -257,8 +262,12 @@ function spendOnVariableCompiling(size: number, compileSize: number): void {
  * WebSocket frame) may cost in all, where a {@linkcode RequestPatternBudget} is given (ingest's
  * transforms): each pattern compiled its instructions (by `patternCompileSize`: a character class 1
  * more for each `RANGES_PER_INSTRUCTION` ranges of characters it holds) and
- * {@linkcode PATTERN_COMPILE_OVERHEAD}; a pattern already compiled (one repeated across the
- * request, or held from an earlier one) costs nothing. Each evaluation may compile 16,384
+ * {@linkcode PATTERN_COMPILE_OVERHEAD}; a pattern still kept compiled (`variablePatterns`: the
+ * most recently used 16,384 instructions' worth of patterns taken from events, this request's or
+ * an earlier one's) costs nothing, but one dropped from there and used again is compiled, and
+ * charged, again: 5 distinct patterns of 3,996 instructions alternating event by event are cut after
+ * 32 events, where the same grouped (each one's events together) all pass: compiling again spends
+ * CPU again. Each evaluation may compile 16,384
  * instructions ({@linkcode MAX_MATCHING_COST} over 16 an instruction), but without this a request
  * could have each of its events do so: 1,000 events (208 KB) each listing six patterns of about
  * 4,000 instructions (`^.{0,1000}.{0,990}`, each event's own) took 14–35 s of CPU, most of it
@@ -329,7 +338,7 @@ export class RequestPatternBudget {
  * event of the request.
  */
 export function requestPatternBudgetMessage(maxCost: number): string {
-  return `Request's matches() patterns taken from its events would cost more than ${maxCost} to compile (each its instructions and ${PATTERN_COMPILE_OVERHEAD} more), counted in order (a pattern already compiled costs nothing): this event and every later one in the request were refused, the earlier ones processed as usual; send fewer distinct patterns per request (these again in another)`;
+  return `Request's matches() patterns taken from its events would cost more than ${maxCost} to compile (each its instructions and ${PATTERN_COMPILE_OVERHEAD} more), counted in order (a pattern still kept compiled, among the most recently used ${VARIABLE_PATTERN_INSTRUCTIONS} instructions' worth of patterns taken from events, costs nothing; one dropped and used again is compiled and charged again): this event and every later one in the request were refused, the earlier ones processed as usual; keep a request's distinct event patterns within ${VARIABLE_PATTERN_INSTRUCTIONS} instructions, or send each pattern's events together (the refused ones again in another request)`;
 }
 
 /**

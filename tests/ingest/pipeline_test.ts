@@ -611,6 +611,50 @@ Deno.test("ingestItems() charges a pattern an event gives matches() once it is c
   assert.deepEqual([reply.accepted, reply.rejected.length], [1_000, 0]);
 });
 
+/** 5 distinct patterns of 3,996 instructions (a prefix no other test compiles), as README has them. */
+function alternatingPatterns(prefix: string): string[] {
+  const patterns = [0, 1, 2, 3, 4].map((index) => `^(?:hello|${prefix}${index}.{0,1000}.{0,990})`);
+  // Together past the 16,384 instructions kept compiled; each far within the request's budget.
+  assert.deepEqual(patterns.map(patternCompileSize), [3_996, 3_996, 3_996, 3_996, 3_996]);
+  return patterns;
+}
+
+Deno.test("ingestItems() charges a pattern an event gives matches() again once dropped from the patterns kept compiled: 5 patterns of 3,996 instructions alternating event by event are cut after 32 events", async () => {
+  const stream = patternStream();
+  const patterns = alternatingPatterns("altern");
+  const events = Array.from({ length: 100 }, (_, index) => ({
+    text: "hello",
+    p: patterns[index % 5],
+  }));
+  const reply = await ingestItems(stream, items(...events), { store: newStore(), nowMs: NOW });
+  // Each compiled again as it comes back (4 × 3,996 kept of 16,384): 32 × 4,028 fit in 131,072.
+  assert.equal(reply.accepted, 32);
+  assert.deepEqual(reply.rejected[0], {
+    index: 32,
+    errors: [{
+      path: "transform[0].filter",
+      message: `Expression failed: ${requestPatternBudgetMessage(MAX_REQUEST_PATTERN_COMPILE)}`,
+    }],
+  });
+  assert.equal(reply.rejected.length, 100 - 32);
+  // The message says so, and what to do, rather than that a compiled pattern costs nothing.
+  const message = requestPatternBudgetMessage(MAX_REQUEST_PATTERN_COMPILE);
+  assert.ok(message.includes("one dropped and used again is compiled and charged again"));
+  assert.ok(message.includes("keep a request's distinct event patterns within 16384 instructions"));
+  assert.ok(!message.includes("a pattern already compiled costs nothing"));
+});
+
+Deno.test("ingestItems() charges each of 5 patterns of 3,996 instructions once where each one's events come together: 100 events are all applied", async () => {
+  const stream = patternStream();
+  const patterns = alternatingPatterns("groupd");
+  const events = Array.from({ length: 100 }, (_, index) => ({
+    text: "hello",
+    p: patterns[Math.floor(index / 20)],
+  }));
+  const reply = await ingestItems(stream, items(...events), { store: newStore(), nowMs: NOW });
+  assert.deepEqual([reply.accepted, reply.rejected.length], [100, 0]);
+});
+
 Deno.test("ingestItems() answers a request that accepted none at once, the store slow, refusing or unavailable, and counts its rejected events later in one apply of no event", async () => {
   const seen: StoreBatch[] = [];
   let mode: "ok" | "slow" | "refused" | "down" = "ok";

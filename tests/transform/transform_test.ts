@@ -469,7 +469,7 @@ Deno.test("compileTransform() of one and of two steps copies an event it may not
   assert.deepEqual(source, event());
 });
 
-Deno.test("compileTransform() given a request's pattern budget charges it each pattern taken from an event it compiles (its instructions and PATTERN_COMPILE_OVERHEAD), a pattern already compiled nothing, and past it fails the event however `||` would absorb it", () => {
+Deno.test("compileTransform() given a request's pattern budget charges it each pattern taken from an event it compiles (its instructions and PATTERN_COMPILE_OVERHEAD), a pattern still kept compiled nothing, and past it fails the event however `||` would absorb it", () => {
   // Patterns no other test compiles (the compiled ones are kept between evaluations).
   const pattern = (name: string) => `^(?:hello|budget-${name}.{0,100})`;
   // Each pattern compiled costs its instructions and PATTERN_COMPILE_OVERHEAD.
@@ -494,7 +494,7 @@ Deno.test("compileTransform() given a request's pattern budget charges it each p
   assert.equal(error.message, `Expression failed: ${requestPatternBudgetMessage(2 * size + 1)}`);
   assert.equal(patterns.cut, true);
   assert.equal(patterns.left, 1);
-  // Cut: a pattern already compiled still costs nothing; another fails.
+  // Cut: a pattern still kept compiled costs nothing; another fails.
   run("a");
   assert.throws(() => run("d"), { name: "TransformError" });
   // Without a budget (a transform outside ingest), each evaluation's own bound alone.
