@@ -6,7 +6,11 @@ import { KeyRing } from "../src/http/auth.ts";
 import { ERROR_CODES, STORE_RETRY_AFTER_SECONDS } from "../src/http/errors.ts";
 import { READY_WAIT_MS } from "../src/http/stream_routes.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
-import { checkBudgetCutMessage, REQUEST_CHECK_BUDGET_MESSAGE } from "../src/validate/mod.ts";
+import {
+  checkBudgetCutMessage,
+  patternCompileSize,
+  REQUEST_CHECK_BUDGET_MESSAGE,
+} from "../src/validate/mod.ts";
 import {
   type Store,
   type StoreBatch,
@@ -199,6 +203,48 @@ Deno.test("POST events retried on a changed stream is judged again with a budget
   assert.deepEqual(reply.rejected, []);
   const counted = await getJson(app, "/v1/streams/parts/counters/count_1m");
   assert.deepEqual(counted.body.windows.map((row: { value: number }) => row.value), [5]);
+});
+
+Deno.test("POST events retried on a changed stream compiles its events' matches() patterns with a budget of its own: 32 distinct patterns of 3,996 instructions, all 32 applied on the retry", async () => {
+  const memory = new MemoryStore({ now: () => NOW });
+  let applies = 0;
+  // The first apply finds the stream changed (nothing applied): the request runs once more.
+  const store = new Proxy(memory, {
+    get(target, property) {
+      if (property === "applyBatch") {
+        return (batch: StoreBatch) => {
+          if (++applies === 1) return Promise.reject(new StreamChangedError("texts", 1));
+          return target.applyBatch(batch);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+  const config = {
+    streams: {
+      texts: {
+        transform: [{ filter: "event.text.matches(event.p)" }],
+        counters: { count_1m: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  };
+  const { app } = await testApp({ config, store });
+  // Each event its own pattern (a prefix no other test compiles): 32 × (3,996 + 32) fit in 131,072.
+  const pattern = (index: number) =>
+    `^(?:hello|retry${String(index).padStart(2, "0")}.{0,1000}.{0,990})`;
+  assert.equal(patternCompileSize(pattern(0)), 3_996);
+  const events = Array.from({ length: 32 }, (_, index) => ({ text: "hello", p: pattern(index) }));
+  const res = await postEvents(app, events, { stream: "texts" });
+  assert.equal(res.status, 202);
+  const reply = await res.json();
+  assert.equal(applies, 2);
+  // The first pass spent all but 96 of the budget, and the cache keeps only the last 4 patterns:
+  // continuing that budget, the retry would cut its first event.
+  assert.equal(reply.accepted, 32);
+  assert.deepEqual(reply.rejected, []);
+  const counted = await getJson(app, "/v1/streams/texts/counters/count_1m");
+  assert.deepEqual(counted.body.windows.map((row: { value: number }) => row.value), [32]);
 });
 
 Deno.test("POST events: events judged on an estimate of their checks (often far above them) leave the request's budget to the counted ones: 1,000 events of 1,485 checks each are all applied", async () => {
