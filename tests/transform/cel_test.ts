@@ -3,6 +3,7 @@ import { Environment } from "@marcbachmann/cel-js";
 import fc from "fast-check";
 import { RE2JS } from "re2js";
 import { evalAtRoot } from "../_eval.ts";
+import { patternCompileSize } from "../../src/validate/mod.ts";
 import {
   compileExpression,
   EvaluationBudgetError,
@@ -13,6 +14,8 @@ import {
   MAX_EXPRESSION_LENGTH,
   MAX_EXPRESSION_PATTERN_SIZE,
   MAX_MATCHING_COST,
+  MAX_REQUEST_PATTERN_COMPILE,
+  PATTERN_COMPILE_OVERHEAD,
   toJson,
   variableFields,
 } from "../../src/transform/cel.ts";
@@ -1476,4 +1479,16 @@ Deno.test("variableFields() lists the fields of the variables an expression name
   assert.deepEqual(fields(`cel.bind(group, group.outer, group.inner) == 1`), ["group.outer"]);
   // An expression that does not parse names none.
   assert.deepEqual(fields(`group.contry ==`), []);
+});
+
+Deno.test("compileExpression() outside a stream's transform (webhook filters, alert conditions, live-subscription filters) compiles patterns taken from events with no request budget: 40 distinct patterns of 3,996 instructions, past MAX_REQUEST_PATTERN_COMPILE together, all match", () => {
+  // A prefix no other test compiles (compiled patterns are kept between evaluations).
+  const pattern = (index: number) =>
+    `^(?:hello|nobud${String(index).padStart(2, "0")}.{0,1000}.{0,990})`;
+  assert.equal(patternCompileSize(pattern(0)), 3_996);
+  assert.ok(40 * (3_996 + PATTERN_COMPILE_OVERHEAD) > MAX_REQUEST_PATTERN_COMPILE);
+  const filter = compileExpression("event.text.matches(event.p)");
+  for (let index = 0; index < 40; index++) {
+    assert.equal(filter({ event: { text: "hello", p: pattern(index) } }), true);
+  }
 });
