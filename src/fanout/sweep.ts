@@ -184,7 +184,9 @@ async function closeOnce(
 ): Promise<ClosedWindows> {
   const alerted = new Set<string>();
   // Each close call: its counters and how far it may close (none: as far as is due).
-  let calls: Array<{ counters: CounterMeta[]; through?: number }> = [{ counters }];
+  let calls: Array<{ counters: CounterMeta[]; through?: number; throughSession?: SessionAt }> = [{
+    counters,
+  }];
   let cut = false;
   if (stream.alerts.length > 0) {
     // Alerts on final values fire before their windows close, so a crash in
@@ -218,6 +220,7 @@ async function closeOnce(
     const closed = await store.closeWindows(stream.name, call.counters, {
       ...options,
       ...(call.through === undefined ? {} : { through: call.through }),
+      ...(call.throughSession === undefined ? {} : { throughSession: call.throughSession }),
     });
     windows.push(...closed);
     if (closed.more) windows.more = true;
@@ -253,9 +256,10 @@ async function closeOnce(
  * it, or sessions as many as `limit * SESSIONS_PER_WINDOW`; or any it listed when the peek stopped
  * at its cells, `more`) has windows due past where it stopped, which a close bounded only by the
  * cutoff would claim unjudged once another sweep closed the listed ones in between. Its bound is
- * then the last end it listed (a session's end + gap, as the close compares it), held below that
- * one when an earlier one is listed (sessions; windows when the cells cut): sessions of other
- * groups ending with it, or the rest of a window the cells cut, may be past the peek. Every other
+ * then the last end it listed, held below that one when an earlier one is listed and the cells cut:
+ * the rest of a window the cells cut may be past the peek. A session counter's is the last session
+ * it listed (its end + gap, as the close compares it, and its start and group: sessions of other
+ * groups due with it may be past the peek, however many are due in that millisecond). Every other
  * counter is bounded by the cutoff alone, so that one counter's backlog holds back no other.
  * Stopped at its cells, the peek judged nothing of the counters it listed nothing of: the closes
  * leave them out.
@@ -264,10 +268,11 @@ function peekBounds(
   counters: CounterMeta[],
   due: ClosedWindows,
   { cutoff, limit }: { cutoff: number; limit: number },
-): Array<{ counters: CounterMeta[]; through: number }> {
+): Array<{ counters: CounterMeta[]; through: number; throughSession?: SessionAt }> {
   const gaps = new Map(counters.map((counter) => [counter.name, counter.session?.gapMs ?? 0]));
   // Of each counter listed: its last end (a session's end + gap) and the latest before that one.
-  const ends = new Map<string, { last: number; before: number }>();
+  // A session counter's last session listed: the store lists them in the close order.
+  const ends = new Map<string, { last: number; before: number; session?: SessionAt }>();
   for (const window of due) {
     const end = window.end + (gaps.get(window.counter) ?? 0);
     const listed = ends.get(window.counter) ?? { last: -Infinity, before: -Infinity };
@@ -276,21 +281,39 @@ function peekBounds(
       listed.before = listed.last;
       listed.last = end;
     } else if (end < listed.last) listed.before = Math.max(listed.before, end);
+    if (end === listed.last && window.groups.length > 0) {
+      listed.session = { start: window.start, group: window.groups.at(-1)!.group };
+    }
   }
   const atLimit = countersAtLimit(counters, due, limit);
   const calls = new Map<number, CounterMeta[]>();
+  const sessionCalls: Array<
+    { counters: CounterMeta[]; through: number; throughSession: SessionAt }
+  > = [];
   for (const counter of counters) {
     const listed = ends.get(counter.name);
     let through = cutoff;
     if (listed && (due.more || atLimit.has(counter.name))) {
+      if (counter.session && listed.session) {
+        // Exactly through the last session listed: one call of its own.
+        sessionCalls.push({
+          counters: [counter],
+          through: Math.min(cutoff, listed.last),
+          throughSession: listed.session,
+        });
+        continue;
+      }
       // A window counter's windows end one apart: only the cells cut one short.
-      const below = (counter.session || due.more) && listed.before > -Infinity;
+      const below = due.more && listed.before > -Infinity;
       through = Math.min(cutoff, below ? listed.before : listed.last);
     } else if (!listed && due.more && ends.size > 0) continue;
     calls.set(through, [...calls.get(through) ?? [], counter]);
   }
-  return [...calls].map(([through, counters]) => ({ counters, through }));
+  return [...[...calls].map(([through, counters]) => ({ counters, through })), ...sessionCalls];
 }
+
+/** A session by its start and group (see {@linkcode CloseOptions.throughSession}). */
+type SessionAt = { start: number; group: string };
 
 /**
  * The names of `counters` that began closing (or, peeking, listed) in `windows` as many windows as

@@ -687,6 +687,15 @@ export interface CloseOptions {
    */
   through?: number;
   /**
+   * With {@linkcode through}: of the sessions whose end + gap is `through`, closes only those up
+   * to this one (its start and group) in the close order (decimal text of the start, then group),
+   * for each session counter of the call. The sweep passes the last session its peek listed of a
+   * session counter it stopped at its limit, so that its close claims none past it where more than
+   * the limit end in the same millisecond and another instance closed the listed ones in between.
+   * @default {none}
+   */
+  throughSession?: { start: number; group: string };
+  /**
    * Only report the windows that are due, with their final values, without
    * claiming or logging them (work that must happen before a window closes,
    * such as alerts, can then run first and be retried). @default {false}

@@ -189,6 +189,40 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     assert.deepEqual(rows.find((row) => row[2] === "b"), [iso(30_000), iso(30_000), "b", 3, false]);
   },
 
+  async "closeWindows() with through and throughSession closes, of the sessions due at through, none after the one named, in the order a peek lists them"(
+    store,
+  ) {
+    // Four sessions ending at 10 s, due together; U+FF5E sorts before U+1F600 by code point (and
+    // by their UTF-8), after it by UTF-16 units. One of z ends earlier.
+    const groups = ["a", "b", "\uff5e", "\u{1f600}"];
+    await ingest(store, [{ u: "z", t: 0 }, ...groups.map((u) => ({ u, t: 10 }))]);
+    await ingest(store, [{ u: "tick", t: 300 }]);
+    const order = ["z", ...groups].map((u) => JSON.stringify([u]));
+    const peeked = await store.closeWindows("visits", metas("count"), { ...LATENESS, peek: true });
+    assert.deepEqual(peeked.map((window) => window.groups[0].group), order);
+    const through = T0 + 40_000;
+    const bound = { start: T0 + 10_000, group: order[3] };
+    const first = await store.closeWindows("visits", metas("count"), {
+      ...LATENESS,
+      through,
+      throughSession: bound,
+    });
+    assert.deepEqual(first.map((window) => window.groups[0].group), order.slice(0, 4));
+    // The one named closed already (another instance, say): still none after it.
+    assert.deepEqual(
+      [
+        ...await store.closeWindows("visits", metas("count"), {
+          ...LATENESS,
+          through,
+          throughSession: bound,
+        }),
+      ],
+      [],
+    );
+    const rest = await store.closeWindows("visits", metas("count"), LATENESS);
+    assert.deepEqual(rest.map((window) => window.groups[0].group), order.slice(4));
+  },
+
   async "closeWindows() closes up to ten sessions per window of its limit"(store) {
     await ingest(store, Array.from({ length: 25 }, (_, i) => ({ u: `u${i}`, t: i })));
     await ingest(store, [{ u: "z", t: 300 }]);

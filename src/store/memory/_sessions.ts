@@ -35,7 +35,7 @@ interface Session {
 }
 
 /** A session's member in the Redis store's indexes: its start's decimal text, and group. */
-function redisMember(session: Session): string {
+function redisMember(session: { start: number; group: string }): string {
   return `${session.start}:${session.group}`;
 }
 
@@ -194,13 +194,28 @@ export class SessionTable {
    * decimal text, not its value (`10000` before `9000`), then group, so both stores close the
    * same ones when more are due than a close takes.
    */
-  due(counter: CounterMeta, cutoff: number, options: { now: number; limit: number }): Session[] {
+  due(
+    counter: CounterMeta,
+    cutoff: number,
+    options: {
+      now: number;
+      limit: number;
+      last?: { due: number; start: number; group: string };
+    },
+  ): Session[] {
     const gapMs = counter.session!.gapMs;
     const due: Array<{ session: Session; member: string }> = [];
+    const last = options.last;
+    const lastMember = last && redisMember(last);
     for (const list of this.#open.values()) {
       for (const session of list) {
         if (session.expiresAt > options.now && session.end + gapMs <= cutoff) {
-          due.push({ session, member: redisMember(session) });
+          const member = redisMember(session);
+          // Of those due at `last.due`, none after `last` (CloseOptions.throughSession).
+          if (
+            last && session.end + gapMs === last.due && compareGroupKeys(member, lastMember!) > 0
+          ) continue;
+          due.push({ session, member });
         }
       }
     }

@@ -859,7 +859,10 @@ export class MemoryStore implements Store {
       if (sessions) {
         const most = limit * SESSIONS_PER_WINDOW;
         if (!options.peek) sessions.keepOpen(counter, now);
-        for (const session of sessions.due(counter, closeTo, { now, limit: most })) {
+        const last = options.through === undefined || options.throughSession === undefined
+          ? undefined
+          : { due: options.through, ...options.throughSession };
+        for (const session of sessions.due(counter, closeTo, { now, limit: most, last })) {
           const { start, end, group, state: value } = sessions.valueOf(session);
           closed.push({ counter: counter.name, start, end, groups: [{ group, state: value }] });
           if (peek) continue;

@@ -2250,7 +2250,8 @@ return readReply(out)
 /**
  * Claims windows that became final. ARGV[1] is JSON
  * `{late, limit, cells, logTtl, sl?, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?,
- * dv?, gen?, rec?, th?}` (`th`: the latest end it closes, see `CloseOptions.through`; `sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the
+ * dv?, gen?, rec?, th?, ts?}` (`th`: the latest end it closes, see `CloseOptions.through`; `ts`: `[start, group]`
+ * of the last session ending at `th` it closes, see `CloseOptions.throughSession`; `sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the
  * apply's; `dv`: the definition version the caller serves, see `CloseOptions.definitionVersion`;
  * `gen` and `rec`: the generation closed, and whether its record must exist, checked against the
  * definition record KEYS[2] as the apply does, see {@linkcode APPLY_SCRIPT}).
@@ -2280,7 +2281,8 @@ return readReply(out)
  * else a time of the clock. The caller skips the script until then while the stats' `applied`,
  * `wm` and `cl` are unchanged (see `RedisStore.closeWindows`).
  */
-export const CLOSE_SCRIPT = COMMON + MERGE_LUA + SESSION_LUA + SESSION_CLOSE_LUA + `
+export const CLOSE_SCRIPT = COMMON + LUA_BYTES_BEFORE + MERGE_LUA + SESSION_LUA +
+  SESSION_CLOSE_LUA + `
 -- The same close sent again: the windows the first one closed, which are closed no more.
 local callKey, first = callReply(args.tk)
 if first then return first end

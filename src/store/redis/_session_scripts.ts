@@ -330,8 +330,22 @@ local function closeSessions(cutoff, limit, peek, now, write, logLater, out, clo
         end
       end
     end
-    local due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0,
-      limit * ${SESSIONS_PER_WINDOW})
+    local due
+    if type(args.th) == "number" and type(args.ts) == "table" then
+      -- Of those due at \`th\` (the latest cutoff can be), none after \`ts\` in the close order
+      -- (CloseOptions.throughSession): members of one score sort by their bytes.
+      local last = num(args.ts[1]) .. ":" .. args.ts[2]
+      local scored = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "WITHSCORES",
+        "LIMIT", 0, limit * ${SESSIONS_PER_WINDOW})
+      due = {}
+      for i = 1, #scored, 2 do
+        if tonumber(scored[i + 1]) == args.th and bytesBefore(last, scored[i]) then break end
+        due[#due + 1] = scored[i]
+      end
+    else
+      due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0,
+        limit * ${SESSIONS_PER_WINDOW})
+    end
     -- The sessions it closes leave \`sa\` for \`sc\` in one ZREM and one ZADD (of at most 500 each).
     local closedMembers, closedScores = {}, {}
     for _, member in ipairs(due) do

@@ -932,6 +932,8 @@ export class RedisStore implements Store {
           sl: this.#statsLife(counters),
           dv: options.definitionVersion,
           th: options.through,
+          ts: options.throughSession &&
+            [options.throughSession.start, options.throughSession.group],
           gen: generation || undefined,
           // As for an apply: the record must exist (recorded, and the definitions live here).
           rec: (this.#definitionsHere && options.recorded) || undefined,
