@@ -165,7 +165,10 @@ async function sweepStream(
       if (!session) listed.set(key, entry);
       budget.take(window.counter, session !== undefined);
     }
-    if (windows.more) continue;
+    // A call that closed nothing (another instance moved on what its peek listed) leaves the rest
+    // to the next sweep rather than peek again at once.
+    if (windows.more && windows.length > 0) continue;
+    if (windows.more) return;
     // Nothing more is due within this call's limit: a counter the limit stopped may have more.
     counters = counters.filter((counter) =>
       atLimit.has(counter.name) && budget.limitOf([counter.name]) > 0
@@ -188,6 +191,8 @@ async function closeOnce(
     counters,
   }];
   let cut = false;
+  // What the peek listed, bounding what the closes take of a window closed over several calls.
+  let listed: CloseOptions["listed"];
   if (stream.alerts.length > 0) {
     // Alerts on final values fire before their windows close, so a crash in
     // between only repeats the evaluation (fireAlerts keeps it once).
@@ -210,6 +215,7 @@ async function closeOnce(
       limit: options.limit ?? WINDOWS_PER_SWEEP,
     });
     cut = due.more === true;
+    listed = listedOf(due, counters);
   }
   // No further than the peek judged (see CloseOptions.through): a window that became due after it,
   // or past where the peek stopped, is closed by a later call, once its alerts are fired. Counters
@@ -221,6 +227,7 @@ async function closeOnce(
       ...options,
       ...(call.through === undefined ? {} : { through: call.through }),
       ...(call.throughSession === undefined ? {} : { throughSession: call.throughSession }),
+      ...(listed === undefined ? {} : { listed }),
     });
     windows.push(...closed);
     if (closed.more) windows.more = true;
@@ -314,6 +321,26 @@ function peekBounds(
 
 /** A session by its start and group (see {@linkcode CloseOptions.throughSession}). */
 type SessionAt = { start: number; group: string };
+
+/**
+ * What a peek listed, as {@linkcode CloseOptions.listed}: of each window counter of `counters`,
+ * each window's start and groups (a session counter's close is bounded by `throughSession`).
+ */
+function listedOf(
+  due: readonly ClosedWindow[],
+  counters: CounterMeta[],
+): NonNullable<CloseOptions["listed"]> {
+  const sessions = new Set(counters.filter((c) => c.session).map((c) => c.name));
+  const listed: NonNullable<CloseOptions["listed"]> = {};
+  for (const window of due) {
+    if (sessions.has(window.counter)) continue;
+    (listed[window.counter] ??= []).push({
+      start: window.start,
+      groups: window.groups.map((group) => group.group),
+    });
+  }
+  return listed;
+}
 
 /**
  * The names of `counters` that began closing (or, peeking, listed) in `windows` as many windows as

@@ -696,6 +696,16 @@ export interface CloseOptions {
    */
   throughSession?: { start: number; group: string };
   /**
+   * The windows the caller's peek listed, by counter, each by its start with the groups listed:
+   * of a window closed over several calls (one an earlier call claimed, or one this call starts
+   * with more cells than it has left), the call closes only groups listed for it, stopping at the
+   * first other one its walk reaches, which waits for a later call (none of a window not listed).
+   * The sweep passes what its peek listed, so that another instance moving such a close on
+   * between its peek and its close leaves no group closed with its alerts not judged.
+   * @default {none: as far as the cells allow}
+   */
+  listed?: Record<string, Array<{ start: number; groups: string[] }>>;
+  /**
    * Only report the windows that are due, with their final values, without
    * claiming or logging them (work that must happen before a window closes,
    * such as alerts, can then run first and be retried). @default {false}

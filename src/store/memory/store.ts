@@ -885,10 +885,16 @@ export class MemoryStore implements Store {
         continue;
       }
       if (started) {
-        const step = closeStep(counter.aggregate, panes, started, budget, now, peek);
+        const step = closeStep(counter.aggregate, panes, started, budget, now, {
+          peek,
+          listed: listedGroups(options, counter.name, started.start),
+        });
         budget -= step.cells;
         const { start, end } = started;
-        closed.push({ counter: counter.name, start, end, groups: step.groups, continued: true });
+        // (None taken: none listed, see CloseOptions.listed; not listed, as on Redis.)
+        if (step.groups.length > 0) {
+          closed.push({ counter: counter.name, start, end, groups: step.groups, continued: true });
+        }
         if (!peek) {
           for (const { group, state: value } of step.groups) {
             log({ type: "window.closed", counter: counter.name, start, end, group, state: value });
@@ -920,7 +926,10 @@ export class MemoryStore implements Store {
         } else {
           // Too big for what this call has left: claimed now and closed a part at a time.
           const job: ClosingWindow = { start, end, panes: inWindow, pane: 0, done: new Set() };
-          const step = closeStep(counter.aggregate, panes, job, budget, now, peek);
+          const step = closeStep(counter.aggregate, panes, job, budget, now, {
+            peek,
+            listed: listedGroups(options, counter.name, start),
+          });
           budget -= step.cells;
           groups = step.groups;
           done = step.done;
@@ -1315,10 +1324,22 @@ interface ClosingWindow {
   done: Set<string>;
 }
 
+/** The groups `options.listed` lists of a window (see CloseOptions.listed); none: no bound. */
+function listedGroups(
+  options: CloseOptions,
+  counter: string,
+  start: number,
+): ReadonlySet<string> | undefined {
+  if (options.listed === undefined) return undefined;
+  const window = options.listed[counter]?.find((item) => item.start === start);
+  return new Set(window?.groups);
+}
+
 /**
  * The next groups of a window closed over several calls, merging at most `budget` cells (a group
- * costs one per pane of the window; at least one group a call), in the order of its panes and
- * each pane's groups. Moves `job` on unless `peek` (which reports what the close would).
+ * costs one per pane of the window; at least one group a call, unless `listed` names it not), in
+ * the order of its panes and each pane's groups, stopping at the first group not in `listed` when
+ * given. Moves `job` on unless `peek` (which reports what the close would).
  */
 function closeStep(
   kind: AggregateKind,
@@ -1326,24 +1347,33 @@ function closeStep(
   job: ClosingWindow,
   budget: number,
   now: number,
-  peek: boolean,
+  { peek, listed }: { peek: boolean; listed?: ReadonlySet<string> },
 ): { groups: Array<{ group: string; state: AggregateState }>; cells: number; done: boolean } {
   const per = Math.max(1, job.panes.length);
   const groups: Array<{ group: string; state: AggregateState }> = [];
   let cells = 0;
   let { pane: index, groups: names, next = 0 } = job;
   const taken = new Set<string>();
+  let stopped = false;
   while (index < job.panes.length) {
     const pane = panes.get(job.panes[index]);
     names ??= pane && pane.expiresAt > now ? [...pane.groups.keys()] : [];
     while (next < names.length && (cells === 0 || cells + per <= budget)) {
-      const group = names[next++];
-      if (job.done.has(group) || taken.has(group)) continue;
+      const group = names[next];
+      if (job.done.has(group) || taken.has(group)) {
+        next += 1;
+        continue;
+      }
+      if (listed && !listed.has(group)) {
+        stopped = true;
+        break;
+      }
+      next += 1;
       taken.add(group);
       groups.push({ group, state: mergeGroup(kind, panes, job.panes, group, now) });
       cells += per;
     }
-    if (next < names.length) break;
+    if (stopped || next < names.length) break;
     index += 1;
     names = undefined;
     next = 0;

@@ -2251,7 +2251,8 @@ return readReply(out)
  * Claims windows that became final. ARGV[1] is JSON
  * `{late, limit, cells, logTtl, sl?, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?,
  * dv?, gen?, rec?, th?, ts?}` (`th`: the latest end it closes, see `CloseOptions.through`; `ts`: `[start, group]`
- * of the last session ending at `th` it closes, see `CloseOptions.throughSession`; `sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the
+ * of the last session ending at `th` it closes, see `CloseOptions.throughSession`; `ls`: `{counter:
+ * [{start, groups: [group, …]}, …]}`, see `CloseOptions.listed`; `sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the
  * apply's; `dv`: the definition version the caller serves, see `CloseOptions.definitionVersion`;
  * `gen` and `rec`: the generation closed, and whether its record must exist, checked against the
  * definition record KEYS[2] as the apply does, see {@linkcode APPLY_SCRIPT}).
@@ -2434,10 +2435,24 @@ local function readJob(name)
   for text in string.gmatch(v[3], "[^,]+") do panes[#panes + 1] = tonumber(text) end
   return { start = tonumber(v[1]), stop = tonumber(v[2]), panes = panes, pane = tonumber(v[4]), cursor = v[5] }
 end
+-- The groups args.ls lists of name's window at start (CloseOptions.listed) as a set; nil: no bound.
+local function listedGroups(name, start)
+  if type(args.ls) ~= "table" then return nil end
+  local set = {}
+  if type(args.ls[name]) == "table" then
+    for _, window in ipairs(args.ls[name]) do
+      if tonumber(window.start) == start then
+        for _, group in ipairs(window.groups) do set[group] = true end
+      end
+    end
+  end
+  return set
+end
 -- The next groups of job's window, at most budget cells (a group costs one per pane of the
--- window; at least one group a call), pane by pane in HSCAN order; moves job on (the table only).
+-- window; at least one group a call, unless listed names it not), pane by pane in HSCAN order,
+-- stopping at the first group not in listed when given; moves job on (the table only).
 -- Returns the cells, the cost and whether the window is done.
-local function closeStep(name, kind, job, budget)
+local function closeStep(name, kind, job, budget, listed)
   local per = math.max(#job.panes, 1)
   local groups, counts, spent, taken, logged = {}, {}, 0, {}, loggedKey(name, job.start)
   -- About a quarter of the groups the budget allows a scan (COUNT counts fields): a reply cut
@@ -2451,7 +2466,7 @@ local function closeStep(name, kind, job, budget)
       local group = string.sub(fields[i], 3)
       -- HSCAN may return a field twice, and a group in several panes is logged at the first.
       if not taken[group] and redis.call("SISMEMBER", logged, group) == 0 then
-        if spent > 0 and spent + per > budget then
+        if (spent > 0 and spent + per > budget) or (listed and not listed[group]) then
           stopped = true
           break
         end
@@ -2522,7 +2537,7 @@ for _, c in ipairs(args.counters) do
   if job and budget <= 0 then
     busy, more = true, true
   elseif job then
-    local cells, spent, done = closeStep(name, kind, job, budget)
+    local cells, spent, done = closeStep(name, kind, job, budget, listedGroups(name, job.start))
     budget = budget - spent
     if #cells > 0 then emit(name, kind, job.start, job.stop, cells, true) end
     if not peek then saveJob(name, job, cells, done, ttl) end
@@ -2559,7 +2574,7 @@ for _, c in ipairs(args.counters) do
       else
         table.sort(panes)
         local started = { start = start, stop = windowEnd, panes = panes, pane = 1, cursor = "0" }
-        local cells, spent, done = closeStep(name, kind, started, budget)
+        local cells, spent, done = closeStep(name, kind, started, budget, listedGroups(name, start))
         budget = budget - spent
         emit(name, kind, start, windowEnd, cells)
         if not peek then saveJob(name, started, cells, done, ttl) end

@@ -932,6 +932,7 @@ export class RedisStore implements Store {
           sl: this.#statsLife(counters),
           dv: options.definitionVersion,
           th: options.through,
+          ls: options.listed,
           ts: options.throughSession &&
             [options.throughSession.start, options.throughSession.group],
           gen: generation || undefined,
