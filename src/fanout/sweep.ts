@@ -243,8 +243,9 @@ async function closeOnce(
   // next call, which the sweep makes at once.
   if (cut && !windows.gone && windows.laterDefinition === undefined) windows.more = true;
   if (stream.alerts.length === 0) return windows;
-  // Windows (or groups of them) the peek did not list: groups of a window closed over several
-  // calls that another sweep moved on between the two calls (the cutoff holds back only ends).
+  // Windows (or groups of them) the peek did not list: none, as the bounds above keep the closes
+  // to what it listed (`through`, `throughSession`, `listed`); should a store close one all the
+  // same, its alerts are still judged, after the close.
   const late = windows.flatMap((window) => {
     const groups = window.groups.filter((group) => !alerted.has(closedKey(window, group.group)));
     return groups.length === 0 ? [] : [{ ...window, groups }];
