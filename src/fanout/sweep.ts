@@ -332,7 +332,8 @@ function listedOf(
   counters: CounterMeta[],
 ): NonNullable<CloseOptions["listed"]> {
   const sessions = new Set(counters.filter((c) => c.session).map((c) => c.name));
-  const listed: NonNullable<CloseOptions["listed"]> = {};
+  // No prototype: a counter may be named `constructor` or `toString`.
+  const listed: NonNullable<CloseOptions["listed"]> = Object.create(null);
   for (const window of due) {
     if (sessions.has(window.counter)) continue;
     (listed[window.counter] ??= []).push({

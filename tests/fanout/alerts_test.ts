@@ -1488,3 +1488,53 @@ onBothStores(
     assert.deepEqual(closed, [[100, 100], [100, 50], [100, 0], [0, 0]]);
   },
 );
+
+onBothStores(
+  (kind) =>
+    `sweepOnce() on the ${kind} store closes and alerts on counters named as Object's members (constructor, toString, hasOwnProperty), over one call and over several`,
+  async (store) => {
+    const names = ["constructor", "toString", "hasOwnProperty"];
+    const streams = compileConfig({
+      streams: {
+        orders: {
+          time: { field: "ts", lateness: "10s" },
+          counters: Object.fromEntries(names.map((name) => [name, {
+            window: { tumbling: "1m" },
+            aggregate: "count",
+            groupBy: ["country"],
+          }])),
+          alerts: names.map((name) => ({
+            name: `any_${name}`,
+            counter: name,
+            when: "value >= 1.0",
+          })),
+        },
+      },
+    });
+    // Six groups in minute 0 (closed over several calls at 4 cells a call), one past the lateness.
+    const countries = ["A", "B", "C", "D", "E", "F"];
+    await ingestItems(
+      streams.get("orders")!,
+      items([...countries.map((country) => ({ ts: at(1), country })), {
+        ts: at(200),
+        country: "A",
+      }]),
+      { store, nowMs: T0 + 200_000 },
+    );
+    const fired: string[] = [];
+    const closed: string[] = [];
+    for (let sweep = 0; sweep < 12; sweep++) {
+      const report = await sweepOnce(streams.values(), store);
+      assert.deepEqual(report.failed.map((failure) => String(failure.error)), []);
+      for (const window of report.closed) {
+        for (const group of window.groups) closed.push(`${window.counter}:${group.group}`);
+      }
+      for (const firing of report.fired) fired.push(`${firing.alert}:${firing.group}`);
+    }
+    const all = (prefix: string) =>
+      names.flatMap((name) => countries.map((country) => `${prefix}${name}:["${country}"]`)).sort();
+    assert.deepEqual(closed.sort(), all(""));
+    assert.deepEqual(fired.sort(), all("any_"));
+  },
+  { closeCells: 4 },
+);

@@ -1331,7 +1331,9 @@ function listedGroups(
   start: number,
 ): ReadonlySet<string> | undefined {
   if (options.listed === undefined) return undefined;
-  const window = options.listed[counter]?.find((item) => item.start === start);
+  // Own members only: a counter may be named `constructor` or `toString`.
+  const windows = Object.hasOwn(options.listed, counter) ? options.listed[counter] : undefined;
+  const window = windows?.find((item) => item.start === start);
   return new Set(window?.groups);
 }
 
