@@ -243,9 +243,10 @@ async function closeOnce(
   // next call, which the sweep makes at once.
   if (cut && !windows.gone && windows.laterDefinition === undefined) windows.more = true;
   if (stream.alerts.length === 0) return windows;
-  // Windows (or groups of them) the peek did not list: none, as the bounds above keep the closes
-  // to what it listed (`through`, `throughSession`, `listed`); should a store close one all the
-  // same, its alerts are still judged, after the close.
+  // Windows (or groups of them) the peek did not list: the bounds above keep the closes to what it
+  // listed (`through`, `throughSession`, `listed`) but for one case: a window the peek listed in
+  // part that fits whole into its own call's budget is closed whole (`listed` bounds only windows
+  // closed over several calls). Their alerts are judged here, after the close.
   const late = windows.flatMap((window) => {
     const groups = window.groups.filter((group) => !alerted.has(closedKey(window, group.group)));
     return groups.length === 0 ? [] : [{ ...window, groups }];
