@@ -171,21 +171,8 @@ Deno.test("POST events cut by its budget of schema checks gives the budget's mes
 });
 
 Deno.test("POST events retried on a changed stream is judged again with a budget of its own: 5 events of 260,000 checks, all 5 applied on the retry", async () => {
-  const memory = new MemoryStore({ now: () => NOW });
-  let applies = 0;
   // The first apply finds the stream changed (nothing applied): the request runs once more.
-  const store = new Proxy(memory, {
-    get(target, property) {
-      if (property === "applyBatch") {
-        return (batch: StoreBatch) => {
-          if (++applies === 1) return Promise.reject(new StreamChangedError("parts", 1));
-          return target.applyBatch(batch);
-        };
-      }
-      const value = Reflect.get(target, property);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  }) as Store;
+  const { store, applies } = changedOnFirstApply("parts");
   const { app } = await testApp({ config: PARTS_CONFIG, store });
   const line = JSON.stringify({ items: Array.from({ length: 2_600 }, () => ({})) });
   const body = Array.from({ length: 5 }, () => line).join("\n");
@@ -196,7 +183,7 @@ Deno.test("POST events retried on a changed stream is judged again with a budget
   });
   assert.equal(res.status, 202);
   const reply = await res.json();
-  assert.equal(applies, 2);
+  assert.equal(applies(), 2);
   // The first pass spent 5 × 260,000 of 2,097,152; continuing that budget, the retry would cut
   // the fourth event: a request within the budget refused for the race.
   assert.equal(reply.accepted, 5);
@@ -206,21 +193,8 @@ Deno.test("POST events retried on a changed stream is judged again with a budget
 });
 
 Deno.test("POST events retried on a changed stream compiles its events' matches() patterns with a budget of its own: 32 distinct patterns of 3,996 instructions, all 32 applied on the retry", async () => {
-  const memory = new MemoryStore({ now: () => NOW });
-  let applies = 0;
   // The first apply finds the stream changed (nothing applied): the request runs once more.
-  const store = new Proxy(memory, {
-    get(target, property) {
-      if (property === "applyBatch") {
-        return (batch: StoreBatch) => {
-          if (++applies === 1) return Promise.reject(new StreamChangedError("texts", 1));
-          return target.applyBatch(batch);
-        };
-      }
-      const value = Reflect.get(target, property);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  }) as Store;
+  const { store, applies } = changedOnFirstApply("texts");
   const config = {
     streams: {
       texts: {
@@ -238,7 +212,7 @@ Deno.test("POST events retried on a changed stream compiles its events' matches(
   const res = await postEvents(app, events, { stream: "texts" });
   assert.equal(res.status, 202);
   const reply = await res.json();
-  assert.equal(applies, 2);
+  assert.equal(applies(), 2);
   // The first pass spent all but 96 of the budget, and the cache keeps only the last 4 patterns:
   // continuing that budget, the retry would cut its first event.
   assert.equal(reply.accepted, 32);
@@ -1499,3 +1473,25 @@ Deno.test("a counter read gives 100 rows by default and at most 1,000; top is 1 
     assert.match(res.body.error.message, new RegExp(query.split("=")[0]), query);
   }
 });
+
+/**
+ * A memory store whose first `applyBatch` throws `StreamChangedError` for `stream`, applying
+ * nothing, as when an admin changed the stream meanwhile; `applies()` counts the calls.
+ */
+function changedOnFirstApply(stream: string): { store: Store; applies: () => number } {
+  const memory = new MemoryStore({ now: () => NOW });
+  let applies = 0;
+  const store = new Proxy(memory, {
+    get(target, property) {
+      if (property === "applyBatch") {
+        return (batch: StoreBatch) => {
+          if (++applies === 1) return Promise.reject(new StreamChangedError(stream, 1));
+          return target.applyBatch(batch);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+  return { store, applies: () => applies };
+}
