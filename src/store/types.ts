@@ -698,8 +698,9 @@ export interface CloseOptions {
   /**
    * The windows the caller's peek listed, by counter, each by its start with the groups listed:
    * of a window closed over several calls (one an earlier call claimed, or one this call starts
-   * with more cells than it has left), the call closes only groups listed for it, stopping at the
-   * first other one its walk reaches, which waits for a later call (none of a window not listed).
+   * with more cells than it has left, or one listed here with only some of its groups, however
+   * few its cells), the call closes only groups listed for it, stopping at the first other one its
+   * walk reaches, which waits for a later call (none of a window not listed).
    * The sweep passes what its peek listed, so that another instance moving such a close on
    * between its peek and its close leaves no group closed with its alerts not judged.
    * @default {none: as far as the cells allow}

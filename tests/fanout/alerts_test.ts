@@ -1538,3 +1538,65 @@ onBothStores(
   },
   { closeCells: 4 },
 );
+
+onBothStores(
+  (kind) =>
+    `sweepOnce() (${kind}) fires every group of a window the peek listed in part before it closes, though it fits whole into its own close call`,
+  async (store) => {
+    const stream = compileConfig({
+      streams: {
+        orders: {
+          time: { field: "ts", lateness: "10s" },
+          counters: {
+            total: { window: { tumbling: "1m" }, aggregate: "count" },
+            per_minute: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+          },
+          alerts: [{ name: "any", counter: "per_minute", when: "value >= 1.0" }],
+        },
+      },
+    }).get("orders")!;
+    // The peek's 4 cells list minute 0 of per_minute in part; its close call starts afresh.
+    await ingestItems(
+      stream,
+      items([
+        { ts: at(1), country: "D0" },
+        { ts: at(2), country: "D1" },
+        { ts: at(3), country: "D2" },
+        { ts: at(61), country: "X" },
+        { ts: at(121), country: "X" },
+        { ts: at(200), country: "X" },
+      ]),
+      { store, nowMs: T0 },
+    );
+    // A firing after a close in the same sweep fails, as in a process stopped there.
+    let closedInSweep = false;
+    const close = store.closeWindows.bind(store);
+    const fire = store.fireAlerts.bind(store);
+    store.closeWindows = async (...args: Parameters<Store["closeWindows"]>) => {
+      const windows = await close(...args);
+      if (!args[2].peek && windows.length > 0) closedInSweep = true;
+      return windows;
+    };
+    store.fireAlerts = (...args: Parameters<Store["fireAlerts"]>) =>
+      closedInSweep ? Promise.reject(new Error("Process stopped after the close")) : fire(...args);
+    for (let sweep = 0; sweep < 10; sweep++) {
+      closedInSweep = false;
+      await sweepOnce([stream], store);
+    }
+    const records = (await store.readLog("orders", null, 1_000)).map((entry) => entry.record);
+    const order = (type: string) =>
+      records.flatMap((record, index) =>
+        record.type === type && "counter" in record && record.counter === "per_minute" &&
+          "start" in record && record.start === T0 && "group" in record
+          ? [[record.group, index] as const]
+          : []
+      );
+    const firedAt = new Map(order("alert.fired"));
+    const closed = order("window.closed");
+    assert.deepEqual(closed.map(([group]) => group).sort(), ['["D0"]', '["D1"]', '["D2"]']);
+    for (const [group, index] of closed) {
+      assert.ok((firedAt.get(group) ?? Infinity) < index, `${group} fired before its close`);
+    }
+  },
+  { closeCells: 4 },
+);

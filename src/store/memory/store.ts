@@ -920,7 +920,12 @@ export class MemoryStore implements Store {
         for (const pane of inWindow) cells += panes.get(pane)!.groups.size;
         let groups: Array<{ group: string; state: AggregateState }>;
         let done = true;
-        if (cells <= budget) {
+        // A window the peek listed in part closes a part at a time, its listed groups only: whole,
+        // it would close groups whose alerts were not judged.
+        const only = namedWindow(options, counter.name, start)
+          ? listedGroups(options, counter.name, start)
+          : undefined;
+        if (cells <= budget && (!only || allListed(panes, inWindow, only, now))) {
           groups = mergePanes(counter.aggregate, panes, inWindow, now);
           budget -= cells;
         } else {
@@ -1335,6 +1340,27 @@ function listedGroups(
   const windows = Object.hasOwn(options.listed, counter) ? options.listed[counter] : undefined;
   const window = windows?.find((item) => item.start === start);
   return new Set(window?.groups);
+}
+
+/** Whether `options.listed` names the window of `counter` starting at `start`. */
+function namedWindow(options: CloseOptions, counter: string, start: number): boolean {
+  if (options.listed === undefined || !Object.hasOwn(options.listed, counter)) return false;
+  return options.listed[counter].some((item) => item.start === start);
+}
+
+/** Whether every group of the live panes `inWindow` is in `listed`. */
+function allListed(
+  panes: Map<number, Pane>,
+  inWindow: number[],
+  listed: ReadonlySet<string>,
+  now: number,
+): boolean {
+  for (const start of inWindow) {
+    const pane = panes.get(start);
+    if (!pane || pane.expiresAt <= now) continue;
+    for (const group of pane.groups.keys()) if (!listed.has(group)) return false;
+  }
+  return true;
 }
 
 /**

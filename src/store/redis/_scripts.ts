@@ -2448,6 +2448,24 @@ local function listedGroups(name, start)
   end
   return set
 end
+-- Whether listed (args.ls) names the window of name starting at start.
+local function namedWindow(name, start)
+  if type(args.ls) ~= "table" or type(args.ls[name]) ~= "table" then return false end
+  for _, window in ipairs(args.ls[name]) do
+    if tonumber(window.start) == start then return true end
+  end
+  return false
+end
+-- Whether every group of the panes is in listed.
+local function allListed(name, panes, listed)
+  for _, pane in ipairs(panes) do
+    local fields = redis.call("HKEYS", paneKey(name, num(pane)))
+    for _, field in ipairs(fields) do
+      if string.sub(field, 1, 2) == "c:" and not listed[string.sub(field, 3)] then return false end
+    end
+  end
+  return true
+end
 -- The next groups of job's window, at most budget cells (a group costs one per pane of the
 -- window; at least one group a call, unless listed names it not), pane by pane in HSCAN order,
 -- stopping at the first group not in listed when given; moves job on (the table only).
@@ -2568,7 +2586,10 @@ for _, c in ipairs(args.counters) do
         end
       end
       claimed[#claimed + 1] = startText
-      if total <= budget then
+      -- A window the peek listed in part closes a part at a time, its listed groups only: whole,
+      -- it would close groups whose alerts were not judged.
+      local only = namedWindow(name, start) and listedGroups(name, start) or nil
+      if total <= budget and (only == nil or allListed(name, panes, only)) then
         budget = budget - total
         emit(name, kind, start, windowEnd, mergePanes(name, kind, panes))
       else
