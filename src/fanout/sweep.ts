@@ -244,9 +244,9 @@ async function closeOnce(
   if (cut && !windows.gone && windows.laterDefinition === undefined) windows.more = true;
   if (stream.alerts.length === 0) return windows;
   // Windows (or groups of them) the peek did not list: the bounds above keep the closes to what it
-  // listed (`through`, `throughSession`, `listed`) but for one case: a window the peek listed in
-  // part that fits whole into its own call's budget is closed whole (`listed` bounds only windows
-  // closed over several calls). Their alerts are judged here, after the close.
+  // listed (`through`, `throughSession`, `listed`, which also holds a window the peek listed in
+  // part that would fit whole into its own call to its listed groups), so this is a fallback.
+  // Their alerts are judged here, after the close.
   const late = windows.flatMap((window) => {
     const groups = window.groups.filter((group) => !alerted.has(closedKey(window, group.group)));
     return groups.length === 0 ? [] : [{ ...window, groups }];
