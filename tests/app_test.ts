@@ -170,6 +170,22 @@ Deno.test("POST events cut by its budget of schema checks gives the budget's mes
   }
 });
 
+Deno.test("POST events cut by its budget of schema checks: a later NDJSON line that is not JSON keeps its own error, later events get the short message", async () => {
+  const { app } = await testApp({ config: PARTS_CONFIG });
+  const big = JSON.stringify({ items: Array.from({ length: 2_600 }, () => ({})) });
+  const lines = [...Array.from({ length: 9 }, () => big), "{not json", "{}"];
+  const res = await postEvents(app, lines.join("\n"), {
+    stream: "parts",
+    raw: true,
+    contentType: "application/x-ndjson",
+  });
+  assert.equal(res.status, 202);
+  const reply = await res.json();
+  assert.deepEqual(reply.rejected.map((entry: { index: number }) => entry.index), [8, 9, 10]);
+  assert.match(reply.rejected[1].errors[0].message, /^Line 10 is not valid JSON/);
+  assert.deepEqual(reply.rejected[2].errors, [{ path: "", message: checkBudgetCutMessage(8) }]);
+});
+
 Deno.test("POST events retried on a changed stream is judged again with a budget of its own: 5 events of 260,000 checks, all 5 applied on the retry", async () => {
   // The first apply finds the stream changed (nothing applied): the request runs once more.
   const { store, applies } = changedOnFirstApply("parts");
@@ -213,7 +229,8 @@ Deno.test("POST events retried on a changed stream compiles its events' matches(
   assert.equal(res.status, 202);
   const reply = await res.json();
   assert.equal(applies(), 2);
-  // The first pass spent all but 96 of the budget, and the cache keeps only the last 4 patterns:
+  // The first pass spent all but 2,176 of the budget (32 × (3,996 + 32) of 131,072), and the
+  // cache keeps only the last 4 patterns:
   // continuing that budget, the retry would cut its first event.
   assert.equal(reply.accepted, 32);
   assert.deepEqual(reply.rejected, []);

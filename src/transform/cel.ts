@@ -270,8 +270,8 @@ function spendOnVariableCompiling(size: number, compileSize: number): void {
  * CPU again. Each evaluation may compile 16,384
  * instructions ({@linkcode MAX_MATCHING_COST} over 16 an instruction), but without this a request
  * could have each of its events do so: 1,000 events (208 KB) each listing six patterns of about
- * 4,000 instructions (`^.{0,1000}.{0,990}`, each event's own) took 14–35 s of CPU, most of it
- * compiling. This is eight evaluations' worth: 32 such patterns, or some 2,900 of 13 instructions
+ * 4,000 instructions (`^.{0,1000}.{0,990}`, each event's own) took 12–15 s of CPU
+ * (`deno task bench:cel-patterns`, `unbounded`), most of it compiling. This is eight evaluations' worth: 32 such patterns, or some 2,900 of 13 instructions
  * (`^<id>x[a-z]+$`), per request (`deno task bench:cel-patterns`).
  */
 export const MAX_REQUEST_PATTERN_COMPILE = 131_072;
@@ -356,7 +356,9 @@ let requestPatternsPast = false;
 
 /**
  * `run(event, options)`, with the patterns `matches()` takes from the variables in its evaluations
- * charged to `budget` (evaluations are synchronous: one at a time).
+ * charged to `budget` (evaluations are synchronous: one at a time). Positional rather than an
+ * options object, and `run` with its arguments rather than a closure: it wraps every transform
+ * call on the ingest path, where a closure or an object an event would be garbage.
  */
 export function withRequestPatterns<E, O, R>(
   budget: RequestPatternBudget,

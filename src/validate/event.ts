@@ -1900,7 +1900,8 @@ function validated(
   },
   budget?: RequestCheckBudget,
 ): Event | FieldError[] {
-  // Past the request's budget: refused without any work.
+  // Past the request's budget: refused without any work. Ingest refuses a cut request's later
+  // events itself, with a short message naming the cut; this keeps the validator's own contract.
   if (budget?.cut) return [{ path: "", message: requestCheckBudgetMessage(budget.maxChecks) }];
   const shapeProblem = shapeError(value, options.maxDepth);
   if (shapeProblem !== null) return [shapeProblem];
