@@ -8,7 +8,7 @@ import type { OriginSettings } from "../src/http/origin.ts";
 import { MemoryDefinitionStore, StoreUnavailableError } from "../src/store/mod.ts";
 import { MemoryKeyStore } from "../src/store/memory/key_store.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
-import type { Store } from "../src/store/types.ts";
+import { type Store, type StoreBatch, StreamChangedError } from "../src/store/types.ts";
 
 /** A config with one stream exercising every feature. */
 export const TEST_CONFIG = {
@@ -185,4 +185,26 @@ export class DownDefinitions extends MemoryDefinitionStore {
   override get(name: string) {
     return this.down ? Promise.reject(new StoreUnavailableError("down")) : super.get(name);
   }
+}
+
+/**
+ * A memory store whose first `applyBatch` throws `StreamChangedError` for `stream`, applying
+ * nothing, as when an admin changed the stream meanwhile; `applies()` counts the calls.
+ */
+export function changedOnFirstApply(stream: string): { store: Store; applies: () => number } {
+  const memory = new MemoryStore({ now: () => NOW });
+  let applies = 0;
+  const store = new Proxy(memory, {
+    get(target, property) {
+      if (property === "applyBatch") {
+        return (batch: StoreBatch) => {
+          if (++applies === 1) return Promise.reject(new StreamChangedError(stream, 1));
+          return target.applyBatch(batch);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+  return { store, applies: () => applies };
 }

@@ -11,15 +11,18 @@ import {
   patternCompileSize,
   REQUEST_CHECK_BUDGET_MESSAGE,
 } from "../src/validate/mod.ts";
-import {
-  type Store,
-  type StoreBatch,
-  StoreUnavailableError,
-  StreamChangedError,
-} from "../src/store/types.ts";
+import { type Store, StoreUnavailableError } from "../src/store/types.ts";
 import { RedisStore } from "../src/store/mod.ts";
 import { redisTest, restClient } from "./_redis.ts";
-import { at, KEYS, NOW, postEvents, TEST_CONFIG, testApp } from "./_fixtures.ts";
+import {
+  at,
+  changedOnFirstApply,
+  KEYS,
+  NOW,
+  postEvents,
+  TEST_CONFIG,
+  testApp,
+} from "./_fixtures.ts";
 import { jsonLines, writtenLogs } from "./_logs.ts";
 import { emptyItems, HUNDRED_PROPERTIES } from "./validate/_hundred_properties.ts";
 
@@ -1490,25 +1493,3 @@ Deno.test("a counter read gives 100 rows by default and at most 1,000; top is 1 
     assert.match(res.body.error.message, new RegExp(query.split("=")[0]), query);
   }
 });
-
-/**
- * A memory store whose first `applyBatch` throws `StreamChangedError` for `stream`, applying
- * nothing, as when an admin changed the stream meanwhile; `applies()` counts the calls.
- */
-function changedOnFirstApply(stream: string): { store: Store; applies: () => number } {
-  const memory = new MemoryStore({ now: () => NOW });
-  let applies = 0;
-  const store = new Proxy(memory, {
-    get(target, property) {
-      if (property === "applyBatch") {
-        return (batch: StoreBatch) => {
-          if (++applies === 1) return Promise.reject(new StreamChangedError(stream, 1));
-          return target.applyBatch(batch);
-        };
-      }
-      const value = Reflect.get(target, property);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  }) as Store;
-  return { store, applies: () => applies };
-}

@@ -10,7 +10,7 @@ import {
 import { DEFAULT_LIMITS } from "../../src/http/body.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
-import { type Store, StoreUnavailableError, StreamChangedError } from "../../src/store/types.ts";
+import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { REQUEST_CHECK_BUDGET_MESSAGE } from "../../src/validate/mod.ts";
 import {
@@ -20,7 +20,7 @@ import {
 } from "../../src/transform/mod.ts";
 import { redisTest, restClient } from "../_redis.ts";
 import { collectingLogs, jsonLines, messageOf, writtenLogs } from "../_logs.ts";
-import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
+import { at, changedOnFirstApply, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
 import {
   closeCodeIn,
   type Closed,
@@ -168,33 +168,14 @@ Deno.test("WebSocket ingest gives each frame its own budget of schema checks: ea
 });
 
 Deno.test("WebSocket ingest retried on a changed stream is judged again with a budget of its own: 5 events of 260,000 checks, all 5 applied on the retry", async () => {
-  const properties = Object.fromEntries(
-    Array.from({ length: 100 }, (_, index) => [`p${index}`, { type: "string" }]),
-  );
-  const memory = new MemoryStore({ now: () => NOW });
-  let applies = 0;
   // The first apply finds the stream changed (nothing applied): the frame runs once more.
-  const store = new Proxy(memory, {
-    get(target, property) {
-      if (property === "applyBatch") {
-        return (...args: Parameters<Store["applyBatch"]>) => {
-          if (++applies === 1) return Promise.reject(new StreamChangedError("parts", 1));
-          return target.applyBatch(...args);
-        };
-      }
-      const value = Reflect.get(target, property);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  }) as Store;
+  const { store, applies } = changedOnFirstApply("parts");
   const server = await startServer({
     store,
     config: {
       streams: {
         parts: {
-          schema: {
-            type: "object",
-            properties: { items: { type: "array", items: { type: "object", properties } } },
-          },
+          schema: HUNDRED_PROPERTIES,
           counters: { count_1m: { window: { tumbling: "1m" }, aggregate: "count" } },
         },
       },
@@ -202,10 +183,10 @@ Deno.test("WebSocket ingest retried on a changed stream is judged again with a b
   });
   const client = await denoClient(server.wsUrl("/v1/streams/parts/ws"));
   try {
-    const event = { items: Array.from({ length: 2_600 }, () => ({})) };
+    const event = emptyItems(2_600);
     client.socket.send(JSON.stringify(Array.from({ length: 5 }, () => event)));
     const ack = await client.inbox.next();
-    assert.equal(applies, 2);
+    assert.equal(applies(), 2);
     // Continuing the first pass's budget (5 × 260,000 of 2,097,152 spent), the retry would cut
     // the fourth event: a frame within the budget refused for the race.
     assert.deepEqual([ack.type, ack.accepted, ack.rejected], ["ack", 5, []]);
