@@ -124,8 +124,12 @@ export class WebhookService {
   #listed: Listed = { endpoints: [], version: "", load: 0 };
   /** How many loads of the endpoint list were started. */
   #loads = 0;
-  /** The number of the latest-started load that failed (0: none). */
-  #failedLoad = 0;
+  /**
+   * Loads started up to this number may lack a change (0: none): one failed, or an endpoint was
+   * disabled by an attempt while they were in flight. Such a load leaves the list due, not kept
+   * for the cache's period.
+   */
+  #dueThrough = 0;
   /**
    * Per stream: what the cached endpoints want of its batches, worked out from the list once, so
    * that a batch's log demand, the observer's idle and its dispatch do not each scan every
@@ -206,7 +210,11 @@ export class WebhookService {
       slowAfterMs: options.slowAfterMs,
       slowForMs: options.slowForMs,
       onAttempt: (claim, attempt, disabled) => {
-        if (disabled) this.#loadedMs = -Infinity;
+        if (disabled) {
+          // A reload in flight may have read the list before this disable: due when it answers.
+          this.#dueThrough = this.#loads;
+          this.#loadedMs = -Infinity;
+        }
         onAttempt?.(claim.delivery, attempt, disabled);
       },
     });
@@ -430,14 +438,14 @@ export class WebhookService {
     } catch (error) {
       // The list in use, and one a load started before this one brings, may lack what this load
       // was to bring (a change's reload failed): due again, not kept for the cache's period.
-      this.#failedLoad = Math.max(this.#failedLoad, load);
+      this.#dueThrough = Math.max(this.#dueThrough, load);
       this.#loadedMs = -Infinity;
       throw error;
     }
     if (load < this.#listed.load) return this.#listed;
     this.#listed = { ...listed, load };
     this.#demand.clear();
-    this.#loadedMs = load > this.#failedLoad ? this.#now() : -Infinity;
+    this.#loadedMs = load > this.#dueThrough ? this.#now() : -Infinity;
     return this.#listed;
   }
 

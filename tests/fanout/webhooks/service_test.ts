@@ -1930,6 +1930,49 @@ Deno.test("an endpoint created while its change's reload of the endpoint list fa
   }
 });
 
+Deno.test("a reload of the endpoint list that read before a 410 disabled an endpoint leaves the list due when it answers, not kept for the cache's period", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  const deliveries = new HoldsAListing({ now: () => clock.now });
+  const disabled = Promise.withResolvers<void>();
+  const options = {
+    clock,
+    deliveries,
+    onAttempt: (_delivery: unknown, _attempt: unknown, endpointDisabled: boolean) => {
+      if (endpointDisabled) disabled.resolve();
+    },
+  };
+  await withApp(options, async ({ app, webhooks, receiver }) => {
+    const answer = Promise.withResolvers<void>();
+    try {
+      await register(app, {
+        url: receiver.url(),
+        eventTypes: ["window.closed", "event.processed"],
+      });
+      receiver.respond = async () => {
+        await answer.promise;
+        return new Response("gone", { status: 410 });
+      };
+      await closeFirstMinute(app); // its sends wait for the receiver's answer
+      clock.now += 5_000; // the cached list is due
+      const held = deliveries.holdNext();
+      // Ingest's log demand starts the background reload, which reads the list (enabled).
+      assert.equal(webhooks.wants("orders", "event.processed"), true);
+      await held.read;
+      answer.resolve(); // 410 Gone: the endpoint is disabled
+      await disabled.promise;
+      held.release();
+      await webhooks.idle(); // the held reload has answered
+      // The held list (still enabled) is in use, but due: the next call reloads it.
+      assert.equal(webhooks.wants("orders", "event.processed"), true);
+      await webhooks.idle();
+      assert.equal(webhooks.wants("orders", "event.processed"), false, "after the held reload");
+    } finally {
+      answer.resolve();
+      deliveries.releaseAll();
+    }
+  });
+});
+
 Deno.test("a sweep dispatches to an endpoint created while its prepare listed the endpoints, not to the list that prepare read before", async () => {
   const clock: Clock = { now: T0 + 600_000 };
   const deliveries = new HoldsAListing({ now: () => clock.now });
