@@ -414,7 +414,14 @@ export class EndpointRegistry {
     const state: Partial<EndpointState> = input.disabled
       ? { disabled: true, disabledReason: "Disabled by its owner" }
       : { disabled: false };
-    const endpoint = (await this.#deliveries.putEndpoint(config, { expectVersion: null, state }))!;
+    const written = await this.#deliveries.putEndpoint(config, { expectVersion: null, state });
+    // Null only when the endpoint exists already: a store that retried the write past its kept
+    // reply's life (Redis: 60 s) found what its first try created. The id is freshly random, so
+    // that endpoint is this one: read back. Gone again (deleted since by its id): not found.
+    const endpoint = written ?? await this.#deliveries.getEndpoint(config.id);
+    if (!endpoint) {
+      throw new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${config.id}'`);
+    }
     await this.#onChange();
     return { endpoint, secret };
   }

@@ -422,6 +422,33 @@ Deno.test("EndpointRegistry answers a creation, change and rotation with what th
   assert.deepEqual([reads.length, version], [2, 3]);
 });
 
+Deno.test("EndpointRegistry.create() whose write the store answers null though it wrote (a retry past the kept reply's life) answers the endpoint written, read back, or not found when deleted since", async () => {
+  class RetriedPastItsReply extends MemoryDeliveryStore {
+    override async putEndpoint(...args: Parameters<MemoryDeliveryStore["putEndpoint"]>) {
+      await super.putEndpoint(...args);
+      return null;
+    }
+  }
+  const deliveries = new RetriedPastItsReply({ now: () => T0 });
+  const { endpoints } = interleaved(deliveries);
+  const { endpoint, secret } = await endpoints.create({ url: URL_OK, description: "d" });
+  assert.deepEqual(endpoint, await deliveries.getEndpoint(endpoint.id));
+  assert.deepEqual([endpoint.description, endpoint.version, endpoint.disabled], ["d", 1, false]);
+  assert.deepEqual(endpoint.secrets, [{ secret, expiresMs: null }]);
+  // Deleted by its id before it is read back: not found, not a TypeError.
+  class DeletedBeforeRead extends MemoryDeliveryStore {
+    override async putEndpoint(...args: Parameters<MemoryDeliveryStore["putEndpoint"]>) {
+      await super.putEndpoint(...args);
+      await this.deleteEndpoint(args[0].id);
+      return null;
+    }
+  }
+  await assert.rejects(
+    interleaved(new DeletedBeforeRead({ now: () => T0 })).endpoints.create({ url: URL_OK }),
+    WebhookNotFoundError,
+  );
+});
+
 Deno.test("EndpointRegistry.rotateSecret() again within the overlap drops the oldest secret: at most two sign", async () => {
   const { endpoints, clock } = registry();
   const { endpoint } = await endpoints.create({ url: URL_OK });
