@@ -61,13 +61,22 @@ export interface WebhookSweepReport {
 /** How soon (ms) a dispatch that found the stream's lease held by another instance runs again. */
 const LEASE_RETRY_MS = 100;
 
+/**
+ * The {@linkcode SenderOptions} a {@linkcode WebhookService} takes as its own and hands on as
+ * given: one list for its options' type and the copy, so that none is taken and then dropped.
+ */
+const SENDER_OPTIONS = [
+  "timeoutMs",
+  "disableAfterMs",
+  "maxConcurrency",
+  "maxInFlight",
+  "slowAfterMs",
+  "slowForMs",
+] as const;
+
 /** Options for {@linkcode WebhookService}. */
-export interface WebhookServiceOptions extends
-  RetryDelayOptions,
-  Pick<
-    SenderOptions,
-    "timeoutMs" | "disableAfterMs" | "maxConcurrency" | "maxInFlight" | "slowAfterMs" | "slowForMs"
-  > {
+export interface WebhookServiceOptions
+  extends RetryDelayOptions, Pick<SenderOptions, typeof SENDER_OPTIONS[number]> {
   /** Stream state and result logs. */
   store: Store;
   /** Endpoints, deliveries and queues. */
@@ -203,12 +212,7 @@ export class WebhookService {
       schedule: options.schedule,
       jitter: options.jitter,
       random: options.random,
-      timeoutMs: options.timeoutMs,
-      disableAfterMs: options.disableAfterMs,
-      maxConcurrency: options.maxConcurrency,
-      maxInFlight: options.maxInFlight,
-      slowAfterMs: options.slowAfterMs,
-      slowForMs: options.slowForMs,
+      ...senderOptionsOf(options),
       onAttempt: (claim, attempt, disabled) => {
         if (disabled) {
           // A reload in flight may have read the list before this disable: due when it answers.
@@ -793,4 +797,13 @@ interface Listed {
   version: string;
   /** Which load read it (loads are numbered as they start; 0: none yet). */
   load: number;
+}
+
+/** The {@linkcode SENDER_OPTIONS} of `options`, each as given (undefined: the sender's default). */
+function senderOptionsOf(
+  options: WebhookServiceOptions,
+): Pick<SenderOptions, typeof SENDER_OPTIONS[number]> {
+  const picked: Pick<SenderOptions, typeof SENDER_OPTIONS[number]> = {};
+  for (const key of SENDER_OPTIONS) picked[key] = options[key];
+  return picked;
 }
