@@ -15,7 +15,7 @@ import { RedisStore } from "../../src/store/redis/store.ts";
 import { OTHER_GROUP, type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { emptyState } from "../../src/window/mod.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, restClient, withDirect } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 
@@ -1599,4 +1599,49 @@ onBothStores(
     }
   },
   { closeCells: 4 },
+);
+
+redisTest(
+  "sweepOnce() (Redis) closes a tumbling window of a stream with alerts that its peek listed whole with no pane's keys read (HKEYS)",
+  async (fixture) => {
+    const store = new RedisStore(restClient(fixture), { now: () => T0 });
+    const stream = compileConfig({
+      streams: {
+        orders: {
+          time: { field: "ts", lateness: "10s" },
+          counters: {
+            per_minute: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+          },
+          alerts: [{ name: "any", counter: "per_minute", when: "value >= 1.0" }],
+        },
+      },
+    }).get("orders")!;
+    const countries = ["D0", "D1", "D2", "D3", "D4"];
+    await ingestItems(
+      stream,
+      items([...countries.map((country, i) => ({ ts: at(i + 1), country })), {
+        ts: at(200),
+        country: "X",
+      }]),
+      { store, nowMs: T0 },
+    );
+    await withDirect(fixture.redisUrl, (send) => send("CONFIG", "RESETSTAT"));
+    const report = await sweepOnce([stream], store);
+    const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "commandstats")));
+    const closed = report.closed.filter((window) => window.start === T0);
+    assert.deepEqual(closed.flatMap((window) => window.groups.map((group) => group.group)).sort(), [
+      '["D0"]',
+      '["D1"]',
+      '["D2"]',
+      '["D3"]',
+      '["D4"]',
+    ]);
+    assert.deepEqual(
+      report.fired.filter((firing) => firing.start === T0).map((firing) => firing.group).sort(),
+      countries.map((country) => `["${country}"]`),
+    );
+    // The close script ran (the peek and the close), yet read no pane's field names.
+    assert.match(info, /^cmdstat_evalsha:calls=/m);
+    assert.doesNotMatch(info, /^cmdstat_hkeys:/m);
+  },
 );

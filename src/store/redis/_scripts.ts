@@ -2435,18 +2435,21 @@ local function readJob(name)
   for text in string.gmatch(v[3], "[^,]+") do panes[#panes + 1] = tonumber(text) end
   return { start = tonumber(v[1]), stop = tonumber(v[2]), panes = panes, pane = tonumber(v[4]), cursor = v[5] }
 end
--- The groups args.ls lists of name's window at start (CloseOptions.listed) as a set; nil: no bound.
+-- The groups args.ls lists of name's window at start (CloseOptions.listed) as a set, and how many
+-- it holds; nil: no bound.
 local function listedGroups(name, start)
-  if type(args.ls) ~= "table" then return nil end
-  local set = {}
+  if type(args.ls) ~= "table" then return nil, 0 end
+  local set, size = {}, 0
   if type(args.ls[name]) == "table" then
     for _, window in ipairs(args.ls[name]) do
       if tonumber(window.start) == start then
-        for _, group in ipairs(window.groups) do set[group] = true end
+        for _, group in ipairs(window.groups) do
+          if not set[group] then set[group], size = true, size + 1 end
+        end
       end
     end
   end
-  return set
+  return set, size
 end
 -- Whether listed (args.ls) names the window of name starting at start.
 local function namedWindow(name, start)
@@ -2588,8 +2591,11 @@ for _, c in ipairs(args.counters) do
       claimed[#claimed + 1] = startText
       -- A window the peek listed in part closes a part at a time, its listed groups only: whole,
       -- it would close groups whose alerts were not judged.
-      local only = namedWindow(name, start) and listedGroups(name, start) or nil
-      if total <= budget and (only == nil or allListed(name, panes, only)) then
+      -- The peek listed groups of this window, which takes no more writes once due: as many as its
+      -- cells (never fewer than its groups) are all of them, with no pane's keys read.
+      local only, listedSize = nil, 0
+      if namedWindow(name, start) then only, listedSize = listedGroups(name, start) end
+      if total <= budget and (only == nil or listedSize >= total or allListed(name, panes, only)) then
         budget = budget - total
         emit(name, kind, start, windowEnd, mergePanes(name, kind, panes))
       else
