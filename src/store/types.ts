@@ -701,6 +701,8 @@ export interface CloseOptions {
    * with more cells than it has left, or one listed here with only some of its groups, however
    * few its cells), the call closes only groups listed for it, stopping at the first other one its
    * walk reaches, which waits for a later call (none of a window not listed).
+   * The groups listed are taken to be the window's own, as a peek lists them: a window listed with
+   * at least as many groups as its cells (a group counts one a pane it is in) is listed whole.
    * The sweep passes what its peek listed, so that another instance moving such a close on
    * between its peek and its close leaves no group closed with its alerts not judged.
    * @default {none: as far as the cells allow}
