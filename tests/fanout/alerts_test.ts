@@ -1602,7 +1602,7 @@ onBothStores(
 );
 
 redisTest(
-  "sweepOnce() (Redis) closes a tumbling window of a stream with alerts that its peek listed whole with no pane's keys read (HKEYS)",
+  "sweepOnce() (Redis) closes the windows of a stream with alerts that its peek listed whole, tumbling or sliding with each group in one pane, with no pane's keys read (HKEYS)",
   async (fixture) => {
     const store = new RedisStore(restClient(fixture), { now: () => T0 });
     const stream = compileConfig({
@@ -1611,12 +1611,21 @@ redisTest(
           time: { field: "ts", lateness: "10s" },
           counters: {
             per_minute: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+            recent: {
+              window: { sliding: "3m", precision: "1m" },
+              groupBy: ["country"],
+              aggregate: "count",
+            },
           },
-          alerts: [{ name: "any", counter: "per_minute", when: "value >= 1.0" }],
+          alerts: [
+            { name: "any", counter: "per_minute", when: "value >= 1.0" },
+            { name: "any_recent", counter: "recent", when: "value >= 1.0" },
+          ],
         },
       },
     }).get("orders")!;
     const countries = ["D0", "D1", "D2", "D3", "D4"];
+    const groups = countries.map((country) => `["${country}"]`);
     await ingestItems(
       stream,
       items([...countries.map((country, i) => ({ ts: at(i + 1), country })), {
@@ -1628,18 +1637,27 @@ redisTest(
     await withDirect(fixture.redisUrl, (send) => send("CONFIG", "RESETSTAT"));
     const report = await sweepOnce([stream], store);
     const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "commandstats")));
-    const closed = report.closed.filter((window) => window.start === T0);
-    assert.deepEqual(closed.flatMap((window) => window.groups.map((group) => group.group)).sort(), [
-      '["D0"]',
-      '["D1"]',
-      '["D2"]',
-      '["D3"]',
-      '["D4"]',
-    ]);
-    assert.deepEqual(
-      report.fired.filter((firing) => firing.start === T0).map((firing) => firing.group).sort(),
-      countries.map((country) => `["${country}"]`),
-    );
+    // Minute 0 of per_minute, and the three sliding windows that hold minute 0 (all due by 3m20s).
+    for (
+      const [counter, start] of [["per_minute", 0], ["recent", -2], ["recent", -1], [
+        "recent",
+        0,
+      ]] as const
+    ) {
+      const windows = report.closed.filter((window) =>
+        window.counter === counter && window.start === T0 + start * 60_000
+      );
+      const closed = windows.flatMap((window) => window.groups.map((group) => group.group));
+      assert.deepEqual(closed.sort(), groups, `${counter} at minute ${start} closed whole`);
+      const fired = report.fired.filter((firing) =>
+        firing.counter === counter && firing.start === T0 + start * 60_000
+      );
+      assert.deepEqual(
+        fired.map((firing) => firing.group).sort(),
+        groups,
+        `${counter} at minute ${start} fired`,
+      );
+    }
     // The close script ran (the peek and the close), yet read no pane's field names.
     assert.match(info, /^cmdstat_evalsha:calls=/m);
     assert.doesNotMatch(info, /^cmdstat_hkeys:/m);
