@@ -36,14 +36,14 @@
  *
  * Whatever still runs when the bound ends is left. The stop is unclean (the
  * report names the steps) only when what was left held work: an HTTP request
- * being answered (or answered less than {@linkcode REPLIES_SENT_MS} before,
- * its reply maybe still leaving), a WebSocket ingest connection open, a
- * webhook send in flight, a sweep running, a rejected count not applied. Steps left with none (an idle
- * listener still closing, a read of a live tail, a dispatch that is done
- * again) end with the process and lose nothing, so a server with nothing in
- * flight stops clean whatever the bound. A request cut gets no reply (a reset
- * before any response byte), and one being applied at that moment may count
- * without an ack, which dedupe ids or an `Idempotency-Key` make safe to
+ * being answered (or answered less than {@linkcode REPLIES_SENT_MS} before, its
+ * reply maybe still leaving), a WebSocket ingest connection open, a webhook
+ * send in flight, a sweep running, a rejected count not applied. Steps left
+ * with none (an idle listener still closing, a read of a live tail, a dispatch
+ * that is done again) end with the process and lose nothing, so a server with
+ * nothing in flight stops clean whatever the bound. A request cut gets no reply
+ * (a reset before any response byte), and one being applied at that moment may
+ * count without an ack, which dedupe ids or an `Idempotency-Key` make safe to
  * resend. Live subscribers are told at the stop's start; a publication of
  * running window values in progress is dropped, as those not started are.
  *
@@ -213,8 +213,8 @@ export async function stopServer(
     () => webhooks.sending,
   );
 
-  // After the requests and frames that add to them were answered; a failing apply is logged by
-  // RejectedCounts (once), and one still running at the bound is left with its count.
+  // After the requests and frames that add to them were answered; what the flush cannot apply it
+  // logs (one line), and an apply still running at the bound is left with its count.
   const rejected = step(
     "rejected counts",
     Promise.all([sockets, http]).then(() => parts.rejectedCounts?.flush()),

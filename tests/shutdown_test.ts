@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { RedisDeliveryStore } from "../src/store/redis/delivery_store.ts";
 import { evalAtRoot } from "./_eval.ts";
+import { collectingLogs, messageOf } from "./_logs.ts";
 import { redisTest, restClient, withDirect } from "./_redis.ts";
 import { type ServerProcess, startServerProcess } from "./_server_process.ts";
 import { Receiver } from "./fanout/webhooks/_receiver.ts";
@@ -913,14 +914,26 @@ Deno.test({
     const cut = await stopServer(hanging.parts, { boundMs: 600 });
     assert.deepEqual([cut.clean, cut.unfinished], [false, ["rejected counts"]]);
 
+    // Redis failing since before the stop (a failure already logged): the stop's flush still says
+    // what it lost.
     const failing = stoppingParts();
     const refused = new RejectedCounts({
       applyBatch: () => Promise.reject(new Error("Redis is down")),
     }, { intervalMs: 60_000 });
     failing.parts.rejectedCounts = refused;
-    refused.add(stream, 1);
-    const failed = await stopServer(failing.parts, { boundMs: 2_000 });
+    const { failed, warnings } = await collectingLogs(async (records) => {
+      refused.add(stream, 1);
+      await refused.flush();
+      refused.add(stream, 3);
+      const failed = await stopServer(failing.parts, { boundMs: 2_000 });
+      const warnings = records.filter((record) => record.level === "warning").map(messageOf);
+      return { failed, warnings };
+    });
     assert.deepEqual([failed.clean, failed.unfinished, refused.waiting], [true, [], false]);
+    assert.deepEqual(warnings.filter((line) => line.startsWith("Cannot count")), [
+      "Cannot count 1 rejected events (requests that accepted none) of stream(s) orders on flush, so they are lost: Error: Redis is down",
+      "Cannot count 3 rejected events (requests that accepted none) of stream(s) orders on flush, so they are lost: Error: Redis is down",
+    ]);
   },
 });
 

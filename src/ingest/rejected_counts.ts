@@ -7,7 +7,8 @@
  * So the count lags the request by up to about `intervalMs` (more while the store is slow). A
  * stopping server applies what is pending once its requests and WebSocket frames were answered
  * ({@linkcode RejectedCounts.flush}, within the stop's bound: `shutdown.ts`); a count is lost when
- * that bound ends first, when its apply fails (logged once until an apply succeeds again), and
+ * that bound ends first, when its apply fails (the timer's failures logged once until an apply
+ * succeeds again; {@linkcode RejectedCounts.flush} logs every count it loses), and
  * when its stream was deleted or changed meanwhile (the store refuses its apply with
  * `StreamChangedError`: it belonged to a definition no longer served).
  *
@@ -30,10 +31,18 @@ export interface RejectedCountsOptions {
   intervalMs?: number;
 }
 
+/** A count an apply lost without a line of its own. */
+interface Unlogged {
+  stream: string;
+  count: number;
+  reason: string;
+}
+
 interface Pending {
   count: number;
   timer: ReturnType<typeof setTimeout> | undefined;
-  running: Promise<void> | undefined;
+  /** Resolves to what it lost unlogged, if anything. */
+  running: Promise<Unlogged | undefined> | undefined;
 }
 
 /**
@@ -80,34 +89,52 @@ export class RejectedCounts {
 
   /**
    * Applies every pending count now and waits for those applies (a stopping server, tests); never
-   * rejects (a failing apply is logged as the timer's are).
+   * rejects. What it cannot apply is always logged, in one warning naming the streams and the total
+   * lost, even while the timer's failures go unlogged (after the first, until an apply succeeds):
+   * a stop with the store failing since before it loses no count unsaid.
    */
   async flush(): Promise<void> {
-    const waits: Promise<void>[] = [];
-    for (const [stream, entry] of this.#pending) {
-      if (entry.running) waits.push(entry.running);
-      else if (entry.count > 0) {
-        clearTimeout(entry.timer);
-        entry.timer = undefined;
-        waits.push(this.#apply(stream, entry));
+    const lost: Unlogged[] = [];
+    do {
+      const waits: Promise<Unlogged | undefined>[] = [];
+      for (const [stream, entry] of this.#pending) {
+        if (entry.running) waits.push(entry.running);
+        else if (entry.count > 0) {
+          clearTimeout(entry.timer);
+          entry.timer = undefined;
+          waits.push(this.#apply(stream, entry, true));
+        }
       }
-    }
-    await Promise.all(waits);
-    // Counts added while those ran.
-    if ([...this.#pending.values()].some((entry) => entry.count > 0)) await this.flush();
+      for (const unlogged of await Promise.all(waits)) if (unlogged) lost.push(unlogged);
+      // Counts added while those ran go in another round.
+    } while ([...this.#pending.values()].some((entry) => entry.count > 0));
+    if (lost.length === 0) return;
+    const streams = [...new Set(lost.map((item) => item.stream))];
+    logger.warn(
+      "Cannot count {total} rejected events (requests that accepted none) of stream(s) {streams} on flush, so they are lost: {reason}",
+      {
+        total: lost.reduce((sum, item) => sum + item.count, 0),
+        streams: streams.join(", "),
+        reason: lost[lost.length - 1].reason,
+      },
+    );
   }
 
   #schedule(stream: CompiledStream, entry: Pending): void {
     const timer = setTimeout(() => {
       entry.timer = undefined;
-      this.#apply(stream, entry);
+      void this.#apply(stream, entry, false);
     }, this.#intervalMs);
     // A pending count never keeps the process alive: a stopping server flushes it (shutdown.ts).
     Deno.unrefTimer(timer);
     entry.timer = timer;
   }
 
-  #apply(stream: CompiledStream, entry: Pending): Promise<void> {
+  /**
+   * Applies `entry`'s count; a failure is logged here unless `quiet` (the caller logs it) or one is
+   * already logged, and resolves to what was lost unlogged.
+   */
+  #apply(stream: CompiledStream, entry: Pending, quiet: boolean): Promise<Unlogged | undefined> {
     const count = entry.count;
     entry.count = 0;
     this.#applies += 1;
@@ -122,26 +149,30 @@ export class RejectedCounts {
       updates: { panes: [], groups: [], values: [] },
       requests: [{ events: 0, filtered: 0, rejected: count }],
     }).then(
-      () => {
+      (): Unlogged | undefined => {
         this.#failing = false;
+        return undefined;
       },
       (error) => {
         // Deleted or changed meanwhile: what is pending belongs to a definition no longer served.
         if (error instanceof StreamChangedError) {
           entry.count = 0;
-          return;
+          return undefined;
         }
-        if (this.#failing) return;
+        const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+        const wasFailing = this.#failing;
         this.#failing = true;
+        if (quiet || wasFailing) return { stream: stream.name, count, reason };
         // One line, without a stack, until an apply succeeds again.
         logger.warn(
           "Cannot count {count} rejected events of stream {stream} (requests that accepted none), so they are lost: {reason} (further failures unlogged until an apply succeeds)",
           {
             count,
             stream: stream.name,
-            reason: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+            reason,
           },
         );
+        return undefined;
       },
     ).finally(() => {
       entry.running = undefined;

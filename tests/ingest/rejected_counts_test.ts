@@ -87,24 +87,28 @@ redisTest(
   },
 );
 
-Deno.test("RejectedCounts: a failing apply loses its count, is logged once until one succeeds, and a changed stream drops what is pending", async () => {
+Deno.test("RejectedCounts: a failing timer apply loses its count, is logged once until one succeeds, and a changed stream drops what is pending", async () => {
   const stream = ordersStream();
   const store = new MemoryStore({ now: () => NOW });
   let failWith: Error | undefined;
   const { applies, target } = recording(store, () => failWith);
-  const rejectedCounts = new RejectedCounts(target, { now: () => NOW, intervalMs: 3_600_000 });
+  const rejectedCounts = new RejectedCounts(target, { now: () => NOW, intervalMs: 5 });
+  // Each count goes in the timer's apply, not a flush.
+  const applied = async (count: number) => {
+    await until(`${count} applies`, () => applies.length === count && !rejectedCounts.waiting);
+  };
   const warnings = await collectingLogs(async (records) => {
     failWith = new StoreRefusedError("WRONGTYPE Operation against a key holding the wrong kind");
     for (let i = 0; i < 3; i++) {
       rejectedCounts.add(stream, 2);
-      await rejectedCounts.flush();
+      await applied(i + 1);
     }
     failWith = undefined;
     rejectedCounts.add(stream, 1);
-    await rejectedCounts.flush();
+    await applied(4);
     failWith = new StoreRefusedError("WRONGTYPE again");
     rejectedCounts.add(stream, 1);
-    await rejectedCounts.flush();
+    await applied(5);
     return records.filter((record) => record.level === "warning");
   });
   assert.equal(applies.length, 5);
@@ -140,6 +144,42 @@ Deno.test("RejectedCounts: a failing apply loses its count, is logged once until
     filtered: 0,
     rejected: 5,
   }]]);
+});
+
+Deno.test("RejectedCounts: flush() logs what it cannot apply, streams and total, in one line, though the store was failing (unlogged) before it", async () => {
+  const orders = ordersStream();
+  const clicks = compileConfig({
+    streams: { clicks: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+  }).get("clicks")!;
+  const store = new MemoryStore({ now: () => NOW });
+  let failWith: Error | undefined;
+  const { applies, target } = recording(store, () => failWith);
+  const rejectedCounts = new RejectedCounts(target, { now: () => NOW, intervalMs: 5 });
+  const warnings = await collectingLogs(async (records) => {
+    failWith = new StoreRefusedError("connection closed");
+    // Failing since before the stop: the timer's first failure is logged, its second is not.
+    rejectedCounts.add(orders, 1);
+    await until("the first apply", () => applies.length === 1 && !rejectedCounts.waiting);
+    rejectedCounts.add(orders, 1);
+    await until("the second apply", () => applies.length === 2 && !rejectedCounts.waiting);
+    // The stop's flush: counts of two streams, and one added while its applies run.
+    rejectedCounts.add(orders, 3);
+    rejectedCounts.add(clicks, 4);
+    const flushed = rejectedCounts.flush();
+    rejectedCounts.add(orders, 2);
+    await flushed;
+    assert.equal(rejectedCounts.waiting, false);
+    // A flush with nothing lost logs nothing.
+    failWith = undefined;
+    rejectedCounts.add(clicks, 1);
+    await rejectedCounts.flush();
+    return records.filter((record) => record.level === "warning").map(messageOf);
+  });
+  assert.equal(applies.length, 6);
+  assert.deepEqual(warnings, [
+    "Cannot count 1 rejected events of stream orders (requests that accepted none), so they are lost: StoreRefusedError: connection closed (further failures unlogged until an apply succeeds)",
+    "Cannot count 9 rejected events (requests that accepted none) of stream(s) orders, clicks on flush, so they are lost: StoreRefusedError: connection closed",
+  ]);
 });
 
 Deno.test("RejectedCounts: counts added while a slow apply runs wait for it and then go in one apply, none lost; flush() meanwhile waits for both", async () => {
