@@ -213,12 +213,14 @@ export function matchesSubscription(subscription: Subscription, payload: PublicP
 /**
  * The period (ms) within which compiling the `matches()` patterns a subscription's filter takes
  * from its messages may cost `MAX_REQUEST_PATTERN_COMPILE`, as a request's on ingest (each pattern
- * its instructions and `PATTERN_COMPILE_OVERHEAD`; one already compiled costs nothing). Without it
- * a filter such as `payload.data.event.text.matches(payload.data.event.p)` compiles a pattern per
- * message: 1,000 messages, each with its own pattern of about 4,000 instructions, took one
- * subscriber's filter 11–16 s of CPU in the process serving it, each evaluation within its own
- * budget; with it, 0.5–1.9 s before the subscription ended (more as a loaded machine's evaluations
- * spread over more seconds).
+ * its instructions and `PATTERN_COMPILE_OVERHEAD`; one still kept compiled, among the most recently
+ * used 16,384 instructions' worth of patterns taken from events, a cache shared with ingest, costs
+ * nothing; one dropped and used again is compiled and charged again). Without it a filter such as
+ * `payload.data.event.text.matches(payload.data.event.p)` compiles a pattern per message: 1,000
+ * messages, each with its own pattern of about 4,000 instructions, took one subscriber's filter
+ * 11–16 s of CPU in the process serving it, each evaluation within its own budget; with it,
+ * 0.5–1.9 s before the subscription ended (more as a loaded machine's evaluations spread over more
+ * seconds).
  */
 export const FILTER_PATTERN_PERIOD_MS = 1_000;
 
