@@ -930,6 +930,82 @@ Deno.test("LiveHub bounds what a filter's patterns taken from messages cost to c
   }
 });
 
+const LITERAL_FILTER = compileExpression(
+  "payload.data.event.country.matches('^D')",
+  ["payload"],
+  { returns: "bool" },
+);
+
+Deno.test("LiveHub's filter pattern bound cuts only the subscriber past it: an unfiltered one and a literal-pattern one on the same tail get every message", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, now: () => NOW });
+  const cut = collector();
+  const plain = collector();
+  const literal = collector();
+  try {
+    await live.subscribe(subscription(["event.processed"], { filter: PATTERN_FILTER }), cut.sink);
+    await live.subscribe(subscription(["event.processed"]), plain.sink);
+    await live.subscribe(
+      subscription(["event.processed"], { filter: LITERAL_FILTER }),
+      literal.sink,
+    );
+    await store.appendLog("orders", patternRecords("a", 40));
+    await eventually(() => plain.received.length === 40 && literal.received.length === 40, 10_000);
+    await eventually(() => cut.closed.length === 1, 10_000);
+    assert.equal(cut.received.length, 32);
+    assert.deepEqual(cut.closed, [filterPatternBudgetMessage(MAX_REQUEST_PATTERN_COMPILE)]);
+    assert.deepEqual([plain.closed, literal.closed], [[], []]);
+  } finally {
+    await live.close();
+  }
+});
+
+Deno.test("LiveHub's filter pattern bound holds for a subscriber behind too: caught up from the log, it is cut at the same message", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, now: () => NOW });
+  let ready = false;
+  const behind = collector();
+  try {
+    await live.subscribe(subscription(["event.processed"], { filter: PATTERN_FILTER }), {
+      ...behind.sink,
+      ready: () => ready,
+    });
+    await store.appendLog("orders", patternRecords("c", 40));
+    await sleep(300);
+    assert.equal(behind.received.length, 0);
+    // Ready again: the rest comes from the log, the catch-up path, not the tail.
+    ready = true;
+    await eventually(() => behind.closed.length === 1, 10_000);
+    await sleep(300);
+    assert.deepEqual(eventIds(behind.received), patternRecords("c", 32).map((r) => r.event.id));
+    assert.deepEqual(behind.closed, [filterPatternBudgetMessage(MAX_REQUEST_PATTERN_COMPILE)]);
+  } finally {
+    await live.close();
+  }
+});
+
+Deno.test("LiveHub's filter pattern bound starts a new second when the clock steps back", async () => {
+  let clock = NOW;
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, now: () => clock });
+  const stepped = collector();
+  try {
+    await live.subscribe(
+      subscription(["event.processed"], { filter: PATTERN_FILTER }),
+      stepped.sink,
+    );
+    // 20 and, with the clock 10 s back, 20 more: past the bound were they charged to one second.
+    await store.appendLog("orders", patternRecords("d", 20));
+    await eventually(() => stepped.received.length === 20, 10_000);
+    clock -= 10_000;
+    await store.appendLog("orders", patternRecords("e", 20));
+    await eventually(() => stepped.received.length === 40, 10_000);
+    assert.deepEqual(stepped.closed, []);
+  } finally {
+    await live.close();
+  }
+});
+
 Deno.test("LiveHub publishes no window.updated for session counters, and still for the others", async () => {
   const visitStreams = compileConfig({
     streams: {
