@@ -193,6 +193,7 @@ export function createServerApp(
     // Kept, so that a stop applies what waits in it.
     rejectedCounts: (target, now) => rejectedCounts = new RejectedCounts(target, { now }),
   });
+  // Set by now: createApp calls the `rejectedCounts` factory synchronously, before it returns.
   return { app, live, connections, webhooks, rejectedCounts: rejectedCounts! };
 }
 
