@@ -12,7 +12,7 @@ function numbers(): number[] {
   return out;
 }
 
-Deno.test("BinaryHeap pops its entries in the order `above` gives, ties included", () => {
+Deno.test("BinaryHeap pops its entries in the order `above` gives (equal numbers among them)", () => {
   const heap = new BinaryHeap<number>((a, b) => a < b);
   const pushed = numbers();
   for (const n of pushed) heap.push(n);
